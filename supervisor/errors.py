@@ -1,0 +1,42 @@
+"""One error family. The CLI edge turns any of these into one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class TaskAutomationError(Exception):
+    """Base of every error the supervisor raises on purpose; its str() is the user-facing line."""
+
+
+class ConfigError(TaskAutomationError):
+    """A config file (task config.ini or the home config) is unreadable or holds an invalid value.
+
+    The message always names the file, and where it applies the section, the key and the bad value.
+    """
+
+
+class TaskLoadError(TaskAutomationError):
+    """A task folder cannot be loaded: main.py missing, not importable, no main(), initialize() raised."""
+
+
+class EnvBuildError(TaskAutomationError):
+    """A task's virtualenv could not be created or its requirements could not be installed."""
+
+
+class SpawnError(TaskAutomationError):
+    """A run's child process could not be started."""
+
+
+class AlreadyRunningError(TaskAutomationError):
+    """Another supervisor holds the home's lock."""
+
+
+class NotRunningError(TaskAutomationError):
+    """No supervisor is running on this home."""
+
+
+class ControlError(TaskAutomationError):
+    """The control channel to the running supervisor failed or refused a request."""
+
+
+class RecordsError(TaskAutomationError):
+    """The run-history database is unreadable, corrupt or locked."""

@@ -1,0 +1,81 @@
+"""Every path the supervisor reads or writes, derived from one HOME folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV_VAR = "TASKAUTOMATION_HOME"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """One object knows every path; nothing else joins path strings.
+
+    All state the supervisor writes lives under ``home`` (DESIGN.md 1.1).
+    """
+
+    home: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None, *, default: Path) -> "Paths":
+        """--home wins, then $TASKAUTOMATION_HOME, then ``default`` (the folder of main.py)."""
+        chosen = home if home is not None else os.environ.get(HOME_ENV_VAR) or default
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def tasks(self) -> Path:
+        return self.home / "Tasks"
+
+    def task_dir(self, name: str) -> Path:
+        return self.tasks / name
+
+    def task_output(self, name: str) -> Path:
+        return self.tasks / name / "Output"
+
+    @property
+    def envs(self) -> Path:
+        return self.home / "envs"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.logs / "supervisor.log"
+
+    @property
+    def task_logs(self) -> Path:
+        return self.logs / "tasks"
+
+    def task_log(self, name: str) -> Path:
+        return self.task_logs / f"{name}.log"
+
+    @property
+    def state(self) -> Path:
+        """Runtime files that are not logs: lock, control socket, database."""
+        return self.home / "logs" / "state"
+
+    @property
+    def database(self) -> Path:
+        return self.state / "history.sqlite3"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state / "supervisor.lock"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state / "control.sock"
+
+    @property
+    def home_config(self) -> Path:
+        """Optional home-level settings (installer, default limits, retention)."""
+        return self.home / "taskautomation.ini"
+
+    def ensure(self) -> None:
+        """Create the folders the supervisor writes to (Tasks/ too, so a fresh home works)."""
+        for folder in (self.tasks, self.envs, self.logs, self.task_logs, self.state):
+            folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,148 @@
+"""Plain data that crosses module lines: frozen dataclasses and enums, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from pathlib import Path
+
+
+class Outcome(str, enum.Enum):
+    """How a run ended; exactly one per run (DESIGN.md 1.4)."""
+
+    OK = "ok"  # main() returned
+    FAILED = "failed"  # main() raised, or the process exited non-zero
+    TIMEOUT = "timeout"  # TimeoutSeconds (wall clock) or CPUSeconds exceeded; tree stopped
+    MEMORY = "memory"  # MemoryMB exceeded by the run's whole tree; tree SIGKILLed
+    KILLED = "killed"  # stopped on purpose: shutdown, task removed, supervisor died
+    CRASHED = "crashed"  # died by a signal nobody sent on purpose (segfault, abort, OOM killer)
+    SKIPPED = "skipped"  # was due while the previous run was still running
+    TESTING = "testing"  # Testing=True: confirmation logged, main() not executed
+    ENV_FAILED = "env-failed"  # the task's environment could not be built
+    INTERRUPTED = "interrupted"  # the supervisor died while the run was open (found at next start)
+
+
+class Trigger(str, enum.Enum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"
+    STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
+    MANUAL = "manual"  # run-now
+
+
+class CatchUp(str, enum.Enum):
+    """What happens to slots missed while the supervisor was down.
+
+    ONCE: one run at the next allowed time, however many slots were missed.
+    SKIP: missed slots are dropped; the next run is the next slot on the interval grid.
+    """
+
+    ONCE = "once"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Local wall-clock window in which a run may *start*.
+
+    ``end`` is inclusive to the end of its minute, so 00:00-23:59 is the whole day; ``start > end``
+    crosses midnight (22:00-02:00). ``start == end`` is the single minute start..start+59s.
+    """
+
+    start: time = time(0, 0)
+    end: time = time(23, 59)
+
+    @property
+    def all_day(self) -> bool:
+        return self.start == time(0, 0) and self.end == time(23, 59)
+
+    def contains(self, wall: time) -> bool:
+        """True when the wall-clock time ``wall`` (seconds ignored past the minute) is inside."""
+        minute = (wall.hour, wall.minute)
+        lo = (self.start.hour, self.start.minute)
+        hi = (self.end.hour, self.end.minute)
+        if lo <= hi:
+            return lo <= minute <= hi
+        return minute >= lo or minute <= hi
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run resource limits. None means no limit."""
+
+    timeout_s: float | None = 3600.0  # wall clock, monotonic; 0 in config.ini means None
+    kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL
+    memory_mb: float | None = None  # resident memory of the whole process tree
+    cpu_s: float | None = None  # CPU seconds of the whole process tree
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task's parsed config.ini. Built only by config.parse_task_config."""
+
+    name: str
+    every: timedelta
+    window: Window = field(default_factory=Window)
+    enabled: bool = True
+    testing: bool = False
+    run_on_startup: bool = False
+    catch_up: CatchUp = CatchUp.ONCE
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class HomeConfig:
+    """Optional HOME/taskautomation.ini: settings for the whole supervisor.
+
+    [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes
+    [Limits]     defaults for every task's [Limits] keys
+    """
+
+    installer: str = "uv"
+    keep_runs: int = 1000
+    log_max_bytes: int = 5 * 1024 * 1024
+    log_backups: int = 3
+    output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """A parsed config plus warnings (unknown keys, defaults used) for the log."""
+
+    spec: TaskSpec
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of run history, as stored and as shown by `history --json`."""
+
+    run_id: str
+    task: str
+    trigger: Trigger
+    started: datetime
+    due: datetime | None = None
+    finished: datetime | None = None
+    outcome: Outcome | None = None  # None while the run is open
+    duration_s: float | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    message: str | None = None
+    peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+    log_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    """Where a task's environment stands, as the env manager reports it."""
+
+    key: str
+    python: Path | None  # the env's interpreter when ready
+    ready: bool
+    error: str | None = None

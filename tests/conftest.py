@@ -1,0 +1,78 @@
+"""Shared fixtures. The autouse leftover check fails any test that leaves a process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Every process a test starts inherits this cookie through the environment, including processes
+# that escaped their parents (setsid + double fork), so /proc can be searched for all of them.
+COOKIE_VAR = "TASKAUTOMATION_TEST_COOKIE"
+COOKIE = uuid.uuid4().hex
+os.environ[COOKIE_VAR] = COOKIE
+# Tests never touch the network: a stray install that tries an index fails fast instead of hanging.
+os.environ.setdefault("UV_OFFLINE", "1")
+os.environ.setdefault("PIP_NO_INDEX", "1")
+
+
+def processes_with_cookie() -> list[psutil.Process]:
+    """Live (non-zombie) processes other than this one that carry this session's cookie."""
+    found = []
+    needle = f"{COOKIE_VAR}={COOKIE}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                proc = psutil.Process(int(entry.name))
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """Fail the test if any process it started (child, grandchild, escapee, zombie child) survives it."""
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        me = psutil.Process()
+        children = [c for c in me.children(recursive=True)]
+        strays = {p.pid: p for p in processes_with_cookie()}
+        for child in children:
+            strays.setdefault(child.pid, child)
+        if not strays or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if strays:
+        described = []
+        for proc in strays.values():
+            try:
+                described.append(f"{proc.pid} {proc.status()} {' '.join(proc.cmdline())[:120]}")
+                os.kill(proc.pid, signal.SIGKILL)
+            except (OSError, psutil.Error):
+                pass
+        for child in children:  # reap our own zombies so the next test starts clean
+            try:
+                os.waitpid(child.pid, os.WNOHANG)
+            except OSError:
+                pass
+        pytest.fail("test left processes behind:\n" + "\n".join(described))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty HOME with a Tasks/ folder."""
+    (tmp_path / "Tasks").mkdir()
+    return tmp_path
