@@ -1,0 +1,488 @@
+"""Run history in SQLite: one row per run, surviving restarts and ``kill -9`` of the supervisor.
+
+Policies:
+
+- **Durability.** WAL journal, ``synchronous=FULL``: a committed row is on disk before the call returns, so a
+  run recorded as started before its spawn is still there after the supervisor is SIGKILLed. Every write is
+  one short ``BEGIN IMMEDIATE`` transaction (taking the write lock up front, so the busy timeout applies to
+  it instead of failing at once on a read-to-write upgrade).
+- **One writer, many threads.** The supervisor's loop thread writes; other threads (the control socket) may
+  read. One connection opened with ``check_same_thread=False`` is shared behind an internal lock.
+- **Read-only mode** (the CLI with no supervisor running) opens the file with a ``mode=ro`` URI and creates
+  nothing of its own (SQLite may add its ``-wal``/``-shm`` side files next to an existing WAL database to
+  read it). A missing database is an empty history, not an error; the file is looked for again on each call,
+  so a reader that outlives the supervisor's first write sees the rows.
+- **Errors.** A corrupt or non-SQLite file, a database locked beyond the busy timeout, a schema newer than
+  this code, or a row that cannot be decoded raises :class:`RecordsError` naming the file and the cause.
+  Calls that break this module's contract (naive datetimes, a finish without an outcome) raise ``ValueError``:
+  they are bugs in the caller, not conditions of the disk.
+- **Storage.** Datetimes are ISO-8601 UTC text with microseconds (so text order is time order and the
+  ``(task, started)`` index serves "newest first"); they read back as aware UTC datetimes. Enums are stored
+  as their values, paths as text. Messages (often tracebacks) are stored whole up to :data:`MESSAGE_CAP`
+  characters; beyond that the head and the tail are kept around a marker, because a traceback's last lines
+  name the exception.
+- **Schema** is versioned with ``PRAGMA user_version``; :data:`_MIGRATIONS` holds one step per version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import RecordsError
+from .spec import Outcome, RunRecord, Trigger
+
+MESSAGE_CAP = 64 * 1024
+"""Longest message stored, in characters; longer ones keep their head and tail around a marker."""
+
+_MESSAGE_HEAD = 16 * 1024  # the rest of the cap goes to the tail, where a traceback names its exception
+
+INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
+
+# Triggers whose runs move the schedule. Manual runs (run-now) never do.
+_ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
+
+_COLUMNS = (
+    "run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
+    "signal", "message", "peak_rss_mb", "cpu_s", "log_path",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+# Same-second starts are ordered by insertion, so "newest" is total even when the clock repeats a value.
+_NEWEST_FIRST = "ORDER BY started DESC, rowid DESC"
+
+# _MIGRATIONS[i] takes a database from user_version i to i + 1. Append, never edit a shipped step.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE runs (
+            run_id      TEXT PRIMARY KEY,
+            task        TEXT NOT NULL,
+            trigger     TEXT NOT NULL,
+            due         TEXT,
+            started     TEXT NOT NULL,
+            finished    TEXT,
+            outcome     TEXT,           -- NULL while the run is open
+            duration_s  REAL,
+            exit_code   INTEGER,
+            signal      TEXT,
+            message     TEXT,
+            peak_rss_mb REAL,
+            cpu_s       REAL,
+            log_path    TEXT
+        )
+        """,
+        "CREATE INDEX runs_task_started ON runs (task, started)",
+        # Open rows are few and read at every start (mark_interrupted, open_runs): a partial index keeps
+        # that lookup from scanning the whole history.
+        "CREATE INDEX runs_open ON runs (started) WHERE outcome IS NULL",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class Records:
+    """The run-history database of one home (``Paths.database``)."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
+        """Open (and unless ``readonly``, create) the database at ``path``.
+
+        ``busy_timeout`` is how long, in seconds, a call waits for another connection's lock before
+        raising :class:`RecordsError`.
+        """
+        self.path = Path(path)
+        self.readonly = readonly
+        self._busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._closed = False
+        self._conn: sqlite3.Connection | None = None
+        if not readonly:
+            self._conn = self._open_writer()
+        elif self.path.exists():
+            self._conn = self._open_reader()
+
+    # ----------------------------------------------------------------------------------------- opening
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecordsError(f"run history {self.path}: cannot create its folder: {exc}") from exc
+        conn = self._connect(str(self.path), uri=False)
+        try:
+            with self._translate("open"):
+                # journal_mode reads the header first, so a non-SQLite file fails here, not on a later call.
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise RecordsError(f"run history {self.path}: cannot switch to WAL journal (got {mode!r})")
+                conn.execute("PRAGMA synchronous=FULL")
+                self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+        conn = self._connect(uri, uri=True)
+        try:
+            with self._translate("open"):
+                self._check_version(self._user_version(conn))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect(self, target: str, *, uri: bool) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: no implicit transactions; writes open their own BEGIN IMMEDIATE.
+            conn = sqlite3.connect(target, uri=uri, timeout=self._busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise RecordsError(f"run history {self.path}: cannot open: {exc}") from exc
+        return conn
+
+    @staticmethod
+    def _user_version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise RecordsError(f"run history {self.path}: schema version {version} is newer than this "
+                               f"supervisor understands ({SCHEMA_VERSION}); upgrade taskautomation")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the schema to SCHEMA_VERSION; each step commits with its new user_version."""
+        version = self._user_version(conn)
+        self._check_version(version)
+        while version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = self._user_version(conn)
+                if version < SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[version]:
+                        conn.execute(statement)
+                    version += 1
+                    conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------------------------ connection use
+
+    @contextmanager
+    def _translate(self, action: str) -> Iterator[None]:
+        """Turn sqlite3 errors into RecordsError naming the file, the action and SQLite's cause."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            cause = str(exc)
+            if "locked" in cause or "busy" in cause:
+                cause += f" (another process held it for more than {self._busy_timeout:g} s)"
+            raise RecordsError(f"run history {self.path}: {action} failed: {cause}") from exc
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection | None]:
+        """The connection for a read, or None when a read-only history does not exist (yet)."""
+        with self._lock:
+            self._ensure_open()
+            if self._conn is None and self.readonly and self.path.exists():
+                self._conn = self._open_reader()
+            with self._translate(action):
+                yield self._conn
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed on success and rolled back on any error."""
+        with self._lock:
+            self._ensure_open()
+            if self.readonly or self._conn is None:
+                raise RecordsError(f"run history {self.path}: cannot {action}: opened read-only")
+            conn = self._conn
+            with self._translate(action):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RecordsError(f"run history {self.path}: used after close()")
+
+    def _rows(self, action: str, sql: str, params: tuple[object, ...] = ()) -> list[RunRecord]:
+        with self._reading(action) as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(sql, params).fetchall()
+        return [self._decode(row) for row in rows]
+
+    def _decode(self, row: tuple[object, ...]) -> RunRecord:
+        try:
+            return _row_to_record(row)
+        except (ValueError, TypeError) as exc:
+            raise RecordsError(f"run history {self.path}: run {row[0]!r} cannot be read: {exc}") from exc
+
+    # ------------------------------------------------------------------------------------------ writes
+
+    def start_run(self, record: RunRecord) -> None:
+        """Write the row of a run that is starting (outcome NULL). Called before the spawn."""
+        if record.outcome is not None:
+            raise ValueError(f"start_run({record.run_id!r}): an open run has no outcome yet")
+        self._insert("record the start of run", record)
+
+    def record_instant(self, record: RunRecord) -> None:
+        """Write a complete row at once (skipped, testing, env-failed): the outcome must be set."""
+        if record.outcome is None:
+            raise ValueError(f"record_instant({record.run_id!r}): the outcome must be set")
+        self._insert("record run", record)
+
+    def _insert(self, action: str, record: RunRecord) -> None:
+        values = _record_to_row(record)
+        try:
+            with self._writing(f"{action} {record.run_id!r} of task {record.task!r}") as conn:
+                conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+        except RecordsError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise RecordsError(f"run history {self.path}: run id {record.run_id!r} of task "
+                                   f"{record.task!r} is already recorded") from exc.__cause__
+            raise
+
+    def finish_run(self, run_id: str, *, finished: datetime, outcome: Outcome, duration_s: float | None,
+                   exit_code: int | None = None, signal: str | None = None, message: str | None = None,
+                   peak_rss_mb: float | None = None, cpu_s: float | None = None) -> None:
+        """Close an open row with its one outcome.
+
+        A run ends exactly once: finishing a row that is unknown or already has an outcome (for instance
+        one marked interrupted) raises RecordsError instead of overwriting history.
+        """
+        outcome = Outcome(outcome)
+        with self._writing(f"finish run {run_id!r}") as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET finished = ?, outcome = ?, duration_s = ?, exit_code = ?, signal = ?,"
+                " message = ?, peak_rss_mb = ?, cpu_s = ? WHERE run_id = ? AND outcome IS NULL",
+                (_encode_time(finished), outcome.value, duration_s, exit_code, signal, _cap_message(message),
+                 peak_rss_mb, cpu_s, run_id))
+            if cursor.rowcount == 0:
+                known = conn.execute("SELECT outcome FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                cause = "no such run" if known is None else f"it already ended as {known[0]!r}"
+                raise RecordsError(f"run history {self.path}: cannot finish run {run_id!r} as "
+                                   f"{outcome.value!r}: {cause}")
+
+    def mark_interrupted(self, *, now: datetime) -> list[RunRecord]:
+        """Close every open row as interrupted; returns the rows as changed.
+
+        Called at supervisor start: an open row then means the previous supervisor died while the run was
+        open. ``finished`` is ``now`` (when the loss was noticed); ``duration_s`` stays NULL because when the
+        run really ended is unknown.
+        """
+        stamp = _encode_time(now)
+        with self._writing("mark open runs interrupted") as conn:
+            rows = conn.execute(f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid").fetchall()
+            # Decoded before the update so an unreadable row rolls the whole change back.
+            opened = [self._decode(row) for row in rows]
+            conn.execute("UPDATE runs SET finished = ?, outcome = ?, message = ? WHERE outcome IS NULL",
+                         (stamp, Outcome.INTERRUPTED.value, INTERRUPTED_MESSAGE))
+        finished = _decode_time(stamp)
+        return [replace(record, finished=finished, outcome=Outcome.INTERRUPTED, message=INTERRUPTED_MESSAGE)
+                for record in opened]
+
+    def prune(self, *, keep: int) -> int:
+        """Keep the newest ``keep`` rows of each task; return how many rows were deleted.
+
+        Two kinds of row survive regardless of ``keep``: open rows (their run will still be finished) and
+        each task's schedule anchor (the row :meth:`last_anchor` reads), so retention never makes a task
+        look as if it had never run and re-run it off-schedule.
+        """
+        if keep < 0:
+            raise ValueError(f"prune(keep={keep}): keep must be >= 0")
+        with self._writing(f"prune history to {keep} runs per task") as conn:
+            cursor = conn.execute(
+                f"""
+                DELETE FROM runs WHERE rowid IN (
+                    SELECT rowid FROM (
+                        SELECT rowid, outcome,
+                               ROW_NUMBER() OVER (PARTITION BY task {_NEWEST_FIRST}) AS newest_rank,
+                               ROW_NUMBER() OVER (PARTITION BY task, trigger IN (?, ?) {_NEWEST_FIRST})
+                                   AS anchor_rank,
+                               trigger IN (?, ?) AS moves_schedule
+                        FROM runs)
+                    WHERE newest_rank > ? AND outcome IS NOT NULL
+                          AND NOT (moves_schedule AND anchor_rank = 1))
+                """,
+                (*_ANCHOR_TRIGGERS, *_ANCHOR_TRIGGERS, keep))
+            return cursor.rowcount
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    def last_anchor(self, task: str) -> datetime | None:
+        """When ``task``'s schedule last advanced: ``due`` (else ``started``) of its newest scheduled or
+        startup row, whatever its outcome (skipped and testing count). Manual runs never move the schedule.
+        None when the task has never had such a row."""
+        with self._reading(f"read the last scheduled run of task {task!r}") as conn:
+            if conn is None:
+                return None
+            row = conn.execute(
+                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND trigger IN (?, ?) "
+                f"{_NEWEST_FIRST} LIMIT 1", (task, *_ANCHOR_TRIGGERS)).fetchone()
+        if row is None:
+            return None
+        try:
+            return _decode_time(row[0])
+        except (ValueError, TypeError) as exc:
+            raise RecordsError(f"run history {self.path}: task {task!r} has an unreadable time "
+                               f"{row[0]!r}: {exc}") from exc
+
+    def last_finished(self, task: str) -> RunRecord | None:
+        """The newest (by start) row of ``task`` that has an outcome; what ``status`` shows as last_run."""
+        rows = self._rows(f"read the last finished run of task {task!r}",
+                          f"{_SELECT} WHERE task = ? AND outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1", (task,))
+        return rows[0] if rows else None
+
+    def open_runs(self) -> list[RunRecord]:
+        """Rows without an outcome, oldest first."""
+        return self._rows("read open runs", f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid")
+
+    def history(self, task: str, *, limit: int = 50) -> list[RunRecord]:
+        """The newest ``limit`` rows of ``task``, newest first."""
+        return self._rows(f"read the history of task {task!r}",
+                          f"{_SELECT} WHERE task = ? {_NEWEST_FIRST} LIMIT ?", (task, max(limit, 0)))
+
+    def tasks_with_history(self) -> list[str]:
+        """Names of every task with at least one row, sorted."""
+        with self._reading("list tasks with history") as conn:
+            if conn is None:
+                return []
+            return [row[0] for row in conn.execute("SELECT DISTINCT task FROM runs ORDER BY task")]
+
+    # --------------------------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Close the connection. Idempotent; any later call raises RecordsError."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                with self._translate("close"):
+                    conn.close()
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------ pure conversions
+
+def record_to_json(record: RunRecord) -> dict[str, object]:
+    """The stable JSON shape of a run for ``history --json`` and ``status --json``.
+
+    Times are ISO-8601 strings (UTC for rows read from the history), enums their values, paths text,
+    and missing values null.
+    """
+    return {
+        "run_id": record.run_id,
+        "task": record.task,
+        "trigger": Trigger(record.trigger).value,
+        "due": _json_time(record.due),
+        "started": _json_time(record.started),
+        "finished": _json_time(record.finished),
+        "outcome": None if record.outcome is None else Outcome(record.outcome).value,
+        "duration_s": record.duration_s,
+        "exit_code": record.exit_code,
+        "signal": record.signal,
+        "message": record.message,
+        "peak_rss_mb": record.peak_rss_mb,
+        "cpu_s": record.cpu_s,
+        "log_path": None if record.log_path is None else str(record.log_path),
+    }
+
+
+def _json_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _encode_time(value: datetime) -> str:
+    """Aware datetime -> fixed-width UTC text, so text order in SQL is time order."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive time is ambiguous across DST and hosts; accepting it would store a guess.
+        raise ValueError(f"run history needs timezone-aware datetimes, got naive {value.isoformat()}")
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _encode_optional_time(value: datetime | None) -> str | None:
+    return None if value is None else _encode_time(value)
+
+
+def _decode_time(text: object) -> datetime:
+    if not isinstance(text, str):
+        raise TypeError(f"time stored as {type(text).__name__} {text!r}, expected ISO-8601 text")
+    value = datetime.fromisoformat(text)
+    # Rows are written as UTC; a hand-edited row without an offset is read the same way.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _decode_optional_time(text: object) -> datetime | None:
+    return None if text is None else _decode_time(text)
+
+
+def _cap_message(message: str | None) -> str | None:
+    """Keep messages up to MESSAGE_CAP characters; beyond, keep head and tail around a marker."""
+    if message is None or len(message) <= MESSAGE_CAP:
+        return message
+    tail = MESSAGE_CAP - _MESSAGE_HEAD
+    dropped = len(message) - MESSAGE_CAP
+    return f"{message[:_MESSAGE_HEAD]}\n[... {dropped} characters truncated ...]\n{message[-tail:]}"
+
+
+def _record_to_row(record: RunRecord) -> tuple[object, ...]:
+    return (
+        record.run_id,
+        record.task,
+        Trigger(record.trigger).value,
+        _encode_optional_time(record.due),
+        _encode_time(record.started),
+        _encode_optional_time(record.finished),
+        None if record.outcome is None else Outcome(record.outcome).value,
+        record.duration_s,
+        record.exit_code,
+        record.signal,
+        _cap_message(record.message),
+        record.peak_rss_mb,
+        record.cpu_s,
+        None if record.log_path is None else str(record.log_path),
+    )
+
+
+def _row_to_record(row: tuple[object, ...]) -> RunRecord:
+    (run_id, task, trigger, due, started, finished, outcome, duration_s, exit_code, signal, message,
+     peak_rss_mb, cpu_s, log_path) = row
+    return RunRecord(
+        run_id=str(run_id),
+        task=str(task),
+        trigger=Trigger(trigger),
+        started=_decode_time(started),
+        due=_decode_optional_time(due),
+        finished=_decode_optional_time(finished),
+        outcome=None if outcome is None else Outcome(outcome),
+        duration_s=None if duration_s is None else float(duration_s),  # type: ignore[arg-type]
+        exit_code=None if exit_code is None else int(exit_code),  # type: ignore[call-overload]
+        signal=None if signal is None else str(signal),
+        message=None if message is None else str(message),
+        peak_rss_mb=None if peak_rss_mb is None else float(peak_rss_mb),  # type: ignore[arg-type]
+        cpu_s=None if cpu_s is None else float(cpu_s),  # type: ignore[arg-type]
+        log_path=None if log_path is None else Path(str(log_path)),
+    )
