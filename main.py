@@ -1,0 +1,13 @@
+"""Start the Task Automation supervisor in the foreground: ``python3 main.py [--home DIR]``.
+
+HOME defaults to this file's folder (``--home`` or $TASKAUTOMATION_HOME override it). Ctrl-C, SIGTERM or
+``python3 terminate.py`` stop it cleanly.
+"""
+
+import sys
+from pathlib import Path
+
+from supervisor.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]], prog="main.py", default_home=Path(__file__).resolve().parent))

@@ -1,0 +1,7 @@
+"""``python3 -m supervisor COMMAND``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main(prog="python3 -m supervisor"))

@@ -1,0 +1,255 @@
+"""The in-env shim: run by file path with a task's own venv python, stdlib only.
+
+    ENV/bin/python _shim.py MODE TASK REPORT_FD CONTROL_FD GRACE_S SUPERVISOR_PID
+
+One interpreter start serves two processes. The shim arms the kernel's safety nets, then forks:
+
+* the child imports ``Tasks.<TASK>.main`` and calls ``main()`` or ``initialize()`` (MODE), then writes one
+  JSON line to REPORT_FD with the returned string or the traceback;
+* the parent stays behind as the run's *monitor*: a child subreaper (so double-forked escapees are re-parented
+  to it rather than to PID 1), the only process that reaps with ``waitpid(-1)`` (no task code runs in it, so
+  no exit code is stolen from a task's own ``subprocess``), and the one that kills the whole tree.
+
+The monitor kills the tree when the supervisor writes ``T`` (SIGTERM, GRACE_S, then SIGKILL) or ``K`` (SIGKILL
+now) on CONTROL_FD, when CONTROL_FD reaches EOF or PDEATHSIG fires (the supervisor is gone: short grace), when
+it gets SIGTERM itself, and after ``main()`` returns if anything the run started is still alive. It exits only
+once it has no descendants left, then writes its own JSON line to REPORT_FD.
+
+Everything before the fork delays the first line of ``main()``, so that path imports nothing beyond ``os`` and
+``sys`` (already loaded at interpreter start) and ``ctypes`` for ``prctl``; the monitor imports the rest after
+the fork, in parallel with the task.
+"""
+
+import os
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+SIGKILL = 9
+SIGTERM = 15
+SIGUSR1 = 10
+# When the supervisor is gone nobody waits for a graceful exit; a short grace keeps "within seconds" true.
+ORPHAN_GRACE_S = 2.0
+
+
+def _load_prctl():
+    import ctypes  # the one import before the fork: prctl has no os-level wrapper
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl
+
+
+def _run_task(mode, task, home, report_fd):
+    """Child side: import the task and call its function. Never returns."""
+    # The task must not see the shim's folder (the supervisor package) on sys.path: HOME comes first so
+    # `import Tasks.NAME.helper` works exactly as in the original design.
+    sys.path[0] = home
+    code = 0
+    record = {"kind": "task", "mode": mode}
+    try:
+        module = __import__("importlib").import_module("Tasks." + task + ".main")
+        function = getattr(module, mode, None)
+        if function is None and mode == "initialize":
+            record.update(status="ok", message=None, note="main.py defines no initialize()")
+        elif not callable(function):
+            record.update(status="failed", phase="load",
+                          message="Tasks/%s/main.py defines no function %s()" % (task, mode))
+            code = 1
+        else:
+            result = function()
+            record.update(status="ok", message=None if result is None else str(result))
+    except SystemExit as exc:
+        # sys.exit() inside main(): 0/None is success, anything else is a failure with that code.
+        status = exc.code
+        if status is None or status == 0:
+            record.update(status="ok", message=None)
+        else:
+            code = status if isinstance(status, int) else 1
+            record.update(status="failed", message="main() called sys.exit(%r)" % (status,))
+    except BaseException:  # noqa: BLE001 - the task's traceback is the message, whatever it raised
+        import traceback
+
+        record.update(status="failed", message=traceback.format_exc())
+        code = 1
+    import json
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the task may have closed its own stdio
+        pass
+    try:
+        os.write(report_fd, (json.dumps(record) + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+    # Normal interpreter exit so the task's atexit handlers and logging flush still run.
+    sys.exit(code)
+
+
+def _descendants(root):
+    """PIDs of every live descendant of ``root``, from one pass over /proc (no psutil in the task env)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/" + name + "/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces and parentheses: the fields after the last ')' are unambiguous.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if fields[0] == b"Z":
+            continue  # a zombie is already dead; reaping it is all that is left
+        children.setdefault(int(fields[1]), []).append(int(name))
+    found, stack = [], [root]
+    while stack:
+        for pid in children.get(stack.pop(), ()):
+            found.append(pid)
+            stack.append(pid)
+    return found
+
+
+def _monitor(child, *, report_fd, control_fd, grace_s):
+    """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
+    import json
+    import select
+    import signal
+    import time
+
+    me = os.getpid()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    requests = []  # (grace_s, reason) asked for by signals; the loop acts on them
+
+    def on_signal(signum, _frame):
+        if signum == signal.SIGUSR1:
+            requests.append((ORPHAN_GRACE_S, "supervisor-gone"))
+        elif signum == signal.SIGTERM:
+            requests.append((grace_s, "sigterm"))
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select() through the wakeup fd
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the supervisor's terminal is its to handle
+    if os.getppid() == 1:
+        requests.append((ORPHAN_GRACE_S, "supervisor-gone"))
+
+    child_status = None
+    leftovers = 0  # processes still alive when the task's own process ended
+    signalled = set()
+    stop_reason = None
+    kill_deadline = None  # monotonic time at which SIGTERM escalates to SIGKILL
+    watch = [control_fd, wake_r]
+
+    def reap():
+        nonlocal child_status
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False  # no children at all: the tree is gone
+            if pid == 0:
+                return True
+            if pid == child:
+                child_status = status
+
+    def signal_tree(sig):
+        pids = _descendants(me)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                signalled.add(pid)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def begin_stop(grace, reason):
+        nonlocal stop_reason, kill_deadline
+        if stop_reason is None:
+            stop_reason = reason
+        deadline = time.monotonic() + grace
+        if kill_deadline is not None and kill_deadline <= deadline:
+            return  # already stopping at least this urgently
+        kill_deadline = deadline
+        signal_tree(signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+
+    while True:
+        alive = reap()
+        if not alive:
+            break
+        if child_status is not None and stop_reason is None:
+            # main() is done but something it started lives on: that is a leak, end it.
+            leftovers = len(_descendants(me))
+            begin_stop(min(grace_s, ORPHAN_GRACE_S), "leftovers")
+        while requests:
+            begin_stop(*requests.pop(0))
+        timeout = None
+        if kill_deadline is not None:
+            timeout = kill_deadline - time.monotonic()
+            if timeout <= 0:
+                signal_tree(signal.SIGKILL)
+                timeout = 0.05  # new forks can race the kill; look again shortly
+        try:
+            ready, _, _ = select.select(watch, [], [], timeout)
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+        if control_fd in ready:
+            command = os.read(control_fd, 64)
+            if not command:
+                watch.remove(control_fd)  # EOF: the supervisor is gone
+                begin_stop(min(grace_s, ORPHAN_GRACE_S), "supervisor-gone")
+            elif b"K" in command:
+                begin_stop(0, "kill")
+            elif b"T" in command:
+                begin_stop(grace_s, "stop")
+
+    report = {"kind": "monitor", "exit_code": None, "signal": None, "stop": stop_reason,
+              "leftovers": leftovers, "signalled": len(signalled)}
+    if child_status is not None:
+        if os.WIFSIGNALED(child_status):
+            report["signal"] = os.WTERMSIG(child_status)
+        else:
+            report["exit_code"] = os.WEXITSTATUS(child_status)
+    try:
+        os.write(report_fd, (json.dumps(report) + "\n").encode())
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def main():
+    mode, task, report_fd, control_fd, grace_s, supervisor_pid = sys.argv[1:7]
+    report_fd, control_fd, grace_s = int(report_fd), int(control_fd), float(grace_s)
+    home = os.getcwd()
+    prctl = _load_prctl()
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
+    if os.getppid() != int(supervisor_pid):
+        # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
+        os._exit(3)
+    monitor_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(control_fd)
+        # Own process group: a task that kills its own group (killpg(0, ...)) must not take its monitor.
+        os.setpgid(0, 0)
+        # Only the monitor should hold the report pipe's lifetime; the task's own subprocesses must not.
+        os.set_inheritable(report_fd, False)
+        # If the monitor itself is SIGKILLed the task must not live on unsupervised.
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+        if os.getppid() != monitor_pid:
+            os._exit(3)
+        _run_task(mode, task, home, report_fd)
+    else:
+        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s)
+
+
+if __name__ == "__main__":
+    main()

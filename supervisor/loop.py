@@ -1,0 +1,720 @@
+"""The supervisor's loop: one thread owns every task's state; other threads only post events.
+
+Each turn handles the posted events, then runs the named phases ``rescan -> start_due -> enforce``, then
+sleeps until the earliest of: the next due run, the next limit check of a live run, or an event. With no run
+in flight and nothing due, an idle supervisor wakes at most once a minute (to notice wall-clock jumps), however
+many tasks it holds.
+
+A task goes through these states (``TaskState.state``; ``status`` shows them):
+
+    env-building  its first env is being built (nothing to run yet)
+    initializing  initialize() is running in its env after a load, a code change or an env switch
+    scheduled     loaded: runs when due (``running`` while a run of main() is in flight)
+    disabled      Enabled=False: not loaded
+    error         config, source, initialize() or env error: not loaded until its files change
+    env-failed    its env could not be built and it has no previous env to fall back on
+
+Policies the loop enforces:
+* "Not loaded -> loaded" (start, folder added, re-enabled, fixed) is the only transition that applies
+  RunOnStartup and that re-reads the schedule anchor from history.
+* The next due time is advanced and the run recorded as started *before* the spawn, so a crash cannot leave
+  a task overdue and hot-looping.
+* A due run while the previous one is still running is recorded as ``skipped``; the next due time is the next
+  slot. A Testing=True confirmation counts as a start.
+* A removed or disabled task's in-flight run is allowed to finish within its own timeout; then the task is
+  forgotten (its history stays).
+* A changed requirements.txt builds a new env in the background; the task keeps running on the old env until
+  the new one is complete, then switches between runs (a run keeps the interpreter it started with) and runs
+  initialize() again. A failed build keeps the old env serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import secrets
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .clock import Clock
+from .config import read_task_config
+from .discovery import TaskFolder, check_task_source, diff_tasks, scan_tasks
+from .envs import EnvManager
+from .errors import ConfigError, EnvBuildError, SpawnError, TaskAutomationError, TaskLoadError
+from .events import ControlRequest, EnvBuilt, Event, RescanRequested, RunExited, StopRequested
+from .logsetup import TaskLogs
+from .outcome import Decision, StopCause, StopRequest, decide
+from .paths import Paths
+from .records import Records, record_to_json
+from .runner import LaunchSpec, ProcessReport, Runner, RunProcess, child_environment, sweep_cookie
+from .schedule import initial_due
+from .spec import HomeConfig, Limits, Outcome, RunRecord, TaskSpec, Trigger
+
+IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock jump (NTP, suspend) is noticed
+LIMIT_SAMPLE_S = 0.25  # tree memory/CPU checks of a run that has MemoryMB or CPUSeconds
+STATS_SAMPLE_S = 1.0  # peak-memory sampling of a run without limits (history only)
+BACKSTOP_S = 5.0  # extra wait past a stop's grace before the supervisor kills the run's session itself
+ORPHAN_SWEEP_GRACE_S = 2.0
+
+
+@dataclass
+class ActiveRun:
+    """A process in flight: a run of main() or an initialize() call. Owned by the loop thread."""
+
+    process: RunProcess
+    record: RunRecord
+    mode: str
+    limits: Limits
+    started_mono: float
+    deadline: float | None  # monotonic time of TimeoutSeconds
+    next_sample: float
+    stop: StopRequest | None = None
+    backstop: float | None = None  # monotonic time after which the loop kills the session itself
+
+
+@dataclass
+class TaskState:
+    """Everything the loop knows about one task folder."""
+
+    name: str
+    folder: TaskFolder | None = None
+    spec: TaskSpec | None = None
+    state: str = "loading"
+    error: str | None = None
+    loaded: bool = False  # scheduled: config valid, enabled, env ready, initialize() succeeded
+    env_key: str | None = None  # env serving new runs
+    wanted_key: str | None = None  # env the current requirements.txt asks for
+    anchor: datetime | None = None  # due time of the last schedule/startup start
+    next_due: datetime | None = None
+    startup_pending: bool = False
+    main_run: str | None = None
+    init_run: str | None = None
+    init_again: bool = False  # the folder changed while initialize() ran: run it once more after
+    removed: bool = False
+    reported: set[str] = field(default_factory=set)  # "fingerprint:message" already logged
+
+
+class Supervisor:
+    """Owns the loop. Construct, then call ``run()`` from the thread that should own every child."""
+
+    def __init__(self, paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager,
+                 clock: Clock, tz: tzinfo, logger: logging.Logger, task_logs: TaskLogs,
+                 watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
+                 build_workers: int = 2) -> None:
+        self.paths = paths
+        self.config = home_config
+        self.records = records
+        self.envs = envs
+        self.clock = clock
+        self.tz = tz
+        self.log = logger
+        self.task_logs = task_logs
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
+        self.runner = Runner(output_cap_bytes=home_config.output_cap_bytes, on_output=self._on_output,
+                             on_exit=lambda spec, report: self.post(RunExited(spec, report)))
+        self.tasks: dict[str, TaskState] = {}
+        self.folders: dict[str, TaskFolder] = {}
+        self.active: dict[str, ActiveRun] = {}
+        self.building: dict[str, set[str]] = {}
+        self.build_slots = threading.BoundedSemaphore(build_workers)
+        self.stopping: str | None = None
+        self.rescan_wanted = True
+        self.gc_wanted = False
+        self.watcher_factory = watcher_factory
+        self.watcher: Any = None
+        self.cookie_prefix = hashlib.sha256(str(paths.home).encode()).hexdigest()[:12] + "/"
+        self.started_at = clock.now()
+        self.counts: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ public, thread-safe
+    def post(self, event: Event) -> None:
+        self.events.put(event)
+
+    def request_stop(self, reason: str) -> None:
+        self.post(StopRequested(reason))
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        """Run until a stop is requested and every child is gone."""
+        self._recover_after_crash()
+        if self.watcher_factory is not None:
+            self.watcher = self.watcher_factory(lambda: self.post(RescanRequested()))
+            self.watcher.start()
+        self.log.info("supervisor started: home %s, pid %d, installer %s", self.paths.home, os.getpid(),
+                      self.envs.installer)
+        try:
+            while True:
+                if self.rescan_wanted and self.stopping is None:
+                    self.rescan_wanted = False
+                    self._rescan()
+                if self.stopping is None:
+                    self._start_due()
+                self._enforce()
+                if self.gc_wanted and self.stopping is None:
+                    self._collect_envs()
+                if self.stopping is not None and not self.active:
+                    break
+                self._handle(self._next_event(self._sleep_for()))
+                while True:  # drain whatever else arrived, so one turn serves a burst
+                    try:
+                        self._handle(self.events.get_nowait())
+                    except queue.Empty:
+                        break
+        finally:
+            self._close()
+
+    def _next_event(self, timeout: float) -> Event | None:
+        try:
+            return self.events.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def _sleep_for(self) -> float:
+        """Seconds until the next thing the loop must do by itself."""
+        wait = IDLE_WAKE_S
+        now = self.clock.now()
+        if self.stopping is None:
+            for st in self.tasks.values():
+                if st.loaded and st.startup_pending:
+                    return 0.0
+                if st.loaded and st.next_due is not None:
+                    wait = min(wait, (st.next_due - now).total_seconds())
+        mono = self.clock.monotonic()
+        for active in self.active.values():
+            for moment in (active.deadline, active.next_sample, active.backstop):
+                if moment is not None:
+                    wait = min(wait, moment - mono)
+        return max(0.0, wait)
+
+    def _handle(self, event: Event | None) -> None:
+        if event is None:
+            return
+        if isinstance(event, RescanRequested):
+            self.rescan_wanted = True
+        elif isinstance(event, RunExited):
+            self._on_run_exited(event.spec, event.report)
+        elif isinstance(event, EnvBuilt):
+            self._on_env_built(event)
+        elif isinstance(event, StopRequested):
+            self._begin_shutdown(event.reason)
+        elif isinstance(event, ControlRequest):
+            self._on_control(event)
+
+    # ------------------------------------------------------------------ phase: rescan
+    def _rescan(self) -> None:
+        """Diff Tasks/ against what is loaded and apply the difference (file events are only hints)."""
+        scanned = scan_tasks(self.paths.tasks)
+        diff = diff_tasks(self.folders, scanned)
+        if diff.empty:
+            return
+        self.folders = scanned
+        for name in diff.removed:
+            self._on_removed(name)
+        for name in diff.added:
+            self._load(name, scanned[name], code_changed=True)
+        changed = set(diff.config_changed) | set(diff.code_changed) | set(diff.requirements_changed)
+        for name in sorted(changed - set(diff.added)):
+            self._load(name, scanned[name], code_changed=name in diff.code_changed)
+        self.gc_wanted = True
+
+    def _load(self, name: str, folder: TaskFolder, *, code_changed: bool) -> None:
+        st = self.tasks.get(name)
+        if st is None or st.removed:
+            st = self.tasks[name] = TaskState(name)
+        st.folder = folder
+        missing = [f for f, h in (("main.py", folder.code_hash), ("config.ini", folder.config_hash)) if h is None]
+        if missing:
+            self._set_broken(st, f"task {name!r}: {folder.path}: incomplete, {' and '.join(missing)} missing;"
+                                 " waiting for the folder to be complete", level=logging.WARNING)
+            return
+        try:
+            result = read_task_config(folder.path / "config.ini", task=name, defaults=self.config.limits)
+        except ConfigError as exc:
+            self._set_broken(st, str(exc))
+            return
+        for warning in result.warnings:
+            self._report_once(st, warning, logging.WARNING)
+        spec = result.spec
+        if not spec.enabled:
+            if st.state != "disabled":
+                self._say(name, logging.INFO, f"task {name!r}: disabled (Enabled=False); not loaded")
+            self._unload(st, "disabled")
+            st.spec = spec
+            return
+        try:
+            check_task_source(folder.path / "main.py", task=name)
+        except TaskLoadError as exc:
+            self._set_broken(st, str(exc))
+            return
+        recovering = not st.loaded
+        st.spec = spec
+        wanted = self.envs.key_for(folder.path / "requirements.txt", task_dir=folder.path)
+        st.wanted_key = wanted
+        if wanted != st.env_key:
+            if self.envs.is_ready(wanted):
+                st.env_key = wanted
+                code_changed = True  # a new env means initialize() again
+            else:
+                self._build_env(wanted, st)
+                if st.env_key is None:
+                    st.state = "env-building"
+                    return
+                self._say(name, logging.INFO, f"task {name!r}: requirements changed; building a new env "
+                                              "in the background, runs keep using the current one")
+        if recovering or code_changed or st.error is not None:
+            self._initialize(st)
+        else:
+            self._reschedule(st)
+
+    def _on_removed(self, name: str) -> None:
+        st = self.tasks.get(name)
+        if st is None:
+            return
+        self._say(name, logging.INFO, f"task {name!r}: folder removed; unscheduled" +
+                  ("; its run in flight may finish within its timeout" if st.main_run else ""))
+        self._unload(st, "removed")
+        st.removed = True
+        self._forget_if_idle(st)
+
+    def _forget_if_idle(self, st: TaskState) -> None:
+        if st.removed and st.main_run is None and st.init_run is None and self.tasks.get(st.name) is st:
+            del self.tasks[st.name]
+            self.task_logs.close(st.name)
+
+    def _unload(self, st: TaskState, state: str, error: str | None = None) -> None:
+        st.loaded = False
+        st.state = state
+        st.error = error
+        st.next_due = None
+        st.startup_pending = False
+
+    def _set_broken(self, st: TaskState, message: str, *, level: int = logging.ERROR,
+                    state: str = "error") -> None:
+        self._unload(st, state, message)
+        self._report_once(st, message, level)
+
+    def _report_once(self, st: TaskState, message: str, level: int) -> None:
+        """Log a problem once per folder content, so an unchanged broken folder is not re-reported."""
+        key = f"{st.folder.fingerprint if st.folder else ''}:{message}"
+        if key not in st.reported:
+            st.reported.add(key)
+            self._say(st.name, level, message)
+
+    # ------------------------------------------------------------------ environments
+    def _build_env(self, key: str, st: TaskState) -> None:
+        waiting = self.building.get(key)
+        if waiting is not None:
+            waiting.add(st.name)
+            return
+        self.building[key] = {st.name}
+        assert st.folder is not None
+        folder = st.folder
+        self._say(st.name, logging.INFO, f"task {st.name!r}: building env {key} from {folder.path / 'requirements.txt'}")
+
+        def build() -> None:
+            with self.build_slots:
+                try:
+                    self.envs.ensure(task=st.name, requirements=folder.path / "requirements.txt",
+                                     task_dir=folder.path)
+                except EnvBuildError as exc:
+                    self.post(EnvBuilt(key, error=str(exc), output=getattr(exc, "output", None)))
+                except Exception as exc:  # noqa: BLE001 - any failure must reach the loop, not kill the thread
+                    self.post(EnvBuilt(key, error=f"task {st.name!r}: env build crashed: {exc!r}"))
+                else:
+                    self.post(EnvBuilt(key))
+
+        # Builds run in worker threads; they never spawn runs (PDEATHSIG is tied to the spawning thread).
+        threading.Thread(target=build, name=f"env-{key}", daemon=True).start()
+
+    def _on_env_built(self, event: EnvBuilt) -> None:
+        waiting = self.building.pop(event.key, set())
+        for name in sorted(waiting):
+            st = self.tasks.get(name)
+            if st is None or st.removed or st.wanted_key != event.key:
+                continue  # the task changed again or went away while its env was building
+            if event.error is None:
+                self._say(name, logging.INFO, f"task {name!r}: env {event.key} ready")
+                st.env_key = event.key
+                self._initialize(st)
+            elif st.env_key is not None:
+                st.error = f"{event.error} (still running on the previous env)"
+                self._say(name, logging.ERROR, f"{event.error}\nThe previous env keeps serving; fix "
+                                               "requirements.txt to retry.")
+                if event.output:
+                    self.task_logs.get(name).error("installer output:\n%s", event.output)
+            else:
+                self._set_broken(st, event.error, state="env-failed")
+                if event.output:
+                    self.task_logs.get(name).error("installer output:\n%s", event.output)
+                now = self.clock.now()
+                self._record_instant(st, Trigger.SCHEDULE, now, Outcome.ENV_FAILED, event.error)
+        self.gc_wanted = True
+
+    def _collect_envs(self) -> None:
+        """Delete envs that no task folder, build or run refers to any more."""
+        self.gc_wanted = False
+        keep = set(self.building)
+        for st in self.tasks.values():
+            keep.update(k for k in (st.env_key, st.wanted_key) if k)
+        for active in self.active.values():
+            keep.add(Path(active.process.spec.python).parent.parent.name)
+        for name, folder in self.folders.items():
+            if name not in self.tasks or self.tasks[name].wanted_key is None:
+                try:  # a broken or disabled task keeps its env for when it is fixed or re-enabled
+                    keep.add(self.envs.key_for(folder.path / "requirements.txt", task_dir=folder.path))
+                except OSError:
+                    pass
+        removed = self.envs.gc(keep)
+        if removed:
+            self.log.info("removed %d unused env(s): %s", len(removed), ", ".join(removed))
+
+    # ------------------------------------------------------------------ initialize() and activation
+    def _initialize(self, st: TaskState) -> None:
+        if st.init_run is not None:
+            st.init_again = True  # one initialize() at a time; the newest code gets its own call after
+            return
+        if not st.loaded:
+            st.state = "initializing"
+        self._launch(st, mode="initialize", trigger=Trigger.STARTUP, due=None)
+
+    def _activate(self, st: TaskState) -> None:
+        """initialize() succeeded: schedule the task (RunOnStartup only on a not-loaded -> loaded step)."""
+        assert st.spec is not None
+        transition = not st.loaded
+        st.loaded = True
+        st.state = "scheduled"
+        st.error = None
+        now = self.clock.now()
+        if transition:
+            st.anchor = self.records.last_anchor(st.name)
+            st.startup_pending = st.spec.run_on_startup
+        st.next_due = initial_due(st.spec, last_anchor=st.anchor, now=now, tz=self.tz)
+        if transition:
+            spec = st.spec
+            when = "now (RunOnStartup)" if st.startup_pending else self._fmt(st.next_due)
+            flags = " [Testing: main() will not run]" if spec.testing else ""
+            self._say(st.name, logging.INFO,
+                      f"task {st.name!r}: loaded: every {spec.every.total_seconds() / 60:g} min, window "
+                      f"{spec.window}, next run {when}{flags}")
+
+    def _reschedule(self, st: TaskState) -> None:
+        """A config-only change of a loaded task: new schedule from the same anchor, no initialize()."""
+        assert st.spec is not None
+        st.next_due = initial_due(st.spec, last_anchor=st.anchor, now=self.clock.now(), tz=self.tz)
+        self._say(st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self._fmt(st.next_due)}")
+
+    # ------------------------------------------------------------------ phase: start_due
+    def _start_due(self) -> None:
+        now = self.clock.now()
+        for st in list(self.tasks.values()):
+            if not st.loaded or st.spec is None:
+                continue
+            if st.startup_pending:
+                st.startup_pending = False
+                st.anchor = now
+                st.next_due = initial_due(st.spec, last_anchor=now, now=now, tz=self.tz)
+                self._start(st, Trigger.STARTUP, now)
+            elif st.next_due is not None and st.next_due <= now:
+                due = st.next_due
+                st.anchor = due
+                # Advance before anything can fail, so a spawn error cannot make the task hot-loop.
+                st.next_due = initial_due(st.spec, last_anchor=due, now=now, tz=self.tz)
+                self._start(st, Trigger.SCHEDULE, due)
+
+    def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
+        assert st.spec is not None
+        now = self.clock.now()
+        if st.main_run is not None:
+            self._record_instant(st, trigger, due or now, Outcome.SKIPPED,
+                                 f"previous run {st.main_run} still running")
+            self._say(st.name, logging.WARNING, f"task {st.name!r}: due run skipped: previous run "
+                                                f"{st.main_run} is still running; next run {self._fmt(st.next_due)}")
+            return
+        if st.spec.testing:
+            self._record_instant(st, trigger, due or now, Outcome.TESTING, "Testing=True: main() not executed")
+            self._say(st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed ({trigger.value}); "
+                                             f"main() not executed; next run {self._fmt(st.next_due)}")
+            return
+        self._launch(st, mode="main", trigger=trigger, due=due)
+
+    def run_now(self, name: str) -> tuple[bool, str]:
+        """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
+        st = self.tasks.get(name)
+        if st is None or st.removed:
+            return False, f"no task named {name!r} in {self.paths.tasks}"
+        if self.stopping is not None:
+            return False, "the supervisor is shutting down"
+        if not st.loaded:
+            return False, f"task {name!r} is not loaded ({st.state}{': ' + st.error if st.error else ''})"
+        if st.main_run is not None:
+            return False, f"task {name!r} is already running (run {st.main_run})"
+        run_id = self._launch(st, mode="main", trigger=Trigger.MANUAL, due=None)
+        if run_id is None:
+            return False, f"task {name!r}: the run could not start (see its log)"
+        return True, run_id
+
+    def _launch(self, st: TaskState, *, mode: str, trigger: Trigger, due: datetime | None) -> str | None:
+        assert st.spec is not None and st.env_key is not None and st.folder is not None
+        now = self.clock.now()
+        run_id = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        env_python = self.envs.python_for(st.env_key)
+        env = child_environment(os.environ, task=st.name, run_id=run_id, task_dir=st.folder.path,
+                                output_dir=self.paths.task_output(st.name),
+                                env_dir=env_python.parent.parent, cookie=self.cookie_prefix + run_id)
+        record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
+                           log_path=self.task_logs.path(st.name))
+        limits = st.spec.limits
+        if mode == "main":
+            self._write(lambda: self.records.start_run(record))  # before the spawn: survives a crash
+        spec = LaunchSpec(task=st.name, run_id=run_id, mode=mode, python=env_python, home=self.paths.home,
+                          kill_grace_s=limits.kill_grace_s, env=env)
+        try:
+            process = self.runner.launch(spec)
+        except SpawnError as exc:
+            self._say(st.name, logging.ERROR, str(exc))
+            if mode == "main":
+                self._write(lambda: self.records.finish_run(run_id, finished=self.clock.now(),
+                                                            outcome=Outcome.FAILED, duration_s=0.0,
+                                                            message=str(exc)))
+            else:
+                self._set_broken(st, str(exc))
+            return None
+        mono = self.clock.monotonic()
+        self.active[run_id] = ActiveRun(
+            process=process, record=record, mode=mode, limits=limits, started_mono=mono,
+            deadline=mono + limits.timeout_s if limits.timeout_s else None,
+            next_sample=mono + (LIMIT_SAMPLE_S if self._has_tree_limits(limits) else STATS_SAMPLE_S) / 5)
+        if mode == "main":
+            st.main_run = run_id
+            st.state = "scheduled"
+            self.task_logs.get(st.name).info("[run %s] started (%s)", run_id, trigger.value)
+            self.log.info("task %r: run %s started (%s)", st.name, run_id, trigger.value)
+        else:
+            st.init_run = run_id
+        return run_id
+
+    @staticmethod
+    def _has_tree_limits(limits: Limits) -> bool:
+        return limits.memory_mb is not None or limits.cpu_s is not None
+
+    # ------------------------------------------------------------------ phase: enforce
+    def _enforce(self) -> None:
+        mono = self.clock.monotonic()
+        for active in list(self.active.values()):
+            limits = active.limits
+            if active.stop is None and active.deadline is not None and mono >= active.deadline:
+                self._stop_run(active, StopRequest(StopCause.TIMEOUT, f"timed out after {limits.timeout_s:g} s "
+                                                                      f"(TimeoutSeconds={limits.timeout_s:g})"))
+            if mono >= active.next_sample:
+                limited = self._has_tree_limits(limits)
+                active.next_sample = mono + (LIMIT_SAMPLE_S if limited else STATS_SAMPLE_S)
+                sample = active.process.sample()
+                if sample is not None and active.stop is None:
+                    mb = sample.rss_bytes / 1048576
+                    if limits.memory_mb is not None and mb > limits.memory_mb:
+                        # SIGKILL at once: a grace period lets a fast leak grow by gigabytes.
+                        self._stop_run(active, StopRequest(
+                            StopCause.MEMORY, f"memory limit exceeded: tree resident {mb:.0f} MB > "
+                                              f"MemoryMB={limits.memory_mb:g}"), kill_now=True)
+                    elif limits.cpu_s is not None and sample.cpu_s > limits.cpu_s:
+                        self._stop_run(active, StopRequest(
+                            StopCause.CPU, f"CPU limit exceeded: tree used {sample.cpu_s:.1f} CPU s > "
+                                           f"CPUSeconds={limits.cpu_s:g}"))
+            if active.backstop is not None and mono >= active.backstop:
+                # The monitor did not finish the stop in time (it may itself be stuck or gone): kill its
+                # session and anything carrying this run's cookie, then keep waiting for the exit report.
+                active.backstop = mono + BACKSTOP_S
+                self.log.warning("run %s: monitor did not stop its tree in time; killing it directly",
+                                 active.record.run_id)
+                try:
+                    os.killpg(active.process.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                sweep_cookie(self.cookie_prefix + active.record.run_id)
+
+    def _stop_run(self, active: ActiveRun, stop: StopRequest, *, kill_now: bool = False) -> None:
+        if active.stop is None:
+            active.stop = stop
+        grace = 0.0 if kill_now else active.limits.kill_grace_s
+        deadline = self.clock.monotonic() + grace + BACKSTOP_S
+        active.backstop = deadline if active.backstop is None else min(active.backstop, deadline)
+        active.process.stop(kill_now=kill_now)
+
+    # ------------------------------------------------------------------ run ends
+    def _on_run_exited(self, spec: LaunchSpec, report: ProcessReport) -> None:
+        active = self.active.pop(spec.run_id, None)
+        if active is None:
+            return
+        decision = decide(report, stop=active.stop)
+        duration = self.clock.monotonic() - active.started_mono
+        st = self.tasks.get(spec.task)
+        if active.mode == "main":
+            self._finish_main(active, decision, duration, report)
+            if st is not None and st.main_run == spec.run_id:
+                st.main_run = None
+        elif st is not None and st.init_run == spec.run_id:
+            st.init_run = None
+            again, st.init_again = st.init_again, False
+            if again and not st.removed and self.stopping is None:
+                self._initialize(st)
+            elif decision.outcome is Outcome.OK:
+                if decision.message:
+                    self._say(st.name, logging.INFO, f"task {st.name!r}: initialize(): {decision.message}")
+                if not st.removed and self.stopping is None and st.state not in ("disabled", "error"):
+                    self._activate(st)
+            elif self.stopping is None and not st.removed:
+                detail = decision.message if decision.outcome is Outcome.FAILED else decision.summary
+                self._set_broken(st, f"task {st.name!r}: {st.folder.path / 'main.py' if st.folder else 'main.py'}"
+                                     f": initialize() failed ({decision.outcome.value}): {detail}")
+        if active.mode == "main" and Path(spec.python).parent.parent.name not in self._keys_in_use():
+            self.gc_wanted = True
+        if st is not None:
+            self._forget_if_idle(st)
+
+    def _finish_main(self, active: ActiveRun, decision: Decision, duration: float,
+                     report: ProcessReport) -> None:
+        run_id = active.record.run_id
+        task = active.record.task
+        process = active.process
+        self._write(lambda: self.records.finish_run(
+            run_id, finished=self.clock.now(), outcome=decision.outcome, duration_s=round(duration, 3),
+            exit_code=decision.exit_code, signal=decision.signal, message=decision.message,
+            peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
+            cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None))
+        self.counts[decision.outcome.value] = self.counts.get(decision.outcome.value, 0) + 1
+        level = logging.INFO if decision.outcome is Outcome.OK and not decision.leftovers else logging.WARNING
+        line = f"run {run_id} {decision.outcome.value} in {duration:.2f} s: {decision.summary}"
+        self.task_logs.get(task).log(level, "[run %s] %s in %.2f s: %s", run_id, decision.outcome.value,
+                                     duration, decision.summary)
+        if decision.outcome is Outcome.FAILED and decision.message and "\n" in decision.message:
+            self.task_logs.get(task).error("[run %s] traceback:\n%s", run_id, decision.message.rstrip())
+        self.log.log(level, "task %r: %s", task, line)
+
+    def _keys_in_use(self) -> set[str]:
+        keys = {Path(a.process.spec.python).parent.parent.name for a in self.active.values()}
+        for st in self.tasks.values():
+            keys.update(k for k in (st.env_key, st.wanted_key) if k)
+        return keys
+
+    def _record_instant(self, st: TaskState, trigger: Trigger, due: datetime, outcome: Outcome,
+                        message: str) -> None:
+        now = self.clock.now()
+        record = RunRecord(run_id=f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}", task=st.name, trigger=trigger,
+                           started=now, due=due, finished=now, outcome=outcome, duration_s=0.0,
+                           message=message, log_path=self.task_logs.path(st.name))
+        self._write(lambda: self.records.record_instant(record))
+        self.counts[outcome.value] = self.counts.get(outcome.value, 0) + 1
+
+    def _write(self, action: Callable[[], None]) -> None:
+        """History writes must never stop the loop: a full disk or a locked DB is logged, runs go on."""
+        try:
+            action()
+        except TaskAutomationError as exc:
+            self.log.error("run history: %s", exc)
+
+    # ------------------------------------------------------------------ control requests
+    def _on_control(self, request: ControlRequest) -> None:
+        try:
+            if request.command == "status":
+                request.reply({"ok": True, "status": self.status()})
+            elif request.command == "run-now":
+                started, detail = self.run_now(str(request.args.get("name", "")))
+                request.reply({"ok": started, "run_id" if started else "error": detail})
+            elif request.command == "stop":
+                self._begin_shutdown(f"stop requested ({request.args.get('by', 'control socket')})")
+                request.reply({"ok": True, "pid": os.getpid()})
+            elif request.command == "rescan":
+                self.rescan_wanted = True
+                request.reply({"ok": True})
+            else:
+                request.reply({"ok": False, "error": f"unknown command {request.command!r}"})
+        except Exception as exc:  # noqa: BLE001 - a bad request must not take the loop down
+            self.log.exception("control request %r failed", request.command)
+            request.reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    def status(self) -> dict[str, Any]:
+        """The `status --json` document (DESIGN.md 1.4)."""
+        rows = []
+        for name in sorted(self.tasks, key=str.casefold):
+            st = self.tasks[name]
+            if st.removed:
+                continue
+            last = self.records.last_finished(name)
+            running = self.active.get(st.main_run) if st.main_run else None
+            rows.append({
+                "name": name,
+                "enabled": bool(st.spec.enabled) if st.spec else True,
+                "state": "running" if running else st.state,
+                "next_run": st.next_due.isoformat() if st.loaded and st.next_due else None,
+                "last_run": _last_run_json(last),
+                "error": st.error,
+                "running": {"run_id": running.record.run_id, "started": running.record.started.isoformat(),
+                            "trigger": running.record.trigger.value} if running else None,
+            })
+        return {"tasks": rows, "supervisor": {"pid": os.getpid(), "started": self.started_at.isoformat(),
+                                              "home": str(self.paths.home)}}
+
+    # ------------------------------------------------------------------ shutdown and recovery
+    def _begin_shutdown(self, reason: str) -> None:
+        if self.stopping is not None:
+            return
+        self.stopping = reason
+        self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.active))
+        if self.watcher is not None:
+            self.watcher.stop()
+        for active in self.active.values():
+            self._stop_run(active, StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
+
+    def _close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        for active in self.active.values():  # only on an unexpected exception out of the loop
+            active.process.stop(kill_now=True)
+        self.runner.join(timeout=5.0)
+        sweep_cookie(self.cookie_prefix)
+        uptime = self.clock.now() - self.started_at
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "no runs"
+        self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
+        self.task_logs.close()
+
+    def _recover_after_crash(self) -> None:
+        """Close the history rows a crashed supervisor left open and kill whatever it left running."""
+        interrupted = []
+        try:
+            interrupted = self.records.mark_interrupted(now=self.clock.now())
+        except TaskAutomationError as exc:
+            self.log.error("run history: %s", exc)
+        for record in interrupted:
+            self.log.warning("task %r: run %s was interrupted by a supervisor crash", record.task, record.run_id)
+        killed = sweep_cookie(self.cookie_prefix)
+        if killed:
+            self.log.warning("killed %d process(es) left behind by a previous supervisor: %s", len(killed),
+                             ", ".join(map(str, killed)))
+
+    # ------------------------------------------------------------------ helpers
+    def _on_output(self, spec: LaunchSpec, line: str) -> None:
+        """Called from relay threads: logging is thread-safe, loop state is not touched."""
+        self.task_logs.get(spec.task).info("[%s %s] %s", "run" if spec.mode == "main" else "init",
+                                           spec.run_id, line)
+
+    def _say(self, task: str, level: int, message: str) -> None:
+        """Log to the supervisor log and to the task's own log."""
+        self.log.log(level, "%s", message)
+        self.task_logs.get(task).log(level, "%s", message)
+
+    def _fmt(self, when: datetime | None) -> str:
+        return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
+
+
+def _last_run_json(record: RunRecord | None) -> Mapping[str, Any] | None:
+    if record is None:
+        return None
+    full = record_to_json(record)
+    return {key: full[key] for key in ("run_id", "started", "finished", "outcome", "duration_s",
+                                       "exit_code", "message")}

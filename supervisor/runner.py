@@ -1,0 +1,305 @@
+"""Spawn a run's shim, relay its output, measure its tree, ask it to stop, and report how it ended.
+
+Policy:
+* Every run is ``ENV/bin/python _shim.py ...`` in a new session, cwd = HOME, stdin = /dev/null, stdout and
+  stderr merged into one pipe that a reader thread relays line by line to ``on_output``. Past
+  ``output_cap_bytes`` a run's output is counted and dropped, so a task printing 100 MB cannot fill the disk
+  or the supervisor's memory.
+* ``launch`` must be called from the supervisor's long-lived loop thread: the monitor's PDEATHSIG is tied to
+  the *thread* that forked it.
+* Stopping is the monitor's job (it is the subreaper that can find escapees): the runner only writes ``T``
+  (graceful) or ``K`` (kill now) to the run's control pipe. If the supervisor dies the pipe reaches EOF and the
+  monitor stops the tree on its own.
+* The reader thread ends when the monitor has exited, then calls ``on_exit`` with a ``ProcessReport``; it never
+  decides the outcome (``outcome.decide`` does, on the loop thread).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import psutil
+
+from .errors import SpawnError
+
+SHIM_PATH = Path(__file__).resolve().with_name("_shim.py")
+RUN_COOKIE_VAR = "TASKAUTOMATION_RUN_COOKIE"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one run (or one initialize() call) of a task."""
+
+    task: str
+    run_id: str
+    mode: str  # "main" or "initialize"
+    python: Path  # the task env's interpreter
+    home: Path
+    kill_grace_s: float
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    """What a finished run's processes said, before any interpretation."""
+
+    run_id: str
+    returncode: int  # the monitor's; negative = killed by that signal
+    task: Mapping[str, object] | None  # the task process's JSON line, None if it never wrote one
+    monitor: Mapping[str, object] | None  # the monitor's JSON line, None if it died before writing
+    output_bytes: int
+    output_dropped: int
+
+
+@dataclass
+class TreeSample:
+    """Resource use of a run's tree at one instant (the monitor itself excluded)."""
+
+    rss_bytes: int
+    cpu_s: float
+    processes: int
+
+
+def child_environment(base: Mapping[str, str], *, task: str, run_id: str, task_dir: Path,
+                      output_dir: Path, env_dir: Path, cookie: str) -> dict[str, str]:
+    """The environment of a run: the supervisor's, plus the task variables (DESIGN.md 1.3).
+
+    The env's bin/ goes first on PATH and VIRTUAL_ENV points at it, so a task that starts ``python`` or
+    ``pip`` itself gets its own environment, not the supervisor's.
+    """
+    env = dict(base)
+    env.pop("PYTHONHOME", None)
+    env.update(
+        TASK_NAME=task,
+        TASK_DIR=str(task_dir),
+        TASK_OUTPUT_DIR=str(output_dir),
+        TASK_RUN_ID=run_id,
+        VIRTUAL_ENV=str(env_dir),
+        PATH=str(env_dir / "bin") + os.pathsep + env.get("PATH", os.defpath),
+    )
+    env[RUN_COOKIE_VAR] = cookie
+    return env
+
+
+class RunProcess:
+    """A live run: its monitor process, its control pipe, and the thread relaying its output."""
+
+    def __init__(self, spec: LaunchSpec, popen: subprocess.Popen[bytes], control_w: int) -> None:
+        self.spec = spec
+        self.popen = popen
+        self.pid = popen.pid
+        self.started_monotonic = time.monotonic()
+        self._control_w = control_w
+        self._control_lock = threading.Lock()
+        self._processes: dict[int, psutil.Process] = {}
+        self.peak_rss_bytes = 0
+        self.peak_cpu_s = 0.0
+
+    def stop(self, *, kill_now: bool = False) -> None:
+        """Ask the monitor to stop the tree: SIGTERM then SIGKILL after the grace, or SIGKILL at once."""
+        with self._control_lock:
+            if self._control_w < 0:
+                return
+            try:
+                os.write(self._control_w, b"K" if kill_now else b"T")
+            except OSError:
+                # The monitor is already gone (or going); its exit will be reported normally.
+                pass
+
+    def close_control(self) -> None:
+        with self._control_lock:
+            if self._control_w >= 0:
+                os.close(self._control_w)
+                self._control_w = -1
+
+    def sample(self) -> TreeSample | None:
+        """Resident memory and CPU time of the monitor's descendants, or None once the monitor is gone.
+
+        Resident sizes are summed per process, so pages shared after fork are counted in each process: the
+        figure errs high, which is the safe side for a limit that protects the host.
+        """
+        try:
+            monitor = psutil.Process(self.pid)
+            tree = monitor.children(recursive=True)
+        except psutil.Error:
+            return None
+        rss = 0
+        cpu = 0.0
+        seen: dict[int, psutil.Process] = {}
+        for proc in tree:
+            # Reuse Process objects so psutil can tell a reused pid from the one we sampled before.
+            cached = self._processes.get(proc.pid, proc)
+            try:
+                with cached.oneshot():
+                    rss += cached.memory_info().rss
+                    times = cached.cpu_times()
+                    cpu += times.user + times.system + times.children_user + times.children_system
+                seen[proc.pid] = cached
+            except psutil.Error:
+                continue
+        self._processes = seen
+        self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
+        # Dead processes take their CPU seconds with them unless reaped by a parent that is still sampled;
+        # keeping the maximum makes the figure monotonic.
+        self.peak_cpu_s = max(self.peak_cpu_s, cpu)
+        return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen))
+
+
+class Runner:
+    """Starts runs and reports their end through callbacks; keeps no schedule and decides no outcome."""
+
+    def __init__(self, *, output_cap_bytes: int, on_output: Callable[[LaunchSpec, str], None],
+                 on_exit: Callable[[LaunchSpec, ProcessReport], None],
+                 popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+                 shim: Path = SHIM_PATH) -> None:
+        self._cap = output_cap_bytes
+        self._on_output = on_output
+        self._on_exit = on_exit
+        self._popen = popen
+        self._shim = shim
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
+
+    def launch(self, spec: LaunchSpec) -> RunProcess:
+        """Start the shim for ``spec``. Raises SpawnError (naming the task and the cause) if it cannot."""
+        if not Path(spec.python).exists():
+            raise SpawnError(f"task {spec.task!r}: interpreter {spec.python} does not exist")
+        report_r, report_w = os.pipe()
+        control_r, control_w = os.pipe()
+        out_r, out_w = os.pipe()
+        argv = [str(spec.python), "-u", str(self._shim), spec.mode, spec.task, str(report_w),
+                str(control_r), repr(float(spec.kill_grace_s)), str(os.getpid())]
+        try:
+            popen = self._popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=subprocess.STDOUT,
+                                pass_fds=(report_w, control_r), cwd=str(spec.home), env=dict(spec.env),
+                                start_new_session=True, close_fds=True)
+        except OSError as exc:
+            for fd in (report_r, report_w, control_r, control_w, out_r, out_w):
+                os.close(fd)
+            raise SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}") from exc
+        for fd in (report_w, control_r, out_w):
+            os.close(fd)
+        run = RunProcess(spec, popen, control_w)
+        thread = threading.Thread(target=self._relay, args=(run, out_r, report_r),
+                                  name=f"run-{spec.run_id}", daemon=True)
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+        return run
+
+    def join(self, timeout: float) -> bool:
+        """Wait for every relay thread to finish (each finishes when its monitor exits)."""
+        deadline = time.monotonic() + timeout
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+    def _relay(self, run: RunProcess, out_r: int, report_r: int) -> None:
+        total = kept = dropped = 0
+        pending = b""
+        try:
+            while True:
+                # Escapees that inherited stdout could hold the pipe open after the monitor died, so EOF
+                # alone cannot end the loop: a short select timeout lets us notice the monitor's exit.
+                ready, _, _ = select.select([out_r], [], [], 0.5)
+                if not ready:
+                    if run.popen.poll() is not None:
+                        break
+                    continue
+                chunk = os.read(out_r, 65536)
+                if not chunk:
+                    break
+                total += len(chunk)
+                room = self._cap - kept
+                if room <= 0:
+                    dropped += len(chunk)
+                    continue
+                if len(chunk) > room:
+                    dropped += len(chunk) - room
+                    chunk = chunk[:room]
+                kept += len(chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._on_output(run.spec, line.decode("utf-8", "replace"))
+            if pending:
+                self._on_output(run.spec, pending.decode("utf-8", "replace"))
+            if dropped:
+                self._on_output(run.spec, f"[output over {self._cap} bytes: {dropped} more bytes dropped]")
+            returncode = run.popen.wait()
+            task_line, monitor_line = _read_report(report_r)
+        finally:
+            os.close(out_r)
+            os.close(report_r)
+            run.close_control()
+        report = ProcessReport(run_id=run.spec.run_id, returncode=returncode, task=task_line,
+                               monitor=monitor_line, output_bytes=total, output_dropped=dropped)
+        try:
+            self._on_exit(run.spec, report)
+        finally:
+            with self._threads_lock:
+                self._threads.discard(threading.current_thread())
+
+
+def _read_report(fd: int) -> tuple[dict[str, object] | None, dict[str, object] | None]:
+    """Parse the JSON lines the task and the monitor wrote; tolerate garbage and missing lines."""
+    import json
+
+    os.set_blocking(fd, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break  # an escaped fork may still hold the write end; what is written is all we need
+        if not chunk:
+            break
+        data += chunk
+    task_line: dict[str, object] | None = None
+    monitor_line: dict[str, object] | None = None
+    for raw in data.splitlines():
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and parsed.get("kind") == "task":
+            task_line = parsed
+        elif isinstance(parsed, dict) and parsed.get("kind") == "monitor":
+            monitor_line = parsed
+    return task_line, monitor_line
+
+
+def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL,
+                 exclude: Sequence[int] = ()) -> list[int]:
+    """Kill every process whose environment carries ``RUN_COOKIE_VAR=<cookie_prefix>...``.
+
+    The last-resort cleanup after a supervisor crash. A process is signalled only when its own environment
+    proves it was started for this home's runs, never on a name or a pid file.
+    """
+    needle = f"{RUN_COOKIE_VAR}={cookie_prefix}".encode()
+    killed = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if any(entry.startswith(needle) for entry in environ.split(b"\0")):
+            try:
+                os.kill(int(name), sig)
+                killed.append(int(name))
+            except OSError:
+                pass
+    return killed
