@@ -1,0 +1,404 @@
+"""Parse a task's ``config.ini`` into a TaskSpec and the home's ``taskautomation.ini`` into a HomeConfig.
+
+Policy (DESIGN.md 1.2 and 1.5):
+
+- Only ``[Frequency] EveryXMinutes`` is required. Every other key has a documented default.
+- A *present* but invalid value is a ConfigError; nothing is silently coerced.
+- A missing seed key or section (AllowedFrom, AllowedTo, Enabled, Testing, RunOnStartup) is a warning
+  naming the key and the default used; missing extension keys (CatchUp, [Limits] ...) are silent, because
+  seed-era configs never have them and warning about every one would bury the useful warnings.
+- Unknown sections and keys are warnings (with a "did you mean" when the typo is obvious), never errors,
+  so a config written for a newer version still loads.
+- Sections and keys are case-insensitive; two spellings of the same section or key in one file are an
+  error, because silently picking one of them would hide the user's mistake.
+- Every message has one shape: ``task 'NAME': /abs/config.ini: [Section] Key = 'value': reason`` (the
+  home config omits the ``task`` part).
+
+Parsing (pure, from text) is separate from reading (bytes from disk, decoding), so tests need no files.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+from .errors import ConfigError
+from .spec import CatchUp, ConfigResult, HomeConfig, Limits, TaskSpec, Window
+
+T = TypeVar("T")
+
+# Longest accepted interval. Far beyond any real schedule (a huge interval is a known trick for "only on
+# startup"), but small enough that "now + every" can never overflow datetime's year 9999.
+_MAX_EVERY = timedelta(days=366 * 1000)
+
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+_HHMM = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+# --- the schema: canonical spellings, used in every message ------------------------------------------
+
+_TASK_SCHEMA: dict[str, tuple[str, ...]] = {
+    "Frequency": ("EveryXMinutes", "AllowedFrom", "AllowedTo", "CatchUp"),
+    "Global": ("Enabled", "Testing", "RunOnStartup"),
+    "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds"),
+}
+# Seed keys that warn when missing, with the default as the message shows it. EveryXMinutes is required.
+_TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
+    "Frequency": {"AllowedFrom": "00:00", "AllowedTo": "23:59"},
+    "Global": {"Enabled": "True", "Testing": "False", "RunOnStartup": "False"},
+}
+_HOME_SCHEMA: dict[str, tuple[str, ...]] = {
+    "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes"),
+    "Limits": _TASK_SCHEMA["Limits"],
+}
+_INSTALLERS = ("uv", "pip")
+
+
+# --- the parsed file: case-insensitive view with the user's spelling kept for messages ----------------
+
+@dataclass(frozen=True)
+class _Entry:
+    key: str  # as the user spelled it
+    value: str
+
+
+@dataclass(frozen=True)
+class _Section:
+    name: str  # as the user spelled it
+    entries: Mapping[str, _Entry]  # lower-cased key -> entry, in file order
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Where a message comes from: the prefix every error and warning starts with."""
+
+    path: Path
+    task: str | None
+
+    @property
+    def prefix(self) -> str:
+        file = os.path.abspath(self.path)
+        return f"task '{self.task}': {file}" if self.task is not None else file
+
+    def error(self, section: str, key: str, value: str, reason: str) -> ConfigError:
+        return ConfigError(f"{self.prefix}: [{section}] {key} = {value!r}: {reason}")
+
+    def fail(self, what: str) -> ConfigError:
+        return ConfigError(f"{self.prefix}: {what}")
+
+    def warning(self, what: str) -> str:
+        return f"{self.prefix}: {what}"
+
+
+def _parse_sections(text: str, ctx: _Context) -> dict[str, _Section]:
+    """Split ``text`` into case-insensitive sections; configparser syntax errors become ConfigError."""
+    parser = configparser.ConfigParser(
+        interpolation=None,  # a '%' in a value (a URL, a format string) must not break parsing
+        inline_comment_prefixes=(";", "#"),  # only after whitespace: 'a#b' stays a value
+        strict=True,  # exact duplicates are reported with their line number
+        empty_lines_in_values=False,
+        # [DEFAULT] would silently leak its keys into every section; make it an ordinary (unknown) one.
+        default_section="\0no default section",
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep spelling; we fold case ourselves
+    try:
+        parser.read_string(text, source=os.fspath(ctx.path))
+    except configparser.DuplicateSectionError as exc:
+        raise ctx.fail(f"line {exc.lineno}: section [{exc.section}] appears twice") from None
+    except configparser.DuplicateOptionError as exc:
+        raise ctx.fail(f"line {exc.lineno}: [{exc.section}] {exc.option} appears twice") from None
+    except configparser.MissingSectionHeaderError as exc:
+        raise ctx.fail(f"line {exc.lineno}: {exc.line.strip()!r} comes before any [section] header") from None
+    except configparser.ParsingError as exc:
+        errors = list(getattr(exc, "errors", ()))
+        if errors:
+            lineno = errors[0][0]
+            lines = text.split("\n")  # configparser counts lines the same way (StringIO)
+            # configparser stores repr(line) with its newline; show the line as the user wrote it.
+            shown = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else str(errors[0][1])
+            more = f" (and {len(errors) - 1} more bad lines)" if len(errors) > 1 else ""
+            raise ctx.fail(f"line {lineno}: cannot parse {shown!r}: expected 'Key = value'{more}") from None
+        raise ctx.fail(f"cannot parse: {exc}") from None
+    except configparser.Error as exc:
+        raise ctx.fail(f"cannot parse: {exc}") from None
+
+    sections: dict[str, _Section] = {}
+    for name in parser.sections():
+        folded = name.strip().lower()
+        if folded in sections:
+            raise ctx.fail(f"section [{name}] appears twice (also as [{sections[folded].name}]); "
+                           "section names are case-insensitive")
+        entries: dict[str, _Entry] = {}
+        for key, value in parser.items(name, raw=True):
+            fkey = key.lower()
+            if fkey in entries:
+                raise ctx.fail(f"[{name}] {key} appears twice (also as {entries[fkey].key}); "
+                               "keys are case-insensitive")
+            entries[fkey] = _Entry(key, value)
+        sections[folded] = _Section(name, entries)
+    return sections
+
+
+def _closest(word: str, candidates: tuple[str, ...]) -> str | None:
+    """The canonical candidate ``word`` is an obvious typo of, if any."""
+    by_lower = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[match[0]] if match else None
+
+
+def _unknown_warnings(sections: Mapping[str, _Section], schema: Mapping[str, tuple[str, ...]],
+                      ctx: _Context) -> list[str]:
+    """One warning per unknown section and per unknown key in a known section."""
+    warnings: list[str] = []
+    canonical_sections = tuple(schema)
+    for folded, section in sections.items():
+        known_section = next((s for s in canonical_sections if s.lower() == folded), None)
+        if known_section is None:
+            hint = _closest(section.name, canonical_sections)
+            suffix = f" (did you mean [{hint}]?)" if hint else ""
+            warnings.append(ctx.warning(f"[{section.name}]: unknown section, ignored{suffix}"))
+            continue
+        known_keys = schema[known_section]
+        for fkey, entry in section.entries.items():
+            if any(k.lower() == fkey for k in known_keys):
+                continue
+            # A known key in the wrong section is a likelier mistake than a typo: say where it belongs.
+            home = next((s for s, keys in schema.items() if any(k.lower() == fkey for k in keys)), None)
+            if home is not None:
+                canonical = next(k for k in schema[home] if k.lower() == fkey)
+                hint = f" ({canonical} belongs in [{home}])"
+            else:
+                close = _closest(entry.key, known_keys)
+                hint = f" (did you mean {close}?)" if close else ""
+            warnings.append(ctx.warning(f"[{known_section}] {entry.key}: unknown key, ignored{hint}"))
+    return warnings
+
+
+# --- small named validators: each takes the raw text and returns a value or a reason ------------------
+
+class _Invalid(ValueError):
+    """A value failed validation; the message is the reason shown after the value."""
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Invalid("not a number") from None
+    if not math.isfinite(value):
+        raise _Invalid("not a finite number")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = _number(text)
+    except _Invalid:
+        raise _Invalid("not a positive number") from None
+    if value <= 0:
+        raise _Invalid("not a positive number")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise _Invalid("must be 0 or more")
+    return value
+
+
+def _optional_limit(text: str) -> float | None:
+    """A limit where 0 means "no limit"."""
+    value = _non_negative_number(text)
+    return None if value == 0 else value
+
+
+def _every(text: str) -> timedelta:
+    minutes = _positive_number(text)
+    if minutes > _MAX_EVERY / timedelta(minutes=1):
+        raise _Invalid(f"too large (at most {_MAX_EVERY / timedelta(minutes=1):.0f} minutes)")
+    every = timedelta(minutes=minutes)
+    if every <= timedelta(0):  # below timedelta's microsecond resolution
+        raise _Invalid("too small (the interval rounds to zero)")
+    return every
+
+
+def _clock(text: str) -> time:
+    match = _HHMM.fullmatch(text)
+    if match is None:
+        raise _Invalid("not a time of day (expected HH:MM, e.g. 08:30)")
+    hour, minute = int(match.group(1)), int(match.group(2))
+    if hour > 23 or minute > 59:
+        raise _Invalid("not a time of day (hours 00-23, minutes 00-59)")
+    return time(hour, minute)
+
+
+def _boolean(text: str) -> bool:
+    folded = text.lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise _Invalid("not a boolean (use true/false, yes/no, on/off or 1/0)")
+
+
+def _catch_up(text: str) -> CatchUp:
+    try:
+        return CatchUp(text.lower())
+    except ValueError:
+        raise _Invalid("not a catch-up policy (use once or skip)") from None
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise _Invalid("not a whole number") from None
+        if value < minimum:
+            raise _Invalid(f"must be at least {minimum}")
+        return value
+    return parse
+
+
+def _installer(text: str) -> str:
+    folded = text.lower()
+    if folded not in _INSTALLERS:
+        raise _Invalid(f"not an installer (use {' or '.join(_INSTALLERS)})")
+    return folded
+
+
+def _value(sections: Mapping[str, _Section], section: str, key: str, parse: Callable[[str], T],
+           default: T, ctx: _Context) -> T:
+    """``[section] key`` parsed by ``parse``; ``default`` when absent; ConfigError when invalid."""
+    found = sections.get(section.lower())
+    entry = found.entries.get(key.lower()) if found is not None else None
+    if entry is None:
+        return default
+    try:
+        return parse(entry.value)
+    except _Invalid as exc:
+        raise ctx.error(section, key, entry.value, str(exc)) from None
+
+
+def _has(sections: Mapping[str, _Section], section: str, key: str) -> bool:
+    found = sections.get(section.lower())
+    return found is not None and key.lower() in found.entries
+
+
+def _parse_limits(sections: Mapping[str, _Section], defaults: Limits, ctx: _Context) -> Limits:
+    """[Limits]: each missing key takes the default (the home config's limits for a task)."""
+    return Limits(
+        timeout_s=_value(sections, "Limits", "TimeoutSeconds", _optional_limit, defaults.timeout_s, ctx),
+        kill_grace_s=_value(sections, "Limits", "KillGraceSeconds", _non_negative_number,
+                            defaults.kill_grace_s, ctx),
+        memory_mb=_value(sections, "Limits", "MemoryMB", _optional_limit, defaults.memory_mb, ctx),
+        cpu_s=_value(sections, "Limits", "CPUSeconds", _optional_limit, defaults.cpu_s, ctx),
+    )
+
+
+def _missing_seed_warnings(sections: Mapping[str, _Section], ctx: _Context) -> list[str]:
+    warnings: list[str] = []
+    for section, defaults in _TASK_SEED_DEFAULTS.items():
+        if section.lower() not in sections:
+            used = ", ".join(f"{key} = {value}" for key, value in defaults.items())
+            warnings.append(ctx.warning(f"[{section}] missing: using defaults {used}"))
+            continue
+        for key, value in defaults.items():
+            if not _has(sections, section, key):
+                warnings.append(ctx.warning(f"[{section}] {key} missing: using default {value}"))
+    return warnings
+
+
+# --- public API ---------------------------------------------------------------------------------------
+
+def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Limits()) -> ConfigResult:
+    """Parse a task's config.ini text. ``path`` is only used in messages.
+
+    Raises ConfigError for a syntax error, a duplicate section/key, a missing EveryXMinutes or any present
+    but invalid value (the first one found, in schema order). Missing [Limits] keys take ``defaults``.
+    """
+    ctx = _Context(path, task)
+    sections = _parse_sections(text, ctx)
+    if not _has(sections, "Frequency", "EveryXMinutes"):
+        where = "" if "frequency" in sections else " (no [Frequency] section)"
+        raise ctx.fail(f"[Frequency] EveryXMinutes missing{where}: it is required "
+                       "(minutes between the starts of two runs, e.g. EveryXMinutes = 60)")
+    every = _value(sections, "Frequency", "EveryXMinutes", _every, timedelta(0), ctx)
+    window = Window(
+        start=_value(sections, "Frequency", "AllowedFrom", _clock, Window().start, ctx),
+        end=_value(sections, "Frequency", "AllowedTo", _clock, Window().end, ctx),
+    )
+    spec = TaskSpec(
+        name=task,
+        every=every,
+        window=window,
+        catch_up=_value(sections, "Frequency", "CatchUp", _catch_up, CatchUp.ONCE, ctx),
+        enabled=_value(sections, "Global", "Enabled", _boolean, True, ctx),
+        testing=_value(sections, "Global", "Testing", _boolean, False, ctx),
+        run_on_startup=_value(sections, "Global", "RunOnStartup", _boolean, False, ctx),
+        limits=_parse_limits(sections, defaults, ctx),
+    )
+    warnings = _unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
+    return ConfigResult(spec=spec, warnings=tuple(warnings))
+
+
+def read_task_config(path: Path, *, task: str, defaults: Limits = Limits()) -> ConfigResult:
+    """Read and parse ``path``; unreadable or non-UTF-8 files are a ConfigError naming the cause."""
+    return parse_task_config(_read_text(path, _Context(path, task)), task=task, path=path, defaults=defaults)
+
+
+def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
+    """Parse the home's taskautomation.ini text. Every key is optional and silently defaulted.
+
+    Unknown sections/keys are returned as warnings; invalid values raise ConfigError naming the file,
+    section, key and value. [Limits] becomes HomeConfig.limits, the defaults for every task's [Limits].
+    """
+    ctx = _Context(path, None)
+    sections = _parse_sections(text, ctx)
+    base = HomeConfig()
+    config = HomeConfig(
+        installer=_value(sections, "Supervisor", "Installer", _installer, base.installer, ctx),
+        keep_runs=_value(sections, "Supervisor", "KeepRuns", _integer(1), base.keep_runs, ctx),
+        log_max_bytes=_value(sections, "Supervisor", "LogMaxBytes", _integer(1024), base.log_max_bytes, ctx),
+        log_backups=_value(sections, "Supervisor", "LogBackups", _integer(0), base.log_backups, ctx),
+        output_cap_bytes=_value(sections, "Supervisor", "OutputCapBytes", _integer(1024),
+                                base.output_cap_bytes, ctx),
+        limits=_parse_limits(sections, base.limits, ctx),
+    )
+    return config, tuple(_unknown_warnings(sections, _HOME_SCHEMA, ctx))
+
+
+def read_home_config(path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
+    """Read the optional home config: a missing file means all defaults and no warnings."""
+    ctx = _Context(path, None)
+    try:
+        text = _read_text(path, ctx, missing_ok=True)
+    except FileNotFoundError:
+        return HomeConfig(), ()
+    return parse_home_config(text, path=path)
+
+
+def _read_text(path: Path, ctx: _Context, *, missing_ok: bool = False) -> str:
+    """The file's text, decoded as UTF-8 (a BOM is accepted: Windows editors add one)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            raise
+        raise ctx.fail("cannot read: file does not exist") from None
+    except OSError as exc:
+        raise ctx.fail(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ctx.fail(f"line {line}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None

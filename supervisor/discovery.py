@@ -1,0 +1,247 @@
+"""Task discovery: scan ``Tasks/`` into content hashes, diff two scans, statically check a main.py.
+
+Reconcile, don't react (DESIGN.md 2): file events are only hints; the loop rescans and compares what it
+sees with what is loaded. A scan therefore reports *content*, not events: three hashes per folder, so the
+loop can tell a config edit (reschedule) from a code edit (re-initialize) from a requirements edit (new env).
+
+Policies:
+
+- A task is every direct sub-folder of Tasks/ that is not hidden and not ``__pycache__``. A folder without
+  main.py or config.ini is still reported (with a None hash) so the caller can say it is incomplete.
+- Code is every ``*.py`` in the folder tree (helpers are code: ``import Tasks.NAME.helper``), except
+  under the task's ``Output/``, ``__pycache__/``, hidden folders, virtualenvs (a folder holding
+  ``pyvenv.cfg``) and editor temp files. Writing output or byte-compiling never looks like an edit.
+- Scanning never raises for an unreadable file: the hash records that it could not be read (stable across
+  scans, so it does not re-trigger every rescan) and loading the file reports the real cause.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .errors import TaskLoadError
+
+_MAIN = "main.py"
+_CONFIG = "config.ini"
+_REQUIREMENTS = "requirements.txt"
+_OUTPUT = "Output"
+_PYCACHE = "__pycache__"
+
+
+@dataclass(frozen=True)
+class TaskFolder:
+    """What one scan saw in one Tasks/NAME folder."""
+
+    name: str
+    path: Path
+    config_hash: str | None  # sha256 of config.ini's bytes; None if there is no config.ini
+    code_hash: str | None  # sha256 over every *.py (relative path + bytes); None if there is no main.py
+    requirements_hash: str  # sha256 of requirements.txt's bytes; a missing file hashes as empty
+
+    @property
+    def complete(self) -> bool:
+        """Both files a task needs are present (whether they parse is for config/check_task_source)."""
+        return self.config_hash is not None and self.code_hash is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """One value for the folder's whole content, so a broken folder is reported once per version."""
+        joined = "\0".join((self.config_hash or "-", self.code_hash or "-", self.requirements_hash))
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TaskDiff:
+    """How a new scan differs from an old one; every tuple is sorted by task name."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    config_changed: tuple[str, ...] = ()
+    code_changed: tuple[str, ...] = ()
+    requirements_changed: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.config_changed or self.code_changed
+                    or self.requirements_changed)
+
+
+def scan_tasks(tasks_dir: Path) -> dict[str, TaskFolder]:
+    """Every task folder in ``tasks_dir`` by name. A missing ``tasks_dir`` holds no tasks.
+
+    Raises TaskLoadError only when ``tasks_dir`` exists but cannot be listed: reporting "no tasks" then
+    would make the caller unload every running task because of a transient permission problem.
+    """
+    try:
+        entries = sorted(os.scandir(tasks_dir), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise TaskLoadError(f"{tasks_dir}: cannot list task folders: {exc.strerror or exc}") from None
+    found: dict[str, TaskFolder] = {}
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name == _PYCACHE or not _is_dir(entry):
+            continue
+        folder = Path(entry.path)
+        found[entry.name] = TaskFolder(
+            name=entry.name,
+            path=folder,
+            config_hash=_file_hash(folder / _CONFIG),
+            code_hash=_code_hash(folder),
+            requirements_hash=_file_hash(folder / _REQUIREMENTS) or _EMPTY_HASH,
+        )
+    return found
+
+
+def diff_tasks(old: Mapping[str, TaskFolder], new: Mapping[str, TaskFolder]) -> TaskDiff:
+    """Pure comparison of two scans. A task that is added or removed is not also listed as changed."""
+    common = sorted(old.keys() & new.keys())
+    return TaskDiff(
+        added=tuple(sorted(new.keys() - old.keys())),
+        removed=tuple(sorted(old.keys() - new.keys())),
+        config_changed=tuple(n for n in common if old[n].config_hash != new[n].config_hash),
+        code_changed=tuple(n for n in common if old[n].code_hash != new[n].code_hash),
+        requirements_changed=tuple(n for n in common
+                                   if old[n].requirements_hash != new[n].requirements_hash),
+    )
+
+
+def check_task_source(path: Path, *, task: str) -> None:
+    """Check a task's main.py without executing it: it must compile and bind a top-level ``main``.
+
+    ``path`` is the task folder (or its main.py). A top-level ``def main`` counts, as does a name ``main``
+    bound at module level by an import or an assignment (``from .impl import main``). ``async def main``
+    is refused: calling it only creates a coroutine, so the run would "succeed" without doing anything.
+    A missing initialize() is not an error here. Raises TaskLoadError naming task, file and cause.
+    """
+    main_py = path / _MAIN if path.name != _MAIN else path
+    shown = os.path.abspath(main_py)
+    prefix = f"task '{task}': {shown}"
+    try:
+        source = main_py.read_bytes()
+    except FileNotFoundError:
+        raise TaskLoadError(f"{prefix}: file does not exist") from None
+    except OSError as exc:
+        raise TaskLoadError(f"{prefix}: cannot read: {exc.strerror or exc}") from None
+    try:
+        tree = ast.parse(source, filename=shown)
+        # ast.parse accepts some code the compiler rejects ('return' outside a function, ...).
+        compile(tree, shown, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = f"line {exc.lineno}: " if exc.lineno else ""
+        raise TaskLoadError(f"{prefix}: {line}{exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes; absurdly deep nesting
+        raise TaskLoadError(f"{prefix}: cannot compile: {exc}") from None
+    binding = _main_binding(tree.body)
+    if binding is None:
+        raise TaskLoadError(f"{prefix}: no function main() defined")
+    if isinstance(binding, ast.AsyncFunctionDef):
+        raise TaskLoadError(f"{prefix}: line {binding.lineno}: main() is 'async def'; "
+                            "it must be a plain function (call asyncio.run() inside it)")
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+_EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks: a linked task folder is a task folder
+    except OSError:
+        return False
+
+
+def _unreadable(exc: OSError) -> str:
+    """A stable stand-in hash for a file that exists but cannot be read."""
+    return f"unreadable:{exc.errno}"
+
+
+def _file_hash(path: Path) -> str | None:
+    """sha256 of the file's bytes; None when it does not exist."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return _unreadable(exc)
+
+
+def _ignored(name: str) -> bool:
+    """Hidden entries and editor temp files (vim's .x.swp and 4913 probe, x~, emacs .#x, x.tmp)."""
+    return name.startswith(".") or name.endswith("~") or name.endswith(".tmp") or name == "4913"
+
+
+def _code_hash(folder: Path) -> str | None:
+    """sha256 over (relative path, content hash) of every code file, in sorted path order."""
+    if not (folder / _MAIN).is_file():
+        return None
+    files: list[tuple[bytes, str]] = []
+
+    def walk_error(exc: OSError) -> None:
+        # An unlistable sub-folder still counts, so it changes the hash instead of hiding quietly.
+        where = os.path.relpath(exc.filename, folder) if exc.filename else "?"
+        files.append((os.fsencode(where), _unreadable(exc)))
+
+    top = os.fspath(folder)
+    for root, dirs, names in os.walk(top, onerror=walk_error):
+        at_top = root == top  # only the task's own Output/ is output; a helper package may use the name
+        dirs[:] = [d for d in dirs
+                   if not _ignored(d) and d != _PYCACHE and not (at_top and d == _OUTPUT)
+                   and not os.path.exists(os.path.join(root, d, "pyvenv.cfg"))]
+        for name in names:
+            if not name.endswith(".py") or _ignored(name):
+                continue
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            try:
+                with open(full, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+            except OSError as exc:
+                digest = _unreadable(exc)
+            files.append((os.fsencode(rel), digest))
+    total = hashlib.sha256()
+    for rel_bytes, digest in sorted(files):
+        # The path is NUL-terminated and the digest fixed-form, so no two file lists hash alike.
+        total.update(rel_bytes + b"\0" + digest.encode() + b"\n")
+    return total.hexdigest()
+
+
+def _main_binding(body: list[ast.stmt]) -> ast.AST | None:
+    """The last module-level statement that binds ``main``, looking into top-level if/try/with blocks."""
+    found: ast.AST | None = None
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "main":
+            found = node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((alias.asname or alias.name.split(".")[0]) == "main" for alias in node.names):
+                found = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "main" for t in targets):
+                found = node
+        else:
+            for block in _nested_bodies(node):
+                inner = _main_binding(block)
+                if inner is not None:
+                    found = inner
+    return found
+
+
+def _nested_bodies(node: ast.stmt) -> list[list[ast.stmt]]:
+    """Statement blocks that run at module level when ``node`` does (if/else, try/except, with)."""
+    if isinstance(node, (ast.If, ast.With)):
+        return [node.body, getattr(node, "orelse", [])]
+    if isinstance(node, _TRY_NODES):
+        return [node.body, *(handler.body for handler in node.handlers), node.orelse, node.finalbody]
+    return []
+
+
+# ast.TryStar (try/except*) exists from Python 3.11 on.
+_TRY_NODES: tuple[type[ast.stmt], ...] = tuple(
+    node for node in (ast.Try, getattr(ast, "TryStar", None)) if node is not None)
