@@ -19,7 +19,14 @@ class TaskLoadError(TaskAutomationError):
 
 
 class EnvBuildError(TaskAutomationError):
-    """A task's virtualenv could not be created or its requirements could not be installed."""
+    """A task's virtualenv could not be created or its requirements could not be installed.
+
+    ``output`` holds the installer's whole log (for the task's log file); str() is the short reason.
+    """
+
+    def __init__(self, message: str, *, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class SpawnError(TaskAutomationError):

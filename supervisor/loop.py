@@ -42,6 +42,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import psutil
+
 from .clock import Clock
 from .config import read_task_config
 from .discovery import TaskFolder, check_task_source, diff_tasks, scan_tasks
@@ -209,7 +211,12 @@ class Supervisor:
     # ------------------------------------------------------------------ phase: rescan
     def _rescan(self) -> None:
         """Diff Tasks/ against what is loaded and apply the difference (file events are only hints)."""
-        scanned = scan_tasks(self.paths.tasks)
+        try:
+            scanned = scan_tasks(self.paths.tasks)
+        except TaskLoadError as exc:
+            # Tasks/ unlistable for a moment (permissions, a remount): keep every task as it is.
+            self.log.error("%s; keeping the loaded tasks as they are", exc)
+            return
         diff = diff_tasks(self.folders, scanned)
         if diff.empty:
             return
@@ -323,7 +330,7 @@ class Supervisor:
                     self.envs.ensure(task=st.name, requirements=folder.path / "requirements.txt",
                                      task_dir=folder.path)
                 except EnvBuildError as exc:
-                    self.post(EnvBuilt(key, error=str(exc), output=getattr(exc, "output", None)))
+                    self.post(EnvBuilt(key, error=str(exc), output=exc.output or None))
                 except Exception as exc:  # noqa: BLE001 - any failure must reach the loop, not kill the thread
                     self.post(EnvBuilt(key, error=f"task {st.name!r}: env build crashed: {exc!r}"))
                 else:
@@ -678,10 +685,29 @@ class Supervisor:
             active.process.stop(kill_now=True)
         self.runner.join(timeout=5.0)
         sweep_cookie(self.cookie_prefix)
+        self._kill_remaining_children()
         uptime = self.clock.now() - self.started_at
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "no runs"
         self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
         self.task_logs.close()
+
+    def _kill_remaining_children(self) -> None:
+        """No child outlives the supervisor: what is left now is an installer still building an env.
+
+        Each installer runs in its own session, so killing the session takes its helpers too. A half-built
+        env has no completion marker and is rebuilt from scratch at the next start.
+        """
+        for child in psutil.Process().children():
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+        for thread in threading.enumerate():
+            if thread.name.startswith("env-"):
+                thread.join(timeout=5.0)  # the builder reaps its installer and posts its (unread) result
 
     def _recover_after_crash(self) -> None:
         """Close the history rows a crashed supervisor left open and kill whatever it left running."""

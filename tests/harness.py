@@ -1,0 +1,130 @@
+"""Drive a real supervisor process (``python main.py --home HOME``) from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from helpers import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from supervisor.control import request  # noqa: E402
+from supervisor.errors import TaskAutomationError  # noqa: E402
+from supervisor.paths import Paths  # noqa: E402
+
+
+def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m supervisor ARGS --home HOME`` and return the finished process."""
+    return subprocess.run([sys.executable, "-m", "supervisor", *args, "--home", str(home)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def script(name: str, home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run main.py / terminate.py as a user would."""
+    return subprocess.run([sys.executable, str(REPO / name), "--home", str(home), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class SupervisorProcess:
+    """A supervisor started as a user would start it, with helpers to wait on what it logs."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.paths = Paths(home)
+        self.console = home / "console.txt"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_ready: bool = True) -> "SupervisorProcess":
+        out = open(self.console, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--home", str(self.home)], cwd=REPO,
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        if wait_ready:
+            wait_for(self._ready, timeout=20, what="supervisor control socket")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"supervisor exited early ({self.proc.returncode}):\n{self.console_text()}")
+        try:
+            return bool(request(self.paths.control_socket, "status", timeout=2).get("ok"))
+        except TaskAutomationError:
+            return False
+
+    def console_text(self) -> str:
+        return self.console.read_text(errors="replace") if self.console.exists() else ""
+
+    def log(self) -> str:
+        path = self.paths.supervisor_log
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def task_log(self, name: str) -> str:
+        path = self.paths.task_log(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_log(self, text: str, *, task: str | None = None, timeout: float = 30, count: int = 1) -> str:
+        def found() -> str | None:
+            body = self.task_log(task) if task else self.log()
+            return body if body.count(text) >= count else None
+        return wait_for(found, timeout=timeout, what=f"{text!r} x{count} in {'log of ' + task if task else 'supervisor log'}"
+                        f"\n--- supervisor log ---\n{self.log()[-3000:]}")
+
+    def status(self) -> dict[str, Any]:
+        reply = request(self.paths.control_socket, "status")
+        assert reply["ok"], reply
+        return reply["status"]
+
+    def task_status(self, name: str) -> dict[str, Any]:
+        return next(t for t in self.status()["tasks"] if t["name"] == name)
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        result = cli(self.home, "history", name, "--json", "--limit", "1000")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["runs"]
+
+    def stop(self, timeout: float = 60) -> int:
+        """terminate.py, then reap the process; returns the supervisor's exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            result = script("terminate.py", self.home, timeout=timeout)
+            assert result.returncode == 0, result.stdout + result.stderr
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> "SupervisorProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop()
+            except Exception:  # noqa: BLE001 - a failing test must still not leave a supervisor behind
+                self.kill()
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2:][:1] != b"Z":
+            alive.append(pid)
+    return alive
+
+
+__all__ = ["SupervisorProcess", "cli", "script", "pids_alive", "os"]
