@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
     except TaskAutomationError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file we had to read or write: still one line, never a traceback
+        print(f"{prog}: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -216,6 +219,9 @@ def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_validate(args: argparse.Namespace, paths: Paths) -> int:
     from .validate import validate_home
 
+    if args.name is not None and not paths.task_dir(args.name).is_dir():
+        # An unknown name is a failed command (one line on stderr), not a validation report.
+        raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
     problems, report = validate_home(paths, only=args.name)
     for line in report:
         print(line)

@@ -56,10 +56,13 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
     "Global": {"Enabled": "True", "Testing": "False", "RunOnStartup": "False"},
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
-    "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes"),
+    "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
+                   "WatchDebounceSeconds"),
     "Limits": _TASK_SCHEMA["Limits"],
 }
 _INSTALLERS = ("uv", "pip")
+# Below this the debounce stops coalescing an editor's save (swap file, probe, backup, write) into one reload.
+_MIN_WATCH_DEBOUNCE_S = 0.05
 
 
 # --- the parsed file: case-insensitive view with the user's spelling kept for messages ----------------
@@ -269,6 +272,13 @@ def _integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _watch_debounce(text: str) -> float:
+    value = _number(text)
+    if value < _MIN_WATCH_DEBOUNCE_S:
+        raise _Invalid(f"must be at least {_MIN_WATCH_DEBOUNCE_S:g} (seconds)")
+    return value
+
+
 def _installer(text: str) -> str:
     folded = text.lower()
     if folded not in _INSTALLERS:
@@ -372,6 +382,8 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         log_backups=_value(sections, "Supervisor", "LogBackups", _integer(0), base.log_backups, ctx),
         output_cap_bytes=_value(sections, "Supervisor", "OutputCapBytes", _integer(1024),
                                 base.output_cap_bytes, ctx),
+        watch_debounce_s=_value(sections, "Supervisor", "WatchDebounceSeconds", _watch_debounce,
+                                base.watch_debounce_s, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
     )
     return config, tuple(_unknown_warnings(sections, _HOME_SCHEMA, ctx))

@@ -5,6 +5,10 @@ sleeps until the earliest of: the next due run, the next limit check of a live r
 in flight and nothing due, an idle supervisor wakes at most once a minute (to notice wall-clock jumps), however
 many tasks it holds.
 
+Rescans happen when the watcher posts a hint, on a ``rescan`` control request, and every ``SAFETY_RESCAN_S``
+regardless: inotify can silently miss sub-folders past ``max_user_watches`` and drops events when its queue
+overflows, so a lost hint delays a reload by at most that long instead of forever.
+
 A task goes through these states (``TaskState.state``; ``status`` shows them):
 
     env-building  its first env is being built (nothing to run yet)
@@ -59,6 +63,7 @@ from .schedule import initial_due
 from .spec import HomeConfig, Limits, Outcome, RunRecord, TaskSpec, Trigger
 
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock jump (NTP, suspend) is noticed
+SAFETY_RESCAN_S = 600.0  # full rescan without any hint: bounds the cost of an event inotify lost
 LIMIT_SAMPLE_S = 0.25  # tree memory/CPU checks of a run that has MemoryMB or CPUSeconds
 STATS_SAMPLE_S = 1.0  # peak-memory sampling of a run without limits (history only)
 BACKSTOP_S = 5.0  # extra wait past a stop's grace before the supervisor kills the run's session itself
@@ -108,7 +113,7 @@ class Supervisor:
     def __init__(self, paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager,
                  clock: Clock, tz: tzinfo, logger: logging.Logger, task_logs: TaskLogs,
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 build_workers: int = 2) -> None:
+                 build_workers: int = 2, safety_rescan_s: float = SAFETY_RESCAN_S) -> None:
         self.paths = paths
         self.config = home_config
         self.records = records
@@ -127,12 +132,15 @@ class Supervisor:
         self.build_slots = threading.BoundedSemaphore(build_workers)
         self.stopping: str | None = None
         self.rescan_wanted = True
+        self.safety_rescan_s = safety_rescan_s
+        self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.gc_wanted = False
         self.watcher_factory = watcher_factory
         self.watcher: Any = None
         self.cookie_prefix = hashlib.sha256(str(paths.home).encode()).hexdigest()[:12] + "/"
         self.started_at = clock.now()
         self.counts: dict[str, int] = {}
+        self.rows_since_prune = 0  # finished history rows written since the last retention prune
 
     # ------------------------------------------------------------------ public, thread-safe
     def post(self, event: Event) -> None:
@@ -152,8 +160,12 @@ class Supervisor:
                       self.envs.installer)
         try:
             while True:
+                if self.stopping is None and self.clock.monotonic() >= self.next_safety_rescan:
+                    self.rescan_wanted = True
                 if self.rescan_wanted and self.stopping is None:
                     self.rescan_wanted = False
+                    # Any rescan, whatever asked for it, resets the safety net's countdown.
+                    self.next_safety_rescan = self.clock.monotonic() + self.safety_rescan_s
                     self._rescan()
                 if self.stopping is None:
                     self._start_due()
@@ -188,6 +200,8 @@ class Supervisor:
                 if st.loaded and st.next_due is not None:
                     wait = min(wait, (st.next_due - now).total_seconds())
         mono = self.clock.monotonic()
+        if self.stopping is None:
+            wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
         for active in self.active.values():
             for moment in (active.deadline, active.next_sample, active.backstop):
                 if moment is not None:
@@ -260,7 +274,7 @@ class Supervisor:
             self._set_broken(st, str(exc))
             return
         recovering = not st.loaded
-        st.spec = spec
+        previous, st.spec = st.spec, spec
         wanted = self.envs.key_for(folder.path / "requirements.txt", task_dir=folder.path)
         st.wanted_key = wanted
         if wanted != st.env_key:
@@ -274,9 +288,15 @@ class Supervisor:
                     return
                 self._say(name, logging.INFO, f"task {name!r}: requirements changed; building a new env "
                                               "in the background, runs keep using the current one")
-        if recovering or code_changed or st.error is not None:
+        if recovering and st.state == "initializing" and not code_changed:
+            # initialize() of this very code is already running for this load (a file copied in late, such
+            # as requirements.txt, changed nothing that matters): it activates the task with the new spec.
+            pass
+        elif recovering or code_changed or st.error is not None:
+            if not recovering and code_changed:
+                self._say(name, logging.INFO, f"task {name!r}: code changed: initialize() again")
             self._initialize(st)
-        else:
+        elif spec != previous:
             self._reschedule(st)
 
     def _on_removed(self, name: str) -> None:
@@ -343,10 +363,11 @@ class Supervisor:
         waiting = self.building.pop(event.key, set())
         for name in sorted(waiting):
             st = self.tasks.get(name)
-            if st is None or st.removed or st.wanted_key != event.key:
-                continue  # the task changed again or went away while its env was building
+            if st is None or st.removed or st.wanted_key != event.key or st.state in ("disabled", "error"):
+                continue  # the task changed again, broke, was disabled or went away during the build
             if event.error is None:
-                self._say(name, logging.INFO, f"task {name!r}: env {event.key} ready")
+                switch = f"; switching from env {st.env_key}, initialize() again" if st.env_key else ""
+                self._say(name, logging.INFO, f"task {name!r}: env {event.key} ready{switch}")
                 st.env_key = event.key
                 self._initialize(st)
             elif st.env_key is not None:
@@ -461,6 +482,12 @@ class Supervisor:
             return False, f"task {name!r} is not loaded ({st.state}{': ' + st.error if st.error else ''})"
         if st.main_run is not None:
             return False, f"task {name!r} is already running (run {st.main_run})"
+        if st.spec is not None and st.spec.testing:
+            # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
+            run_id = self._record_instant(st, Trigger.MANUAL, self.clock.now(), Outcome.TESTING,
+                                          "Testing=True: main() not executed")
+            self._say(name, logging.INFO, f"task {name!r}: [Testing] run confirmed (manual); main() not executed")
+            return True, run_id
         run_id = self._launch(st, mode="main", trigger=Trigger.MANUAL, due=None)
         if run_id is None:
             return False, f"task {name!r}: the run could not start (see its log)"
@@ -504,6 +531,7 @@ class Supervisor:
             self.log.info("task %r: run %s started (%s)", st.name, run_id, trigger.value)
         else:
             st.init_run = run_id
+            self.task_logs.get(st.name).info("[init %s] started", run_id)
         return run_id
 
     @staticmethod
@@ -595,6 +623,7 @@ class Supervisor:
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
             cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None))
         self.counts[decision.outcome.value] = self.counts.get(decision.outcome.value, 0) + 1
+        self._note_row_written()
         level = logging.INFO if decision.outcome is Outcome.OK and not decision.leftovers else logging.WARNING
         line = f"run {run_id} {decision.outcome.value} in {duration:.2f} s: {decision.summary}"
         self.task_logs.get(task).log(level, "[run %s] %s in %.2f s: %s", run_id, decision.outcome.value,
@@ -610,13 +639,29 @@ class Supervisor:
         return keys
 
     def _record_instant(self, st: TaskState, trigger: Trigger, due: datetime, outcome: Outcome,
-                        message: str) -> None:
+                        message: str) -> str:
         now = self.clock.now()
         record = RunRecord(run_id=f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}", task=st.name, trigger=trigger,
                            started=now, due=due, finished=now, outcome=outcome, duration_s=0.0,
                            message=message, log_path=self.task_logs.path(st.name))
         self._write(lambda: self.records.record_instant(record))
         self.counts[outcome.value] = self.counts.get(outcome.value, 0) + 1
+        return record.run_id
+        self._note_row_written()
+
+    def _note_row_written(self) -> None:
+        """Retention while running: prune the history after every ``max(1, KeepRuns // 10)`` finished rows.
+
+        Start-up prunes too (service.py), but a supervisor that runs for months must stay bounded on its own.
+        The prune is one whole-table statement, so running it once per KeepRuns/10 rows costs about ten
+        rows' worth of work per run, and no task ever holds more than KeepRuns + KeepRuns/10 finished rows
+        (plus its schedule anchor, which records.prune always keeps). With a small KeepRuns it runs after
+        every row, so the bound is exact.
+        """
+        self.rows_since_prune += 1
+        if self.rows_since_prune >= max(1, self.config.keep_runs // 10):
+            self.rows_since_prune = 0
+            self._write(lambda: self.records.prune(keep=self.config.keep_runs))
 
     def _write(self, action: Callable[[], None]) -> None:
         """History writes must never stop the loop: a full disk or a locked DB is logged, runs go on."""

@@ -146,9 +146,18 @@ class RunProcess:
             except psutil.Error:
                 continue
         self._processes = seen
+        try:
+            # Orphans re-parented to the monitor (and the task process itself) are reaped by it, so their
+            # CPU seconds end up in the monitor's children times; without these, a task that burns CPU in
+            # a stream of short-lived orphaned workers would never reach CPUSeconds. The monitor's own CPU
+            # stays excluded.
+            reaped = monitor.cpu_times()
+            cpu += reaped.children_user + reaped.children_system
+        except psutil.Error:
+            pass
         self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
-        # Dead processes take their CPU seconds with them unless reaped by a parent that is still sampled;
-        # keeping the maximum makes the figure monotonic.
+        # A dead process's CPU seconds are in no sampled figure between its exit and its reaping; keeping
+        # the maximum makes the figure monotonic.
         self.peak_cpu_s = max(self.peak_cpu_s, cpu)
         return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen))
 
@@ -238,6 +247,12 @@ class Runner:
                 self._on_output(run.spec, f"[output over {self._cap} bytes: {dropped} more bytes dropped]")
             returncode = run.popen.wait()
             task_line, monitor_line = _read_report(report_r)
+            cookie = run.spec.env.get(RUN_COOKIE_VAR)
+            if monitor_line is None and cookie:
+                # The monitor died without reporting (SIGKILLed from outside, the OOM killer): nothing stopped
+                # the tree, and its escapees and grandchildren now belong to init. The run's cookie still
+                # names them, and only them.
+                sweep_cookie(cookie)
         finally:
             os.close(out_r)
             os.close(report_r)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Mapping
 
 from .clock import SystemClock
 from .config import read_home_config
 from .control import ControlServer, InstanceLock
 from .envs import EnvManager
+from .errors import RecordsError
 from .events import ControlRequest
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .loop import Supervisor
@@ -24,10 +28,9 @@ from .schedule import local_zone
 from .watcher import TaskWatcher
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
-WATCH_DEBOUNCE_S = 1.0
 
 
-def serve(paths: Paths, *, console: bool = True, debounce_s: float = WATCH_DEBOUNCE_S) -> int:
+def serve(paths: Paths, *, console: bool = True) -> int:
     """Run the supervisor in the foreground until stopped. Returns the process exit code."""
     paths.ensure()
     lock = InstanceLock(paths.lock_file)
@@ -38,11 +41,8 @@ def serve(paths: Paths, *, console: bool = True, debounce_s: float = WATCH_DEBOU
                                           backups=home_config.log_backups, console=console)
         for warning in warnings:
             logger.warning("%s", warning)
-        records = Records(paths.database)
+        records = open_history(paths.database, keep=home_config.keep_runs, logger=logger)
         try:
-            pruned = records.prune(keep=home_config.keep_runs)
-            if pruned:
-                logger.info("run history: pruned %d old row(s) (KeepRuns=%d)", pruned, home_config.keep_runs)
             envs = EnvManager(paths, installer=home_config.installer,
                               logger=logging.getLogger("taskautomation.envs"))
             task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes,
@@ -50,7 +50,8 @@ def serve(paths: Paths, *, console: bool = True, debounce_s: float = WATCH_DEBOU
             supervisor = Supervisor(
                 paths, home_config=home_config, records=records, envs=envs, clock=SystemClock(),
                 tz=local_zone(), logger=logger, task_logs=task_logs,
-                watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change, debounce_s=debounce_s,
+                watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
+                                                              debounce_s=home_config.watch_debounce_s,
                                                               logger=logger))
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
@@ -65,6 +66,58 @@ def serve(paths: Paths, *, console: bool = True, debounce_s: float = WATCH_DEBOU
     finally:
         lock.release()
     return 0
+
+
+def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:
+    """Open the run history for writing and prune it to ``keep`` runs per task.
+
+    Policy for a corrupt history (not an SQLite file, or a damaged one): move it aside and start an empty
+    one, loudly. A 24/7 supervisor must not stay down because its *record* of runs is damaged; the tasks
+    matter more. Nothing is deleted: the file (and its ``-wal``/``-shm`` side files, which must never be
+    applied to the new database) is renamed to ``history.sqlite3.corrupt-<UTC time>`` next to it, and an
+    ERROR line in the supervisor log and on the console names both files. The price: schedule anchors are
+    lost, so every task counts as never run and runs once when next inside its window.
+
+    Only corruption is handled this way. A locked database, an unreadable one (permissions) or one with a
+    newer schema is refused with one line (exit 1): moving a healthy history aside would lose it. Opening
+    and the start-up prune read the whole table, so damage anywhere in it is found here, not mid-run.
+    """
+    try:
+        return _open_and_prune(path, keep=keep, logger=logger)
+    except RecordsError as exc:
+        if not _is_corruption(exc):
+            raise
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                source.rename(Path(f"{aside}{suffix}"))
+        logger.error("run history %s is corrupt (%s): moved it aside to %s and started an empty history; "
+                     "past runs are not shown and every task counts as never run", path, exc.__cause__, aside)
+        return _open_and_prune(path, keep=keep, logger=logger)
+
+
+def _open_and_prune(path: Path, *, keep: int, logger: logging.Logger) -> Records:
+    records = Records(path)
+    try:
+        pruned = records.prune(keep=keep)
+    except BaseException:
+        records.close()
+        raise
+    if pruned:
+        logger.info("run history: pruned %d old row(s) (KeepRuns=%d)", pruned, keep)
+    return records
+
+
+def _is_corruption(exc: RecordsError) -> bool:
+    """True for SQLITE_NOTADB / SQLITE_CORRUPT, which Python raises as a bare ``sqlite3.DatabaseError``
+    (busy, locked, I/O and permission errors are ``OperationalError`` subclasses and are not corruption)."""
+    cause = exc.__cause__
+    name = getattr(cause, "sqlite_errorname", None)  # Python 3.11+
+    if name is not None:
+        return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")  # extended codes too
+    return type(cause) is sqlite3.DatabaseError
 
 
 def _ask_loop(supervisor: Supervisor, command: str, args: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -98,7 +98,8 @@ class TaskSpec:
 class HomeConfig:
     """Optional HOME/taskautomation.ini: settings for the whole supervisor.
 
-    [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes
+    [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes ;
+                 WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan)
     [Limits]     defaults for every task's [Limits] keys
     """
 
@@ -107,6 +108,7 @@ class HomeConfig:
     log_max_bytes: int = 5 * 1024 * 1024
     log_backups: int = 3
     output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
+    watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     limits: Limits = field(default_factory=Limits)
 
 

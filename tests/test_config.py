@@ -306,11 +306,21 @@ def test_home_config_empty_is_all_defaults_without_warnings():
     ("Supervisor", "LogBackups", "-1", "must be at least 0"),
     ("Supervisor", "OutputCapBytes", "lots", "not a whole number"),
     ("Limits", "KillGraceSeconds", "-1", "must be 0 or more"),
+    ("Supervisor", "WatchDebounceSeconds", "0.01", "must be at least 0.05 (seconds)"),
+    ("Supervisor", "WatchDebounceSeconds", "soon", "not a number"),
+    ("Supervisor", "WatchDebounceSeconds", "nan", "not a finite number"),
 ])
 def test_home_config_errors_name_file_section_key_and_value(section, key, value, reason):
     with pytest.raises(ConfigError) as caught:
         parse_home_config(f"[{section}]\n{key} = {value}\n", path=HOME_PATH)
     assert str(caught.value) == f"{HOME_PATH}: [{section}] {key} = {value!r}: {reason}"
+
+
+def test_home_config_watch_debounce_default_and_value():
+    assert HomeConfig().watch_debounce_s == 1.0
+    assert parse_home_config("[Supervisor]\nWatchDebounceSeconds = 0.3\n", path=HOME_PATH)[0].watch_debounce_s == 0.3
+    # The smallest accepted value is accepted, and the key is case-insensitive like every other.
+    assert parse_home_config("[supervisor]\nwatchdebounceseconds = 0.05\n", path=HOME_PATH)[0].watch_debounce_s == 0.05
 
 
 def test_home_config_unknown_keys_and_sections_warn():
