@@ -737,15 +737,20 @@ class Supervisor:
         self.task_logs.close()
 
     def _kill_remaining_children(self) -> None:
-        """No child outlives the supervisor: what is left now is an installer still building an env.
+        """No child outlives the supervisor: what can be left now is an installer still building an env.
 
         Each installer runs in its own session, so killing the session takes its helpers too. A half-built
         env has no completion marker and is rebuilt from scratch at the next start.
         """
+        envs_dir = str(self.paths.envs)
         for child in psutil.Process().children():
             try:
+                # Only installers: their command line names an env under this home (uv's --python ENV/bin/
+                # python, or ENV/bin/python -m pip). Other children of an embedding process are not ours.
+                if not any(envs_dir in arg for arg in child.cmdline()):
+                    continue
                 os.killpg(child.pid, signal.SIGKILL)
-            except OSError:
+            except (OSError, psutil.Error):
                 try:
                     child.kill()
                 except psutil.Error:
