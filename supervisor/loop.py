@@ -749,8 +749,11 @@ class Supervisor:
                 # python, or ENV/bin/python -m pip). Other children of an embedding process are not ours.
                 if not any(envs_dir in arg for arg in child.cmdline()):
                     continue
-                os.killpg(child.pid, signal.SIGKILL)
-            except (OSError, psutil.Error):
+            except psutil.Error:
+                continue  # gone already, or not ours to inspect
+            try:
+                os.killpg(child.pid, signal.SIGKILL)  # installers run in a session of their own
+            except OSError:
                 try:
                     child.kill()
                 except psutil.Error:

@@ -128,3 +128,39 @@ def pids_alive(pids: list[int]) -> list[int]:
 
 
 __all__ = ["SupervisorProcess", "cli", "script", "pids_alive", "os"]
+
+
+RUN_COOKIE_VAR = "TASKAUTOMATION_RUN_COOKIE"
+
+
+def run_cookie(home: Path, run_id: str = "") -> str:
+    """The run cookie the supervisor of ``home`` gives run ``run_id``; with no run id, the home's prefix.
+
+    Spelled out here rather than imported: the value is a contract (it is how a restarted supervisor
+    recognises what a crashed one left behind), so the tests pin its shape.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(home).expanduser().resolve()).encode()).hexdigest()[:12]
+    return f"{digest}/{run_id}"
+
+
+def cookie_processes(cookie: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose environment carries ``RUN_COOKIE_VAR`` starting with ``cookie``.
+
+    Pass ``run_cookie(home, run_id)`` for one run's processes, ``run_cookie(home)`` for every run of a home.
+    The environment survives setsid() and double forks, so this finds escapees that no process tree shows.
+    """
+    needle = f"{RUN_COOKIE_VAR}={cookie}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue  # gone meanwhile, or a zombie whose environment is no longer readable
+        if any(entry.startswith(needle) for entry in environ.split(b"\0")) and pids_alive([int(name)]):
+            found.append(int(name))
+    return found
