@@ -58,7 +58,8 @@ from .logsetup import TaskLogs
 from .outcome import Decision, StopCause, StopRequest, decide
 from .paths import Paths
 from .records import Records, record_to_json
-from .runner import LaunchSpec, ProcessReport, Runner, RunProcess, child_environment, sweep_cookie
+from .runner import (LaunchSpec, ProcessReport, Runner, RunProcess, cgroup_v2_memory_support,
+                     child_environment, sweep_cookie)
 from .schedule import initial_due
 from .spec import HomeConfig, Limits, Outcome, RunRecord, TaskSpec, Trigger
 
@@ -156,6 +157,9 @@ class Supervisor:
         if self.watcher_factory is not None:
             self.watcher = self.watcher_factory(lambda: self.post(RescanRequested()))
             self.watcher.start()
+        cgroup_ok, cgroup_why = cgroup_v2_memory_support()
+        self.log.info("memory limits: enforced by sampling each run's tree every %.2f s (%s%s)", LIMIT_SAMPLE_S,
+                      cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")
         self.log.info("supervisor started: home %s, pid %d, installer %s", self.paths.home, os.getpid(),
                       self.envs.installer)
         try:
