@@ -1,0 +1,57 @@
+"""bench/ must not rot: import every benchmark module and run the cheapest figures once with tiny counts.
+
+Benchmarks are not part of the test suite (timings belong in bench/, DESIGN.md 4): these tests assert only
+that a figure produces a number and that the results table renders, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+pytestmark = pytest.mark.timeout(60)
+
+GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_imports_and_has_a_run_entry_point(group: str) -> None:
+    module = importlib.import_module(f"bench.{group}")
+    assert callable(module.run)
+    assert module.GROUP == group
+
+
+def test_run_py_knows_every_group() -> None:
+    from bench import run
+
+    assert set(run.GROUPS) == set(GROUPS)
+
+
+def test_decision_to_first_line_measures_a_real_run(tmp_path: Path) -> None:
+    from bench import launch
+
+    (tmp_path / "Tasks").mkdir()
+    # DESIGN.md 4: the real shim, with this interpreter standing in for a task's venv python.
+    ours, floor = launch.decision_to_first_line(Path(sys.executable), tmp_path, runs=1)
+    assert len(ours) == len(floor) == 1
+    assert all(math.isfinite(v) and v > 0 for v in ours + floor)
+
+
+def test_schedule_lateness_and_table_render() -> None:
+    from bench import schedule, stats
+
+    late = schedule.ours_lateness(20, period_s=0.002)
+    assert len(late) == 20 and all(math.isfinite(v) and v >= 0 for v in late)
+    summary = stats.summarize(late)
+    figure = stats.Figure("schedule", "smoke", "ms", summary, "p99 ≤ 10 ms", None, tail=True)
+    text = stats.render_text([figure])
+    markdown = stats.render_markdown([figure], machine=stats.machine_info(), command="smoke", elapsed_s=0.0)
+    assert "smoke" in text and "| smoke |" in markdown and "| cores |" in markdown
