@@ -38,12 +38,10 @@ import hashlib
 import logging
 import os
 import queue
-import secrets
 import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import psutil
@@ -52,38 +50,19 @@ from .clock import Clock
 from .config import read_task_config
 from .discovery import TaskFolder, check_task_source, diff_tasks, scan_tasks
 from .envs import EnvManager
-from .errors import ConfigError, EnvBuildError, SpawnError, TaskAutomationError, TaskLoadError
+from .errors import ConfigError, EnvBuildError, TaskAutomationError, TaskLoadError
 from .events import ControlRequest, EnvBuilt, Event, RescanRequested, RunExited, StopRequested
 from .logsetup import TaskLogs
-from .outcome import Decision, StopCause, StopRequest, decide
+from .outcome import StopCause, StopRequest
 from .paths import Paths
 from .records import Records, record_to_json
-from .runner import (LaunchSpec, ProcessReport, Runner, RunProcess, cgroup_v2_memory_support,
-                     child_environment, sweep_cookie)
+from .runner import LaunchSpec, ProcessReport, cgroup_v2_memory_support, sweep_cookie
+from .runs import LIMIT_SAMPLE_S, Runs
 from .schedule import initial_due
-from .spec import HomeConfig, Limits, Outcome, RunRecord, TaskSpec, Trigger
+from .spec import HomeConfig, Outcome, RunRecord, TaskSpec, Trigger
 
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock jump (NTP, suspend) is noticed
 SAFETY_RESCAN_S = 600.0  # full rescan without any hint: bounds the cost of an event inotify lost
-LIMIT_SAMPLE_S = 0.25  # tree memory/CPU checks of a run that has MemoryMB or CPUSeconds
-STATS_SAMPLE_S = 1.0  # peak-memory sampling of a run without limits (history only)
-BACKSTOP_S = 5.0  # extra wait past a stop's grace before the supervisor kills the run's session itself
-ORPHAN_SWEEP_GRACE_S = 2.0
-
-
-@dataclass
-class ActiveRun:
-    """A process in flight: a run of main() or an initialize() call. Owned by the loop thread."""
-
-    process: RunProcess
-    record: RunRecord
-    mode: str
-    limits: Limits
-    started_mono: float
-    deadline: float | None  # monotonic time of TimeoutSeconds
-    next_sample: float
-    stop: StopRequest | None = None
-    backstop: float | None = None  # monotonic time after which the loop kills the session itself
 
 
 @dataclass
@@ -124,11 +103,13 @@ class Supervisor:
         self.log = logger
         self.task_logs = task_logs
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
-        self.runner = Runner(output_cap_bytes=home_config.output_cap_bytes, on_output=self._on_output,
-                             on_exit=lambda spec, report: self.post(RunExited(spec, report)))
+        self.cookie_prefix = hashlib.sha256(str(paths.home).encode()).hexdigest()[:12] + "/"
+        self.runs = Runs(home=paths.home, records=records, task_logs=task_logs, logger=logger, clock=clock,
+                         cookie_prefix=self.cookie_prefix, output_cap_bytes=home_config.output_cap_bytes,
+                         keep_runs=home_config.keep_runs,
+                         on_exit=lambda spec, report: self.post(RunExited(spec, report)))
         self.tasks: dict[str, TaskState] = {}
         self.folders: dict[str, TaskFolder] = {}
-        self.active: dict[str, ActiveRun] = {}
         self.building: dict[str, set[str]] = {}
         self.build_slots = threading.BoundedSemaphore(build_workers)
         self.stopping: str | None = None
@@ -138,10 +119,7 @@ class Supervisor:
         self.gc_wanted = False
         self.watcher_factory = watcher_factory
         self.watcher: Any = None
-        self.cookie_prefix = hashlib.sha256(str(paths.home).encode()).hexdigest()[:12] + "/"
         self.started_at = clock.now()
-        self.counts: dict[str, int] = {}
-        self.rows_since_prune = 0  # finished history rows written since the last retention prune
 
     # ------------------------------------------------------------------ public, thread-safe
     def post(self, event: Event) -> None:
@@ -173,10 +151,10 @@ class Supervisor:
                     self._rescan()
                 if self.stopping is None:
                     self._start_due()
-                self._enforce()
+                self.runs.enforce()
                 if self.gc_wanted and self.stopping is None:
                     self._collect_envs()
-                if self.stopping is not None and not self.active:
+                if self.stopping is not None and not self.runs.active:
                     break
                 self._handle(self._next_event(self._sleep_for()))
                 while True:  # drain whatever else arrived, so one turn serves a burst
@@ -206,10 +184,9 @@ class Supervisor:
         mono = self.clock.monotonic()
         if self.stopping is None:
             wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
-        for active in self.active.values():
-            for moment in (active.deadline, active.next_sample, active.backstop):
-                if moment is not None:
-                    wait = min(wait, moment - mono)
+        limit_check = self.runs.next_wakeup()
+        if limit_check is not None:
+            wait = min(wait, limit_check - mono)
         return max(0.0, wait)
 
     def _handle(self, event: Event | None) -> None:
@@ -384,8 +361,8 @@ class Supervisor:
                 self._set_broken(st, event.error, state="env-failed")
                 if event.output:
                     self.task_logs.get(name).error("installer output:\n%s", event.output)
-                now = self.clock.now()
-                self._record_instant(st, Trigger.SCHEDULE, now, Outcome.ENV_FAILED, event.error)
+                self.runs.record_instant(task=name, trigger=Trigger.SCHEDULE, due=self.clock.now(),
+                                         outcome=Outcome.ENV_FAILED, message=event.error)
         self.gc_wanted = True
 
     def _collect_envs(self) -> None:
@@ -394,8 +371,7 @@ class Supervisor:
         keep = set(self.building)
         for st in self.tasks.values():
             keep.update(k for k in (st.env_key, st.wanted_key) if k)
-        for active in self.active.values():
-            keep.add(Path(active.process.spec.python).parent.parent.name)
+        keep.update(self.runs.env_keys())
         for name, folder in self.folders.items():
             if name not in self.tasks or self.tasks[name].wanted_key is None:
                 try:  # a broken or disabled task keeps its env for when it is fixed or re-enabled
@@ -463,13 +439,14 @@ class Supervisor:
         assert st.spec is not None
         now = self.clock.now()
         if st.main_run is not None:
-            self._record_instant(st, trigger, due or now, Outcome.SKIPPED,
-                                 f"previous run {st.main_run} still running")
+            self.runs.record_instant(task=st.name, trigger=trigger, due=due or now, outcome=Outcome.SKIPPED,
+                                     message=f"previous run {st.main_run} still running")
             self._say(st.name, logging.WARNING, f"task {st.name!r}: due run skipped: previous run "
                                                 f"{st.main_run} is still running; next run {self._fmt(st.next_due)}")
             return
         if st.spec.testing:
-            self._record_instant(st, trigger, due or now, Outcome.TESTING, "Testing=True: main() not executed")
+            self.runs.record_instant(task=st.name, trigger=trigger, due=due or now, outcome=Outcome.TESTING,
+                                     message="Testing=True: main() not executed")
             self._say(st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed ({trigger.value}); "
                                              f"main() not executed; next run {self._fmt(st.next_due)}")
             return
@@ -488,8 +465,8 @@ class Supervisor:
             return False, f"task {name!r} is already running (run {st.main_run})"
         if st.spec is not None and st.spec.testing:
             # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
-            run_id = self._record_instant(st, Trigger.MANUAL, self.clock.now(), Outcome.TESTING,
-                                          "Testing=True: main() not executed")
+            run_id = self.runs.record_instant(task=name, trigger=Trigger.MANUAL, due=self.clock.now(),
+                                              outcome=Outcome.TESTING, message="Testing=True: main() not executed")
             self._say(name, logging.INFO, f"task {name!r}: [Testing] run confirmed (manual); main() not executed")
             return True, run_id
         run_id = self._launch(st, mode="main", trigger=Trigger.MANUAL, due=None)
@@ -498,103 +475,32 @@ class Supervisor:
         return True, run_id
 
     def _launch(self, st: TaskState, *, mode: str, trigger: Trigger, due: datetime | None) -> str | None:
+        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
-        now = self.clock.now()
-        run_id = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-        env_python = self.envs.python_for(st.env_key)
-        env = child_environment(os.environ, task=st.name, run_id=run_id, task_dir=st.folder.path,
-                                output_dir=self.paths.task_output(st.name),
-                                env_dir=env_python.parent.parent, cookie=self.cookie_prefix + run_id)
-        record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
-                           log_path=self.task_logs.path(st.name))
-        limits = st.spec.limits
-        if mode == "main":
-            self._write(lambda: self.records.start_run(record))  # before the spawn: survives a crash
-        spec = LaunchSpec(task=st.name, run_id=run_id, mode=mode, python=env_python, home=self.paths.home,
-                          kill_grace_s=limits.kill_grace_s, env=env)
         try:
-            process = self.runner.launch(spec)
-        except SpawnError as exc:
+            run_id = self.runs.launch(task=st.name, task_dir=st.folder.path,
+                                      output_dir=self.paths.task_output(st.name),
+                                      python=self.envs.python_for(st.env_key), mode=mode, trigger=trigger,
+                                      due=due, limits=st.spec.limits)
+        except TaskAutomationError as exc:
             self._say(st.name, logging.ERROR, str(exc))
-            if mode == "main":
-                self._write(lambda: self.records.finish_run(run_id, finished=self.clock.now(),
-                                                            outcome=Outcome.FAILED, duration_s=0.0,
-                                                            message=str(exc)))
-            else:
+            if mode != "main":
                 self._set_broken(st, str(exc))
             return None
-        mono = self.clock.monotonic()
-        self.active[run_id] = ActiveRun(
-            process=process, record=record, mode=mode, limits=limits, started_mono=mono,
-            deadline=mono + limits.timeout_s if limits.timeout_s else None,
-            next_sample=mono + (LIMIT_SAMPLE_S if self._has_tree_limits(limits) else STATS_SAMPLE_S) / 5)
         if mode == "main":
             st.main_run = run_id
-            st.state = "scheduled"
-            self.task_logs.get(st.name).info("[run %s] started (%s)", run_id, trigger.value)
-            self.log.info("task %r: run %s started (%s)", st.name, run_id, trigger.value)
         else:
             st.init_run = run_id
-            self.task_logs.get(st.name).info("[init %s] started", run_id)
         return run_id
-
-    @staticmethod
-    def _has_tree_limits(limits: Limits) -> bool:
-        return limits.memory_mb is not None or limits.cpu_s is not None
-
-    # ------------------------------------------------------------------ phase: enforce
-    def _enforce(self) -> None:
-        mono = self.clock.monotonic()
-        for active in list(self.active.values()):
-            limits = active.limits
-            if active.stop is None and active.deadline is not None and mono >= active.deadline:
-                self._stop_run(active, StopRequest(StopCause.TIMEOUT, f"timed out after {limits.timeout_s:g} s "
-                                                                      f"(TimeoutSeconds={limits.timeout_s:g})"))
-            if mono >= active.next_sample:
-                limited = self._has_tree_limits(limits)
-                active.next_sample = mono + (LIMIT_SAMPLE_S if limited else STATS_SAMPLE_S)
-                sample = active.process.sample()
-                if sample is not None and active.stop is None:
-                    mb = sample.rss_bytes / 1048576
-                    if limits.memory_mb is not None and mb > limits.memory_mb:
-                        # SIGKILL at once: a grace period lets a fast leak grow by gigabytes.
-                        self._stop_run(active, StopRequest(
-                            StopCause.MEMORY, f"memory limit exceeded: tree resident {mb:.0f} MB > "
-                                              f"MemoryMB={limits.memory_mb:g}"), kill_now=True)
-                    elif limits.cpu_s is not None and sample.cpu_s > limits.cpu_s:
-                        self._stop_run(active, StopRequest(
-                            StopCause.CPU, f"CPU limit exceeded: tree used {sample.cpu_s:.1f} CPU s > "
-                                           f"CPUSeconds={limits.cpu_s:g}"))
-            if active.backstop is not None and mono >= active.backstop:
-                # The monitor did not finish the stop in time (it may itself be stuck or gone): kill its
-                # session and anything carrying this run's cookie, then keep waiting for the exit report.
-                active.backstop = mono + BACKSTOP_S
-                self.log.warning("run %s: monitor did not stop its tree in time; killing it directly",
-                                 active.record.run_id)
-                try:
-                    os.killpg(active.process.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                sweep_cookie(self.cookie_prefix + active.record.run_id)
-
-    def _stop_run(self, active: ActiveRun, stop: StopRequest, *, kill_now: bool = False) -> None:
-        if active.stop is None:
-            active.stop = stop
-        grace = 0.0 if kill_now else active.limits.kill_grace_s
-        deadline = self.clock.monotonic() + grace + BACKSTOP_S
-        active.backstop = deadline if active.backstop is None else min(active.backstop, deadline)
-        active.process.stop(kill_now=kill_now)
 
     # ------------------------------------------------------------------ run ends
     def _on_run_exited(self, spec: LaunchSpec, report: ProcessReport) -> None:
-        active = self.active.pop(spec.run_id, None)
-        if active is None:
+        finished = self.runs.finish(spec, report)
+        if finished is None:
             return
-        decision = decide(report, stop=active.stop)
-        duration = self.clock.monotonic() - active.started_mono
+        active, decision = finished
         st = self.tasks.get(spec.task)
         if active.mode == "main":
-            self._finish_main(active, decision, duration, report)
             if st is not None and st.main_run == spec.run_id:
                 st.main_run = None
         elif st is not None and st.init_run == spec.run_id:
@@ -611,68 +517,16 @@ class Supervisor:
                 detail = decision.message if decision.outcome is Outcome.FAILED else decision.summary
                 self._set_broken(st, f"task {st.name!r}: {st.folder.path / 'main.py' if st.folder else 'main.py'}"
                                      f": initialize() failed ({decision.outcome.value}): {detail}")
-        if active.mode == "main" and Path(spec.python).parent.parent.name not in self._keys_in_use():
-            self.gc_wanted = True
+        if active.mode == "main" and active.env_key not in self._keys_in_use():
+            self.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         if st is not None:
             self._forget_if_idle(st)
 
-    def _finish_main(self, active: ActiveRun, decision: Decision, duration: float,
-                     report: ProcessReport) -> None:
-        run_id = active.record.run_id
-        task = active.record.task
-        process = active.process
-        self._write(lambda: self.records.finish_run(
-            run_id, finished=self.clock.now(), outcome=decision.outcome, duration_s=round(duration, 3),
-            exit_code=decision.exit_code, signal=decision.signal, message=decision.message,
-            peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
-            cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None))
-        self.counts[decision.outcome.value] = self.counts.get(decision.outcome.value, 0) + 1
-        self._note_row_written()
-        level = logging.INFO if decision.outcome is Outcome.OK and not decision.leftovers else logging.WARNING
-        line = f"run {run_id} {decision.outcome.value} in {duration:.2f} s: {decision.summary}"
-        self.task_logs.get(task).log(level, "[run %s] %s in %.2f s: %s", run_id, decision.outcome.value,
-                                     duration, decision.summary)
-        if decision.outcome is Outcome.FAILED and decision.message and "\n" in decision.message:
-            self.task_logs.get(task).error("[run %s] traceback:\n%s", run_id, decision.message.rstrip())
-        self.log.log(level, "task %r: %s", task, line)
-
     def _keys_in_use(self) -> set[str]:
-        keys = {Path(a.process.spec.python).parent.parent.name for a in self.active.values()}
+        keys = self.runs.env_keys()
         for st in self.tasks.values():
             keys.update(k for k in (st.env_key, st.wanted_key) if k)
         return keys
-
-    def _record_instant(self, st: TaskState, trigger: Trigger, due: datetime, outcome: Outcome,
-                        message: str) -> str:
-        now = self.clock.now()
-        record = RunRecord(run_id=f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}", task=st.name, trigger=trigger,
-                           started=now, due=due, finished=now, outcome=outcome, duration_s=0.0,
-                           message=message, log_path=self.task_logs.path(st.name))
-        self._write(lambda: self.records.record_instant(record))
-        self.counts[outcome.value] = self.counts.get(outcome.value, 0) + 1
-        return record.run_id
-        self._note_row_written()
-
-    def _note_row_written(self) -> None:
-        """Retention while running: prune the history after every ``max(1, KeepRuns // 10)`` finished rows.
-
-        Start-up prunes too (service.py), but a supervisor that runs for months must stay bounded on its own.
-        The prune is one whole-table statement, so running it once per KeepRuns/10 rows costs about ten
-        rows' worth of work per run, and no task ever holds more than KeepRuns + KeepRuns/10 finished rows
-        (plus its schedule anchor, which records.prune always keeps). With a small KeepRuns it runs after
-        every row, so the bound is exact.
-        """
-        self.rows_since_prune += 1
-        if self.rows_since_prune >= max(1, self.config.keep_runs // 10):
-            self.rows_since_prune = 0
-            self._write(lambda: self.records.prune(keep=self.config.keep_runs))
-
-    def _write(self, action: Callable[[], None]) -> None:
-        """History writes must never stop the loop: a full disk or a locked DB is logged, runs go on."""
-        try:
-            action()
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
 
     # ------------------------------------------------------------------ control requests
     def _on_control(self, request: ControlRequest) -> None:
@@ -702,7 +556,7 @@ class Supervisor:
             if st.removed:
                 continue
             last = self.records.last_finished(name)
-            running = self.active.get(st.main_run) if st.main_run else None
+            running = self.runs.active.get(st.main_run) if st.main_run else None
             rows.append({
                 "name": name,
                 "enabled": bool(st.spec.enabled) if st.spec else True,
@@ -721,22 +575,18 @@ class Supervisor:
         if self.stopping is not None:
             return
         self.stopping = reason
-        self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.active))
+        self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.runs.active))
         if self.watcher is not None:
             self.watcher.stop()
-        for active in self.active.values():
-            self._stop_run(active, StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
+        self.runs.stop_all(StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
 
     def _close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        for active in self.active.values():  # only on an unexpected exception out of the loop
-            active.process.stop(kill_now=True)
-        self.runner.join(timeout=5.0)
-        sweep_cookie(self.cookie_prefix)
+        self.runs.kill_everything()  # a no-op after a clean stop; a safety net after an unexpected exception
         self._kill_remaining_children()
         uptime = self.clock.now() - self.started_at
-        summary = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "no runs"
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(self.runs.counts.items())) or "no runs"
         self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
         self.task_logs.close()
 
@@ -781,11 +631,6 @@ class Supervisor:
                              ", ".join(map(str, killed)))
 
     # ------------------------------------------------------------------ helpers
-    def _on_output(self, spec: LaunchSpec, line: str) -> None:
-        """Called from relay threads: logging is thread-safe, loop state is not touched."""
-        self.task_logs.get(spec.task).info("[%s %s] %s", "run" if spec.mode == "main" else "init",
-                                           spec.run_id, line)
-
     def _say(self, task: str, level: int, message: str) -> None:
         """Log to the supervisor log and to the task's own log."""
         self.log.log(level, "%s", message)
