@@ -63,6 +63,8 @@ from .spec import HomeConfig, Outcome, RunRecord, TaskSpec, Trigger
 
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock jump (NTP, suspend) is noticed
 SAFETY_RESCAN_S = 600.0  # full rescan without any hint: bounds the cost of an event inotify lost
+# initialize() calls in flight at once: enough to keep every core busy while processes start and exit.
+MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
 
 @dataclass
@@ -93,7 +95,8 @@ class Supervisor:
     def __init__(self, paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager,
                  clock: Clock, tz: tzinfo, logger: logging.Logger, task_logs: TaskLogs,
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 build_workers: int = 2, safety_rescan_s: float = SAFETY_RESCAN_S) -> None:
+                 build_workers: int = 2, safety_rescan_s: float = SAFETY_RESCAN_S,
+                 max_inits: int = MAX_CONCURRENT_INITS) -> None:
         self.paths = paths
         self.config = home_config
         self.records = records
@@ -111,6 +114,8 @@ class Supervisor:
         self.tasks: dict[str, TaskState] = {}
         self.folders: dict[str, TaskFolder] = {}
         self.building: dict[str, set[str]] = {}
+        self.init_queue: dict[str, None] = {}  # tasks waiting for an initialize() slot, in arrival order
+        self.max_inits = max_inits
         self.build_slots = threading.BoundedSemaphore(build_workers)
         self.stopping: str | None = None
         self.rescan_wanted = True
@@ -384,12 +389,34 @@ class Supervisor:
 
     # ------------------------------------------------------------------ initialize() and activation
     def _initialize(self, st: TaskState) -> None:
+        """Run initialize() for ``st`` now, or as soon as one of the ``max_inits`` slots frees up.
+
+        The cap bounds the processes a start with hundreds of tasks spawns at once (memory, pids); it does
+        not slow the start down, which is CPU-bound by then anyway.
+        """
         if st.init_run is not None:
             st.init_again = True  # one initialize() at a time; the newest code gets its own call after
             return
         if not st.loaded:
             st.state = "initializing"
+        if st.name in self.init_queue:
+            return
+        if sum(1 for a in self.runs.active.values() if a.mode == "initialize") >= self.max_inits:
+            self.init_queue[st.name] = None
+            return
         self._launch(st, mode="initialize", trigger=Trigger.STARTUP, due=None)
+
+    def _start_queued_inits(self) -> None:
+        while self.init_queue and self.stopping is None:
+            if sum(1 for a in self.runs.active.values() if a.mode == "initialize") >= self.max_inits:
+                return
+            name = next(iter(self.init_queue))
+            del self.init_queue[name]
+            st = self.tasks.get(name)
+            # The task may have been removed, disabled or broken while it waited for a slot.
+            if st is None or st.removed or st.env_key is None or st.state in ("disabled", "error", "env-failed"):
+                continue
+            self._initialize(st)
 
     def _activate(self, st: TaskState) -> None:
         """initialize() succeeded: schedule the task (RunOnStartup only on a not-loaded -> loaded step)."""
@@ -517,6 +544,8 @@ class Supervisor:
                 detail = decision.message if decision.outcome is Outcome.FAILED else decision.summary
                 self._set_broken(st, f"task {st.name!r}: {st.folder.path / 'main.py' if st.folder else 'main.py'}"
                                      f": initialize() failed ({decision.outcome.value}): {detail}")
+        if active.mode == "initialize":
+            self._start_queued_inits()
         if active.mode == "main" and active.env_key not in self._keys_in_use():
             self.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         if st is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,16 @@ from helpers import wait_for
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from supervisor.clock import SystemClock  # noqa: E402
 from supervisor.control import request  # noqa: E402
+from supervisor.envs import EnvManager  # noqa: E402
 from supervisor.errors import TaskAutomationError  # noqa: E402
+from supervisor.logsetup import TaskLogs  # noqa: E402
+from supervisor.loop import Supervisor  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
+from supervisor.records import Records  # noqa: E402
+from supervisor.schedule import local_zone  # noqa: E402
+from supervisor.spec import HomeConfig  # noqa: E402
 
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -112,6 +121,53 @@ class SupervisorProcess:
                 self.stop()
             except Exception:  # noqa: BLE001 - a failing test must still not leave a supervisor behind
                 self.kill()
+
+
+class InProcessSupervisor:
+    """A Supervisor running on a thread of the test process, for wiring the service does not expose.
+
+    Its runs are spawned from that thread, which lives until stop(): the monitors' PDEATHSIG stays armed.
+    """
+
+    def __init__(self, home: Path, **options: Any) -> None:
+        self.paths = Paths(home)
+        self.paths.ensure()
+        self.logger = logging.getLogger(f"test.in_process.{home.name}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self.handler = logging.FileHandler(home / "supervisor-test.log")
+        self.logger.addHandler(self.handler)
+        self.records = Records(self.paths.database)
+        self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
+        self.supervisor = Supervisor(
+            self.paths, home_config=HomeConfig(), records=self.records,
+            envs=EnvManager(self.paths, logger=self.logger), clock=SystemClock(), tz=local_zone(),
+            logger=self.logger, task_logs=self.task_logs, **options)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="in-process-supervisor", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.supervisor.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.failure = exc
+
+    def log(self) -> str:
+        self.handler.flush()
+        return (self.paths.home / "supervisor-test.log").read_text()
+
+    def __enter__(self) -> "InProcessSupervisor":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.supervisor.request_stop("test finished")
+        self.thread.join(timeout=60)
+        self.records.close()
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+        assert not self.thread.is_alive(), "the supervisor did not stop"
+        assert self.failure is None, self.failure
 
 
 def pids_alive(pids: list[int]) -> list[int]:

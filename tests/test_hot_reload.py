@@ -20,24 +20,18 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from harness import SupervisorProcess, cli
+from harness import InProcessSupervisor, SupervisorProcess, cli
 from helpers import build_wheel, wait_for, write_task
 
-from supervisor.clock import SystemClock
 from supervisor.envs import EnvManager
-from supervisor.logsetup import TaskLogs
-from supervisor.loop import Supervisor
 from supervisor.paths import Paths
-from supervisor.records import Records
-from supervisor.schedule import local_zone
-from supervisor.spec import HomeConfig
+
 from supervisor.watcher import TaskWatcher
 
 pytestmark = pytest.mark.timeout(180)
@@ -491,53 +485,6 @@ def test_writing_output_causes_no_reload(fast_home: Path) -> None:
 # --------------------------------------------------------------------------------------------------------
 # 10. no inotify: polling fallback and the loop's safety-net rescan (in-process supervisor)
 # --------------------------------------------------------------------------------------------------------
-
-class InProcessSupervisor:
-    """A Supervisor running on a thread of the test process, for wiring the service does not expose.
-
-    Its runs are spawned from that thread, which lives until stop(): the monitors' PDEATHSIG stays armed.
-    """
-
-    def __init__(self, home: Path, **options: Any) -> None:
-        self.paths = Paths(home)
-        self.paths.ensure()
-        self.logger = logging.getLogger(f"test.hot_reload.{home.name}")
-        self.logger.setLevel(logging.INFO)
-        self.logger.propagate = False
-        self.handler = logging.FileHandler(home / "supervisor-test.log")
-        self.logger.addHandler(self.handler)
-        self.records = Records(self.paths.database)
-        self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
-        self.supervisor = Supervisor(
-            self.paths, home_config=HomeConfig(), records=self.records,
-            envs=EnvManager(self.paths, logger=self.logger), clock=SystemClock(), tz=local_zone(),
-            logger=self.logger, task_logs=self.task_logs, **options)
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="in-process-supervisor", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.supervisor.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
-            self.failure = exc
-
-    def log(self) -> str:
-        self.handler.flush()
-        return (self.paths.home / "supervisor-test.log").read_text()
-
-    def __enter__(self) -> "InProcessSupervisor":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.supervisor.request_stop("test finished")
-        self.thread.join(timeout=60)
-        self.records.close()
-        self.logger.removeHandler(self.handler)
-        self.handler.close()
-        assert not self.thread.is_alive(), "the supervisor did not stop"
-        assert self.failure is None, self.failure
-
 
 def _no_inotify() -> Any:
     raise OSError(errno.ENOSPC, "inotify watch limit reached")

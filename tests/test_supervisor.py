@@ -282,3 +282,30 @@ def test_clean_stop_kills_running_children(home: Path, how: str) -> None:
     assert "supervisor stopped" in log and "1 killed" in log
     runs = sup.history("stuck")
     assert runs[0]["outcome"] == "killed"
+
+
+def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
+    """Hundreds of tasks must not spawn hundreds of initialize() processes at once."""
+    from harness import InProcessSupervisor
+
+    gate = home / "go"
+    init = f"""
+        import os, pathlib, time
+        def initialize():
+            pathlib.Path(os.environ["TASK_OUTPUT_DIR"], "init-started").write_text("x")
+            while not pathlib.Path({str(gate)!r}).exists():
+                time.sleep(0.01)
+            return "initialized"
+    """
+    for n in range(9):
+        write_task(home / "Tasks", f"t{n}", initialize=init)
+    started = lambda: sum((home / "Tasks" / f"t{n}" / "Output" / "init-started").exists() for n in range(9))
+    with InProcessSupervisor(home, watcher_factory=None, max_inits=3) as sup:
+        wait_for(lambda: started() == 3, timeout=30, what="three initialize() calls running")
+        states = {t["name"]: t["state"] for t in sup.supervisor.status()["tasks"]}
+        assert sum(1 for a in sup.supervisor.runs.active.values() if a.mode == "initialize") == 3
+        assert set(states.values()) == {"initializing"}
+        gate.write_text("go")
+        wait_for(lambda: all(t["state"] == "scheduled" for t in sup.supervisor.status()["tasks"]), timeout=60,
+                 what="all nine tasks loaded")
+        assert started() == 9
