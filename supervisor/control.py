@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import struct
 import threading
 import time
 from datetime import datetime, timezone
@@ -162,6 +163,13 @@ class ControlServer:
     def _answer(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(10)
+            if not _same_user(conn):
+                # The socket is 0600 already; this also covers a socket that had to live in the temp folder.
+                try:
+                    conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
+                except OSError:
+                    pass
+                return
             try:
                 data = b""
                 while not data.endswith(b"\n") and len(data) < REQUEST_LIMIT:
@@ -179,6 +187,16 @@ class ControlServer:
                 conn.sendall((json.dumps(reply) + "\n").encode())
             except OSError:
                 pass
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Only the supervisor's own user (or root) may steer it (SO_PEERCRED: pid, uid, gid)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return False
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (os.getuid(), 0)
 
 
 def request(path: Path, command: str, args: Mapping[str, Any] | None = None, *,

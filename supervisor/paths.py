@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV_VAR = "TASKAUTOMATION_HOME"
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,17 @@ class Paths:
 
     @property
     def control_socket(self) -> Path:
-        return self.state / "control.sock"
+        """The Unix socket the CLI talks to: under HOME, unless that path is too long for a socket.
+
+        Linux limits a socket path to 107 bytes; a home deep in the file system would make bind() fail and
+        the supervisor refuse to start. Then the socket goes to the temp folder under a name derived from
+        the home (and the user), so the supervisor and every CLI call agree on it.
+        """
+        preferred = self.state / "control.sock"
+        if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.home)).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"taskautomation-{os.getuid()}-{digest}.sock"
 
     @property
     def home_config(self) -> Path:

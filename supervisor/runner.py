@@ -216,31 +216,49 @@ class Runner:
     def _relay(self, run: RunProcess, out_r: int, report_r: int) -> None:
         total = kept = dropped = 0
         pending = b""
+
+        def take(chunk: bytes) -> None:
+            nonlocal total, kept, dropped, pending
+            total += len(chunk)
+            room = self._cap - kept
+            if room <= 0:
+                dropped += len(chunk)
+                return
+            if len(chunk) > room:
+                dropped += len(chunk) - room
+                chunk = chunk[:room]
+            kept += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._on_output(run.spec, line.decode("utf-8", "replace"))
+
+        # Escapees that inherited stdout could hold the pipe open after the monitor died, so EOF alone cannot
+        # end the loop: the monitor's pidfd turns readable when it exits (no wake-ups while a run is quiet).
+        # Without pidfds (Linux < 5.3) a half-second select timeout polls for the exit instead.
+        pidfd = _open_pidfd(run.pid)
         try:
+            watch = [out_r] if pidfd is None else [out_r, pidfd]
             while True:
-                # Escapees that inherited stdout could hold the pipe open after the monitor died, so EOF
-                # alone cannot end the loop: a short select timeout lets us notice the monitor's exit.
-                ready, _, _ = select.select([out_r], [], [], 0.5)
-                if not ready:
-                    if run.popen.poll() is not None:
+                ready, _, _ = select.select(watch, [], [], 0.5 if pidfd is None else None)
+                if out_r in ready:
+                    chunk = os.read(out_r, 65536)
+                    if not chunk:
                         break
+                    take(chunk)
                     continue
-                chunk = os.read(out_r, 65536)
-                if not chunk:
+                if (pidfd is not None and pidfd in ready) or (pidfd is None and run.popen.poll() is not None):
+                    os.set_blocking(out_r, False)
+                    try:  # what the monitor's tree wrote before the end is still in the pipe (a full pipe
+                        # is 16 reads); bounded, because an escapee of a killed monitor could write forever
+                        for _ in range(64):
+                            chunk = os.read(out_r, 65536)
+                            if not chunk:
+                                break
+                            take(chunk)
+                    except BlockingIOError:
+                        pass
                     break
-                total += len(chunk)
-                room = self._cap - kept
-                if room <= 0:
-                    dropped += len(chunk)
-                    continue
-                if len(chunk) > room:
-                    dropped += len(chunk) - room
-                    chunk = chunk[:room]
-                kept += len(chunk)
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    self._on_output(run.spec, line.decode("utf-8", "replace"))
             if pending:
                 self._on_output(run.spec, pending.decode("utf-8", "replace"))
             if dropped:
@@ -254,6 +272,8 @@ class Runner:
                 # names them, and only them.
                 sweep_cookie(cookie)
         finally:
+            if pidfd is not None:
+                os.close(pidfd)
             os.close(out_r)
             os.close(report_r)
             run.close_control()
@@ -264,6 +284,14 @@ class Runner:
         finally:
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (readable once it exits), or None where the kernel or Python has none."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        return None
 
 
 def _read_report(fd: int) -> tuple[dict[str, object] | None, dict[str, object] | None]:

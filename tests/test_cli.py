@@ -523,3 +523,16 @@ def test_run_now_respects_testing_mode(home: Path) -> None:
         runs = sup.history("dry")
     assert [(r["trigger"], r["outcome"]) for r in runs][0] == ("manual", "testing")
     assert not (home / "ran").exists()
+
+
+def test_home_too_deep_for_a_socket_path_still_works(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    (deep / "Tasks").mkdir(parents=True)
+    write_task(deep / "Tasks", "deep", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
+    assert len(str(deep / "logs" / "state" / "control.sock")) > 107
+    with SupervisorProcess(deep) as sup:
+        sup.wait_log("ok in", task="deep")
+        status = cli(deep, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["tasks"][0]["last_run"]["outcome"] == "ok"
+    assert not sup.paths.control_socket.exists(), "the socket is removed on a clean stop"
