@@ -188,19 +188,20 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
+    """Print the last lines of a task's log; with -f keep printing, across rotations, until Ctrl-C."""
     log = paths.task_log(args.name)
     if not log.exists():
         if not paths.task_dir(args.name).is_dir():
             raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
         raise TaskAutomationError(f"{log} does not exist yet (the task has not been loaded)")
-    with open(log, "rb") as f:
-        lines = f.read().splitlines()[-max(0, args.lines):] if args.lines else []
+    f = open(log, "rb")
+    try:
+        lines = f.read().splitlines()[-args.lines:] if args.lines > 0 else []
         for line in lines:
             sys.stdout.write(line.decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
         if not args.follow:
             return 0
-        inode = os.fstat(f.fileno()).st_ino
         while True:
             chunk = f.read()
             if chunk:
@@ -208,11 +209,16 @@ def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
                 sys.stdout.flush()
                 continue
             try:
-                if os.stat(log).st_ino != inode:  # rotated: continue with the new file
-                    return cmd_logs(argparse.Namespace(name=args.name, follow=True, lines=0), paths)
+                rotated = os.stat(log).st_ino != os.fstat(f.fileno()).st_ino
             except FileNotFoundError:
-                pass
-            time.sleep(0.25)
+                rotated = False  # between the rename and the new file: look again shortly
+            if rotated:
+                f.close()
+                f = open(log, "rb")  # the rest of the old file was read above; go on with the new one
+                continue
+            time.sleep(0.25)  # a log follower polls, like tail -f; nothing here waits on the supervisor
+    finally:
+        f.close()
 
 
 # ---------------------------------------------------------------------------------------------------- validate

@@ -536,3 +536,34 @@ def test_home_too_deep_for_a_socket_path_still_works(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["tasks"][0]["last_run"]["outcome"] == "ok"
     assert not sup.paths.control_socket.exists(), "the socket is removed on a clean stop"
+
+
+def test_logs_follow_survives_rotation(home: Path) -> None:
+    (home / "taskautomation.ini").write_text("[Supervisor]\nLogMaxBytes = 1024\nLogBackups = 1\n")
+    # Each run writes well over LogMaxBytes, so every run rotates the task's log at least once.
+    write_task(home / "Tasks", "noisy", config=HOURLY,
+               main="import os\n\ndef main():\n    for i in range(20):\n"
+                    "        print('padding line', i, 'x' * 60)\n    print('marker', os.environ['TASK_RUN_ID'])\n")
+    with SupervisorProcess(home) as sup:
+        sup.wait_log("ok in", task="noisy", timeout=60)
+        follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "noisy", "-f", "--home", str(home)],
+                                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)
+        reader.start()
+        try:
+            for _ in range(3):
+                started = cli(home, "run-now", "noisy")
+                assert started.returncode == 0, started.stderr
+                run_id = started.stdout.split()[2]
+                wait_for(lambda: any(f"marker {run_id}" in line for line in seen), timeout=30,
+                         what=f"run {run_id}'s output in logs -f after a rotation")
+                wait_for(lambda: sup.task_status("noisy")["state"] != "running", timeout=30, what="run end")
+            assert (home / "logs" / "tasks" / "noisy.log.1").exists(), "the log really rotated"
+        finally:
+            follower.terminate()
+            follower.wait(timeout=10)
+            reader.join(timeout=10)
+            follower.stdout.close()
+            follower.stderr.close()
