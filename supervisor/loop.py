@@ -119,6 +119,7 @@ class Supervisor:
         self.build_slots = threading.BoundedSemaphore(build_workers)
         self.stopping: str | None = None
         self.rescan_wanted = True
+        self.scanned_once = False
         self.safety_rescan_s = safety_rescan_s
         self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.gc_wanted = False
@@ -218,6 +219,10 @@ class Supervisor:
             self.log.error("%s; keeping the loaded tasks as they are", exc)
             return
         diff = diff_tasks(self.folders, scanned)
+        if not scanned and not self.scanned_once:
+            self.log.warning("no task folders in %s yet: add one (python3 -m supervisor new NAME); it is picked "
+                             "up without a restart", self.paths.tasks)
+        self.scanned_once = True
         if diff.empty:
             return
         self.folders = scanned

@@ -309,3 +309,11 @@ def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
         wait_for(lambda: all(t["state"] == "scheduled" for t in sup.supervisor.status()["tasks"]), timeout=60,
                  what="all nine tasks loaded")
         assert started() == 9
+
+
+def test_empty_home_starts_and_says_how_to_add_a_task(home: Path) -> None:
+    with SupervisorProcess(home) as sup:
+        sup.wait_log("no task folders in")
+        assert sup.status()["tasks"] == []
+        write_task(home / "Tasks", "first", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
+        sup.wait_log("ok in", task="first")
