@@ -430,6 +430,9 @@ class Supervisor:
         st.loaded = True
         st.state = "scheduled"
         st.error = None
+        # Problems are reported once per folder content; a working load ends that episode, so the memory of
+        # it does not grow over months of edits (a later breakage is news again).
+        st.reported = {key for key in st.reported if st.folder and key.startswith(st.folder.fingerprint + ":")}
         now = self.clock.now()
         if transition:
             st.anchor = self.records.last_anchor(st.name)
