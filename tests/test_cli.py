@@ -14,10 +14,10 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -488,13 +488,7 @@ def test_logs_prints_and_follows(home: Path) -> None:
         last = cli(home, "logs", "chatty", "-n", "1")
         assert last.stdout == sup.task_log("chatty").splitlines(keepends=True)[-1]
 
-        follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "chatty", "-f", "--home", str(home)],
-                                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-        seen: list[str] = []
-        reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)
-        reader.start()
-        try:
+        with follow_logs(home, "chatty") as (follower, seen):
             wait_for(lambda: any(" ok in " in line for line in seen), timeout=30, what="the existing log lines")
             started = cli(home, "run-now", "chatty")
             assert started.returncode == 0, started.stderr
@@ -504,12 +498,25 @@ def test_logs_prints_and_follows(home: Path) -> None:
             wait_for(lambda: any(f"[run {run_id}] ok" in line for line in seen), timeout=30,
                      what="the new run's outcome in logs -f")
             assert follower.poll() is None  # still following
-        finally:
-            follower.terminate()
-            follower.wait(timeout=10)
-            reader.join(timeout=10)
-            follower.stdout.close()
-            follower.stderr.close()
+
+
+@contextmanager
+def follow_logs(home: Path, name: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`logs NAME -f` as a user runs it; yields the process and the lines it printed so far."""
+    follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", name, "-f", "--home", str(home)],
+                                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        yield follower, seen
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+        reader.join(timeout=10)
+        follower.stdout.close()
+        follower.stderr.close()
     assert not reader.is_alive()
 
 
@@ -546,13 +553,7 @@ def test_logs_follow_survives_rotation(home: Path) -> None:
                     "        print('padding line', i, 'x' * 60)\n    print('marker', os.environ['TASK_RUN_ID'])\n")
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="noisy", timeout=60)
-        follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "noisy", "-f", "--home", str(home)],
-                                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-        seen: list[str] = []
-        reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)
-        reader.start()
-        try:
+        with follow_logs(home, "noisy") as (_, seen):
             for _ in range(3):
                 started = cli(home, "run-now", "noisy")
                 assert started.returncode == 0, started.stderr
@@ -561,9 +562,3 @@ def test_logs_follow_survives_rotation(home: Path) -> None:
                          what=f"run {run_id}'s output in logs -f after a rotation")
                 wait_for(lambda: sup.task_status("noisy")["state"] != "running", timeout=30, what="run end")
             assert (home / "logs" / "tasks" / "noisy.log.1").exists(), "the log really rotated"
-        finally:
-            follower.terminate()
-            follower.wait(timeout=10)
-            reader.join(timeout=10)
-            follower.stdout.close()
-            follower.stderr.close()
