@@ -129,7 +129,7 @@ def _run_task(mode, task, home, report_fd):
     sys.exit(code)
 
 
-def _descendants(root):
+def descendants(root):
     """PIDs of every live (non-zombie) descendant of ``root`` (no psutil in the task env).
 
     Walks the tree down from ``root`` through the kernel's per-thread ``children`` lists: the cost grows
@@ -242,7 +242,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
                 child_status = status
 
     def signal_tree(sig):
-        pids = _descendants(me)
+        pids = descendants(me)
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -267,7 +267,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
             break
         if child_status is not None and stop_reason is None:
             # main() is done but something it started lives on: that is a leak, end it.
-            leftovers = len(_descendants(me))
+            leftovers = len(descendants(me))
             begin_stop(min(grace_s, ORPHAN_GRACE_S), "leftovers")
         while requests:
             begin_stop(*requests.pop(0))
