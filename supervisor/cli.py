@@ -149,7 +149,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     _print_table(rows)
     for task in status["tasks"]:
         if task.get("error"):
-            print(f"\n{task['name']}: {task['error']}")
+            print(f"\n{task['error']}")  # every error already starts with "task 'NAME': ..."
     return 0
 
 
