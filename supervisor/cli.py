@@ -123,7 +123,8 @@ def offline_status(paths: Paths) -> dict[str, Any]:
             rows.append({"name": name, "enabled": enabled,
                          "state": "error" if error else ("stopped" if enabled else "disabled"),
                          "next_run": None, "last_run": _last_run_json(records.last_finished(name)),
-                         "error": error, "running": None})
+                         "error": error, "running": None,
+                         "why": "the supervisor is not running" if not error else "not loadable (see error)"})
         return {"tasks": rows, "supervisor": None}
     finally:
         records.close()
@@ -147,6 +148,11 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         rows.append((task["name"], task["state"], _short(task["next_run"]), _short(last.get("started")),
                      last.get("outcome") or "-", f"{duration:.2f} s" if duration is not None else "-"))
     _print_table(rows)
+    notes = [f"  {t['name']}: {t['why']}" for t in status["tasks"]
+             if sup and t.get("why") and t["state"] not in ("error", "env-failed")]
+    if notes:
+        print("\nwhy:")
+        print("\n".join(notes))
     for task in status["tasks"]:
         if task.get("error"):
             print(f"\n{task['error']}")  # every error already starts with "task 'NAME': ..."

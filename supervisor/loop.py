@@ -58,8 +58,8 @@ from .paths import Paths
 from .records import Records, record_to_json
 from .runner import LaunchSpec, ProcessReport, cgroup_v2_memory_support, sweep_cookie
 from .runs import LIMIT_SAMPLE_S, Runs
-from .schedule import initial_due
-from .spec import HomeConfig, Outcome, RunRecord, TaskSpec, Trigger
+from .schedule import in_window, initial_due
+from .spec import CatchUp, HomeConfig, Outcome, RunRecord, TaskSpec, Trigger
 
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock jump (NTP, suspend) is noticed
 SAFETY_RESCAN_S = 600.0  # full rescan without any hint: bounds the cost of an event inotify lost
@@ -603,9 +603,46 @@ class Supervisor:
                 "error": st.error,
                 "running": {"run_id": running.record.run_id, "started": running.record.started.isoformat(),
                             "trigger": running.record.trigger.value} if running else None,
+                "why": self._explain(st, running is not None),
             })
         return {"tasks": rows, "supervisor": {"pid": os.getpid(), "started": self.started_at.isoformat(),
                                               "home": str(self.paths.home)}}
+
+    def _explain(self, st: TaskState, running: bool) -> str:
+        """One line on why the task is in its state and when it runs next (answers "why did X not run?")."""
+        spec = st.spec
+        if running:
+            return "running now"
+        if st.state == "disabled":
+            return "not loaded: Enabled=False in config.ini"
+        if st.state in ("error", "env-failed"):
+            return "not scheduled until its files change (see error)"
+        if st.state == "env-building":
+            return "waiting for its environment to be built"
+        if st.state == "initializing":
+            return "waiting for initialize() to finish"
+        if not st.loaded or spec is None or st.next_due is None:
+            return st.state
+        parts = []
+        if spec.testing:
+            parts.append("Testing=True: due runs are confirmed, main() is not executed")
+        if st.startup_pending:
+            parts.append("RunOnStartup: runs now")
+        elif st.anchor is None:
+            parts.append("never ran: first run as soon as it is inside its window")
+        else:
+            slot = st.anchor + spec.every
+            if st.next_due == slot:
+                parts.append(f"every {spec.every.total_seconds() / 60:g} min since its last due time "
+                             f"{self._fmt(st.anchor)}")
+            elif in_window(spec.window, slot, tz=self.tz) != slot:
+                parts.append(f"interval elapsed at {self._fmt(slot)}, but it may only start within "
+                             f"its window {spec.window}")
+            elif spec.catch_up is CatchUp.SKIP:
+                parts.append("runs missed while the supervisor was down are skipped (CatchUp=skip)")
+            else:
+                parts.append("catching up one run missed while the supervisor was down (CatchUp=once)")
+        return "; ".join(parts)
 
     # ------------------------------------------------------------------ shutdown and recovery
     def _begin_shutdown(self, reason: str) -> None:

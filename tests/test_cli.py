@@ -35,7 +35,7 @@ OUTCOMES = {"ok", "failed", "timeout", "memory", "killed", "crashed", "skipped",
             "interrupted"}
 # DESIGN.md 1.4 keys, plus the documented additions (docs/cli.md): "running" per task, "supervisor" on top.
 STATUS_KEYS = {"tasks", "supervisor"}
-TASK_KEYS = {"name", "enabled", "state", "next_run", "last_run", "error", "running"}
+TASK_KEYS = {"name", "enabled", "state", "next_run", "last_run", "error", "running", "why"}
 LAST_RUN_KEYS = {"run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message"}
 RUN_KEYS = {"run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
             "signal", "message", "peak_rss_mb", "cpu_s", "log_path"}
@@ -563,3 +563,24 @@ def test_logs_follow_survives_rotation(home: Path) -> None:
                          what=f"run {run_id}'s output in logs -f after a rotation")
                 wait_for(lambda: sup.task_status("noisy")["state"] != "running", timeout=30, what="run end")
             assert (home / "logs" / "tasks" / "noisy.log.1").exists(), "the log really rotated"
+
+
+def test_status_explains_why_each_task_is_waiting(home: Path) -> None:
+    now = datetime.now()
+    closed = f"{(now + timedelta(hours=2)):%H}:00"  # a one-minute window two hours from now
+    write_task(home / "Tasks", "hourly", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
+    write_task(home / "Tasks", "windowed",
+               config=f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {closed}\nAllowedTo = {closed}\n")
+    write_task(home / "Tasks", "off", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nEnabled = False\n")
+    write_task(home / "Tasks", "dry", config="[Frequency]\nEveryXMinutes = 60\nAllowedFrom = "
+                                             f"{closed}\nAllowedTo = {closed}\n[Global]\nTesting = True\n")
+    with SupervisorProcess(home) as sup:
+        sup.wait_log("ok in", task="hourly")
+        wait_for(lambda: sup.task_status("hourly")["state"] == "scheduled", timeout=30, what="hourly idle")
+        why = {t["name"]: t["why"] for t in sup.status()["tasks"]}
+        human = cli(home, "status")
+    assert why["hourly"].startswith("every 60 min since its last due time")
+    assert why["windowed"].startswith("never ran: first run as soon as it is inside its window")
+    assert why["off"] == "not loaded: Enabled=False in config.ini"
+    assert "Testing=True" in why["dry"]
+    assert "  windowed: never ran" in human.stdout
