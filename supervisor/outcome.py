@@ -26,7 +26,6 @@ class StopCause(str, enum.Enum):
     CPU = "cpu"  # CPUSeconds
     MEMORY = "memory"  # MemoryMB
     SHUTDOWN = "shutdown"  # terminate.py, SIGTERM, Ctrl-C
-    REMOVED = "removed"  # the task folder was removed or disabled and its run outlived the grace
 
 
 _OUTCOME_OF_CAUSE = {
@@ -34,7 +33,6 @@ _OUTCOME_OF_CAUSE = {
     StopCause.CPU: Outcome.TIMEOUT,
     StopCause.MEMORY: Outcome.MEMORY,
     StopCause.SHUTDOWN: Outcome.KILLED,
-    StopCause.REMOVED: Outcome.KILLED,
 }
 
 

@@ -15,7 +15,7 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"  # main() raised, or the process exited non-zero
     TIMEOUT = "timeout"  # TimeoutSeconds (wall clock) or CPUSeconds exceeded; tree stopped
     MEMORY = "memory"  # MemoryMB exceeded by the run's whole tree; tree SIGKILLed
-    KILLED = "killed"  # stopped on purpose: shutdown, task removed, supervisor died
+    KILLED = "killed"  # stopped on purpose: supervisor shutdown, or its monitor was SIGTERMed from outside
     CRASHED = "crashed"  # died by a signal nobody sent on purpose (segfault, abort, OOM killer)
     SKIPPED = "skipped"  # was due while the previous run was still running
     TESTING = "testing"  # Testing=True: confirmation logged, main() not executed

@@ -1,0 +1,107 @@
+"""outcome.decide: every combination of what the processes reported and why they were stopped -> one outcome."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from supervisor.outcome import StopCause, StopRequest, decide
+from supervisor.runner import ProcessReport
+from supervisor.spec import Outcome
+
+
+def report(*, task: dict[str, Any] | None = None, monitor: dict[str, Any] | None = None,
+           returncode: int = 0) -> ProcessReport:
+    return ProcessReport(run_id="r", returncode=returncode, task=task, monitor=monitor, output_bytes=0,
+                         output_dropped=0)
+
+
+def monitor(*, exit_code: int | None = 0, sig: int | None = None, stop: str | None = None, leftovers: int = 0,
+            signalled: int = 0) -> dict[str, Any]:
+    return {"kind": "monitor", "exit_code": exit_code, "signal": sig, "stop": stop, "leftovers": leftovers,
+            "signalled": signalled}
+
+
+OK_TASK = {"kind": "task", "status": "ok", "message": "all done\nsecond line"}
+FAILED_TASK = {"kind": "task", "status": "failed", "message": "Traceback ...\nValueError: boom\n"}
+TIMEOUT = StopRequest(StopCause.TIMEOUT, "timed out after 3 s (TimeoutSeconds=3)")
+
+
+def test_returned_is_ok_with_the_first_line_as_summary() -> None:
+    d = decide(report(task=OK_TASK, monitor=monitor()), stop=None)
+    assert (d.outcome, d.summary, d.message, d.exit_code) == (Outcome.OK, "returned: all done", OK_TASK["message"], 0)
+
+
+def test_returned_none_is_ok() -> None:
+    d = decide(report(task={"kind": "task", "status": "ok", "message": None}, monitor=monitor()), stop=None)
+    assert d.outcome is Outcome.OK and d.summary == "returned" and d.message is None
+
+
+def test_leftovers_are_counted_in_the_summary_but_the_run_stays_ok() -> None:
+    d = decide(report(task=OK_TASK, monitor=monitor(stop="leftovers", leftovers=2, signalled=2)), stop=None)
+    assert d.outcome is Outcome.OK and d.leftovers == 2
+    assert d.summary.endswith("; 2 leftover process(es) killed after main() returned")
+
+
+def test_a_return_that_races_a_stop_request_is_still_ok() -> None:
+    d = decide(report(task=OK_TASK, monitor=monitor(stop="stop")), stop=TIMEOUT)
+    assert d.outcome is Outcome.OK
+
+
+@pytest.mark.parametrize("cause, outcome", [(StopCause.TIMEOUT, Outcome.TIMEOUT), (StopCause.CPU, Outcome.TIMEOUT),
+                                            (StopCause.MEMORY, Outcome.MEMORY), (StopCause.SHUTDOWN, Outcome.KILLED)])
+def test_a_stopped_run_gets_the_reason_it_was_stopped(cause: StopCause, outcome: Outcome) -> None:
+    d = decide(report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="stop", signalled=5)),
+               stop=StopRequest(cause, "because"))
+    assert d.outcome is outcome
+    assert d.summary == "because; killed 5 process(es)" and d.signal == "SIGTERM"
+
+
+def test_an_exception_is_failed_with_the_traceback_as_message_and_its_last_line_as_summary() -> None:
+    d = decide(report(task=FAILED_TASK, monitor=monitor(exit_code=1)), stop=None)
+    assert (d.outcome, d.summary, d.message, d.exit_code) == (Outcome.FAILED, "ValueError: boom",
+                                                              FAILED_TASK["message"], 1)
+
+
+def test_a_signal_nobody_sent_is_crashed_with_its_name() -> None:
+    d = decide(report(monitor=monitor(exit_code=None, sig=signal.SIGSEGV)), stop=None)
+    assert (d.outcome, d.signal, d.summary) == (Outcome.CRASHED, "SIGSEGV", "killed by signal SIGSEGV")
+
+
+def test_a_monitor_sigtermed_from_outside_is_killed() -> None:
+    d = decide(report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="sigterm")), stop=None)
+    assert d.outcome is Outcome.KILLED
+
+
+def test_a_silent_non_zero_exit_is_failed() -> None:
+    d = decide(report(monitor=monitor(exit_code=3)), stop=None)
+    assert (d.outcome, d.exit_code) == (Outcome.FAILED, 3)
+    assert "exited with code 3" in d.summary
+
+
+def test_a_silent_zero_exit_is_ok() -> None:
+    d = decide(report(monitor=monitor(exit_code=0)), stop=None)
+    assert d.outcome is Outcome.OK and "before main() returned" in d.summary
+
+
+def test_a_monitor_killed_from_outside_is_decoded_from_its_own_wait_status() -> None:
+    d = decide(report(returncode=-signal.SIGKILL), stop=None)
+    assert (d.outcome, d.signal) == (Outcome.CRASHED, "SIGKILL")
+    assert d.summary == "run monitor killed by signal SIGKILL"
+
+
+def test_a_shim_that_found_the_supervisor_gone_is_killed() -> None:
+    assert decide(report(returncode=3), stop=None).outcome is Outcome.KILLED
+
+
+def test_a_shim_that_could_not_start_is_crashed_with_its_exit_code() -> None:
+    d = decide(report(returncode=1), stop=None)
+    assert (d.outcome, d.exit_code) == (Outcome.CRASHED, 1) and "could not start" in d.summary
+
+
+def test_garbage_in_the_report_is_tolerated() -> None:
+    d = decide(report(task={"kind": "task", "status": "ok", "message": 42},
+                      monitor={"kind": "monitor", "exit_code": "0", "signal": True, "leftovers": None}), stop=None)
+    assert d.outcome is Outcome.OK and d.message is None
