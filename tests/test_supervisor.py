@@ -317,3 +317,17 @@ def test_empty_home_starts_and_says_how_to_add_a_task(home: Path) -> None:
         assert sup.status()["tasks"] == []
         write_task(home / "Tasks", "first", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
         sup.wait_log("ok in", task="first")
+
+
+def test_terminate_signals_the_proven_lock_holder_when_the_socket_is_gone(home: Path) -> None:
+    write_task(home / "Tasks", "idle")
+    sup = SupervisorProcess(home).start()
+    try:
+        sup.paths.control_socket.unlink()  # e.g. someone cleaned the state folder
+        result = script("terminate.py", home, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert f"sending SIGTERM to pid {sup.proc.pid}" in result.stderr
+        assert sup.proc.wait(timeout=30) == 0
+    finally:
+        sup.kill()
+    assert "received SIGTERM" in sup.log()
