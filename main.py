@@ -7,7 +7,11 @@ HOME defaults to this file's folder (``--home`` or $TASKAUTOMATION_HOME override
 import sys
 from pathlib import Path
 
-from supervisor.cli import main
+try:
+    from supervisor.cli import main
+except ImportError as exc:  # e.g. the system python3 without the dependencies installed
+    sys.exit(f"main.py: cannot start: {exc}. Install the dependencies first: python3 -m venv .venv && "
+             f".venv/bin/pip install -e . && .venv/bin/python main.py")
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]], prog="main.py", default_home=Path(__file__).resolve().parent))

@@ -6,7 +6,11 @@ Exits 1 with one line when no supervisor is running on the home.
 import sys
 from pathlib import Path
 
-from supervisor.cli import main
+try:
+    from supervisor.cli import main
+except ImportError as exc:  # e.g. the system python3 without the dependencies installed
+    sys.exit(f"terminate.py: cannot start: {exc}. Use the python that runs the supervisor, "
+             f"e.g. .venv/bin/python terminate.py")
 
 if __name__ == "__main__":
     sys.exit(main(["stop", *sys.argv[1:]], prog="terminate.py", default_home=Path(__file__).resolve().parent))

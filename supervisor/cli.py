@@ -67,6 +67,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
     except OSError as exc:  # a file we had to read or write: still one line, never a traceback
         print(f"{prog}: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # run by a python3 that lacks the dependencies
+        print(f"{prog}: missing dependency {exc.name!r} for {sys.executable}; install the package first "
+              f"(python3 -m venv .venv && .venv/bin/pip install -e .) and use .venv/bin/python", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
