@@ -238,7 +238,8 @@ def _nested_bodies(node: ast.stmt) -> list[list[ast.stmt]]:
     if isinstance(node, (ast.If, ast.With)):
         return [node.body, getattr(node, "orelse", [])]
     if isinstance(node, _TRY_NODES):
-        return [node.body, *(handler.body for handler in node.handlers), node.orelse, node.finalbody]
+        tried: ast.Try = node  # type: ignore[assignment]  # ast.TryStar has the same fields
+        return [tried.body, *(handler.body for handler in tried.handlers), tried.orelse, tried.finalbody]
     return []
 
 

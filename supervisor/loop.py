@@ -504,10 +504,10 @@ class Supervisor:
                                               outcome=Outcome.TESTING, message="Testing=True: main() not executed")
             self._say(name, logging.INFO, f"task {name!r}: [Testing] run confirmed (manual); main() not executed")
             return True, run_id
-        run_id = self._launch(st, mode="main", trigger=Trigger.MANUAL, due=None)
-        if run_id is None:
+        launched = self._launch(st, mode="main", trigger=Trigger.MANUAL, due=None)
+        if launched is None:
             return False, f"task {name!r}: the run could not start (see its log)"
-        return True, run_id
+        return True, launched
 
     def _launch(self, st: TaskState, *, mode: str, trigger: Trigger, due: datetime | None) -> str | None:
         """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
