@@ -44,9 +44,10 @@ class TaskFolder:
     requirements_hash: str  # sha256 of requirements.txt's bytes; a missing file hashes as empty
 
     @property
-    def complete(self) -> bool:
-        """Both files a task needs are present (whether they parse is for config/check_task_source)."""
-        return self.config_hash is not None and self.code_hash is not None
+    def missing(self) -> tuple[str, ...]:
+        """The files a task needs that are not there yet (whether they parse is for config/check_task_source)."""
+        return tuple(name for name, digest in (("main.py", self.code_hash), ("config.ini", self.config_hash))
+                     if digest is None)
 
     @property
     def fingerprint(self) -> str:

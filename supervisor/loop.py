@@ -240,9 +240,8 @@ class Supervisor:
         if st is None or st.removed:
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
-        missing = [f for f, h in (("main.py", folder.code_hash), ("config.ini", folder.config_hash)) if h is None]
-        if missing:
-            self._set_broken(st, f"task {name!r}: {folder.path}: incomplete, {' and '.join(missing)} missing;"
+        if folder.missing:
+            self._set_broken(st, f"task {name!r}: {folder.path}: incomplete, {' and '.join(folder.missing)} missing;"
                                  " waiting for the folder to be complete", level=logging.WARNING)
             return
         try:

@@ -97,7 +97,6 @@ class RunProcess:
         self.spec = spec
         self.popen = popen
         self.pid = popen.pid
-        self.started_monotonic = time.monotonic()
         self._control_w = control_w
         self._control_lock = threading.Lock()
         self._processes: dict[int, psutil.Process] = {}

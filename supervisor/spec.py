@@ -53,10 +53,6 @@ class Window:
     start: time = time(0, 0)
     end: time = time(23, 59)
 
-    @property
-    def all_day(self) -> bool:
-        return self.start == time(0, 0) and self.end == time(23, 59)
-
     def contains(self, wall: time) -> bool:
         """True when the wall-clock time ``wall`` (seconds ignored past the minute) is inside."""
         minute = (wall.hour, wall.minute)

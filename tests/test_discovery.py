@@ -45,7 +45,7 @@ def test_scan_reports_hashes_of_each_file(tasks):
     assert task.config_hash == hashlib.sha256((folder / "config.ini").read_bytes()).hexdigest()
     assert task.requirements_hash == hashlib.sha256(b"six\n").hexdigest()
     assert task.code_hash is not None and len(task.code_hash) == 64
-    assert task.complete
+    assert task.missing == ()
 
 
 def test_scan_skips_files_hidden_folders_and_pycache(tasks):
@@ -72,8 +72,8 @@ def test_incomplete_folders_are_reported_with_missing_hashes(tasks):
     assert found["no_config"].config_hash is None and found["no_config"].code_hash is not None
     assert found["no_main"].code_hash is None and found["no_main"].config_hash is not None
     assert found["no_requirements"].requirements_hash == EMPTY_SHA
-    assert not found["empty"].complete and not found["no_main"].complete
-    assert found["no_requirements"].complete
+    assert found["empty"].missing == ("main.py", "config.ini") and found["no_main"].missing == ("main.py",)
+    assert found["no_requirements"].missing == ()
 
 
 def test_names_with_spaces_and_non_ascii_work(tasks):
