@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,6 +51,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p = sub.add_parser("new", parents=[common], help="create a new task folder from a template")
     p.add_argument("name")
+    p = sub.add_parser("web", parents=[common], help="serve the web dashboard (needs taskautomation[web])")
+    p.add_argument("--listen", default=None, metavar="HOST:PORT",
+                   help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)")
+    for verb, text in (("pause", "stop starting the due runs of a task (kept across restarts)"),
+                       ("resume", "let a paused task's due runs start again")):
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("name")
     return parser
 
 
@@ -252,9 +259,42 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- web
+def cmd_web(args: argparse.Namespace, paths: Paths) -> int:
+    """Serve the dashboard in the foreground; prints the login URL once it listens."""
+    try:
+        from .web.server import serve_web
+    except ModuleNotFoundError as exc:
+        raise TaskAutomationError(f"the dashboard needs the web extra ({exc.name} is missing): "
+                                  f"pip install 'taskautomation[web]'") from None
+    return serve_web(paths, listen_text=args.listen)
+
+
+def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:
+    """pause/resume NAME: through the running supervisor, else written to the history for the next start."""
+    reply = _live(paths, args.command, {"name": args.name, "by": "cli"})
+    if reply is None:
+        from .pausing import PauseBook
+        from .records import Records
+
+        if not paths.task_dir(args.name).is_dir():
+            raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
+        with Records(paths.database) as records:
+            reply = PauseBook(records, now=lambda: datetime.now(timezone.utc)).handle(
+                args.command, {"name": args.name, "by": "cli"}, known=lambda _: True)
+    if not reply.get("ok"):
+        raise TaskAutomationError(str(reply.get("error")))
+    if reply["paused"]:
+        print(f"{args.name!r} paused since {_short(reply['since'])}: its due runs do not start")
+    else:
+        print(f"{args.name!r} resumed" if reply.get("changed", True) else f"{args.name!r} was not paused")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
     "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "web": cmd_web, "pause": cmd_pause_resume, "resume": cmd_pause_resume,
 }
 
 

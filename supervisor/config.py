@@ -59,6 +59,7 @@ _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
                    "WatchDebounceSeconds"),
     "Limits": _TASK_SCHEMA["Limits"],
+    "Web": ("Listen", "AllowedHosts"),
 }
 _INSTALLERS = ("uv", "pip")
 # Below this the debounce stops coalescing an editor's save (swap file, probe, backup, write) into one reload.
@@ -279,6 +280,24 @@ def _watch_debounce(text: str) -> float:
     return value
 
 
+def _listen(text: str) -> str:
+    from .web.address import ListenError, parse_listen  # pure module: no web dependency needed
+
+    try:
+        listen = parse_listen(text)
+    except ListenError as exc:
+        raise _Invalid(str(exc)) from None
+    return f"[{listen.host}]:{listen.port}" if ":" in listen.host else f"{listen.host}:{listen.port}"
+
+
+def _host_list(text: str) -> tuple[str, ...]:
+    hosts = tuple(h for h in text.replace(",", " ").split() if h)
+    for host in hosts:
+        if "/" in host or "@" in host:
+            raise _Invalid(f"{host!r} is not a host name (no scheme or path: just example.org)")
+    return hosts
+
+
 def _installer(text: str) -> str:
     folded = text.lower()
     if folded not in _INSTALLERS:
@@ -385,6 +404,8 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         watch_debounce_s=_value(sections, "Supervisor", "WatchDebounceSeconds", _watch_debounce,
                                 base.watch_debounce_s, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
+        web_listen=_value(sections, "Web", "Listen", _listen, base.web_listen, ctx),
+        web_allowed_hosts=_value(sections, "Web", "AllowedHosts", _host_list, base.web_allowed_hosts, ctx),
     )
     return config, tuple(_unknown_warnings(sections, _HOME_SCHEMA, ctx))
 

@@ -82,6 +82,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # that lookup from scanning the whole history.
         "CREATE INDEX runs_open ON runs (started) WHERE outcome IS NULL",
     ),
+    (
+        # Paused tasks (pause/resume): a runtime state that must survive restarts, so it lives here.
+        """
+        CREATE TABLE paused (
+            task  TEXT PRIMARY KEY,
+            since TEXT NOT NULL,
+            by    TEXT
+        )
+        """,
+        # The dashboard's 24-hour timeline reads every task's recent rows at once.
+        "CREATE INDEX runs_started ON runs (started)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -355,10 +367,58 @@ class Records:
         """Rows without an outcome, oldest first."""
         return self._rows("read open runs", f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid")
 
-    def history(self, task: str, *, limit: int = 50) -> list[RunRecord]:
-        """The newest ``limit`` rows of ``task``, newest first."""
+    def history(self, task: str, *, limit: int = 50, offset: int = 0,
+                outcomes: tuple[Outcome, ...] = ()) -> list[RunRecord]:
+        """The newest ``limit`` rows of ``task``, newest first, after skipping ``offset`` rows.
+
+        ``outcomes`` keeps only rows that ended with one of them (empty: every row, open ones too).
+        """
+        where, params = "task = ?", [task]
+        if outcomes:
+            where += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+            params.extend(Outcome(o).value for o in outcomes)
         return self._rows(f"read the history of task {task!r}",
-                          f"{_SELECT} WHERE task = ? {_NEWEST_FIRST} LIMIT ?", (task, max(limit, 0)))
+                          f"{_SELECT} WHERE {where} {_NEWEST_FIRST} LIMIT ? OFFSET ?",
+                          (*params, max(limit, 0), max(offset, 0)))
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The row of one run, or None when there is no such run."""
+        rows = self._rows(f"read run {run_id!r}", f"{_SELECT} WHERE run_id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def runs_since(self, since: datetime) -> list[RunRecord]:
+        """Every row that started at or after ``since``, or is still open, oldest first."""
+        return self._rows("read recent runs",
+                          f"{_SELECT} WHERE started >= ? OR outcome IS NULL ORDER BY started, rowid",
+                          (_encode_time(since),))
+
+    # ------------------------------------------------------------------------------------------ pauses
+
+    def pause(self, task: str, *, since: datetime, by: str | None = None) -> datetime:
+        """Mark ``task`` paused; returns since when it is paused (the earlier time if it already was)."""
+        with self._writing(f"pause task {task!r}") as conn:
+            conn.execute("INSERT OR IGNORE INTO paused (task, since, by) VALUES (?, ?, ?)",
+                         (task, _encode_time(since), by))
+            row = conn.execute("SELECT since FROM paused WHERE task = ?", (task,)).fetchone()
+        return _decode_time(row[0])
+
+    def resume(self, task: str) -> bool:
+        """Clear ``task``'s pause; False when it was not paused."""
+        with self._writing(f"resume task {task!r}") as conn:
+            return conn.execute("DELETE FROM paused WHERE task = ?", (task,)).rowcount > 0
+
+    def paused(self) -> dict[str, datetime]:
+        """Every paused task and since when (empty for a history older than the pause table)."""
+        with self._reading("read paused tasks") as conn:
+            # A reader may meet a file written by an older supervisor, before the step that adds the table.
+            if conn is None or conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                            "name = 'paused'").fetchone() is None:
+                return {}
+            rows = conn.execute("SELECT task, since FROM paused").fetchall()
+        try:
+            return {str(task): _decode_time(since) for task, since in rows}
+        except (ValueError, TypeError) as exc:
+            raise RecordsError(f"run history {self.path}: the paused table cannot be read: {exc}") from exc
 
     def tasks_with_history(self) -> list[str]:
         """Names of every task with at least one row, sorted."""

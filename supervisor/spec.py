@@ -97,6 +97,7 @@ class HomeConfig:
     [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes ;
                  WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan)
     [Limits]     defaults for every task's [Limits] keys
+    [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names
     """
 
     installer: str = "uv"
@@ -106,6 +107,8 @@ class HomeConfig:
     output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     limits: Limits = field(default_factory=Limits)
+    web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
+    web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,168 @@
+"""What the dashboard reads: the status document, history pages, one run with its log, recent runs.
+
+The status document comes from :func:`load_status`, the one adapter to the query layer the CLI uses (live
+from the supervisor over its control socket, else built offline from the folders and the history), so the
+JSON API has the CLI's schemas. Everything else is read from the history database, opened read-only.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import TaskAutomationError
+from ..paths import Paths
+from ..records import Records, record_to_json
+from ..spec import Outcome, RunRecord
+from .runlog import read_run_lines
+
+HISTORY_PAGE = 50
+MAX_HISTORY_LIMIT = 1000
+
+
+def load_status(paths: Paths) -> dict[str, Any]:
+    """The ``status --json`` document. The single point where the dashboard meets the status layer."""
+    from ..cli import _live, offline_status
+
+    reply = _live(paths, "status")
+    if reply is None:
+        return offline_status(paths)
+    if not reply.get("ok"):
+        raise TaskAutomationError(str(reply.get("error")))
+    status: dict[str, Any] = reply["status"]
+    return status
+
+
+def parse_outcomes(text: str | None) -> tuple[Outcome, ...]:
+    """``ok,failed`` -> outcomes; raises ValueError naming an unknown one."""
+    if not text:
+        return ()
+    found = []
+    for word in text.split(","):
+        word = word.strip()
+        if not word:
+            continue
+        try:
+            found.append(Outcome(word))
+        except ValueError:
+            known = ", ".join(o.value for o in Outcome)
+            raise ValueError(f"unknown outcome {word!r} (one of: {known})") from None
+    return tuple(found)
+
+
+class Reader:
+    """Read-only access to one home for the web process (one connection, reused)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.records = Records(paths.database, readonly=True)
+        self._schedules: dict[Path, tuple[int, str]] = {}
+
+    def close(self) -> None:
+        self.records.close()
+
+    def status(self) -> dict[str, Any]:
+        """The status document, each task with ``paused`` ({"since"} or null) and ``schedule`` (words)."""
+        status = load_status(self.paths)
+        paused = self.records.paused()
+        for task in status["tasks"]:
+            since = paused.get(task["name"])
+            task.setdefault("paused", {"since": since.isoformat()} if since else None)
+            if not task.get("schedule"):
+                task["schedule"] = self.schedule_words(task["name"])
+        return status
+
+    def task_names(self) -> set[str]:
+        return {entry.name for entry in _dirs(self.paths.tasks)} | set(self.records.tasks_with_history())
+
+    def history(self, name: str, *, limit: int = HISTORY_PAGE, page: int = 1,
+                outcomes: tuple[Outcome, ...] = ()) -> dict[str, Any]:
+        """``{"runs": [...]}`` newest first (the CLI's schema) plus the page it is and whether more follow."""
+        limit = min(max(limit, 1), MAX_HISTORY_LIMIT)
+        page = max(page, 1)
+        rows = self.records.history(name, limit=limit + 1, offset=(page - 1) * limit, outcomes=outcomes)
+        return {"runs": [record_to_json(r) for r in rows[:limit]], "page": page, "limit": limit,
+                "has_more": len(rows) > limit}
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """``{"run": {...}, "log": [lines]}`` or None for an unknown run id."""
+        record = self.records.run(run_id)
+        if record is None:
+            return None
+        return {"run": record_to_json(record), "log": read_run_lines(self.log_of(record), run_id)}
+
+    def run_record(self, run_id: str) -> RunRecord | None:
+        return self.records.run(run_id)
+
+    def log_of(self, record: RunRecord) -> Path:
+        return record.log_path or self.paths.task_log(record.task)
+
+    def recent(self, *, now: datetime, hours: float = 24) -> list[RunRecord]:
+        return self.records.runs_since(now - timedelta(hours=hours))
+
+    def last_runs(self, name: str, *, count: int = 20) -> list[RunRecord]:
+        """The newest ``count`` finished runs, oldest first (what a sparkline draws)."""
+        rows = self.records.history(name, limit=count, outcomes=tuple(Outcome))
+        return list(reversed(rows))
+
+    def task_files(self, name: str) -> dict[str, str | None]:
+        """config.ini and requirements.txt of a task as text (None when missing); never its .env."""
+        folder = self.paths.task_dir(name)
+        out: dict[str, str | None] = {}
+        for file in ("config.ini", "requirements.txt"):
+            try:
+                with open(folder / file, "rb") as f:
+                    out[file] = f.read(256 * 1024).decode("utf-8", "replace")
+            except OSError:
+                out[file] = None
+        return out
+
+    def schedule_words(self, name: str) -> str:
+        """The schedule in words, from config.ini (cached by the file's modification time)."""
+        from ..config import read_task_config
+
+        path = self.paths.task_dir(name) / "config.ini"
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return "-"
+        cached = self._schedules.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            spec = read_task_config(path, task=name).spec
+            words = describe_every(spec.every)
+            if (spec.window.start.hour, spec.window.start.minute, spec.window.end.hour,
+                    spec.window.end.minute) != (0, 0, 23, 59):
+                words += f", {spec.window.start:%H:%M}–{spec.window.end:%H:%M}"
+        except TaskAutomationError:
+            words = "-"
+        self._schedules[path] = (mtime, words)
+        return words
+
+
+def describe_every(every: timedelta) -> str:
+    seconds = every.total_seconds()
+    if seconds % 86400 == 0:
+        n, unit = seconds / 86400, "day"
+    elif seconds % 3600 == 0:
+        n, unit = seconds / 3600, "hour"
+    elif seconds % 60 == 0:
+        n, unit = seconds / 60, "minute"
+    else:
+        n, unit = seconds, "second"
+    return f"every {unit}" if n == 1 else f"every {n:g} {unit}s"
+
+
+def _dirs(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

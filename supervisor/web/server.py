@@ -1,0 +1,78 @@
+"""``taskautomation web``: serve one home's dashboard with uvicorn.
+
+Policy: the listen address comes from ``--listen``, else ``[Web] Listen`` in taskautomation.ini, else
+127.0.0.1:8765. Any address that is not loopback gets a loud warning on stderr (the dashboard speaks plain
+HTTP: its token and cookie cross the network in clear). The login URL (with the token) is printed on stdout
+once the socket is bound, so a script or a test can read it and know the server is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from typing import TextIO
+
+from ..config import read_home_config
+from ..errors import TaskAutomationError
+from ..paths import Paths
+from .address import DEFAULT_LISTEN, Listen, ListenError, parse_listen
+from .auth import load_or_create_token
+
+GRACEFUL_SHUTDOWN_S = 3  # open log streams are cut after this on stop
+
+
+def resolve_listen(paths: Paths, given: str | None) -> tuple[Listen, tuple[str, ...]]:
+    """The address to bind (``given``, else [Web] Listen, else the default) and [Web] AllowedHosts."""
+    home_config, _ = read_home_config(paths.home_config)
+    text = given or home_config.web_listen or DEFAULT_LISTEN
+    try:
+        listen = parse_listen(text)
+    except ListenError as exc:
+        raise TaskAutomationError(f"--listen {text!r}: {exc}") from None
+    return listen, home_config.web_allowed_hosts
+
+
+def warning_for(listen: Listen) -> str | None:
+    if listen.loopback:
+        return None
+    return (f"WARNING: the dashboard listens on {listen.host}:{listen.port}, which is not loopback. It speaks plain "
+            f"HTTP: anyone on that network can see its token and session cookie. Prefer the default "
+            f"127.0.0.1 and an SSH tunnel (ssh -L {listen.port}:127.0.0.1:{listen.port} HOST).")
+
+
+def serve_web(paths: Paths, *, listen_text: str | None, out: TextIO = sys.stdout,
+              err: TextIO = sys.stderr) -> int:
+    """Run the dashboard in the foreground until SIGINT/SIGTERM. Returns the exit code."""
+    import uvicorn  # the optional extra: imported only when the dashboard is served
+
+    from .app import WebConfig, create_app
+
+    listen, extra_hosts = resolve_listen(paths, listen_text)
+    paths.state.mkdir(parents=True, exist_ok=True)
+    token = load_or_create_token(paths.state / "web-token")
+    app = create_app(WebConfig(paths=paths, listen=listen, token=token, extra_hosts=extra_hosts))
+    warning = warning_for(listen)
+    if warning:
+        print("\n" + "!" * 78 + f"\n{warning}\n" + "!" * 78 + "\n", file=err, flush=True)
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+    except OSError as exc:
+        sock.close()
+        raise TaskAutomationError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    bound = Listen(host=listen.host, port=sock.getsockname()[1])  # port 0 = any free port
+    print(f"dashboard of {paths.home}: open {bound.url('/login?token=' + token)}", file=out, flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, proxy_headers=False,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+    return 0
