@@ -54,6 +54,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = sub.add_parser("web", parents=[common], help="serve the web dashboard (needs taskautomation[web])")
     p.add_argument("--listen", default=None, metavar="HOST:PORT",
                    help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)")
+    p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     for verb, text in (("pause", "stop starting the due runs of a task (kept across restarts)"),
                        ("resume", "let a paused task's due runs start again")):
         p = sub.add_parser(verb, parents=[common], help=text)
@@ -267,7 +268,7 @@ def cmd_web(args: argparse.Namespace, paths: Paths) -> int:
     except ModuleNotFoundError as exc:
         raise TaskAutomationError(f"the dashboard needs the web extra ({exc.name} is missing): "
                                   f"pip install 'taskautomation[web]'") from None
-    return serve_web(paths, listen_text=args.listen)
+    return serve_web(paths, listen_text=args.listen, parent_fd=args.parent_fd)
 
 
 def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:

@@ -41,9 +41,13 @@ def warning_for(listen: Listen) -> str | None:
             f"127.0.0.1 and an SSH tunnel (ssh -L {listen.port}:127.0.0.1:{listen.port} HOST).")
 
 
-def serve_web(paths: Paths, *, listen_text: str | None, out: TextIO = sys.stdout,
-              err: TextIO = sys.stderr) -> int:
-    """Run the dashboard in the foreground until SIGINT/SIGTERM. Returns the exit code."""
+def serve_web(paths: Paths, *, listen_text: str | None, parent_fd: int | None = None,
+              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the dashboard in the foreground until SIGINT/SIGTERM. Returns the exit code.
+
+    ``parent_fd`` (the supervised child): the read end of a pipe held open by the supervisor; at its EOF
+    (the supervisor is gone, however it died) the dashboard shuts down.
+    """
     import uvicorn  # the optional extra: imported only when the dashboard is served
 
     from .app import WebConfig, create_app
@@ -71,8 +75,17 @@ def serve_web(paths: Paths, *, listen_text: str | None, out: TextIO = sys.stdout
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, proxy_headers=False,
                             server_header=False)
     server = uvicorn.Server(config)
+
+    async def main() -> None:
+        if parent_fd is not None:
+            def parent_gone() -> None:
+                asyncio.get_running_loop().remove_reader(parent_fd)
+                server.should_exit = True
+            asyncio.get_running_loop().add_reader(parent_fd, parent_gone)  # readable only at EOF
+        await server.serve(sockets=[sock])
+
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(main())
     finally:
         sock.close()
     return 0
