@@ -24,13 +24,13 @@ sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-pytestmark = [pytest.mark.timeout(240),
-              pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed "
-                                                                    "(.ci/system-packages.txt installs it)")]
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[sync_api.Page]:
+    if not shutil.which(CHROMIUM):  # a missing component fails loudly: .ci installs it (system-packages.txt)
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (listed in .ci/system-packages.txt)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:

@@ -263,3 +263,28 @@ def test_a_run_request_while_running_is_409(home: Path) -> None:
         r = c.post("/api/tasks/slow/run", headers=BEARER)
         assert r.status_code == 200 and r.json()["run_id"]
         wait_for(lambda: sup.task_status("slow")["state"] != "running", timeout=30, what="manual run finished")
+
+
+def test_the_supervised_dashboard_exits_when_the_supervisor_is_gone(home: Path) -> None:
+    """The child holds the read end of a pipe only the supervisor writes: EOF (however it died) ends it."""
+    import os
+    import subprocess
+    import sys
+
+    from web_support import REPO
+
+    r, w = os.pipe()
+    out = home / "child.txt"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "supervisor", "web", "--home", str(home), "--listen",
+                                 "127.0.0.1:0", "--parent-fd", str(r)], cwd=REPO, pass_fds=(r,), stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    os.close(r)
+    try:
+        wait_for(lambda: "login?token=" in out.read_text(), timeout=20, what="the child's login URL")
+        os.close(w)  # what the kernel does when the supervisor dies
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,200 @@
+"""Pure parts of the dashboard: listen addresses and the Host allowlist, sessions and CSRF, the SVG, the
+restart policy of the supervised child, the pause table, the run-log filter, and the [Web] keys."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from helpers import wait_for
+from web_support import T0, add_runs
+
+from supervisor.config import parse_home_config
+from supervisor.errors import ConfigError
+from supervisor.pausing import PauseBook
+from supervisor.records import Records
+from supervisor.spec import Outcome, RunRecord, Trigger
+from supervisor.web import auth
+from supervisor.web.address import ListenError, allowed_hosts, host_allowed, parse_listen
+from supervisor.web.child import Backoff, WebChild
+from supervisor.web.fmt import relative
+from supervisor.web.runlog import LogFollower, RunLineFilter
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# ------------------------------------------------------------------------------------------ addresses
+@pytest.mark.parametrize("text, host, port, loopback", [
+    ("127.0.0.1:8765", "127.0.0.1", 8765, True), ("8080", "127.0.0.1", 8080, True),
+    ("localhost:1", "localhost", 1, True), ("[::1]:9000", "::1", 9000, True),
+    ("0.0.0.0:8765", "0.0.0.0", 8765, False), ("192.168.1.5:80", "192.168.1.5", 80, False),
+    ("pi.local:8765", "pi.local", 8765, False),
+])
+def test_listen_addresses_parse(text: str, host: str, port: int, loopback: bool) -> None:
+    listen = parse_listen(text)
+    assert (listen.host, listen.port, listen.loopback) == (host, port, loopback)
+
+
+@pytest.mark.parametrize("text, words", [("", "empty"), ("host", "HOST:PORT"), ("1.2.3.4:99999", "65535"),
+                                         ("::1:80", "[ADDRESS]"), ("1.2.3.4:http", "'http'")])
+def test_bad_listen_addresses_say_why(text: str, words: str) -> None:
+    with pytest.raises(ListenError, match=words.replace("[", r"\[")):
+        parse_listen(text)
+
+
+def test_the_host_allowlist_ignores_ports_and_case_and_refuses_lookalikes() -> None:
+    allowed = allowed_hosts(parse_listen("192.168.1.5:8765"), ("Dash.Example.org",))
+    for ok in ("192.168.1.5:8765", "localhost", "127.0.0.1:1", "[::1]:8765", "dash.example.org:8765"):
+        assert host_allowed(ok, allowed), ok
+    for bad in (None, "", "evil.example", "127.0.0.1.evil.example", "localhost.evil:8765", "[::2]:8765"):
+        assert not host_allowed(bad, allowed), bad
+
+
+def test_web_keys_in_the_home_config_are_validated(tmp_path: Path) -> None:
+    ini = tmp_path / "taskautomation.ini"
+    config, warnings = parse_home_config("[Web]\nListen = 0.0.0.0:9000\nAllowedHosts = a.example, b.example\n",
+                                         path=ini)
+    assert config.web_listen == "0.0.0.0:9000" and config.web_allowed_hosts == ("a.example", "b.example")
+    assert warnings == ()
+    with pytest.raises(ConfigError, match=r"\[Web\] Listen = 'nope'"):
+        parse_home_config("[web]\nlisten = nope\n", path=ini)
+    with pytest.raises(ConfigError, match=r"AllowedHosts = 'http://x'"):
+        parse_home_config("[Web]\nAllowedHosts = http://x\n", path=ini)
+
+
+# ------------------------------------------------------------------------------------------ sessions
+def test_sessions_are_signed_expire_and_bind_their_csrf_token() -> None:
+    token, other = "a" * 64, "b" * 64
+    session = auth.new_session(token, now=1000.0)
+    assert auth.session_valid(token, session, now=1001.0)
+    assert not auth.session_valid(other, session, now=1001.0)  # a rotated token signs everybody out
+    assert not auth.session_valid(token, session, now=1000.0 + auth.SESSION_SECONDS + 1)
+    issued, nonce, mac = session.split(".")
+    assert not auth.session_valid(token, f"{int(issued) + 1}.{nonce}.{mac}", now=1001.0)
+    csrf = auth.csrf_token(token, session)
+    assert auth.csrf_valid(token, session, csrf)
+    assert not auth.csrf_valid(token, auth.new_session(token, now=1000.0), csrf)  # another session's
+    assert not auth.csrf_valid(token, session, None)
+
+
+# ------------------------------------------------------------------------------------------ SVG, times
+def test_the_timeline_places_runs_in_lanes_with_outcome_words_and_escapes_names() -> None:
+    from supervisor.web.svg import sparkline, timeline
+
+    now = T0 + timedelta(hours=24)
+    runs = [RunRecord(run_id="r1", task="<a>", trigger=Trigger.SCHEDULE, started=T0 + timedelta(hours=23),
+                      finished=T0 + timedelta(hours=23, minutes=1), outcome=Outcome.FAILED, duration_s=60.0),
+            RunRecord(run_id="r2", task="b", trigger=Trigger.MANUAL, started=now - timedelta(minutes=1)),
+            RunRecord(run_id="old", task="b", trigger=Trigger.MANUAL, started=T0 - timedelta(hours=2),
+                      finished=T0 - timedelta(hours=1), outcome=Outcome.OK)]
+    svg = str(timeline(["<a>", "b"], runs, now=now))
+    assert "<a>" not in svg.replace('<a href', '') and "&lt;a&gt;" in svg
+    assert 'class="run o-failed bad"' in svg and "failed at" in svg
+    assert 'class="run o-running"' in svg and "running at" in svg
+    assert "/runs/old" not in svg  # ended before the window
+    spark = str(sparkline(runs[:1]))
+    assert "0 of 1 recent runs succeeded" in spark
+
+
+def test_relative_times_read_naturally() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert relative((now + timedelta(minutes=4)).isoformat(), now=now) == "in 4 min"
+    assert relative((now - timedelta(hours=3)).isoformat(), now=now) == "3 h ago"
+    assert relative(now.isoformat(), now=now) == "now"
+    assert relative(None, now=now) == ""
+
+
+# ------------------------------------------------------------------------------------------ run log
+def test_the_run_filter_keeps_continuation_lines_of_its_entries_only() -> None:
+    keep = RunLineFilter("R1")
+    lines = ["2026-01-01 00:00:00,000 INFO    [run R1] traceback:", "Traceback ...", "ValueError",
+             "2026-01-01 00:00:01,000 INFO    [run R2] hi", "continued R2",
+             "2026-01-01 00:00:02,000 INFO    [run R1] done"]
+    assert [line for line in lines if keep.keep(line)] == [lines[0], lines[1], lines[2], lines[5]]
+
+
+def test_the_follower_survives_a_rotation_and_waits_for_whole_lines(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("2026-01-01 00:00:00,000 INFO    [run R] old\n")
+    follower = LogFollower(log, "R")
+    assert follower.poll() == []
+    with open(log, "a") as f:
+        f.write("2026-01-01 00:00:01,000 INFO    [run R] one\n2026-01-01 00:00:02,000 INFO    [run R] hal")
+    assert [line[-3:] for line in follower.poll()] == ["one"]
+    with open(log, "a") as f:
+        f.write("f\n")
+    log.rename(tmp_path / "a.log.1")
+    log.write_text("2026-01-01 00:00:03,000 INFO    [run R] after rotation\n")
+    assert [line.split("] ")[1] for line in follower.poll()] == ["half", "after rotation"]
+    follower.close()
+
+
+# ------------------------------------------------------------------------------------------ pause
+def test_pauses_persist_keep_their_first_time_and_name_unknown_tasks(tmp_path: Path) -> None:
+    db = tmp_path / "history.sqlite3"
+    times = iter([T0, T0 + timedelta(hours=1)])
+    with Records(db) as records:
+        book = PauseBook(records, now=lambda: next(times))
+        first = book.handle("pause", {"name": "a"}, known=lambda n: n == "a")
+        assert first == {"ok": True, "task": "a", "paused": True, "since": T0.isoformat(), "changed": True}
+        again = book.handle("pause", {"name": "a"}, known=lambda n: n == "a")
+        assert again["since"] == T0.isoformat() and not again["changed"]
+        assert book.handle("pause", {"name": "zz"}, known=lambda n: n == "a")["code"] == "unknown-task"
+    with Records(db, readonly=True) as reader:  # another process, after a restart
+        assert reader.paused() == {"a": T0}
+    with Records(db) as records:
+        book = PauseBook(records, now=lambda: T0)
+        assert book.since("a") == T0
+        assert book.handle("resume", {"name": "a"}, known=lambda n: True)["changed"]
+        assert book.since("a") is None and records.paused() == {}
+
+
+def test_history_filters_pages_and_finds_runs(tmp_path: Path) -> None:
+    ids = add_runs(tmp_path, "a", [Outcome.OK, Outcome.FAILED, None])
+    with Records(tmp_path / "logs" / "state" / "history.sqlite3", readonly=True) as records:
+        assert [r.run_id for r in records.history("a", limit=1, offset=1)] == [ids[1]]
+        assert [r.run_id for r in records.history("a", outcomes=(Outcome.FAILED,))] == [ids[1]]
+        assert records.run(ids[2]) is not None and records.run("nope") is None
+        assert [r.run_id for r in records.runs_since(T0 + timedelta(minutes=1))] == ids[1:]
+
+
+# ------------------------------------------------------------------------------------------ child
+def test_backoff_doubles_to_its_cap_and_starts_over_after_a_stable_run() -> None:
+    b = Backoff(first=1, maximum=8, stable=60)
+    delays, d = [], None
+    for _ in range(5):
+        d = b.next_delay(d, uptime=0.1)
+        delays.append(d)
+    assert delays == [1, 2, 4, 8, 8]
+    assert b.next_delay(8, uptime=61) == 1
+
+
+def test_the_web_child_is_restarted_when_it_dies_and_stopped_on_request(tmp_path: Path) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    lock = threading.Lock()
+
+    def spawn(argv: list[str], parent_fd: int) -> subprocess.Popen[bytes]:
+        # A stand-in dashboard that lives until its parent pipe closes or it is signalled.
+        proc = subprocess.Popen([sys.executable, "-c", "import os, sys; os.read(int(sys.argv[1]), 1)",
+                                 str(parent_fd)], pass_fds=(parent_fd,), stdin=subprocess.DEVNULL)
+        with lock:
+            started.append(proc)
+        return proc
+
+    child = WebChild(["python", "-m", "web"], spawn=spawn, logger=logging.getLogger("test.webchild"),
+                     backoff=Backoff(first=0.01, maximum=0.05))
+    child.start()
+    try:
+        wait_for(lambda: len(started) == 1, what="first start")
+        started[0].kill()
+        wait_for(lambda: len(started) == 2 and started[1].poll() is None, what="restart after death")
+    finally:
+        child.stop()
+    assert all(p.poll() is not None for p in started)
+    assert len(started) == 2 and child.starts == 2
