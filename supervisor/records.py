@@ -31,7 +31,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -96,6 +96,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class OutcomeBin:
+    """How many runs of one task started in one time bin with one outcome (None: still open)."""
+
+    task: str
+    bin: int
+    outcome: str | None
+    count: int
+    first: datetime  # earliest start in the bin
+    last: datetime  # latest end in the bin
+    run_id: str  # one of them (the only one when count is 1)
 
 
 class Records:
@@ -386,11 +399,38 @@ class Records:
         rows = self._rows(f"read run {run_id!r}", f"{_SELECT} WHERE run_id = ?", (run_id,))
         return rows[0] if rows else None
 
-    def runs_since(self, since: datetime) -> list[RunRecord]:
-        """Every row that started at or after ``since``, or is still open, oldest first."""
-        return self._rows("read recent runs",
-                          f"{_SELECT} WHERE started >= ? OR outcome IS NULL ORDER BY started, rowid",
-                          (_encode_time(since),))
+    def outcome_bins(self, tasks: list[str], since: datetime, *, bin_s: float, now: datetime) -> list[OutcomeBin]:
+        """Runs of ``tasks`` that started at or after ``since`` (or are open), counted per task, time bin and
+        outcome. Bin ``k`` covers ``[since + k*bin_s, since + (k+1)*bin_s)``; open runs end at ``now``.
+
+        Grouping happens in SQLite (through the ``(task, started)`` index), so a busy day comes back as a few
+        rows per task.
+        """
+        if not tasks:
+            return []
+        marks = ", ".join("?" * len(tasks))
+        start = _encode_time(since)
+        with self._reading("count recent runs") as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                "SELECT task, CAST(MAX(julianday(started) - julianday(?), 0) * 86400 / ? AS INTEGER) AS bin, "
+                "outcome, COUNT(*), MIN(started), MAX(COALESCE(finished, ?)), MIN(run_id) FROM ("
+                f"  SELECT * FROM runs WHERE task IN ({marks}) AND started >= ?"
+                f"  UNION ALL SELECT * FROM runs WHERE task IN ({marks}) AND outcome IS NULL AND started < ?"
+                ") GROUP BY task, bin, outcome ORDER BY task, bin",
+                (start, bin_s, _encode_time(now), *tasks, start, *tasks, start)).fetchall()
+        try:
+            return [OutcomeBin(task=str(task), bin=int(b), outcome=None if o is None else str(o), count=int(n),
+                               first=_decode_time(first), last=_decode_time(last), run_id=str(run_id))
+                    for task, b, o, n, first, last, run_id in rows]
+        except (ValueError, TypeError) as exc:
+            raise RecordsError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the database (SQLite's ``data_version``)."""
+        with self._reading("read the data version") as conn:
+            return -1 if conn is None else int(conn.execute("PRAGMA data_version").fetchone()[0])
 
     # ------------------------------------------------------------------------------------------ pauses
 

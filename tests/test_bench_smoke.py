@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 
 pytestmark = pytest.mark.timeout(60)
 
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle")
+GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "web")
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -18,7 +18,7 @@ from web_support import T0, add_runs
 from supervisor.config import parse_home_config
 from supervisor.errors import ConfigError
 from supervisor.pausing import PauseBook
-from supervisor.records import Records
+from supervisor.records import OutcomeBin, Records
 from supervisor.spec import Outcome, RunRecord, Trigger
 from supervisor.web import auth
 from supervisor.web.address import ListenError, allowed_hosts, host_allowed, parse_listen
@@ -84,22 +84,47 @@ def test_sessions_are_signed_expire_and_bind_their_csrf_token() -> None:
 
 
 # ------------------------------------------------------------------------------------------ SVG, times
-def test_the_timeline_places_runs_in_lanes_with_outcome_words_and_escapes_names() -> None:
+def _bin(task: str, index: int, outcome: str | None, count: int = 1) -> OutcomeBin:
+    at = T0 + timedelta(minutes=15 * index)
+    return OutcomeBin(task=task, bin=index, outcome=outcome, count=count, first=at, last=at + timedelta(minutes=1),
+                      run_id=f"{task}-{index}")
+
+
+def test_segments_merge_neighbouring_bins_and_show_the_worst_outcome() -> None:
+    from supervisor.web.svg import segments
+
+    found = segments([_bin("c", 1, "ok", 2), _bin("c", 2, "ok"), _bin("c", 3, "ok"), _bin("c", 3, "failed"),
+                      _bin("c", 4, "failed"), _bin("c", 6, "failed"), _bin("d", 7, None)])
+    assert [(s.task, s.outcome, s.total) for s in found] == [
+        ("c", "ok", 3), ("c", "failed", 3), ("c", "failed", 1), ("d", "running", 1)]
+    assert found[1].counts == (("failed", 2), ("ok", 1))
+    assert found[0].run_id is None and found[2].run_id == "c-6"
+    assert "3 runs" in found[1].title() and "1 ok" in found[1].title()
+
+
+def test_the_timeline_draws_lanes_with_outcome_words_and_escapes_names() -> None:
     from supervisor.web.svg import sparkline, timeline
 
     now = T0 + timedelta(hours=24)
-    runs = [RunRecord(run_id="r1", task="<a>", trigger=Trigger.SCHEDULE, started=T0 + timedelta(hours=23),
-                      finished=T0 + timedelta(hours=23, minutes=1), outcome=Outcome.FAILED, duration_s=60.0),
-            RunRecord(run_id="r2", task="b", trigger=Trigger.MANUAL, started=now - timedelta(minutes=1)),
-            RunRecord(run_id="old", task="b", trigger=Trigger.MANUAL, started=T0 - timedelta(hours=2),
-                      finished=T0 - timedelta(hours=1), outcome=Outcome.OK)]
-    svg = str(timeline(["<a>", "b"], runs, now=now))
-    assert "<a>" not in svg.replace('<a href', '') and "&lt;a&gt;" in svg
-    assert 'class="run o-failed bad"' in svg and "failed at" in svg
-    assert 'class="run o-running"' in svg and "running at" in svg
-    assert "/runs/old" not in svg  # ended before the window
-    spark = str(sparkline(runs[:1]))
-    assert "0 of 1 recent runs succeeded" in spark
+    svg = str(timeline(["<a>", "b"], [_bin("<a>", 92, "failed"), _bin("b", 95, None), _bin("zzz", 3, "ok")],
+                       now=now))
+    assert "<a>" not in svg.replace("<a href", "") and "&lt;a&gt;" in svg
+    assert 'class="run o-failed bad"' in svg and "failed at" in svg and 'href="/runs/%3Ca%3E-92"' in svg
+    assert 'class="run o-running"' in svg
+    assert "zzz" not in svg  # not one of the lanes asked for
+    runs = [RunRecord(run_id="r1", task="a", trigger=Trigger.SCHEDULE, started=T0, outcome=Outcome.FAILED,
+                      duration_s=60.0)]
+    assert "0 of 1 recent runs succeeded" in str(sparkline(runs))
+
+
+def test_lanes_prefer_failing_and_running_tasks_when_there_are_too_many() -> None:
+    from supervisor.web.svg import pick_lanes
+
+    tasks: list[dict[str, object]] = [{"name": f"t{i}", "state": "idle", "last_run": {"outcome": "ok"}}
+                                      for i in range(10)]
+    tasks[7]["last_run"] = {"outcome": "timeout"}
+    tasks[8]["state"] = "running"
+    assert pick_lanes(tasks, limit=3) == ["t0", "t7", "t8"]
 
 
 def test_relative_times_read_naturally() -> None:
@@ -161,7 +186,8 @@ def test_history_filters_pages_and_finds_runs(tmp_path: Path) -> None:
         assert [r.run_id for r in records.history("a", limit=1, offset=1)] == [ids[1]]
         assert [r.run_id for r in records.history("a", outcomes=(Outcome.FAILED,))] == [ids[1]]
         assert records.run(ids[2]) is not None and records.run("nope") is None
-        assert [r.run_id for r in records.runs_since(T0 + timedelta(minutes=1))] == ids[1:]
+        bins = records.outcome_bins(["a", "b"], T0, bin_s=90, now=T0 + timedelta(hours=1))
+        assert sorted((b.bin, b.outcome or "", b.count) for b in bins) == [(0, "failed", 1), (0, "ok", 1), (1, "", 1)]
 
 
 # ------------------------------------------------------------------------------------------ child

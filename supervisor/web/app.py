@@ -80,11 +80,12 @@ class Dashboard:
 
     def _tasks_context(self) -> dict[str, Any]:
         status = self.status()
-        names = [t["name"] for t in status["tasks"]]
+        names = svg.pick_lanes(status["tasks"])
         now = self.clock()
-        sparks = {name: svg.sparkline(self.reader.last_runs(name)) for name in names}
-        return {"status": status, "timeline": svg.timeline(names, self.reader.recent(now=now), now=now),
-                "sparks": sparks}
+        sparks = {t["name"]: self.reader.sparkline(t["name"], (t.get("last_run") or {}).get("run_id"))
+                  for t in status["tasks"]}
+        return {"status": status, "timeline": self.reader.timeline(names, now=now, mono=time.monotonic()),
+                "sparks": sparks, "lanes": len(names)}
 
     # ------------------------------------------------------------------ login
     async def login(self, request: Request) -> Response:
