@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from harness import SupervisorProcess
-from web_support import REPO, WebProcess, make_task
+from web_support import REPO, WebProcess, add_runs, make_task
+
+from supervisor.spec import Outcome
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -60,8 +62,13 @@ def test_log_in_see_run_watch_pause_resume(home: Path, tmp_path: Path, browser_p
         "    print('step two', flush=True)\n"
         "    return 'greeted'\n"))
     (folder / "config.ini").write_text(_quiet_window())
-    make_task(home, "other")
-    (home / "Tasks" / "other" / "config.ini").write_text(_quiet_window())
+    # Two more tasks with a day of history, so the timeline and the sparklines have something to show.
+    day_ago = datetime.now(timezone.utc) - timedelta(hours=23)
+    for name, outcomes in (("backup-photos", [Outcome.OK] * 9 + [Outcome.FAILED] + [Outcome.OK] * 6),
+                           ("check-feeds", [Outcome.OK, Outcome.TIMEOUT, Outcome.OK, Outcome.SKIPPED] * 5)):
+        make_task(home, name)
+        (home / "Tasks" / name / "config.ini").write_text(_quiet_window())
+        add_runs(home, name, list(outcomes), start=day_ago, step=timedelta(hours=22) / len(outcomes))
     try:
         with SupervisorProcess(home) as sup, WebProcess(home) as web:
             sup.wait_log("'hello'", timeout=60)
@@ -90,12 +97,13 @@ def test_log_in_see_run_watch_pause_resume(home: Path, tmp_path: Path, browser_p
             page.goto(web.base + "/")
             row = page.locator("tr[data-task='hello']")
             sync_api.expect(row.locator(".outcome")).to_have_text("ok")
-            sync_api.expect(page.locator("svg.timeline rect.o-ok")).to_have_count(1)
+            hello_lane = page.locator("svg.timeline a[href^='/runs/'] rect.o-ok")
+            sync_api.expect(hello_lane.first).to_be_visible()
+            if os.environ.get("TASKAUTOMATION_DOCS_SCREENSHOT") == "1":
+                page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
             row.locator("button[data-action=pause]").click()
             sync_api.expect(page.locator("#flash")).to_contain_text("paused")
             sync_api.expect(row.locator(".badge.paused")).to_be_visible()
-            if os.environ.get("TASKAUTOMATION_DOCS_SCREENSHOT") == "1":
-                page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
             row.locator("button[data-action=resume]").click()
             sync_api.expect(page.locator("#flash")).to_contain_text("resumed")
             sync_api.expect(row.locator(".badge.paused")).to_have_count(0)

@@ -29,19 +29,21 @@ def make_task(home: Path, name: str, *, main: str = "def main():\n    return 'ok
 
 
 def add_runs(home: Path, task: str, outcomes: list[Outcome | None], *, start: datetime = T0,
-             message: str = "done") -> list[str]:
-    """One history row per outcome (None = still open), a minute apart; returns the run ids in order."""
+             message: str = "done", step: timedelta = timedelta(minutes=1)) -> list[str]:
+    """One history row per outcome (None = still open), ``step`` apart; returns the run ids in order."""
     ids = []
     with Records(home / "logs" / "state" / "history.sqlite3") as records:
         for i, outcome in enumerate(outcomes):
-            started = start + timedelta(minutes=i)
-            run_id = f"{started:%Y%m%dT%H%M%S}-{i:06x}"
+            started = start + step * i
+            run_id = f"{started:%Y%m%dT%H%M%S}-{task[:8].encode().hex()}{i:04x}"
             record = RunRecord(run_id=run_id, task=task, trigger=Trigger.SCHEDULE, started=started, due=started,
                                log_path=home / "logs" / "tasks" / f"{task}.log")
             records.start_run(record)
             if outcome is not None:
-                records.finish_run(run_id, finished=started + timedelta(seconds=3), outcome=outcome,
-                                   duration_s=3.0, exit_code=0, message=message)
+                duration = 3.0 + (i * 7) % 11  # varied, so a sparkline has a shape
+                records.finish_run(run_id, finished=started + timedelta(seconds=duration), outcome=outcome,
+                                   duration_s=duration, exit_code=0 if outcome is Outcome.OK else 1,
+                                   message=message)
             ids.append(run_id)
     return ids
 

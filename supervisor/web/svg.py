@@ -135,14 +135,16 @@ def timeline(tasks: list[str], bins: list[OutcomeBin], *, now: datetime, hours: 
         x = LABEL_W + PLOT_W * (hour * 3600) / span
         tick = (begin + timedelta(hours=hour)).astimezone()
         parts.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height - 18}"/>')
-        parts.append(f'<text class="tick-label" x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
+        anchor = "end" if hour == int(hours) else "middle"  # the last label must not stick out on the right
+        parts.append(f'<text class="tick-label" x="{x:.1f}" y="{height - 4}" text-anchor="{anchor}">'
                      f'{tick:%H:%M}</text>')
     for seg in segments(bins):
         lane = lanes.get(seg.task)
         if lane is None or seg.end < begin:
             continue
-        x0 = LABEL_W + PLOT_W * max((seg.start - begin).total_seconds(), 0) / span
         x1 = LABEL_W + PLOT_W * min((seg.end - begin).total_seconds(), span) / span
+        # A run that just started still gets a visible mark inside the picture.
+        x0 = min(LABEL_W + PLOT_W * max((seg.start - begin).total_seconds(), 0) / span, width - 3.0)
         bad = _SEVERITY.get(seg.outcome, 3) == 3
         y = lane * LANE_H + (2 if bad else 5)
         h = LANE_H - (5 if bad else 11)
