@@ -55,3 +55,18 @@ def test_schedule_lateness_and_table_render() -> None:
     text = stats.render_text([figure])
     markdown = stats.render_markdown([figure], machine=stats.machine_info(), command="smoke", elapsed_s=0.0)
     assert "smoke" in text and "| smoke |" in markdown and "| cores |" in markdown
+
+
+def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:
+    import httpx
+
+    from bench import web
+    from web_support import WebProcess
+
+    (tmp_path / "Tasks").mkdir()
+    run_id = web.build_home(tmp_path, tasks=2, rows=20)
+    with WebProcess(tmp_path) as server, httpx.Client(base_url=server.base, timeout=30,
+                                                       headers={"Authorization": f"Bearer {server.token}"}) as http:
+        assert web._timed(http, "/") > 0 and web._timed(http, f"/runs/{run_id}") > 0
+        (latency,) = web.line_latencies(http, tmp_path / "logs" / "tasks" / "task-000.log", run_id, 1)
+    assert math.isfinite(latency) and latency > 0
