@@ -54,6 +54,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = sub.add_parser("web", parents=[common], help="serve the web dashboard (needs taskautomation[web])")
     p.add_argument("--listen", default=None, metavar="HOST:PORT",
                    help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)")
+    p.add_argument("--url", action="store_true", help="print the login URL and exit (e.g. for the dashboard "
+                                                       "the supervisor runs because of [Web] Listen)")
     p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     for verb, text in (("pause", "stop starting the due runs of a task (kept across restarts)"),
                        ("resume", "let a paused task's due runs start again")):
@@ -264,10 +266,12 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_web(args: argparse.Namespace, paths: Paths) -> int:
     """Serve the dashboard in the foreground; prints the login URL once it listens."""
     try:
-        from .web.server import serve_web
+        from .web.server import print_url, serve_web
     except ModuleNotFoundError as exc:
         raise TaskAutomationError(f"the dashboard needs the web extra ({exc.name} is missing): "
                                   f"pip install 'taskautomation[web]'") from None
+    if args.url:
+        return print_url(paths, listen_text=args.listen)
     return serve_web(paths, listen_text=args.listen, parent_fd=args.parent_fd)
 
 

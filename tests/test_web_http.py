@@ -281,7 +281,11 @@ def test_the_supervised_dashboard_exits_when_the_supervisor_is_gone(home: Path) 
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     os.close(r)
     try:
-        wait_for(lambda: "login?token=" in out.read_text(), timeout=20, what="the child's login URL")
+        wait_for(lambda: "listening on" in out.read_text(), timeout=20, what="the child listening")
+        token = load_or_create_token(Paths(home).state / "web-token")
+        assert token not in out.read_text()  # its output goes to a log file: no secret in it
+        url = cli(home, "web", "--url", "--listen", "127.0.0.1:8765")
+        assert url.returncode == 0 and url.stdout.strip() == f"http://127.0.0.1:8765/login?token={token}"
         os.close(w)  # what the kernel does when the supervisor dies
         assert proc.wait(timeout=15) == 0
     finally:

@@ -67,7 +67,8 @@ def popen_spawn(log_path: Path) -> Spawn:
     """Start the child with its output appended to ``log_path`` and the pipe's read end passed on."""
     def spawn(argv: list[str], parent_fd: int) -> ChildProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with open(fd, "ab") as out:
             return subprocess.Popen([*argv, "--parent-fd", str(parent_fd)], stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, pass_fds=(parent_fd,),
                                     start_new_session=True, close_fds=True)

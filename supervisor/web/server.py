@@ -41,6 +41,18 @@ def warning_for(listen: Listen) -> str | None:
             f"127.0.0.1 and an SSH tunnel (ssh -L {listen.port}:127.0.0.1:{listen.port} HOST).")
 
 
+def login_url(listen: Listen, token: str) -> str:
+    return listen.url("/login?token=" + token)
+
+
+def print_url(paths: Paths, *, listen_text: str | None, out: TextIO = sys.stdout) -> int:
+    """``web --url``: the login URL of the home's dashboard (makes the token if there is none yet)."""
+    listen, _ = resolve_listen(paths, listen_text)
+    token = load_or_create_token(paths.state / "web-token")
+    print(login_url(listen, token), file=out)
+    return 0
+
+
 def serve_web(paths: Paths, *, listen_text: str | None, parent_fd: int | None = None,
               out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the dashboard in the foreground until SIGINT/SIGTERM. Returns the exit code.
@@ -70,7 +82,11 @@ def serve_web(paths: Paths, *, listen_text: str | None, parent_fd: int | None = 
     sock.listen(128)
     sock.set_inheritable(True)
     bound = Listen(host=listen.host, port=sock.getsockname()[1])  # port 0 = any free port
-    print(f"dashboard of {paths.home}: open {bound.url('/login?token=' + token)}", file=out, flush=True)
+    if parent_fd is None:
+        print(f"dashboard of {paths.home}: open {login_url(bound, token)}", file=out, flush=True)
+    else:  # the supervised child writes to a log file: the token stays in its 0600 file
+        print(f"dashboard of {paths.home}: listening on {bound.url()} (login URL: taskautomation web --url)",
+              file=out, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, proxy_headers=False,
                             server_header=False)
