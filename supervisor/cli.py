@@ -125,13 +125,15 @@ def offline_status(paths: Paths) -> dict[str, Any]:
     records = Records(paths.database, readonly=True)
     try:
         rows = []
+        paused = records.paused()
         for name in scan_tasks(paths.tasks):
             enabled, error = True, None
             try:
                 enabled = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec.enabled
             except TaskAutomationError as exc:
                 error = str(exc)
-            rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name)))
+            rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name),
+                                    paused_since=paused.get(name)))
         return offline_status_json(rows)
     finally:
         records.close()

@@ -46,6 +46,7 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
+from .pausing import PAUSE_COMMANDS, PauseBook
 from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
                    TaskPhase, Trigger)
 from .status import SupervisorView, TaskView, status_json, view_of
@@ -82,6 +83,7 @@ class Supervisor(TaskBook):
         self.watcher: Any = None
         self.started_at = clock.now()
         self.clock_offset = self._wall_minus_mono()
+        self.pauses = PauseBook(history.records, now=clock.now)
 
     # ------------------------------------------------------------------ public, thread-safe
     def post(self, event: Event) -> None:
@@ -219,16 +221,21 @@ class Supervisor(TaskBook):
         for st in list(self.tasks.values()):
             if not is_scheduled(st) or st.trigger is None:
                 continue
+            # A paused task's slots pass without a run (nothing is recorded: `why` says it is paused), so
+            # after resume it waits for its next slot instead of making up what it missed.
+            paused = self.pauses.since(st.name) is not None
             if st.startup_pending:
                 st.startup_pending = False
                 st.anchor = now
                 st.next_due = st.trigger.next_due(anchor=now, now=now)
-                self._guarded(st.name, self._start, st, Trigger.STARTUP, now)
+                if not paused:
+                    self._guarded(st.name, self._start, st, Trigger.STARTUP, now)
             elif st.next_due is not None and st.next_due <= now:
                 due = st.anchor = st.next_due
                 # Advance before anything can fail, so a spawn error cannot make the task hot-loop.
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
-                self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
+                if not paused:
+                    self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
     def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
         assert st.spec is not None
@@ -365,6 +372,14 @@ class Supervisor(TaskBook):
             elif request.command == "rescan":
                 self.rescan_wanted = True
                 request.reply({"ok": True})
+            elif request.command in PAUSE_COMMANDS:
+                reply = self.pauses.handle(request.command, request.args,
+                                           known=lambda n: n in self.tasks and not is_gone(self.tasks[n]))
+                if reply.get("changed"):
+                    name, by = reply["task"], request.args.get("by") or "control socket"
+                    self._say(name, logging.INFO, f"task {name!r}: {'paused' if reply['paused'] else 'resumed'} "
+                                                  f"by {by}")
+                request.reply(reply)
             else:
                 request.reply({"ok": False, "error": f"unknown command {request.command!r}"})
         except Exception as exc:  # noqa: BLE001 - a bad request must not take the loop down
@@ -373,7 +388,8 @@ class Supervisor(TaskBook):
 
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
-        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None)
+        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None,
+                        paused_since=self.pauses.since(st.name))
                 for st in self.tasks.values() if not is_gone(st)]
 
     def status(self) -> dict[str, Any]:

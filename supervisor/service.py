@@ -31,6 +31,7 @@ from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
 from .spec import HomeConfig
 from .watcher import TaskWatcher
+from .web.child import start_web_child
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
 
@@ -63,11 +64,14 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                         cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
+            web = start_web_child(paths, home_config.web_listen, logger=logger) if home_config.web_listen else None
             previous = _install_signal_handlers(supervisor)
             try:
                 supervisor.run()
             finally:
                 _restore_signal_handlers(previous)
+                if web is not None:
+                    web.stop()
                 server.stop()
         finally:
             records.close()

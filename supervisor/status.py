@@ -16,6 +16,7 @@ from .spec import CatchUp, RunRecord, TaskPhase, TaskSpec
 
 LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
 OFFLINE_STOPPED = "stopped"  # the state of a valid, enabled task while no supervisor runs
+PAUSED = "paused"  # the state of a scheduled task whose due runs do not start (pause NAME)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TaskView:
     startup_pending: bool
     running: RunningView | None = None
     queued_since: datetime | None = None
+    paused_since: datetime | None = None  # pause NAME: due runs do not start until resume
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ def display_state(view: TaskView) -> str:
         return "running"
     if view.queued_since is not None:
         return "queued"
+    if view.paused_since is not None and view.phase is TaskPhase.SCHEDULED:
+        return PAUSED
     return view.phase.value
 
 
@@ -85,17 +89,24 @@ def status_json(views: Iterable[TaskView], *, last_finished: Callable[[str], Run
             "running": {"run_id": running.run_id, "started": running.started.isoformat(),
                         "trigger": running.trigger} if running else None,
             "why": explain(view, tz=tz),
+            "paused": paused_json(view.paused_since),
         })
     return {"tasks": rows, "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(),
                                           "home": supervisor.home}}
 
 
-def offline_row(name: str, *, enabled: bool, error: str | None, last: RunRecord | None) -> dict[str, Any]:
+def paused_json(since: datetime | None) -> dict[str, Any] | None:
+    return {"since": since.isoformat()} if since is not None else None
+
+
+def offline_row(name: str, *, enabled: bool, error: str | None, last: RunRecord | None,
+                paused_since: datetime | None = None) -> dict[str, Any]:
     """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
     return {"name": name, "enabled": enabled,
             "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
             "next_run": None, "last_run": last_run_json(last), "error": error, "running": None,
-            "why": "the supervisor is not running" if not error else "not loadable (see error)"}
+            "why": "the supervisor is not running" if not error else "not loadable (see error)",
+            "paused": paused_json(paused_since)}
 
 
 def offline_status_json(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -114,6 +125,8 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     if view.queued_since is not None:
         return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
     phase = view.phase
+    if view.paused_since is not None and phase is TaskPhase.SCHEDULED:
+        return f"paused since {_fmt(view.paused_since, tz)}: due runs do not start (resume NAME to continue)"
     if phase is TaskPhase.DISABLED:
         return "not loaded: Enabled=False in config.ini"
     if phase in (TaskPhase.ERROR, TaskPhase.ENV_FAILED):
@@ -146,9 +159,9 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     return "; ".join(parts)
 
 
-def view_of(st: TaskState, flight: InFlight | None) -> TaskView:
+def view_of(st: TaskState, flight: InFlight | None, *, paused_since: datetime | None = None) -> TaskView:
     """The snapshot of one task; ``flight`` is its run of main() in flight, if any."""
     running = RunningView(st.main_run, flight.started, flight.trigger.value) if flight and st.main_run else None
     return TaskView(name=st.name, phase=st.phase, spec=st.spec, error=st.error, next_due=st.next_due,
                     anchor=st.anchor, startup_pending=st.startup_pending, running=running,
-                    queued_since=st.queued_since)
+                    queued_since=st.queued_since, paused_since=paused_since)

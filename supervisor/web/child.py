@@ -16,6 +16,7 @@ Spawning, the clock and the wait between restarts are injected, so tests can dri
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -25,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
+
+from ..paths import Paths
 
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 60.0
@@ -148,3 +151,14 @@ class WebChild:
         if self._pipe_w is not None:
             os.close(self._pipe_w)
             self._pipe_w = None
+
+
+def start_web_child(paths: Paths, listen: str, *, logger: logging.Logger) -> WebChild | None:
+    """``[Web] Listen``: start the supervised dashboard, or log why it cannot run (the supervisor runs on)."""
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        logger.error("[Web] Listen = %s in %s: the dashboard needs the web extra (pip install "
+                     "'taskautomation[web]'); not starting it", listen, paths.home_config)
+        return None
+    child = WebChild(web_argv(paths.home, listen), spawn=popen_spawn(paths.logs / "web.log"), logger=logger)
+    child.start()
+    return child
