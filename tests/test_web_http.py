@@ -258,10 +258,16 @@ def test_a_run_request_while_running_is_409(home: Path) -> None:
         r = c.post("/api/tasks/slow/run", headers=BEARER)
         assert r.status_code == 409 and "already running" in r.json()["error"]
         assert c.post("/api/tasks/ghost/run", headers=BEARER).status_code == 404
+        browser, csrf = logged_in(home)  # a form post without script: an error page, not a redirect
+        r = browser.post("/api/tasks/slow/run?next=/", data={"csrf": csrf})
+        assert r.status_code == 409 and "already running" in r.text and "<html" in r.text
         gate.write_text("go")
         wait_for(lambda: sup.task_status("slow")["state"] != "running", timeout=30, what="slow finished")
-        r = c.post("/api/tasks/slow/run", headers=BEARER)
-        assert r.status_code == 200 and r.json()["run_id"]
+        r = browser.post("/api/tasks/slow/run?next=//evil.example/", data={"csrf": csrf})
+        assert r.status_code == 200 and r.json()["run_id"]  # never redirected off the site
+        wait_for(lambda: sup.task_status("slow")["state"] != "running", timeout=30, what="that run finished")
+        r = browser.post("/api/tasks/slow/run?next=/tasks/slow", data={"csrf": csrf})
+        assert r.status_code == 303 and r.headers["location"] == "/tasks/slow"
         wait_for(lambda: sup.task_status("slow")["state"] != "running", timeout=30, what="manual run finished")
 
 

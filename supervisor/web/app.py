@@ -202,8 +202,12 @@ class Dashboard:
             response.headers["HX-Trigger"] = "refresh"
             return response
         target = request.query_params.get("next")
-        if request.state.auth == "cookie" and target and target.startswith("/") and not target.startswith("//"):
-            return RedirectResponse(target, status_code=303)  # a plain form post (no script): back to the page
+        # Only a path on this site: "//host" and "/\host" would send the browser elsewhere.
+        if request.state.auth == "cookie" and target and target.startswith("/") and target[1:2] not in ("/", "\\"):
+            # A plain form post (no script): back to the page when it worked, else a page that says why.
+            if result.status == 200:
+                return RedirectResponse(target, status_code=303)
+            return self.page(request, "error.html", {"error": result.message}, status=result.status)
         return JSONResponse(dict(result.body), status_code=result.status)
 
     def _csrf_refused(self, request: Request) -> Response:
