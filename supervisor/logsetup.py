@@ -1,6 +1,6 @@
 """Logging: one rotating supervisor log, one rotating log per task, optional console echo.
 
-Every line carries a timestamp; run lines carry the run id. Per-task loggers do not propagate, so a chatty
+Every line carries a timestamp with its UTC offset; run lines carry the run id. Per-task loggers do not propagate, so a chatty
 task's output stays in its own file; lifecycle lines (loaded, started, ended) are written to both.
 """
 
@@ -10,17 +10,26 @@ import logging
 import logging.handlers
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT_LOGGER = "taskautomation"
 FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 
 
+class ZonedFormatter(logging.Formatter):
+    """Timestamps carry their UTC offset (``2026-11-29 14:05:09,123 +0100``): a reader in another zone, or
+    looking at a line written before a DST change, knows which moment it was."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return f"{super().formatTime(record, datefmt)} {time.strftime('%z', self.converter(record.created))}"
+
+
 def _rotating(path: Path, *, max_bytes: int, backups: int) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
                                                    encoding="utf-8")
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(ZonedFormatter(FORMAT))
     return handler
 
 
@@ -37,7 +46,7 @@ def setup_supervisor_logging(path: Path, *, max_bytes: int, backups: int,
     logger.addHandler(_rotating(path, max_bytes=max_bytes, backups=backups))
     if console:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(logging.Formatter(FORMAT))
+        stream.setFormatter(ZonedFormatter(FORMAT))
         logger.addHandler(stream)
     return logger
 

@@ -211,10 +211,13 @@ class Runs:
         self._count(decision.outcome)
         level = logging.INFO if decision.outcome is Outcome.OK and not decision.leftovers else logging.WARNING
         task_log = self.task_logs.get(task)
+        if decision.outcome is Outcome.FAILED and decision.message and "\n" in decision.message:
+            # One record per line, each tagged, so `grep '[run ID]'` shows the whole traceback; before the
+            # outcome line, which stays the run's last line (`run-now --wait` stops at it).
+            for line in decision.message.rstrip().splitlines():
+                task_log.error("[run %s] %s", run_id, line)
         task_log.log(level, "[run %s] %s in %.2f s: %s", run_id, decision.outcome.value, duration,
                      decision.summary)
-        if decision.outcome is Outcome.FAILED and decision.message and "\n" in decision.message:
-            task_log.error("[run %s] traceback:\n%s", run_id, decision.message.rstrip())
         self.log.log(level, "task %r: run %s %s in %.2f s: %s", task, run_id, decision.outcome.value, duration,
                      decision.summary)
 
