@@ -356,8 +356,8 @@ def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
         return 0
     with LogFollower(log, start=len(data)) as follower:
         while True:
-            for line in follower.read_lines():
-                sys.stdout.write(line + "\n")
+            for text in follower.read_lines():
+                sys.stdout.write(text + "\n")
             sys.stdout.flush()
             time.sleep(0.25)  # a log follower polls, like tail -f; nothing here waits on the supervisor
 
