@@ -378,10 +378,10 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     from .control import lock_is_held
     from .scaffold import create_task, name_warning
 
+    folder = create_task(paths, args.name, enable=args.enable)  # an invalid folder name fails first
     warning = name_warning(args.name)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    folder = create_task(paths, args.name, enable=args.enable)
     print(f"created {folder}: edit main.py, config.ini and requirements.txt")
     running = lock_is_held(paths.lock_file)
     if args.enable:
