@@ -312,6 +312,7 @@ def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
+    from .control import lock_is_held
     from .follow import LogFollower
     from .runwait import Waiting, wait_for_run
 
@@ -329,7 +330,8 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
         if not args.wait:
             return 0
         waiting = Waiting(run_id=run_id, task=args.name, database=paths.database, monotonic=time.monotonic,
-                          pause=time.sleep, emit=lambda line: print(line, flush=True))
+                          pause=time.sleep, emit=lambda line: print(line, flush=True),
+                          supervisor_alive=lambda: lock_is_held(paths.lock_file))
         run = wait_for_run(waiting, follower, timeout=args.timeout)
     finally:
         follower.close()

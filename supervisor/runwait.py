@@ -11,6 +11,8 @@ history database (the run's row gets its outcome when the run ends). Policy:
   ``skipped``, ``env-failed``) have no such line.
 * ``timeout`` bounds the whole wait; the run itself is not touched when the wait gives up (its own
   TimeoutSeconds applies), and neither is it on Ctrl-C.
+* A supervisor that dies without closing the row (``kill -9``) would leave the wait hanging: when no
+  supervisor holds the home any more and the row is still open, the wait ends with an error.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Waiting:
     monotonic: Callable[[], float]
     pause: Callable[[float], None]
     emit: Callable[[str], None]
+    supervisor_alive: Callable[[], bool]
 
 
 def wait_for_run(waiting: Waiting, follower: LogFollower, *, timeout: float | None) -> dict[str, Any]:
@@ -64,6 +67,12 @@ def wait_for_run(waiting: Waiting, follower: LogFollower, *, timeout: float | No
                 if record is not None and record.outcome is not None:
                     finished, finished_at = record_to_json(record), now
                     continue  # read the log once more: the last line may already be there
+                if not waiting.supervisor_alive():
+                    record = records.run(waiting.run_id)  # it may have closed the row just before it exited
+                    if record is None or record.outcome is None:
+                        raise TaskAutomationError(f"the supervisor stopped before run {waiting.run_id} of "
+                                                  f"{waiting.task!r} finished; it will be marked interrupted")
+                    continue
             else:
                 last_line = f"{tag} {finished['outcome']} in "
                 if finished["outcome"] in NO_PROCESS_OUTCOMES or any(last_line in line for line in emitted) \

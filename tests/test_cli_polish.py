@@ -320,6 +320,24 @@ def test_run_now_wait_streams_the_run_and_exits_with_its_outcome(home: Path) -> 
     assert usage.returncode == 2 and "--timeout needs --wait" in usage.stderr
 
 
+def test_run_now_wait_ends_when_the_supervisor_dies_under_it(home: Path) -> None:
+    write_task(home / "Tasks", "blocking", config="[Frequency]\nEveryXMinutes = 600\nAllowedFrom = 00:00\n"
+                                                  "AllowedTo = 00:00\n", main=BLOCKING)
+    sup = SupervisorProcess(home).start()
+    try:
+        wait_for(lambda: sup.task_status("blocking")["state"] == "scheduled", timeout=60, what="blocking loaded")
+        waiter = subprocess.Popen([sys.executable, "-m", "supervisor", "run-now", "blocking", "--wait", "--home",
+                                   str(home)], cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        sup.wait_log("started (manual)", task="blocking")
+        sup.kill()  # SIGKILL: the run's row stays open
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        sup.kill()
+    assert waiter.returncode == 1, (out, err)
+    assert "the supervisor stopped before run" in err and len(err.strip().splitlines()) == 1
+
+
 def test_history_filters_by_outcome_and_since(home: Path) -> None:
     write_task(home / "Tasks", "t", config=HOURLY)
     old_fail = seed(home, "t", started=datetime(2026, 10, 20, 8, tzinfo=timezone.utc), outcome=Outcome.FAILED)
