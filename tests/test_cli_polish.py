@@ -214,9 +214,9 @@ def test_version_on_every_entry_point() -> None:
 def test_help_describes_every_option_with_an_example_per_command() -> None:
     import argparse
 
-    from supervisor.cli import SUBCOMMANDS, _parser, _single_parser
+    from supervisor.cliargs import SUBCOMMANDS, build_parser, build_single_parser
 
-    parser = _parser("taskautomation")
+    parser = build_parser("taskautomation")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(SUBCOMMANDS)
     for name, command in sub.choices.items():
@@ -228,7 +228,7 @@ def test_help_describes_every_option_with_an_example_per_command() -> None:
     assert main_help.startswith("usage: main.py [-h] [--home DIR] [--version]\n"), main_help
     assert "main.py run" not in main_help and "example:" in main_help
     for prog, command in (("main.py", "run"), ("terminate.py", "stop")):
-        assert all(a.help for a in _single_parser(prog, command)._actions)
+        assert all(a.help for a in build_single_parser(prog, command)._actions)
 
 
 def test_limit_is_spelled_alike_on_logs_and_history(home: Path) -> None:

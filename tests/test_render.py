@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import parse_since
+from supervisor.cliargs import parse_since
 from supervisor.follow import LogFollower
 from supervisor.home import HomeError, choose_home, ensure_home
 from supervisor.render import (Column, View, cut, fit_widths, format_duration, format_time, render_status,
