@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from . import __version__
 from .spec import Outcome
+
 VERSION = f"taskautomation {__version__}"
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhd])$")
 
@@ -122,6 +123,7 @@ SUBCOMMANDS = {
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The parser of ``python3 -m supervisor`` / ``taskautomation``: one subcommand per entry of SUBCOMMANDS."""
     # --home is accepted before and after the subcommand: the sub-parsers' copy must not overwrite a value
     # given before the subcommand, hence SUPPRESS there.
     common = argparse.ArgumentParser(add_help=False)
