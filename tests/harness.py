@@ -44,15 +44,17 @@ def script(name: str, home: Path, *args: str, timeout: float = 60) -> subprocess
 class SupervisorProcess:
     """A supervisor started as a user would start it, with helpers to wait on what it logs."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, prefix: tuple[str, ...] = ()) -> None:
         self.home = home
         self.paths = Paths(home)
         self.console = home / "console.txt"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix = prefix  # an argv prefix (setpriv, prlimit) the supervisor is started under
 
     def start(self, *, wait_ready: bool = True) -> "SupervisorProcess":
         out = open(self.console, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--home", str(self.home)], cwd=REPO,
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
+                                     cwd=REPO,
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         out.close()
         if wait_ready:
