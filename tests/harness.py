@@ -24,6 +24,7 @@ from supervisor.errors import TaskAutomationError  # noqa: E402
 from supervisor.logsetup import TaskLogs  # noqa: E402
 from supervisor.loop import Supervisor  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
+from supervisor.procscan import find_by_environ, own_start_ticks  # noqa: E402
 from supervisor.records import Records  # noqa: E402
 from supervisor.schedule import local_zone  # noqa: E402
 from supervisor.spec import HomeConfig  # noqa: E402
@@ -210,15 +211,7 @@ def cookie_processes(cookie: str) -> list[int]:
     The environment survives setsid() and double forks, so this finds escapees that no process tree shows.
     """
     needle = f"{RUN_COOKIE_VAR}={cookie}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue  # gone meanwhile, or a zombie whose environment is no longer readable
-        if any(entry.startswith(needle) for entry in environ.split(b"\0")) and pids_alive([int(name)]):
-            found.append(int(name))
-    return found
+    # Deadline-bounded reads (a process in D state must not hang the test); only processes younger than
+    # this test process can carry a cookie it made.
+    found = find_by_environ(needle, not_before=own_start_ticks()).matches
+    return [pid for pid in found if pids_alive([pid])]
