@@ -165,3 +165,38 @@ def test_logging_to_a_full_disk_is_one_rate_limited_line(small_tmpfs: Path) -> N
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
             handler.close()
+
+
+def test_a_supervisor_keeps_its_cadence_while_another_process_holds_the_write_lock(home: Path) -> None:
+    """End to end: a 3 s canary completes three runs while another connection holds the write lock, and
+    every one of them is recorded as it ended (never `interrupted`) once the lock is released."""
+    from harness import SupervisorProcess
+    from helpers import write_task
+
+    write_task(home / "Tasks", "canary", config="[Frequency]\nEveryXMinutes = 0.05\n")
+    with SupervisorProcess(home) as sup:
+        wait_for(lambda: len(sup.history("canary")) >= 1, timeout=60, what="the first canary run")
+        before = {run["run_id"] for run in sup.history("canary")}
+        during: list[str] = []
+
+        def three_finished_while_locked() -> bool:
+            # status is the supervisor's view, merged with the rows still queued for the database.
+            last = sup.task_status("canary").get("last_run") or {}
+            run_id = last.get("run_id")
+            if run_id and run_id not in before and run_id not in during and last.get("outcome") == "ok":
+                during.append(run_id)
+            return len(during) >= 3
+
+        holder = sqlite3.connect(sup.paths.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        try:
+            wait_for(three_finished_while_locked, timeout=60, what="three canary runs finishing while locked")
+            assert not set(during) & set(_stored(sup.paths.database))  # none of them could be written yet
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        wait_for(lambda: set(during) <= set(_stored(sup.paths.database)), timeout=60, what="queued rows written")
+        stored = _stored(sup.paths.database)
+        assert {stored[run_id] for run_id in during} == {"ok"}
+        assert "interrupted" not in stored.values()
+        assert "locked" in sup.log()
