@@ -209,8 +209,8 @@ class TaskWatcher:
                 raise RuntimeError(f"TaskWatcher for {self._tasks_dir} was already started")
             self._started = True
         observer, mode, cause = self._start_observer()
+        gap = self._coverage_gap() if self._tasks_dir.is_dir() else None  # also reports symlink loops
         if observer is not None:
-            gap = self._coverage_gap()
             if gap is not None:
                 self._discard_observer(observer, deadline=time.monotonic() + _STOP_BUDGET_S)
                 observer, mode, cause = None, MODE_POLLING, gap

@@ -200,3 +200,43 @@ def test_a_supervisor_keeps_its_cadence_while_another_process_holds_the_write_lo
         assert {stored[run_id] for run_id in during} == {"ok"}
         assert "interrupted" not in stored.values()
         assert "locked" in sup.log()
+
+
+def test_a_supervisor_on_a_full_disk_accounts_for_every_run_and_prints_no_traceback(tmp_path: Path) -> None:
+    """End to end on a 48 MiB tmpfs home: the disk fills while a 3 s canary runs; its runs are still counted
+    (status), written once space returns, and the console gets at most a few rate-limited lines."""
+    from harness import SupervisorProcess
+    from helpers import write_task
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", str(home)], check=True, timeout=30)
+    try:
+        write_task(home / "Tasks", "canary", config="[Frequency]\nEveryXMinutes = 0.05\n")
+        sup = SupervisorProcess(home)
+        sup.console = tmp_path / "console.txt"  # not on the full disk: the test reads it
+        with sup:
+            wait_for(lambda: len(sup.history("canary")) >= 1, timeout=60, what="the first canary run")
+            before = {run["run_id"] for run in sup.history("canary")}
+            filler = _fill(home)
+            during: list[str] = []
+
+            def three_finished_on_a_full_disk() -> bool:
+                last = sup.task_status("canary").get("last_run") or {}
+                run_id = last.get("run_id")
+                if run_id and run_id not in before and run_id not in during and last.get("outcome") == "ok":
+                    during.append(run_id)
+                return len(during) >= 3
+
+            wait_for(three_finished_on_a_full_disk, timeout=60, what="three canary runs on a full disk")
+            filler.unlink()
+            wait_for(lambda: set(during) <= set(_stored(sup.paths.database)), timeout=60,
+                     what="rows kept in memory written once space returned")
+            assert {_stored(sup.paths.database)[run_id] for run_id in during} == {"ok"}
+        console = sup.console_text()
+        assert "Traceback" not in console, console[-3000:]
+        assert console.count("cannot write the log") <= 4, console[-3000:]  # rate-limited (tmpfs may fit them)
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False, timeout=30)
