@@ -64,15 +64,15 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
             try:
-                result = read_task_config(folder.path / "config.ini", task=name, defaults=defaults)
+                result = read_task_config(paths.task_config(name), task=name, defaults=defaults)
                 warnings_.extend(result.warnings)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
             try:
-                check_task_source(folder.path / "main.py", task=name)
+                check_task_source(paths.task_main(name), task=name)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
-        errors.extend(check_requirements(folder.path / "requirements.txt", task=name))
+        errors.extend(check_requirements(paths.task_requirements(name), task=name))
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)
