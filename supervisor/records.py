@@ -46,7 +46,8 @@ _MESSAGE_HEAD = 16 * 1024  # the rest of the cap goes to the tail, where a trace
 INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 
 # Triggers whose runs move the schedule. Manual runs (run-now) never do.
-_ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
+ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
+_ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
 
 _COLUMNS = (
     "run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
@@ -216,6 +217,16 @@ class Records:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """Change how long a call waits for another connection's lock (the write-behind writer retries
+        itself, so it wants a short one)."""
+        with self._lock:
+            self._ensure_open()
+            self._busy_timeout = seconds
+            if self._conn is not None:
+                with self._translate("set the busy timeout"):
+                    self._conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -423,6 +434,13 @@ def record_to_json(record: RunRecord) -> dict[str, object]:
         "cpu_s": record.cpu_s,
         "log_path": None if record.log_path is None else str(record.log_path),
     }
+
+
+def run_matches(record: RunRecord, *, outcomes: Sequence[Outcome] = (), since: datetime | None = None) -> bool:
+    """The filter of :meth:`Records.history`, for rows that are not in SQLite yet (write-behind queue)."""
+    if outcomes and (record.outcome is None or Outcome(record.outcome) not in {Outcome(o) for o in outcomes}):
+        return False
+    return since is None or record.started >= since
 
 
 def _json_time(value: datetime | None) -> str | None:

@@ -16,6 +16,7 @@ Policy (the rules pip applies to a requirements file, pip/_internal/req/req_file
   ``foo bar baz`` and ``numpy==1.26.*.x`` are errors.
 * ``${VAR}`` is expanded from the environment first, as pip does. Files pulled in with ``-r``/``-c`` must
   exist and are checked the same way (relative to the including file; at most ``MAX_DEPTH`` deep).
+* Every file is read through ``safefile`` (regular files only, size-capped, never blocking).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Mapping, NoReturn
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from . import safefile
 from .envs import numbered_requirements
+from .safefile import UnsafeFileError
 
 MAX_DEPTH = 10
 _ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")  # pip expands only this form
@@ -109,11 +112,11 @@ def check_options(text: str) -> tuple[str | None, list[str]]:
 def check_file(path: Path, *, environ: Mapping[str, str], depth: int = 0) -> list[str]:
     """Problems in one requirements file, each ``FILE: line N: 'LINE': why``; includes are checked too."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]
-    except OSError as exc:
-        return [f"{path}: cannot be read: {exc.strerror or exc}"]
+        text = safefile.read_text(path, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
+    except FileNotFoundError:
+        return [f"{path}: does not exist"]
+    except UnsafeFileError as exc:  # a FIFO, a device, too large, not UTF-8...: it names the file
+        return [str(exc)]
     problems: list[str] = []
     for number, raw in numbered_requirements(text):
         line = _ENV_VAR.sub(lambda m: environ.get(m.group(1), m.group(0)), raw)
@@ -130,7 +133,7 @@ def check_file(path: Path, *, environ: Mapping[str, str], depth: int = 0) -> lis
                 continue  # pip fetches those; nothing to check offline
             included = Path(os.path.expanduser(name))
             included = included if included.is_absolute() else path.parent / included
-            if not included.is_file():
+            if not included.exists():
                 problems.append(f"{path}: line {number}: {raw!r}: {included} does not exist")
             elif depth >= MAX_DEPTH:
                 problems.append(f"{path}: line {number}: includes nest deeper than {MAX_DEPTH} files")

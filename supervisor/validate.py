@@ -14,15 +14,15 @@ from pathlib import Path
 from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
 from .errors import TaskAutomationError
-from .paths import CONFIG_FILE, MAIN_FILE, Paths
+from .paths import Paths
 from .reqcheck import check_file
 from .spec import Limits
 
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
     """Problems in one requirements.txt (empty list when pip would accept every line); see reqcheck."""
-    if not path.exists():
-        return []  # a missing requirements.txt means no packages
+    if not path.exists() and not path.is_symlink():
+        return []  # a missing requirements.txt means no packages (a dangling link is reported by reqcheck)
     return [f"task {task!r}: {problem}" for problem in check_file(path, environ=os.environ)]
 
 
@@ -46,9 +46,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
         errors: list[str] = []
         warnings_: list[str] = []
-        for filename in (MAIN_FILE, CONFIG_FILE):
-            if not (folder.path / filename).is_file():
-                errors.append(f"task {name!r}: {folder.path / filename}: missing")
+        # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
+        errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
             try:
                 result = read_task_config(paths.task_config(name), task=name, defaults=defaults)
