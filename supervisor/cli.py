@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -50,6 +51,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check task folders without running anything")
     p.add_argument("name", nargs="?")
     p = sub.add_parser("new", parents=[common], help="create a new task folder from a template")
+    p.add_argument("name")
+    p = sub.add_parser("notify-test", parents=[common], help="send a test notice through every channel of a task")
     p.add_argument("name")
     return parser
 
@@ -252,9 +255,32 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- notify-test
+def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
+    """One line per channel of the task ([Notify] Urls, Command, PingUrl) with its result; 1 if any failed."""
+    from .config import read_home_config, read_task_config
+    from .notify.notifier import Notifier, default_origin
+    from .secretenv import load_secrets
+
+    if not (paths.task_dir(args.name) / "config.ini").is_file():
+        raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks} (or it has no config.ini)")
+    home_config, _ = read_home_config(paths.home_config)
+    spec = read_task_config(paths.task_dir(args.name) / "config.ini", task=args.name,
+                            defaults=home_config.limits, notify_defaults=home_config.notify).spec
+    if not spec.notify.any_channel:
+        raise TaskAutomationError(f"task {args.name!r}: no channel to test: set [Notify] Urls, PingUrl or Command "
+                                  f"in {paths.task_dir(args.name) / 'config.ini'} or {paths.home_config}")
+    secrets = load_secrets(paths.home_secrets, paths.task_secrets(args.name), task=args.name)
+    notifier = Notifier(origin=default_origin(paths.home), logger=logging.getLogger("taskautomation.notify-test"))
+    checks = notifier.test(args.name, settings=spec.notify, secrets=secrets)
+    for check in checks:
+        print(f"{'ok    ' if check.result.ok else 'FAILED'}  {check.channel}: {check.result.detail}")
+    return 0 if all(check.result.ok for check in checks) else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
-    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new, "notify-test": cmd_notify_test,
 }
 
 

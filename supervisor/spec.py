@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
 
+from .notify.model import HeartbeatSettings, NotifySettings
+
 
 class Outcome(str, enum.Enum):
     """How a run ended; exactly one per run (DESIGN.md 1.4)."""
@@ -88,6 +90,7 @@ class TaskSpec:
     run_on_startup: bool = False
     catch_up: CatchUp = CatchUp.ONCE
     limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)  # [Notify], home defaults applied
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class HomeConfig:
     [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes ;
                  WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan)
     [Limits]     defaults for every task's [Limits] keys
+    [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
     """
 
     installer: str = "uv"
@@ -106,6 +110,8 @@ class HomeConfig:
     output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
 
 
 @dataclass(frozen=True)

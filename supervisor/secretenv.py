@@ -1,0 +1,126 @@
+"""Task secrets: ``HOME/.env`` and ``Tasks/NAME/.env`` (python-dotenv syntax), and the masker that keeps them
+out of everything the supervisor writes.
+
+Policy (DESIGN.md 5.2):
+
+- Both files are optional. The home's file applies to every task; a task's own file wins key by key.
+- The values reach ``initialize()`` and every run as environment variables, never the supervisor log: messages
+  here name files, line numbers and variable *names* only.
+- A ``.env`` readable by group or others is a warning naming the file (the secrets are used anyway: refusing
+  them would turn a permissions slip into a failing task at 3 a.m.). A line python-dotenv cannot parse is a
+  warning naming the file and the line; an unreadable or non-UTF-8 file is a warning and contributes nothing.
+- Every value of ``MIN_MASKED_LENGTH`` or more characters is replaced by ``***`` wherever the supervisor writes
+  text (task logs, history messages, notices, pings). Shorter values (``1``, ``true``, ``8080``) are not
+  secrets worth hiding and masking them would garble ordinary output.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+MIN_MASKED_LENGTH = 6
+MASK = "***"
+MAX_ENV_FILE_BYTES = 1024 * 1024  # a .env larger than this is a mistake, not a list of secrets
+
+
+class Masker:
+    """Replaces every secret value in a text with ``***``.
+
+    One compiled alternation, longest value first, so a secret that contains another is masked whole and a
+    long log costs one regex pass instead of one pass per secret.
+    """
+
+    def __init__(self, values: Iterable[str]) -> None:
+        secrets = sorted({v for v in values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
+        self._bytes_pattern = (re.compile(b"|".join(re.escape(s.encode("utf-8", "surrogateescape"))
+                                                    for s in secrets)) if secrets else None)
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def mask(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        """The same for raw output; a secret split across two chunks is not seen (callers mask whole lines)."""
+        if self._bytes_pattern is None or not data:
+            return data
+        return self._bytes_pattern.sub(MASK.encode(), data)
+
+
+NO_MASKER = Masker(())
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The variables a task's processes get from the .env files, and warnings for the supervisor log."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    # Values of the home file that the task's file overrode: not in the task's environment, still masked.
+    shadowed: tuple[str, ...] = ()
+
+    def masker(self) -> Masker:
+        return Masker([*self.values.values(), *self.shadowed])
+
+
+def read_env_file(path: Path, *, task: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """The variables of one .env file and the warnings about it; a missing file is ({}, [])."""
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    where = f"task '{task}': {path}" if task is not None else str(path)
+    warnings: list[str] = []
+    try:
+        # O_NONBLOCK: a FIFO planted as .env must not hang the loop; fstat on the open fd checks what we read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        return {}, [f"{where}: cannot read secrets: {exc.strerror or exc}; none of them are used"]
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return {}, [f"{where}: not a regular file; ignored"]
+        if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            warnings.append(f"{where}: readable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                            f"it holds secrets: chmod 600 {path}")
+        data = os.read(fd, MAX_ENV_FILE_BYTES + 1)
+    except OSError as exc:
+        return {}, [f"{where}: cannot read secrets: {exc.strerror or exc}; none of them are used"]
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENV_FILE_BYTES:
+        return {}, warnings + [f"{where}: larger than {MAX_ENV_FILE_BYTES} bytes; ignored"]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return {}, warnings + [f"{where}: not valid UTF-8 (byte {exc.start}); ignored"]
+    bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    if bad:
+        lines = ", ".join(str(n) for n in bad)
+        warnings.append(f"{where}: line {lines}: not 'NAME=value' (python-dotenv syntax); skipped")
+    values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    return values, warnings
+
+
+def load_secrets(home_env: Path, task_env: Path | None = None, *, task: str | None = None) -> Secrets:
+    """Merge the home's .env and the task's .env (the task's wins, key by key)."""
+    home_values, warnings = read_env_file(home_env)
+    values = dict(home_values)
+    shadowed: list[str] = []
+    if task_env is not None:
+        task_values, task_warnings = read_env_file(task_env, task=task)
+        warnings.extend(task_warnings)
+        shadowed = [home_values[k] for k in task_values if k in home_values and home_values[k] != task_values[k]]
+        values.update(task_values)
+    return Secrets(values=values, warnings=tuple(warnings), shadowed=tuple(shadowed))
