@@ -144,7 +144,7 @@ def mask_url(url: str) -> str:
     a URL Apprise refuses) keeps only scheme, user, host and port: the path of a ping URL *is* its secret.
     """
     if "://" not in url:
-        return "***" if url else url
+        return url  # not a URL at all: nothing in it has the shape of a credential
     scheme = url.split("://", 1)[0].lower()
     if scheme not in ("http", "https"):
         import apprise

@@ -14,10 +14,10 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from ..secretenv import NO_MASKER, Masker, Secrets
-from .delivery import Delivery
+from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
 from .message import Origin, mask_url, ping_body, read_run_lines, render
 from .model import (ChannelJob, CommandJob, DeliveryResult, Job, Notice, NotifyEvent, NotifySettings,
                     PingJob, RunFact, StreakState)
@@ -30,16 +30,18 @@ def default_origin(home: Path) -> Origin:
 
 
 class Notifier:
-    def __init__(self, *, origin: Origin, logger: logging.Logger, delivery: Delivery | None = None,
-                 env: Mapping[str, str] | None = None,
-                 read_lines: Callable[[Path | None, str], list[str]] = read_run_lines) -> None:
+    def __init__(self, *, origin: Origin, logger: logging.Logger, env: Mapping[str, str] | None = None,
+                 read_lines: Callable[[Path | None, str], list[str]] = read_run_lines,
+                 capacity: int = DEFAULT_CAPACITY, tries: int = DEFAULT_TRIES,
+                 pauses_s: Sequence[float] = DEFAULT_PAUSES_S) -> None:
         self.origin = origin
         self._log = logger
         self._env = dict(os.environ if env is None else env)
         self._read_lines = read_lines
         self._states: dict[str, StreakState] = {}
         self._secrets: dict[str, tuple[Secrets, Masker]] = {}
-        self.delivery = delivery or Delivery(self.send, describe=describe, logger=logger)
+        self.delivery = Delivery(self.send, describe=describe, logger=logger, capacity=capacity, tries=tries,
+                                 pauses_s=pauses_s)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

@@ -32,7 +32,9 @@ class _AppriseReasons(logging.Handler):
     """Keeps the last warning Apprise logged on this thread, so a failed send can say why in one line.
 
     Apprise reports failures through its logger rather than its return value. Attached once to the
-    ``apprise`` logger; per-thread, so two senders never read each other's reasons.
+    ``apprise`` logger, which then stops propagating: the supervisor reports each failed delivery itself, in
+    one line with its URL masked, and Apprise's own lines (one per try, at debug level the body) stay out of
+    every log. Per-thread, so two senders never read each other's reasons.
     """
 
     def __init__(self) -> None:
@@ -58,6 +60,7 @@ def _reasons_handler() -> _AppriseReasons:
             return handler
     handler = _AppriseReasons()
     logger.addHandler(handler)
+    logger.propagate = False
     return handler
 
 

@@ -31,6 +31,7 @@ ErrorFactory = Callable[[str, str, str], Exception]
 
 T = TypeVar("T")
 _SEPARATORS = re.compile(r"[\s,]+")
+_URL_START = re.compile(r"[\s,]+(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 _CONFIGURABLE_EVENTS = tuple(e for e in NotifyEvent if e is not NotifyEvent.TEST)
 
 
@@ -39,14 +40,10 @@ class _Invalid(ValueError):
 
 
 def split_urls(text: str) -> list[str]:
-    """Apprise's own splitting: commas and spaces separate URLs, but a comma inside one URL's query
-    (``mailto://...?to=a@x.org,b@y.org``) stays with it."""
-    try:
-        from apprise.utils.parse import parse_urls
-    except ImportError:  # Apprise before 1.9.1 kept it in apprise.utils
-        from apprise.utils import parse_urls  # type: ignore[attr-defined,no-redef]
-
-    return [u for u in parse_urls(text) if u]
+    """URLs separated by commas or whitespace. A comma inside one URL's query (``mailto://...?to=a@x.org,b@y.org``)
+    stays with it: a new URL starts only where ``scheme://`` follows a separator. A stray word stays attached
+    to the URL before it, so validation refuses it instead of silently dropping it."""
+    return [p.strip(" ,\t\r\n") for p in _URL_START.split(text.strip()) if p.strip(" ,\t\r\n")]
 
 
 def apprise_url_problem(url: str) -> str | None:
@@ -55,6 +52,9 @@ def apprise_url_problem(url: str) -> str | None:
 
     if "://" not in url:
         return "not a URL (expected scheme://..., e.g. mailto://user:pass@example.org)"
+    stray = next((word for word in url.split()[1:]), None)
+    if stray is not None:
+        return f"{stray!r} is not a URL (expected scheme://...)"
     if apprise.Apprise.instantiate(url) is None:
         scheme = url.split("://", 1)[0]
         return (f"Apprise does not accept this URL (unknown scheme {scheme!r} or a missing or invalid part; "
