@@ -22,7 +22,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 MIN_MASKED_LENGTH = 6
 MASK = "***"
@@ -124,3 +124,44 @@ def load_secrets(home_env: Path, task_env: Path | None = None, *, task: str | No
         shadowed = [home_values[k] for k in task_values if k in home_values and home_values[k] != task_values[k]]
         values.update(task_values)
     return Secrets(values=values, warnings=tuple(warnings), shadowed=tuple(shadowed))
+
+
+class SecretStore:
+    """Each task's secrets for the supervisor, re-read only when a .env file changed.
+
+    The loop asks before every ``initialize()`` and run, so an edited ``.env`` applies to the next run without
+    a reload (the watcher ignores hidden files on purpose). A stat signature (inode, size, mtime) of both files
+    decides whether to read again; a warning is logged when it first appears, not once per run.
+    """
+
+    def __init__(self, home_env: Path, task_env: Callable[[str], Path], *, warn: Callable[[str], None]) -> None:
+        self._home_env = home_env
+        self._task_env = task_env
+        self._warn = warn
+        self._cache: dict[str, tuple[tuple[object, ...], Secrets, Masker]] = {}
+
+    def get(self, task: str) -> tuple[Secrets, Masker]:
+        """The task's secrets and their masker (the same objects until a file changes)."""
+        signature = (_signature(self._home_env), _signature(self._task_env(task)))
+        cached = self._cache.get(task)
+        if cached is not None and cached[0] == signature:
+            return cached[1], cached[2]
+        secrets = load_secrets(self._home_env, self._task_env(task), task=task)
+        already = cached[1].warnings if cached is not None else ()
+        for warning in secrets.warnings:
+            if warning not in already:  # a file that changed but is still world-readable is not news
+                self._warn(warning)
+        masker = secrets.masker()
+        self._cache[task] = (signature, secrets, masker)
+        return secrets, masker
+
+    def forget(self, task: str) -> None:
+        self._cache.pop(task, None)
+
+
+def _signature(path: Path) -> tuple[object, ...]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ()
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_mode)

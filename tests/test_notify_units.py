@@ -253,3 +253,22 @@ def test_a_fifo_env_does_not_hang(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     values, warnings = read_env_file(fifo)
     assert values == {} and "not a regular file" in warnings[0]
+
+
+def test_secret_store_rereads_a_changed_env_and_warns_once_per_change(tmp_path: Path) -> None:
+    from supervisor.secretenv import SecretStore
+
+    home_env = tmp_path / ".env"
+    task_env = tmp_path / "T.env"
+    home_env.write_text("A=first-value\n")
+    os.chmod(home_env, 0o640)
+    warnings: list[str] = []
+    store = SecretStore(home_env, lambda task: task_env, warn=warnings.append)
+    secrets, masker = store.get("T")
+    assert dict(secrets.values) == {"A": "first-value"} and masker.mask("first-value") == "***"
+    assert store.get("T")[1] is masker and len(warnings) == 1  # unchanged: cached, not warned again
+    task_env.write_text("A=second-value-longer\n")
+    secrets, masker = store.get("T")
+    assert dict(secrets.values) == {"A": "second-value-longer"}
+    assert masker.mask("first-value second-value-longer") == "*** ***"
+    assert len(warnings) == 2
