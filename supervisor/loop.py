@@ -6,7 +6,8 @@ supervisor wakes at least once a minute however many tasks it holds, to notice w
 
 The loop receives its collaborators (service.py wires the real ones; tests pass fakes): the clock, an
 ``Executor`` that runs processes and reports their end, an ``EnvBuilder``, the run history, and the
-consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way).
+consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way), and the
+listeners of ``RunStarted`` facts (the healthchecks ``/start`` ping).
 A task's phases and the moves between them are the table in lifecycle.py.
 
 Policies the loop enforces:
@@ -47,7 +48,7 @@ from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
 from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
-                   TaskPhase, Trigger)
+                   RunStarted, TaskPhase, Trigger)
 from .status import SupervisorView, TaskView, status_json, view_of
 from .tasks import TaskBook
 
@@ -59,6 +60,7 @@ CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a 
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
 Consumer = Callable[[RunFinished], None]
+StartListener = Callable[[RunStarted], None]
 
 
 class Supervisor(TaskBook):
@@ -68,12 +70,15 @@ class Supervisor(TaskBook):
                  logger: logging.Logger, task_logs: TaskLogs, inbox: Inbox, executor: Executor,
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS) -> None:
+                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
+                 start_listeners: Sequence[StartListener] = ()) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger,
                          task_logs=task_logs, envs=envs, history=history, max_inits=max_inits)
         self.inbox = inbox
         self.executor = executor
         self.consumers = tuple(consumers)
+        self.start_listeners = tuple(start_listeners)
+        self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
         self.rescan_wanted = True
         self.scanned_once = False
         self.safety_rescan_s = safety_rescan_s
@@ -116,6 +121,7 @@ class Supervisor(TaskBook):
 
     def turn(self) -> bool:
         """One pass of the phases; False once stopped with nothing left in flight."""
+        self.last_turn_mono = self.clock.monotonic()
         self._check_clock()
         if self.stopping is None and self.clock.monotonic() >= self.next_safety_rescan:
             self.rescan_wanted = True
@@ -304,6 +310,7 @@ class Supervisor(TaskBook):
                                           started=now, due=due)
         if mode is RunMode.MAIN:
             st.main_run = run_id
+            self._announce(RunStarted(task=st.name, run_id=run_id, trigger=trigger, spec=st.spec))
         else:
             st.init_run = run_id
         return run_id
@@ -344,12 +351,27 @@ class Supervisor(TaskBook):
         if st is not None:
             st.failures = failures
         fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers)
+                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
+                           spec=st.spec if st is not None else None)
         for consumer in self.consumers:
             try:
                 consumer(fact)
             except Exception:  # noqa: BLE001 - a consumer's bug must not stop the loop or the other consumers
                 self.log.exception("run %s: a run-finished consumer failed", record.run_id)
+
+    def _announce(self, fact: RunStarted) -> None:
+        """A run of main() has started: tell every run-started listener (they only queue work)."""
+        for listener in self.start_listeners:
+            try:
+                listener(fact)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the loop or the run
+                self.log.exception("run %s: a run-started listener failed", fact.run_id)
+
+    def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:
+        """None while the loop keeps turning (it wakes at least every IDLE_WAKE_S); otherwise why not.
+        Safe from any thread: it reads one float."""
+        idle = self.clock.monotonic() - self.last_turn_mono
+        return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
 
     # ------------------------------------------------------------------ control requests
     def _on_control(self, request: ControlRequest) -> None:

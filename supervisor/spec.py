@@ -252,3 +252,15 @@ class RunFinished:
     final: bool = True
     summary: str = ""
     leftovers: int = 0
+    spec: TaskSpec | None = None  # the task's config when the run ended (None if the task is not known)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """The fact that a run of main() has just been started, published to the loop's run-started listeners
+    (the healthchecks ``/start`` ping). Listeners run on the loop thread and must not block."""
+
+    task: str
+    run_id: str
+    trigger: Trigger
+    spec: TaskSpec

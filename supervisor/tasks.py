@@ -101,7 +101,8 @@ class TaskBook:
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
-        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs)
+        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs,
+                              notify_defaults=self.config.notify)
         if reading.problem is not None:
             self._set_broken(st, reading.problem, level=reading.level)
             return

@@ -50,6 +50,10 @@ class Notifier:
     def close(self, *, drain_s: float = 5.0) -> None:
         self.delivery.close(drain_s=drain_s)
 
+    def knows(self, task: str) -> bool:
+        """True once the task's streak memory exists (seeded or from an earlier fact)."""
+        return task in self._states
+
     def seed(self, task: str, *, consecutive_failures: int, settings: NotifySettings) -> None:
         """The streak a task already had when the supervisor started (from its history)."""
         self._states[task] = StreakState.from_streak(consecutive_failures, after_failures=settings.after_failures)
