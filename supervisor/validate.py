@@ -2,7 +2,8 @@
 
 Checks, per task: the folder is complete (main.py, config.ini), config.ini parses with valid values (warnings
 for unknown keys and defaults used), main.py compiles and defines main(), requirements.txt is readable UTF-8
-and each requirement line looks like a requirement or a pip option. Nothing is imported, built or installed.
+and each requirement line looks like a requirement or a pip option; every [Notify] URL is one Apprise accepts;
+a .env readable by group/others is a warning. Nothing is imported, built, installed or sent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .envs import normalize_requirements
 from .errors import TaskAutomationError
 from .notify.model import NotifySettings
 from .paths import CONFIG_FILE, MAIN_FILE, Paths
+from .secretenv import read_env_file
 from .spec import Limits
 
 # A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
@@ -52,6 +54,7 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         defaults = home_config.limits
         notify_defaults = home_config.notify
         report.extend(f"warning: {w}" for w in warnings)
+        report.extend(f"warning: {w}" for w in read_env_file(paths.home_secrets)[1])
     except TaskAutomationError as exc:
         report.append(f"error: {exc}")
         problems += 1
@@ -78,6 +81,7 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
             except TaskAutomationError as exc:
                 errors.append(str(exc))
         errors.extend(check_requirements(paths.task_requirements(name), task=name))
+        warnings_.extend(read_env_file(paths.task_secrets(name), task=name)[1])  # names files, never values
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)

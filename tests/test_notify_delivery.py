@@ -304,3 +304,14 @@ def test_validate_reports_bad_urls(home: Path, capsys: pytest.CaptureFixture[str
     (home / "taskautomation.ini").write_text("[Supervisor]\nHeartbeatUrl = not-a-url\n")
     assert cli.main(["validate", "--home", str(home)]) == 1
     assert "[Supervisor] HeartbeatUrl = 'not-a-url'" in capsys.readouterr().out
+
+
+def test_validate_warns_about_a_world_readable_env(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _home_with_task(home, "")
+    env = home / "Tasks" / "T" / ".env"
+    env.write_text("TOKEN=do-not-print-me\n")
+    os.chmod(env, 0o604)
+    assert cli.main(["validate", "--home", str(home)]) == 0  # a warning, not a problem
+    out = capsys.readouterr().out
+    assert f"warning: task 'T': {env}: readable by group/others (mode 0604)" in out
+    assert "do-not-print-me" not in out
