@@ -21,9 +21,10 @@ import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
+from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+
 from .common import Settings, temp_home, wait_for, write_task
 from .stats import Figure, summarize
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
 
 GROUP = "notify"
 PERIOD_MIN = 0.005  # 0.3 s
@@ -124,7 +125,7 @@ def run(settings: Settings) -> list[Figure]:
     b, ours = summarize(base), summarize(loaded)
     ratio = ours.p99 / b.p99 if b.p99 > 0 else None
     passed = (ratio is not None and ratio <= 1.2) or ours.p99 - b.p99 <= NOISE_FLOOR_MS
-    small_kb, small_pending = queue_memory_kb(200)
+    small_kb, _ = queue_memory_kb(200)
     big_kb, big_pending = queue_memory_kb(10_000)
     return [
         Figure(GROUP, "canary lateness p99, notices queued to a hanging receiver", "ms", ours,

@@ -60,7 +60,7 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds", "MaxConcurrentRuns") + HEARTBEAT_KEYS,
+                   "WatchDebounceSeconds", "MaxConcurrentRuns", *HEARTBEAT_KEYS),
     "Limits": _TASK_SCHEMA["Limits"],
     "Notify": NOTIFY_KEYS,
 }

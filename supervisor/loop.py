@@ -364,7 +364,7 @@ class Supervisor(TaskBook):
         for listener in self.start_listeners:
             try:
                 listener(fact)
-            except Exception:  # noqa: BLE001 - a listener's bug must not stop the loop or the run
+            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
                 self.log.exception("run %s: a run-started listener failed", fact.run_id)
 
     def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:

@@ -100,11 +100,11 @@ def read_env_file(path: Path, *, task: str | None = None) -> tuple[dict[str, str
     finally:
         os.close(fd)
     if len(data) > MAX_ENV_FILE_BYTES:
-        return {}, warnings + [f"{where}: larger than {MAX_ENV_FILE_BYTES} bytes; ignored"]
+        return {}, [*warnings, f"{where}: larger than {MAX_ENV_FILE_BYTES} bytes; ignored"]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return {}, warnings + [f"{where}: not valid UTF-8 (byte {exc.start}); ignored"]
+        return {}, [*warnings, f"{where}: not valid UTF-8 (byte {exc.start}); ignored"]
     bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
     if bad:
         lines = ", ".join(str(n) for n in bad)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Mapping
 
 from ._wire import MonitorReport, TaskReport
-
 from .notify.model import HeartbeatSettings, NotifySettings
 
 

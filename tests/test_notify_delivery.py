@@ -3,6 +3,7 @@ retries, a hanging receiver, the bounded queue, the heartbeat and notify-test.""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -18,8 +19,16 @@ from supervisor import cli
 from supervisor.notify.delivery import Delivery
 from supervisor.notify.heartbeat import Heartbeat
 from supervisor.notify.message import Origin
-from supervisor.notify.model import (DeliveryResult, HeartbeatSettings, Job, Notice, NotifyEvent, NotifySettings,
-                                     PingJob, RunFact)
+from supervisor.notify.model import (
+    DeliveryResult,
+    HeartbeatSettings,
+    Job,
+    Notice,
+    NotifyEvent,
+    NotifySettings,
+    PingJob,
+    RunFact,
+)
 from supervisor.notify.notifier import Notifier, describe
 from supervisor.notify.senders import ping, run_command, send_apprise
 from supervisor.secretenv import Secrets
@@ -166,7 +175,8 @@ def test_a_retry_that_gets_through_is_not_a_warning(log: logging.Logger, caplog:
     delivery.post(PingJob("http://127.0.0.1:9/x", task="T"))
     wait_for(lambda: delivery.delivered == 1, what="delivery")
     delivery.close()
-    assert len(sent) == 2 and not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "test.notify"]
+    assert len(sent) == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "test.notify"]
 
 
 def test_streaks_and_exactly_one_recovery_at_the_receiver(http: HttpReceiver, log: logging.Logger,
@@ -241,7 +251,7 @@ def test_heartbeat_keeps_its_cadence(http: HttpReceiver, log: logging.Logger) ->
             stamps.append(time.monotonic())
     finally:
         beat.stop()
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(gap >= 0.2 for gap in gaps), gaps  # a fixed grid: never a burst of beats
 
 

@@ -46,7 +46,7 @@ def test_a_failing_task_notifies_once_with_secrets_masked_everywhere(home: Path,
         [Notify]
         Urls = {http.url('/notify', scheme='json')}
         PingUrl = {http.url('/hc')}
-        """, initialize=f"def initialize():\n    return 'key ends ' + __import__('os').environ['API_KEY'][-4:]\n")
+        """, initialize="def initialize():\n    return 'key ends ' + __import__('os').environ['API_KEY'][-4:]\n")
     with SupervisorProcess(home) as sup:
         wait_for(lambda: len([r for r in sup.history("Sync") if r["outcome"] == "failed"]) >= 3, timeout=60,
                  what="three failed runs")

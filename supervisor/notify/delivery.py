@@ -110,7 +110,7 @@ class Delivery:
                 return
             try:
                 self._deliver(job)
-            except Exception:  # a bug in a sender must not end notifications for the supervisor's life
+            except Exception:  # noqa: BLE001 - a bug in a sender must not end notifications for the supervisor's life
                 self._log.exception("notifications: unexpected error delivering %s", self._describe(job))
 
     def _deliver(self, job: Job) -> None:

@@ -73,7 +73,7 @@ class StreakState:
     alarmed: bool = False
 
     @classmethod
-    def from_streak(cls, consecutive_failures: int, *, after_failures: int) -> "StreakState":
+    def from_streak(cls, consecutive_failures: int, *, after_failures: int) -> StreakState:
         """The state after a restart: a streak already at the threshold was notified before the restart."""
         return cls(alarmed=consecutive_failures >= after_failures)
 

@@ -19,8 +19,18 @@ from typing import Callable, Mapping, Sequence
 from ..secretenv import NO_MASKER, Masker, Secrets
 from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
 from .message import Origin, mask_url, ping_body, read_run_lines, render
-from .model import (ChannelJob, CommandJob, DeliveryResult, Job, Notice, NotifyEvent, NotifySettings,
-                    PingJob, RunFact, StreakState)
+from .model import (
+    ChannelJob,
+    CommandJob,
+    DeliveryResult,
+    Job,
+    Notice,
+    NotifyEvent,
+    NotifySettings,
+    PingJob,
+    RunFact,
+    StreakState,
+)
 from .policy import decide, ping_url
 from .senders import ping, run_command, send_apprise
 
@@ -112,7 +122,7 @@ class Notifier:
         return run_command(job.argv, job.notice, env={**self._env, **secrets.values}, mask=masker.mask)
 
     # ------------------------------------------------------------------ notify-test
-    def test(self, task: str, *, settings: NotifySettings, secrets: Secrets | None = None) -> list["ChannelCheck"]:
+    def test(self, task: str, *, settings: NotifySettings, secrets: Secrets | None = None) -> list[ChannelCheck]:
         """Send a test notice through every channel of ``task`` now, on this thread, one try each."""
         masker = self._masker(task, secrets)
         fact = RunFact(task=task, run_id="notify-test", outcome="test", message="This is a test notice from "

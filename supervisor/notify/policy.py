@@ -17,7 +17,7 @@ Policy (DESIGN.md 5.2):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .model import NotifyEvent, NotifySettings, RunFact, StreakState
 
@@ -31,7 +31,7 @@ class Verdict:
 
     events: tuple[NotifyEvent, ...] = ()  # notices for the channels and the Command hook, already filtered by On
     ping_suffix: str | None = None  # appended to PingUrl: "" (ok) or "/fail"; None = no ping
-    state: StreakState = StreakState()
+    state: StreakState = field(default_factory=StreakState)
 
 
 def decide(fact: RunFact, *, settings: NotifySettings, state: StreakState) -> Verdict:

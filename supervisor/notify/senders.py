@@ -44,7 +44,7 @@ class _AppriseReasons(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.local.last = record.getMessage()
-        except Exception:  # a malformed record must not break a send
+        except Exception:  # noqa: BLE001 - a malformed record must not break a send
             self.local.last = None
 
     def take(self) -> str | None:
@@ -83,7 +83,7 @@ def send_apprise(url: str, notice: Notice, *, timeout_s: float = CHANNEL_TIMEOUT
         if plugin.notify(body=notice.body, title=notice.title, notify_type=kind):
             return DeliveryResult(True, "delivered")
         return DeliveryResult(False, _safe(reasons.take() or "the channel refused the notice", url, mask))
-    except Exception as exc:  # a plugin bug must cost one failed delivery, never the worker thread
+    except Exception as exc:  # noqa: BLE001 - a plugin bug must cost one failed delivery, never the worker
         return DeliveryResult(False, _safe(f"{type(exc).__name__}: {exc}", url, mask))
 
 
@@ -102,7 +102,7 @@ def ping(url: str, body: bytes | None = None, *, timeout_s: float = CHANNEL_TIME
         if isinstance(reason, (socket.timeout, TimeoutError)):
             return DeliveryResult(False, f"no answer within {timeout_s:g} s")
         return DeliveryResult(False, _safe(str(getattr(reason, "strerror", None) or reason), url, str))
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return DeliveryResult(False, f"no answer within {timeout_s:g} s")
     except (OSError, ValueError, http.client.HTTPException) as exc:
         return DeliveryResult(False, _safe(f"{type(exc).__name__}: {exc}", url, str))
@@ -121,7 +121,7 @@ def run_command(argv: Sequence[str], notice: Notice, *, env: Mapping[str, str],
                 mask: Mask = str) -> DeliveryResult:
     """Run the hook (argv, never a shell) with the notice on stdin; past ``timeout_s`` its whole process
     group is killed. Exit 0 is success."""
-    stdin = f"{notice.title}\n\n{notice.body}\n".encode("utf-8")
+    stdin = f"{notice.title}\n\n{notice.body}\n".encode()
     try:
         proc = popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                      env=hook_environment(env, notice), start_new_session=True, close_fds=True)
@@ -148,7 +148,7 @@ def run_command(argv: Sequence[str], notice: Notice, *, env: Mapping[str, str],
     return DeliveryResult(False, mask(f"exit {proc.returncode}{why}"))
 
 
-def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # its own session: the hook and everything it started
     except ProcessLookupError:
