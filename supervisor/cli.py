@@ -256,14 +256,15 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
     from .notify.notifier import Notifier, default_origin
     from .secretenv import load_secrets
 
-    if not (paths.task_dir(args.name) / "config.ini").is_file():
+    config = paths.task_config(args.name)
+    if not config.is_file():
         raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks} (or it has no config.ini)")
     home_config, _ = read_home_config(paths.home_config)
-    spec = read_task_config(paths.task_dir(args.name) / "config.ini", task=args.name,
-                            defaults=home_config.limits, notify_defaults=home_config.notify).spec
+    spec = read_task_config(config, task=args.name, defaults=home_config.limits,
+                            notify_defaults=home_config.notify).spec
     if not spec.notify.any_channel:
         raise TaskAutomationError(f"task {args.name!r}: no channel to test: set [Notify] Urls, PingUrl or Command "
-                                  f"in {paths.task_dir(args.name) / 'config.ini'} or {paths.home_config}")
+                                  f"in {config} or {paths.home_config}")
     secrets = load_secrets(paths.home_secrets, paths.task_secrets(args.name), task=args.name)
     notifier = Notifier(origin=default_origin(paths.home), logger=logging.getLogger("taskautomation.notify-test"))
     checks = notifier.test(args.name, settings=spec.notify, secrets=secrets)

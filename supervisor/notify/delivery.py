@@ -115,6 +115,7 @@ class Delivery:
 
     def _deliver(self, job: Job) -> None:
         result = DeliveryResult(False, "not tried")
+        tried = 0
         for attempt in range(self._tries):
             if attempt:
                 with self._cond:
@@ -123,9 +124,10 @@ class Delivery:
                     pause = self._pauses[min(attempt - 1, len(self._pauses) - 1)] if self._pauses else 0.0
                     self._cond.wait_for(lambda: self._closing, timeout=pause)
             result = self._send(job)
+            tried += 1
             if result.ok:
                 self.delivered += 1
                 return
         self.failed += 1
-        self._log.warning("notifications: %s failed after %d %s: %s", self._describe(job), attempt + 1,
-                          "try" if attempt == 0 else "tries", result.detail)
+        self._log.warning("notifications: %s failed after %d %s: %s", self._describe(job), tried,
+                          "try" if tried == 1 else "tries", result.detail)
