@@ -8,7 +8,8 @@ Policy (DESIGN.md 5.2):
   here name files, line numbers and variable *names* only.
 - A ``.env`` readable by group or others is a warning naming the file (the secrets are used anyway: refusing
   them would turn a permissions slip into a failing task at 3 a.m.). A line python-dotenv cannot parse is a
-  warning naming the file and the line; an unreadable or non-UTF-8 file is a warning and contributes nothing.
+  warning naming the file and the line; an unreadable, non-UTF-8, oversized or non-regular file (a FIFO) is a
+  warning and contributes nothing.
 - Every value of ``MIN_MASKED_LENGTH`` or more characters is replaced by ``***`` wherever the supervisor writes
   text (task logs, history messages, notices, pings). Shorter values (``1``, ``true``, ``8080``) are not
   secrets worth hiding and masking them would garble ordinary output.
@@ -23,6 +24,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
+
+from . import safefile
 
 MIN_MASKED_LENGTH = 6
 MASK = "***"
@@ -74,37 +77,29 @@ class Secrets:
 
 
 def read_env_file(path: Path, *, task: str | None = None) -> tuple[dict[str, str], list[str]]:
-    """The variables of one .env file and the warnings about it; a missing file is ({}, [])."""
+    """The variables of one .env file and the warnings about it; a missing file is ({}, []).
+
+    Read through the one safe reader for user files (regular files only, non-blocking, size-capped), so a
+    FIFO or a huge file planted as .env cannot hang or flood the loop.
+    """
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
-    where = f"task '{task}': {path}" if task is not None else str(path)
+    owner = f"task '{task}': " if task is not None else ""
+    where = f"{owner}{path}"
     warnings: list[str] = []
     try:
-        # O_NONBLOCK: a FIFO planted as .env must not hang the loop; fstat on the open fd checks what we read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        info = safefile.check_regular(path)
+        text = safefile.read_text(path, max_bytes=MAX_ENV_FILE_BYTES)
     except FileNotFoundError:
         return {}, []
+    except safefile.UnsafeFileError as exc:
+        return {}, [f"{owner}{exc}; none of its secrets are used"]
     except OSError as exc:
         return {}, [f"{where}: cannot read secrets: {exc.strerror or exc}; none of them are used"]
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return {}, [f"{where}: not a regular file; ignored"]
-        if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-            warnings.append(f"{where}: readable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                            f"it holds secrets: chmod 600 {path}")
-        data = os.read(fd, MAX_ENV_FILE_BYTES + 1)
-    except OSError as exc:
-        return {}, [f"{where}: cannot read secrets: {exc.strerror or exc}; none of them are used"]
-    finally:
-        os.close(fd)
-    if len(data) > MAX_ENV_FILE_BYTES:
-        return {}, [*warnings, f"{where}: larger than {MAX_ENV_FILE_BYTES} bytes; ignored"]
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return {}, [*warnings, f"{where}: not valid UTF-8 (byte {exc.start}); ignored"]
+    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.append(f"{where}: readable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                        f"it holds secrets: chmod 600 {path}")
     bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
     if bad:
         lines = ", ".join(str(n) for n in bad)
