@@ -37,6 +37,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     sub.add_parser("stop", parents=[common], help="stop the running supervisor and wait until it is gone")
     p = sub.add_parser("status", parents=[common], help="every task: state, next run, last run")
     p.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    p.add_argument("--check", action="store_true", help="exit 1 when any task is in error, env-failed or its "
+                                                         "last finished run did not succeed")
     p = sub.add_parser("history", parents=[common], help="the runs of one task, newest first")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
@@ -51,6 +53,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p = sub.add_parser("new", parents=[common], help="create a new task folder from a template")
     p.add_argument("name")
+    _ops_parsers(sub, common)
     return parser
 
 
@@ -141,7 +144,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     status = reply["status"] if reply is not None else offline_status(paths)
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
+        return _status_check_exit(status) if args.check else 0
     sup = status.get("supervisor")
     print(f"supervisor: running (pid {sup['pid']}, since {_short(sup['started'])})" if sup
           else f"supervisor: not running on {paths.home}")
@@ -160,7 +163,34 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     for task in status["tasks"]:
         if task.get("error"):
             print(f"\n{task['error']}")  # every error already starts with "task 'NAME': ..."
-    return 0
+    return _status_check_exit(status) if args.check else 0
+
+
+# Outcomes of a finished run that count as healthy for `status --check`.
+_HEALTHY_OUTCOMES = frozenset({"ok", "testing", "skipped"})
+
+
+def unhealthy_tasks(status: dict[str, Any]) -> list[str]:
+    """`status --check`: one line per task in error or env-failed or whose last finished run did not succeed.
+
+    A disabled task is not checked. ``skipped`` (the previous run was still going) and ``testing`` count as
+    healthy: nothing failed.
+    """
+    problems = []
+    for task in status.get("tasks", []):
+        last = task.get("last_run") or {}
+        if task.get("state") in ("error", "env-failed"):
+            problems.append(f"{task['name']}: {task['state']}")
+        elif task.get("enabled", True) and last.get("outcome") and last["outcome"] not in _HEALTHY_OUTCOMES:
+            problems.append(f"{task['name']}: last run {last['outcome']}")
+    return problems
+
+
+def _status_check_exit(status: dict[str, Any]) -> int:
+    problems = unhealthy_tasks(status)
+    for line in problems:
+        print(f"check failed: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
@@ -252,9 +282,36 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- operations
+def _ops_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """install-systemd and doctor (docs/running.md)."""
+    p = sub.add_parser("install-systemd", parents=[common], help="write a systemd unit for this home")
+    p.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user) instead of a "
+                                                       "system unit (/etc/systemd/system)")
+    p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+    p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
+    p.add_argument("--unit-dir", type=Path, default=None, help="write the unit into this folder instead")
+    p = sub.add_parser("doctor", parents=[common], help="check that this machine and home are set up right")
+    p.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+
+
+def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
+    from .systemd import install_command
+
+    return install_command(paths.home, user_mode=args.user, dry_run=args.dry_run, enable=args.enable,
+                           target_dir=args.unit_dir, environ=os.environ, out=print)
+
+
+def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
+    from .doctor import doctor_command
+
+    return doctor_command(paths, as_json=args.json, out=print)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
     "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor,
 }
 
 
