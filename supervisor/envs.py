@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import signal
@@ -42,11 +43,13 @@ from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 from .errors import ConfigError, EnvBuildError
 from .paths import Paths
+from .pep723 import script_requirements
 from .spec import EnvStatus
 
 INSTALLERS = ("uv", "pip")
 KEY_LENGTH = 16  # hex digits of sha256 used as the folder name; 64 bits is plenty for one home
 MARKER_NAME = ".taskautomation-env.json"
+SCRIPT_REQUIREMENTS_NAME = ".pep723-requirements.txt"  # a PEP 723 block's dependencies, as installed
 DEFAULT_INSTALL_TIMEOUT_S = 30 * 60.0
 _KEY_FORMAT_VERSION = "taskautomation-env-1"  # bump to invalidate every key when the build recipe changes
 _MAX_REQUIREMENTS_RETRIES = 3  # rebuilds when requirements.txt keeps changing while being installed
@@ -294,6 +297,18 @@ def _python_identity(base_python: Path) -> str:
     return f"{result.stdout.strip()} {real}"
 
 
+def _python_version(base_python: Path) -> str:
+    """``3.11.7``: the base interpreter's version, for a PEP 723 ``requires-python``."""
+    if os.path.realpath(base_python) == os.path.realpath(sys.executable):
+        return platform.python_version()
+    try:
+        result = subprocess.run([str(base_python), "-c", "import platform; print(platform.python_version())"],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvBuildError(f"base python {base_python} cannot be run: {exc}") from exc
+    return result.stdout.strip() or "0"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The manager
 # ---------------------------------------------------------------------------------------------------------
@@ -322,6 +337,7 @@ class EnvManager:
             installer = "pip"
         self._installer = installer
         self._python_identity = _python_identity(self._base_python)
+        self._python_version = _python_version(self._base_python)
         self._guard = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
 
@@ -333,8 +349,9 @@ class EnvManager:
     # -- keys and paths ----------------------------------------------------------------------------------
 
     def key_for(self, requirements: Path, *, task_dir: Path) -> str:
-        """The content key of the env these requirements need (a missing requirements.txt is empty)."""
-        lines = self._read_requirements(requirements)
+        """The content key of the env these requirements need (a missing requirements.txt is empty, unless
+        main.py declares a PEP 723 block)."""
+        lines = self._requirement_lines(requirements, task_dir=task_dir)
         digest = hashlib.sha256()
 
         def feed(part: str) -> None:
@@ -429,8 +446,9 @@ class EnvManager:
             shutil.rmtree(folder)  # a half-built leftover of a failed or interrupted build
         try:
             self._create_venv(folder, task=task, requirements=requirements)
-            if self._read_requirements(requirements):
-                self._install(key, task=task, requirements=requirements, task_dir=task_dir, lock_fd=lock_fd)
+            source = self._install_source(folder, requirements=requirements, task_dir=task_dir)
+            if source is not None:
+                self._install(key, task=task, requirements=source, task_dir=task_dir, lock_fd=lock_fd)
             if self.key_for(requirements, task_dir=task_dir) != key:
                 self._log.info("env %s: %s changed during the build; discarding it", key, requirements)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -564,6 +582,32 @@ class EnvManager:
 
     def _lock_path(self, key: str) -> Path:
         return self._paths.envs / f"{self.env_dir(key).name}.lock"
+
+    # -- PEP 723: main.py's '# /// script' block in place of requirements.txt (supervisor/pep723.py) --------
+
+    def _script_lines(self, requirements: Path, *, task_dir: Path) -> tuple[str, ...] | None:
+        """The block's dependencies when main.py has one (and no requirements.txt); else None."""
+        return script_requirements(requirements, main_py=Path(task_dir) / "main.py", task=Path(task_dir).name,
+                                   python_version=self._python_version, python=self._base_python)
+
+    def _requirement_lines(self, requirements: Path, *, task_dir: Path) -> tuple[str, ...]:
+        """What the env is built from: the script block's dependencies, else requirements.txt's lines."""
+        script = self._script_lines(requirements, task_dir=task_dir)
+        if script is not None:
+            return normalize_requirements("\n".join(script))
+        return self._read_requirements(requirements)
+
+    def _install_source(self, folder: Path, *, requirements: Path, task_dir: Path) -> Path | None:
+        """The file to ``-r`` install: requirements.txt, or the block's dependencies written into the env
+        folder (so uv and pip read them the same way); None when there is nothing to install."""
+        script = self._script_lines(requirements, task_dir=task_dir)
+        if script is None:
+            return requirements if self._read_requirements(requirements) else None
+        if not script:
+            return None
+        generated = folder / SCRIPT_REQUIREMENTS_NAME
+        generated.write_text("".join(f"{line}\n" for line in script), encoding="utf-8")
+        return generated
 
     def _read_requirements(self, requirements: Path) -> tuple[str, ...]:
         try:
