@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
+from .envhealth import env_interpreter_problem
 from .errors import ConfigError, EnvBuildError
 from .paths import Paths
 from .pep723 import script_requirements
@@ -406,8 +407,18 @@ class EnvManager:
             marker = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        # exists() follows the venv's symlink: a removed base interpreter makes the env not ready.
-        return isinstance(marker, dict) and marker.get("key") == key and self.python_for(key).exists()
+        # A removed base interpreter (distro upgrade, pyenv removal) makes the env not ready: ensure() then
+        # rebuilds it (see broken_reason).
+        return isinstance(marker, dict) and marker.get("key") == key and env_interpreter_problem(folder) is None
+
+    def broken_reason(self, key: str) -> str | None:
+        """Why a *built* env (its marker is there) can no longer start its interpreter; None when it can or
+        when it was never built. A few stats: the loop may call it at every key check and spawn failure."""
+        folder = self.env_dir(key)
+        if not (folder / MARKER_NAME).is_file():
+            return None
+        problem = env_interpreter_problem(folder)
+        return f"env {key}: {problem}" if problem is not None else None
 
     # -- building ----------------------------------------------------------------------------------------
 
@@ -439,6 +450,9 @@ class EnvManager:
         """
         folder = self.env_dir(key)
         started = time.monotonic()
+        broken = self.broken_reason(key)
+        if broken is not None:  # self-healing: the one line that says why a finished env is built again
+            self._log.warning("%s; rebuilding it for task %s", broken, task)
         self._log.info("env %s: building for task %s with %s from %s", key, task, self._installer, requirements)
         if folder.is_symlink() or folder.is_file():
             folder.unlink()
@@ -467,8 +481,10 @@ class EnvManager:
     def _create_venv(self, folder: Path, *, task: str, requirements: Path) -> None:
         import virtualenv  # noqa: PLC0415 - heavy import, only needed when an env is actually built
 
-        args = [str(folder), "--python", str(self._base_python), "--no-periodic-update", "--no-download",
-                "--quiet"]
+        # The resolved path: virtualenv caches interpreter facts per path for the life of the process, so after
+        # a distro upgrade repointed python3 it would still use the deleted binary behind the old answer.
+        args = [str(folder), "--python", os.path.realpath(self._base_python), "--no-periodic-update",
+                "--no-download", "--quiet"]
         # uv installs into any interpreter, so the env needs no pip; the pip installer needs the seeded pip
         # (from virtualenv's bundled wheels: no network).
         if self._installer == "uv":
