@@ -122,3 +122,13 @@ def script_requirements(requirements: Path, *, main_py: Path, task: str, python_
                           f"present; keep one of them (the block's dependencies or requirements.txt)")
     check_requires_python(meta, python_version=python_version, python=python, where=main_py, task=task)
     return meta.dependencies
+
+
+def check_task_block(task_dir: Path, *, task: str, python_version: str, python: Path) -> list[str]:
+    """``validate``: the problems of a task's script block (none when it has no block or a valid one)."""
+    try:
+        script_requirements(task_dir / "requirements.txt", main_py=task_dir / "main.py", task=task,
+                            python_version=python_version, python=python)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []

@@ -2,12 +2,15 @@
 
 Checks, per task: the folder is complete (main.py, config.ini), config.ini parses with valid values (warnings
 for unknown keys and defaults used), main.py compiles and defines main(), requirements.txt is readable UTF-8
-and each requirement line looks like a requirement or a pip option. Nothing is imported, built or installed.
+and each requirement line looks like a requirement or a pip option, a PEP 723 block in main.py is valid, is
+not next to a requirements.txt and its requires-python fits this Python. Nothing is imported, built or installed.
 """
 
 from __future__ import annotations
 
+import platform
 import re
+import sys
 from pathlib import Path
 
 from .config import read_home_config, read_task_config
@@ -15,6 +18,7 @@ from .discovery import check_task_source, scan_tasks
 from .envs import normalize_requirements
 from .errors import TaskAutomationError
 from .paths import Paths
+from .pep723 import check_task_block
 from .spec import Limits
 
 # A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
@@ -74,6 +78,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
             except TaskAutomationError as exc:
                 errors.append(str(exc))
         errors.extend(check_requirements(folder.path / "requirements.txt", task=name))
+        errors.extend(check_task_block(folder.path, task=name, python_version=platform.python_version(),
+                                       python=Path(sys.executable)))
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)

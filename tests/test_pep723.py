@@ -136,3 +136,18 @@ def test_a_block_with_no_dependencies_builds_a_bare_env(home: Path) -> None:
         """))
     status = EnvManager(Paths(home)).ensure(task="bare", requirements=task / "requirements.txt", task_dir=task)
     assert status.ready and status.python.exists()
+
+
+def test_validate_reports_block_problems(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from supervisor.cli import main as cli_main
+
+    config = "[Frequency]\nEveryXMinutes = 5\n"
+    for name, source, requirements in (("good", _main('"mypkg"'), None), ("both", _main('"mypkg"'), "mypkg\n"),
+                                       ("future", _main("", requires=">=4"), None)):
+        _task(home, name, source, requirements)
+        (home / "Tasks" / name / "config.ini").write_text(config)
+    assert cli_main(["validate", "--home", str(home)]) == 1
+    out = capsys.readouterr().out
+    assert "ok    good" in out
+    assert f"both {home / 'Tasks/both/requirements.txt'} and a '# /// script' block" in out
+    assert "requires-python = '>=4': not met" in out
