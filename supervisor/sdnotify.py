@@ -143,3 +143,50 @@ class Notifier:
 def _one_line(text: str) -> str:
     # The protocol is newline-separated KEY=VALUE: a newline in a status would start a bogus field.
     return " ".join(text.split())
+
+
+def status_line(*, tasks: int, running: int, broken: int) -> str:
+    """What ``systemctl status`` shows for the supervisor."""
+    line = f"{tasks} task(s), {running} running"
+    return f"{line}, {broken} not loaded (see taskautomation status)" if broken else line
+
+
+class LoopNotifier:
+    """What the loop tells systemd and when: the loop calls ``turn`` once per wake, from its own thread.
+
+    ``READY=1`` once, at the first turn after the first scan; ``STATUS=`` whenever the counts change;
+    ``WATCHDOG=1`` through ``Notifier.maybe_ping``; ``STOPPING=1`` once when shutdown begins.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self._ready = False
+        self._stopping = False
+        self._last_status: str | None = None
+
+    def max_sleep(self) -> float | None:
+        """Bound for the loop's sleep (None: no watchdog, sleep as long as the schedule allows)."""
+        return self.notifier.wake_interval()
+
+    def turn(self, now_mono: float, *, scanned: bool, tasks: int, running: int, broken: int) -> None:
+        if not self.notifier.enabled:
+            return
+        if not self._stopping:
+            line = status_line(tasks=tasks, running=running, broken=broken)
+            if scanned and not self._ready:
+                self.notifier.ready(line)
+                self._ready = True  # a lost READY is not re-sent: systemd's start timeout reports it
+                self._last_status = line
+            elif self._ready and line != self._last_status:
+                self.notifier.status(line)
+                self._last_status = line
+        # The ping goes on during shutdown too: stopping runs with long graces must not look like a hang.
+        self.notifier.maybe_ping(now_mono)
+
+    def stopping(self, *, running: int) -> None:
+        if self.notifier.enabled and not self._stopping:
+            self._stopping = True
+            self.notifier.stopping(f"stopping: waiting for {running} run(s) to end" if running else "stopping")
+
+    def close(self) -> None:
+        self.notifier.close()

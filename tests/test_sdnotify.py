@@ -112,3 +112,29 @@ def test_a_vanished_manager_is_logged_once_and_never_raises(tmp_path: Path, capl
 def test_abstract_address_encoding() -> None:
     assert socket_address("@abc") == b"\0abc"
     assert socket_address("/run/systemd/notify") == "/run/systemd/notify"
+
+
+def test_loop_notifier_ready_once_after_scan_status_on_change_then_stopping(
+        listener: tuple[str, socket.socket]) -> None:
+    from supervisor.sdnotify import LoopNotifier
+
+    value, sock = listener
+    loop = LoopNotifier(Notifier(value, watchdog_s=4.0))
+    try:
+        assert loop.max_sleep() == 1.0
+        loop.turn(0.0, scanned=False, tasks=0, running=0, broken=0)  # before the first scan: only the ping
+        loop.turn(0.5, scanned=True, tasks=3, running=0, broken=1)
+        loop.turn(1.0, scanned=True, tasks=3, running=0, broken=1)  # nothing changed: nothing sent
+        loop.turn(2.0, scanned=True, tasks=3, running=2, broken=0)
+        loop.stopping(running=2)
+        loop.turn(4.0, scanned=True, tasks=3, running=1, broken=0)  # no STATUS after STOPPING, pings go on
+        assert _pending(sock) == [
+            "WATCHDOG=1",
+            "READY=1\nSTATUS=3 task(s), 0 running, 1 not loaded (see taskautomation status)",
+            "STATUS=3 task(s), 2 running",
+            "WATCHDOG=1",
+            "STOPPING=1\nSTATUS=stopping: waiting for 2 run(s) to end",
+            "WATCHDOG=1",
+        ]
+    finally:
+        loop.close()
