@@ -164,6 +164,10 @@ class LoopNotifier:
         self._stopping = False
         self._last_status: str | None = None
 
+    @property
+    def enabled(self) -> bool:
+        return self.notifier.enabled
+
     def max_sleep(self) -> float | None:
         """Bound for the loop's sleep (None: no watchdog, sleep as long as the schedule allows)."""
         return self.notifier.wake_interval()

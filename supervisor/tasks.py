@@ -13,6 +13,10 @@ Policies:
 * Problems are logged once per folder content, so an unchanged broken folder is not re-reported every rescan.
 * A broken or disabled task keeps its env (for when it is fixed or re-enabled); envs nothing refers to any
   more are collected.
+* Self-healing envs: an env whose base interpreter disappeared (a distro upgrade, a pyenv removal) is found
+  at the key check of a load and before every spawn, and rebuilt once, automatically; meanwhile its tasks are
+  ``env-building`` with the reason as their error. Tasks sharing the env join the one rebuild. If it breaks
+  again before a build of it succeeded, the task is ``env-failed`` until its files change.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Callable
 
 from .clock import Clock
+from .envhealth import HealPolicy
 from .discovery import TaskFolder
 from .envbuild import EnvBuilder
 from .events import EnvBuilt
@@ -57,6 +62,7 @@ class TaskBook:
         self.init_queue: dict[str, None] = {}  # tasks waiting for an initialize() slot, in arrival order
         self.gc_wanted = False
         self.stopping: str | None = None  # the reason, once a shutdown has begun
+        self.heal = HealPolicy()  # env keys already rebuilt once because their interpreter disappeared
 
     # Provided by the loop.
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
@@ -120,6 +126,8 @@ class TaskBook:
         wanted = reading.wanted_key
         assert wanted is not None
         st.wanted_key = wanted
+        if wanted == st.env_key and self._env_broken(st, wanted):
+            return
         if wanted != st.env_key:
             if self.envs.is_ready(wanted):
                 st.env_key = wanted
@@ -185,6 +193,8 @@ class TaskBook:
 
     def _on_env_built(self, event: EnvBuilt) -> None:
         waiting = self.building.pop(event.key, set())
+        if event.error is None:
+            self.heal.rebuilt(event.key)  # healthy again: a later breakage (the next upgrade) heals again
         for name in sorted(waiting):
             st = self.tasks.get(name)
             if st is None or is_parked(st) or st.wanted_key != event.key:
@@ -214,6 +224,22 @@ class TaskBook:
                                due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
                                message=event.error, log_path=self.task_logs.path(name))
             self._publish(st, record, summary="")
+
+    def _env_broken(self, st: TaskState, key: str) -> bool:
+        """True when env ``key`` can no longer start its interpreter; the task is then being healed."""
+        reason = self.envs.broken_reason(key)
+        if reason is None:
+            return False
+        if key not in self.building and not self.heal.should_rebuild(key):
+            self._set_broken(st, f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
+                                 "installation, then edit a file of the task to retry", phase=P.ENV_FAILED)
+            return True
+        # Nothing serves the task until the rebuild is done; a failed rebuild makes it env-failed.
+        self._unload(st, P.ENV_BUILDING, f"task {st.name!r}: {reason}; rebuilding it")
+        st.env_key = None
+        st.wanted_key = key
+        self._build_env(key, st)
+        return True
 
     def _keys_in_use(self) -> set[str]:
         keys = {flight.env_key for flight in self.in_flight.values()}
