@@ -83,3 +83,31 @@ def test_heal_policy_rebuilds_once_until_a_build_succeeds() -> None:
     assert not policy.should_rebuild("k")  # the rebuild failed: do not loop on it
     policy.rebuilt("k")
     assert policy.should_rebuild("k")  # a later breakage (the next upgrade) heals again
+
+
+def test_a_running_supervisor_rebuilds_the_env_once_and_runs_go_on(home: Path) -> None:
+    """End to end: real envs, real runs. The base interpreter is replaced under a running supervisor."""
+    from harness import InProcessSupervisor
+    from helpers import wait_for
+
+    base = home / "base"
+    _install_python(base, "python3-old")
+    task = home / "Tasks" / "who"
+    task.mkdir()
+    (task / "config.ini").write_text("[Frequency]\nEveryXMinutes = 0.01\n")  # a run every 0.6 s
+    (task / "main.py").write_text(
+        "import os, sys\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n    os.makedirs(out, exist_ok=True)\n"
+        "    with open(os.path.join(out, 'python.txt'), 'w') as f:\n        f.write(os.path.realpath(sys.executable))\n"
+        "    return 'ok'\n")
+    output = task / "Output" / "python.txt"
+    logger = logging.getLogger(f"test.in_process.{home.name}")  # the in-process supervisor's log
+    envs = EnvManager(Paths(home), base_python=base / "python3", logger=logger)
+    with InProcessSupervisor(home, envs=envs) as running:
+        wait_for(lambda: output.exists() and output.read_text().endswith("python3-old"), timeout=60,
+                 what="a run on the old interpreter")
+        (base / "python3-old").unlink()
+        _install_python(base, "python3-new")
+        wait_for(lambda: output.read_text().endswith("python3-new"), timeout=60,
+                 what="a run on the rebuilt env\n" + running.log()[-3000:])
+        log = running.log()
+    assert log.count("rebuilding it for task who") == 1, log[-3000:]
