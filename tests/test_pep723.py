@@ -151,3 +151,38 @@ def test_validate_reports_block_problems(home: Path, capsys: pytest.CaptureFixtu
     assert "ok    good" in out
     assert f"both {home / 'Tasks/both/requirements.txt'} and a '# /// script' block" in out
     assert "requires-python = '>=4': not met" in out
+
+
+def _live_status(running) -> dict:  # type: ignore[no-untyped-def]
+    """Ask the loop thread for its status the way the control socket does (its state is that thread's)."""
+    import threading
+
+    from supervisor.events import ControlRequest
+
+    box: list = []
+    done = threading.Event()
+    running.supervisor.post(ControlRequest("status", {}, lambda reply: (box.append(reply), done.set())))
+    assert done.wait(timeout=10), "the loop did not answer"
+    return box[0]["status"]
+
+
+def test_a_supervisor_runs_a_pep723_task_and_reports_a_conflicting_one(home: Path, local_index: Path) -> None:
+    from harness import InProcessSupervisor
+    from helpers import wait_for
+
+    config = "[Frequency]\nEveryXMinutes = 60\n"
+    body = ("import os\nimport mypkg\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n"
+            "    os.makedirs(out, exist_ok=True)\n"
+            "    open(os.path.join(out, 'v.txt'), 'w').write(mypkg.__version__)\n    return 'ok'\n")
+    good = _task(home, "inline", _main('"mypkg==2.0"', body=body))
+    (good / "config.ini").write_text(config)
+    both = _task(home, "both", _main('"mypkg"', body=body), requirements="mypkg==1.0\n")
+    (both / "config.ini").write_text(config)
+    with InProcessSupervisor(home) as running:
+        wait_for(lambda: (good / "Output" / "v.txt").exists(), timeout=60,
+                 what="the PEP 723 task's run\n" + running.log()[-2000:])
+        assert (good / "Output" / "v.txt").read_text() == "2.0"
+        row = wait_for(lambda: next((t for t in _live_status(running)["tasks"]
+                                     if t["name"] == "both" and t["state"] == "error"), None), timeout=30,
+                       what="the conflicting task in error")
+        assert "both" in row["error"] and "requirements.txt" in row["error"] and "main.py" in row["error"]
