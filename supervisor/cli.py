@@ -292,7 +292,7 @@ def _ops_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
     from .systemd import install_command
 
-    return install_command(paths.home, user_mode=args.user, dry_run=args.dry_run, enable=args.enable,
+    return install_command(paths, user_mode=args.user, dry_run=args.dry_run, enable=args.enable,
                            target_dir=args.unit_dir, environ=os.environ, out=print)
 
 

@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from .config import read_home_config, read_task_config
 from .errors import TaskAutomationError
+from .paths import CONFIG_FILE, Paths
 
 UNIT_PREFIX = "taskautomation-"
 WATCHDOG_SEC = 30
@@ -187,12 +188,11 @@ def write_unit(path: Path, text: str) -> None:
 
 
 @dataclass(frozen=True)
-class InstallResult:
-    """What ``install-systemd`` did, as lines for the user."""
+class UnitPlan:
+    """The unit's text and the file it belongs in."""
 
     unit_path: Path
     text: str
-    lines: tuple[str, ...]
 
 
 def task_kill_graces(tasks_dir: Path, *, read_grace: Callable[[Path], float | None]) -> list[float]:
@@ -202,28 +202,28 @@ def task_kill_graces(tasks_dir: Path, *, read_grace: Callable[[Path], float | No
         return []
     graces = []
     for folder in sorted(tasks_dir.iterdir()):
-        if folder.is_dir() and (folder / "config.ini").is_file():
-            grace = read_grace(folder / "config.ini")
+        if folder.is_dir() and (folder / CONFIG_FILE).is_file():
+            grace = read_grace(folder / CONFIG_FILE)
             if grace is not None:
                 graces.append(grace)
     return graces
 
 
 def plan_install(*, home: Path, python: Path, main_py: Path | None, user_mode: bool, graces: Iterable[float],
-                 default_grace_s: float, run_as: str | None, target_dir: Path, name: str | None = None) -> InstallResult:
+                 default_grace_s: float, run_as: str | None, target_dir: Path, name: str | None = None) -> UnitPlan:
     """The unit and where it goes, without touching anything (``--dry-run`` prints exactly this)."""
     unit_name = name or unit_name_for(home)
     spec = UnitSpec(name=unit_name, home=home, python=python, main_py=main_py, user_mode=user_mode,
                     stop_timeout_s=stop_timeout_for(graces, default_grace_s=default_grace_s),
                     run_as=None if user_mode else run_as)
-    return InstallResult(unit_path=target_dir / f"{unit_name}.service", text=render_unit(spec), lines=())
+    return UnitPlan(unit_path=target_dir / f"{unit_name}.service", text=render_unit(spec))
 
 
-def install_command(paths_home: Path, *, user_mode: bool, dry_run: bool, enable: bool, target_dir: Path | None,
+def install_command(paths: Paths, *, user_mode: bool, dry_run: bool, enable: bool, target_dir: Path | None,
                     environ: Mapping[str, str], out: Callable[[str], None],
                     run: CommandRunner = run_command) -> int:
     """``install-systemd``: render the unit for this home and this interpreter; print, write or also enable it."""
-    home_config, _ = read_home_config(paths_home / "taskautomation.ini")
+    home_config, _ = read_home_config(paths.home_config)
 
     def read_grace(config_ini: Path) -> float | None:
         try:
@@ -236,13 +236,13 @@ def install_command(paths_home: Path, *, user_mode: bool, dry_run: bool, enable:
     main_py = Path(__file__).resolve().parent.parent / "main.py"
     user = pwd.getpwuid(os.getuid()).pw_name
     plan = plan_install(
-        home=paths_home, python=Path(os.path.abspath(sys.executable)),
+        home=paths.home, python=Path(os.path.abspath(sys.executable)),
         main_py=main_py if main_py.is_file() else None, user_mode=user_mode,
-        graces=task_kill_graces(paths_home / "Tasks", read_grace=read_grace),
-        default_grace_s=home_config.limits.kill_grace_s, run_as=owner_of(paths_home),
+        graces=task_kill_graces(paths.tasks, read_grace=read_grace),
+        default_grace_s=home_config.limits.kill_grace_s, run_as=owner_of(paths.home),
         target_dir=target_dir or unit_dir(user_mode=user_mode, environ=environ, user_home=Path.home()))
     if dry_run:
-        out(f"# {plan.unit_path} (not written: --dry-run)")
+        out(f"# {plan.unit_path} (not written: --dry-run{'; --enable ignored' if enable else ''})")
         out(plan.text.rstrip("\n"))
     else:
         write_unit(plan.unit_path, plan.text)
@@ -251,7 +251,8 @@ def install_command(paths_home: Path, *, user_mode: bool, dry_run: bool, enable:
     if enable and not dry_run:
         for line in enable_unit(name, user_mode=user_mode, run=run):
             out(line)
-        out(f"{name} is enabled and started; follow it with: journalctl {'--user ' if user_mode else ''}-u {name} -f")
+        journal = f"journalctl {'--user ' if user_mode else ''}-u {name} -f"
+        out(f"{name} is enabled and started; follow it with: {journal}")
     elif not dry_run:
         flag = "--user " if user_mode else ""
         out(f"next: systemctl {flag}daemon-reload && systemctl {flag}enable --now {name} (or re-run with --enable)")

@@ -147,3 +147,28 @@ def test_plan_system_mode_runs_as_the_home_owner(tmp_path: Path) -> None:
                         default_grace_s=10, run_as="alice", target_dir=tmp_path / "u")
     assert "User=alice" in plan.text
     assert f"ExecStart={sys.executable} -m supervisor run --home {tmp_path}" in plan.text
+
+
+def test_install_systemd_enable_runs_systemctl_and_reports_it(home: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the command line with a stand-in ``systemctl`` on PATH (no service manager runs in a test
+    container): the real subprocess path, the order of the calls and the report."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    fake = bin_dir / "systemctl"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n[ \"$1 $2\" != \"--user enable\" ] || [ -z \"$FAIL\" ] "
+                    f"|| {{ echo 'Failed to enable unit: Unit file is masked.' >&2; exit 1; }}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    units = home / "units"
+    name = unit_name_for(home)
+    assert cli_main(["install-systemd", "--user", "--enable", "--unit-dir", str(units), "--home", str(home)]) == 0
+    assert calls.read_text().splitlines() == ["--user daemon-reload", f"--user enable --now {name}.service"]
+    out = capsys.readouterr().out
+    assert f"ran: systemctl --user daemon-reload\nran: systemctl --user enable --now {name}.service" in out
+    assert "loginctl enable-linger" in out
+    monkeypatch.setenv("FAIL", "1")
+    assert cli_main(["install-systemd", "--user", "--enable", "--unit-dir", str(units), "--home", str(home)]) == 1
+    assert "enable --now" in capsys.readouterr().err
