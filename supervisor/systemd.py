@@ -209,6 +209,44 @@ def task_kill_graces(tasks_dir: Path, *, read_grace: Callable[[Path], float | No
     return graces
 
 
+def home_kill_graces(paths: Paths) -> list[float]:
+    """KillGraceSeconds of the home's default and of every task whose config.ini reads (the others get the
+    default when they are fixed)."""
+    home_config, _ = read_home_config(paths.home_config)
+
+    def read_grace(config_ini: Path) -> float | None:
+        try:
+            spec = read_task_config(config_ini, task=config_ini.parent.name, defaults=home_config.limits).spec
+        except TaskAutomationError:
+            return None
+        return spec.limits.kill_grace_s
+
+    return [home_config.limits.kill_grace_s, *task_kill_graces(paths.tasks, read_grace=read_grace)]
+
+
+def installed_units(paths: Paths, *, environ: Mapping[str, str], user_home: Path) -> list[tuple[Path, str]]:
+    """(path, text) of this home's unit in the system and the user unit folders, where one is installed."""
+    found = []
+    name = f"{unit_name_for(paths.home)}.service"
+    for user_mode in (False, True):
+        path = unit_dir(user_mode=user_mode, environ=environ, user_home=user_home) / name
+        try:
+            found.append((path, path.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
+def unit_setting(text: str, key: str) -> str | None:
+    """The last ``key=value`` of a unit's text (later assignments win for these single-valued keys)."""
+    value = None
+    for line in text.splitlines():
+        name, sep, rest = line.strip().partition("=")
+        if sep and name.strip() == key:
+            value = rest.strip()
+    return value
+
+
 def plan_install(*, home: Path, python: Path, main_py: Path | None, user_mode: bool, graces: Iterable[float],
                  default_grace_s: float, run_as: str | None, target_dir: Path, name: str | None = None) -> UnitPlan:
     """The unit and where it goes, without touching anything (``--dry-run`` prints exactly this)."""
@@ -223,23 +261,13 @@ def install_command(paths: Paths, *, user_mode: bool, dry_run: bool, enable: boo
                     environ: Mapping[str, str], out: Callable[[str], None],
                     run: CommandRunner = run_command) -> int:
     """``install-systemd``: render the unit for this home and this interpreter; print, write or also enable it."""
-    home_config, _ = read_home_config(paths.home_config)
-
-    def read_grace(config_ini: Path) -> float | None:
-        try:
-            spec = read_task_config(config_ini, task=config_ini.parent.name, defaults=home_config.limits).spec
-        except TaskAutomationError:
-            return None
-        return spec.limits.kill_grace_s
-
     # The interpreter running this command is the one that has the dependencies: the unit must use it.
     main_py = Path(__file__).resolve().parent.parent / "main.py"
     user = pwd.getpwuid(os.getuid()).pw_name
     plan = plan_install(
         home=paths.home, python=Path(os.path.abspath(sys.executable)),
         main_py=main_py if main_py.is_file() else None, user_mode=user_mode,
-        graces=task_kill_graces(paths.tasks, read_grace=read_grace),
-        default_grace_s=home_config.limits.kill_grace_s, run_as=owner_of(paths.home),
+        graces=home_kill_graces(paths), default_grace_s=0.0, run_as=owner_of(paths.home),
         target_dir=target_dir or unit_dir(user_mode=user_mode, environ=environ, user_home=Path.home()))
     if dry_run:
         out(f"# {plan.unit_path} (not written: --dry-run{'; --enable ignored' if enable else ''})")

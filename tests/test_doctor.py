@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main as cli_main
-from supervisor.doctor import (
-    CgroupInfo, Probes, Status, SupervisorProbe, broken_envs, check_cgroups, check_inotify, doctor_command,
-    parse_cgroups, probe_supervisor, run_checks,
+from supervisor.doctor import Status, check_cgroups, check_inotify, doctor_command, run_checks
+from supervisor.doctor_probes import (
+    CgroupInfo, Probes, SupervisorProbe, broken_envs, parse_cgroups, probe_supervisor,
 )
 from supervisor.envs import MARKER_NAME
 from supervisor.paths import Paths
@@ -35,7 +35,7 @@ def test_healthy_home_has_no_fail_and_json_schema(home: Path, capsys: pytest.Cap
     report = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in report["checks"]]
     assert names == ["python", "uv", "inotify", "cgroups", "disk", "home writable", "time zones", "clock",
-                     "envs", "supervisor"]
+                     "envs", "systemd unit", "supervisor"]
     for check in report["checks"]:
         assert set(check) == {"name", "status", "detail", "fix"}
         assert check["status"] in ("pass", "warn", "fail")
@@ -137,3 +137,31 @@ def test_doctor_command_line_exit_code(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=50, check=False)
     assert result.returncode == 1
     assert f"FAIL  home writable: cannot write to {missing}: it does not exist" in result.stdout
+
+
+def test_an_installed_unit_that_cannot_start_fails_and_a_short_stop_timeout_warns(home: Path) -> None:
+    from supervisor.systemd import UnitSpec, installed_units, render_unit, unit_name_for
+
+    config = home / "config"
+    unit = config / "systemd" / "user" / f"{unit_name_for(home)}.service"
+    unit.parent.mkdir(parents=True)
+    task = home / "Tasks" / "slow"
+    task.mkdir()
+    (task / "main.py").write_text("def main():\n    pass\n")
+    (task / "config.ini").write_text("[Frequency]\nEveryXMinutes = 5\n[Limits]\nKillGraceSeconds = 100\n")
+    probes = dataclasses.replace(Probes(), units=lambda paths: installed_units(
+        paths, environ={"XDG_CONFIG_HOME": str(config)}, user_home=home))
+
+    def write(python: Path, stop_s: int) -> None:
+        unit.write_text(render_unit(UnitSpec(name=unit.stem, home=home, python=python, main_py=None,
+                                             user_mode=True, stop_timeout_s=stop_s)))
+
+    write(Path(sys.executable), 130)
+    assert _by_name(run_checks(Paths(home), probes=probes))["systemd unit"].status is Status.PASS
+    write(Path(sys.executable), 40)  # written before KillGraceSeconds was raised to 100
+    check = _by_name(run_checks(Paths(home), probes=probes))["systemd unit"]
+    assert check.status is Status.WARN and "TimeoutStopSec 40 is below the 130 s" in check.detail
+    write(home / "old venv" / "bin" / "python", 130)  # the venv was deleted or moved
+    check = _by_name(run_checks(Paths(home), probes=probes))["systemd unit"]
+    assert check.status is Status.FAIL and str(home / "old venv" / "bin" / "python") in check.detail
+    assert "install-systemd" in check.fix
