@@ -15,8 +15,9 @@ Policies:
   more are collected.
 * Self-healing envs: an env whose base interpreter disappeared (a distro upgrade, a pyenv removal) is found
   at the key check of a load and before every spawn, and rebuilt once, automatically; meanwhile its tasks are
-  ``env-building`` with the reason as their error. Tasks sharing the env join the one rebuild. If it breaks
-  again before a build of it succeeded, the task is ``env-failed`` until its files change.
+  ``env-building`` with the reason as their error. Tasks sharing the env join the one rebuild. A failed
+  rebuild makes the task ``env-failed``; an env still broken after its rebuild makes it ``error``; either
+  waits for its files to change.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class TaskBook:
 
     def _on_env_built(self, event: EnvBuilt) -> None:
         waiting = self.building.pop(event.key, set())
-        if event.error is None:
+        if event.error is None and self.envs.broken_reason(event.key) is None:
             self.heal.rebuilt(event.key)  # healthy again: a later breakage (the next upgrade) heals again
         for name in sorted(waiting):
             st = self.tasks.get(name)
@@ -232,7 +233,7 @@ class TaskBook:
             return False
         if key not in self.building and not self.heal.should_rebuild(key):
             self._set_broken(st, f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
-                                 "installation, then edit a file of the task to retry", phase=P.ENV_FAILED)
+                                 "installation, then edit a file of the task to retry")
             return True
         # Nothing serves the task until the rebuild is done; a failed rebuild makes it env-failed.
         self._unload(st, P.ENV_BUILDING, f"task {st.name!r}: {reason}; rebuilding it")

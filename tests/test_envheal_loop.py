@@ -122,3 +122,18 @@ def test_healthy_again_after_a_rebuild_a_later_breakage_heals_again(h: Harness) 
         h.settle()
     assert h.envs.builds == [KEY_A, KEY_A]
     assert h.task("t")["state"] in ("scheduled", "running")
+
+
+def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
+    h.write("t", every=1)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
+    _break(h)
+    h.tick(60)
+    h.envs.ready.add(KEY_A)  # the build reports success, but the interpreter is still gone
+    h.post(EnvBuilt(KEY_A))
+    h.settle()
+    assert h.envs.builds == [KEY_A]
+    assert h.task("t")["state"] == "error"
+    assert "rebuilt once already" in h.task("t")["error"]
