@@ -231,15 +231,18 @@ class TaskBook:
         reason = self.envs.broken_reason(key)
         if reason is None:
             return False
-        if key not in self.building and not self.heal.should_rebuild(key):
+        # When the requirements already ask for another env, that one is what the task waits for.
+        target = st.wanted_key if st.wanted_key not in (None, key) else key
+        if target == key and key not in self.building and not self.heal.should_rebuild(key):
             self._set_broken(st, f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
                                  "installation, then edit a file of the task to retry")
             return True
-        # Nothing serves the task until the rebuild is done; a failed rebuild makes it env-failed.
-        self._unload(st, P.ENV_BUILDING, f"task {st.name!r}: {reason}; rebuilding it")
+        # Nothing serves the task until that env is ready; a failed build makes it env-failed.
+        then = "rebuilding it" if target == key else f"waiting for its new env {target}"
+        self._unload(st, P.ENV_BUILDING, f"task {st.name!r}: {reason}; {then}")
         st.env_key = None
-        st.wanted_key = key
-        self._build_env(key, st)
+        st.wanted_key = target
+        self._build_env(target, st)
         return True
 
     def _keys_in_use(self) -> set[str]:

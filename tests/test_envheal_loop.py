@@ -137,3 +137,24 @@ def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
     assert h.envs.builds == [KEY_A]
     assert h.task("t")["state"] == "error"
     assert "rebuilt once already" in h.task("t")["error"]
+
+
+def test_a_broken_serving_env_while_a_new_one_builds_waits_for_the_new_one(h: Harness) -> None:
+    from test_loop import KEY_B
+
+    h.write("t", every=1)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.write("t", every=1, requirements="b")
+    h.settle()
+    assert h.envs.builds == [KEY_B]
+    _break(h)  # the serving env KEY_A loses its interpreter while KEY_B is being built
+    h.tick(60)
+    assert h.envs.builds == [KEY_B], "no rebuild of the env the requirements no longer want"
+    assert h.task("t")["state"] == "env-building"
+    assert h.task("t")["error"].endswith(f"waiting for its new env {KEY_B}")
+    h.envs.ready.add(KEY_B)
+    h.post(EnvBuilt(KEY_B))
+    h.settle()
+    h.tick(60)
+    assert h.executor.mains("t")[-1].env_key == KEY_B
