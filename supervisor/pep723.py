@@ -24,7 +24,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from . import safefile
 from .errors import ConfigError
+from .safefile import UnsafeFileError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +34,6 @@ else:  # pragma: no cover - the package depends on tomli there
     import tomli as tomllib
 
 BLOCK_TYPE = "script"
-MAX_SOURCE_BYTES = 16 * 1024 * 1024  # main.py's cap (DESIGN.md 5.0)
 # The reference expression of the specification: a '# /// TYPE' line, comment lines, a '# ///' line.
 _BLOCK_RE = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 
@@ -95,15 +96,15 @@ def check_requires_python(meta: ScriptMetadata, *, python_version: str, python: 
                      f"with a matching Python or relax the specifier")
 
 
-def read_source(main_py: Path) -> str | None:
-    """main.py's text for the block search; None when it does not exist. Bounded by main.py's size cap."""
+def read_source(main_py: Path, *, task: str) -> str | None:
+    """main.py's text for the block search; None when it does not exist. Read the safe way (regular files
+    only, never blocking, main.py's size cap): an unsafe main.py is a ConfigError naming it."""
     try:
-        with open(main_py, "rb") as handle:
-            raw = handle.read(MAX_SOURCE_BYTES + 1)
+        raw = safefile.read_bytes(main_py, max_bytes=safefile.CODE_MAX_BYTES)
     except FileNotFoundError:
         return None
-    if len(raw) > MAX_SOURCE_BYTES:
-        raise ConfigError(f"{main_py}: larger than {MAX_SOURCE_BYTES // 2**20} MiB; not read")
+    except UnsafeFileError as exc:
+        raise ConfigError(f"task {task!r}: {exc}") from None
     return raw.decode("utf-8", errors="surrogateescape")
 
 
@@ -113,7 +114,7 @@ def script_requirements(requirements: Path, *, main_py: Path, task: str, python_
 
     Raises ConfigError for a block next to a requirements.txt, an invalid block or an unmet requires-python.
     """
-    source = read_source(main_py)
+    source = read_source(main_py, task=task)
     meta = parse_script_metadata(source, where=main_py, task=task) if source is not None else None
     if meta is None:
         return None
