@@ -165,3 +165,17 @@ def test_an_installed_unit_that_cannot_start_fails_and_a_short_stop_timeout_warn
     check = _by_name(run_checks(Paths(home), probes=probes))["systemd unit"]
     assert check.status is Status.FAIL and str(home / "old venv" / "bin" / "python") in check.detail
     assert "install-systemd" in check.fix
+
+
+def test_a_healthy_running_supervisor_passes(home: Path) -> None:
+    from harness import SupervisorProcess
+
+    task = home / "Tasks" / "t"
+    task.mkdir()
+    (task / "main.py").write_text("def main():\n    return 'x'\n")
+    (task / "config.ini").write_text("[Frequency]\nEveryXMinutes = 600\n")
+    with SupervisorProcess(home) as running:
+        check = _by_name(run_checks(Paths(home)))["supervisor"]
+        assert running.proc is not None
+        assert check.status is Status.PASS
+        assert check.detail == f"running (pid {running.proc.pid}), 1 task(s)"
