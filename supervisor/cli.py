@@ -159,22 +159,22 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     return _status_check_exit(status) if args.check else 0
 
 
-# Outcomes of a finished run that count as healthy for `status --check`.
-_HEALTHY_OUTCOMES = frozenset({"ok", "testing", "skipped"})
-
-
 def unhealthy_tasks(status: dict[str, Any]) -> list[str]:
-    """`status --check`: one line per task in error or env-failed or whose last finished run did not succeed.
+    """`status --check`: one line per task in error or env-failed, or whose last finished run failed.
 
-    A disabled task is not checked. ``skipped`` (the previous run was still going) and ``testing`` count as
-    healthy: nothing failed.
+    "Failed" is the failure streak's definition (``spec.FAILURE_OUTCOMES``: failed, timeout, memory, crashed,
+    env-failed); ``killed`` by a stop or ``interrupted`` by a crash of the supervisor say nothing about the
+    task. A disabled task is not checked.
     """
+    from .spec import FAILURE_OUTCOMES
+
+    failing = {outcome.value for outcome in FAILURE_OUTCOMES}
     problems = []
     for task in status.get("tasks", []):
         last = task.get("last_run") or {}
         if task.get("state") in ("error", "env-failed"):
             problems.append(f"{task['name']}: {task['state']}")
-        elif task.get("enabled", True) and last.get("outcome") and last["outcome"] not in _HEALTHY_OUTCOMES:
+        elif task.get("enabled", True) and last.get("outcome") in failing:
             problems.append(f"{task['name']}: last run {last['outcome']}")
     return problems
 

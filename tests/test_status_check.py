@@ -22,9 +22,11 @@ def test_unhealthy_tasks_policy() -> None:
                         _row("skip", outcome="skipped"), _row("bad", state="error"),
                         _row("env", state="env-failed"), _row("timeout", outcome="timeout"),
                         _row("crash", outcome="crashed"), _row("off", state="disabled", outcome="failed",
-                                                                enabled=False)]}
+                                                                enabled=False),
+                        _row("stopped", outcome="killed"), _row("crashed-supervisor", outcome="interrupted"),
+                        _row("mem", outcome="memory"), _row("fail", outcome="failed")]}
     assert unhealthy_tasks(status) == ["bad: error", "env: env-failed", "timeout: last run timeout",
-                                       "crash: last run crashed"]
+                                       "crash: last run crashed", "mem: last run memory", "fail: last run failed"]
     assert unhealthy_tasks({"tasks": [_row("a", outcome="ok")]}) == []
 
 
