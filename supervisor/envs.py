@@ -85,18 +85,26 @@ def normalize_requirements(text: str) -> tuple[str, ...]:
     Continuation lines (trailing backslash) are joined, comments and blank lines dropped, surrounding
     whitespace stripped. Order is kept: it can matter to the installer (options, ``-r`` includes).
     """
-    joined: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
+    return tuple(line for _, line in numbered_requirements(text))
+
+
+def numbered_requirements(text: str) -> tuple[tuple[int, str], ...]:
+    """``normalize_requirements`` with the number (from 1) of the physical line each logical line starts on."""
+    joined: list[tuple[int, str]] = []
+    pending, first, continuing = "", 0, False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not continuing:
+            first = number
         if raw.endswith("\\"):
             pending += raw[:-1]
+            continuing = True
             continue
-        joined.append(pending + raw)
-        pending = ""
-    if pending:
-        joined.append(pending)
-    lines = (_COMMENT_RE.sub("", line).strip() for line in joined)
-    return tuple(line for line in lines if line)
+        joined.append((first, pending + raw))
+        pending, continuing = "", False
+    if continuing:
+        joined.append((first, pending))
+    lines = ((number, _COMMENT_RE.sub("", line).strip()) for number, line in joined)
+    return tuple((number, line) for number, line in lines if line)
 
 
 def _split_option(token: str) -> tuple[str, str | None]:

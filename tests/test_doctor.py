@@ -131,12 +131,19 @@ def test_a_supervisor_that_holds_the_lock_but_does_not_answer_fails(home: Path) 
         os.close(lock_fd)
 
 
-def test_doctor_command_line_exit_code(tmp_path: Path) -> None:
+def test_doctor_command_line_exit_codes(home: Path, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "supervisor", "doctor", "--home", str(home)],
+                            capture_output=True, text=True, timeout=50, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS  home writable" in result.stdout
+    # A home that does not exist is refused at the command line's edge (one line, exit 1) ...
     missing = tmp_path / "nope"
     result = subprocess.run([sys.executable, "-m", "supervisor", "doctor", "--home", str(missing)],
                             capture_output=True, text=True, timeout=50, check=False)
-    assert result.returncode == 1
-    assert f"FAIL  home writable: cannot write to {missing}: it does not exist" in result.stdout
+    assert result.returncode == 1 and str(missing) in result.stderr and "does not exist" in result.stderr
+    # ... and the check itself, asked directly, fails it instead of crashing.
+    check = _by_name(run_checks(Paths(missing)))["home writable"]
+    assert check.status is Status.FAIL and check.detail == f"cannot write to {missing}: it does not exist"
 
 
 def test_an_installed_unit_that_cannot_start_fails_and_a_short_stop_timeout_warns(home: Path) -> None:
