@@ -506,7 +506,9 @@ class EnvManager:
         broken = self.broken_reason(key)
         if broken is not None:  # self-healing: the one line that says why a finished env is built again
             self._log.warning("%s; rebuilding it for task %s", broken, task)
-        self._log.info("env %s: building for task %s with %s from %s", key, task, self._installer, requirements)
+        from_ = requirements if self._script_lines(requirements, task_dir=task_dir) is None else \
+            f"the '# /// script' block of {Path(task_dir) / 'main.py'}"
+        self._log.info("env %s: building for task %s with %s from %s", key, task, self._installer, from_)
         if folder.is_symlink() or folder.is_file():
             folder.unlink()
         elif folder.exists():
