@@ -31,6 +31,8 @@ from typing import Callable, Mapping, TypeVar
 
 from . import safefile
 from .errors import ConfigError
+from .notify.model import HeartbeatSettings, NotifySettings
+from .notify.settings import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from .safefile import UnsafeFileError
 from .spec import CatchUp, ConfigResult, HomeConfig, Limits, TaskSpec, Window
 
@@ -51,6 +53,7 @@ _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
     "Frequency": ("EveryXMinutes", "AllowedFrom", "AllowedTo", "CatchUp"),
     "Global": ("Enabled", "Testing", "RunOnStartup"),
     "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds"),
+    "Notify": NOTIFY_KEYS,
 }
 # Seed keys that warn when missing, with the default as the message shows it. EveryXMinutes is required.
 _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
@@ -59,8 +62,9 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds", "MaxConcurrentRuns"),
+                   "WatchDebounceSeconds", "MaxConcurrentRuns", *HEARTBEAT_KEYS),
     "Limits": _TASK_SCHEMA["Limits"],
+    "Notify": NOTIFY_KEYS,
     "Web": ("Listen", "AllowedHosts"),
 }
 _INSTALLERS = ("uv", "pip")
@@ -336,6 +340,25 @@ def _parse_limits(sections: Mapping[str, _Section], defaults: Limits, ctx: _Cont
     )
 
 
+def _present(sections: Mapping[str, _Section], section: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """The raw values of ``keys`` present in ``section``, under their canonical spelling."""
+    found = sections.get(section.lower())
+    if found is None:
+        return {}
+    return {key: found.entries[key.lower()].value for key in keys if key.lower() in found.entries}
+
+
+def _parse_notify(sections: Mapping[str, _Section], defaults: NotifySettings, ctx: _Context) -> NotifySettings:
+    """[Notify] (notify/settings.py validates): each key present wins over ``defaults`` (the home's)."""
+    return parse_notify(_present(sections, "Notify", NOTIFY_KEYS), defaults=defaults,
+                        error=lambda key, value, reason: ctx.error("Notify", key, value, reason))
+
+
+def _parse_heartbeat(sections: Mapping[str, _Section], ctx: _Context) -> HeartbeatSettings:
+    return parse_heartbeat(_present(sections, "Supervisor", HEARTBEAT_KEYS),
+                           error=lambda key, value, reason: ctx.error("Supervisor", key, value, reason))
+
+
 def _missing_seed_warnings(sections: Mapping[str, _Section], ctx: _Context) -> list[str]:
     warnings: list[str] = []
     for section, defaults in _TASK_SEED_DEFAULTS.items():
@@ -351,11 +374,13 @@ def _missing_seed_warnings(sections: Mapping[str, _Section], ctx: _Context) -> l
 
 # --- public API ---------------------------------------------------------------------------------------
 
-def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Limits()) -> ConfigResult:
+def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Limits(),
+                      notify_defaults: NotifySettings = NotifySettings()) -> ConfigResult:
     """Parse a task's config.ini text. ``path`` is only used in messages.
 
     Raises ConfigError for a syntax error, a duplicate section/key, a missing EveryXMinutes or any present
-    but invalid value (the first one found, in schema order). Missing [Limits] keys take ``defaults``.
+    but invalid value (the first one found, in schema order). Missing [Limits] keys take ``defaults``,
+    missing [Notify] keys ``notify_defaults`` (both from the home config).
     """
     ctx = _Context(path, task)
     sections = _parse_sections(text, ctx)
@@ -377,14 +402,17 @@ def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Li
         testing=_value(sections, "Global", "Testing", _boolean, False, ctx),
         run_on_startup=_value(sections, "Global", "RunOnStartup", _boolean, False, ctx),
         limits=_parse_limits(sections, defaults, ctx),
+        notify=_parse_notify(sections, notify_defaults, ctx),
     )
     warnings = _unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
     return ConfigResult(spec=spec, warnings=tuple(warnings))
 
 
-def read_task_config(path: Path, *, task: str, defaults: Limits = Limits()) -> ConfigResult:
+def read_task_config(path: Path, *, task: str, defaults: Limits = Limits(),
+                     notify_defaults: NotifySettings = NotifySettings()) -> ConfigResult:
     """Read and parse ``path``; unreadable or non-UTF-8 files are a ConfigError naming the cause."""
-    return parse_task_config(_read_text(path, _Context(path, task)), task=task, path=path, defaults=defaults)
+    return parse_task_config(_read_text(path, _Context(path, task)), task=task, path=path, defaults=defaults,
+                             notify_defaults=notify_defaults)
 
 
 def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
@@ -408,6 +436,8 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         max_concurrent_runs=_value(sections, "Supervisor", "MaxConcurrentRuns", _integer(1),
                                    base.max_concurrent_runs, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
+        notify=_parse_notify(sections, base.notify, ctx),
+        heartbeat=_parse_heartbeat(sections, ctx),
         web_listen=_value(sections, "Web", "Listen", _listen, base.web_listen, ctx),
         web_allowed_hosts=_value(sections, "Web", "AllowedHosts", _host_list, base.web_allowed_hosts, ctx),
     )

@@ -89,9 +89,11 @@ class RunHistory:
             self.log.error("run history: %s", exc)
             return None
 
-    def failure_streak(self, task: str) -> int:
+    def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
+        """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""
         try:
-            return failure_streak(self.records.history(task, limit=STREAK_LOOKBACK))
+            rows = self.records.history(task, limit=STREAK_LOOKBACK)
+            return failure_streak(r for r in rows if r.run_id != excluding)
         except TaskAutomationError as exc:
             self.log.error("run history: %s", exc)
             return 0

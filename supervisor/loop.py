@@ -6,7 +6,8 @@ supervisor wakes at least once a minute however many tasks it holds, to notice w
 
 The loop receives its collaborators (service.py wires the real ones; tests pass fakes): the clock, an
 ``Executor`` that runs processes and reports their end, an ``EnvBuilder``, the run history, and the
-consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way).
+consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way), and the
+listeners of ``RunStarted`` facts (the healthchecks ``/start`` ping).
 A task's phases and the moves between them are the table in lifecycle.py.
 
 Policies the loop enforces:
@@ -47,8 +48,9 @@ from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
 from .pausing import PAUSE_COMMANDS, PauseBook
+from .sdnotify import LoopNotifier, Notifier
 from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
-                   TaskPhase, Trigger)
+                   RunStarted, TaskPhase, Trigger)
 from .status import SupervisorView, TaskView, status_json, view_of
 from .tasks import TaskBook
 
@@ -60,6 +62,7 @@ CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a 
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
 Consumer = Callable[[RunFinished], None]
+StartListener = Callable[[RunStarted], None]
 
 
 class Supervisor(TaskBook):
@@ -69,17 +72,22 @@ class Supervisor(TaskBook):
                  logger: logging.Logger, task_logs: TaskLogs, inbox: Inbox, executor: Executor,
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS) -> None:
+                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
+                 notifier: LoopNotifier | None = None, start_listeners: Sequence[StartListener] = ()) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger,
                          task_logs=task_logs, envs=envs, history=history, max_inits=max_inits)
         self.inbox = inbox
         self.executor = executor
         self.consumers = tuple(consumers)
+        self.start_listeners = tuple(start_listeners)
+        self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
         self.rescan_wanted = True
         self.scanned_once = False
         self.safety_rescan_s = safety_rescan_s
         self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.watcher_factory = watcher_factory
+        # systemd (sdnotify.py): READY after the first scan, STATUS, WATCHDOG from this thread, STOPPING.
+        self.notifier = notifier if notifier is not None else LoopNotifier(Notifier(None))
         self.watcher: Any = None
         self.started_at = clock.now()
         self.clock_offset = self._wall_minus_mono()
@@ -118,6 +126,7 @@ class Supervisor(TaskBook):
 
     def turn(self) -> bool:
         """One pass of the phases; False once stopped with nothing left in flight."""
+        self.last_turn_mono = self.clock.monotonic()
         self._check_clock()
         if self.stopping is None and self.clock.monotonic() >= self.next_safety_rescan:
             self.rescan_wanted = True
@@ -131,7 +140,18 @@ class Supervisor(TaskBook):
         self.executor.enforce()
         if self.gc_wanted and self.stopping is None:
             self._collect_envs()
+        self._notify_service()
         return not (self.stopping is not None and not self.in_flight)
+
+    def _notify_service(self) -> None:
+        """Tell systemd how the loop is doing; the watchdog ping proves this very thread still turns."""
+        if not self.notifier.enabled:
+            return
+        tasks = [st for st in self.tasks.values() if not is_gone(st)]
+        broken = sum(1 for st in tasks if st.phase in (P.ERROR, P.ENV_FAILED))
+        running = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
+        self.notifier.turn(self.clock.monotonic(), scanned=self.scanned_once, tasks=len(tasks), running=running,
+                           broken=broken)
 
     def drain(self) -> None:
         """Handle whatever else arrived, so one turn serves a burst."""
@@ -154,6 +174,9 @@ class Supervisor(TaskBook):
         limit_check = self.executor.next_wakeup()
         if limit_check is not None:
             wait = min(wait, limit_check - mono)
+        watchdog = self.notifier.max_sleep()
+        if watchdog is not None:
+            wait = min(wait, watchdog)  # wake in time to ping systemd's watchdog from this thread
         return max(0.0, wait)
 
     def handle(self, event: Event | None) -> None:
@@ -285,6 +308,8 @@ class Supervisor(TaskBook):
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
         """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
+        if self._env_broken(st, st.env_key):
+            return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
         now = self.clock.now()
         run_id = new_run_id(now)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
@@ -306,11 +331,14 @@ class Supervisor(TaskBook):
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, str(exc))
+            if not is_gone(st):
+                self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
                                           started=now, due=due)
         if mode is RunMode.MAIN:
             st.main_run = run_id
+            self._announce(RunStarted(task=st.name, run_id=run_id, trigger=trigger, spec=st.spec))
         else:
             st.init_run = run_id
         return run_id
@@ -351,12 +379,27 @@ class Supervisor(TaskBook):
         if st is not None:
             st.failures = failures
         fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers)
+                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
+                           spec=st.spec if st is not None else None)
         for consumer in self.consumers:
             try:
                 consumer(fact)
             except Exception:  # noqa: BLE001 - a consumer's bug must not stop the loop or the other consumers
                 self.log.exception("run %s: a run-finished consumer failed", record.run_id)
+
+    def _announce(self, fact: RunStarted) -> None:
+        """A run of main() has started: tell every run-started listener (they only queue work)."""
+        for listener in self.start_listeners:
+            try:
+                listener(fact)
+            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
+                self.log.exception("run %s: a run-started listener failed", fact.run_id)
+
+    def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:
+        """None while the loop keeps turning (it wakes at least every IDLE_WAKE_S); otherwise why not.
+        Safe from any thread: it reads one float."""
+        idle = self.clock.monotonic() - self.last_turn_mono
+        return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
 
     # ------------------------------------------------------------------ control requests
     def _on_control(self, request: ControlRequest) -> None:
@@ -402,6 +445,7 @@ class Supervisor(TaskBook):
         if self.stopping is not None:
             return
         self.stopping = reason
+        self.notifier.stopping(running=len(self.in_flight))
         self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.in_flight))
         if self.watcher is not None:
             self.watcher.stop()
@@ -415,4 +459,5 @@ class Supervisor(TaskBook):
         uptime = self.clock.now() - self.started_at
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.history.counts.items())) or "no runs"
         self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
+        self.notifier.close()
         self.task_logs.close()

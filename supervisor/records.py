@@ -92,8 +92,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             by    TEXT
         )
         """,
-        # The dashboard's 24-hour timeline reads every task's recent rows at once.
-        "CREATE INDEX runs_started ON runs (started)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ._wire import MonitorReport, TaskReport
+from .notify.model import HeartbeatSettings, NotifySettings
 
 
 class Outcome(str, enum.Enum):
@@ -122,6 +123,7 @@ class TaskSpec:
     run_on_startup: bool = False
     catch_up: CatchUp = CatchUp.ONCE
     limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)  # [Notify], home defaults applied
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class HomeConfig:
                  WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan) ;
                  MaxConcurrentRuns = 8 x cores (runs of main() in flight at once; further due runs queue)
     [Limits]     defaults for every task's [Limits] keys
+    [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
     [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names
     """
 
@@ -143,6 +146,8 @@ class HomeConfig:
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     max_concurrent_runs: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
     web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
 
@@ -249,3 +254,15 @@ class RunFinished:
     final: bool = True
     summary: str = ""
     leftovers: int = 0
+    spec: TaskSpec | None = None  # the task's config when the run ended (None if the task is not known)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """The fact that a run of main() has just been started, published to the loop's run-started listeners
+    (the healthchecks ``/start`` ping). Listeners run on the loop thread and must not block."""
+
+    task: str
+    run_id: str
+    trigger: Trigger
+    spec: TaskSpec

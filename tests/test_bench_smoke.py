@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 
 pytestmark = pytest.mark.timeout(60)
 
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "web")
+GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "web")
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -55,6 +55,13 @@ def test_schedule_lateness_and_table_render() -> None:
     text = stats.render_text([figure])
     markdown = stats.render_markdown([figure], machine=stats.machine_info(), command="smoke", elapsed_s=0.0)
     assert "smoke" in text and "| smoke |" in markdown and "| cores |" in markdown
+
+
+def test_notify_queue_memory_is_measured() -> None:
+    from bench import notify
+
+    kb, pending = notify.queue_memory_kb(30, capacity=10)
+    assert math.isfinite(kb) and pending <= 11
 
 
 def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:
