@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_next import add_next_parser, cmd_next
 from .errors import NotRunningError, TaskAutomationError
 from .paths import Paths
 
@@ -51,6 +52,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p = sub.add_parser("new", parents=[common], help="create a new task folder from a template")
     p.add_argument("name")
+    add_next_parser(sub, common)
     return parser
 
 
@@ -254,7 +256,7 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
-    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new, "next": cmd_next,
 }
 
 

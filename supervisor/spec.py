@@ -76,18 +76,50 @@ class Limits:
     cpu_s: float | None = None  # CPU seconds of the whole process tree
 
 
+# Outcomes a [Retry] policy retries unless its ``On`` says otherwise (DESIGN.md 5.1).
+DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
+# Outcomes ``On`` may name: the failures of a run, plus a run lost with its worker or supervisor.
+RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.MEMORY,
+                                Outcome.ENV_FAILED, Outcome.INTERRUPTED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """[Retry]: how often a failed run is tried again, and when (``retry.decide`` applies it).
+
+    ``attempts`` is the number of *retries* after the first attempt (0 = never retry). The delay before
+    retry k (k = 1, 2, ...) is ``min(delay_s * backoff ** (k - 1), max_delay_s)`` after the attempt ended.
+    """
+
+    attempts: int = 0
+    delay_s: float = 30.0
+    backoff: float = 2.0
+    max_delay_s: float = 3600.0
+    on: frozenset[Outcome] = DEFAULT_RETRY_ON
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's parsed config.ini. Built only by config.parse_task_config."""
+    """A task's parsed config.ini. Built only by config.parse_task_config.
+
+    Exactly one of ``every`` (EveryXMinutes), ``cron`` (Cron) and ``run_at`` (RunAt) is set; the
+    ``triggers`` module turns them into due times. ``run_at`` holds naive wall-clock times that are read
+    in ``time_zone`` (None = the machine's zone), like the window and the cron expression.
+    """
 
     name: str
-    every: timedelta
+    every: timedelta | None = None
     window: Window = field(default_factory=Window)
     enabled: bool = True
     testing: bool = False
     run_on_startup: bool = False
     catch_up: CatchUp = CatchUp.ONCE
     limits: Limits = field(default_factory=Limits)
+    cron: str | None = None  # 5 fields, @aliases already expanded
+    run_at: tuple[datetime, ...] = ()  # naive local date-times, sorted, distinct
+    time_zone: str | None = None  # IANA name
+    jitter_s: float = 0.0  # JitterSeconds: stable offset in [0, jitter_s) added to every due time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,7 @@ class HomeConfig:
     [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes ;
                  WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan)
     [Limits]     defaults for every task's [Limits] keys
+    [Retry]      defaults for every task's [Retry] keys
     """
 
     installer: str = "uv"
@@ -106,6 +139,7 @@ class HomeConfig:
     output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     limits: Limits = field(default_factory=Limits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # defaults for every task's [Retry] keys
 
 
 @dataclass(frozen=True)
