@@ -15,8 +15,7 @@ Policies:
   loses its window. On a fall-back day the repeated wall-clock hour is just more instants.
 - Intervals are real elapsed time, with one exception so that a daily task neither runs twice nor skips a
   day: at spring forward, when the real-time slot would fall outside the window (the lost hour pushed it
-  past the window's end), the slot's wall-clock time (last due time's wall clock + interval) is used if
-  that is inside the window.
+  past the window's end), the slot moved earlier by the lost hour is used if that is inside the window.
 - Missed slots while the supervisor was down (CatchUp): ONCE runs one catch-up as soon as allowed, however
   many slots were missed; SKIP drops them and waits for the next slot on the interval grid.
 - A last anchor in the future means the wall clock went backwards (an NTP correction, a Raspberry Pi
@@ -149,18 +148,19 @@ def _interval(spec: TaskSpec) -> timedelta:
 def _next_slot(window: Window, *, anchor: datetime, every: timedelta, now: datetime, tz: tzinfo) -> datetime:
     """The slot one interval after ``anchor`` (a UTC instant), pushed into the window.
 
-    The exception for spring forward (module docstring): when the real-time slot is outside the window,
-    the wall-clock slot is tried too, and the earlier of the two wins. At fall-back the wall-clock slot is
-    later than the real one, so it never wins there.
+    The exception for spring forward (module docstring): when the clock jumped forward between the
+    anchor (or the gap it was itself moved past) and the slot, and the slot lies outside the window, the
+    slot moved earlier by the lost time is tried too; the earlier of the two wins. At fall-back the offset
+    goes down, so the exception never applies there.
     """
     slot = anchor + every
     due = in_window(window, slot, tz=tz)
     if due == slot:
         return due
-    wall_slot = resolve_wall((anchor + _offset(anchor, tz)).replace(tzinfo=None) + every, tz=tz)
-    if anchor < wall_slot < slot:
-        early = in_window(window, max(wall_slot, now), tz=tz)
-        if early < due:
+    lost = _offset(slot, tz) - _offset(anchor - _MICROSECOND, tz)
+    if lost > timedelta(0):
+        early = in_window(window, max(slot - lost, now), tz=tz)
+        if anchor < early < due:
             return early
     return due
 

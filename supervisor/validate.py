@@ -15,7 +15,7 @@ from .discovery import check_task_source, scan_tasks
 from .envs import normalize_requirements
 from .errors import TaskAutomationError
 from .paths import Paths
-from .spec import Limits
+from .spec import Limits, RetryPolicy
 
 # A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
 _REQUIREMENT_START = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[|==|>=|<=|~=|!=|===|>|<|;|@|$|\s)")
@@ -45,9 +45,11 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     report: list[str] = []
     problems = 0
     defaults = Limits()
+    retry_defaults = RetryPolicy()
     try:
         home_config, warnings = read_home_config(paths.home_config)
         defaults = home_config.limits
+        retry_defaults = home_config.retry
         report.extend(f"warning: {w}" for w in warnings)
     except TaskAutomationError as exc:
         report.append(f"error: {exc}")
@@ -65,7 +67,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
                 errors.append(f"task {name!r}: {folder.path / filename}: missing")
         if not errors:
             try:
-                result = read_task_config(folder.path / "config.ini", task=name, defaults=defaults)
+                result = read_task_config(folder.path / "config.ini", task=name, defaults=defaults,
+                                          retry_defaults=retry_defaults)
                 warnings_.extend(result.warnings)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
