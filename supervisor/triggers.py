@@ -49,6 +49,7 @@ UTC = timezone.utc
 # rarest real expression (29 February, with an 8-year gap around 2100).
 _MAX_CRON_SLOTS = 200_000
 _MAX_CRON_YEARS = 10
+_TICK = timedelta(microseconds=1)
 
 
 class Trigger(Protocol):
@@ -184,7 +185,7 @@ class CronTrigger:
                 continue
             if slot.year > limit_year:
                 return
-            if all_day or in_window(self.window, instant, tz=self.tz) == instant:
+            if all_day or self.window.contains(slot.time()) or self._opens_after_gap(instant, slot):
                 yield instant
                 after, misses = instant, 0
                 limit_year = slot.year + _MAX_CRON_YEARS
@@ -192,6 +193,16 @@ class CronTrigger:
             misses += 1
             if misses >= _MAX_CRON_SLOTS:
                 return
+
+    def _opens_after_gap(self, instant: datetime, slot: datetime) -> bool:
+        """A slot at the end of a spring-forward gap that swallowed the window's opening is inside it.
+
+        Checked only for slots outside the window, and cheaply first: most are not at a gap's end.
+        """
+        before, now = (instant - _TICK).astimezone(self.tz).utcoffset(), slot.utcoffset()
+        if before is None or now is None or before >= now:
+            return False
+        return in_window(self.window, instant, tz=self.tz) == instant
 
     def _slots(self, after: datetime) -> Iterator[datetime]:
         try:

@@ -55,3 +55,11 @@ def test_schedule_lateness_and_table_render() -> None:
     text = stats.render_text([figure])
     markdown = stats.render_markdown([figure], machine=stats.machine_info(), command="smoke", elapsed_s=0.0)
     assert "smoke" in text and "| smoke |" in markdown and "| cores |" in markdown
+
+
+def test_next_for_cron_occurrences_measures_both_sides() -> None:
+    from bench import cron_next
+    from supervisor.spec import Window
+
+    assert cron_next.ours_ms("*/5 * * * *", Window()) > 0
+    assert cron_next.library_ms("*/5 * * * *") > 0

@@ -128,6 +128,16 @@ def test_cron_window_across_both_dst_edges():
     assert shown(autumn) == ["10-25 01:00+0200", "10-25 02:00+0200", "10-25 02:00+0100", "10-25 03:00+0100"]
 
 
+@pytest.mark.parametrize("expression", ["0 * * * *", "30 2 * * *"])
+def test_cron_window_wholly_in_the_skipped_hour_keeps_the_slot_right_after_the_gap(expression):
+    trigger = cron(expression, window=Window(time(2, 0), time(2, 45)))
+    dues = walk(trigger, start=at("2026-03-28T12:00+01:00"), until=at("2026-03-31T00:00+02:00"))
+    assert shown(dues) == {
+        "0 * * * *": ["03-29 03:00+0200", "03-30 02:00+0200"],
+        "30 2 * * *": ["03-29 03:00+0200", "03-30 02:30+0200"],
+    }[expression]
+
+
 def test_cron_whose_slots_never_meet_the_window_has_no_runs():
     trigger = cron("0 3 * * *", window=Window(time(10, 0), time(11, 0)))
     assert trigger.next_due(anchor=None, now=at("2026-06-01T00:00+02:00")) is None
