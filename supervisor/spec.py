@@ -29,6 +29,7 @@ class Trigger(str, enum.Enum):
     SCHEDULE = "schedule"
     STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
     MANUAL = "manual"  # run-now
+    RETRY = "retry"  # a further attempt of a failed run ([Retry]); never moves the schedule
 
 
 class CatchUp(str, enum.Enum):
@@ -168,6 +169,8 @@ class RunRecord:
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
     log_path: Path | None = None
+    attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
+    retry_of: str | None = None  # a retry's first attempt's run id
 
 
 @dataclass(frozen=True)
