@@ -1,6 +1,6 @@
 """Parse a task's ``config.ini`` into a TaskSpec and the home's ``taskautomation.ini`` into a HomeConfig.
 
-Policy (DESIGN.md 1.2 and 1.5):
+Policy (the config keys and rules of README.md and docs/architecture.md):
 
 - A schedule is required: exactly one of ``[Frequency] EveryXMinutes``, ``Cron`` and ``RunAt`` (none or
   two is an error naming them). Every other key has a documented default.
@@ -64,7 +64,7 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds"),
+                   "WatchDebounceSeconds", "MaxConcurrentRuns"),
     "Limits": _TASK_SCHEMA["Limits"],
     "Retry": _TASK_SCHEMA["Retry"],
 }
@@ -429,6 +429,8 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
                                 base.output_cap_bytes, ctx),
         watch_debounce_s=_value(sections, "Supervisor", "WatchDebounceSeconds", _watch_debounce,
                                 base.watch_debounce_s, ctx),
+        max_concurrent_runs=_value(sections, "Supervisor", "MaxConcurrentRuns", _integer(1),
+                                   base.max_concurrent_runs, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
         retry=_parse_retry(sections, base.retry, ctx),
     )
