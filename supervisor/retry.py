@@ -27,6 +27,15 @@ _LONGEST_DELAY_S = 366 * 86400.0
 
 
 @dataclass(frozen=True)
+class PendingRetry:
+    """A retry the loop will start at ``at`` unless the task's next slot comes first."""
+
+    at: datetime
+    attempt: int  # the attempt number it will have (2, 3, ...)
+    retry_of: str  # run id of the run's first attempt
+
+
+@dataclass(frozen=True)
 class RetryDecision:
     """What follows an attempt: a retry at ``retry_at`` (then ``final`` is False), or nothing."""
 
