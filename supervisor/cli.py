@@ -181,7 +181,8 @@ def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
     rows = [("RUN", "TRIGGER", "STARTED", "OUTCOME", "DURATION", "PEAK MB", "MESSAGE")]
     for r in runs:
         message = (r.message or "").strip().splitlines()
-        rows.append((r.run_id, r.trigger.value, _short(r.started.isoformat()),
+        trigger = r.trigger.value if r.attempt == 1 else f"{r.trigger.value} #{r.attempt}"
+        rows.append((r.run_id, trigger, _short(r.started.isoformat()),
                      r.outcome.value if r.outcome else "running",
                      f"{r.duration_s:.2f} s" if r.duration_s is not None else "-",
                      f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", (message[-1] if message else "")[:60]))
@@ -263,7 +264,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
 def _short(iso: str | None) -> str:
     if not iso:
         return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    # With the offset: a bare local time is ambiguous in the repeated hour of a DST change (issue 9).
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
