@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
 from .errors import ConfigError
-from .schedule_keys import InvalidValue, backoff, cron_expression, jitter_seconds, retry_on, run_at_times, time_zone
+from .schedule_keys import (InvalidValue, backoff, cron_expression, cron_meets_window, jitter_seconds, retry_on,
+                            run_at_times, time_zone)
 from .spec import CatchUp, ConfigResult, HomeConfig, Limits, RetryPolicy, TaskSpec, Window
 
 T = TypeVar("T")
@@ -384,6 +385,10 @@ def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Li
         start=_value(sections, "Frequency", "AllowedFrom", _clock, Window().start, ctx),
         end=_value(sections, "Frequency", "AllowedTo", _clock, Window().end, ctx),
     )
+    if cron is not None and not cron_meets_window(cron, window):
+        entry = sections["frequency"].entries["cron"]
+        raise ctx.error("Frequency", "Cron", entry.value, f"no slot lies inside the window AllowedFrom-AllowedTo "
+                        f"({window}): the task would never run")
     spec = TaskSpec(
         name=task,
         every=every,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
-from .spec import RETRYABLE_OUTCOMES, Outcome
+from .spec import RETRYABLE_OUTCOMES, Outcome, Window
 
 
 class InvalidValue(ValueError):
@@ -115,3 +115,21 @@ def retry_on(text: str) -> frozenset[Outcome]:
             raise InvalidValue(f"{name!r} is not an outcome that can be retried (use {allowed})")
         outcomes.add(outcome)
     return frozenset(outcomes)
+
+
+def cron_meets_window(expression: str, window: Window) -> bool:
+    """True when some slot of ``expression`` has a wall time inside ``window``.
+
+    The window filter looks only at the time of day, so the minute and hour fields decide it: their slots
+    on one plain day (no DST, every day matching) are all the times of day the expression can have.
+    """
+    if window == Window():
+        return True
+    minute, hour = expression.split(" ")[:2]
+    day = datetime(2000, 1, 1)
+    for slot in CronSim(f"{minute} {hour} * * *", day - timedelta(minutes=1)):
+        if slot.date() != day.date():
+            return False
+        if window.contains(slot.time()):
+            return True
+    return False

@@ -137,3 +137,18 @@ def test_bad_home_retry_value_names_the_home_file():
 def test_unknown_retry_key_is_a_warning_with_a_hint():
     result = parse("[Frequency]\nEveryXMinutes = 5\n[Retry]\nAttempt = 2\n")
     assert any("[Retry] Attempt: unknown key, ignored (did you mean Attempts?)" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("cron, window, meets", [
+    ("0 3 * * *", ("10:00", "11:00"), False), ("*/20 9,17 * * mon", ("10:00", "16:00"), False),
+    ("0 3 * * *", ("22:00", "04:00"), True), ("* * * * *", ("10:00", "10:00"), True),
+    ("59 10 * * *", ("10:00", "10:59"), True), ("0 11 * * *", ("10:00", "10:59"), False),
+])
+def test_a_cron_whose_slots_never_meet_the_window_is_an_error(cron, window, meets):
+    text = f"[Frequency]\nCron = {cron}\nAllowedFrom = {window[0]}\nAllowedTo = {window[1]}\n"
+    if meets:
+        assert parse(text).spec.cron == cron
+    else:
+        message = error_of(text)
+        assert message.startswith(PREFIX + f"[Frequency] Cron = {cron!r}: no slot lies inside the window")
+        assert f"({window[0]}-{window[1]})" in message
