@@ -151,7 +151,8 @@ class Supervisor(TaskBook):
                     return 0.0
                 if is_scheduled(st) and st.next_due is not None:
                     wait = min(wait, (st.next_due - now).total_seconds())
-                if is_scheduled(st) and st.retry is not None:
+                if is_scheduled(st) and st.retry is not None and st.main_run is None:
+                    # (A retry waiting for a manual run is woken by that run's end, not by polling.)
                     wait = min(wait, (st.retry.at - now).total_seconds())
         mono = self.clock.monotonic()
         if self.stopping is None:

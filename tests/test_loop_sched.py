@@ -111,6 +111,7 @@ def test_a_pending_retry_is_dropped_when_the_slot_comes_first_and_never_overlaps
     assert started
     h.tick(20)  # +50 s: the retry waits for the manual run, it never overlaps
     assert len(h.executor.mains("t")) == 2
+    assert h.sup.sleep_for() == 10.0  # until the slot; no busy wait on the overdue retry
     h.tick(10)  # +60 s: the slot comes first; the retry is dropped, the slot is skipped (manual still runs)
     assert [r.trigger for r in h.executor.mains("t")] == [Trigger.SCHEDULE, Trigger.MANUAL]
     assert h.sup.tasks["t"].retry is None
