@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
 
 from .config import read_task_config
 from .errors import TaskAutomationError
@@ -19,19 +18,7 @@ from .schedule import local_zone
 from .spec import TaskSpec
 from .triggers import trigger_for, upcoming, zone_for
 
-DEFAULT_COUNT = 5
-MAX_COUNT = 100_000
-
-
-def add_next_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register the ``next`` subcommand on the CLI's sub-parsers."""
-    p = sub.add_parser("next", parents=[common], help="the next due times of a task (offline)")
-    p.add_argument("name")
-    p.add_argument("--count", type=int, default=DEFAULT_COUNT, help=f"how many (default {DEFAULT_COUNT})")
-    p.add_argument("--from", dest="start", metavar="TIME",
-                   help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
-                        "without an offset TIME is read in the task's zone)")
-    p.add_argument("--json", action="store_true", help='machine-readable: {"task": NAME, "next": [ISO, ...]}')
+MAX_COUNT = 100_000  # the options themselves are in cliargs.py
 
 
 def cmd_next(args: argparse.Namespace, paths: Paths) -> int:
