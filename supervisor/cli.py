@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_next import cmd_next
 from .cliargs import build_parser, build_single_parser
 from .errors import NotRunningError, TaskAutomationError
 from .home import choose_home, ensure_home
@@ -110,7 +111,10 @@ def offline_status(paths: Paths) -> dict[str, Any]:
     from .config import read_home_config, read_task_config
     from .discovery import scan_tasks
     from .records import Records
+    from .history import STREAK_LOOKBACK, failure_streak
+    from .schedule import local_zone
     from .status import offline_row, offline_status_json
+    from .triggers import trigger_for
 
     home_config, _ = read_home_config(paths.home_config)
     records = Records(paths.database, readonly=True)
@@ -118,13 +122,15 @@ def offline_status(paths: Paths) -> dict[str, Any]:
         rows = []
         paused = records.paused()
         for name in scan_tasks(paths.tasks):
-            enabled, error = True, None
+            enabled, error, schedule = True, None, None
             try:
-                enabled = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec.enabled
+                spec = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec
+                enabled, schedule = spec.enabled, trigger_for(spec, tz=local_zone()).describe()
             except TaskAutomationError as exc:
                 error = str(exc)
             rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name),
-                                    paused_since=paused.get(name)))
+                                    failures=failure_streak(records.history(name, limit=STREAK_LOOKBACK)),
+                                    schedule=schedule, paused_since=paused.get(name)))
         return offline_status_json(rows)
     finally:
         records.close()
@@ -351,6 +357,6 @@ def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
     "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
-    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor, "notify-test": cmd_notify_test,
+    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor, "notify-test": cmd_notify_test, "next": cmd_next,
     "web": cmd_web, "pause": cmd_pause_resume, "resume": cmd_pause_resume,
 }

@@ -32,6 +32,8 @@ EXAMPLES = {
                        "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
     "doctor": "example:\n  python3 -m supervisor doctor --json",
     "notify-test": "example:\n  python3 -m supervisor notify-test backup",
+    "next": "examples:\n  python3 -m supervisor next backup --count 10\n"
+            "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
     "pause": "example:\n  python3 -m supervisor pause backup",
     "resume": "example:\n  python3 -m supervisor resume backup",
     "web": "examples:\n  python3 -m supervisor web\n  python3 -m supervisor web --url\n"
@@ -131,6 +133,13 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
     elif command == "notify-test":
         p.add_argument("name", help="the task whose [Notify] channels to test")
+    elif command == "next":
+        p.add_argument("name", help="the task (its folder name under Tasks/)")
+        p.add_argument("--count", type=int, default=5, metavar="N", help="how many due times (default 5)")
+        p.add_argument("--from", dest="start", metavar="TIME",
+                       help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
+                            "without an offset TIME is read in the task's zone)")
+        p.add_argument("--json", action="store_true", help='print {"task": NAME, "next": [ISO, ...]} (stable schema)')
     elif command in ("pause", "resume"):
         p.add_argument("name", help=f"the task to {command}")
     elif command == "web":
@@ -153,6 +162,7 @@ SUBCOMMANDS = {
     "install-systemd": "write a systemd unit for this home (starts at boot, restarts after a crash or hang)",
     "doctor": "check that this machine and home are set up right; exit 1 on any FAIL",
     "notify-test": "send a test notice through every channel of a task; exit 1 if any failed",
+    "next": "the next due times of a task, with its zone, window and jitter (offline)",
     "pause": "stop starting the due runs of a task (kept across restarts) until resume",
     "resume": "let a paused task's due runs start again",
     "web": "serve the web dashboard and print its login URL (needs taskautomation[web])",

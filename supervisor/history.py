@@ -30,9 +30,15 @@ STREAK_LOOKBACK = 1000
 
 def failure_streak(newest_first: Iterable[RunRecord]) -> int:
     """Final attempts in a row (newest first) whose outcome is a failure; ``ok`` ends the count, other
-    outcomes (skipped, testing, killed, interrupted, open rows) are passed over."""
+    outcomes (skipped, testing, killed, interrupted, open rows) are passed over. An attempt that was
+    retried (a newer row is its next attempt) is not final and does not count."""
     streak = 0
+    retried: set[tuple[str, int]] = set()  # (first attempt's run id, attempt number) that has a retry
     for record in newest_first:
+        if record.retry_of is not None:
+            retried.add((record.retry_of, record.attempt - 1))
+        if (record.retry_of or record.run_id, record.attempt) in retried:
+            continue
         if record.outcome is Outcome.OK:
             break
         if record.outcome in FAILURE_OUTCOMES:

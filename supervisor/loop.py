@@ -15,6 +15,10 @@ Policies the loop enforces:
   and that re-reads the schedule anchor and the failure streak from history.
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
+* [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
+  ``retry.decide`` picks the time of the next attempt; the attempt is published with ``final=False`` and
+  the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
+  next slot wins: a retry not due before it is dropped. Manual runs are not retried.
 * A due run while the previous one is still running is recorded as ``skipped``; the next due time is the next
   slot. A Testing=True confirmation counts as a start.
 * A removed or disabled task's in-flight run is allowed to finish within its own timeout; then the task is
@@ -48,6 +52,7 @@ from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
 from .pausing import PAUSE_COMMANDS, PauseBook
+from .retry import PendingRetry, decide, slot_wins
 from .sdnotify import LoopNotifier, Notifier
 from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
                    RunStarted, TaskPhase, Trigger)
@@ -168,6 +173,9 @@ class Supervisor(TaskBook):
                     return 0.0
                 if is_scheduled(st) and st.next_due is not None:
                     wait = min(wait, (st.next_due - now).total_seconds())
+                if is_scheduled(st) and st.retry is not None and st.main_run is None:
+                    # (A retry waiting for a manual run is woken by that run's end, not by polling.)
+                    wait = min(wait, (st.retry.at - now).total_seconds())
         mono = self.clock.monotonic()
         if self.stopping is None:
             wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
@@ -247,6 +255,8 @@ class Supervisor(TaskBook):
             # A paused task's slots pass without a run (nothing is recorded: `why` says it is paused), so
             # after resume it waits for its next slot instead of making up what it missed.
             paused = self.pauses.since(st.name) is not None
+            if st.retry is not None and not paused:  # a paused task's retries wait too
+                self._guarded(st.name, self._start_retry, st, now)
             if st.startup_pending:
                 st.startup_pending = False
                 st.anchor = now
@@ -259,6 +269,24 @@ class Supervisor(TaskBook):
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
                 if not paused:
                     self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
+
+    def _start_retry(self, st: TaskState, now: datetime) -> None:
+        """Start a pending retry that is due, or drop it when the next slot comes first (never overlap)."""
+        pending = st.retry
+        assert pending is not None
+        # Dropped when the slot is not later than the retry, or when it came while the retry still waited
+        # (for a manual run to end): either way the slot runs and the retry never overlaps it.
+        slot_came = st.next_due is not None and st.next_due <= now
+        if slot_wins(retry_at=pending.at, next_slot=st.next_due) or slot_came:
+            st.retry = None
+            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {pending.attempt}) dropped: "
+                                             f"the next slot {self._fmt(st.next_due)} comes first")
+            return
+        if pending.at > now or st.main_run is not None:
+            return  # not yet; or a manual run is in flight: the retry waits for it to end
+        st.retry = None
+        self._launch(st, mode=RunMode.MAIN, trigger=Trigger.RETRY, due=pending.at, attempt=pending.attempt,
+                     retry_of=pending.retry_of)
 
     def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
         assert st.spec is not None
@@ -305,7 +333,8 @@ class Supervisor(TaskBook):
         self.history.instant(record)
         return record.run_id
 
-    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
+    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, attempt: int = 1,
+                retry_of: str | None = None) -> str | None:
         """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         if self._env_broken(st, st.env_key):
@@ -313,7 +342,7 @@ class Supervisor(TaskBook):
         now = self.clock.now()
         run_id = new_run_id(now)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
-                           log_path=self.task_logs.path(st.name))
+                           log_path=self.task_logs.path(st.name), attempt=attempt, retry_of=retry_of)
         if mode is RunMode.MAIN:
             self.history.opened(record)  # before the spawn: survives a crash
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
@@ -327,7 +356,8 @@ class Supervisor(TaskBook):
             if mode is RunMode.MAIN:
                 failed = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                                    finished=self.clock.now(), outcome=Outcome.FAILED, duration_s=0.0,
-                                   message=str(exc), log_path=record.log_path)
+                                   message=str(exc), log_path=record.log_path, attempt=attempt,
+                                   retry_of=retry_of)
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, str(exc))
@@ -335,7 +365,7 @@ class Supervisor(TaskBook):
                 self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
-                                          started=now, due=due)
+                                          started=now, due=due, attempt=attempt, retry_of=retry_of)
         if mode is RunMode.MAIN:
             st.main_run = run_id
             self._announce(RunStarted(task=st.name, run_id=run_id, trigger=trigger, spec=st.spec))
@@ -356,7 +386,8 @@ class Supervisor(TaskBook):
                                due=flight.due, finished=result.finished, outcome=result.outcome,
                                duration_s=result.duration_s, exit_code=result.exit_code, signal=result.signal,
                                message=result.message, peak_rss_mb=result.peak_rss_mb, cpu_s=result.cpu_s,
-                               log_path=self.task_logs.path(result.task))
+                               log_path=self.task_logs.path(result.task), attempt=flight.attempt,
+                               retry_of=flight.retry_of)
             self._publish(st, record, summary=result.summary, leftovers=result.leftovers)
             if flight.env_key not in self._keys_in_use():
                 self.gc_wanted = True  # the last run on a replaced env has ended: it can go now
@@ -371,16 +402,17 @@ class Supervisor(TaskBook):
     def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         """A run of main() has ended: hand the fact to every consumer (history first)."""
         assert record.outcome is not None
+        final = self._decide_retry(st, record)
         failures = st.failures if st is not None else 0
         if record.outcome is Outcome.OK:
             failures = 0
-        elif record.outcome in FAILURE_OUTCOMES:
+        elif record.outcome in FAILURE_OUTCOMES and final:  # an attempt that will be retried does not count
             failures += 1
         if st is not None:
             st.failures = failures
         fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
                            record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
-                           spec=st.spec if st is not None else None)
+                           spec=st.spec if st is not None else None, attempt=record.attempt, final=final)
         for consumer in self.consumers:
             try:
                 consumer(fact)
@@ -400,6 +432,26 @@ class Supervisor(TaskBook):
         Safe from any thread: it reads one float."""
         idle = self.clock.monotonic() - self.last_turn_mono
         return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
+    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
+        """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""
+        assert record.outcome is not None and record.finished is not None
+        if (st is None or st.spec is None or not is_scheduled(st) or self.stopping is not None
+                or record.trigger is Trigger.MANUAL):
+            return True
+        decision = decide(st.spec.retry, attempt=record.attempt, outcome=record.outcome, finished=record.finished,
+                          next_slot=st.next_due)
+        if decision.final:
+            if record.attempt > 1 or "next slot" in decision.reason:
+                self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} "
+                                                 f"{record.outcome.value}: final ({decision.reason})")
+            return True
+        assert decision.retry_at is not None and decision.next_attempt is not None
+        st.retry = PendingRetry(at=decision.retry_at, attempt=decision.next_attempt,
+                                retry_of=record.retry_of or record.run_id)
+        self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}; "
+                                         f"retry (attempt {decision.next_attempt} of {st.spec.retry.attempts + 1}) "
+                                         f"at {self._fmt(decision.retry_at)}")
+        return False
 
     # ------------------------------------------------------------------ control requests
     def _on_control(self, request: ControlRequest) -> None:

@@ -40,6 +40,7 @@ class Trigger(str, enum.Enum):
     SCHEDULE = "schedule"
     STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
     MANUAL = "manual"  # run-now
+    RETRY = "retry"  # a further attempt of a failed run ([Retry]); never moves the schedule
 
 
 class RunMode(str, enum.Enum):
@@ -111,12 +112,39 @@ class Limits:
     cpu_s: float | None = None  # CPU seconds of the whole process tree
 
 
+# Outcomes a [Retry] policy retries unless its ``On`` says otherwise (DESIGN.md 5.1).
+DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
+# Outcomes ``On`` may name: the failures of a run, plus a run lost with its worker or supervisor.
+RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.MEMORY,
+                                Outcome.ENV_FAILED, Outcome.INTERRUPTED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """[Retry]: how often a failed run is tried again, and when (``retry.decide`` applies it).
+
+    ``attempts`` is the number of *retries* after the first attempt (0 = never retry). The delay before
+    retry k (k = 1, 2, ...) is ``min(delay_s * backoff ** (k - 1), max_delay_s)`` after the attempt ended.
+    """
+
+    attempts: int = 0
+    delay_s: float = 30.0
+    backoff: float = 2.0
+    max_delay_s: float = 3600.0
+    on: frozenset[Outcome] = DEFAULT_RETRY_ON
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's parsed config.ini. Built only by config.parse_task_config."""
+    """A task's parsed config.ini. Built only by config.parse_task_config.
+
+    Exactly one of ``every`` (EveryXMinutes), ``cron`` (Cron) and ``run_at`` (RunAt) is set; the
+    ``triggers`` module turns them into due times. ``run_at`` holds naive wall-clock times that are read
+    in ``time_zone`` (None = the machine's zone), like the window and the cron expression.
+    """
 
     name: str
-    every: timedelta
+    every: timedelta | None = None
     window: Window = field(default_factory=Window)
     enabled: bool = True
     testing: bool = False
@@ -124,6 +152,11 @@ class TaskSpec:
     catch_up: CatchUp = CatchUp.ONCE
     limits: Limits = field(default_factory=Limits)
     notify: NotifySettings = field(default_factory=NotifySettings)  # [Notify], home defaults applied
+    cron: str | None = None  # 5 fields, @aliases already expanded
+    run_at: tuple[datetime, ...] = ()  # naive local date-times, sorted, distinct
+    time_zone: str | None = None  # IANA name
+    jitter_s: float = 0.0  # JitterSeconds: stable offset in [0, jitter_s) added to every due time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -135,6 +168,7 @@ class HomeConfig:
                  MaxConcurrentRuns = 8 x cores (runs of main() in flight at once; further due runs queue)
     [Limits]     defaults for every task's [Limits] keys
     [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
+    [Retry]      defaults for every task's [Retry] keys
     [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names
     """
 
@@ -148,6 +182,7 @@ class HomeConfig:
     limits: Limits = field(default_factory=Limits)
     notify: NotifySettings = field(default_factory=NotifySettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # defaults for every task's [Retry] keys
     web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
     web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
 
@@ -178,6 +213,8 @@ class RunRecord:
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
     log_path: Path | None = None
+    attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
+    retry_of: str | None = None  # a retry's first attempt's run id
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .pep723 import check_task_block
 from .reqcheck import check_file
 from .secretenv import read_env_file
 from .spec import Limits
+from .spec import Limits, RetryPolicy
 
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
@@ -39,10 +40,12 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     problems = 0
     defaults = Limits()
     notify_defaults = NotifySettings()
+    retry_defaults = RetryPolicy()
     try:
         home_config, warnings = read_home_config(paths.home_config)
         defaults = home_config.limits
         notify_defaults = home_config.notify
+        retry_defaults = home_config.retry
         report.extend(f"warning: {w}" for w in warnings)
         report.extend(f"warning: {w}" for w in read_env_file(paths.home_secrets)[1])
     except TaskAutomationError as exc:
@@ -61,7 +64,7 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         if not errors:
             try:
                 result = read_task_config(paths.task_config(name), task=name, defaults=defaults,
-                                          notify_defaults=notify_defaults)
+                                          notify_defaults=notify_defaults, retry_defaults=retry_defaults)
                 warnings_.extend(result.warnings)
             except TaskAutomationError as exc:
                 errors.append(str(exc))

@@ -62,6 +62,12 @@ def test_notify_queue_memory_is_measured() -> None:
 
     kb, pending = notify.queue_memory_kb(30, capacity=10)
     assert math.isfinite(kb) and pending <= 11
+def test_next_for_cron_occurrences_measures_both_sides() -> None:
+    from bench import cron_next
+    from supervisor.spec import Window
+
+    assert cron_next.ours_ms("*/5 * * * *", Window()) > 0
+    assert cron_next.library_ms("*/5 * * * *") > 0
 
 
 def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ import pytest
 
 from supervisor.lifecycle import TRANSITIONS, IllegalTransition, TaskState, move
 from supervisor.spec import TaskPhase
-from supervisor.status import OFFLINE_STOPPED, PAUSED
+from supervisor.status import DONE, OFFLINE_STOPPED, PAUSED
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-DERIVED_STATES = {"running", "queued", PAUSED, OFFLINE_STOPPED}  # shown by status, not phases
+DERIVED_STATES = {"running", "queued", OFFLINE_STOPPED, DONE, PAUSED}  # shown by status, not phases
 
 
 def documented_states() -> set[str]:

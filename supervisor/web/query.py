@@ -72,7 +72,6 @@ class Reader:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.records = Records(paths.database, readonly=True)
-        self._schedules: dict[Path, tuple[int, str]] = {}
         self._sparks: dict[str, tuple[str | None, Markup]] = {}
         self._timeline: _Drawn | None = None
 
@@ -80,15 +79,8 @@ class Reader:
         self.records.close()
 
     def status(self) -> dict[str, Any]:
-        """The status document, each task with ``paused`` ({"since"} or null) and ``schedule`` (words)."""
-        status = load_status(self.paths)
-        paused = self.records.paused()
-        for task in status["tasks"]:
-            since = paused.get(task["name"])
-            task.setdefault("paused", {"since": since.isoformat()} if since else None)
-            if not task.get("schedule"):
-                task["schedule"] = self.schedule_words(task["name"])
-        return status
+        """The status document (the CLI's, live or offline)."""
+        return load_status(self.paths)
 
     def task_names(self) -> set[str]:
         return {entry.name for entry in _dirs(self.paths.tasks)} | set(self.records.tasks_with_history())
@@ -161,42 +153,6 @@ class Reader:
             except OSError:
                 out[file] = None
         return out
-
-    def schedule_words(self, name: str) -> str:
-        """The schedule in words, from config.ini (cached by the file's modification time)."""
-        from ..config import read_task_config
-
-        path = self.paths.task_dir(name) / "config.ini"
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError:
-            return "-"
-        cached = self._schedules.get(path)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        try:
-            spec = read_task_config(path, task=name).spec
-            words = describe_every(spec.every)
-            if (spec.window.start.hour, spec.window.start.minute, spec.window.end.hour,
-                    spec.window.end.minute) != (0, 0, 23, 59):
-                words += f", {spec.window.start:%H:%M}–{spec.window.end:%H:%M}"
-        except TaskAutomationError:
-            words = "-"
-        self._schedules[path] = (mtime, words)
-        return words
-
-
-def describe_every(every: timedelta) -> str:
-    seconds = every.total_seconds()
-    if seconds % 86400 == 0:
-        n, unit = seconds / 86400, "day"
-    elif seconds % 3600 == 0:
-        n, unit = seconds / 3600, "hour"
-    elif seconds % 60 == 0:
-        n, unit = seconds / 60, "minute"
-    else:
-        n, unit = seconds, "second"
-    return f"every {unit}" if n == 1 else f"every {n:g} {unit}s"
 
 
 def _dirs(folder: Path) -> list[os.DirEntry[str]]:
