@@ -29,6 +29,14 @@ PR_SET_CHILD_SUBREAPER = 36
 SIGKILL = 9
 SIGTERM = 15
 SIGUSR1 = 10
+SIGSTOP = 19
+SIGCONT = 18
+# The supervisor's containment plan for the run (supervisor/cgroups.py writes it): one "word argument" per line,
+# ``join FILE`` (a cgroup.procs file the task process enters before it runs any task code), ``nproc N``
+# (RLIMIT_NPROC for the task process) and ``kill KIND DIR`` (how the monitor signals the run's processes at
+# one instant: ``v2`` = a cgroup v2 group, ``v1-freezer`` = a cgroup v1 freezer group). Popped from the
+# environment before the task starts, so the task never sees it.
+CONTAIN_VAR = "TASKAUTOMATION_CONTAIN"
 # When the supervisor is gone nobody waits for a graceful exit; a short grace keeps "within seconds" true.
 ORPHAN_GRACE_S = 2.0
 
@@ -196,7 +204,164 @@ def _descendants_scan(root):
     return found
 
 
-def _monitor(child, *, report_fd, control_fd, grace_s):
+# --- containment: entering the run's cgroups and signalling a tree at one instant ---------------------------
+# A tree that forks faster than it can be listed (a fork bomb) never runs out of new pids for a kill loop. Every
+# way of signalling a run below first stops the whole tree from running (cgroup.kill, a frozen cgroup, or
+# SIGSTOP to each process until a pass finds none left running), so no process forks between the listing and
+# the signal. Shared with the supervisor (supervisor/cgroups.py), which uses it for its own last-resort kill.
+
+def parse_containment(text):
+    """The plan from CONTAIN_VAR: {"join": [FILE, ...], "nproc": int | None, "kill": (KIND, DIR) | None}."""
+    plan = {"join": [], "nproc": None, "kill": None}
+    for line in (text or "").split("\n"):
+        word, _, rest = line.partition(" ")
+        if word == "join":
+            plan["join"].append(rest)
+        elif word == "nproc":
+            plan["nproc"] = int(rest)
+        elif word == "kill":
+            kind, _, path = rest.partition(" ")
+            plan["kill"] = (kind, path)
+    return plan
+
+
+def enter_containment(plan, pid):
+    """Move ``pid`` into the run's cgroups and cap its user's processes; OSError when the kernel refuses.
+
+    Called in the task process before any task code: a process cannot fork before it is inside.
+    """
+    data = str(pid).encode()
+    for path in plan["join"]:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    if plan["nproc"] is not None:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        cap = plan["nproc"] if hard == resource.RLIM_INFINITY else min(plan["nproc"], hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))  # hard too: the task cannot raise it again
+
+
+def _write(path, text):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read().decode("ascii", "replace")
+
+
+def group_pids(directory):
+    """The pids (thread group leaders) in a cgroup's cgroup.procs; [] once the group is gone."""
+    try:
+        return [int(p) for p in _read(directory + "/cgroup.procs").split()]
+    except OSError:
+        return []
+
+
+def _wait_frozen(directory, is_frozen, timeout_s=1.0):
+    """Poll until the group reports frozen. A task in uninterruptible sleep can delay that; after the timeout
+    the caller signals anyway (SIGKILL still lands once the task leaves the kernel, and the caller repeats)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.0005
+    while not is_frozen(directory):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return True
+
+
+def _v2_frozen(directory):
+    try:
+        return "frozen 1" in _read(directory + "/cgroup.events")
+    except OSError:
+        return True  # gone: nothing left to freeze
+
+
+def _v1_frozen(directory):
+    try:
+        return _read(directory + "/freezer.state").strip() == "FROZEN"
+    except OSError:
+        return True
+
+
+def _signal_all(pids, sig):
+    hit = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            hit.append(pid)
+        except OSError:
+            pass
+    return hit
+
+
+def signal_group(kind, directory, sig):
+    """Signal every process of a cgroup while none of them can run; returns the pids signalled.
+
+    v2 SIGKILL is the kernel's own ``cgroup.kill``. Otherwise the group is frozen (v2 ``cgroup.freeze``, v1
+    freezer ``freezer.state``), signalled from its ``cgroup.procs`` and thawed: a frozen process cannot fork,
+    and a signal sent while frozen is acted on before it returns to user space (a v1-frozen process even
+    needs the thaw to die of SIGKILL).
+    """
+    if kind == "v2" and sig == SIGKILL:
+        pids = group_pids(directory)
+        try:
+            _write(directory + "/cgroup.kill", "1")
+            return pids
+        except OSError:
+            pass  # a kernel before 5.14 has no cgroup.kill: freeze instead
+    if kind == "v2":
+        freeze, thaw, frozen = (directory + "/cgroup.freeze", "1"), (directory + "/cgroup.freeze", "0"), _v2_frozen
+    else:
+        freeze, thaw = (directory + "/freezer.state", "FROZEN"), (directory + "/freezer.state", "THAWED")
+        frozen = _v1_frozen
+    try:
+        _write(*freeze)
+    except OSError:
+        return _signal_all(group_pids(directory), sig)  # gone, or no freezer after all: best effort
+    try:
+        _wait_frozen(directory, frozen)
+        return _signal_all(group_pids(directory), sig)
+    finally:
+        try:
+            _write(*thaw)
+        except OSError:
+            pass
+
+
+def signal_stopped_tree(root, sig):
+    """Signal every descendant of ``root`` after stopping them all with SIGSTOP (no cgroup to freeze).
+
+    Passes repeat until one finds no descendant that is not stopped yet: anything forked meanwhile is found
+    by the next pass (a subreaper's escapees stay below it). Then the signal, then SIGCONT so that a
+    SIGTERM is acted on; SIGKILL needs no SIGCONT. Bounded: a tree that outruns 200 passes is signalled as
+    far as it was seen, and the caller repeats.
+    """
+    stopped = {}
+    for _ in range(200):
+        fresh = [pid for pid in descendants(root) if pid not in stopped]
+        if not fresh:
+            break
+        for pid in _signal_all(fresh, SIGSTOP):
+            stopped[pid] = True
+    hit = _signal_all(list(stopped), sig)
+    if sig != SIGKILL:
+        _signal_all(hit, SIGCONT)
+    return hit
+
+
+def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
     import select
     import time
@@ -242,13 +407,11 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
                 child_status = status
 
     def signal_tree(sig):
-        pids = descendants(me)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-                signalled.add(pid)
-            except ProcessLookupError:
-                pass
+        # The run's cgroup when there is one (it also holds what escaped the tree as another user's or
+        # session's process), then the tree below the monitor (anything that left the group).
+        pids = signal_group(kill[0], kill[1], sig) if kill is not None else []
+        pids += signal_stopped_tree(me, sig)
+        signalled.update(pids)
         return pids
 
     def begin_stop(grace, reason):
@@ -320,10 +483,18 @@ def main():
     if os.getppid() != int(supervisor_pid):
         # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
         os._exit(3)
+    plan = parse_containment(os.environ.pop(CONTAIN_VAR, None))
     monitor_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(control_fd)
+        try:
+            enter_containment(plan, os.getpid())
+        except (OSError, ValueError) as exc:
+            # Never run a task outside the limits it was promised: the run fails with the reason.
+            os.write(report_fd, _json_line({"kind": "task", "mode": mode, "status": "failed", "phase": "contain",
+                                            "message": "cannot contain the run: %s" % (exc,)}))
+            os._exit(1)
         # Own process group: a task that kills its own group (killpg(0, ...)) must not take its monitor.
         os.setpgid(0, 0)
         # Only the monitor should hold the report pipe's lifetime; the task's own subprocesses must not.
@@ -334,7 +505,7 @@ def main():
             os._exit(3)
         _run_task(mode, task, home, report_fd)
     else:
-        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s)
+        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan["kill"])
 
 
 if __name__ == "__main__":

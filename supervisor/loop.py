@@ -56,7 +56,8 @@ from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
 from .records import Records, record_to_json
-from .runner import LaunchSpec, ProcessReport, cgroup_v2_memory_support, sweep_cookie
+from .cgroups import Containment
+from .runner import LaunchSpec, ProcessReport, sweep_cookie
 from .runs import LIMIT_SAMPLE_S, Runs
 from .schedule import in_window, initial_due
 from .spec import CatchUp, HomeConfig, Outcome, RunRecord, TaskSpec, Trigger
@@ -96,7 +97,7 @@ class Supervisor:
                  clock: Clock, tz: tzinfo, logger: logging.Logger, task_logs: TaskLogs,
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
                  build_workers: int = 2, safety_rescan_s: float = SAFETY_RESCAN_S,
-                 max_inits: int = MAX_CONCURRENT_INITS) -> None:
+                 max_inits: int = MAX_CONCURRENT_INITS, containment: Containment | None = None) -> None:
         self.paths = paths
         self.config = home_config
         self.records = records
@@ -110,7 +111,8 @@ class Supervisor:
         self.runs = Runs(home=paths.home, records=records, task_logs=task_logs, logger=logger, clock=clock,
                          cookie_prefix=self.cookie_prefix, output_cap_bytes=home_config.output_cap_bytes,
                          keep_runs=home_config.keep_runs,
-                         on_exit=lambda spec, report: self.post(RunExited(spec, report)))
+                         on_exit=lambda spec, report: self.post(RunExited(spec, report)),
+                         containment=containment if containment is not None else Containment(paths.home))
         self.tasks: dict[str, TaskState] = {}
         self.folders: dict[str, TaskFolder] = {}
         self.building: dict[str, set[str]] = {}
@@ -141,9 +143,11 @@ class Supervisor:
         if self.watcher_factory is not None:
             self.watcher = self.watcher_factory(lambda: self.post(RescanRequested()))
             self.watcher.start()
-        cgroup_ok, cgroup_why = cgroup_v2_memory_support()
-        self.log.info("memory limits: enforced by sampling each run's tree every %.2f s (%s%s)", LIMIT_SAMPLE_S,
-                      cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")
+        for line in self.runs.start_containment():  # which mechanism enforces pids, memory and the kill
+            if line.startswith("WARNING: "):
+                self.log.warning("containment: %s", line[len("WARNING: "):])
+            else:
+                self.log.info("containment: %s (tree samples every %.2f s)", line, LIMIT_SAMPLE_S)
         self.log.info("supervisor started: home %s, pid %d, installer %s", self.paths.home, os.getpid(),
                       self.envs.installer)
         try:
@@ -657,6 +661,7 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.stop()
         self.runs.kill_everything()  # a no-op after a clean stop; a safety net after an unexpected exception
+        self.runs.close_containment()
         self._kill_remaining_children()
         uptime = self.clock.now() - self.started_at
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.runs.counts.items())) or "no runs"

@@ -67,6 +67,7 @@ class TreeSample:
     rss_bytes: int
     cpu_s: float
     processes: int
+    threads: int | None = None  # processes + threads, when asked for (the MaxProcesses check without cgroups)
 
 
 def child_environment(base: Mapping[str, str], *, task: str, run_id: str, task_dir: Path,
@@ -120,7 +121,7 @@ class RunProcess:
                 os.close(self._control_w)
                 self._control_w = -1
 
-    def sample(self) -> TreeSample | None:
+    def sample(self, *, count_threads: bool = False) -> TreeSample | None:
         """Resident memory and CPU time of the monitor's descendants, or None once the monitor is gone.
 
         Resident sizes are summed per process, so pages shared after fork are counted in each process: the
@@ -136,6 +137,7 @@ class RunProcess:
         tree = descendants(self.pid)
         rss = 0
         cpu = 0.0
+        threads = 0
         seen: dict[int, psutil.Process] = {}
         for pid in tree:
             # Reuse Process objects so psutil can tell a reused pid from the one we sampled before.
@@ -147,6 +149,8 @@ class RunProcess:
                     rss += cached.memory_info().rss
                     times = cached.cpu_times()
                     cpu += times.user + times.system + times.children_user + times.children_system
+                    if count_threads:
+                        threads += cached.num_threads()
                 seen[pid] = cached
             except psutil.Error:
                 continue
@@ -164,7 +168,8 @@ class RunProcess:
         # A dead process's CPU seconds are in no sampled figure between its exit and its reaping; keeping
         # the maximum makes the figure monotonic.
         self.peak_cpu_s = max(self.peak_cpu_s, cpu)
-        return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen))
+        return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen),
+                          threads=threads if count_threads else None)
 
 
 class Runner:

@@ -10,7 +10,10 @@ Policies:
   ``LIMIT_SAMPLE_S`` and is a SIGKILL at once: a grace period lets a fast leak grow by gigabytes. CPUSeconds
   is sampled the same way and stops the run like a timeout.
 * If a monitor has not ended its run ``BACKSTOP_S`` after the grace of a stop, the supervisor kills the run's
-  session and every process carrying the run's cookie itself.
+  session, its cgroup and every process carrying the run's cookie itself.
+* MaxProcesses and, where a cgroup enforces it, MemoryMB are the kernel's (cgroups.py): each sample reads the
+  run's group; a fork refused at the cap is a SIGKILL at once with outcome ``killed``, an OOM kill in the group
+  a SIGKILL at once with outcome ``memory``. Without a cgroup the sample counts processes + threads instead.
 * History writes never stop the loop: a full disk or a locked database is logged and runs go on.
 """
 
@@ -25,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
 from .clock import Clock
 from .errors import TaskAutomationError
 from .logsetup import TaskLogs
@@ -51,6 +55,7 @@ class ActiveRun:
     next_sample: float
     stop: StopRequest | None = None
     backstop: float | None = None  # monotonic time after which the supervisor kills the session itself
+    group: RunGroup | None = None  # the run's cgroup(s), if cgroups contain it
 
     @property
     def env_key(self) -> str:
@@ -71,8 +76,9 @@ class Runs:
 
     def __init__(self, *, home: Path, records: Records, task_logs: TaskLogs, logger: logging.Logger,
                  clock: Clock, cookie_prefix: str, output_cap_bytes: int, keep_runs: int,
-                 on_exit: Callable[[LaunchSpec, ProcessReport], None]) -> None:
+                 on_exit: Callable[[LaunchSpec, ProcessReport], None], containment: Containment) -> None:
         self.home = home
+        self.containment = containment
         self.records = records
         self.task_logs = task_logs
         self.log = logger
@@ -99,11 +105,14 @@ class Runs:
                            log_path=self.task_logs.path(task))
         if mode == "main":
             self._write(lambda: self.records.start_run(record))  # before the spawn: survives a crash
+        group = self._contain(run_id, limits, env)
         spec = LaunchSpec(task=task, run_id=run_id, mode=mode, python=python, home=self.home,
                           kill_grace_s=limits.kill_grace_s, env=env)
         try:
             process = self.runner.launch(spec)
         except TaskAutomationError as exc:
+            if group is not None:
+                self.containment.remove(group)
             if mode == "main":
                 reason = str(exc)
                 self._write(lambda: self.records.finish_run(run_id, finished=self.clock.now(),
@@ -115,13 +124,29 @@ class Runs:
         first_sample = (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S) / 5
         self.active[run_id] = ActiveRun(process=process, record=record, mode=mode, limits=limits,
                                         started_mono=mono, next_sample=mono + first_sample,
-                                        deadline=mono + limits.timeout_s if limits.timeout_s else None)
+                                        deadline=mono + limits.timeout_s if limits.timeout_s else None,
+                                        group=group)
         if mode == "main":
             self.task_logs.get(task).info("[run %s] started (%s)", run_id, trigger.value)
             self.log.info("task %r: run %s started (%s)", task, run_id, trigger.value)
         else:
             self.task_logs.get(task).info("[init %s] started", run_id)
         return run_id
+
+    def _contain(self, run_id: str, limits: Limits, env: dict[str, str]) -> RunGroup | None:
+        """Make the run's cgroup (or plan the RLIMIT_NPROC fallback) and tell the shim through ``env``."""
+        group = None
+        try:
+            group = self.containment.create(run_id, max_processes=limits.max_processes,
+                                            memory_mb=limits.memory_mb)
+        except OSError as exc:
+            self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead",
+                             run_id, exc)
+        plan = containment_plan(group=group, nproc=self.containment.nproc_limit(limits.max_processes,
+                                                                                 group=group))
+        if plan:
+            env[CONTAIN_VAR] = plan
+        return group
 
     def record_instant(self, *, task: str, trigger: Trigger, due: datetime, outcome: Outcome,
                        message: str) -> str:
@@ -162,20 +187,42 @@ class Runs:
                     os.killpg(active.process.pid, signal.SIGKILL)
                 except OSError:
                     pass
+                if active.group is not None:
+                    self.containment.kill(active.group)
                 sweep_cookie(self.cookie_prefix + active.record.run_id)
 
     def _check_tree(self, active: ActiveRun) -> None:
         limits = active.limits
-        sample = active.process.sample()
+        group = active.group
+        if group is not None and active.stop is None:
+            self._check_group(active, group)
+        sample = active.process.sample(count_threads=group is None and limits.max_processes is not None)
         if sample is None or active.stop is not None:
             return
         mb = sample.rss_bytes / 1048576
-        if limits.memory_mb is not None and mb > limits.memory_mb:
+        if (group is None and limits.max_processes is not None and sample.threads is not None
+                and sample.threads >= limits.max_processes):
+            self.stop(active, StopRequest(StopCause.PROCESSES, f"process limit reached: {sample.threads} "
+                                                               f"processes and threads >= MaxProcesses="
+                                                               f"{limits.max_processes}"), kill_now=True)
+        elif (limits.memory_mb is not None and (group is None or group.memory_mb is None)
+              and mb > limits.memory_mb):
             self.stop(active, StopRequest(StopCause.MEMORY, f"memory limit exceeded: tree resident {mb:.0f} MB "
                                                             f"> MemoryMB={limits.memory_mb:g}"), kill_now=True)
         elif limits.cpu_s is not None and sample.cpu_s > limits.cpu_s:
             self.stop(active, StopRequest(StopCause.CPU, f"CPU limit exceeded: tree used {sample.cpu_s:.1f} "
                                                          f"CPU s > CPUSeconds={limits.cpu_s:g}"))
+
+    def _check_group(self, active: ActiveRun, group: RunGroup) -> None:
+        """The kernel's verdicts on the run's cgroup: an OOM kill, or a fork refused at the process cap."""
+        usage = self.containment.usage(group)
+        if usage.oom_kills and group.memory_mb is not None:
+            self.stop(active, StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills)), kill_now=True)
+        elif usage.fork_failures and group.max_processes is not None:
+            self.stop(active, StopRequest(
+                StopCause.PROCESSES, f"process limit reached: {usage.fork_failures} fork(s) refused at "
+                                     f"MaxProcesses={group.max_processes} (cgroup pids controller)"),
+                kill_now=True)
 
     def stop(self, active: ActiveRun, stop: StopRequest, *, kill_now: bool = False) -> None:
         """Ask the run's monitor to stop its tree; the first reason given is the one recorded."""
@@ -196,10 +243,22 @@ class Runs:
         active = self.active.pop(spec.run_id, None)
         if active is None:
             return None
+        if active.group is not None:
+            self._end_group(active, active.group)
         decision = decide(report, stop=active.stop)
         if active.mode == "main":
             self._record_end(active, decision, self.clock.monotonic() - active.started_mono)
         return active, decision
+
+    def _end_group(self, active: ActiveRun, group: RunGroup) -> None:
+        """Before the outcome: an OOM kill that ended the run between samples makes it a ``memory`` run (the
+        kernel's SIGKILL alone would read as ``crashed``). Then the group goes."""
+        usage = self.containment.usage(group)
+        if usage.oom_kills and group.memory_mb is not None and active.stop is None:
+            active.stop = StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills))
+        if not self.containment.remove(group):
+            self.log.warning("run %s: its cgroup could not be removed; the next start removes it",
+                             active.record.run_id)
 
     def _record_end(self, active: ActiveRun, decision: Decision, duration: float) -> None:
         run_id, task, process = active.record.run_id, active.record.task, active.process
@@ -218,6 +277,13 @@ class Runs:
         self.log.log(level, "task %r: run %s %s in %.2f s: %s", task, run_id, decision.outcome.value, duration,
                      decision.summary)
 
+    def start_containment(self) -> list[str]:
+        """Set up this home's cgroups (removing stale ones); the lines say which mechanism enforces what."""
+        return self.containment.start()
+
+    def close_containment(self) -> None:
+        self.containment.close()
+
     def join(self, timeout: float) -> None:
         """Wait for the relay threads of finished runs (each ends when its monitor exits)."""
         self.runner.join(timeout=timeout)
@@ -226,6 +292,8 @@ class Runs:
         """Last resort on the way out: SIGKILL every run and anything carrying this home's cookie."""
         for active in self.active.values():
             active.process.stop(kill_now=True)
+            if active.group is not None:
+                self.containment.kill(active.group)
         self.runner.join(timeout=5.0)
         sweep_cookie(self.cookie_prefix)
 
@@ -261,3 +329,8 @@ class Runs:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""
         self.task_logs.get(spec.task).info("[%s %s] %s", "run" if spec.mode == "main" else "init",
                                            spec.run_id, line)
+
+
+def _oom_detail(group: RunGroup, kills: int) -> str:
+    return (f"memory limit exceeded: the kernel's OOM killer ended {kills} process(es) at MemoryMB="
+            f"{group.memory_mb:g} (cgroup v{group.version} memory controller)")
