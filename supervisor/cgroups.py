@@ -252,7 +252,7 @@ class Containment:
 
     def describe(self) -> list[str]:
         """The mechanisms in force, one line for each concern; a warning line starts with 'WARNING'."""
-        why = f" ({'; '.join(self.problems)})" if self.problems else ""
+        why = f": {'; '.join(self.problems)}" if self.problems else ""
         if self.version == 2:
             return ["pids: cgroup v2 pids controller; memory: cgroup v2 memory controller; "
                     "kill: cgroup v2 cgroup.kill"]

@@ -356,30 +356,3 @@ def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL,
             except OSError:
                 pass
     return killed
-
-
-def cgroup_v2_memory_support(*, proc_self_cgroup: Path = Path("/proc/self/cgroup"),
-                             cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[bool, str]:
-    """Whether a per-run cgroup v2 with a memory controller could be created here, and why (not).
-
-    Only detection: limits are enforced by sampling the tree's resident memory (psutil) everywhere, which
-    works without privileges. The reason is logged at start so a user can see which mechanism is in force.
-    """
-    try:
-        entries = proc_self_cgroup.read_text().splitlines()
-    except OSError as exc:
-        return False, f"cannot read {proc_self_cgroup}: {exc.strerror or exc}"
-    unified = [line[3:] for line in entries if line.startswith("0::")]
-    if not unified:
-        return False, "no cgroup v2 hierarchy (cgroup v1 only)"
-    controllers = cgroup_root / "cgroup.controllers"
-    try:
-        available = controllers.read_text().split()
-    except OSError:
-        return False, f"cgroup v2 is not mounted at {cgroup_root} (hybrid or v1 layout)"
-    if "memory" not in available:
-        return False, "the cgroup v2 memory controller is not enabled"
-    own = cgroup_root / unified[0].lstrip("/")
-    if not os.access(own, os.W_OK):
-        return False, f"{own} is not writable (no delegated cgroup)"
-    return True, f"cgroup v2 with memory controller at {own}"
