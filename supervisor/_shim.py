@@ -407,10 +407,16 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
                 child_status = status
 
     def signal_tree(sig):
-        # The run's cgroup when there is one (it also holds what escaped the tree as another user's or
-        # session's process), then the tree below the monitor (anything that left the group).
-        pids = signal_group(kill[0], kill[1], sig) if kill is not None else []
-        pids += signal_stopped_tree(me, sig)
+        # SIGTERM is a request: one pass over the tree (and the run's cgroup) is enough, and a graceful stop
+        # stays as cheap as a killpg. SIGKILL must win against a tree that forks faster than it can be
+        # listed: the run's cgroup is killed at one instant (cgroup.kill, or frozen first), then the tree
+        # below the monitor (anything outside the group) is stopped with SIGSTOP before it is killed.
+        if sig != signal.SIGKILL:
+            pids = _signal_all(group_pids(kill[1]) if kill is not None else [], sig)
+            pids += _signal_all(descendants(me), sig)
+        else:
+            pids = signal_group(kill[0], kill[1], sig) if kill is not None else []
+            pids += signal_stopped_tree(me, sig)
         signalled.update(pids)
         return pids
 

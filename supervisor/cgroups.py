@@ -214,9 +214,19 @@ class Containment:
 
     def _prepare_v2(self, own: Path) -> Path:
         # Controllers reach a child only through its parent's cgroup.subtree_control; the kernel refuses
-        # that (EBUSY) on a non-root group that holds processes, which is why the home's parent group, not
-        # the supervisor's own group, is where the runs' controllers are switched on.
-        _write(own / "cgroup.subtree_control", "+pids +memory")
+        # that (EBUSY) on a non-root group that holds processes ("no internal processes"). A delegated
+        # service group (systemd Delegate=yes) holds the supervisor itself, so it first moves into a leaf of
+        # its own group; if other processes share the group, the write still fails and v1 (or the fallback)
+        # is used.
+        try:
+            _write(own / "cgroup.subtree_control", "+pids +memory")
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            leaf = own / (self.parent_name + "-supervisor")
+            leaf.mkdir(exist_ok=True)
+            _write(leaf / "cgroup.procs", str(os.getpid()))
+            _write(own / "cgroup.subtree_control", "+pids +memory")
         parent = self._prepare_parent(own, version=2)
         _write(parent / "cgroup.subtree_control", "+pids +memory")
         return parent

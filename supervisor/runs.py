@@ -256,7 +256,7 @@ class Runs:
         usage = self.containment.usage(group)
         if usage.oom_kills and group.memory_mb is not None and active.stop is None:
             active.stop = StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills))
-        if not self.containment.remove(group):
+        if not self.containment.remove(group, timeout_s=0.5):
             self.log.warning("run %s: its cgroup could not be removed; the next start removes it",
                              active.record.run_id)
 
