@@ -295,7 +295,7 @@ def _v1_frozen(directory):
         return True
 
 
-def _signal_all(pids, sig):
+def signal_all(pids, sig):
     hit = []
     for pid in pids:
         try:
@@ -329,10 +329,10 @@ def signal_group(kind, directory, sig):
     try:
         _write(*freeze)
     except OSError:
-        return _signal_all(group_pids(directory), sig)  # gone, or no freezer after all: best effort
+        return signal_all(group_pids(directory), sig)  # gone, or no freezer after all: best effort
     try:
         _wait_frozen(directory, frozen)
-        return _signal_all(group_pids(directory), sig)
+        return signal_all(group_pids(directory), sig)
     finally:
         try:
             _write(*thaw)
@@ -353,11 +353,11 @@ def signal_stopped_tree(root, sig):
         fresh = [pid for pid in descendants(root) if pid not in stopped]
         if not fresh:
             break
-        for pid in _signal_all(fresh, SIGSTOP):
+        for pid in signal_all(fresh, SIGSTOP):
             stopped[pid] = True
-    hit = _signal_all(list(stopped), sig)
+    hit = signal_all(list(stopped), sig)
     if sig != SIGKILL:
-        _signal_all(hit, SIGCONT)
+        signal_all(hit, SIGCONT)
     return hit
 
 
@@ -412,8 +412,8 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
         # listed: the run's cgroup is killed at one instant (cgroup.kill, or frozen first), then the tree
         # below the monitor (anything outside the group) is stopped with SIGSTOP before it is killed.
         if sig != signal.SIGKILL:
-            pids = _signal_all(group_pids(kill[1]) if kill is not None else [], sig)
-            pids += _signal_all(descendants(me), sig)
+            pids = signal_all(group_pids(kill[1]) if kill is not None else [], sig)
+            pids += signal_all(descendants(me), sig)
         else:
             pids = signal_group(kill[0], kill[1], sig) if kill is not None else []
             pids += signal_stopped_tree(me, sig)

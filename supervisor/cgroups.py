@@ -162,10 +162,8 @@ class RunGroup:
 class GroupUsage:
     """What a run's groups say about limits hit so far."""
 
-    processes: int  # processes + threads in the group now
     fork_failures: int  # forks refused at the pids cap
     oom_kills: int  # processes the kernel's OOM killer ended at the memory cap
-    memory_peak_bytes: int | None
 
 
 def containment_plan(*, group: RunGroup | None, nproc: int | None) -> str:
@@ -248,10 +246,6 @@ class Containment:
                 pass  # a run group is still there (a stuck run); the next start cleans it
 
     @property
-    def active(self) -> bool:
-        return bool(self.parents)
-
-    @property
     def version(self) -> int | None:
         if not self.parents:
             return None
@@ -315,16 +309,11 @@ class Containment:
         """Counters of the run's groups (zeros for files that are gone)."""
         pids = _read_keyed(group.pids_dir / "pids.events")
         memory_dir = group.memory_dir
-        oom, peak = 0, None
+        oom = 0
         if memory_dir is not None:
-            if group.version == 2:
-                oom = _read_keyed(memory_dir / "memory.events").get("oom_kill", 0)
-                peak = _read_int(memory_dir / "memory.peak")
-            else:
-                oom = _read_keyed(memory_dir / "memory.oom_control").get("oom_kill", 0)
-                peak = _read_int(memory_dir / "memory.max_usage_in_bytes")
-        return GroupUsage(processes=_read_int(group.pids_dir / "pids.current") or 0,
-                          fork_failures=pids.get("max", 0), oom_kills=oom, memory_peak_bytes=peak)
+            events = "memory.events" if group.version == 2 else "memory.oom_control"
+            oom = _read_keyed(memory_dir / events).get("oom_kill", 0)
+        return GroupUsage(fork_failures=pids.get("max", 0), oom_kills=oom)
 
     def kill(self, group: RunGroup) -> int:
         """SIGKILL everything in the run's groups at one instant; returns how many processes were hit."""
@@ -336,8 +325,8 @@ class Containment:
             pids = _shim.group_pids(str(group.pids_dir))
             if not pids:
                 break
-            _signal(pids, signal.SIGSTOP)
-            hit += len(_signal(pids, signal.SIGKILL))
+            _shim.signal_all(pids, signal.SIGSTOP)
+            hit += len(_shim.signal_all(pids, signal.SIGKILL))
         return hit
 
     def remove(self, group: RunGroup, *, timeout_s: float = 2.0) -> bool:
@@ -361,11 +350,10 @@ class Containment:
             # Processes are still inside (or a killed one is not reaped yet): kill them, then try again.
             kind = ("v2" if version == 2 else
                     "v1-freezer" if directory.parent.parent == self.layout.v1.get("freezer") else None)
-            pids = _shim.group_pids(str(directory))
             if kind is not None:
                 _shim.signal_group(kind, str(directory), signal.SIGKILL)
             else:
-                _signal(pids, signal.SIGKILL)
+                _shim.signal_all(_shim.group_pids(str(directory)), signal.SIGKILL)
             time.sleep(0.01)
 
     # ------------------------------------------------------------------ the fallback
@@ -397,17 +385,6 @@ def user_tasks(uid: int) -> int:
     return total
 
 
-def _signal(pids: list[int], sig: int) -> list[int]:
-    hit = []
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-            hit.append(pid)
-        except OSError:
-            pass
-    return hit
-
-
 def _write(path: Path, text: str, *, optional: bool = False) -> None:
     """Write a cgroup control file; ``optional`` files may be missing or refused (e.g. no swap accounting)."""
     try:
@@ -432,10 +409,3 @@ def _read_keyed(path: Path) -> dict[str, int]:
         except ValueError:
             continue
     return values
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
