@@ -340,6 +340,27 @@ def signal_group(kind, directory, sig):
             pass
 
 
+def remove_groups(directories):
+    """Remove the run's (empty) groups, then their home's parent if that is empty too: the supervisor that
+    would have done it is gone, and a restart on another home would never find them. A group that is not
+    empty yet (a killed task not torn down) or a parent still in use stays; the next start cleans it."""
+    import time
+
+    for directory in directories:
+        for _ in range(50):
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)
+        try:
+            os.rmdir(directory.rsplit("/", 1)[0])
+        except OSError:
+            pass
+
+
 def signal_stopped_tree(root, sig):
     """Signal every descendant of ``root`` after stopping them all with SIGSTOP (no cgroup to freeze).
 
@@ -361,7 +382,7 @@ def signal_stopped_tree(root, sig):
     return hit
 
 
-def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
+def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=()):
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
     import select
     import time
@@ -391,6 +412,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
     leftovers = 0  # processes still alive when the task's own process ended
     signalled = set()
     stop_reason = None
+    supervisor_gone = False  # then nobody else removes the run's cgroups
     kill_deadline = None  # monotonic time at which SIGTERM escalates to SIGKILL
     watch = [control_fd, wake_r]
 
@@ -421,7 +443,8 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
         return pids
 
     def begin_stop(grace, reason):
-        nonlocal stop_reason, kill_deadline
+        nonlocal stop_reason, kill_deadline, supervisor_gone
+        supervisor_gone = supervisor_gone or reason == "supervisor-gone"
         if stop_reason is None:
             stop_reason = reason
         deadline = time.monotonic() + grace
@@ -476,6 +499,8 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None):
         os.write(report_fd, _json_line(report))
     except OSError:
         pass
+    if supervisor_gone and groups:
+        remove_groups(groups)
     os._exit(0)
 
 
@@ -511,7 +536,8 @@ def main():
             os._exit(3)
         _run_task(mode, task, home, report_fd)
     else:
-        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan["kill"])
+        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan["kill"],
+                 groups=[path.rsplit("/", 1)[0] for path in plan["join"]])
 
 
 if __name__ == "__main__":

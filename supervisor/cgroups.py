@@ -237,6 +237,11 @@ class Containment:
         parent.mkdir(exist_ok=True)
         return parent
 
+    def _restore_parent(self, parent: Path) -> None:
+        parent.mkdir(exist_ok=True)
+        if self.version == 2:
+            _write(parent / "cgroup.subtree_control", "+pids +memory")
+
     def close(self) -> None:
         """Remove the home's parent groups (each run's own group is removed when the run ends)."""
         for parent in self.parents.values():
@@ -287,7 +292,13 @@ class Containment:
                          memory_mb=memory_mb if self.enforces_memory() else None)
         try:
             for directory in dirs.values():
-                directory.mkdir()
+                try:
+                    directory.mkdir()
+                except FileNotFoundError:
+                    # The last monitor of a supervisor that died removed the home's parent (see
+                    # _shim.remove_groups) after this supervisor started: make it again.
+                    self._restore_parent(directory.parent)
+                    directory.mkdir()
             if max_processes is not None:
                 _write(group.pids_dir / "pids.max", str(max_processes))
             memory = group.memory_dir

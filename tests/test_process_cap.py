@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from caps import destroy, joined, outer_cap, pids_peak
+from caps import destroy, joined, outer_cap, own_v1_group, pids_peak
 from harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_processes, run_cookie
 from helpers import wait_for, write_task
 
@@ -313,3 +313,30 @@ def test_v2_freeze_and_cgroup_kill_signal_a_whole_group_at_once() -> None:
                     p.wait()
     finally:
         destroy(group)
+
+
+def test_monitors_of_a_sigkilled_supervisor_remove_its_run_groups(home: Path) -> None:
+    main = """
+        import os, time
+
+        def main():
+            open(os.path.join(os.environ["TASK_OUTPUT_DIR"], "started"), "w").close()
+            time.sleep(300)
+    """
+    write_task(home / "Tasks", "sleeper", main=main, config=config(limits="KillGraceSeconds = 1"))
+    parent_name = Containment(home, layout=Layout()).parent_name
+    with outer_cap("pids", {"pids.max": "400"}) as cap:
+        sup = CappedSupervisor(home, [cap]).start()
+        try:
+            wait_for(lambda: (home / "Tasks" / "sleeper" / "Output" / "started").exists(), timeout=60,
+                     what="the run to start")
+            parent = cap / parent_name
+            assert [p.name for p in parent.iterdir() if p.is_dir()] != [], "the run has no cgroup"
+            freezer = own_v1_group("freezer") / parent_name  # only the pids hierarchy has the test's cap
+            assert freezer.is_dir()
+            sup.kill()
+            wait_for(lambda: not parent.exists() and not freezer.exists(), timeout=30,
+                     what="the dead supervisor's cgroups to be removed by its run's monitor")
+        finally:
+            sup.kill()
+    assert cookie_processes(run_cookie(home)) == []
