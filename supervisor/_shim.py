@@ -211,12 +211,13 @@ def _descendants_scan(root):
 # the signal. Shared with the supervisor (supervisor/cgroups.py), which uses it for its own last-resort kill.
 
 def parse_containment(text):
-    """The plan from CONTAIN_VAR: {"join": [FILE, ...], "nproc": int | None, "kill": (KIND, DIR) | None}."""
-    plan = {"join": [], "nproc": None, "kill": None}
+    """The plan from CONTAIN_VAR: {"join": [FILE, ...], "nproc": int | None, "kill": (KIND, DIR) | None,
+    "parent": [DIR, ...]} (the home's parent groups, removed by a monitor that outlived its supervisor)."""
+    plan = {"join": [], "nproc": None, "kill": None, "parent": []}
     for line in (text or "").split("\n"):
         word, _, rest = line.partition(" ")
-        if word == "join":
-            plan["join"].append(rest)
+        if word in ("join", "parent"):
+            plan[word].append(rest)
         elif word == "nproc":
             plan["nproc"] = int(rest)
         elif word == "kill":
@@ -340,13 +341,14 @@ def signal_group(kind, directory, sig):
             pass
 
 
-def remove_groups(directories):
-    """Remove the run's (empty) groups, then their home's parent if that is empty too: the supervisor that
-    would have done it is gone, and a restart on another home would never find them. A group that is not
-    empty yet (a killed task not torn down) or a parent still in use stays; the next start cleans it."""
+def remove_groups(groups, parents):
+    """Remove the run's (empty) groups, then the home's parent groups if they are empty too: the supervisor
+    that would have done it is gone, and nobody may ever start one on that home again. A run group that is
+    not empty yet (a killed task not torn down) is retried briefly; a parent still in use (other runs) stays,
+    and the last monitor or the next start removes it."""
     import time
 
-    for directory in directories:
+    for directory in groups:
         for _ in range(50):
             try:
                 os.rmdir(directory)
@@ -355,8 +357,9 @@ def remove_groups(directories):
                 break
             except OSError:
                 time.sleep(0.01)
+    for directory in parents:
         try:
-            os.rmdir(directory.rsplit("/", 1)[0])
+            os.rmdir(directory)
         except OSError:
             pass
 
@@ -382,7 +385,7 @@ def signal_stopped_tree(root, sig):
     return hit
 
 
-def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=()):
+def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), parents=()):
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
     import select
     import time
@@ -500,7 +503,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=()):
     except OSError:
         pass
     if supervisor_gone and groups:
-        remove_groups(groups)
+        remove_groups(groups, parents)
     os._exit(0)
 
 
@@ -537,7 +540,7 @@ def main():
         _run_task(mode, task, home, report_fd)
     else:
         _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan["kill"],
-                 groups=[path.rsplit("/", 1)[0] for path in plan["join"]])
+                 groups=[path.rsplit("/", 1)[0] for path in plan["join"]], parents=plan["parent"])
 
 
 if __name__ == "__main__":

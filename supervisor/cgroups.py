@@ -28,7 +28,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from . import _shim
 
@@ -166,13 +166,17 @@ class GroupUsage:
     oom_kills: int  # processes the kernel's OOM killer ended at the memory cap
 
 
-def containment_plan(*, group: RunGroup | None, nproc: int | None) -> str:
-    """The text the shim reads from CONTAIN_VAR (see ``_shim.parse_containment``)."""
+def containment_plan(*, group: RunGroup | None, nproc: int | None, parents: Iterable[Path] = ()) -> str:
+    """The text the shim reads from CONTAIN_VAR (see ``_shim.parse_containment``).
+
+    ``parents`` are the home's parent groups, which a monitor outliving its supervisor removes when empty.
+    """
     lines = []
     if group is not None:
         lines += [f"join {d / 'cgroup.procs'}" for d in group.dirs.values()]
         if group.kill is not None:
             lines.append(f"kill {group.kill[0]} {group.kill[1]}")
+        lines += [f"parent {p}" for p in parents]
     if nproc is not None:
         lines.append(f"nproc {nproc}")
     return "\n".join(lines)

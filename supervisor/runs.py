@@ -142,8 +142,8 @@ class Runs:
         except OSError as exc:
             self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead",
                              run_id, exc)
-        plan = containment_plan(group=group, nproc=self.containment.nproc_limit(limits.max_processes,
-                                                                                 group=group))
+        plan = containment_plan(group=group, nproc=self.containment.nproc_limit(limits.max_processes, group=group),
+                                parents=self.containment.parents.values())
         if plan:
             env[CONTAIN_VAR] = plan
         return group

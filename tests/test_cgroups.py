@@ -132,10 +132,12 @@ def test_the_plan_the_supervisor_writes_is_the_plan_the_shim_reads() -> None:
                      dirs={"pids": Path("/cg/pids/p/r1"), "freezer": Path("/cg/free zer/p/r1")})
     plan = _shim.parse_containment(containment_plan(group=group, nproc=None))
     assert plan == {"join": ["/cg/pids/p/r1/cgroup.procs", "/cg/free zer/p/r1/cgroup.procs"], "nproc": None,
-                    "kill": ("v1-freezer", "/cg/free zer/p/r1")}
+                    "kill": ("v1-freezer", "/cg/free zer/p/r1"), "parent": []}
+    with_parents = containment_plan(group=group, nproc=None, parents=[Path("/cg/pids/p"), Path("/cg/free zer/p")])
+    assert _shim.parse_containment(with_parents)["parent"] == ["/cg/pids/p", "/cg/free zer/p"]
     fallback = _shim.parse_containment(containment_plan(group=None, nproc=300))
-    assert fallback == {"join": [], "nproc": 300, "kill": None}
-    assert _shim.parse_containment(None) == {"join": [], "nproc": None, "kill": None}
+    assert fallback == {"join": [], "nproc": 300, "kill": None, "parent": []}
+    assert _shim.parse_containment(None) == {"join": [], "nproc": None, "kill": None, "parent": []}
     v2 = RunGroup(run_id="r2", version=2, max_processes=None, memory_mb=64, dirs={"v2": Path("/cg/p/r2")})
     assert _shim.parse_containment(containment_plan(group=v2, nproc=None))["kill"] == ("v2", "/cg/p/r2")
 
