@@ -2,6 +2,8 @@
 
     ENV/bin/python _shim.py MODE TASK REPORT_FD CONTROL_FD GRACE_S SUPERVISOR_PID
 
+(the protocol with the supervisor, argv to exit codes, is _wire.py).
+
 One interpreter start serves two processes. The shim arms the kernel's safety nets, then forks:
 
 * the child imports ``Tasks.<TASK>.main`` and calls ``main()`` or ``initialize()`` (MODE), then writes one
@@ -24,6 +26,11 @@ milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
 import os
 import sys
 
+try:  # imported as part of the package (the runner uses ``descendants``)
+    from . import _wire as wire
+except ImportError:  # run by path: this file's folder is sys.path[0], so the protocol module is top-level
+    import _wire as wire  # type: ignore[no-redef]
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 SIGKILL = 9
@@ -31,12 +38,6 @@ SIGTERM = 15
 SIGUSR1 = 10
 SIGSTOP = 19
 SIGCONT = 18
-# The supervisor's containment plan for the run (supervisor/cgroups.py writes it): one "word argument" per line,
-# ``join FILE`` (a cgroup.procs file the task process enters before it runs any task code), ``nproc N``
-# (RLIMIT_NPROC for the task process) and ``kill KIND DIR`` (how the monitor signals the run's processes at
-# one instant: ``v2`` = a cgroup v2 group, ``v1-freezer`` = a cgroup v1 freezer group). Popped from the
-# environment before the task starts, so the task never sees it.
-CONTAIN_VAR = "TASKAUTOMATION_CONTAIN"
 # When the supervisor is gone nobody waits for a graceful exit; a short grace keeps "within seconds" true.
 ORPHAN_GRACE_S = 2.0
 
@@ -69,32 +70,13 @@ def _load_prctl():
         return ctypes.CDLL(None, use_errno=True).prctl
 
 
-# JSON without ``import json`` (it pulls in re and enum: several ms of CPU per run in each process). The
-# report holds only str, int, bool and None values; control characters, quote and backslash are escaped.
-_JSON_ESCAPES = {i: "\\u%04x" % i for i in range(32)}
-_JSON_ESCAPES.update({34: '\\"', 92: "\\\\"})
-
-
-def _json_line(record):
-    items = []
-    for key, value in record.items():
-        if value is None or isinstance(value, bool):
-            text = {None: "null", True: "true", False: "false"}[value]
-        elif isinstance(value, int):
-            text = str(int(value))
-        else:
-            text = '"' + str(value).translate(_JSON_ESCAPES) + '"'
-        items.append('"' + key + '":' + text)
-    return ("{" + ",".join(items) + "}\n").encode("utf-8", "replace")
-
-
 def _run_task(mode, task, home, report_fd):
     """Child side: import the task and call its function. Never returns."""
     # The task must not see the shim's folder (the supervisor package) on sys.path: HOME comes first so
     # `import Tasks.NAME.helper` works exactly as in the original design.
     sys.path[0] = home
     code = 0
-    record = {"kind": "task", "mode": mode}
+    record = {"kind": wire.KIND_TASK, "mode": mode}
     try:
         # The builtin __import__ rather than importlib.import_module: importing the importlib package
         # costs ~1 ms before the first line of main().
@@ -103,26 +85,26 @@ def _run_task(mode, task, home, report_fd):
         module = sys.modules[name]
         function = getattr(module, mode, None)
         if function is None and mode == "initialize":
-            record.update(status="ok", message=None, note="main.py defines no initialize()")
+            record.update(status=wire.STATUS_OK, message=None, note="main.py defines no initialize()")
         elif not callable(function):
-            record.update(status="failed", phase="load",
+            record.update(status=wire.STATUS_FAILED, phase="load",
                           message="Tasks/%s/main.py defines no function %s()" % (task, mode))
             code = 1
         else:
             result = function()
-            record.update(status="ok", message=None if result is None else str(result))
+            record.update(status=wire.STATUS_OK, message=None if result is None else str(result))
     except SystemExit as exc:
         # sys.exit() inside main(): 0/None is success, anything else is a failure with that code.
         status = exc.code
         if status is None or status == 0:
-            record.update(status="ok", message=None)
+            record.update(status=wire.STATUS_OK, message=None)
         else:
             code = status if isinstance(status, int) else 1
-            record.update(status="failed", message="main() called sys.exit(%r)" % (status,))
+            record.update(status=wire.STATUS_FAILED, message="main() called sys.exit(%r)" % (status,))
     except BaseException:  # noqa: BLE001 - the task's traceback is the message, whatever it raised
         import traceback
 
-        record.update(status="failed", message=traceback.format_exc())
+        record.update(status=wire.STATUS_FAILED, message=traceback.format_exc())
         code = 1
     try:
         sys.stdout.flush()
@@ -130,7 +112,7 @@ def _run_task(mode, task, home, report_fd):
     except (OSError, ValueError):  # the task may have closed its own stdio
         pass
     try:
-        os.write(report_fd, _json_line(record))
+        os.write(report_fd, wire.json_line(record))
     except OSError:
         pass
     # Normal interpreter exit so the task's atexit handlers and logging flush still run.
@@ -210,39 +192,23 @@ def _descendants_scan(root):
 # SIGSTOP to each process until a pass finds none left running), so no process forks between the listing and
 # the signal. Shared with the supervisor (supervisor/cgroups.py), which uses it for its own last-resort kill.
 
-def parse_containment(text):
-    """The plan from CONTAIN_VAR: {"join": [FILE, ...], "nproc": int | None, "kill": (KIND, DIR) | None,
-    "parent": [DIR, ...]} (the home's parent groups, removed by a monitor that outlived its supervisor)."""
-    plan = {"join": [], "nproc": None, "kill": None, "parent": []}
-    for line in (text or "").split("\n"):
-        word, _, rest = line.partition(" ")
-        if word in ("join", "parent"):
-            plan[word].append(rest)
-        elif word == "nproc":
-            plan["nproc"] = int(rest)
-        elif word == "kill":
-            kind, _, path = rest.partition(" ")
-            plan["kill"] = (kind, path)
-    return plan
-
-
 def enter_containment(plan, pid):
     """Move ``pid`` into the run's cgroups and cap its user's processes; OSError when the kernel refuses.
 
     Called in the task process before any task code: a process cannot fork before it is inside.
     """
     data = str(pid).encode()
-    for path in plan["join"]:
+    for path in plan.join:
         fd = os.open(path, os.O_WRONLY)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
-    if plan["nproc"] is not None:
+    if plan.nproc is not None:
         import resource
 
         _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
-        cap = plan["nproc"] if hard == resource.RLIM_INFINITY else min(plan["nproc"], hard)
+        cap = plan.nproc if hard == resource.RLIM_INFINITY else min(plan.nproc, hard)
         resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))  # hard too: the task cannot raise it again
 
 
@@ -315,14 +281,14 @@ def signal_group(kind, directory, sig):
     and a signal sent while frozen is acted on before it returns to user space (a v1-frozen process even
     needs the thaw to die of SIGKILL).
     """
-    if kind == "v2" and sig == SIGKILL:
+    if kind == wire.KILL_V2 and sig == SIGKILL:
         pids = group_pids(directory)
         try:
             _write(directory + "/cgroup.kill", "1")
             return pids
         except OSError:
             pass  # a kernel before 5.14 has no cgroup.kill: freeze instead
-    if kind == "v2":
+    if kind == wire.KILL_V2:
         freeze, thaw, frozen = (directory + "/cgroup.freeze", "1"), (directory + "/cgroup.freeze", "0"), _v2_frozen
     else:
         freeze, thaw = (directory + "/freezer.state", "FROZEN"), (directory + "/freezer.state", "THAWED")
@@ -400,16 +366,16 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
 
     def on_signal(signum, _frame):
         if signum == signal.SIGUSR1:
-            requests.append((ORPHAN_GRACE_S, "supervisor-gone"))
+            requests.append((ORPHAN_GRACE_S, wire.STOP_SUPERVISOR_GONE))
         elif signum == signal.SIGTERM:
-            requests.append((grace_s, "sigterm"))
+            requests.append((grace_s, wire.STOP_SIGTERM))
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select() through the wakeup fd
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the supervisor's terminal is its to handle
     if os.getppid() == 1:
-        requests.append((ORPHAN_GRACE_S, "supervisor-gone"))
+        requests.append((ORPHAN_GRACE_S, wire.STOP_SUPERVISOR_GONE))
 
     child_status = None
     leftovers = 0  # processes still alive when the task's own process ended
@@ -463,7 +429,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
         if child_status is not None and stop_reason is None:
             # main() is done but something it started lives on: that is a leak, end it.
             leftovers = len(descendants(me))
-            begin_stop(min(grace_s, ORPHAN_GRACE_S), "leftovers")
+            begin_stop(min(grace_s, ORPHAN_GRACE_S), wire.STOP_LEFTOVERS)
         while requests:
             begin_stop(*requests.pop(0))
         timeout = None
@@ -485,13 +451,13 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
             command = os.read(control_fd, 64)
             if not command:
                 watch.remove(control_fd)  # EOF: the supervisor is gone
-                begin_stop(min(grace_s, ORPHAN_GRACE_S), "supervisor-gone")
-            elif b"K" in command:
-                begin_stop(0, "kill")
-            elif b"T" in command:
-                begin_stop(grace_s, "stop")
+                begin_stop(min(grace_s, ORPHAN_GRACE_S), wire.STOP_SUPERVISOR_GONE)
+            elif wire.CONTROL_KILL in command:
+                begin_stop(0, wire.STOP_KILL)
+            elif wire.CONTROL_STOP in command:
+                begin_stop(grace_s, wire.STOP_REQUESTED)
 
-    report = {"kind": "monitor", "exit_code": None, "signal": None, "stop": stop_reason,
+    report = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
               "leftovers": leftovers, "signalled": len(signalled)}
     if child_status is not None:
         if os.WIFSIGNALED(child_status):
@@ -499,7 +465,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
         else:
             report["exit_code"] = os.WEXITSTATUS(child_status)
     try:
-        os.write(report_fd, _json_line(report))
+        os.write(report_fd, wire.json_line(report))
     except OSError:
         pass
     if supervisor_gone and groups:
@@ -508,16 +474,15 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
 
 
 def main():
-    mode, task, report_fd, control_fd, grace_s, supervisor_pid = sys.argv[1:7]
-    report_fd, control_fd, grace_s = int(report_fd), int(control_fd), float(grace_s)
+    mode, task, report_fd, control_fd, grace_s, supervisor_pid = wire.parse_argv(sys.argv[1:])
     home = os.getcwd()
     prctl = _load_prctl()
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
-    if os.getppid() != int(supervisor_pid):
+    if os.getppid() != supervisor_pid:
         # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
-        os._exit(3)
-    plan = parse_containment(os.environ.pop(CONTAIN_VAR, None))
+        os._exit(wire.EXIT_SUPERVISOR_GONE)
+    plan = wire.ContainmentPlan.decode(os.environ.pop(wire.CONTAIN_VAR, None))
     monitor_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -526,8 +491,8 @@ def main():
             enter_containment(plan, os.getpid())
         except (OSError, ValueError) as exc:
             # Never run a task outside the limits it was promised: the run fails with the reason.
-            os.write(report_fd, _json_line({"kind": "task", "mode": mode, "status": "failed", "phase": "contain",
-                                            "message": "cannot contain the run: %s" % (exc,)}))
+            os.write(report_fd, wire.json_line({"kind": wire.KIND_TASK, "mode": mode, "status": wire.STATUS_FAILED,
+                                                "phase": "contain", "message": "cannot contain the run: %s" % (exc,)}))
             os._exit(1)
         # Own process group: a task that kills its own group (killpg(0, ...)) must not take its monitor.
         os.setpgid(0, 0)
@@ -536,11 +501,11 @@ def main():
         # If the monitor itself is SIGKILLed the task must not live on unsupervised.
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
         if os.getppid() != monitor_pid:
-            os._exit(3)
+            os._exit(wire.EXIT_SUPERVISOR_GONE)
         _run_task(mode, task, home, report_fd)
     else:
-        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan["kill"],
-                 groups=[path.rsplit("/", 1)[0] for path in plan["join"]], parents=plan["parent"])
+        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan.kill,
+                 groups=[path.rsplit("/", 1)[0] for path in plan.join], parents=plan.parents)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from . import _shim
+from ._wire import CONTAIN_VAR, KILL_V1_FREEZER, KILL_V2, ContainmentPlan
 
-CONTAIN_VAR = _shim.CONTAIN_VAR
+__all__ = ["CONTAIN_VAR", "Containment", "GroupUsage", "Layout", "RunGroup", "containment_plan", "detect_layout",
+           "parse_layout", "user_tasks"]
 PARENT_PREFIX = "taskautomation-"
 V1_CONTROLLERS = ("pids", "memory", "freezer")
 
@@ -154,8 +156,8 @@ class RunGroup:
     def kill(self) -> tuple[str, Path] | None:
         """How a tree in this group is signalled at one instant (None: SIGSTOP passes instead)."""
         if self.version == 2:
-            return "v2", self.dirs["v2"]
-        return ("v1-freezer", self.dirs["freezer"]) if "freezer" in self.dirs else None
+            return KILL_V2, self.dirs["v2"]
+        return (KILL_V1_FREEZER, self.dirs["freezer"]) if "freezer" in self.dirs else None
 
 
 @dataclass(frozen=True)
@@ -167,19 +169,15 @@ class GroupUsage:
 
 
 def containment_plan(*, group: RunGroup | None, nproc: int | None, parents: Iterable[Path] = ()) -> str:
-    """The text the shim reads from CONTAIN_VAR (see ``_shim.parse_containment``).
+    """The text the shim reads from CONTAIN_VAR (``_wire.ContainmentPlan``); empty = nothing to contain.
 
     ``parents`` are the home's parent groups, which a monitor outliving its supervisor removes when empty.
     """
-    lines = []
-    if group is not None:
-        lines += [f"join {d / 'cgroup.procs'}" for d in group.dirs.values()]
-        if group.kill is not None:
-            lines.append(f"kill {group.kill[0]} {group.kill[1]}")
-        lines += [f"parent {p}" for p in parents]
-    if nproc is not None:
-        lines.append(f"nproc {nproc}")
-    return "\n".join(lines)
+    if group is None:
+        return ContainmentPlan(nproc=nproc).encode()
+    kill = (group.kill[0], str(group.kill[1])) if group.kill is not None else None
+    return ContainmentPlan(join=tuple(str(d / "cgroup.procs") for d in group.dirs.values()), nproc=nproc,
+                           kill=kill, parents=tuple(str(p) for p in parents)).encode()
 
 
 class Containment:
@@ -363,8 +361,8 @@ class Containment:
                 if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     return False
             # Processes are still inside (or a killed one is not reaped yet): kill them, then try again.
-            kind = ("v2" if version == 2 else
-                    "v1-freezer" if directory.parent.parent == self.layout.v1.get("freezer") else None)
+            kind = (KILL_V2 if version == 2 else
+                    KILL_V1_FREEZER if directory.parent.parent == self.layout.v1.get("freezer") else None)
             if kind is not None:
                 _shim.signal_group(kind, str(directory), signal.SIGKILL)
             else:

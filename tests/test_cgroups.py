@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import _shim
+from supervisor._wire import ContainmentPlan
 from supervisor.cgroups import Containment, Layout, RunGroup, containment_plan, parse_layout
 from supervisor.config import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
@@ -130,16 +130,16 @@ def test_rlimit_fallback_adds_max_processes_to_what_the_user_has(tmp_path: Path)
 def test_the_plan_the_supervisor_writes_is_the_plan_the_shim_reads() -> None:
     group = RunGroup(run_id="r1", version=1, max_processes=64, memory_mb=None,
                      dirs={"pids": Path("/cg/pids/p/r1"), "freezer": Path("/cg/free zer/p/r1")})
-    plan = _shim.parse_containment(containment_plan(group=group, nproc=None))
-    assert plan == {"join": ["/cg/pids/p/r1/cgroup.procs", "/cg/free zer/p/r1/cgroup.procs"], "nproc": None,
-                    "kill": ("v1-freezer", "/cg/free zer/p/r1"), "parent": []}
+    plan = ContainmentPlan.decode(containment_plan(group=group, nproc=None))
+    assert plan == ContainmentPlan(join=("/cg/pids/p/r1/cgroup.procs", "/cg/free zer/p/r1/cgroup.procs"),
+                                   kill=("v1-freezer", "/cg/free zer/p/r1"))
     with_parents = containment_plan(group=group, nproc=None, parents=[Path("/cg/pids/p"), Path("/cg/free zer/p")])
-    assert _shim.parse_containment(with_parents)["parent"] == ["/cg/pids/p", "/cg/free zer/p"]
-    fallback = _shim.parse_containment(containment_plan(group=None, nproc=300))
-    assert fallback == {"join": [], "nproc": 300, "kill": None, "parent": []}
-    assert _shim.parse_containment(None) == {"join": [], "nproc": None, "kill": None, "parent": []}
+    assert ContainmentPlan.decode(with_parents).parents == ("/cg/pids/p", "/cg/free zer/p")
+    assert ContainmentPlan.decode(containment_plan(group=None, nproc=300)) == ContainmentPlan(nproc=300)
+    assert containment_plan(group=None, nproc=None) == ""  # nothing to contain: no variable at all
+    assert ContainmentPlan.decode(None) == ContainmentPlan()
     v2 = RunGroup(run_id="r2", version=2, max_processes=None, memory_mb=64, dirs={"v2": Path("/cg/p/r2")})
-    assert _shim.parse_containment(containment_plan(group=v2, nproc=None))["kill"] == ("v2", "/cg/p/r2")
+    assert ContainmentPlan.decode(containment_plan(group=v2, nproc=None)).kill == ("v2", "/cg/p/r2")
 
 
 def test_default_limits_carry_the_documented_process_cap() -> None:

@@ -31,7 +31,8 @@ from helpers import wait_for, write_task
 from supervisor import _shim
 from supervisor.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
 from supervisor.records import Records
-from supervisor.runner import LaunchSpec, ProcessReport, Runner, child_environment
+from supervisor.runner import Runner, child_environment
+from supervisor.spec import LaunchSpec, ProcessReport, RunMode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -265,7 +266,7 @@ def test_rlimit_nproc_caps_a_fork_bomb_of_an_unprivileged_user(tmp_path: Path) -
             runner = Runner(output_cap_bytes=1 << 16, on_output=lambda spec, line: None,
                             on_exit=lambda spec, report: exits.put(report),
                             popen=partial(subprocess.Popen, user=NOBODY, group=NOBODY, extra_groups=[]))
-            run = runner.launch(LaunchSpec(task="bomb", run_id="r1", mode="main", python=python,
+            run = runner.launch(LaunchSpec(task="bomb", run_id="r1", mode=RunMode.MAIN, python=python,
                                            home=home, kill_grace_s=5, env=env))
             try:
                 wait_for(lambda: (folder / "Output" / "capped").exists(), timeout=60, what="a refused fork")
@@ -281,7 +282,7 @@ def test_rlimit_nproc_caps_a_fork_bomb_of_an_unprivileged_user(tmp_path: Path) -
     # The monitor (not capped: it is the task's parent) plus at most cap_n of the bomb's processes.
     print(f"RLIMIT_NPROC={nproc}: {during} processes of the run while capped")
     assert during <= cap_n + 1, during
-    assert report.monitor is not None and report.monitor["stop"] == "kill", report
+    assert report.monitor is not None and report.monitor.stop == "kill", report
 
 
 # ------------------------------------------------------------------------------------------ cgroup v2 kill
