@@ -263,14 +263,27 @@ class Containment:
 
     def describe(self) -> list[str]:
         """The mechanisms in force, one line for each concern; a warning line starts with 'WARNING'."""
+        return self._describe(self.parents)
+
+    def preview(self) -> list[str]:
+        """What ``start`` would put in force, creating nothing (for a diagnosis such as ``doctor``): a
+        hierarchy counts as usable when this process may write its directories."""
+        layout = self.layout
+        if layout.v2 is not None and os.access(layout.v2, os.W_OK):
+            return self._describe({"v2": layout.v2})
+        if "pids" in layout.v1 and all(os.access(d, os.W_OK) for d in layout.v1.values()):
+            return self._describe(dict(layout.v1))
+        return self._describe({})
+
+    def _describe(self, parents: Mapping[str, Path]) -> list[str]:
         why = f": {'; '.join(self.problems)}" if self.problems else ""
-        if self.version == 2:
+        if "v2" in parents:
             return ["pids: cgroup v2 pids controller; memory: cgroup v2 memory controller; "
                     "kill: cgroup v2 cgroup.kill"]
-        if self.version == 1:
-            memory = ("cgroup v1 memory controller" if "memory" in self.parents
+        if parents:
+            memory = ("cgroup v1 memory controller" if "memory" in parents
                       else "sampling each run's tree (no cgroup v1 memory controller)")
-            kill = ("cgroup v1 freezer" if "freezer" in self.parents
+            kill = ("cgroup v1 freezer" if "freezer" in parents
                     else "SIGSTOP to every process, then the signal (no cgroup v1 freezer)")
             return [f"pids: cgroup v1 pids controller; memory: {memory}; kill: {kill}"]
         lines = [f"pids: RLIMIT_NPROC in each run, counting all processes of uid {self.uid}; memory: sampling "
