@@ -196,9 +196,11 @@ class LocalExecutor:
             return
         mb = sample.rss_bytes / 1048576
         if (group is None and limits.max_processes is not None and sample.threads is not None
-                and sample.threads >= limits.max_processes):
-            self._stop(active, StopRequest(StopCause.PROCESSES, f"process limit reached: {sample.threads} "
-                                                                f"processes and threads >= MaxProcesses="
+                and sample.threads > limits.max_processes):
+            # Without a cgroup nothing reports a refused fork; a tree seen over the cap is the runaway (as
+            # root, whom RLIMIT_NPROC does not bind, this is the only check).
+            self._stop(active, StopRequest(StopCause.PROCESSES, f"process limit exceeded: {sample.threads} "
+                                                                f"processes and threads > MaxProcesses="
                                                                 f"{limits.max_processes}"), kill_now=True)
         elif (limits.memory_mb is not None and (group is None or group.memory_mb is None)
               and mb > limits.memory_mb):

@@ -234,7 +234,7 @@ def test_without_cgroups_a_run_over_max_processes_in_threads_is_killed(home: Pat
         assert cookie_processes(run_cookie(home, run.run_id)) == []
         log = sup.log()
     assert run.outcome is not None and run.outcome.value == "killed", run
-    assert run.message is not None and re.match(r"process limit reached: \d+ processes and threads >= "
+    assert run.message is not None and re.match(r"process limit exceeded: \d+ processes and threads > "
                                                 r"MaxProcesses=5", run.message), run
     assert "containment: pids: RLIMIT_NPROC" in log
     if os.geteuid() == 0:
