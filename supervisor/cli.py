@@ -134,9 +134,36 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     status = reply["status"] if reply is not None else offline_status(paths)
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
-    _print_lines(render_status(status, _view(args), home=str(paths.home), why_all=args.why))
-    return 0
+    else:
+        _print_lines(render_status(status, _view(args), home=str(paths.home), why_all=args.why))
+    return _status_check_exit(status) if args.check else 0
+
+
+def unhealthy_tasks(status: dict[str, Any]) -> list[str]:
+    """`status --check`: one line per task in error or env-failed, or whose last finished run failed.
+
+    "Failed" is the failure streak's definition (``spec.FAILURE_OUTCOMES``: failed, timeout, memory, crashed,
+    env-failed); ``killed`` by a stop or ``interrupted`` by a crash of the supervisor say nothing about the
+    task. A disabled task is not checked.
+    """
+    from .spec import FAILURE_OUTCOMES
+
+    failing = {outcome.value for outcome in FAILURE_OUTCOMES}
+    problems = []
+    for task in status.get("tasks", []):
+        last = task.get("last_run") or {}
+        if task.get("state") in ("error", "env-failed"):
+            problems.append(f"{task['name']}: {task['state']}")
+        elif task.get("enabled", True) and last.get("outcome") in failing:
+            problems.append(f"{task['name']}: last run {last['outcome']}")
+    return problems
+
+
+def _status_check_exit(status: dict[str, Any]) -> int:
+    problems = unhealthy_tasks(status)
+    for line in problems:
+        print(f"check failed: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
@@ -245,7 +272,22 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- operations
+def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
+    from .systemd import install_command
+
+    return install_command(paths, user_mode=args.user, dry_run=args.dry_run, enable=args.enable,
+                           target_dir=args.unit_dir, environ=os.environ, out=print)
+
+
+def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
+    from .doctor import doctor_command
+
+    return doctor_command(paths, as_json=args.json, out=print)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
     "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from . import __version__
 from .spec import Outcome
@@ -27,6 +28,9 @@ EXAMPLES = {
     "logs": "example:\n  python3 -m supervisor logs backup -n 100 -f",
     "validate": "example:\n  python3 -m supervisor validate backup",
     "new": "example:\n  python3 -m supervisor new fetch_weather --enable",
+    "install-systemd": "examples:\n  .venv/bin/python -m supervisor install-systemd --user --enable\n"
+                       "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
+    "doctor": "example:\n  python3 -m supervisor doctor --json",
 }
 HOME_HELP = ("the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
              "if it holds Tasks/)")
@@ -80,6 +84,9 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--why", action="store_true",
                        help="explain every task's state and next run in full (default: only tasks that are "
                             "not plainly scheduled)")
+        p.add_argument("--check", action="store_true",
+                       help="exit 1 when any task is in error or env-failed or its last finished run failed "
+                            "(for scripts and monitors)")
     elif command == "history":
         p.add_argument("name", help="the task (its folder name under Tasks/)")
         p.add_argument("--json", action="store_true", help='print {"runs": [...]} (stable schema)')
@@ -108,6 +115,15 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("name", help="the new task's folder name (a Python identifier, e.g. fetch_weather)")
         p.add_argument("--enable", action="store_true",
                        help="create it enabled (default: Enabled = False until you say it is ready)")
+    elif command == "install-systemd":
+        p.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user) instead of a "
+                                                           "system unit (/etc/systemd/system)")
+        p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+        p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
+        p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR",
+                       help="write the unit into DIR instead")
+    elif command == "doctor":
+        p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
 
 
 SUBCOMMANDS = {
@@ -119,6 +135,8 @@ SUBCOMMANDS = {
     "logs": "print (and follow) a task's log",
     "validate": "check task folders and requirements without running anything",
     "new": "create a new task folder from a template (disabled until you enable it)",
+    "install-systemd": "write a systemd unit for this home (starts at boot, restarts after a crash or hang)",
+    "doctor": "check that this machine and home are set up right; exit 1 on any FAIL",
 }
 
 

@@ -46,6 +46,7 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
+from .sdnotify import LoopNotifier, Notifier
 from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
                    TaskPhase, Trigger)
 from .status import SupervisorView, TaskView, status_json, view_of
@@ -68,7 +69,8 @@ class Supervisor(TaskBook):
                  logger: logging.Logger, task_logs: TaskLogs, inbox: Inbox, executor: Executor,
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS) -> None:
+                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
+                 notifier: LoopNotifier | None = None) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger,
                          task_logs=task_logs, envs=envs, history=history, max_inits=max_inits)
         self.inbox = inbox
@@ -79,6 +81,8 @@ class Supervisor(TaskBook):
         self.safety_rescan_s = safety_rescan_s
         self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.watcher_factory = watcher_factory
+        # systemd (sdnotify.py): READY after the first scan, STATUS, WATCHDOG from this thread, STOPPING.
+        self.notifier = notifier if notifier is not None else LoopNotifier(Notifier(None))
         self.watcher: Any = None
         self.started_at = clock.now()
         self.clock_offset = self._wall_minus_mono()
@@ -129,7 +133,18 @@ class Supervisor(TaskBook):
         self.executor.enforce()
         if self.gc_wanted and self.stopping is None:
             self._collect_envs()
+        self._notify_service()
         return not (self.stopping is not None and not self.in_flight)
+
+    def _notify_service(self) -> None:
+        """Tell systemd how the loop is doing; the watchdog ping proves this very thread still turns."""
+        if not self.notifier.enabled:
+            return
+        tasks = [st for st in self.tasks.values() if not is_gone(st)]
+        broken = sum(1 for st in tasks if st.phase in (P.ERROR, P.ENV_FAILED))
+        running = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
+        self.notifier.turn(self.clock.monotonic(), scanned=self.scanned_once, tasks=len(tasks), running=running,
+                           broken=broken)
 
     def drain(self) -> None:
         """Handle whatever else arrived, so one turn serves a burst."""
@@ -152,6 +167,9 @@ class Supervisor(TaskBook):
         limit_check = self.executor.next_wakeup()
         if limit_check is not None:
             wait = min(wait, limit_check - mono)
+        watchdog = self.notifier.max_sleep()
+        if watchdog is not None:
+            wait = min(wait, watchdog)  # wake in time to ping systemd's watchdog from this thread
         return max(0.0, wait)
 
     def handle(self, event: Event | None) -> None:
@@ -278,6 +296,8 @@ class Supervisor(TaskBook):
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
         """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
+        if self._env_broken(st, st.env_key):
+            return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
         now = self.clock.now()
         run_id = new_run_id(now)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
@@ -299,6 +319,8 @@ class Supervisor(TaskBook):
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, str(exc))
+            if not is_gone(st):
+                self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
                                           started=now, due=due)
@@ -386,6 +408,7 @@ class Supervisor(TaskBook):
         if self.stopping is not None:
             return
         self.stopping = reason
+        self.notifier.stopping(running=len(self.in_flight))
         self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.in_flight))
         if self.watcher is not None:
             self.watcher.stop()
@@ -399,4 +422,5 @@ class Supervisor(TaskBook):
         uptime = self.clock.now() - self.started_at
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.history.counts.items())) or "no runs"
         self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
+        self.notifier.close()
         self.task_logs.close()

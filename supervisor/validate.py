@@ -3,18 +3,22 @@
 Checks, per task: the folder is complete (main.py, config.ini), config.ini parses with valid values (warnings
 for unknown keys and defaults used), main.py compiles and defines main(), requirements.txt is readable UTF-8
 and each requirement line is a valid requirement (packaging) or pip option (pip's rules), named
-by file and line number. Nothing is imported, built or installed.
+by file and line number; a PEP 723 block in main.py is valid, is not next to a requirements.txt and its
+requires-python fits this Python. Nothing is imported, built or installed.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
 from .errors import TaskAutomationError
 from .paths import Paths
+from .pep723 import check_task_block
 from .reqcheck import check_file
 from .spec import Limits
 
@@ -59,6 +63,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
             except TaskAutomationError as exc:
                 errors.append(str(exc))
         errors.extend(check_requirements(paths.task_requirements(name), task=name))
+        errors.extend(check_task_block(folder.path, task=name, python_version=platform.python_version(),
+                                       python=Path(sys.executable)))
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)
