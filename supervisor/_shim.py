@@ -17,8 +17,13 @@ now) on CONTROL_FD, when CONTROL_FD reaches EOF or PDEATHSIG fires (the supervis
 it gets SIGTERM itself, and after ``main()`` returns if anything the run started is still alive. It exits only
 once it has no descendants left, then writes its own JSON line to REPORT_FD.
 
+Containment (``_wire.ContainmentPlan`` in the environment, ``_contain.py``): the child enters the run's cgroups
+and takes its RLIMIT_NPROC right after the fork, before any task code; the monitor stays outside them. A
+SIGKILL of the tree signals the run's cgroup at one instant (cgroup.kill, or frozen first) and stops the rest
+of the tree with SIGSTOP before it is killed, so a forking tree cannot outrun it; a SIGTERM is one pass.
+
 Everything before the fork delays the first line of ``main()``, so that path imports nothing beyond ``os`` and
-``sys`` (already loaded at interpreter start) and ``_ctypes`` for ``prctl``; the monitor imports the rest after
+``sys`` (already loaded at interpreter start), the two small sibling modules and ``_ctypes`` for ``prctl``; the monitor imports the rest after
 the fork, in parallel with the task, and neither process imports ``json`` or ``signal`` (re and enum cost
 milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
 """
@@ -27,8 +32,10 @@ import os
 import sys
 
 try:  # imported as part of the package (the runner uses ``descendants``)
+    from . import _contain as contain
     from . import _wire as wire
-except ImportError:  # run by path: this file's folder is sys.path[0], so the protocol module is top-level
+except ImportError:  # run by path: this file's folder is sys.path[0], so these modules are top-level
+    import _contain as contain  # type: ignore[no-redef]
     import _wire as wire  # type: ignore[no-redef]
 
 PR_SET_PDEATHSIG = 1
@@ -200,149 +207,7 @@ def _descendants_scan(root):
     return found
 
 
-# --- containment: entering the run's cgroups and signalling a tree at one instant ---------------------------
-# A tree that forks faster than it can be listed (a fork bomb) never runs out of new pids for a kill loop. Every
-# way of signalling a run below first stops the whole tree from running (cgroup.kill, a frozen cgroup, or
-# SIGSTOP to each process until a pass finds none left running), so no process forks between the listing and
-# the signal. Shared with the supervisor (supervisor/cgroups.py), which uses it for its own last-resort kill.
-
-def enter_containment(plan, pid):
-    """Move ``pid`` into the run's cgroups and cap its user's processes; OSError when the kernel refuses.
-
-    Called in the task process before any task code: a process cannot fork before it is inside.
-    """
-    data = str(pid).encode()
-    for path in plan.join:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    if plan.nproc is not None:
-        import resource
-
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
-        cap = plan.nproc if hard == resource.RLIM_INFINITY else min(plan.nproc, hard)
-        resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))  # hard too: the task cannot raise it again
-
-
-def _write(path, text):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read().decode("ascii", "replace")
-
-
-def group_pids(directory):
-    """The pids (thread group leaders) in a cgroup's cgroup.procs; [] once the group is gone."""
-    try:
-        return [int(p) for p in _read(directory + "/cgroup.procs").split()]
-    except OSError:
-        return []
-
-
-def _wait_frozen(directory, is_frozen, timeout_s=1.0):
-    """Poll until the group reports frozen. A task in uninterruptible sleep can delay that; after the timeout
-    the caller signals anyway (SIGKILL still lands once the task leaves the kernel, and the caller repeats)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    delay = 0.0005
-    while not is_frozen(directory):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
-    return True
-
-
-def _v2_frozen(directory):
-    try:
-        return "frozen 1" in _read(directory + "/cgroup.events")
-    except OSError:
-        return True  # gone: nothing left to freeze
-
-
-def _v1_frozen(directory):
-    try:
-        return _read(directory + "/freezer.state").strip() == "FROZEN"
-    except OSError:
-        return True
-
-
-def signal_all(pids, sig):
-    hit = []
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-            hit.append(pid)
-        except OSError:
-            pass
-    return hit
-
-
-def signal_group(kind, directory, sig):
-    """Signal every process of a cgroup while none of them can run; returns the pids signalled.
-
-    v2 SIGKILL is the kernel's own ``cgroup.kill``. Otherwise the group is frozen (v2 ``cgroup.freeze``, v1
-    freezer ``freezer.state``), signalled from its ``cgroup.procs`` and thawed: a frozen process cannot fork,
-    and a signal sent while frozen is acted on before it returns to user space (a v1-frozen process even
-    needs the thaw to die of SIGKILL).
-    """
-    if kind == wire.KILL_V2 and sig == SIGKILL:
-        pids = group_pids(directory)
-        try:
-            _write(directory + "/cgroup.kill", "1")
-            return pids
-        except OSError:
-            pass  # a kernel before 5.14 has no cgroup.kill: freeze instead
-    if kind == wire.KILL_V2:
-        freeze, thaw, frozen = (directory + "/cgroup.freeze", "1"), (directory + "/cgroup.freeze", "0"), _v2_frozen
-    else:
-        freeze, thaw = (directory + "/freezer.state", "FROZEN"), (directory + "/freezer.state", "THAWED")
-        frozen = _v1_frozen
-    try:
-        _write(*freeze)
-    except OSError:
-        return signal_all(group_pids(directory), sig)  # gone, or no freezer after all: best effort
-    try:
-        _wait_frozen(directory, frozen)
-        return signal_all(group_pids(directory), sig)
-    finally:
-        try:
-            _write(*thaw)
-        except OSError:
-            pass
-
-
-def remove_groups(groups, parents):
-    """Remove the run's (empty) groups, then the home's parent groups if they are empty too: the supervisor
-    that would have done it is gone, and nobody may ever start one on that home again. A run group that is
-    not empty yet (a killed task not torn down) is retried briefly; a parent still in use (other runs) stays,
-    and the last monitor or the next start removes it."""
-    import time
-
-    for directory in groups:
-        for _ in range(50):
-            try:
-                os.rmdir(directory)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)
-    for directory in parents:
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
-
+# --- containment without a cgroup: SIGSTOP passes over the tree (the cgroup side is _contain.py) ----------
 
 def signal_stopped_tree(root, sig):
     """Signal every descendant of ``root`` after stopping them all with SIGSTOP (no cgroup to freeze).
@@ -357,11 +222,11 @@ def signal_stopped_tree(root, sig):
         fresh = [pid for pid in descendants(root) if pid not in stopped]
         if not fresh:
             break
-        for pid in signal_all(fresh, SIGSTOP):
+        for pid in contain.signal_all(fresh, SIGSTOP):
             stopped[pid] = True
-    hit = signal_all(list(stopped), sig)
+    hit = contain.signal_all(list(stopped), sig)
     if sig != SIGKILL:
-        signal_all(hit, SIGCONT)
+        contain.signal_all(hit, SIGCONT)
     return hit
 
 
@@ -417,10 +282,10 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
         # listed: the run's cgroup is killed at one instant (cgroup.kill, or frozen first), then the tree
         # below the monitor (anything outside the group) is stopped with SIGSTOP before it is killed.
         if sig != signal.SIGKILL:
-            pids = signal_all(group_pids(kill[1]) if kill is not None else [], sig)
-            pids += signal_all(descendants(me), sig)
+            pids = contain.signal_all(contain.group_pids(kill[1]) if kill is not None else [], sig)
+            pids += contain.signal_all(descendants(me), sig)
         else:
-            pids = signal_group(kill[0], kill[1], sig) if kill is not None else []
+            pids = contain.signal_group(kill[0], kill[1], sig) if kill is not None else []
             pids += signal_stopped_tree(me, sig)
         signalled.update(pids)
         return pids
@@ -483,7 +348,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
     except OSError:
         pass
     if supervisor_gone and groups:
-        remove_groups(groups, parents)
+        contain.remove_groups(groups, parents)
     os._exit(0)
 
 
@@ -502,7 +367,7 @@ def main():
     if pid == 0:
         os.close(control_fd)
         try:
-            enter_containment(plan, os.getpid())
+            contain.enter_containment(plan, os.getpid())
         except (OSError, ValueError) as exc:
             # Never run a task outside the limits it was promised: the run fails with the reason.
             os.write(report_fd, wire.json_line({"kind": wire.KIND_TASK, "mode": mode, "status": wire.STATUS_FAILED,

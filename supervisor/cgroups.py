@@ -10,7 +10,7 @@ Policy:
   supervisor still holds for its runs: ``OWN/taskautomation-<home hash>/<run id>``. Groups of this home left
   by a crashed supervisor are killed and removed at start; the home's parent group is removed at shutdown.
 * The task process enters its groups itself, in the shim, after the fork and before any task code runs:
-  nothing the task starts can be outside (see ``_shim.enter_containment``). The run's monitor stays outside,
+  nothing the task starts can be outside (see ``_contain.enter_containment``). The run's monitor stays outside,
   so freezing or killing the group never freezes or kills the process that does the killing.
 * A run that hits its process cap is killed at once by the supervisor (outcome ``killed``, the message names
   MaxProcesses); a run whose group saw the kernel's OOM killer is a ``memory`` run and is killed whole.
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from . import _shim
+from . import _contain
 from ._wire import CONTAIN_VAR, KILL_V1_FREEZER, KILL_V2, ContainmentPlan
 
 __all__ = ["CONTAIN_VAR", "Containment", "GroupUsage", "Layout", "RunGroup", "containment_plan", "detect_layout",
@@ -311,7 +311,7 @@ class Containment:
                     directory.mkdir()
                 except FileNotFoundError:
                     # The last monitor of a supervisor that died removed the home's parent (see
-                    # _shim.remove_groups) after this supervisor started: make it again.
+                    # _contain.remove_groups) after this supervisor started: make it again.
                     self._restore_parent(directory.parent)
                     directory.mkdir()
             if max_processes is not None:
@@ -345,14 +345,14 @@ class Containment:
         """SIGKILL everything in the run's groups at one instant; returns how many processes were hit."""
         kill = group.kill
         if kill is not None:
-            return len(_shim.signal_group(kill[0], str(kill[1]), signal.SIGKILL))
+            return len(_contain.signal_group(kill[0], str(kill[1]), signal.SIGKILL))
         hit = 0
-        for _ in range(200):  # no freezer: stop them all, then kill (see _shim.signal_stopped_tree)
-            pids = _shim.group_pids(str(group.pids_dir))
+        for _ in range(200):  # no freezer: stop them all, then kill (as _shim.signal_stopped_tree does for a tree)
+            pids = _contain.group_pids(str(group.pids_dir))
             if not pids:
                 break
-            _shim.signal_all(pids, signal.SIGSTOP)
-            hit += len(_shim.signal_all(pids, signal.SIGKILL))
+            _contain.signal_all(pids, signal.SIGSTOP)
+            hit += len(_contain.signal_all(pids, signal.SIGKILL))
         return hit
 
     def remove(self, group: RunGroup, *, timeout_s: float = 2.0) -> bool:
@@ -377,9 +377,9 @@ class Containment:
             kind = (KILL_V2 if version == 2 else
                     KILL_V1_FREEZER if directory.parent.parent == self.layout.v1.get("freezer") else None)
             if kind is not None:
-                _shim.signal_group(kind, str(directory), signal.SIGKILL)
+                _contain.signal_group(kind, str(directory), signal.SIGKILL)
             else:
-                _shim.signal_all(_shim.group_pids(str(directory)), signal.SIGKILL)
+                _contain.signal_all(_contain.group_pids(str(directory)), signal.SIGKILL)
             time.sleep(0.01)
 
     # ------------------------------------------------------------------ the fallback

@@ -28,7 +28,7 @@ from caps import destroy, joined, outer_cap, own_v1_group, pids_peak
 from harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_processes, run_cookie
 from helpers import wait_for, write_task
 
-from supervisor import _shim
+from supervisor import _contain
 from supervisor.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
 from supervisor.records import Records
 from supervisor.runner import Runner, child_environment
@@ -302,9 +302,9 @@ def test_v2_freeze_and_cgroup_kill_signal_a_whole_group_at_once() -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             procs = [subprocess.Popen([sys.executable, "-c", enter, str(group / "cgroup.procs")]) for _ in range(3)]
             try:
-                wait_for(lambda: sorted(_shim.group_pids(str(group))) == sorted(p.pid for p in procs),
+                wait_for(lambda: sorted(_contain.group_pids(str(group))) == sorted(p.pid for p in procs),
                          what="three processes in the v2 group")
-                hit = _shim.signal_group("v2", str(group), sig)
+                hit = _contain.signal_group("v2", str(group), sig)
                 assert sorted(hit) == sorted(p.pid for p in procs)
                 assert [p.wait(timeout=30) for p in procs] == [-sig] * 3
                 assert (group / "cgroup.freeze").read_text().strip() == "0"  # thawed again after SIGTERM
