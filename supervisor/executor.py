@@ -17,6 +17,9 @@ LocalExecutor's policies:
   run's group; a fork refused at the cap is a SIGKILL at once with outcome ``killed``, an OOM kill in the group
   a SIGKILL at once with outcome ``memory``. Without a cgroup the sample counts processes + threads instead.
 * The first stop reason given is the one the outcome reports.
+* Secrets (``secrets``: the task's .env files) are added to the environment of every process, and every line
+  the run prints, its message and its summary are masked before they reach the task log or the history. The
+  masker is fixed at launch, so a run is masked with the secrets it was given.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import signal
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
 from .clock import Clock
@@ -35,6 +38,7 @@ from .events import Event, RunReported
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest, decide
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
+from .secretenv import NO_MASKER, Masker, SecretStore
 from .spec import LaunchSpec, Limits, ProcessReport, RunMode, RunResult, Trigger
 
 LIMIT_SAMPLE_S = 0.25  # tree memory/CPU checks of a run that has MemoryMB or CPUSeconds
@@ -92,6 +96,7 @@ class _Active:
     stop: StopRequest | None = None
     backstop: float | None = None  # monotonic time after which the executor kills the session itself
     group: RunGroup | None = None  # the run's cgroup(s), if cgroups contain it
+    masker: Masker = NO_MASKER
 
 
 def _has_tree_limits(limits: Limits) -> bool:
@@ -103,7 +108,7 @@ class LocalExecutor:
 
     def __init__(self, *, home: Path, cookie_prefix: str, task_logs: TaskLogs, logger: logging.Logger, clock: Clock,
                  post: Callable[[Event], None], output_cap_bytes: int, containment: Containment,
-                 runner_factory: Callable[..., Runner] = Runner) -> None:
+                 runner_factory: Callable[..., Runner] = Runner, secrets: SecretStore | None = None) -> None:
         self.home = home
         self.containment = containment
         self.task_logs = task_logs
@@ -114,9 +119,25 @@ class LocalExecutor:
         self.runner = runner_factory(output_cap_bytes=output_cap_bytes, on_output=self._on_output,
                                      on_exit=self._on_exit)
         self.active: dict[str, _Active] = {}
+        self.secrets = secrets
+        # run id -> masker, read by relay threads (a dict lookup; written on the loop thread before the spawn)
+        self._maskers: dict[str, Masker] = {}
 
     def launch(self, request: LaunchRequest) -> None:
-        env = child_environment(os.environ, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
+        base: Mapping[str, str] = os.environ
+        masker = NO_MASKER
+        if self.secrets is not None:
+            values, masker = self.secrets.get(request.task)
+            base = {**os.environ, **values.values}  # TASK_* set by child_environment still win
+        self._maskers[request.run_id] = masker
+        try:
+            self._spawn(request, base, masker)
+        except BaseException:
+            self._maskers.pop(request.run_id, None)
+            raise
+
+    def _spawn(self, request: LaunchRequest, base: Mapping[str, str], masker: Masker) -> None:
+        env = child_environment(base, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
                                 output_dir=request.output_dir, env_dir=request.env_dir,
                                 cookie=self.cookie_prefix + request.run_id)
         group = self._contain(request.run_id, request.limits, env)
@@ -134,6 +155,7 @@ class LocalExecutor:
         self.active[request.run_id] = _Active(process=process, request=request, started_mono=mono,
                                               next_sample=mono + first_sample,
                                               deadline=mono + limits.timeout_s if limits.timeout_s else None,
+                                              masker=masker,
                                               group=group)
         if request.mode is RunMode.MAIN:
             self.task_logs.get(request.task).info("[run %s] started (%s)", request.run_id, request.trigger.value)
@@ -249,12 +271,14 @@ class LocalExecutor:
             return None
         if active.group is not None:
             self._end_group(active, active.group)
+        self._maskers.pop(run_id, None)
         decision = decide(report, stop=active.stop)
-        process, request = active.process, active.request
+        process, request, mask = active.process, active.request, active.masker.mask
         return RunResult(
             run_id=run_id, task=request.task, mode=request.mode, env_key=request.env_key,
-            outcome=decision.outcome, summary=decision.summary, finished=self.clock.now(),
-            duration_s=round(self.clock.monotonic() - active.started_mono, 3), message=decision.message,
+            outcome=decision.outcome, summary=mask(decision.summary), finished=self.clock.now(),
+            duration_s=round(self.clock.monotonic() - active.started_mono, 3),
+            message=mask(decision.message) if decision.message is not None else None,
             exit_code=decision.exit_code, signal=decision.signal, leftovers=decision.leftovers,
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
             cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None)
@@ -291,6 +315,7 @@ class LocalExecutor:
 
     def _on_output(self, spec: LaunchSpec, line: str) -> None:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""
+        line = self._maskers.get(spec.run_id, NO_MASKER).mask(line)
         self.task_logs.get(spec.task).info("[%s %s] %s", "run" if spec.mode is RunMode.MAIN else "init",
                                            spec.run_id, line)
 

@@ -108,7 +108,8 @@ class TaskBook:
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
-        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs)
+        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs,
+                              notify_defaults=self.config.notify, retry_defaults=self.config.retry)
         if reading.problem is not None:
             self._set_broken(st, reading.problem, level=reading.level)
             return
@@ -174,6 +175,7 @@ class TaskBook:
         st.next_due = None
         st.startup_pending = False
         st.queued_since = None
+        st.retry = None  # an unloaded task's pending retry is dropped with its schedule
 
     def _set_broken(self, st: TaskState, message: str, *, level: int = logging.ERROR,
                     phase: TaskPhase = P.ERROR) -> None:
@@ -331,7 +333,8 @@ class TaskBook:
             st.startup_pending = st.spec.run_on_startup
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
         if loading:
-            when = "now (RunOnStartup)" if st.startup_pending else self._fmt(st.next_due)
+            when = ("now (RunOnStartup)" if st.startup_pending else
+                    self._fmt(st.next_due) if st.next_due is not None else "none (done: no more runs)")
             flags = " [Testing: main() will not run]" if st.spec.testing else ""
             self._say(st.name, logging.INFO, f"task {st.name!r}: loaded: {st.trigger.describe()}, next run "
                                              f"{when}{flags}")
@@ -341,4 +344,6 @@ class TaskBook:
         assert st.trigger is not None
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=self.clock.now())
         self._say(st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self._fmt(st.next_due)}")
+        if st.next_due is None and st.retry is None and st.main_run is None:
+            self._say(st.name, logging.INFO, f"task {st.name!r}: no more runs (done)")
 
