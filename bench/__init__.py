@@ -1,1 +1,1 @@
-"""Benchmarks of the supervisor against the floor and its peers (issue 6); entry point: bench/run.py."""
+"""Benchmarks of the supervisor against the floor and its peers; entry point: bench/run.py."""

@@ -29,7 +29,8 @@ from harness import pids_alive  # noqa: E402  (tests/harness.py)
 from helpers import build_wheel, wait_for, write_task  # noqa: E402  (tests/helpers.py)
 from supervisor.envs import EnvManager  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
-from supervisor.runner import LaunchSpec, ProcessReport, Runner, RunProcess, child_environment  # noqa: E402
+from supervisor.runner import Runner, RunProcess, child_environment  # noqa: E402
+from supervisor.spec import LaunchSpec, ProcessReport, RunMode  # noqa: E402
 
 __all__ = ["REPO", "Settings", "build_wheel", "wait_for", "write_task", "temp_home", "ready_env", "CpuBurners",
            "BenchRunner", "now_ns", "hermetic_env", "pids_alive", "kill_quietly"]
@@ -138,7 +139,7 @@ class BenchRunner:
             self.exited[spec.run_id] = (now, report)
             self._changed.notify_all()
 
-    def spec(self, task: str, *, mode: str = "main", grace_s: float | None = None) -> LaunchSpec:
+    def spec(self, task: str, *, mode: RunMode = RunMode.MAIN, grace_s: float | None = None) -> LaunchSpec:
         """What the loop builds before a spawn: run id, the child environment, the LaunchSpec."""
         self._seq += 1
         run_id = f"bench-{os.getpid()}-{self._seq}"

@@ -1,4 +1,4 @@
-"""Stop figures: how fast a run's whole tree is gone once the supervisor wants it gone (issue 3 and 6).
+"""Stop figures: how fast a run's whole tree is gone once the supervisor wants it gone.
 
 All of them start real trees: the task's ``main()`` starts N-1 ``sleep`` children, prints every pid of its
 tree, then sleeps. "Gone" for ours means the run's monitor has reaped every process of the tree, exited, and
@@ -208,7 +208,7 @@ def run(settings: Settings) -> list[Figure]:
                 reps = int(settings.pick(3 if size == 100 else 5, 10))
                 samples = [stops.ours(size, ignore_term=False, grace_s=default_grace) for _ in range(reps)]
                 figures.append(Figure(
-                    GROUP, f"timeout fired → tree of {size} gone", "ms", summarize(samples), "(issue 3: report)",
+                    GROUP, f"timeout fired → tree of {size} gone", "ms", summarize(samples), "(report only)",
                     None, baseline_name=f"grace {default_grace:g} s, not reached (tree obeys SIGTERM)",
                     note="from RunProcess.stop(), which is all the loop's timeout enforcement does, to the "
                          "run's exit report" if size == 1 else ""))

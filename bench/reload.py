@@ -1,4 +1,4 @@
-"""Reload figures: a file event reaching the loop, and a new task folder's first run (issues 4 and 6).
+"""Reload figures: a file event reaching the loop, and a new task folder's first run.
 
 * *file event -> loop*: ``supervisor.watcher.TaskWatcher`` (watchdog's inotify observer, the relevance
   filter, the debounce thread) with a zero debounce, its ``on_change`` posting to a queue that a "loop" thread

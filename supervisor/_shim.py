@@ -2,6 +2,8 @@
 
     ENV/bin/python _shim.py MODE TASK REPORT_FD CONTROL_FD GRACE_S SUPERVISOR_PID
 
+(the protocol with the supervisor, argv to exit codes, is _wire.py).
+
 One interpreter start serves two processes. The shim arms the kernel's safety nets, then forks:
 
 * the child imports ``Tasks.<TASK>.main`` and calls ``main()`` or ``initialize()`` (MODE), then writes one
@@ -23,6 +25,11 @@ milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
 
 import os
 import sys
+
+try:  # imported as part of the package (the runner uses ``descendants``)
+    from . import _wire as wire
+except ImportError:  # run by path: this file's folder is sys.path[0], so the protocol module is top-level
+    import _wire as wire  # type: ignore[no-redef]
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -61,32 +68,13 @@ def _load_prctl():
         return ctypes.CDLL(None, use_errno=True).prctl
 
 
-# JSON without ``import json`` (it pulls in re and enum: several ms of CPU per run in each process). The
-# report holds only str, int, bool and None values; control characters, quote and backslash are escaped.
-_JSON_ESCAPES = {i: "\\u%04x" % i for i in range(32)}
-_JSON_ESCAPES.update({34: '\\"', 92: "\\\\"})
-
-
-def _json_line(record):
-    items = []
-    for key, value in record.items():
-        if value is None or isinstance(value, bool):
-            text = {None: "null", True: "true", False: "false"}[value]
-        elif isinstance(value, int):
-            text = str(int(value))
-        else:
-            text = '"' + str(value).translate(_JSON_ESCAPES) + '"'
-        items.append('"' + key + '":' + text)
-    return ("{" + ",".join(items) + "}\n").encode("utf-8", "replace")
-
-
 def _run_task(mode, task, home, report_fd):
     """Child side: import the task and call its function. Never returns."""
     # The task must not see the shim's folder (the supervisor package) on sys.path: HOME comes first so
     # `import Tasks.NAME.helper` works exactly as in the original design.
     sys.path[0] = home
     code = 0
-    record = {"kind": "task", "mode": mode}
+    record = {"kind": wire.KIND_TASK, "mode": mode}
     try:
         # The builtin __import__ rather than importlib.import_module: importing the importlib package
         # costs ~1 ms before the first line of main().
@@ -95,26 +83,26 @@ def _run_task(mode, task, home, report_fd):
         module = sys.modules[name]
         function = getattr(module, mode, None)
         if function is None and mode == "initialize":
-            record.update(status="ok", message=None, note="main.py defines no initialize()")
+            record.update(status=wire.STATUS_OK, message=None, note="main.py defines no initialize()")
         elif not callable(function):
-            record.update(status="failed", phase="load",
+            record.update(status=wire.STATUS_FAILED, phase="load",
                           message="Tasks/%s/main.py defines no function %s()" % (task, mode))
             code = 1
         else:
             result = function()
-            record.update(status="ok", message=None if result is None else str(result))
+            record.update(status=wire.STATUS_OK, message=None if result is None else str(result))
     except SystemExit as exc:
         # sys.exit() inside main(): 0/None is success, anything else is a failure with that code.
         status = exc.code
         if status is None or status == 0:
-            record.update(status="ok", message=None)
+            record.update(status=wire.STATUS_OK, message=None)
         else:
             code = status if isinstance(status, int) else 1
-            record.update(status="failed", message="main() called sys.exit(%r)" % (status,))
+            record.update(status=wire.STATUS_FAILED, message="main() called sys.exit(%r)" % (status,))
     except BaseException:  # noqa: BLE001 - the task's traceback is the message, whatever it raised
         import traceback
 
-        record.update(status="failed", message=traceback.format_exc())
+        record.update(status=wire.STATUS_FAILED, message=traceback.format_exc())
         code = 1
     try:
         sys.stdout.flush()
@@ -122,7 +110,7 @@ def _run_task(mode, task, home, report_fd):
     except (OSError, ValueError):  # the task may have closed its own stdio
         pass
     try:
-        os.write(report_fd, _json_line(record))
+        os.write(report_fd, wire.json_line(record))
     except OSError:
         pass
     # Normal interpreter exit so the task's atexit handlers and logging flush still run.
@@ -211,16 +199,16 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
 
     def on_signal(signum, _frame):
         if signum == signal.SIGUSR1:
-            requests.append((ORPHAN_GRACE_S, "supervisor-gone"))
+            requests.append((ORPHAN_GRACE_S, wire.STOP_SUPERVISOR_GONE))
         elif signum == signal.SIGTERM:
-            requests.append((grace_s, "sigterm"))
+            requests.append((grace_s, wire.STOP_SIGTERM))
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select() through the wakeup fd
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the supervisor's terminal is its to handle
     if os.getppid() == 1:
-        requests.append((ORPHAN_GRACE_S, "supervisor-gone"))
+        requests.append((ORPHAN_GRACE_S, wire.STOP_SUPERVISOR_GONE))
 
     child_status = None
     leftovers = 0  # processes still alive when the task's own process ended
@@ -268,7 +256,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
         if child_status is not None and stop_reason is None:
             # main() is done but something it started lives on: that is a leak, end it.
             leftovers = len(descendants(me))
-            begin_stop(min(grace_s, ORPHAN_GRACE_S), "leftovers")
+            begin_stop(min(grace_s, ORPHAN_GRACE_S), wire.STOP_LEFTOVERS)
         while requests:
             begin_stop(*requests.pop(0))
         timeout = None
@@ -290,13 +278,13 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
             command = os.read(control_fd, 64)
             if not command:
                 watch.remove(control_fd)  # EOF: the supervisor is gone
-                begin_stop(min(grace_s, ORPHAN_GRACE_S), "supervisor-gone")
-            elif b"K" in command:
-                begin_stop(0, "kill")
-            elif b"T" in command:
-                begin_stop(grace_s, "stop")
+                begin_stop(min(grace_s, ORPHAN_GRACE_S), wire.STOP_SUPERVISOR_GONE)
+            elif wire.CONTROL_KILL in command:
+                begin_stop(0, wire.STOP_KILL)
+            elif wire.CONTROL_STOP in command:
+                begin_stop(grace_s, wire.STOP_REQUESTED)
 
-    report = {"kind": "monitor", "exit_code": None, "signal": None, "stop": stop_reason,
+    report = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
               "leftovers": leftovers, "signalled": len(signalled)}
     if child_status is not None:
         if os.WIFSIGNALED(child_status):
@@ -304,22 +292,21 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
         else:
             report["exit_code"] = os.WEXITSTATUS(child_status)
     try:
-        os.write(report_fd, _json_line(report))
+        os.write(report_fd, wire.json_line(report))
     except OSError:
         pass
     os._exit(0)
 
 
 def main():
-    mode, task, report_fd, control_fd, grace_s, supervisor_pid = sys.argv[1:7]
-    report_fd, control_fd, grace_s = int(report_fd), int(control_fd), float(grace_s)
+    mode, task, report_fd, control_fd, grace_s, supervisor_pid = wire.parse_argv(sys.argv[1:])
     home = os.getcwd()
     prctl = _load_prctl()
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
-    if os.getppid() != int(supervisor_pid):
+    if os.getppid() != supervisor_pid:
         # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
-        os._exit(3)
+        os._exit(wire.EXIT_SUPERVISOR_GONE)
     monitor_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -331,7 +318,7 @@ def main():
         # If the monitor itself is SIGKILLed the task must not live on unsupervised.
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
         if os.getppid() != monitor_pid:
-            os._exit(3)
+            os._exit(wire.EXIT_SUPERVISOR_GONE)
         _run_task(mode, task, home, report_fd)
     else:
         _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s)

@@ -1,4 +1,4 @@
-"""Command line: ``python3 -m supervisor COMMAND`` / ``taskautomation COMMAND`` (DESIGN.md 1.4).
+"""Command line: ``python3 -m supervisor COMMAND`` / ``taskautomation COMMAND`` (docs/cli.md).
 
 Exit codes: 0 success; 1 the command failed (no supervisor running for stop/run-now, a task refused a
 run, validation found errors, a runtime error); 2 bad usage. Errors are one line on stderr, never a traceback.
@@ -86,8 +86,7 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
     from .control import terminate
 
     start = time.monotonic()
-    pid = terminate(paths.lock_file, paths.control_socket, timeout=TERMINATE_TIMEOUT_S,
-                    on_progress=lambda line: print(line, file=sys.stderr))
+    pid = terminate(paths, timeout=TERMINATE_TIMEOUT_S, on_progress=lambda line: print(line, file=sys.stderr))
     print(f"supervisor (pid {pid}) on {paths.home} stopped in {time.monotonic() - start:.1f} s")
     return 0
 
@@ -109,27 +108,21 @@ def offline_status(paths: Paths) -> dict[str, Any]:
     """Status from the task folders and the history database when no supervisor runs."""
     from .config import read_home_config, read_task_config
     from .discovery import scan_tasks
-    from .loop import _last_run_json
     from .records import Records
+    from .status import offline_row, offline_status_json
 
     home_config, _ = read_home_config(paths.home_config)
     records = Records(paths.database, readonly=True)
     try:
         rows = []
-        for name, folder in sorted(scan_tasks(paths.tasks).items(), key=lambda kv: kv[0].casefold()):
+        for name in scan_tasks(paths.tasks):
             enabled, error = True, None
             try:
-                spec = read_task_config(folder.path / "config.ini", task=name,
-                                        defaults=home_config.limits).spec
-                enabled = spec.enabled
+                enabled = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec.enabled
             except TaskAutomationError as exc:
                 error = str(exc)
-            rows.append({"name": name, "enabled": enabled,
-                         "state": "error" if error else ("stopped" if enabled else "disabled"),
-                         "next_run": None, "last_run": _last_run_json(records.last_finished(name)),
-                         "error": error, "running": None,
-                         "why": "the supervisor is not running" if not error else "not loadable (see error)"})
-        return {"tasks": rows, "supervisor": None}
+            rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name)))
+        return offline_status_json(rows)
     finally:
         records.close()
 
@@ -164,7 +157,8 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
-    from .records import Records, record_to_json
+    from .records import Records
+    from .status import history_json
 
     records = Records(paths.database, readonly=True)
     try:
@@ -174,7 +168,7 @@ def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
     if not runs and not paths.task_dir(args.name).is_dir():
         raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks} and no history for it")
     if args.json:
-        print(json.dumps({"runs": [record_to_json(r) for r in runs]}, indent=2))
+        print(json.dumps(history_json(runs), indent=2))
         return 0
     rows = [("RUN", "TRIGGER", "STARTED", "OUTCOME", "DURATION", "PEAK MB", "MESSAGE")]
     for r in runs:

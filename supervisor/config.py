@@ -1,6 +1,6 @@
 """Parse a task's ``config.ini`` into a TaskSpec and the home's ``taskautomation.ini`` into a HomeConfig.
 
-Policy (DESIGN.md 1.2 and 1.5):
+Policy (the config keys and rules of README.md and docs/architecture.md):
 
 - Only ``[Frequency] EveryXMinutes`` is required. Every other key has a documented default.
 - A *present* but invalid value is a ConfigError; nothing is silently coerced.
@@ -57,7 +57,7 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds"),
+                   "WatchDebounceSeconds", "MaxConcurrentRuns"),
     "Limits": _TASK_SCHEMA["Limits"],
 }
 _INSTALLERS = ("uv", "pip")
@@ -384,6 +384,8 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
                                 base.output_cap_bytes, ctx),
         watch_debounce_s=_value(sections, "Supervisor", "WatchDebounceSeconds", _watch_debounce,
                                 base.watch_debounce_s, ctx),
+        max_concurrent_runs=_value(sections, "Supervisor", "MaxConcurrentRuns", _integer(1),
+                                   base.max_concurrent_runs, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
     )
     return config, tuple(_unknown_warnings(sections, _HOME_SCHEMA, ctx))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import AlreadyRunningError, ControlError, NotRunningError
+from .paths import Paths
 
 REQUEST_LIMIT = 64 * 1024
 
@@ -31,8 +32,9 @@ REQUEST_LIMIT = 64 * 1024
 class InstanceLock:
     """The flock that makes a second supervisor on the same home refuse to start."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, paths: Paths) -> None:
+        self.home = paths.home
+        self.path = paths.lock_file
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -43,7 +45,7 @@ class InstanceLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise AlreadyRunningError(f"another supervisor is already running on {self.path.parent.parent.parent}"
+                raise AlreadyRunningError(f"another supervisor is already running on {self.home}"
                                           f" ({describe_holder(self.path)}); stop it with terminate.py") from None
             raise
         info = {"pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat()}
@@ -231,14 +233,14 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None, *,
     return reply
 
 
-def terminate(lock_path: Path, socket_path: Path, *, timeout: float,
-              on_progress: Callable[[str], None] = lambda _: None) -> int:
-    """Stop the supervisor holding ``lock_path`` and wait until it is gone. Returns its pid.
+def terminate(paths: Paths, *, timeout: float, on_progress: Callable[[str], None] = lambda _: None) -> int:
+    """Stop the supervisor of ``paths.home`` and wait until it is gone. Returns its pid.
 
     Raises NotRunningError when none holds the lock, ControlError when it outlives ``timeout``.
     """
+    lock_path, socket_path = paths.lock_file, paths.control_socket
     if not lock_is_held(lock_path):
-        raise NotRunningError(f"no supervisor is running on {lock_path.parent.parent.parent}")
+        raise NotRunningError(f"no supervisor is running on {paths.home}")
     holder = pid_holding_lock(lock_path)
     pid = holder or holder_info(lock_path).get("pid")
     try:

@@ -1,12 +1,13 @@
 """Task discovery: scan ``Tasks/`` into content hashes, diff two scans, statically check a main.py.
 
-Reconcile, don't react (DESIGN.md 2): file events are only hints; the loop rescans and compares what it
+Reconcile, don't react: file events are only hints; the loop rescans and compares what it
 sees with what is loaded. A scan therefore reports *content*, not events: three hashes per folder, so the
 loop can tell a config edit (reschedule) from a code edit (re-initialize) from a requirements edit (new env).
 
 Policies:
 
-- A task is every direct sub-folder of Tasks/ that is not hidden and not ``__pycache__``. A folder without
+- A task is every direct sub-folder of Tasks/ that is task content (``paths.is_task_content``: not hidden,
+  not ``__pycache__``, not an editor's temp name; the watcher wakes on the same rule). A folder without
   main.py or config.ini is still reported (with a None hash) so the caller can say it is incomplete.
 - Code is every ``*.py`` in the folder tree (helpers are code: ``import Tasks.NAME.helper``), except
   under the task's ``Output/``, ``__pycache__/``, hidden folders, virtualenvs (a folder holding
@@ -25,12 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import TaskLoadError
-
-_MAIN = "main.py"
-_CONFIG = "config.ini"
-_REQUIREMENTS = "requirements.txt"
-_OUTPUT = "Output"
-_PYCACHE = "__pycache__"
+from .paths import CONFIG_FILE, MAIN_FILE, REQUIREMENTS_FILE, is_task_content
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,7 @@ class TaskFolder:
     @property
     def missing(self) -> tuple[str, ...]:
         """The files a task needs that are not there yet (whether they parse is for config/check_task_source)."""
-        return tuple(name for name, digest in (("main.py", self.code_hash), ("config.ini", self.config_hash))
+        return tuple(name for name, digest in ((MAIN_FILE, self.code_hash), (CONFIG_FILE, self.config_hash))
                      if digest is None)
 
     @property
@@ -86,15 +82,15 @@ def scan_tasks(tasks_dir: Path) -> dict[str, TaskFolder]:
         raise TaskLoadError(f"{tasks_dir}: cannot list task folders: {exc.strerror or exc}") from None
     found: dict[str, TaskFolder] = {}
     for entry in entries:
-        if entry.name.startswith(".") or entry.name == _PYCACHE or not _is_dir(entry):
+        if not is_task_content((entry.name,)) or not _is_dir(entry):
             continue
         folder = Path(entry.path)
         found[entry.name] = TaskFolder(
             name=entry.name,
             path=folder,
-            config_hash=_file_hash(folder / _CONFIG),
+            config_hash=_file_hash(folder / CONFIG_FILE),
             code_hash=_code_hash(folder),
-            requirements_hash=_file_hash(folder / _REQUIREMENTS) or _EMPTY_HASH,
+            requirements_hash=_file_hash(folder / REQUIREMENTS_FILE) or _EMPTY_HASH,
         )
     return found
 
@@ -120,7 +116,7 @@ def check_task_source(path: Path, *, task: str) -> None:
     is refused: calling it only creates a coroutine, so the run would "succeed" without doing anything.
     A missing initialize() is not an error here. Raises TaskLoadError naming task, file and cause.
     """
-    main_py = path / _MAIN if path.name != _MAIN else path
+    main_py = path / MAIN_FILE if path.name != MAIN_FILE else path
     shown = os.path.abspath(main_py)
     prefix = f"task '{task}': {shown}"
     try:
@@ -173,14 +169,9 @@ def _file_hash(path: Path) -> str | None:
         return _unreadable(exc)
 
 
-def _ignored(name: str) -> bool:
-    """Hidden entries and editor temp files (vim's .x.swp and 4913 probe, x~, emacs .#x, x.tmp)."""
-    return name.startswith(".") or name.endswith("~") or name.endswith(".tmp") or name == "4913"
-
-
 def _code_hash(folder: Path) -> str | None:
     """sha256 over (relative path, content hash) of every code file, in sorted path order."""
-    if not (folder / _MAIN).is_file():
+    if not (folder / MAIN_FILE).is_file():
         return None
     files: list[tuple[bytes, str]] = []
 
@@ -191,12 +182,12 @@ def _code_hash(folder: Path) -> str | None:
 
     top = os.fspath(folder)
     for root, dirs, names in os.walk(top, onerror=walk_error):
-        at_top = root == top  # only the task's own Output/ is output; a helper package may use the name
-        dirs[:] = [d for d in dirs
-                   if not _ignored(d) and d != _PYCACHE and not (at_top and d == _OUTPUT)
+        # The same rule the watcher wakes on (paths.is_task_content), on the path below Tasks/.
+        below = (folder.name, *Path(os.path.relpath(root, top)).parts)  # Path(".").parts is ()
+        dirs[:] = [d for d in dirs if is_task_content((*below, d))
                    and not os.path.exists(os.path.join(root, d, "pyvenv.cfg"))]
         for name in names:
-            if not name.endswith(".py") or _ignored(name):
+            if not name.endswith(".py") or not is_task_content((*below, name)):
                 continue
             full = os.path.join(root, name)
             rel = os.path.relpath(full, folder).replace(os.sep, "/")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .runner import LaunchSpec, ProcessReport
+from .spec import RunResult
 
 
 @dataclass(frozen=True)
@@ -15,17 +16,23 @@ class RescanRequested:
 
 @dataclass(frozen=True)
 class EnvBuilt:
-    """A background env build finished; ``error`` is None on success."""
+    """A background env build finished; ``error`` is None on success.
+
+    ``transient`` marks a failure worth retrying by itself (an installer killed, an index unreachable).
+    """
 
     key: str
     error: str | None = None
     output: str | None = None
+    transient: bool = False
 
 
 @dataclass(frozen=True)
-class RunExited:
-    spec: LaunchSpec
-    report: ProcessReport
+class RunReported:
+    """An executor has news about a run. ``settle`` is called on the loop thread (it may update the
+    executor's own bookkeeping there) and returns how the run ended, or None if it has not ended."""
+
+    settle: Callable[[], RunResult | None]
 
 
 @dataclass(frozen=True)
@@ -42,4 +49,23 @@ class ControlRequest:
     reply: Callable[[Mapping[str, Any]], None]
 
 
-Event = RescanRequested | EnvBuilt | RunExited | StopRequested | ControlRequest
+Event = RescanRequested | EnvBuilt | RunReported | StopRequested | ControlRequest
+
+
+class Inbox:
+    """The loop's event queue. ``post`` is safe from any thread and from signal handlers."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+
+    def post(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def get(self, timeout: float) -> Event | None:
+        """The next event, waiting at most ``timeout`` seconds (0 = do not wait)."""
+        try:
+            if timeout <= 0:
+                return self._queue.get_nowait()
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None

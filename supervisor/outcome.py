@@ -15,8 +15,8 @@ import enum
 import signal as signals
 from dataclasses import dataclass
 
-from .runner import ProcessReport
-from .spec import Outcome
+from . import _wire as wire
+from .spec import Outcome, ProcessReport
 
 
 class StopCause(str, enum.Enum):
@@ -59,20 +59,15 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
-    task = report.task or {}
+    task = report.task
     monitor = report.monitor
-    status = task.get("status")
-    raw_message = task.get("message")
-    message = raw_message if isinstance(raw_message, str) else None
-    leftovers = _int(monitor.get("leftovers")) or 0 if monitor else 0
-    signalled = _int(monitor.get("signalled")) or 0 if monitor else 0
-    exit_code = _int(monitor.get("exit_code")) if monitor else None
-    signum = _int(monitor.get("signal")) if monitor else None
+    status = task.status if task else None
+    message = task.message if task else None
+    leftovers = monitor.leftovers if monitor else 0
+    signalled = monitor.signalled if monitor else 0
+    exit_code = monitor.exit_code if monitor else None
+    signum = monitor.signal if monitor else None
     sig = signal_name(signum) if signum is not None else None
 
     def done(outcome: Outcome, summary: str, msg: str | None = message) -> Decision:
@@ -81,15 +76,15 @@ def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
         return Decision(outcome=outcome, summary=summary, message=msg, exit_code=exit_code, signal=sig,
                         leftovers=leftovers)
 
-    if status == "ok" and (exit_code in (0, None)) and signum is None:
+    if status == wire.STATUS_OK and (exit_code in (0, None)) and signum is None:
         return done(Outcome.OK, "returned" if message is None else f"returned: {_first_line(message)}")
     if stop is not None:
         killed = f"; killed {signalled} process(es)" if signalled else ""
         return done(_OUTCOME_OF_CAUSE[stop.cause], stop.detail + killed, stop.detail + killed)
-    if status == "failed":
+    if status == wire.STATUS_FAILED:
         return done(Outcome.FAILED, _last_line(message) or "failed", message)
     if monitor is not None:
-        if monitor.get("stop") == "sigterm":
+        if monitor.stop == wire.STOP_SIGTERM:
             return done(Outcome.KILLED, "run's monitor received SIGTERM from outside the supervisor")
         if signum is not None:
             return done(Outcome.CRASHED, f"killed by signal {sig}", f"killed by signal {sig}")
@@ -103,7 +98,7 @@ def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
         name = signal_name(-report.returncode)
         return Decision(outcome=Outcome.CRASHED, summary=f"run monitor killed by signal {name}",
                         message=f"run monitor killed by signal {name}", signal=name)
-    if report.returncode == 3:
+    if report.returncode == wire.EXIT_SUPERVISOR_GONE:
         return Decision(outcome=Outcome.KILLED, summary="supervisor went away while the run started")
     return Decision(outcome=Outcome.CRASHED, exit_code=report.returncode,
                     summary=f"the run could not start (shim exited with code {report.returncode})",

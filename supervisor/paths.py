@@ -11,12 +11,41 @@ from pathlib import Path
 HOME_ENV_VAR = "TASKAUTOMATION_HOME"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
+# The files of a task folder (the seed format, unchanged).
+MAIN_FILE = "main.py"
+CONFIG_FILE = "config.ini"
+REQUIREMENTS_FILE = "requirements.txt"
+OUTPUT_DIR = "Output"  # the task's own output: never watched, never part of its content
+BYTECODE_DIR = "__pycache__"
+# Editor leftovers and probes, matched on the last path component. vim writes ``4913`` to test whether it
+# may create files in a folder; emacs autosaves as ``#name#`` (and locks as ``.#name``, hidden).
+_TEMP_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".tmp", ".pyc", ".pyo")
+_TEMP_NAMES = frozenset({"4913"})
+
+
+def is_noise(name: str) -> bool:
+    """A file or folder name that is never task content: hidden, bytecode, or an editor's temp file."""
+    if name.startswith(".") or name == BYTECODE_DIR or name in _TEMP_NAMES or name.endswith(_TEMP_SUFFIXES):
+        return True
+    return len(name) > 1 and name.startswith("#") and name.endswith("#")
+
+
+def is_task_content(parts: tuple[str, ...]) -> bool:
+    """Whether a path below ``Tasks/`` (as its parts: ``("NAME", "helpers", "x.py")``) can change what a
+    task is: the one rule discovery (what it hashes) and the watcher (what wakes a rescan) share.
+
+    Not content: the task's own ``Output/`` and anything in it, and any noise (``is_noise``) on the way.
+    """
+    if len(parts) >= 2 and parts[1] == OUTPUT_DIR:
+        return False
+    return not any(is_noise(part) for part in parts)
+
 
 @dataclass(frozen=True)
 class Paths:
     """One object knows every path; nothing else joins path strings.
 
-    All state the supervisor writes lives under ``home`` (DESIGN.md 1.1).
+    All state the supervisor writes lives under ``home``.
     """
 
     home: Path
@@ -35,7 +64,22 @@ class Paths:
         return self.tasks / name
 
     def task_output(self, name: str) -> Path:
-        return self.tasks / name / "Output"
+        return self.tasks / name / OUTPUT_DIR
+
+    def task_main(self, name: str) -> Path:
+        return self.tasks / name / MAIN_FILE
+
+    def task_config(self, name: str) -> Path:
+        return self.tasks / name / CONFIG_FILE
+
+    def task_requirements(self, name: str) -> Path:
+        return self.tasks / name / REQUIREMENTS_FILE
+
+    @property
+    def run_cookie_prefix(self) -> str:
+        """The prefix of every run cookie of this home: how a restarted supervisor recognises what a crashed
+        one left running (the value is a contract: tests pin its shape)."""
+        return hashlib.sha256(str(self.home).encode()).hexdigest()[:12] + "/"
 
     @property
     def envs(self) -> Path:

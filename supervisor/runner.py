@@ -28,36 +28,13 @@ from typing import Callable, Mapping, Sequence
 
 import psutil
 
+from . import _wire as wire
 from ._shim import descendants
 from .errors import SpawnError
+from .spec import LaunchSpec, ProcessReport
 
 SHIM_PATH = Path(__file__).resolve().with_name("_shim.py")
 RUN_COOKIE_VAR = "TASKAUTOMATION_RUN_COOKIE"
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """Everything needed to start one run (or one initialize() call) of a task."""
-
-    task: str
-    run_id: str
-    mode: str  # "main" or "initialize"
-    python: Path  # the task env's interpreter
-    home: Path
-    kill_grace_s: float
-    env: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class ProcessReport:
-    """What a finished run's processes said, before any interpretation."""
-
-    run_id: str
-    returncode: int  # the monitor's; negative = killed by that signal
-    task: Mapping[str, object] | None  # the task process's JSON line, None if it never wrote one
-    monitor: Mapping[str, object] | None  # the monitor's JSON line, None if it died before writing
-    output_bytes: int
-    output_dropped: int
 
 
 @dataclass
@@ -71,7 +48,7 @@ class TreeSample:
 
 def child_environment(base: Mapping[str, str], *, task: str, run_id: str, task_dir: Path,
                       output_dir: Path, env_dir: Path, cookie: str) -> dict[str, str]:
-    """The environment of a run: the supervisor's, plus the task variables (DESIGN.md 1.3).
+    """The environment of a run: the supervisor's, plus the task variables (README.md, How a run executes).
 
     The env's bin/ goes first on PATH and VIRTUAL_ENV points at it, so a task that starts ``python`` or
     ``pip`` itself gets its own environment, not the supervisor's.
@@ -109,7 +86,7 @@ class RunProcess:
             if self._control_w < 0:
                 return
             try:
-                os.write(self._control_w, b"K" if kill_now else b"T")
+                os.write(self._control_w, wire.CONTROL_KILL if kill_now else wire.CONTROL_STOP)
             except OSError:
                 # The monitor is already gone (or going); its exit will be reported normally.
                 pass
@@ -189,8 +166,9 @@ class Runner:
         report_r, report_w = os.pipe()
         control_r, control_w = os.pipe()
         out_r, out_w = os.pipe()
-        argv = [str(spec.python), "-u", str(self._shim), spec.mode, spec.task, str(report_w),
-                str(control_r), repr(float(spec.kill_grace_s)), str(os.getpid())]
+        argv = wire.shim_argv(python=str(spec.python), shim=str(self._shim), mode=spec.mode.value, task=spec.task,
+                              report_fd=report_w, control_fd=control_r, grace_s=spec.kill_grace_s,
+                              supervisor_pid=os.getpid())
         try:
             popen = self._popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=subprocess.STDOUT,
                                 pass_fds=(report_w, control_r), cwd=str(spec.home), env=dict(spec.env),
@@ -299,10 +277,8 @@ def _open_pidfd(pid: int) -> int | None:
         return None
 
 
-def _read_report(fd: int) -> tuple[dict[str, object] | None, dict[str, object] | None]:
-    """Parse the JSON lines the task and the monitor wrote; tolerate garbage and missing lines."""
-    import json
-
+def _read_report(fd: int) -> tuple[wire.TaskReport | None, wire.MonitorReport | None]:
+    """Read what the task and the monitor wrote to the report pipe and decode it once."""
     os.set_blocking(fd, False)
     data = b""
     while True:
@@ -313,18 +289,7 @@ def _read_report(fd: int) -> tuple[dict[str, object] | None, dict[str, object] |
         if not chunk:
             break
         data += chunk
-    task_line: dict[str, object] | None = None
-    monitor_line: dict[str, object] | None = None
-    for raw in data.splitlines():
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(parsed, dict) and parsed.get("kind") == "task":
-            task_line = parsed
-        elif isinstance(parsed, dict) and parsed.get("kind") == "monitor":
-            monitor_line = parsed
-    return task_line, monitor_line
+    return wire.parse_reports(data)
 
 
 def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import TaskAutomationError
-from .paths import Paths
+from .paths import CONFIG_FILE, MAIN_FILE, OUTPUT_DIR, REQUIREMENTS_FILE, Paths
 
 MAIN_TEMPLATE = '''"""Task {name}: what it does, in one line."""
 
@@ -56,9 +56,9 @@ def create_task(paths: Paths, name: str) -> Path:
     paths.tasks.mkdir(parents=True, exist_ok=True)
     # Write into a hidden sibling, then rename: the running supervisor never sees a half-written folder.
     staging = paths.tasks / f".new-{name}"
-    (staging / "Output").mkdir(parents=True)
-    (staging / "main.py").write_text(MAIN_TEMPLATE.format(name=name))
-    (staging / "config.ini").write_text(CONFIG_TEMPLATE)
-    (staging / "requirements.txt").write_text(REQUIREMENTS_TEMPLATE)
+    (staging / OUTPUT_DIR).mkdir(parents=True)
+    (staging / MAIN_FILE).write_text(MAIN_TEMPLATE.format(name=name))
+    (staging / CONFIG_FILE).write_text(CONFIG_TEMPLATE)
+    (staging / REQUIREMENTS_FILE).write_text(REQUIREMENTS_TEMPLATE)
     staging.rename(folder)
     return folder

@@ -14,17 +14,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from .clock import SystemClock
+from .clock import Clock, SystemClock
 from .config import read_home_config
 from .control import ControlServer, InstanceLock
+from .envbuild import BackgroundEnvs
 from .envs import EnvManager
 from .errors import RecordsError
-from .events import ControlRequest
+from .events import ControlRequest, Inbox
+from .executor import LIMIT_SAMPLE_S, LocalExecutor
+from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .loop import Supervisor
 from .paths import Paths
 from .records import Records
+from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
+from .spec import HomeConfig
 from .watcher import TaskWatcher
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
@@ -33,7 +38,7 @@ CONTROL_REPLY_TIMEOUT_S = 10.0
 def serve(paths: Paths, *, console: bool = True) -> int:
     """Run the supervisor in the foreground until stopped. Returns the process exit code."""
     paths.ensure()
-    lock = InstanceLock(paths.lock_file)
+    lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunningError propagates to the CLI edge as one line
     try:
         home_config, warnings = read_home_config(paths.home_config)
@@ -47,12 +52,15 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                               logger=logging.getLogger("taskautomation.envs"))
             task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes,
                                  backups=home_config.log_backups)
-            supervisor = Supervisor(
+            supervisor = build_supervisor(
                 paths, home_config=home_config, records=records, envs=envs, clock=SystemClock(),
-                tz=local_zone(), logger=logger, task_logs=task_logs,
+                logger=logger, task_logs=task_logs,
                 watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
                                                               debounce_s=home_config.watch_debounce_s,
                                                               logger=logger))
+            cgroup_ok, cgroup_why = cgroup_v2_memory_support()
+            logger.info("memory limits: enforced by sampling each run's tree every %.2f s (%s%s)", LIMIT_SAMPLE_S,
+                        cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
             previous = _install_signal_handlers(supervisor)
@@ -66,6 +74,21 @@ def serve(paths: Paths, *, console: bool = True) -> int:
     finally:
         lock.release()
     return 0
+
+
+def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager, clock: Clock,
+                     logger: logging.Logger, task_logs: TaskLogs, **options: Any) -> Supervisor:
+    """The loop with its real collaborators: a local executor, background env builds, the run history and
+    the run-finished consumers (history first, then the outcome log lines)."""
+    inbox = Inbox()
+    history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
+    executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
+                             logger=logger, clock=clock, post=inbox.post,
+                             output_cap_bytes=home_config.output_cap_bytes)
+    return Supervisor(paths, home_config=home_config, clock=clock, tz=local_zone(), logger=logger,
+                      task_logs=task_logs, inbox=inbox, executor=executor,
+                      envs=BackgroundEnvs(envs, envs_dir=paths.envs, post=inbox.post), history=history,
+                      consumers=[history, RunLog(logger=logger, task_logs=task_logs)], **options)
 
 
 def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
+from typing import Mapping
+
+from ._wire import MonitorReport, TaskReport
 
 
 class Outcome(str, enum.Enum):
-    """How a run ended; exactly one per run (DESIGN.md 1.4)."""
+    """How a run ended; exactly one per run (docs/cli.md, Outcomes)."""
 
     OK = "ok"  # main() returned
     FAILED = "failed"  # main() raised, or the process exited non-zero
@@ -23,12 +27,42 @@ class Outcome(str, enum.Enum):
     INTERRUPTED = "interrupted"  # the supervisor died while the run was open (found at next start)
 
 
+# Outcomes that count as a failure in a task's streak of consecutive failures; ``ok`` resets the streak,
+# every other outcome (skipped, testing, killed, interrupted) leaves it as it is.
+FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.MEMORY, Outcome.CRASHED,
+                              Outcome.ENV_FAILED})
+
+
 class Trigger(str, enum.Enum):
     """Why a run started."""
 
     SCHEDULE = "schedule"
     STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
     MANUAL = "manual"  # run-now
+
+
+class RunMode(str, enum.Enum):
+    """Which function of the task a process calls."""
+
+    MAIN = "main"  # a run of main(): recorded in the history
+    INITIALIZE = "initialize"  # initialize() after a load, code change or env switch: logged only
+
+
+class TaskPhase(str, enum.Enum):
+    """Where a task is in its lifecycle; ``lifecycle.TRANSITIONS`` lists the allowed moves between phases.
+
+    ``status`` shows the phase's value as the task's state, except that a task with a run of main() in flight
+    shows ``running`` and one whose due run waits for a free slot shows ``queued``.
+    """
+
+    LOADING = "loading"  # just discovered, being read (transient)
+    ENV_BUILDING = "env-building"  # its first env is being built; nothing to run yet
+    INITIALIZING = "initializing"  # initialize() runs in its env after a load, code change or env switch
+    SCHEDULED = "scheduled"  # loaded: runs when due
+    DISABLED = "disabled"  # Enabled=False: not loaded
+    ERROR = "error"  # config, source, initialize() or spawn error: not loaded until its files change
+    ENV_FAILED = "env-failed"  # its env could not be built and it has no previous env to fall back on
+    REMOVED = "removed"  # its folder is gone; forgotten once its last process has ended
 
 
 class CatchUp(str, enum.Enum):
@@ -95,7 +129,8 @@ class HomeConfig:
     """Optional HOME/taskautomation.ini: settings for the whole supervisor.
 
     [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes ;
-                 WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan)
+                 WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan) ;
+                 MaxConcurrentRuns = 8 x cores (runs of main() in flight at once; further due runs queue)
     [Limits]     defaults for every task's [Limits] keys
     """
 
@@ -105,6 +140,7 @@ class HomeConfig:
     log_backups: int = 3
     output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
+    max_concurrent_runs: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     limits: Limits = field(default_factory=Limits)
 
 
@@ -144,3 +180,69 @@ class EnvStatus:
     python: Path | None  # the env's interpreter when ready
     ready: bool
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one process of a task: a run of main() or an initialize() call."""
+
+    task: str
+    run_id: str
+    mode: RunMode
+    python: Path  # the task env's interpreter
+    home: Path
+    kill_grace_s: float
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    """What a finished run's processes said, before any interpretation."""
+
+    run_id: str
+    returncode: int  # the monitor's; negative = killed by that signal
+    task: TaskReport | None  # the task process's report, None if it never wrote one
+    monitor: MonitorReport | None  # the monitor's report, None if it died before writing
+    output_bytes: int
+    output_dropped: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one process of a task ended, as an executor reports it to the loop."""
+
+    run_id: str
+    task: str
+    mode: RunMode
+    env_key: str | None  # the env the process ran in (it may be collected once no run uses it)
+    outcome: Outcome
+    summary: str  # one line for the logs
+    finished: datetime
+    duration_s: float
+    message: str | None = None  # returned string or full traceback
+    exit_code: int | None = None
+    signal: str | None = None
+    leftovers: int = 0
+    peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The fact that a run of main() (or a run that could not start) has ended, published to consumers.
+
+    ``record`` is the complete history row. ``consecutive_failures`` counts the task's final attempts in a
+    row whose outcome is in ``FAILURE_OUTCOMES``, this one included; ``ok`` resets it to 0. ``final`` is
+    False for an attempt that will be retried.
+    """
+
+    task: str
+    run_id: str
+    trigger: Trigger
+    outcome: Outcome
+    record: RunRecord
+    consecutive_failures: int
+    attempt: int = 1
+    final: bool = True
+    summary: str = ""
+    leftovers: int = 0

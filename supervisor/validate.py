@@ -14,7 +14,7 @@ from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
 from .envs import normalize_requirements
 from .errors import TaskAutomationError
-from .paths import Paths
+from .paths import CONFIG_FILE, MAIN_FILE, Paths
 from .spec import Limits
 
 # A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
@@ -60,20 +60,20 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
         errors: list[str] = []
         warnings_: list[str] = []
-        for filename in ("main.py", "config.ini"):
+        for filename in (MAIN_FILE, CONFIG_FILE):
             if not (folder.path / filename).is_file():
                 errors.append(f"task {name!r}: {folder.path / filename}: missing")
         if not errors:
             try:
-                result = read_task_config(folder.path / "config.ini", task=name, defaults=defaults)
+                result = read_task_config(paths.task_config(name), task=name, defaults=defaults)
                 warnings_.extend(result.warnings)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
             try:
-                check_task_source(folder.path / "main.py", task=name)
+                check_task_source(paths.task_main(name), task=name)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
-        errors.extend(check_requirements(folder.path / "requirements.txt", task=name))
+        errors.extend(check_requirements(paths.task_requirements(name), task=name))
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)

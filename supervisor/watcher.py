@@ -1,6 +1,6 @@
 """Turn file-system events under ``Tasks/`` into debounced "something changed, rescan" calls.
 
-Policy (DESIGN.md 2, "Reconcile, don't react"): events are *hints*. This module never says what changed;
+Policy ("reconcile, don't react", docs/architecture.md): events are *hints*. This module never says what changed;
 it calls ``on_change()`` once the relevant events have been quiet for ``debounce_s`` and the supervisor's
 loop rescans ``Tasks/`` and diffs. Therefore:
 
@@ -35,15 +35,10 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
+from .paths import is_task_content
+
 _LOG = logging.getLogger(__name__)
 
-# The folder of a task that belongs to the task: never watched (DESIGN.md 1.2).
-OUTPUT_DIR_NAME = "Output"
-# Editor leftovers and probes, matched on the last path component. vim writes ``4913`` to test whether
-# it may create files in the folder; emacs autosaves as ``#name#`` (and locks as ``.#name``, hidden).
-_TEMP_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".tmp", ".pyc", ".pyo")
-_TEMP_NAMES = frozenset({"4913"})
-_BYTECODE_DIR = "__pycache__"
 
 # stop() must return promptly even if a watchdog thread misbehaves; what is still alive then is logged.
 _STOP_BUDGET_S = 1.5
@@ -89,16 +84,7 @@ def _path_relevant(path: str, tasks_dir: Path) -> bool:
         return False
     if not parts:
         return True  # Tasks/ itself created, deleted or moved: everything may have changed
-    if len(parts) >= 2 and parts[1] == OUTPUT_DIR_NAME:
-        return False
-    if any(part.startswith(".") or part == _BYTECODE_DIR for part in parts):
-        return False
-    name = parts[-1]
-    if name in _TEMP_NAMES or name.endswith(_TEMP_SUFFIXES):
-        return False
-    if len(name) > 1 and name.startswith("#") and name.endswith("#"):
-        return False
-    return True
+    return is_task_content(parts)  # the rule discovery hashes by (paths.py)
 
 
 @dataclass

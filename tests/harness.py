@@ -22,10 +22,9 @@ from supervisor.control import request  # noqa: E402
 from supervisor.envs import EnvManager  # noqa: E402
 from supervisor.errors import TaskAutomationError  # noqa: E402
 from supervisor.logsetup import TaskLogs  # noqa: E402
-from supervisor.loop import Supervisor  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
 from supervisor.records import Records  # noqa: E402
-from supervisor.schedule import local_zone  # noqa: E402
+from supervisor.service import build_supervisor  # noqa: E402
 from supervisor.spec import HomeConfig  # noqa: E402
 
 
@@ -139,9 +138,9 @@ class InProcessSupervisor:
         self.logger.addHandler(self.handler)
         self.records = Records(self.paths.database)
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
-        self.supervisor = Supervisor(
+        self.supervisor = build_supervisor(
             self.paths, home_config=HomeConfig(), records=self.records,
-            envs=EnvManager(self.paths, logger=self.logger), clock=SystemClock(), tz=local_zone(),
+            envs=EnvManager(self.paths, logger=self.logger), clock=SystemClock(),
             logger=self.logger, task_logs=self.task_logs, **options)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="in-process-supervisor", daemon=True)

@@ -1,6 +1,6 @@
 """bench/ must not rot: import every benchmark module and run the cheapest figures once with tiny counts.
 
-Benchmarks are not part of the test suite (timings belong in bench/, DESIGN.md 4): these tests assert only
+Benchmarks are not part of the test suite (timings belong in bench/, docs/architecture.md): these tests assert only
 that a figure produces a number and that the results table renders, never how fast anything is.
 """
 
@@ -39,7 +39,7 @@ def test_decision_to_first_line_measures_a_real_run(tmp_path: Path) -> None:
     from bench import launch
 
     (tmp_path / "Tasks").mkdir()
-    # DESIGN.md 4: the real shim, with this interpreter standing in for a task's venv python.
+    # The real shim, with this interpreter standing in for a task's venv python.
     ours, floor = launch.decision_to_first_line(Path(sys.executable), tmp_path, runs=1)
     assert len(ours) == len(floor) == 1
     assert all(math.isfinite(v) and v > 0 for v in ours + floor)

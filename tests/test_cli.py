@@ -33,7 +33,7 @@ HOURLY = "[Frequency]\nEveryXMinutes = 60\n"
 DAILY = "[Frequency]\nEveryXMinutes = 1440\n"
 OUTCOMES = {"ok", "failed", "timeout", "memory", "killed", "crashed", "skipped", "testing", "env-failed",
             "interrupted"}
-# DESIGN.md 1.4 keys, plus the documented additions (docs/cli.md): "running" per task, "supervisor" on top.
+# The contract keys of docs/cli.md, plus the documented additions (docs/cli.md): "running" per task, "supervisor" on top.
 STATUS_KEYS = {"tasks", "supervisor"}
 TASK_KEYS = {"name", "enabled", "state", "next_run", "last_run", "error", "running", "why"}
 LAST_RUN_KEYS = {"run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message"}

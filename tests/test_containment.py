@@ -1,4 +1,4 @@
-"""Containment (issue 3), proved with real processes.
+"""Containment, proved with real processes.
 
 Each case runs a hostile or careless task under a real supervisor (or, where that is simpler, a bare Runner),
 then checks three things: the recorded outcome and message in history, the line in the log, and that no
@@ -618,7 +618,8 @@ def test_monitor_stops_the_tree_when_its_control_pipe_closes(tmp_path: Path) -> 
     import queue
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from supervisor.runner import LaunchSpec, Runner, child_environment
+    from supervisor.runner import Runner, child_environment
+    from supervisor.spec import LaunchSpec, RunMode
 
     home = tmp_path
     main = SPAWN_DAEMON + """
@@ -635,7 +636,7 @@ def main():
     exits: queue.Queue[Any] = queue.Queue()
     runner = Runner(output_cap_bytes=1 << 20, on_output=lambda spec, line: None,
                     on_exit=lambda spec, report: exits.put(report))
-    run = runner.launch(LaunchSpec(task="orphaned", run_id="run-1", mode="main", python=Path(sys.executable),
+    run = runner.launch(LaunchSpec(task="orphaned", run_id="run-1", mode=RunMode.MAIN, python=Path(sys.executable),
                                    home=home, kill_grace_s=60, env=env))
     try:
         daemon = read_pids(wait_file(folder / "Output" / "daemon"))[0]
@@ -644,7 +645,7 @@ def main():
     finally:
         run.stop(kill_now=True)
         runner.join(timeout=30)
-    assert report.monitor is not None and report.monitor["stop"] == "supervisor-gone", report
-    assert report.monitor["signal"] == signal.SIGKILL  # main() ignored SIGTERM: killed after the short grace
+    assert report.monitor is not None and report.monitor.stop == "supervisor-gone", report
+    assert report.monitor.signal == signal.SIGKILL  # main() ignored SIGTERM: killed after the short grace
     assert pids_alive([daemon]) == []
     assert cookie_processes(cookie) == []

@@ -1,4 +1,4 @@
-"""Hot reload end to end (issue 4): a real supervisor, the real inotify watcher, real files edited under it.
+"""Hot reload end to end: a real supervisor, the real inotify watcher, real files edited under it.
 
 Every test writes ``WatchDebounceSeconds = 0.3`` into the home so a reload takes a fraction of a second.
 

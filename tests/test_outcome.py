@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from typing import Any
 
 import pytest
 
+from supervisor._wire import parse_reports
 from supervisor.outcome import StopCause, StopRequest, decide
-from supervisor.runner import ProcessReport
-from supervisor.spec import Outcome
+from supervisor.spec import Outcome, ProcessReport
 
 
 def report(*, task: dict[str, Any] | None = None, monitor: dict[str, Any] | None = None,
            returncode: int = 0) -> ProcessReport:
-    return ProcessReport(run_id="r", returncode=returncode, task=task, monitor=monitor, output_bytes=0,
-                         output_dropped=0)
+    """The report as the runner builds it: the JSON lines on the report pipe, decoded once."""
+    lines = b"".join(json.dumps(line).encode() + b"\n" for line in (task, monitor) if line is not None)
+    task_report, monitor_report = parse_reports(b"garbage\n" + lines)
+    return ProcessReport(run_id="r", returncode=returncode, task=task_report, monitor=monitor_report,
+                         output_bytes=0, output_dropped=0)
 
 
 def monitor(*, exit_code: int | None = 0, sig: int | None = None, stop: str | None = None, leftovers: int = 0,

@@ -288,6 +288,8 @@ def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
     """Hundreds of tasks must not spawn hundreds of initialize() processes at once."""
     from harness import InProcessSupervisor
 
+    from supervisor.spec import RunMode
+
     gate = home / "go"
     init = f"""
         import os, pathlib, time
@@ -303,7 +305,7 @@ def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
     with InProcessSupervisor(home, watcher_factory=None, max_inits=3) as sup:
         wait_for(lambda: started() == 3, timeout=30, what="three initialize() calls running")
         states = {t["name"]: t["state"] for t in sup.supervisor.status()["tasks"]}
-        assert sum(1 for a in sup.supervisor.runs.active.values() if a.mode == "initialize") == 3
+        assert sum(1 for a in sup.supervisor.in_flight.values() if a.mode is RunMode.INITIALIZE) == 3
         assert set(states.values()) == {"initializing"}
         gate.write_text("go")
         wait_for(lambda: all(t["state"] == "scheduled" for t in sup.supervisor.status()["tasks"]), timeout=60,

@@ -1,0 +1,227 @@
+"""Where runs execute: the ``Executor`` seam and ``LocalExecutor``, which runs them as child processes here.
+
+The loop decides *when* a task runs and what it is allowed to use; an executor starts the process, enforces
+its limits, stops it on request, and reports how it ended by posting ``RunReported`` to the loop. The loop
+never learns where a run executes (a later executor may run it on another machine).
+
+LocalExecutor's policies:
+* ``launch`` must be called from the supervisor's long-lived loop thread: the monitor's PDEATHSIG is tied to
+  the *thread* that forked it.
+* TimeoutSeconds is wall clock on the monotonic clock: SIGTERM to the whole tree, SIGKILL after
+  KillGraceSeconds (the monitor does both). MemoryMB is checked by sampling the tree's resident memory every
+  ``LIMIT_SAMPLE_S`` and is a SIGKILL at once: a grace period lets a fast leak grow by gigabytes. CPUSeconds
+  is sampled the same way and stops the run like a timeout.
+* If a monitor has not ended its run ``BACKSTOP_S`` after the grace of a stop, the executor kills the run's
+  session and every process carrying the run's cookie itself.
+* The first stop reason given is the one the outcome reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .clock import Clock
+from .events import Event, RunReported
+from .logsetup import TaskLogs
+from .outcome import StopCause, StopRequest, decide
+from .runner import Runner, RunProcess, child_environment, sweep_cookie
+from .spec import LaunchSpec, Limits, ProcessReport, RunMode, RunResult, Trigger
+
+LIMIT_SAMPLE_S = 0.25  # tree memory/CPU checks of a run that has MemoryMB or CPUSeconds
+STATS_SAMPLE_S = 1.0  # peak-memory sampling of a run without limits (history only)
+BACKSTOP_S = 5.0  # extra wait past a stop's grace before the executor kills the run's session itself
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One process the loop wants started: a run of main() or an initialize() call."""
+
+    task: str
+    run_id: str
+    mode: RunMode
+    trigger: Trigger
+    task_dir: Path
+    output_dir: Path
+    env_key: str
+    python: Path  # the env's interpreter
+    env_dir: Path
+    limits: Limits
+
+
+class Executor(Protocol):
+    """Runs processes for the loop. Every method is called on the loop thread only."""
+
+    def launch(self, request: LaunchRequest) -> None:
+        """Start it; raise a TaskAutomationError (``transient`` set where retrying may help) if it cannot."""
+
+    def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
+        """Ask a run to stop (SIGTERM, grace, SIGKILL; or SIGKILL at once)."""
+
+    def stop_all(self, stop: StopRequest) -> None: ...
+
+    def enforce(self) -> None:
+        """Apply limits and back-stops that are due (called every loop turn)."""
+
+    def next_wakeup(self) -> float | None:
+        """The monotonic time at which ``enforce`` next has something to do; None = nothing."""
+
+    def recover(self) -> list[int]:
+        """Kill what a previous supervisor of this home left running; the pids (or ids) it killed."""
+
+    def close(self) -> None:
+        """Last resort on the way out: kill every run still in flight and wait for the reports' threads."""
+
+
+@dataclass
+class _Active:
+    process: RunProcess
+    request: LaunchRequest
+    started_mono: float
+    deadline: float | None  # monotonic time of TimeoutSeconds
+    next_sample: float
+    stop: StopRequest | None = None
+    backstop: float | None = None  # monotonic time after which the executor kills the session itself
+
+
+def _has_tree_limits(limits: Limits) -> bool:
+    return limits.memory_mb is not None or limits.cpu_s is not None
+
+
+class LocalExecutor:
+    """Runs each process as a contained child of this supervisor (runner.py + the in-env shim)."""
+
+    def __init__(self, *, home: Path, cookie_prefix: str, task_logs: TaskLogs, logger: logging.Logger, clock: Clock,
+                 post: Callable[[Event], None], output_cap_bytes: int,
+                 runner_factory: Callable[..., Runner] = Runner) -> None:
+        self.home = home
+        self.task_logs = task_logs
+        self.log = logger
+        self.clock = clock
+        self.post = post
+        self.cookie_prefix = cookie_prefix
+        self.runner = runner_factory(output_cap_bytes=output_cap_bytes, on_output=self._on_output,
+                                     on_exit=self._on_exit)
+        self.active: dict[str, _Active] = {}
+
+    def launch(self, request: LaunchRequest) -> None:
+        env = child_environment(os.environ, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
+                                output_dir=request.output_dir, env_dir=request.env_dir,
+                                cookie=self.cookie_prefix + request.run_id)
+        spec = LaunchSpec(task=request.task, run_id=request.run_id, mode=request.mode, python=request.python,
+                          home=self.home, kill_grace_s=request.limits.kill_grace_s, env=env)
+        process = self.runner.launch(spec)  # SpawnError propagates to the loop
+        mono = self.clock.monotonic()
+        limits = request.limits
+        first_sample = (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S) / 5
+        self.active[request.run_id] = _Active(process=process, request=request, started_mono=mono,
+                                              next_sample=mono + first_sample,
+                                              deadline=mono + limits.timeout_s if limits.timeout_s else None)
+        if request.mode is RunMode.MAIN:
+            self.task_logs.get(request.task).info("[run %s] started (%s)", request.run_id, request.trigger.value)
+            self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
+        else:
+            self.task_logs.get(request.task).info("[init %s] started", request.run_id)
+
+    # ------------------------------------------------------------------ limits and stops
+    def next_wakeup(self) -> float | None:
+        moments = [m for a in self.active.values() for m in (a.deadline, a.next_sample, a.backstop)
+                   if m is not None]
+        return min(moments) if moments else None
+
+    def enforce(self) -> None:
+        mono = self.clock.monotonic()
+        for active in list(self.active.values()):
+            limits = active.request.limits
+            if active.stop is None and active.deadline is not None and mono >= active.deadline:
+                self._stop(active, StopRequest(StopCause.TIMEOUT, f"timed out after {limits.timeout_s:g} s "
+                                                                  f"(TimeoutSeconds={limits.timeout_s:g})"))
+            if mono >= active.next_sample:
+                active.next_sample = mono + (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S)
+                self._check_tree(active)
+            if active.backstop is not None and mono >= active.backstop:
+                # The monitor did not finish the stop in time (it may itself be stuck or gone): kill its
+                # session and anything carrying this run's cookie, then keep waiting for the exit report.
+                active.backstop = mono + BACKSTOP_S
+                self.log.warning("run %s: monitor did not stop its tree in time; killing it directly",
+                                 active.request.run_id)
+                try:
+                    os.killpg(active.process.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                sweep_cookie(self.cookie_prefix + active.request.run_id)
+
+    def _check_tree(self, active: _Active) -> None:
+        limits = active.request.limits
+        sample = active.process.sample()
+        if sample is None or active.stop is not None:
+            return
+        mb = sample.rss_bytes / 1048576
+        if limits.memory_mb is not None and mb > limits.memory_mb:
+            self._stop(active, StopRequest(StopCause.MEMORY, f"memory limit exceeded: tree resident {mb:.0f} MB "
+                                                             f"> MemoryMB={limits.memory_mb:g}"), kill_now=True)
+        elif limits.cpu_s is not None and sample.cpu_s > limits.cpu_s:
+            self._stop(active, StopRequest(StopCause.CPU, f"CPU limit exceeded: tree used {sample.cpu_s:.1f} "
+                                                          f"CPU s > CPUSeconds={limits.cpu_s:g}"))
+
+    def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
+        active = self.active.get(run_id)
+        if active is not None:
+            self._stop(active, stop, kill_now=kill_now)
+
+    def _stop(self, active: _Active, stop: StopRequest, *, kill_now: bool = False) -> None:
+        if active.stop is None:
+            active.stop = stop
+        grace = 0.0 if kill_now else active.request.limits.kill_grace_s
+        deadline = self.clock.monotonic() + grace + BACKSTOP_S
+        active.backstop = deadline if active.backstop is None else min(active.backstop, deadline)
+        active.process.stop(kill_now=kill_now)
+
+    def stop_all(self, stop: StopRequest) -> None:
+        for active in self.active.values():
+            self._stop(active, stop)
+
+    # ------------------------------------------------------------------ end
+    def _on_exit(self, spec: LaunchSpec, report: ProcessReport) -> None:
+        """Relay thread: the processes are gone; the outcome is decided on the loop thread (it owns stops)."""
+        self.post(RunReported(lambda: self._settle(spec.run_id, report)))
+
+    def _settle(self, run_id: str, report: ProcessReport) -> RunResult | None:
+        active = self.active.pop(run_id, None)
+        if active is None:
+            return None
+        decision = decide(report, stop=active.stop)
+        process, request = active.process, active.request
+        return RunResult(
+            run_id=run_id, task=request.task, mode=request.mode, env_key=request.env_key,
+            outcome=decision.outcome, summary=decision.summary, finished=self.clock.now(),
+            duration_s=round(self.clock.monotonic() - active.started_mono, 3), message=decision.message,
+            exit_code=decision.exit_code, signal=decision.signal, leftovers=decision.leftovers,
+            peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
+            cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None)
+
+    def recover(self) -> list[int]:
+        return sweep_cookie(self.cookie_prefix)
+
+    def close(self) -> None:
+        for active in self.active.values():
+            active.process.stop(kill_now=True)
+        self.runner.join(timeout=5.0)
+        sweep_cookie(self.cookie_prefix)
+
+    def _on_output(self, spec: LaunchSpec, line: str) -> None:
+        """Called from relay threads: logging is thread-safe, and no loop state is touched."""
+        self.task_logs.get(spec.task).info("[%s %s] %s", "run" if spec.mode is RunMode.MAIN else "init",
+                                           spec.run_id, line)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: start time plus random bits (two runs can start in the same second)."""
+    import secrets
+
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"

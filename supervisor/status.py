@@ -1,0 +1,154 @@
+"""The one query layer: task state and history -> the ``status --json`` / ``history --json`` documents and the
+"why" lines. The live loop, the offline CLI and any other reader build their answers here, so every field
+means the same everywhere (docs/cli.md holds the schema).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Callable, Iterable, Mapping
+
+from .lifecycle import InFlight, TaskState
+from .records import record_to_json
+from .schedule import in_window
+from .spec import CatchUp, RunRecord, TaskPhase, TaskSpec
+
+LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
+OFFLINE_STOPPED = "stopped"  # the state of a valid, enabled task while no supervisor runs
+
+
+@dataclass(frozen=True)
+class RunningView:
+    run_id: str
+    started: datetime
+    trigger: str
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the loop knows about one task at one instant (a snapshot; plain data)."""
+
+    name: str
+    phase: TaskPhase
+    spec: TaskSpec | None
+    error: str | None
+    next_due: datetime | None
+    anchor: datetime | None
+    startup_pending: bool
+    running: RunningView | None = None
+    queued_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SupervisorView:
+    pid: int
+    started: datetime
+    home: str
+
+
+def last_run_json(record: RunRecord | None) -> Mapping[str, Any] | None:
+    if record is None:
+        return None
+    full = record_to_json(record)
+    return {key: full[key] for key in LAST_RUN_FIELDS}
+
+
+def history_json(records: Iterable[RunRecord]) -> dict[str, Any]:
+    return {"runs": [record_to_json(r) for r in records]}
+
+
+def display_state(view: TaskView) -> str:
+    """The state ``status`` shows: the phase, except ``running`` / ``queued`` for a due run in flight or
+    waiting for a run slot."""
+    if view.running is not None:
+        return "running"
+    if view.queued_since is not None:
+        return "queued"
+    return view.phase.value
+
+
+def status_json(views: Iterable[TaskView], *, last_finished: Callable[[str], RunRecord | None],
+                supervisor: SupervisorView, tz: tzinfo) -> dict[str, Any]:
+    """The live ``status --json`` document."""
+    rows = []
+    for view in sorted(views, key=lambda v: v.name.casefold()):
+        running = view.running
+        rows.append({
+            "name": view.name,
+            "enabled": bool(view.spec.enabled) if view.spec else True,
+            "state": display_state(view),
+            "next_run": view.next_due.isoformat() if view.phase is TaskPhase.SCHEDULED and view.next_due
+            else None,
+            "last_run": last_run_json(last_finished(view.name)),
+            "error": view.error,
+            "running": {"run_id": running.run_id, "started": running.started.isoformat(),
+                        "trigger": running.trigger} if running else None,
+            "why": explain(view, tz=tz),
+        })
+    return {"tasks": rows, "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(),
+                                          "home": supervisor.home}}
+
+
+def offline_row(name: str, *, enabled: bool, error: str | None, last: RunRecord | None) -> dict[str, Any]:
+    """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
+    return {"name": name, "enabled": enabled,
+            "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
+            "next_run": None, "last_run": last_run_json(last), "error": error, "running": None,
+            "why": "the supervisor is not running" if not error else "not loadable (see error)"}
+
+
+def offline_status_json(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    return {"tasks": sorted(rows, key=lambda r: str(r["name"]).casefold()), "supervisor": None}
+
+
+def _fmt(when: datetime | None, tz: tzinfo) -> str:
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
+
+
+def explain(view: TaskView, *, tz: tzinfo) -> str:
+    """One line on why the task is in its state and when it runs next (answers "why did X not run?")."""
+    spec = view.spec
+    if view.running is not None:
+        return "running now"
+    if view.queued_since is not None:
+        return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
+    phase = view.phase
+    if phase is TaskPhase.DISABLED:
+        return "not loaded: Enabled=False in config.ini"
+    if phase in (TaskPhase.ERROR, TaskPhase.ENV_FAILED):
+        return "not scheduled until its files change (see error)"
+    if phase is TaskPhase.ENV_BUILDING:
+        return "waiting for its environment to be built"
+    if phase is TaskPhase.INITIALIZING:
+        return "waiting for initialize() to finish"
+    if phase is not TaskPhase.SCHEDULED or spec is None or view.next_due is None:
+        return phase.value
+    parts = []
+    if spec.testing:
+        parts.append("Testing=True: due runs are confirmed, main() is not executed")
+    if view.startup_pending:
+        parts.append("RunOnStartup: runs now")
+    elif view.anchor is None:
+        parts.append("never ran: first run as soon as it is inside its window")
+    else:
+        slot = view.anchor + spec.every
+        if view.next_due == slot:
+            parts.append(f"every {spec.every / timedelta(minutes=1):g} min since its last due time "
+                         f"{_fmt(view.anchor, tz)}")
+        elif in_window(spec.window, slot, tz=tz) != slot:
+            parts.append(f"interval elapsed at {_fmt(slot, tz)}, but it may only start within "
+                         f"its window {spec.window}")
+        elif spec.catch_up is CatchUp.SKIP:
+            parts.append("runs missed while the supervisor was down are skipped (CatchUp=skip)")
+        else:
+            parts.append("catching up one run missed while the supervisor was down (CatchUp=once)")
+    return "; ".join(parts)
+
+
+def view_of(st: TaskState, flight: InFlight | None) -> TaskView:
+    """The snapshot of one task; ``flight`` is its run of main() in flight, if any."""
+    running = RunningView(st.main_run, flight.started, flight.trigger.value) if flight and st.main_run else None
+    return TaskView(name=st.name, phase=st.phase, spec=st.spec, error=st.error, next_due=st.next_due,
+                    anchor=st.anchor, startup_pending=st.startup_pending, running=running,
+                    queued_since=st.queued_since)

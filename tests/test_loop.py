@@ -1,0 +1,382 @@
+"""The loop driven by a fake clock and a fake executor replaying reports: no processes, no sleeps.
+
+Task folders, discovery, config parsing and the SQLite history are real (they are fast); the clock, the
+executor and the env builder are fakes handed to the loop through its seams. Assertions are on state and
+history, never on log text.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import textwrap
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pytest
+
+from supervisor.errors import SpawnError
+from supervisor.events import EnvBuilt, Event, Inbox, RunReported
+from supervisor.executor import LaunchRequest
+from supervisor.history import RunHistory
+from supervisor.logsetup import TaskLogs
+from supervisor.loop import Supervisor
+from supervisor.outcome import StopRequest
+from supervisor.paths import Paths
+from supervisor.records import Records
+from supervisor.spec import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, Trigger
+
+pytestmark = pytest.mark.timeout(30)
+
+UTC = timezone.utc
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+KEY_A = "a" * 16
+KEY_B = "b" * 16
+
+
+class FakeClock:
+    """Wall and monotonic time that move only when the test says so."""
+
+    def __init__(self, now: datetime) -> None:
+        self.wall = now
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock jumps (NTP, a board without RTC); monotonic time does not."""
+        self.wall += timedelta(seconds=seconds)
+
+
+class FakeExecutor:
+    """Records launches; the test ends runs by replaying the report the loop would get."""
+
+    def __init__(self, post: Any, clock: FakeClock) -> None:
+        self.post = post
+        self.clock = clock
+        self.launched: list[LaunchRequest] = []
+        self.live: dict[str, LaunchRequest] = {}
+        self.stops: list[tuple[str, StopRequest]] = []
+        self.init_outcome: Outcome | None = Outcome.OK  # None: initialize() calls stay in flight
+        self.fail_next: Exception | None = None
+
+    def launch(self, request: LaunchRequest) -> None:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        self.launched.append(request)
+        self.live[request.run_id] = request
+        if request.mode is RunMode.INITIALIZE and self.init_outcome is not None:
+            self.finish(request.run_id, self.init_outcome)
+
+    def finish(self, run_id: str, outcome: Outcome = Outcome.OK, *, message: str | None = None) -> None:
+        request = self.live.pop(run_id)
+        result = RunResult(run_id=run_id, task=request.task, mode=request.mode, env_key=request.env_key,
+                           outcome=outcome, summary=outcome.value, finished=self.clock.now(), duration_s=1.0,
+                           message=message)
+        self.post(RunReported(lambda: result))
+
+    def mains(self, task: str | None = None) -> list[LaunchRequest]:
+        return [r for r in self.launched if r.mode is RunMode.MAIN and task in (None, r.task)]
+
+    def live_main(self, task: str) -> str:
+        return next(r.run_id for r in self.live.values() if r.task == task and r.mode is RunMode.MAIN)
+
+    def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
+        self.stops.append((run_id, stop))
+
+    def stop_all(self, stop: StopRequest) -> None:
+        for run_id in list(self.live):
+            self.stop(run_id, stop)
+            self.finish(run_id, Outcome.KILLED)
+
+    def enforce(self) -> None:
+        pass
+
+    def next_wakeup(self) -> float | None:
+        return None
+
+    def recover(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeEnvs:
+    """Env keys from the first line of requirements.txt; builds finish when the test posts EnvBuilt."""
+
+    root: Path
+    ready: set[str] = field(default_factory=lambda: {KEY_A})
+    builds: list[str] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)  # tasks whose key cannot be computed (a bug, a bad file)
+
+    @property
+    def installer(self) -> str:
+        return "fake"
+
+    def key_for(self, requirements: Path, *, task_dir: Path) -> str:
+        if task_dir.name in self.broken:
+            raise RuntimeError("key computation exploded")
+        text = requirements.read_text().strip() if requirements.exists() else ""
+        return KEY_B if text == "b" else KEY_A
+
+    def is_ready(self, key: str) -> bool:
+        return key in self.ready
+
+    def env_dir(self, key: str) -> Path:
+        return self.root / key
+
+    def python_for(self, key: str) -> Path:
+        return self.root / key / "bin" / "python"
+
+    def build(self, key: str, *, task: str, requirements: Path, task_dir: Path) -> None:
+        self.builds.append(key)
+
+    def collect(self, keep: Iterable[str]) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class Harness:
+    def __init__(self, home: Path, *, home_config: HomeConfig = HomeConfig(), records: Records | None = None) -> None:
+        self.paths = Paths(home)
+        self.paths.ensure()
+        self.clock = FakeClock(START)
+        self.inbox = Inbox()
+        self.executor = FakeExecutor(self.inbox.post, self.clock)
+        self.envs = FakeEnvs(self.paths.envs)
+        self.records = records or Records(self.paths.database)
+        logger = logging.getLogger(f"test.loop.{home.name}")
+        logger.propagate = False
+        self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
+        self.history = RunHistory(self.records, logger=logger, keep_runs=1000)
+        self.facts: list[RunFinished] = []
+        self.sup = Supervisor(self.paths, home_config=home_config, clock=self.clock, tz=UTC, logger=logger,
+                              task_logs=self.task_logs, inbox=self.inbox, executor=self.executor, envs=self.envs,
+                              history=self.history, consumers=[self.history, self.facts.append], max_inits=2)
+
+    def write(self, name: str, *, every: float = 60, extra: str = "", requirements: str = "",
+              main: str = "def main():\n    return 'ok'\n") -> None:
+        folder = self.paths.task_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "main.py").write_text(main)
+        (folder / "config.ini").write_text(f"[Frequency]\nEveryXMinutes = {every}\n" + textwrap.dedent(extra))
+        (folder / "requirements.txt").write_text(requirements)
+
+    def post(self, event: Event) -> None:
+        self.inbox.post(event)
+
+    def settle(self) -> None:
+        """Let the loop run turns until it has nothing left to handle (what ``run`` does between sleeps)."""
+        self.sup.rescan_wanted = True
+        for _ in range(50):
+            self.sup.turn()
+            before = self.inbox._queue.qsize()
+            self.sup.drain()
+            if before == 0:
+                return
+        raise AssertionError("the loop did not settle")
+
+    def tick(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.settle()
+
+    def state(self, name: str) -> str:
+        return next(t["state"] for t in self.sup.status()["tasks"] if t["name"] == name)
+
+    def task(self, name: str) -> dict[str, Any]:
+        return next(t for t in self.sup.status()["tasks"] if t["name"] == name)
+
+    def rows(self, name: str) -> list[RunRecord]:
+        return list(reversed(self.records.history(name, limit=100)))  # oldest first
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path / "home")
+    harness.sup.start()
+    yield harness
+    harness.records.close()
+    harness.task_logs.close()
+
+
+def test_a_new_task_initializes_runs_at_once_and_then_every_interval(h: Harness) -> None:
+    h.write("t", every=60)
+    h.settle()
+    assert h.state("t") == "running"
+    run_id = h.executor.live_main("t")
+    h.clock.advance(5)
+    h.executor.finish(run_id)
+    h.settle()
+    assert h.state("t") == "scheduled"
+    assert h.task("t")["next_run"] == (START + timedelta(minutes=60)).isoformat()
+    rows = h.rows("t")
+    assert [(r.run_id, r.outcome, r.trigger, r.due) for r in rows] == [(run_id, Outcome.OK, Trigger.SCHEDULE, START)]
+    h.tick(3600 - 5)
+    assert len(h.executor.mains("t")) == 2 and h.state("t") == "running"
+
+
+def test_a_due_run_while_the_last_one_runs_is_skipped_and_the_next_slot_kept(h: Harness) -> None:
+    h.write("t", every=1)
+    h.settle()
+    first = h.executor.live_main("t")
+    h.tick(60)
+    h.tick(60)
+    assert len(h.executor.mains("t")) == 1 and h.state("t") == "running"
+    h.executor.finish(first)
+    h.settle()
+    assert [r.outcome for r in h.rows("t")] == [Outcome.OK, Outcome.SKIPPED, Outcome.SKIPPED]
+    assert h.task("t")["next_run"] == (START + timedelta(minutes=3)).isoformat()
+    h.tick(60)
+    assert len(h.executor.mains("t")) == 2
+
+
+def test_missed_slots_are_caught_up_once_after_a_restart(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    Paths(home).ensure()
+    records = Records(Paths(home).database)
+    old = START - timedelta(hours=5)
+    records.record_instant(RunRecord(run_id="old", task="t", trigger=Trigger.SCHEDULE, started=old, due=old,
+                                     finished=old, outcome=Outcome.OK, duration_s=1.0))
+    h = Harness(home, records=records)
+    h.sup.start()
+    h.write("t", every=60)
+    h.settle()
+    assert len(h.executor.mains("t")) == 1, "one catch-up run, not five"
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
+    assert h.task("t")["next_run"] == (START + timedelta(minutes=60)).isoformat()
+    records.close()
+
+
+def test_requirements_change_builds_a_new_env_runs_keep_the_old_one_until_it_is_ready(h: Harness) -> None:
+    h.write("t", every=1)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.write("t", every=1, requirements="b")
+    h.settle()
+    assert h.envs.builds == [KEY_B] and h.state("t") == "scheduled"
+    h.tick(60)
+    assert h.executor.mains("t")[-1].env_key == KEY_A, "runs keep the old env while the new one builds"
+    h.executor.finish(h.executor.live_main("t"))
+    h.envs.ready.add(KEY_B)
+    h.post(EnvBuilt(KEY_B))
+    h.settle()
+    inits = [r for r in h.executor.launched if r.mode is RunMode.INITIALIZE]
+    assert [r.env_key for r in inits] == [KEY_A, KEY_B], "initialize() again in the new env"
+    h.tick(60)
+    assert h.executor.mains("t")[-1].env_key == KEY_B
+
+
+def test_a_code_change_while_initialize_runs_initializes_once_more(h: Harness) -> None:
+    h.executor.init_outcome = None
+    h.write("t")
+    h.settle()
+    assert h.state("t") == "initializing"
+    first_init = next(r for r in h.executor.live.values() if r.mode is RunMode.INITIALIZE)
+    h.write("t", main="def main():\n    return 'v2'\n")
+    h.settle()
+    h.executor.finish(first_init.run_id)
+    h.settle()
+    assert h.state("t") == "initializing", "the old code's initialize() does not activate the new code"
+    second = next(r for r in h.executor.live.values() if r.mode is RunMode.INITIALIZE)
+    h.executor.finish(second.run_id)
+    h.settle()
+    assert h.state("t") in ("scheduled", "running")
+
+
+def test_a_removed_task_disappears_its_run_finishes_and_is_recorded(h: Harness) -> None:
+    h.write("t")
+    h.settle()
+    run_id = h.executor.live_main("t")
+    shutil.rmtree(h.paths.task_dir("t"))
+    h.settle()
+    assert [t["name"] for t in h.sup.status()["tasks"]] == []
+    assert "t" in h.sup.tasks, "kept until its run has ended"
+    h.executor.finish(run_id, Outcome.FAILED)
+    h.settle()
+    assert "t" not in h.sup.tasks
+    assert [r.outcome for r in h.rows("t")] == [Outcome.FAILED]
+
+
+def test_a_backward_clock_step_never_delays_a_task_more_than_one_interval(h: Harness) -> None:
+    h.write("t", every=10)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
+    h.clock.step_wall(-3 * 3600)
+    h.settle()
+    next_run = datetime.fromisoformat(h.task("t")["next_run"])
+    assert next_run <= h.clock.now() + timedelta(minutes=10)
+    h.tick(600)
+    assert len(h.executor.mains("t")) == 2
+
+
+def test_a_forward_clock_step_catches_up_once_without_skipped_rows(h: Harness) -> None:
+    h.write("t", every=10)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
+    h.clock.step_wall(5 * 3600)
+    h.settle()
+    assert len(h.executor.mains("t")) == 2, "exactly one catch-up"
+    h.executor.finish(h.executor.live_main("t"))
+    h.tick(1)
+    assert len(h.executor.mains("t")) == 2
+    assert Outcome.SKIPPED not in [r.outcome for r in h.rows("t")]
+
+
+def test_one_broken_task_is_its_own_error_and_the_others_run(h: Harness) -> None:
+    h.envs.broken.add("bad")
+    h.write("bad")
+    h.write("good")
+    h.settle()
+    assert h.state("bad") == "error" and "key computation exploded" in h.task("bad")["error"]
+    assert h.state("good") == "running"
+
+
+def test_a_spawn_error_is_recorded_as_failed_and_the_streak_counts_it(h: Harness) -> None:
+    h.executor.init_outcome = Outcome.OK
+    h.write("t", every=1)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"), Outcome.FAILED)
+    h.settle()
+    h.executor.fail_next = SpawnError("task 't': cannot start: no such file")
+    h.tick(60)
+    assert [r.outcome for r in h.rows("t")] == [Outcome.FAILED, Outcome.FAILED]
+    assert [f.consecutive_failures for f in h.facts] == [1, 2]
+    h.tick(60)
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
+    assert [f.consecutive_failures for f in h.facts] == [1, 2, 0] and all(f.final for f in h.facts)
+
+
+def test_testing_mode_confirms_without_launching_and_counts_as_a_start(h: Harness) -> None:
+    h.write("t", every=1, extra="[Global]\nTesting = True\n")
+    h.settle()
+    h.tick(60)
+    assert h.executor.mains("t") == []
+    assert [r.outcome for r in h.rows("t")] == [Outcome.TESTING, Outcome.TESTING]
+
+
+def test_shutdown_stops_runs_and_the_loop_ends_when_they_have(h: Harness) -> None:
+    h.write("t")
+    h.settle()
+    h.sup.request_stop("test")
+    h.settle()
+    assert not h.sup.turn(), "nothing in flight: the loop ends"
+    assert [r.outcome for r in h.rows("t")] == [Outcome.KILLED]
