@@ -51,6 +51,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p = sub.add_parser("new", parents=[common], help="create a new task folder from a template")
     p.add_argument("name")
+    p = sub.add_parser("worker", parents=[common], help="run task processes for a supervisor, as an RQ worker")
+    p.add_argument("--redis", required=True, metavar="URL", help="the Redis the supervisor enqueues on")
+    p.add_argument("--queues", default="default", help="comma-separated queue names (default: default)")
+    p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    p.add_argument("--name", help="worker name (default: RQ's random name)")
     return parser
 
 
@@ -262,3 +267,13 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
+    from .scaleout.worker import serve_worker
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    return serve_worker(paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name)
+
+
+COMMANDS["worker"] = cmd_worker

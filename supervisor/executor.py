@@ -52,6 +52,8 @@ class LaunchRequest:
     python: Path  # the env's interpreter
     env_dir: Path
     limits: Limits
+    due: datetime | None = None  # the scheduled slot (None for a manual run): names the slot's job elsewhere
+    queue: str = "default"  # [Global] Queue: where a remote executor sends the run
 
 
 class Executor(Protocol):

@@ -287,7 +287,7 @@ class Supervisor(TaskBook):
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
                                 output_dir=self.paths.task_output(st.name), env_key=st.env_key,
                                 python=self.envs.python_for(st.env_key), env_dir=self.envs.env_dir(st.env_key),
-                                limits=st.spec.limits)
+                                limits=st.spec.limits, due=due, queue=st.spec.queue)
         try:
             self.executor.launch(request)
         except TaskAutomationError as exc:

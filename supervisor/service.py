@@ -21,7 +21,7 @@ from .envbuild import BackgroundEnvs
 from .envs import EnvManager
 from .errors import RecordsError
 from .events import ControlRequest, Inbox
-from .executor import LIMIT_SAMPLE_S, LocalExecutor
+from .executor import LIMIT_SAMPLE_S, Executor, LocalExecutor
 from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .loop import Supervisor
@@ -82,9 +82,18 @@ def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records,
     the run-finished consumers (history first, then the outcome log lines)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
-    executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
-                             logger=logger, clock=clock, post=inbox.post,
-                             output_cap_bytes=home_config.output_cap_bytes)
+    executor: Executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
+                                       logger=logger, clock=clock, post=inbox.post,
+                                       output_cap_bytes=home_config.output_cap_bytes)
+    if home_config.executor == "rq":
+        from .scaleout.executor import RQExecutor, home_id_for  # the optional extra: imported only when used
+
+        assert home_config.redis_url is not None  # config.py refuses Executor=rq without RedisUrl
+        executor = RQExecutor(local=executor, redis_url=home_config.redis_url, home_id=home_id_for(paths.home),
+                              installer=home_config.installer, output_cap_bytes=home_config.output_cap_bytes,
+                              task_logs=task_logs, logger=logger, clock=clock, post=inbox.post)
+        logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)",
+                    executor._safe_url())
     return Supervisor(paths, home_config=home_config, clock=clock, tz=local_zone(), logger=logger,
                       task_logs=task_logs, inbox=inbox, executor=executor,
                       envs=BackgroundEnvs(envs, envs_dir=paths.envs, post=inbox.post), history=history,
