@@ -12,8 +12,8 @@ from typing import Iterator
 import pytest
 from harness import REPO, SupervisorProcess, pids_alive
 from helpers import build_wheel, wait_for, write_task
-from redis_server import RedisServer
 
+from bench.redisproc import RedisServer
 from supervisor.clock import SystemClock
 from supervisor.errors import SpawnError
 from supervisor.executor import LaunchRequest

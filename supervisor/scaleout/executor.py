@@ -117,8 +117,10 @@ class RQExecutor:
         self.log.info("task %r: run %s queued on RQ queue %r", request.task, request.run_id, request.queue)
 
     def _upload(self, bundle: Bundle) -> None:
-        if not self.redis.set(bundle.key, bundle.data, nx=True, ex=BUNDLE_TTL_S):
-            self.redis.expire(bundle.key, BUNDLE_TTL_S)  # known content: keep it, upload nothing
+        # EXPIRE answers whether the content is there already, without sending it again; SET NX keeps a
+        # racing supervisor's identical upload from being written twice.
+        if not self.redis.expire(bundle.key, BUNDLE_TTL_S):
+            self.redis.set(bundle.key, bundle.data, nx=True, ex=BUNDLE_TTL_S)
 
     def _payload(self, request: LaunchRequest, bundle: Bundle) -> dict[str, Any]:
         return {"task": request.task, "run_id": request.run_id, "mode": request.mode.value,

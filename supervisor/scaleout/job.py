@@ -187,7 +187,8 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
                         return result_to_json(ended, list(tail.lines))
                 executor.enforce()
         finally:
-            executor.close()
+            if executor.active:  # only when the run did not settle: close() sweeps /proc for its cookie
+                executor.close()
     finally:
         stop_flag.set()
         beat.join(timeout=2 * HEARTBEAT_S)

@@ -1,13 +1,12 @@
-"""A real redis-server on a free loopback port, for the scale-out tests (Debian package ``redis-server``)."""
+"""A real redis-server on a free loopback port, for the scale-out tests and benchmarks (Debian ``redis-server``)."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
-
-from helpers import wait_for
 
 
 def free_port() -> int:
@@ -41,7 +40,12 @@ class RedisServer:
              "--dir", str(self.folder), "--protected-mode", "yes"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        wait_for(self.ping, timeout=10, what=f"redis-server on port {self.port}")
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on port {self.port}: see {self.folder}/redis.log")
+            time.sleep(0.02)  # polling a condition with a deadline, not a fixed wait
         return self
 
     def ping(self) -> bool:
