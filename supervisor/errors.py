@@ -4,7 +4,18 @@ from __future__ import annotations
 
 
 class TaskAutomationError(Exception):
-    """Base of every error the supervisor raises on purpose; its str() is the user-facing line."""
+    """Base of every error the supervisor raises on purpose; its str() is the user-facing line.
+
+    ``transient`` is True when the same operation may well succeed later without anyone changing anything
+    (an installer killed by a signal, an unreachable package index, EMFILE/EAGAIN at spawn): callers retry
+    those with backoff instead of giving up.
+    """
+
+    transient: bool = False
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
+        self.transient = transient
 
 
 class ConfigError(TaskAutomationError):
@@ -24,8 +35,8 @@ class EnvBuildError(TaskAutomationError):
     ``output`` holds the installer's whole log (for the task's log file); str() is the short reason.
     """
 
-    def __init__(self, message: str, *, output: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, output: str = "", transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
         self.output = output
 
 

@@ -2,42 +2,28 @@
 
 Checks, per task: the folder is complete (main.py, config.ini), config.ini parses with valid values (warnings
 for unknown keys and defaults used), main.py compiles and defines main(), requirements.txt is readable UTF-8
-and each requirement line looks like a requirement or a pip option. Nothing is imported, built or installed.
+and each requirement line is a valid requirement (packaging) or pip option (pip's rules), named
+by file and line number. Nothing is imported, built or installed.
 """
 
 from __future__ import annotations
 
-import re
+import os
 from pathlib import Path
 
 from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
-from .envs import normalize_requirements
 from .errors import TaskAutomationError
-from .paths import CONFIG_FILE, MAIN_FILE, Paths
+from .paths import Paths
+from .reqcheck import check_file
 from .spec import Limits
-
-# A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
-_REQUIREMENT_START = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[|==|>=|<=|~=|!=|===|>|<|;|@|$|\s)")
-_LOCATION_START = ("-", ".", "/", "~", "$", "file:", "http://", "https://", "git+", "hg+", "svn+", "bzr+")
 
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
-    """Problems in one requirements.txt (empty list when it looks installable)."""
-    if not path.exists():
-        return []  # a missing requirements.txt means no packages
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return [f"task {task!r}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]
-    except OSError as exc:
-        return [f"task {task!r}: {path}: cannot be read: {exc.strerror or exc}"]
-    problems = []
-    for line in normalize_requirements(text):
-        if line.startswith(_LOCATION_START) or _REQUIREMENT_START.match(line) or "://" in line:
-            continue
-        problems.append(f"task {task!r}: {path}: {line!r} is neither a requirement nor a pip option")
-    return problems
+    """Problems in one requirements.txt (empty list when pip would accept every line); see reqcheck."""
+    if not path.exists() and not path.is_symlink():
+        return []  # a missing requirements.txt means no packages (a dangling link is reported by reqcheck)
+    return [f"task {task!r}: {problem}" for problem in check_file(path, environ=os.environ)]
 
 
 def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[str]]:
@@ -60,9 +46,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
         errors: list[str] = []
         warnings_: list[str] = []
-        for filename in (MAIN_FILE, CONFIG_FILE):
-            if not (folder.path / filename).is_file():
-                errors.append(f"task {name!r}: {folder.path / filename}: missing")
+        # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
+        errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
             try:
                 result = read_task_config(paths.task_config(name), task=name, defaults=defaults)
