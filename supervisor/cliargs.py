@@ -27,7 +27,7 @@ EXAMPLES = {
     "logs": "example:\n  python3 -m supervisor logs backup -n 100 -f",
     "validate": "example:\n  python3 -m supervisor validate backup",
     "new": "example:\n  python3 -m supervisor new fetch_weather --enable",
-    "worker": "example:\n  taskautomation worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
+    "worker": "example:\n  python3 -m supervisor worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
               "--queues default,gpu",
 }
 HOME_HELP = ("the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
