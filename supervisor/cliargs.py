@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from . import __version__
 from .spec import Outcome
@@ -29,6 +30,12 @@ EXAMPLES = {
     "new": "example:\n  python3 -m supervisor new fetch_weather --enable",
     "worker": "example:\n  python3 -m supervisor worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
               "--queues default,gpu",
+    "install-systemd": "examples:\n  .venv/bin/python -m supervisor install-systemd --user --enable\n"
+                       "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
+    "doctor": "example:\n  python3 -m supervisor doctor --json",
+    "notify-test": "example:\n  python3 -m supervisor notify-test backup",
+    "next": "examples:\n  python3 -m supervisor next backup --count 10\n"
+            "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
 }
 HOME_HELP = ("the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
              "if it holds Tasks/)")
@@ -82,6 +89,9 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--why", action="store_true",
                        help="explain every task's state and next run in full (default: only tasks that are "
                             "not plainly scheduled)")
+        p.add_argument("--check", action="store_true",
+                       help="exit 1 when any task is in error or env-failed or its last finished run failed "
+                            "(for scripts and monitors)")
     elif command == "history":
         p.add_argument("name", help="the task (its folder name under Tasks/)")
         p.add_argument("--json", action="store_true", help='print {"runs": [...]} (stable schema)')
@@ -117,6 +127,24 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
                        help="comma-separated queues to serve, in priority order (default: default)")
         p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
         p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
+    elif command == "install-systemd":
+        p.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user) instead of a "
+                                                           "system unit (/etc/systemd/system)")
+        p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+        p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
+        p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR",
+                       help="write the unit into DIR instead")
+    elif command == "doctor":
+        p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
+    elif command == "notify-test":
+        p.add_argument("name", help="the task whose [Notify] channels to test")
+    elif command == "next":
+        p.add_argument("name", help="the task (its folder name under Tasks/)")
+        p.add_argument("--count", type=int, default=5, metavar="N", help="how many due times (default 5)")
+        p.add_argument("--from", dest="start", metavar="TIME",
+                       help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
+                            "without an offset TIME is read in the task's zone)")
+        p.add_argument("--json", action="store_true", help='print {"task": NAME, "next": [ISO, ...]} (stable schema)')
 
 
 SUBCOMMANDS = {
@@ -129,6 +157,10 @@ SUBCOMMANDS = {
     "validate": "check task folders and requirements without running anything",
     "new": "create a new task folder from a template (disabled until you enable it)",
     "worker": "run tasks for a supervisor on another machine, as an RQ worker (extra: taskautomation[rq])",
+    "install-systemd": "write a systemd unit for this home (starts at boot, restarts after a crash or hang)",
+    "doctor": "check that this machine and home are set up right; exit 1 on any FAIL",
+    "notify-test": "send a test notice through every channel of a task; exit 1 if any failed",
+    "next": "the next due times of a task, with its zone, window and jitter (offline)",
 }
 
 

@@ -30,9 +30,15 @@ STREAK_LOOKBACK = 1000
 
 def failure_streak(newest_first: Iterable[RunRecord]) -> int:
     """Final attempts in a row (newest first) whose outcome is a failure; ``ok`` ends the count, other
-    outcomes (skipped, testing, killed, interrupted, open rows) are passed over."""
+    outcomes (skipped, testing, killed, interrupted, open rows) are passed over. An attempt that was
+    retried (a newer row is its next attempt) is not final and does not count."""
     streak = 0
+    retried: set[tuple[str, int]] = set()  # (first attempt's run id, attempt number) that has a retry
     for record in newest_first:
+        if record.retry_of is not None:
+            retried.add((record.retry_of, record.attempt - 1))
+        if (record.retry_of or record.run_id, record.attempt) in retried:
+            continue
         if record.outcome is Outcome.OK:
             break
         if record.outcome in FAILURE_OUTCOMES:
@@ -89,9 +95,11 @@ class RunHistory:
             self.log.error("run history: %s", exc)
             return None
 
-    def failure_streak(self, task: str) -> int:
+    def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
+        """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""
         try:
-            return failure_streak(self.records.history(task, limit=STREAK_LOOKBACK))
+            rows = self.records.history(task, limit=STREAK_LOOKBACK)
+            return failure_streak(r for r in rows if r.run_id != excluding)
         except TaskAutomationError as exc:
             self.log.error("run history: %s", exc)
             return 0

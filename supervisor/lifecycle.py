@@ -12,6 +12,7 @@ from datetime import datetime
 
 from .discovery import TaskFolder
 from .errors import TaskAutomationError
+from .retry import PendingRetry
 from .spec import RunMode, TaskPhase, TaskSpec, Trigger as RunTrigger
 from .triggers import Trigger
 
@@ -41,6 +42,7 @@ TRANSITIONS: dict[TaskPhase, dict[TaskPhase, str]] = {
         P.REMOVED: "its folder disappeared",
     },
     P.SCHEDULED: {
+        P.ENV_BUILDING: "its env's base interpreter disappeared: the env is rebuilt (once)",
         P.ERROR: "its files broke, or initialize() failed after a code change or env switch",
         P.DISABLED: "Enabled=False",
         P.REMOVED: "its folder disappeared",
@@ -82,6 +84,8 @@ class InFlight:
     trigger: RunTrigger
     started: datetime
     due: datetime | None
+    attempt: int = 1  # [Retry]: 1 = the run itself
+    retry_of: str | None = None  # a retry's first attempt's run id
 
 
 class IllegalTransition(TaskAutomationError):
@@ -108,6 +112,7 @@ class TaskState:
     init_again: bool = False  # the folder changed while initialize() ran: run it once more after
     queued_since: datetime | None = None  # a due run waits for a free run slot
     failures: int = 0  # consecutive failures (see spec.RunFinished)
+    retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run, if one is due
     reported: set[str] = field(default_factory=set)  # "fingerprint:message" already logged
 
 

@@ -6,7 +6,8 @@ supervisor wakes at least once a minute however many tasks it holds, to notice w
 
 The loop receives its collaborators (service.py wires the real ones; tests pass fakes): the clock, an
 ``Executor`` that runs processes and reports their end, an ``EnvBuilder``, the run history, and the
-consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way).
+consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way), and the
+listeners of ``RunStarted`` facts (the healthchecks ``/start`` ping).
 A task's phases and the moves between them are the table in lifecycle.py.
 
 Policies the loop enforces:
@@ -14,6 +15,10 @@ Policies the loop enforces:
   and that re-reads the schedule anchor and the failure streak from history.
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
+* [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
+  ``retry.decide`` picks the time of the next attempt; the attempt is published with ``final=False`` and
+  the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
+  next slot wins: a retry not due before it is dropped. Manual runs are not retried.
 * A due run while the previous one is still running is recorded as ``skipped``; the next due time is the next
   slot. A Testing=True confirmation counts as a start.
 * A removed or disabled task's in-flight run is allowed to finish within its own timeout; then the task is
@@ -46,8 +51,10 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
+from .retry import PendingRetry, decide, slot_wins
+from .sdnotify import LoopNotifier, Notifier
 from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
-                   TaskPhase, Trigger)
+                   RunStarted, TaskPhase, Trigger)
 from .status import SupervisorView, TaskView, status_json, view_of
 from .tasks import TaskBook
 
@@ -59,6 +66,7 @@ CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a 
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
 Consumer = Callable[[RunFinished], None]
+StartListener = Callable[[RunStarted], None]
 
 
 class Supervisor(TaskBook):
@@ -68,17 +76,22 @@ class Supervisor(TaskBook):
                  logger: logging.Logger, task_logs: TaskLogs, inbox: Inbox, executor: Executor,
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS) -> None:
+                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
+                 notifier: LoopNotifier | None = None, start_listeners: Sequence[StartListener] = ()) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger,
                          task_logs=task_logs, envs=envs, history=history, max_inits=max_inits)
         self.inbox = inbox
         self.executor = executor
         self.consumers = tuple(consumers)
+        self.start_listeners = tuple(start_listeners)
+        self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
         self.rescan_wanted = True
         self.scanned_once = False
         self.safety_rescan_s = safety_rescan_s
         self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.watcher_factory = watcher_factory
+        # systemd (sdnotify.py): READY after the first scan, STATUS, WATCHDOG from this thread, STOPPING.
+        self.notifier = notifier if notifier is not None else LoopNotifier(Notifier(None))
         self.watcher: Any = None
         self.started_at = clock.now()
         self.clock_offset = self._wall_minus_mono()
@@ -116,6 +129,7 @@ class Supervisor(TaskBook):
 
     def turn(self) -> bool:
         """One pass of the phases; False once stopped with nothing left in flight."""
+        self.last_turn_mono = self.clock.monotonic()
         self._check_clock()
         if self.stopping is None and self.clock.monotonic() >= self.next_safety_rescan:
             self.rescan_wanted = True
@@ -129,7 +143,18 @@ class Supervisor(TaskBook):
         self.executor.enforce()
         if self.gc_wanted and self.stopping is None:
             self._collect_envs()
+        self._notify_service()
         return not (self.stopping is not None and not self.in_flight)
+
+    def _notify_service(self) -> None:
+        """Tell systemd how the loop is doing; the watchdog ping proves this very thread still turns."""
+        if not self.notifier.enabled:
+            return
+        tasks = [st for st in self.tasks.values() if not is_gone(st)]
+        broken = sum(1 for st in tasks if st.phase in (P.ERROR, P.ENV_FAILED))
+        running = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
+        self.notifier.turn(self.clock.monotonic(), scanned=self.scanned_once, tasks=len(tasks), running=running,
+                           broken=broken)
 
     def drain(self) -> None:
         """Handle whatever else arrived, so one turn serves a burst."""
@@ -146,12 +171,18 @@ class Supervisor(TaskBook):
                     return 0.0
                 if is_scheduled(st) and st.next_due is not None:
                     wait = min(wait, (st.next_due - now).total_seconds())
+                if is_scheduled(st) and st.retry is not None and st.main_run is None:
+                    # (A retry waiting for a manual run is woken by that run's end, not by polling.)
+                    wait = min(wait, (st.retry.at - now).total_seconds())
         mono = self.clock.monotonic()
         if self.stopping is None:
             wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
         limit_check = self.executor.next_wakeup()
         if limit_check is not None:
             wait = min(wait, limit_check - mono)
+        watchdog = self.notifier.max_sleep()
+        if watchdog is not None:
+            wait = min(wait, watchdog)  # wake in time to ping systemd's watchdog from this thread
         return max(0.0, wait)
 
     def handle(self, event: Event | None) -> None:
@@ -219,6 +250,8 @@ class Supervisor(TaskBook):
         for st in list(self.tasks.values()):
             if not is_scheduled(st) or st.trigger is None:
                 continue
+            if st.retry is not None:
+                self._guarded(st.name, self._start_retry, st, now)
             if st.startup_pending:
                 st.startup_pending = False
                 st.anchor = now
@@ -229,6 +262,24 @@ class Supervisor(TaskBook):
                 # Advance before anything can fail, so a spawn error cannot make the task hot-loop.
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
                 self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
+
+    def _start_retry(self, st: TaskState, now: datetime) -> None:
+        """Start a pending retry that is due, or drop it when the next slot comes first (never overlap)."""
+        pending = st.retry
+        assert pending is not None
+        # Dropped when the slot is not later than the retry, or when it came while the retry still waited
+        # (for a manual run to end): either way the slot runs and the retry never overlaps it.
+        slot_came = st.next_due is not None and st.next_due <= now
+        if slot_wins(retry_at=pending.at, next_slot=st.next_due) or slot_came:
+            st.retry = None
+            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {pending.attempt}) dropped: "
+                                             f"the next slot {self._fmt(st.next_due)} comes first")
+            return
+        if pending.at > now or st.main_run is not None:
+            return  # not yet; or a manual run is in flight: the retry waits for it to end
+        st.retry = None
+        self._launch(st, mode=RunMode.MAIN, trigger=Trigger.RETRY, due=pending.at, attempt=pending.attempt,
+                     retry_of=pending.retry_of)
 
     def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
         assert st.spec is not None
@@ -275,13 +326,16 @@ class Supervisor(TaskBook):
         self.history.instant(record)
         return record.run_id
 
-    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
+    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, attempt: int = 1,
+                retry_of: str | None = None) -> str | None:
         """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
+        if self._env_broken(st, st.env_key):
+            return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
         now = self.clock.now()
         run_id = new_run_id(now)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
-                           log_path=self.task_logs.path(st.name))
+                           log_path=self.task_logs.path(st.name), attempt=attempt, retry_of=retry_of)
         if mode is RunMode.MAIN:
             self.history.opened(record)  # before the spawn: survives a crash
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
@@ -295,15 +349,19 @@ class Supervisor(TaskBook):
             if mode is RunMode.MAIN:
                 failed = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                                    finished=self.clock.now(), outcome=Outcome.FAILED, duration_s=0.0,
-                                   message=str(exc), log_path=record.log_path)
+                                   message=str(exc), log_path=record.log_path, attempt=attempt,
+                                   retry_of=retry_of)
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, str(exc))
+            if not is_gone(st):
+                self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
-                                          started=now, due=due)
+                                          started=now, due=due, attempt=attempt, retry_of=retry_of)
         if mode is RunMode.MAIN:
             st.main_run = run_id
+            self._announce(RunStarted(task=st.name, run_id=run_id, trigger=trigger, spec=st.spec))
         else:
             st.init_run = run_id
         return run_id
@@ -321,7 +379,8 @@ class Supervisor(TaskBook):
                                due=flight.due, finished=result.finished, outcome=result.outcome,
                                duration_s=result.duration_s, exit_code=result.exit_code, signal=result.signal,
                                message=result.message, peak_rss_mb=result.peak_rss_mb, cpu_s=result.cpu_s,
-                               log_path=self.task_logs.path(result.task))
+                               log_path=self.task_logs.path(result.task), attempt=flight.attempt,
+                               retry_of=flight.retry_of)
             self._publish(st, record, summary=result.summary, leftovers=result.leftovers)
             if flight.env_key not in self._keys_in_use():
                 self.gc_wanted = True  # the last run on a replaced env has ended: it can go now
@@ -336,20 +395,56 @@ class Supervisor(TaskBook):
     def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         """A run of main() has ended: hand the fact to every consumer (history first)."""
         assert record.outcome is not None
+        final = self._decide_retry(st, record)
         failures = st.failures if st is not None else 0
         if record.outcome is Outcome.OK:
             failures = 0
-        elif record.outcome in FAILURE_OUTCOMES:
+        elif record.outcome in FAILURE_OUTCOMES and final:  # an attempt that will be retried does not count
             failures += 1
         if st is not None:
             st.failures = failures
         fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers)
+                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
+                           spec=st.spec if st is not None else None, attempt=record.attempt, final=final)
         for consumer in self.consumers:
             try:
                 consumer(fact)
             except Exception:  # noqa: BLE001 - a consumer's bug must not stop the loop or the other consumers
                 self.log.exception("run %s: a run-finished consumer failed", record.run_id)
+
+    def _announce(self, fact: RunStarted) -> None:
+        """A run of main() has started: tell every run-started listener (they only queue work)."""
+        for listener in self.start_listeners:
+            try:
+                listener(fact)
+            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
+                self.log.exception("run %s: a run-started listener failed", fact.run_id)
+
+    def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:
+        """None while the loop keeps turning (it wakes at least every IDLE_WAKE_S); otherwise why not.
+        Safe from any thread: it reads one float."""
+        idle = self.clock.monotonic() - self.last_turn_mono
+        return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
+    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
+        """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""
+        assert record.outcome is not None and record.finished is not None
+        if (st is None or st.spec is None or not is_scheduled(st) or self.stopping is not None
+                or record.trigger is Trigger.MANUAL):
+            return True
+        decision = decide(st.spec.retry, attempt=record.attempt, outcome=record.outcome, finished=record.finished,
+                          next_slot=st.next_due)
+        if decision.final:
+            if record.attempt > 1 or "next slot" in decision.reason:
+                self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} "
+                                                 f"{record.outcome.value}: final ({decision.reason})")
+            return True
+        assert decision.retry_at is not None and decision.next_attempt is not None
+        st.retry = PendingRetry(at=decision.retry_at, attempt=decision.next_attempt,
+                                retry_of=record.retry_of or record.run_id)
+        self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}; "
+                                         f"retry (attempt {decision.next_attempt} of {st.spec.retry.attempts + 1}) "
+                                         f"at {self._fmt(decision.retry_at)}")
+        return False
 
     # ------------------------------------------------------------------ control requests
     def _on_control(self, request: ControlRequest) -> None:
@@ -386,6 +481,7 @@ class Supervisor(TaskBook):
         if self.stopping is not None:
             return
         self.stopping = reason
+        self.notifier.stopping(running=len(self.in_flight))
         self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.in_flight))
         if self.watcher is not None:
             self.watcher.stop()
@@ -399,4 +495,5 @@ class Supervisor(TaskBook):
         uptime = self.clock.now() - self.started_at
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.history.counts.items())) or "no runs"
         self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
+        self.notifier.close()
         self.task_logs.close()

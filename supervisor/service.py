@@ -7,12 +7,13 @@ keeps each monitor's PDEATHSIG tied to a thread that lives as long as the superv
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .clock import Clock, SystemClock
 from .config import read_home_config
@@ -26,11 +27,17 @@ from .fdlimit import raise_fd_limit
 from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .loop import Supervisor
+from .notify.consumer import RunNotifications
+from .notify.heartbeat import Heartbeat
+from .notify.notifier import Notifier as NoticeNotifier
+from .notify.notifier import default_origin
 from .paths import Paths
 from .records import Records
 from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
-from .spec import HomeConfig
+from .sdnotify import LoopNotifier, Notifier
+from .secretenv import SecretStore
+from .spec import HomeConfig, RunFinished, RunStarted
 from .watcher import TaskWatcher
 from .writebehind import WriteBehindRecords
 
@@ -39,6 +46,8 @@ CONTROL_REPLY_TIMEOUT_S = 10.0
 
 def serve(paths: Paths, *, console: bool = True) -> int:
     """Run the supervisor in the foreground until stopped. Returns the process exit code."""
+    # Read (and take out of the environment every run inherits) systemd's NOTIFY_SOCKET / WATCHDOG_USEC first.
+    notifier = Notifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
     paths.ensure()
     lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunningError propagates to the CLI edge as one line
@@ -46,6 +55,9 @@ def serve(paths: Paths, *, console: bool = True) -> int:
         home_config, warnings = read_home_config(paths.home_config)
         logger = setup_supervisor_logging(paths.supervisor_log, max_bytes=home_config.log_max_bytes,
                                           backups=home_config.log_backups, console=console)
+        if notifier.enabled:
+            watchdog = f"{notifier.watchdog_s:g} s" if notifier.watchdog_s is not None else "off"
+            logger.info("systemd notification socket in use (watchdog %s)", watchdog)
         for warning in warnings:
             logger.warning("%s", warning)
         records = WriteBehindRecords.wrap(open_history(paths.database, keep=home_config.keep_runs, logger=logger),
@@ -56,23 +68,34 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                               logger=logging.getLogger("taskautomation.envs"))
             task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes,
                                  backups=home_config.log_backups)
+            notices = NoticeNotifier(origin=default_origin(paths.home), logger=logger)
+            secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
             supervisor = build_supervisor(
                 paths, home_config=home_config, records=records, envs=envs, clock=SystemClock(),
-                logger=logger, task_logs=task_logs,
+                logger=logger, task_logs=task_logs, notices=notices, secrets=secrets,
                 watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
                                                               debounce_s=home_config.watch_debounce_s,
-                                                              logger=logger))
+                                                              logger=logger),
+                notifier=LoopNotifier(notifier))
             cgroup_ok, cgroup_why = cgroup_v2_memory_support()
             logger.info("memory limits: enforced by sampling each run's tree every %.2f s (%s%s)", LIMIT_SAMPLE_S,
                         cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
             previous = _install_signal_handlers(supervisor)
+            notices.start()
+            heartbeat = None
+            if home_config.heartbeat.url is not None:
+                heartbeat = Heartbeat(home_config.heartbeat, logger=logger, healthy=supervisor.health)
+                heartbeat.start()
             try:
                 supervisor.run()
             finally:
                 _restore_signal_handlers(previous)
                 server.stop()
+                if heartbeat is not None:
+                    heartbeat.stop()
+                notices.close(drain_s=2.0)  # queued notices get 2 s; a hanging receiver cannot hold the exit
         finally:
             records.close()
     finally:
@@ -81,14 +104,16 @@ def serve(paths: Paths, *, console: bool = True) -> int:
 
 
 def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager, clock: Clock,
-                     logger: logging.Logger, task_logs: TaskLogs, **options: Any) -> Supervisor:
-    """The loop with its real collaborators: a local executor, background env builds, the run history and
-    the run-finished consumers (history first, then the outcome log lines)."""
+                     logger: logging.Logger, task_logs: TaskLogs, notices: NoticeNotifier | None = None,
+                     secrets: SecretStore | None = None, **options: Any) -> Supervisor:
+    """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
+    builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
+    notifications), and the run-started listeners (the /start ping)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
     executor: Executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
                                        logger=logger, clock=clock, post=inbox.post,
-                                       output_cap_bytes=home_config.output_cap_bytes)
+                                       output_cap_bytes=home_config.output_cap_bytes, secrets=secrets)
     if home_config.executor == "rq":
         from .scaleout.executor import RQExecutor, home_id_for  # the optional extra: imported only when used
 
@@ -97,11 +122,18 @@ def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records,
                               installer=home_config.installer, output_cap_bytes=home_config.output_cap_bytes,
                               task_logs=task_logs, logger=logger, clock=clock, post=inbox.post)
         logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)",
-                    executor._safe_url())
+                    executor.safe_url())
+    consumers: list[Callable[[RunFinished], None]] = [history, RunLog(logger=logger, task_logs=task_logs)]
+    listeners: list[Callable[[RunStarted], None]] = []
+    if notices is not None:
+        notifications = RunNotifications(notices, secrets=secrets, streak_before=lambda task, run_id:
+                                         history.failure_streak(task, excluding=run_id))
+        consumers.append(notifications)
+        listeners.append(notifications.run_started)
     return Supervisor(paths, home_config=home_config, clock=clock, tz=local_zone(), logger=logger,
                       task_logs=task_logs, inbox=inbox, executor=executor,
                       envs=BackgroundEnvs(envs, envs_dir=paths.envs, post=inbox.post), history=history,
-                      consumers=[history, RunLog(logger=logger, task_logs=task_logs)], **options)
+                      consumers=consumers, start_listeners=listeners, **options)
 
 
 def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:

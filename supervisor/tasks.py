@@ -13,6 +13,11 @@ Policies:
 * Problems are logged once per folder content, so an unchanged broken folder is not re-reported every rescan.
 * A broken or disabled task keeps its env (for when it is fixed or re-enabled); envs nothing refers to any
   more are collected.
+* Self-healing envs: an env whose base interpreter disappeared (a distro upgrade, a pyenv removal) is found
+  at the key check of a load and before every spawn, and rebuilt once, automatically; meanwhile its tasks are
+  ``env-building`` with the reason as their error. Tasks sharing the env join the one rebuild. A failed
+  rebuild makes the task ``env-failed``; an env still broken after its rebuild makes it ``error``; either
+  waits for its files to change.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Callable
 
 from .clock import Clock
+from .envhealth import HealPolicy
 from .discovery import TaskFolder
 from .envbuild import EnvBuilder
 from .events import EnvBuilt
@@ -57,6 +63,7 @@ class TaskBook:
         self.init_queue: dict[str, None] = {}  # tasks waiting for an initialize() slot, in arrival order
         self.gc_wanted = False
         self.stopping: str | None = None  # the reason, once a shutdown has begun
+        self.heal = HealPolicy()  # env keys already rebuilt once because their interpreter disappeared
 
     # Provided by the loop.
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
@@ -101,7 +108,8 @@ class TaskBook:
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
-        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs)
+        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs,
+                              notify_defaults=self.config.notify, retry_defaults=self.config.retry)
         if reading.problem is not None:
             self._set_broken(st, reading.problem, level=reading.level)
             return
@@ -120,6 +128,8 @@ class TaskBook:
         wanted = reading.wanted_key
         assert wanted is not None
         st.wanted_key = wanted
+        if wanted == st.env_key and self._env_broken(st, wanted):
+            return
         if wanted != st.env_key:
             if self.envs.is_ready(wanted):
                 st.env_key = wanted
@@ -165,6 +175,7 @@ class TaskBook:
         st.next_due = None
         st.startup_pending = False
         st.queued_since = None
+        st.retry = None  # an unloaded task's pending retry is dropped with its schedule
 
     def _set_broken(self, st: TaskState, message: str, *, level: int = logging.ERROR,
                     phase: TaskPhase = P.ERROR) -> None:
@@ -185,6 +196,8 @@ class TaskBook:
 
     def _on_env_built(self, event: EnvBuilt) -> None:
         waiting = self.building.pop(event.key, set())
+        if event.error is None and self.envs.broken_reason(event.key) is None:
+            self.heal.rebuilt(event.key)  # healthy again: a later breakage (the next upgrade) heals again
         for name in sorted(waiting):
             st = self.tasks.get(name)
             if st is None or is_parked(st) or st.wanted_key != event.key:
@@ -214,6 +227,25 @@ class TaskBook:
                                due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
                                message=event.error, log_path=self.task_logs.path(name))
             self._publish(st, record, summary="")
+
+    def _env_broken(self, st: TaskState, key: str) -> bool:
+        """True when env ``key`` can no longer start its interpreter; the task is then being healed."""
+        reason = self.envs.broken_reason(key)
+        if reason is None:
+            return False
+        # When the requirements already ask for another env, that one is what the task waits for.
+        target = st.wanted_key if st.wanted_key not in (None, key) else key
+        if target == key and key not in self.building and not self.heal.should_rebuild(key):
+            self._set_broken(st, f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
+                                 "installation, then edit a file of the task to retry")
+            return True
+        # Nothing serves the task until that env is ready; a failed build makes it env-failed.
+        then = "rebuilding it" if target == key else f"waiting for its new env {target}"
+        self._unload(st, P.ENV_BUILDING, f"task {st.name!r}: {reason}; {then}")
+        st.env_key = None
+        st.wanted_key = target
+        self._build_env(target, st)
+        return True
 
     def _keys_in_use(self) -> set[str]:
         keys = {flight.env_key for flight in self.in_flight.values()}
@@ -301,7 +333,8 @@ class TaskBook:
             st.startup_pending = st.spec.run_on_startup
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
         if loading:
-            when = "now (RunOnStartup)" if st.startup_pending else self._fmt(st.next_due)
+            when = ("now (RunOnStartup)" if st.startup_pending else
+                    self._fmt(st.next_due) if st.next_due is not None else "none (done: no more runs)")
             flags = " [Testing: main() will not run]" if st.spec.testing else ""
             self._say(st.name, logging.INFO, f"task {st.name!r}: loaded: {st.trigger.describe()}, next run "
                                              f"{when}{flags}")
@@ -311,4 +344,6 @@ class TaskBook:
         assert st.trigger is not None
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=self.clock.now())
         self._say(st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self._fmt(st.next_due)}")
+        if st.next_due is None and st.retry is None and st.main_run is None:
+            self._say(st.name, logging.INFO, f"task {st.name!r}: no more runs (done)")
 

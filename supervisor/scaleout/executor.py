@@ -106,7 +106,7 @@ class RQExecutor:
                 JOB_FUNCTION, self._payload(request, bundle), job_id=job_id, job_timeout=-1,
                 result_ttl=24 * 3600, failure_ttl=24 * 3600, description=f"{request.task} {request.run_id}")
         except RedisError as exc:
-            raise SpawnError(f"task {request.task!r}: cannot enqueue the run on {self._safe_url()}: {exc}") from exc
+            raise SpawnError(f"task {request.task!r}: cannot enqueue the run on {self.safe_url()}: {exc}") from exc
         except OSError as exc:
             raise SpawnError(f"task {request.task!r}: cannot bundle {request.task_dir}: {exc}") from exc
         mono = self.clock.monotonic()
@@ -127,7 +127,7 @@ class RQExecutor:
                 "trigger": request.trigger.value, "bundle": bundle.digest, "limits": limits_to_json(request.limits),
                 "installer": self.installer, "output_cap_bytes": self.output_cap_bytes}
 
-    def _safe_url(self) -> str:
+    def safe_url(self) -> str:
         """The Redis URL without its password, for messages."""
         scheme, sep, rest = self.redis_url.partition("://")
         return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else self.redis_url
@@ -159,11 +159,11 @@ class RQExecutor:
         except RedisError as exc:
             if self.redis_down_since is None:
                 self.redis_down_since = mono
-                self.log.warning("Redis at %s unreachable (%s): %d run(s) in flight wait for it", self._safe_url(),
+                self.log.warning("Redis at %s unreachable (%s): %d run(s) in flight wait for it", self.safe_url(),
                                  exc, len(jobs))
             return
         if self.redis_down_since is not None:
-            self.log.info("Redis at %s reachable again after %.0f s", self._safe_url(), mono - self.redis_down_since)
+            self.log.info("Redis at %s reachable again after %.0f s", self.safe_url(), mono - self.redis_down_since)
             self.redis_down_since = None
         for job, rq_job, status, beat in states:
             self._check(job, rq_job, None if status is None else str(getattr(status, "value", status)), beat)
