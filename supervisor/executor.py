@@ -77,6 +77,9 @@ class Executor(Protocol):
     def next_wakeup(self) -> float | None:
         """The monotonic time at which ``enforce`` next has something to do; None = nothing."""
 
+    def waiting_on(self, run_id: str) -> str | None:
+        """What a launched run still waits for before it starts (shown as state ``queued``); None = started."""
+
     def recover(self) -> list[int]:
         """Kill what a previous supervisor of this home left running; the pids (or ids) it killed."""
 
@@ -230,6 +233,9 @@ class LocalExecutor:
             exit_code=decision.exit_code, signal=decision.signal, leftovers=decision.leftovers,
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
             cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None)
+
+    def waiting_on(self, run_id: str) -> str | None:
+        return None  # a local run starts at launch
 
     def recover(self) -> list[int]:
         return sweep_cookie(self.cookie_prefix)

@@ -468,7 +468,8 @@ class Supervisor(TaskBook):
 
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
-        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None)
+        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None,
+                        waiting_on=self.executor.waiting_on(st.main_run) if st.main_run else None)
                 for st in self.tasks.values() if not is_gone(st)]
 
     def status(self) -> dict[str, Any]:

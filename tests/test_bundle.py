@@ -74,3 +74,12 @@ def test_extract_refuses_path_traversal(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="outside the task folder"):
         extract_bundle(data, tmp_path / "dst", digest=hashlib.sha256(data).hexdigest())
     assert not (tmp_path / "escape.py").exists()
+
+
+def test_extract_keeps_the_workers_own_secrets(tmp_path: Path) -> None:
+    bundle = make_bundle(_task(tmp_path / "src"))
+    target = tmp_path / "worker" / "Tasks" / "T"
+    target.mkdir(parents=True)
+    (target / ".env").write_text("TOKEN=worker-secret\n")
+    extract_bundle(bundle.data, target, digest=bundle.digest)
+    assert (target / ".env").read_text() == "TOKEN=worker-secret\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from harness import REPO, SupervisorProcess, pids_alive
+from harness import REPO, SupervisorProcess, cli, pids_alive
 from helpers import build_wheel, wait_for, write_task
 
 from bench.redisproc import RedisServer
@@ -179,6 +179,17 @@ def test_worker_killed_mid_run_leaves_no_process_and_the_run_is_interrupted(
         assert "worker" in runs[0]["message"]
 
 
+def test_a_run_waiting_for_a_worker_shows_as_queued(home: Path, redis: RedisServer) -> None:
+    write_task(home / "Tasks", "Waiting", config="[Frequency]\nEveryXMinutes = 600\n\n[Global]\nQueue = nobody\n")
+    with SupervisorProcess(rq_home(home, redis)) as sup:  # no worker serves the queue "nobody"
+        status = wait_for(lambda: (s := sup.task_status("Waiting"))["state"] == "queued" and s, timeout=30,
+                          what="the run to show as queued")
+        assert "RQ queue 'nobody'" in status["why"]
+    # Shutdown cancels the job still in the queue: the run ends killed, nothing is left in Redis's queue.
+    runs = json.loads(cli_history(home, "Waiting"))["runs"]
+    assert runs[0]["outcome"] == "killed" and "still queued" in runs[0]["message"]
+
+
 def test_redis_down_fails_runs_clearly_and_the_supervisor_recovers(home: Path, tmp_path: Path,
                                                                    redis: RedisServer,
                                                                    workers: list[Worker]) -> None:
@@ -196,3 +207,8 @@ def test_redis_down_fails_runs_clearly_and_the_supervisor_recovers(home: Path, t
         assert json.dumps(sup.status())  # the supervisor still answers
         assert sup.proc is not None and sup.proc.poll() is None
 
+
+def cli_history(home: Path, task: str) -> str:
+    result = cli(home, "history", task, "--json")
+    assert result.returncode == 0, result.stderr
+    return result.stdout

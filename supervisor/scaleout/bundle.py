@@ -3,7 +3,8 @@
 Policy:
 * A bundle holds what a run needs from the task folder and nothing the task produces: ``Output/``, caches
   (``__pycache__``, ``.pytest_cache``, ``.mypy_cache``), editor noise and symlinks are left out; ``.env`` is
-  left out too (secrets reach a run through its environment, never through Redis).
+  left out too: secrets never travel through Redis; a worker's own ``Tasks/NAME/.env`` (and its home's
+  ``.env``) are kept across bundle versions and give the run its secrets there.
 * The tar is deterministic (sorted names, zeroed times and owners, fixed modes), so unchanged content gives
   the same digest on every supervisor and is uploaded at most once (``SET NX`` on its content key).
 * Extraction refuses members that would land outside the target folder and anything but files and folders.
@@ -23,6 +24,7 @@ BUNDLE_MAX_BYTES = 64 * 1024 * 1024  # a task folder is code, not data; Output/ 
 SKIPPED_DIRS = frozenset({"Output", "__pycache__", ".pytest_cache", ".mypy_cache", ".git", ".venv"})
 SKIPPED_FILES = frozenset({".env", ".DS_Store"})
 KEY_PREFIX = "taskautomation:bundle:"
+KEPT_ON_WORKER = ("Output", ".env")
 
 
 class BundleError(Exception):
@@ -94,9 +96,10 @@ def extract_bundle(data: bytes, target: Path, *, digest: str) -> None:
                 assert source is not None
                 dest.write_bytes(source.read())
                 dest.chmod(member.mode & 0o755)
-        # Output/ belongs to the worker's copy of the task: keep it across bundle versions.
-        if (target / "Output").is_dir():
-            (target / "Output").rename(staging / "Output")
+        # Output/ and .env belong to the worker's copy of the task (its output, its secrets): keep them.
+        for kept in KEPT_ON_WORKER:
+            if (target / kept).exists() and not (target / kept).is_symlink():
+                (target / kept).rename(staging / kept)
         (staging / "Output").mkdir(exist_ok=True)
         if target.exists():
             shutil.rmtree(target)

@@ -132,9 +132,11 @@ class RQExecutor:
         scheme, sep, rest = self.redis_url.partition("://")
         return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else self.redis_url
 
-    def is_queued(self, run_id: str) -> bool:
+    def waiting_on(self, run_id: str) -> str | None:
         job = self.jobs.get(run_id)
-        return job is not None and not job.seen_started
+        if job is None:
+            return self.local.waiting_on(run_id)
+        return None if job.seen_started else f"waiting for a worker on RQ queue {job.request.queue!r}"
 
     # ------------------------------------------------------------------ polling
     def next_wakeup(self) -> float | None:

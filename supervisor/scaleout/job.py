@@ -38,6 +38,7 @@ from ..executor import LaunchRequest, LocalExecutor
 from ..logsetup import TaskLogs
 from ..outcome import StopCause, StopRequest
 from ..paths import Paths
+from ..secretenv import SecretStore
 from ..spec import Limits, Outcome, RunMode, RunResult, Trigger
 from .bundle import Bundle, BundleError, extract_bundle
 
@@ -166,9 +167,12 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
                                outcome=Outcome.ENV_FAILED, summary=f"env-failed on the worker: {exc}",
                                finished=clock.now(), duration_s=clock.monotonic() - started, message=str(exc))
             return result_to_json(result, list(tail.lines))
+        # The worker's own .env files (its home's and Tasks/NAME/.env, which bundles never overwrite) give the run
+        # its secrets here, masked in its log lines and message exactly as on the supervisor.
+        secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
         executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
                                  logger=logger, clock=clock, post=inbox.put,
-                                 output_cap_bytes=int(payload.get("output_cap_bytes", 1024 * 1024)))
+                                 output_cap_bytes=int(payload.get("output_cap_bytes", 1024 * 1024)), secrets=secrets)
         assert status.python is not None
         limits = limits_from_json(payload["limits"])
         executor.launch(LaunchRequest(
