@@ -20,12 +20,12 @@ from pathlib import Path
 
 import httpx
 import psutil
-
-from .common import Settings, temp_home
-from .stats import Figure, interleave, ratio_of, summarize
 from web_support import WebProcess  # tests/web_support.py: `web --listen 127.0.0.1:0`, as a user starts it
 
 from supervisor.records import Records
+
+from .common import Settings, temp_home
+from .stats import Figure, interleave, ratio_of, summarize
 
 GROUP = "web"
 OUTCOMES = ("ok",) * 8 + ("failed", "timeout")

@@ -348,7 +348,7 @@ class Supervisor(TaskBook):
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
                                 output_dir=self.paths.task_output(st.name), env_key=st.env_key,
                                 python=self.envs.python_for(st.env_key), env_dir=self.envs.env_dir(st.env_key),
-                                limits=st.spec.limits)
+                                limits=st.spec.limits, due=due, queue=st.spec.queue)
         try:
             self.executor.launch(request)
         except TaskAutomationError as exc:
@@ -484,6 +484,7 @@ class Supervisor(TaskBook):
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
         return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None,
+                        waiting_on=self.executor.waiting_on(st.main_run) if st.main_run else None,
                         paused_since=self.pauses.since(st.name))
                 for st in self.tasks.values() if not is_gone(st)]
 

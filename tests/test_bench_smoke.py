@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 
 pytestmark = pytest.mark.timeout(60)
 
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "web")
+GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout", "web")
 
 
 @pytest.mark.parametrize("group", GROUPS)

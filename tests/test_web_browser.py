@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from harness import SupervisorProcess
 from web_support import REPO, WebProcess, add_runs, make_task
 
@@ -46,7 +45,8 @@ def browser_page(tmp_path: Path) -> Iterator[sync_api.Page]:
 def _quiet_window() -> str:
     """A one-minute window twelve hours away, so the task runs only when asked to."""
     at = datetime.now() + timedelta(hours=12)
-    return f"[Global]\nRunOnStartup = False\n[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {at:%H:%M}\nAllowedTo = {at:%H:%M}\n"
+    return (f"[Global]\nRunOnStartup = False\n[Frequency]\nEveryXMinutes = 60\n"
+            f"AllowedFrom = {at:%H:%M}\nAllowedTo = {at:%H:%M}\n")
 
 
 def test_log_in_see_run_watch_pause_resume(home: Path, tmp_path: Path, browser_page: sync_api.Page,

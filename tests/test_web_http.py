@@ -14,20 +14,19 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
 from harness import SupervisorProcess, cli
 from helpers import wait_for
 from web_support import TOKEN, WebProcess, add_runs, log_line, make_task
 
 pytest.importorskip("starlette")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from supervisor.paths import Paths  # noqa: E402
-from supervisor.records import Records  # noqa: E402
-from supervisor.spec import Outcome  # noqa: E402
-from supervisor.web.address import parse_listen  # noqa: E402
-from supervisor.web.app import WebConfig, create_app  # noqa: E402
-from supervisor.web.auth import load_or_create_token  # noqa: E402
+from supervisor.paths import Paths
+from supervisor.records import Records
+from supervisor.spec import Outcome
+from supervisor.web.address import parse_listen
+from supervisor.web.app import WebConfig, create_app
+from supervisor.web.auth import load_or_create_token
 
 pytestmark = pytest.mark.timeout(120)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -198,29 +197,30 @@ def test_the_run_stream_sends_new_lines_then_the_outcome(home: Path) -> None:
     log = home / "logs" / "tasks" / "a.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(log_line(run_id, "before"))
-    with WebProcess(home) as web, httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"},
-                                               timeout=20) as http:
-        with http.stream("GET", f"/runs/{run_id}/events") as stream:
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            lines = stream.iter_lines()
-            seen: list[str] = []
+    with WebProcess(home) as web, \
+            httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}, timeout=20) as http, \
+            http.stream("GET", f"/runs/{run_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        seen: list[str] = []
 
-            def until(text: str) -> bool:
-                for line in lines:
-                    seen.append(line)
-                    if text in line:
-                        return True
-                return False
+        def until(text: str) -> bool:
+            for line in lines:
+                seen.append(line)
+                if text in line:
+                    return True
+            return False
 
-            assert until("before")
-            with open(log, "a") as f:
-                f.write(log_line(run_id, "<live> line"))
-            assert until("<live> line")
-            with Records(Paths(home).database) as records:
-                records.finish_run(run_id, finished=records.run(run_id).started, outcome=Outcome.OK,  # type: ignore[union-attr]
-                                   duration_s=1.0)
-            assert until("event: end")
-            assert until('"outcome": "ok"')
+        assert until("before")
+        with open(log, "a") as f:
+            f.write(log_line(run_id, "<live> line"))
+        assert until("<live> line")
+        with Records(Paths(home).database) as records:
+            opened = records.run(run_id)
+            assert opened is not None
+            records.finish_run(run_id, finished=opened.started, outcome=Outcome.OK, duration_s=1.0)
+        assert until("event: end")
+        assert until('"outcome": "ok"')
 
 
 # ------------------------------------------------------------------------------------------ token file

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
 from harness import SupervisorProcess, cli
 from helpers import wait_for
 from web_support import make_task

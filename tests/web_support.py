@@ -61,7 +61,7 @@ class WebProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.login_url = ""
 
-    def start(self) -> "WebProcess":
+    def start(self) -> WebProcess:
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "web", "--home", str(self.home),
                                           "--listen", "127.0.0.1:0"], cwd=REPO, stdin=subprocess.DEVNULL,
@@ -94,7 +94,7 @@ class WebProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "WebProcess":
+    def __enter__(self) -> WebProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

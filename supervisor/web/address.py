@@ -46,7 +46,9 @@ class Listen:
 
 
 def parse_listen(text: str) -> Listen:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (loopback); port 0 = any free port. Raises ListenError naming what is wrong."""
+    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (loopback); port 0 = any free port.
+
+    Raises ListenError naming what is wrong."""
     text = text.strip()
     if not text:
         raise ListenError("empty (use HOST:PORT, e.g. 127.0.0.1:8765)")

@@ -14,8 +14,8 @@ and ``no-store``.
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send

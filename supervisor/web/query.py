@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import TaskAutomationError
-from ..paths import Paths
 from markupsafe import Markup
 
+from ..errors import TaskAutomationError
+from ..paths import Paths
 from ..records import OutcomeBin, Records, record_to_json
 from ..spec import Outcome, RunRecord
 from . import svg
@@ -111,7 +111,7 @@ class Reader:
         """The 24-hour timeline, drawn again when the history or the task list changed, or a minute passed.
 
         On a busy home (hundreds of tasks, a run a second) drawing it costs more than the rest of the page:
-        then it is drawn at most once per ``5 ×`` its own drawing time (at least every :data:`REDRAW_S`).
+        then it is drawn at most once per five times its own drawing time (at least every :data:`REDRAW_S`).
         """
         version = self.records.data_version()
         key = (version, tuple(names), int(mono // 60))

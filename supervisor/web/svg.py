@@ -39,7 +39,7 @@ def _seconds(duration_s: float | None) -> str:
 
 
 BINS = 96  # the day in quarter hours: at most this many marks per lane, however busy the task
-_SEVERITY = {**{o.value: 3 for o in Outcome}, **{o: 0 for o in GOOD}, **{o: 1 for o in NEUTRAL}, "running": 2}
+_SEVERITY = {**{o.value: 3 for o in Outcome}, **dict.fromkeys(GOOD, 0), **dict.fromkeys(NEUTRAL, 1), "running": 2}
 
 
 @dataclass(frozen=True)
