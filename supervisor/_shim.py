@@ -23,8 +23,14 @@ the fork, in parallel with the task, and neither process imports ``json`` or ``s
 milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
 """
 
+from __future__ import annotations  # annotations are never evaluated: no typing import, no cost
+
 import os
 import sys
+
+TYPE_CHECKING = False  # typing itself costs an import before main(); only the type checker reads these
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn
 
 try:  # imported as part of the package (the runner uses ``descendants``)
     from . import _wire as wire
@@ -40,7 +46,7 @@ SIGUSR1 = 10
 ORPHAN_GRACE_S = 2.0
 
 
-def _load_prctl():
+def _load_prctl() -> Callable[..., int]:
     """libc's prctl, the one thing before the fork that needs an import (it has no os-level wrapper).
 
     ``import ctypes`` costs ~1.5 ms of a ~7 ms interpreter start, paid before the first line of every
@@ -59,22 +65,22 @@ def _load_prctl():
             _restype_ = _Int
 
         class _Self:
-            _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)
+            _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)  # type: ignore[arg-type]
 
-        return _Function(("prctl", _Self()))
+        return _Function(("prctl", _Self()))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - any surprise in the fast path: take the documented API
         import ctypes
 
         return ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _run_task(mode, task, home, report_fd):
+def _run_task(mode: str, task: str, home: str, report_fd: int) -> NoReturn:
     """Child side: import the task and call its function. Never returns."""
     # The task must not see the shim's folder (the supervisor package) on sys.path: HOME comes first so
     # `import Tasks.NAME.helper` works exactly as in the original design.
     sys.path[0] = home
     code = 0
-    record = {"kind": wire.KIND_TASK, "mode": mode}
+    record: dict[str, object] = {"kind": wire.KIND_TASK, "mode": mode}
     try:
         # The builtin __import__ rather than importlib.import_module: importing the importlib package
         # costs ~1 ms before the first line of main().
@@ -117,7 +123,7 @@ def _run_task(mode, task, home, report_fd):
     sys.exit(code)
 
 
-def descendants(root):
+def descendants(root: int) -> list[int]:
     """PIDs of every live (non-zombie) descendant of ``root`` (no psutil in the task env).
 
     Walks the tree down from ``root`` through the kernel's per-thread ``children`` lists: the cost grows
@@ -131,7 +137,7 @@ def descendants(root):
         return _descendants_scan(root)
 
 
-def _descendants_walk(root):
+def _descendants_walk(root: int) -> list[int]:
     """The tree below ``root`` from /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN); OSError without it."""
     os.stat("/proc/%d/task/%d/children" % (root, root))  # raises where the kernel lacks the files
     found, stack = [], [root]
@@ -160,9 +166,9 @@ def _descendants_walk(root):
     return found
 
 
-def _descendants_scan(root):
+def _descendants_scan(root: int) -> list[int]:
     """PIDs of every live descendant of ``root``, from one pass over all of /proc."""
-    children = {}
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -184,12 +190,11 @@ def _descendants_scan(root):
     return found
 
 
-def _monitor(child, *, report_fd, control_fd, grace_s):
+def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float) -> NoReturn:
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
+    import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
     import select
     import time
-
-    import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
 
     me = os.getpid()
     wake_r, wake_w = os.pipe()
@@ -197,7 +202,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     requests = []  # (grace_s, reason) asked for by signals; the loop acts on them
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGUSR1:
             requests.append((ORPHAN_GRACE_S, wire.STOP_SUPERVISOR_GONE))
         elif signum == signal.SIGTERM:
@@ -217,7 +222,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
     kill_deadline = None  # monotonic time at which SIGTERM escalates to SIGKILL
     watch = [control_fd, wake_r]
 
-    def reap():
+    def reap() -> bool:
         nonlocal child_status
         while True:
             try:
@@ -229,7 +234,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
             if pid == child:
                 child_status = status
 
-    def signal_tree(sig):
+    def signal_tree(sig: int) -> list[int]:
         pids = descendants(me)
         for pid in pids:
             try:
@@ -239,7 +244,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
                 pass
         return pids
 
-    def begin_stop(grace, reason):
+    def begin_stop(grace: float, reason: str) -> None:
         nonlocal stop_reason, kill_deadline
         if stop_reason is None:
             stop_reason = reason
@@ -284,7 +289,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
             elif wire.CONTROL_STOP in command:
                 begin_stop(grace_s, wire.STOP_REQUESTED)
 
-    report = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
+    report: dict[str, object] = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
               "leftovers": leftovers, "signalled": len(signalled)}
     if child_status is not None:
         if os.WIFSIGNALED(child_status):
@@ -298,7 +303,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s):
     os._exit(0)
 
 
-def main():
+def main() -> None:
     mode, task, report_fd, control_fd, grace_s, supervisor_pid = wire.parse_argv(sys.argv[1:])
     home = os.getcwd()
     prctl = _load_prctl()

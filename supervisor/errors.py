@@ -4,7 +4,16 @@ from __future__ import annotations
 
 
 class TaskAutomationError(Exception):
-    """Base of every error the supervisor raises on purpose; its str() is the user-facing line."""
+    """Base of every error the supervisor raises on purpose; its str() is the user-facing line.
+
+    ``transient`` marks a failure that may go away by itself (too many open files, no memory or processes
+    for a moment, a package index unreachable, an installer killed): the loop retries those with backoff
+    instead of failing the task for good.
+    """
+
+    def __init__(self, message: str = "", *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ConfigError(TaskAutomationError):
@@ -24,8 +33,8 @@ class EnvBuildError(TaskAutomationError):
     ``output`` holds the installer's whole log (for the task's log file); str() is the short reason.
     """
 
-    def __init__(self, message: str, *, output: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, output: str = "", transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
         self.output = output
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from .errors import TaskAutomationError
 from .logsetup import TaskLogs
 from .records import Records
 from .spec import FAILURE_OUTCOMES, Outcome, RunFinished, RunRecord
 
+T = TypeVar("T")
 # A task's streak of consecutive failures is re-read from this many newest rows when it is loaded.
 STREAK_LOOKBACK = 1000
 
@@ -74,35 +75,27 @@ class RunHistory:
         else:
             self.instant(record)
 
-    # ------------------------------------------------------------------ reads
+    # ------------------------------------------------------------------ reads (an unreadable history is logged
+    # and read as empty: the loop goes on, as after a fresh start)
     def last_anchor(self, task: str) -> datetime | None:
-        try:
-            return self.records.last_anchor(task)
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
-            return None
+        return self._read(lambda: self.records.last_anchor(task), None)
 
     def last_finished(self, task: str) -> RunRecord | None:
-        try:
-            return self.records.last_finished(task)
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
-            return None
+        return self._read(lambda: self.records.last_finished(task), None)
 
     def failure_streak(self, task: str) -> int:
-        try:
-            return failure_streak(self.records.history(task, limit=STREAK_LOOKBACK))
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
-            return 0
+        return self._read(lambda: failure_streak(self.records.history(task, limit=STREAK_LOOKBACK)), 0)
 
     def recover(self, *, now: datetime) -> list[RunRecord]:
         """Close the rows a crashed supervisor left open (they become ``interrupted``)."""
+        return self._read(lambda: self.records.mark_interrupted(now=now), [])
+
+    def _read(self, action: Callable[[], T], default: T) -> T:
         try:
-            return self.records.mark_interrupted(now=now)
+            return action()
         except TaskAutomationError as exc:
             self.log.error("run history: %s", exc)
-            return []
+            return default
 
     # ------------------------------------------------------------------ bookkeeping
     def _count(self, outcome: Outcome | None) -> None:

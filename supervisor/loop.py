@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Sequence
 
 from .clock import Clock
+from .commands import answer
 from .discovery import diff_tasks, scan_tasks
 from .envbuild import EnvBuilder
 from .errors import TaskAutomationError, TaskLoadError
@@ -46,10 +47,10 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
-from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
-                   TaskPhase, Trigger)
+from .slots import QueuedRun
+from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .status import SupervisorView, TaskView, status_json, view_of
-from .tasks import TaskBook
+from .tasks import Consumer, TaskBook
 
 P = TaskPhase
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock step (NTP, suspend) is noticed
@@ -57,8 +58,6 @@ SAFETY_RESCAN_S = 600.0  # full rescan without any hint: bounds the cost of an e
 CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a step of the wall clock
 # initialize() calls in flight at once: enough to keep every core busy while processes start and exit.
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
-
-Consumer = Callable[[RunFinished], None]
 
 
 class Supervisor(TaskBook):
@@ -69,11 +68,10 @@ class Supervisor(TaskBook):
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
                  safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS) -> None:
-        super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger,
-                         task_logs=task_logs, envs=envs, history=history, max_inits=max_inits)
+        super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger, task_logs=task_logs,
+                         envs=envs, history=history, consumers=consumers, max_inits=max_inits)
         self.inbox = inbox
         self.executor = executor
-        self.consumers = tuple(consumers)
         self.rescan_wanted = True
         self.scanned_once = False
         self.safety_rescan_s = safety_rescan_s
@@ -89,6 +87,13 @@ class Supervisor(TaskBook):
 
     def request_stop(self, reason: str) -> None:
         self.post(StopRequested(reason))
+
+    # ------------------------------------------------------------------ for control requests (loop thread)
+    def begin_shutdown(self, reason: str) -> None:
+        self._begin_shutdown(reason)
+
+    def request_rescan(self) -> None:
+        self.rescan_wanted = True
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -125,7 +130,9 @@ class Supervisor(TaskBook):
             self.next_safety_rescan = self.clock.monotonic() + self.safety_rescan_s
             self._rescan()
         if self.stopping is None:
+            self._run_retries()
             self._start_due()
+            self._start_queued()
         self.executor.enforce()
         if self.gc_wanted and self.stopping is None:
             self._collect_envs()
@@ -149,9 +156,11 @@ class Supervisor(TaskBook):
         mono = self.clock.monotonic()
         if self.stopping is None:
             wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
-        limit_check = self.executor.next_wakeup()
-        if limit_check is not None:
-            wait = min(wait, limit_check - mono)
+        mains = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
+        for moment in (self.executor.next_wakeup(), self.queue.next_wakeup(in_flight=mains) if self.stopping is None
+                       else None, self._next_retry() if self.stopping is None else None):
+            if moment is not None:
+                wait = min(wait, moment - mono)
         return max(0.0, wait)
 
     def handle(self, event: Event | None) -> None:
@@ -166,7 +175,7 @@ class Supervisor(TaskBook):
         elif isinstance(event, StopRequested):
             self._begin_shutdown(event.reason)
         elif isinstance(event, ControlRequest):
-            self._on_control(event)
+            answer(event, self)
 
     # ------------------------------------------------------------------ clock steps
     def _wall_minus_mono(self) -> float:
@@ -192,9 +201,10 @@ class Supervisor(TaskBook):
         """Diff Tasks/ against what is loaded and apply the difference (file events are only hints)."""
         try:
             scanned = scan_tasks(self.paths.tasks)
-        except TaskLoadError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the scan hit, the loaded tasks keep running
             # Tasks/ unlistable for a moment (permissions, a remount): keep every task as it is.
-            self.log.error("%s; keeping the loaded tasks as they are", exc)
+            detail = exc if isinstance(exc, TaskLoadError) else f"{self.paths.tasks}: cannot be scanned: {exc!r}"
+            self.log.error("%s; keeping the loaded tasks as they are", detail)
             return
         diff = diff_tasks(self.folders, scanned)
         if not scanned and not self.scanned_once:
@@ -232,17 +242,31 @@ class Supervisor(TaskBook):
 
     def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
         assert st.spec is not None
-        if st.main_run is not None:
-            self._instant(st, trigger, due, Outcome.SKIPPED, f"previous run {st.main_run} still running")
-            self._say(st.name, logging.WARNING, f"task {st.name!r}: due run skipped: previous run "
-                                                f"{st.main_run} is still running; next run {self._fmt(st.next_due)}")
+        if st.main_run is not None or st.name in self.queue:
+            why = f"previous run {st.main_run} still running" if st.main_run else \
+                "the previous due run is still waiting for a run slot"
+            self._instant(st, trigger, due, Outcome.SKIPPED, why)
+            self._say(st.name, logging.WARNING, f"task {st.name!r}: due run skipped: {why}; next run "
+                                                f"{self._fmt(st.next_due)}")
             return
         if st.spec.testing:
             self._instant(st, trigger, due, Outcome.TESTING, "Testing=True: main() not executed")
             self._say(st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed ({trigger.value}); "
                                              f"main() not executed; next run {self._fmt(st.next_due)}")
             return
-        self._launch(st, mode=RunMode.MAIN, trigger=trigger, due=due)
+        st.queued_since = self.clock.now()
+        self.queue.add(QueuedRun(task=st.name, trigger=trigger, due=due, since=st.queued_since))
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        """Start the queued runs that have a free slot, first come first served."""
+        mains = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
+        for run in self.queue.take(in_flight=mains, now_mono=self.clock.monotonic()):
+            st = self.tasks.get(run.task)
+            if st is None or not is_scheduled(st) or st.main_run is not None:
+                continue  # unloaded meanwhile (its open row, if any, was closed then)
+            st.queued_since = None
+            self._guarded(st.name, self._launch, st, mode=RunMode.MAIN, trigger=run.trigger, due=run.due, queued=run)
 
     def run_now(self, name: str) -> tuple[bool, str]:
         """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
@@ -255,6 +279,8 @@ class Supervisor(TaskBook):
             return False, f"task {name!r} is not loaded ({st.phase.value}{': ' + st.error if st.error else ''})"
         if st.main_run is not None:
             return False, f"task {name!r} is already running (run {st.main_run})"
+        if name in self.queue:
+            return False, f"task {name!r} has a due run waiting for a run slot (MaxConcurrentRuns)"
         if st.spec is not None and st.spec.testing:
             # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
             run_id = self._instant(st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed")
@@ -275,14 +301,19 @@ class Supervisor(TaskBook):
         self.history.instant(record)
         return record.run_id
 
-    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
-        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
+    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None,
+                queued: QueuedRun | None = None) -> str | None:
+        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start.
+
+        A transient failure (``TaskAutomationError.transient``) of a queued run puts it back in the queue,
+        and of an initialize() call schedules another try; anything else fails the run (or the task).
+        """
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         now = self.clock.now()
-        run_id = new_run_id(now)
+        run_id = queued.run_id if queued and queued.run_id else new_run_id(now)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                            log_path=self.task_logs.path(st.name))
-        if mode is RunMode.MAIN:
+        if mode is RunMode.MAIN and not (queued and queued.run_id):
             self.history.opened(record)  # before the spawn: survives a crash
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
                                 output_dir=self.paths.task_output(st.name), env_key=st.env_key,
@@ -290,15 +321,26 @@ class Supervisor(TaskBook):
                                 limits=st.spec.limits)
         try:
             self.executor.launch(request)
-        except TaskAutomationError as exc:
-            self._say(st.name, logging.ERROR, str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
+            message = str(exc) if isinstance(exc, TaskAutomationError) else f"task {st.name!r}: {exc!r}"
+            if getattr(exc, "transient", False) and self.stopping is None:
+                if queued is not None:
+                    again = self.queue.retry(queued, run_id=run_id, now_mono=self.clock.monotonic())
+                    st.queued_since = queued.since
+                    self._say(st.name, logging.WARNING, f"{message}; retrying in "
+                                                        f"{again.not_before - self.clock.monotonic():g} s")
+                    return None
+                if mode is RunMode.INITIALIZE:
+                    self._retry_later(st, "initialize", message)
+                    return None
+            self._say(st.name, logging.ERROR, message)
             if mode is RunMode.MAIN:
                 failed = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                                    finished=self.clock.now(), outcome=Outcome.FAILED, duration_s=0.0,
-                                   message=str(exc), log_path=record.log_path)
+                                   message=message, log_path=record.log_path)
                 self._publish(st, failed, summary="")
             else:
-                self._set_broken(st, str(exc))
+                self._set_broken(st, message)
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
                                           started=now, due=due)
@@ -323,6 +365,7 @@ class Supervisor(TaskBook):
                                message=result.message, peak_rss_mb=result.peak_rss_mb, cpu_s=result.cpu_s,
                                log_path=self.task_logs.path(result.task))
             self._publish(st, record, summary=result.summary, leftovers=result.leftovers)
+            self._start_queued()
             if flight.env_key not in self._keys_in_use():
                 self.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         elif st is not None and st.init_run == result.run_id:
@@ -333,44 +376,7 @@ class Supervisor(TaskBook):
         if st is not None:
             self._forget_if_idle(st)
 
-    def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
-        """A run of main() has ended: hand the fact to every consumer (history first)."""
-        assert record.outcome is not None
-        failures = st.failures if st is not None else 0
-        if record.outcome is Outcome.OK:
-            failures = 0
-        elif record.outcome in FAILURE_OUTCOMES:
-            failures += 1
-        if st is not None:
-            st.failures = failures
-        fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers)
-        for consumer in self.consumers:
-            try:
-                consumer(fact)
-            except Exception:  # noqa: BLE001 - a consumer's bug must not stop the loop or the other consumers
-                self.log.exception("run %s: a run-finished consumer failed", record.run_id)
-
     # ------------------------------------------------------------------ control requests
-    def _on_control(self, request: ControlRequest) -> None:
-        try:
-            if request.command == "status":
-                request.reply({"ok": True, "status": self.status()})
-            elif request.command == "run-now":
-                started, detail = self.run_now(str(request.args.get("name", "")))
-                request.reply({"ok": started, "run_id" if started else "error": detail})
-            elif request.command == "stop":
-                self._begin_shutdown(f"stop requested ({request.args.get('by', 'control socket')})")
-                request.reply({"ok": True, "pid": os.getpid()})
-            elif request.command == "rescan":
-                self.rescan_wanted = True
-                request.reply({"ok": True})
-            else:
-                request.reply({"ok": False, "error": f"unknown command {request.command!r}"})
-        except Exception as exc:  # noqa: BLE001 - a bad request must not take the loop down
-            self.log.exception("control request %r failed", request.command)
-            request.reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
         return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None)

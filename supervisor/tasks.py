@@ -19,28 +19,32 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, tzinfo
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .clock import Clock
 from .discovery import TaskFolder
 from .envbuild import EnvBuilder
 from .events import EnvBuilt
+from .executor import new_run_id
 from .history import RunHistory
 from .lifecycle import InFlight, TaskState, is_gone, is_idle, is_parked, is_scheduled, move
 from .loading import read_folder
 from .logsetup import TaskLogs
-from .executor import new_run_id
 from .paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
-from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, TaskPhase, Trigger
+from .slots import RunQueue
+from .spec import FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .triggers import trigger_for
 
 P = TaskPhase
+Consumer = Callable[[RunFinished], None]
+# kind -> (first delay, longest delay) in seconds for retries after a transient failure.
+RETRY_BACKOFF = {"initialize": (2.0, 60.0), "env": (60.0, 3600.0)}
 
 
 class TaskBook:
     def __init__(self, paths: Paths, *, home_config: HomeConfig, clock: Clock, tz: tzinfo,
                  logger: logging.Logger, task_logs: TaskLogs, envs: EnvBuilder, history: RunHistory,
-                 max_inits: int) -> None:
+                 consumers: Sequence[Consumer], max_inits: int) -> None:
         self.paths = paths
         self.config = home_config
         self.clock = clock
@@ -49,6 +53,7 @@ class TaskBook:
         self.task_logs = task_logs
         self.envs = envs
         self.history = history
+        self.consumers = tuple(consumers)
         self.max_inits = max_inits
         self.tasks: dict[str, TaskState] = {}
         self.folders: dict[str, TaskFolder] = {}
@@ -57,13 +62,29 @@ class TaskBook:
         self.init_queue: dict[str, None] = {}  # tasks waiting for an initialize() slot, in arrival order
         self.gc_wanted = False
         self.stopping: str | None = None  # the reason, once a shutdown has begun
+        self.queue = RunQueue(home_config.max_concurrent_runs)  # due runs waiting for a run slot
 
     # Provided by the loop.
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
         raise NotImplementedError
 
     def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
-        raise NotImplementedError
+        """A run of main() has ended: hand the fact to every consumer (history first)."""
+        assert record.outcome is not None
+        failures = st.failures if st is not None else 0
+        if record.outcome is Outcome.OK:
+            failures = 0
+        elif record.outcome in FAILURE_OUTCOMES:
+            failures += 1
+        if st is not None:
+            st.failures = failures
+        fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
+                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers)
+        for consumer in self.consumers:
+            try:
+                consumer(fact)
+            except Exception:  # a consumer's bug must not stop the loop or the other consumers
+                self.log.exception("run %s: a run-finished consumer failed", record.run_id)
 
     # ------------------------------------------------------------------ error boundary and reporting
     def _guarded(self, name: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
@@ -71,7 +92,7 @@ class TaskBook:
         the loop's."""
         try:
             action(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the per-task error boundary
+        except Exception as exc:  # the per-task error boundary
             self.log.exception("task %r: unexpected error", name)
             st = self.tasks.get(name)
             if st is not None and not is_gone(st):
@@ -81,9 +102,13 @@ class TaskBook:
                     st.error = f"task {name!r}: {type(exc).__name__}: {exc}"
 
     def _say(self, task: str, level: int, message: str) -> None:
-        """Log to the supervisor log and to the task's own log."""
+        """Log to the supervisor log and to the task's own log (a task log that cannot be opened, say for a
+        full disk, costs that copy of the line, never the loop)."""
         self.log.log(level, "%s", message)
-        self.task_logs.get(task).log(level, "%s", message)
+        try:
+            self.task_logs.get(task).log(level, "%s", message)
+        except Exception as exc:  # noqa: BLE001 - the supervisor log has the line already
+            self.log.warning("task %r: its log file cannot be written: %s", task, exc)
 
     def _fmt(self, when: datetime | None) -> str:
         return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
@@ -101,6 +126,8 @@ class TaskBook:
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
+        st.retry_at.clear()  # new content: a fresh start, not a retry
+        st.retries.clear()
         reading = read_folder(folder, defaults=self.config.limits, envs=self.envs)
         if reading.problem is not None:
             self._set_broken(st, reading.problem, level=reading.level)
@@ -165,6 +192,50 @@ class TaskBook:
         st.next_due = None
         st.startup_pending = False
         st.queued_since = None
+        st.retry_at.clear()
+        queued = self.queue.get(st.name)
+        if queued is not None:
+            self.queue.drop(st.name)
+            if queued.run_id is not None:  # a start being retried has an open history row: close it
+                now = self.clock.now()
+                self._publish(st, RunRecord(
+                    run_id=queued.run_id, task=st.name, trigger=queued.trigger, started=queued.since, due=queued.due,
+                    finished=now, outcome=Outcome.KILLED, duration_s=0.0, log_path=self.task_logs.path(st.name),
+                    message=f"never started: the task was unloaded ({phase.value}) while its start was retried"),
+                    summary="")
+
+    # ------------------------------------------------------------------ retries after transient failures
+    def _retry_later(self, st: TaskState, kind: str, message: str) -> None:
+        """Try ``kind`` ("initialize" or "env") again after a backoff: 2 s doubling to 60 s for
+        initialize() (a spawn that failed for lack of fds, memory or processes), 1 min doubling to 1 h for an
+        env build (an index unreachable, an installer killed)."""
+        first, most = RETRY_BACKOFF[kind]
+        attempts = st.retries.get(kind, 0)
+        delay = min(first * 2 ** attempts, most)
+        st.retries[kind] = attempts + 1
+        st.retry_at[kind] = self.clock.monotonic() + delay
+        self._say(st.name, logging.WARNING, f"{message}; a transient failure: trying again in {delay:g} s")
+
+    def _next_retry(self) -> float | None:
+        moments = [at for st in self.tasks.values() for at in st.retry_at.values()]
+        return min(moments) if moments else None
+
+    def _run_retries(self) -> None:
+        mono = self.clock.monotonic()
+        for st in list(self.tasks.values()):
+            for kind, at in list(st.retry_at.items()):
+                if at > mono:
+                    continue
+                del st.retry_at[kind]
+                if is_parked(st):
+                    continue
+                if kind == "initialize" and st.env_key is not None:
+                    self._guarded(st.name, self._initialize, st)
+                elif kind == "env" and st.wanted_key is not None and st.wanted_key != st.env_key:
+                    if st.env_key is None:
+                        move(st, P.ENV_BUILDING)
+                        st.error = None
+                    self._guarded(st.name, self._build_env, st.wanted_key, st)
 
     def _set_broken(self, st: TaskState, message: str, *, level: int = logging.ERROR,
                     phase: TaskPhase = P.ERROR) -> None:
@@ -198,6 +269,7 @@ class TaskBook:
             switch = f"; switching from env {st.env_key}, initialize() again" if st.env_key else ""
             self._say(name, logging.INFO, f"task {name!r}: env {event.key} ready{switch}")
             st.env_key = event.key
+            st.retries.pop("env", None)
             self._initialize(st)
         elif st.env_key is not None:
             st.error = f"{event.error} (still running on the previous env)"
@@ -205,10 +277,14 @@ class TaskBook:
                                            "requirements.txt to retry.")
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
+            if event.transient:
+                self._retry_later(st, "env", f"task {name!r}: env {event.key}")
         else:
             self._set_broken(st, event.error, phase=P.ENV_FAILED)
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
+            if event.transient:
+                self._retry_later(st, "env", f"task {name!r}: env {event.key}")
             now = self.clock.now()
             record = RunRecord(run_id=new_run_id(now), task=name, trigger=Trigger.SCHEDULE, started=now,
                                due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
@@ -275,6 +351,7 @@ class TaskBook:
         if again:
             self._initialize(st)
         elif result.outcome is Outcome.OK:
+            st.retries.pop("initialize", None)
             if result.message:
                 self._say(st.name, logging.INFO, f"task {st.name!r}: initialize(): {result.message}")
             if not is_parked(st):

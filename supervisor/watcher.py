@@ -329,7 +329,7 @@ class TaskWatcher:
     def _call_on_change(self) -> None:
         try:
             self._on_change()
-        except Exception:  # a broken callback must not silently end all future notifications
+        except Exception:  # noqa: BLE001 - a broken callback must not silently end all future notifications
             self._log.exception("watcher callback for %s failed", self._tasks_dir)
 
     def _discard_observer(self, observer: BaseObserver, *, deadline: float) -> None:
