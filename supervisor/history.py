@@ -29,6 +29,16 @@ T = TypeVar("T")
 STREAK_LOOKBACK = 1000
 
 
+def streak_after(previous: int, outcome: Outcome, *, final: bool = True) -> int:
+    """A task's count of consecutive failures after an attempt with ``outcome``: ``ok`` resets it, a
+    failure (``FAILURE_OUTCOMES``) adds one, anything else, and any attempt that will be retried, keeps it."""
+    if not final:
+        return previous
+    if outcome is Outcome.OK:
+        return 0
+    return previous + 1 if outcome in FAILURE_OUTCOMES else previous
+
+
 def failure_streak(newest_first: Iterable[RunRecord]) -> int:
     """Final attempts in a row (newest first) whose outcome is a failure; ``ok`` ends the count, other
     outcomes (skipped, testing, killed, interrupted, open rows) are passed over."""

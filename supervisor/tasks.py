@@ -26,13 +26,13 @@ from .discovery import TaskFolder
 from .envbuild import EnvBuilder
 from .events import EnvBuilt
 from .executor import new_run_id
-from .history import RunHistory
+from .history import RunHistory, streak_after
 from .lifecycle import InFlight, TaskState, is_gone, is_idle, is_parked, is_scheduled, move
 from .loading import read_folder
 from .logsetup import TaskLogs
 from .paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
 from .slots import RunQueue
-from .spec import FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
+from .spec import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .triggers import trigger_for
 
 P = TaskPhase
@@ -71,11 +71,7 @@ class TaskBook:
     def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         """A run of main() has ended: hand the fact to every consumer (history first)."""
         assert record.outcome is not None
-        failures = st.failures if st is not None else 0
-        if record.outcome is Outcome.OK:
-            failures = 0
-        elif record.outcome in FAILURE_OUTCOMES:
-            failures += 1
+        failures = streak_after(st.failures if st is not None else 0, record.outcome)
         if st is not None:
             st.failures = failures
         fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
