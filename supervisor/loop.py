@@ -153,15 +153,13 @@ class Supervisor(TaskBook):
                     return 0.0
                 if is_scheduled(st) and st.next_due is not None:
                     wait = min(wait, (st.next_due - now).total_seconds())
-        mono = self.clock.monotonic()
+        moments = [self.executor.next_wakeup()]  # monotonic times
         if self.stopping is None:
-            wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
-        mains = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
-        for moment in (self.executor.next_wakeup(), self.queue.next_wakeup(in_flight=mains) if self.stopping is None
-                       else None, self._next_retry() if self.stopping is None else None):
-            if moment is not None:
-                wait = min(wait, moment - mono)
-        return max(0.0, wait)
+            # The safety rescan adds no wake-up of its own: it is longer than IDLE_WAKE_S.
+            moments += [self.next_safety_rescan, self._next_retry(),
+                        self.queue.next_wakeup(in_flight=self._mains_in_flight())]
+        mono = self.clock.monotonic()
+        return max(0.0, min([wait, *(m - mono for m in moments if m is not None)]))
 
     def handle(self, event: Event | None) -> None:
         if isinstance(event, RescanRequested):
@@ -260,8 +258,7 @@ class Supervisor(TaskBook):
 
     def _start_queued(self) -> None:
         """Start the queued runs that have a free slot, first come first served."""
-        mains = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
-        for run in self.queue.take(in_flight=mains, now_mono=self.clock.monotonic()):
+        for run in self.queue.take(in_flight=self._mains_in_flight(), now_mono=self.clock.monotonic()):
             st = self.tasks.get(run.task)
             if st is None or not is_scheduled(st) or st.main_run is not None:
                 continue  # unloaded meanwhile (its open row, if any, was closed then)

@@ -303,13 +303,20 @@ class TaskBook:
                     keep.add(self.envs.key_for(folder.path / REQUIREMENTS_FILE, task_dir=folder.path))
                 except Exception:  # noqa: BLE001 - an unreadable folder must not stop the collection
                     pass
-        removed = self.envs.collect(keep)
+        try:
+            removed = self.envs.collect(keep)
+        except Exception as exc:  # noqa: BLE001 - an env that cannot be deleted now is tried at the next collection
+            self.log.error("unused envs could not be removed: %r", exc)
+            return
         if removed:
             self.log.info("removed %d unused env(s): %s", len(removed), ", ".join(removed))
 
     # ------------------------------------------------------------------ initialize() and activation
     def _inits_in_flight(self) -> int:
         return sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.INITIALIZE)
+
+    def _mains_in_flight(self) -> int:
+        return len(self.in_flight) - self._inits_in_flight()
 
     def _initialize(self, st: TaskState) -> None:
         """Run initialize() for ``st`` now, or as soon as one of the ``max_inits`` slots frees up.

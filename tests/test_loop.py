@@ -456,3 +456,16 @@ def test_a_permanent_env_build_failure_waits_for_the_files_to_change(h: Harness)
     h.post(EnvBuilt(KEY_B, error="task 't': no matching distribution"))
     h.tick(7200)
     assert h.state("t") == "env-failed" and h.envs.builds == [KEY_B]
+
+
+def test_the_loop_sleeps_until_the_next_due_run_but_never_longer_than_a_minute(h: Harness) -> None:
+    h.write("soon", every=1)
+    h.write("later", every=600)
+    h.settle()
+    for name in ("soon", "later"):
+        h.executor.finish(h.executor.live_main(name))
+    h.tick(20)
+    assert h.sup.sleep_for() == pytest.approx(40.0), "woken for the 1-minute task's next slot"
+    h.write("soon", every=600)  # now nothing is due within the hour
+    h.settle()
+    assert h.sup.sleep_for() == pytest.approx(60.0), "at least one wake a minute to notice clock steps"
