@@ -393,6 +393,8 @@ class Supervisor(TaskBook):
         if self.watcher is not None:
             self.watcher.stop()
         self.executor.stop_all(StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
+        for st in list(self.tasks.values()):
+            self._drop_queued(st, "the supervisor stopped")
 
     def close(self) -> None:
         if self.watcher is not None:

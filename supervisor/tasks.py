@@ -189,16 +189,21 @@ class TaskBook:
         st.startup_pending = False
         st.queued_since = None
         st.retry_at.clear()
+        self._drop_queued(st, f"the task was unloaded ({phase.value})")
+
+    def _drop_queued(self, st: TaskState, why: str) -> None:
+        """Forget the task's queued run; a start being retried has an open history row, which is closed."""
         queued = self.queue.get(st.name)
-        if queued is not None:
-            self.queue.drop(st.name)
-            if queued.run_id is not None:  # a start being retried has an open history row: close it
-                now = self.clock.now()
-                self._publish(st, RunRecord(
-                    run_id=queued.run_id, task=st.name, trigger=queued.trigger, started=queued.since, due=queued.due,
-                    finished=now, outcome=Outcome.KILLED, duration_s=0.0, log_path=self.task_logs.path(st.name),
-                    message=f"never started: the task was unloaded ({phase.value}) while its start was retried"),
-                    summary="")
+        if queued is None:
+            return
+        self.queue.drop(st.name)
+        st.queued_since = None
+        if queued.run_id is not None:
+            self._publish(st, RunRecord(
+                run_id=queued.run_id, task=st.name, trigger=queued.trigger, started=queued.since, due=queued.due,
+                finished=self.clock.now(), outcome=Outcome.KILLED, duration_s=0.0,
+                log_path=self.task_logs.path(st.name), message=f"never started: {why} while its start was retried"),
+                summary="")
 
     # ------------------------------------------------------------------ retries after transient failures
     def _retry_later(self, st: TaskState, kind: str, message: str) -> None:

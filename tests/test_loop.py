@@ -469,3 +469,21 @@ def test_the_loop_sleeps_until_the_next_due_run_but_never_longer_than_a_minute(h
     h.write("soon", every=600)  # now nothing is due within the hour
     h.settle()
     assert h.sup.sleep_for() == pytest.approx(60.0), "at least one wake a minute to notice clock steps"
+
+
+def test_a_start_being_retried_is_closed_when_the_task_goes_away_or_the_supervisor_stops(h: Harness) -> None:
+    for name in ("gone", "stays"):
+        h.executor.fail_next = (RunMode.MAIN, SpawnError("cannot start: Resource temporarily unavailable",
+                                                         transient=True))
+        h.write(name)
+        h.settle()
+    assert [h.state(n) for n in ("gone", "stays")] == ["queued", "queued"]
+    shutil.rmtree(h.paths.task_dir("gone"))
+    h.settle()
+    h.sup.request_stop("test")
+    h.settle()
+    assert not h.sup.turn()
+    for name in ("gone", "stays"):
+        (row,) = h.rows(name)
+        assert row.outcome is Outcome.KILLED and row.message and row.message.startswith("never started")
+    assert h.executor.mains() == []
