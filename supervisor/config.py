@@ -29,7 +29,9 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from . import safefile
 from .errors import ConfigError
+from .safefile import UnsafeFileError
 from .spec import CatchUp, ConfigResult, HomeConfig, Limits, TaskSpec, Window
 
 T = TypeVar("T")
@@ -402,17 +404,16 @@ def read_home_config(path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
 
 
 def _read_text(path: Path, ctx: _Context, *, missing_ok: bool = False) -> str:
-    """The file's text, decoded as UTF-8 (a BOM is accepted: Windows editors add one)."""
+    """The file's text, decoded as UTF-8 (a BOM is accepted: Windows editors add one).
+
+    Read through :mod:`.safefile`: a FIFO, device or directory named config.ini, a symlink loop or a file
+    over the 1 MiB cap is a ConfigError naming the cause, never a blocked or unbounded read.
+    """
     try:
-        data = path.read_bytes()
+        return safefile.read_text(path, max_bytes=safefile.CONFIG_MAX_BYTES)
     except FileNotFoundError:
         if missing_ok:
             raise
         raise ctx.fail("cannot read: file does not exist") from None
-    except OSError as exc:
-        raise ctx.fail(f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ctx.fail(f"line {line}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except UnsafeFileError as exc:
+        raise ctx.fail(exc.reason) from None

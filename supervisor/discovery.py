@@ -14,6 +14,9 @@ Policies:
   ``pyvenv.cfg``) and editor temp files. Writing output or byte-compiling never looks like an edit.
 - Scanning never raises for an unreadable file: the hash records that it could not be read (stable across
   scans, so it does not re-trigger every rescan) and loading the file reports the real cause.
+- Scanning never blocks and never reads without bound: every file goes through :mod:`.safefile` (regular
+  files only, non-blocking open, size caps), so a FIFO main.py or a huge helper is a recorded "unsafe" hash,
+  and :func:`check_task_source` or the config reader says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from . import safefile
 from .errors import TaskLoadError
 from .paths import CONFIG_FILE, MAIN_FILE, REQUIREMENTS_FILE, is_task_content
+from .safefile import UnsafeFileError
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,10 @@ def scan_tasks(tasks_dir: Path) -> dict[str, TaskFolder]:
         found[entry.name] = TaskFolder(
             name=entry.name,
             path=folder,
-            config_hash=_file_hash(folder / CONFIG_FILE),
+            config_hash=_file_hash(folder / CONFIG_FILE, max_bytes=safefile.CONFIG_MAX_BYTES),
             code_hash=_code_hash(folder),
-            requirements_hash=_file_hash(folder / REQUIREMENTS_FILE) or _EMPTY_HASH,
+            requirements_hash=(_file_hash(folder / REQUIREMENTS_FILE, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
+                               or _EMPTY_HASH),
         )
     return found
 
@@ -120,11 +126,11 @@ def check_task_source(path: Path, *, task: str) -> None:
     shown = os.path.abspath(main_py)
     prefix = f"task '{task}': {shown}"
     try:
-        source = main_py.read_bytes()
+        source = safefile.read_bytes(main_py, max_bytes=safefile.CODE_MAX_BYTES)
     except FileNotFoundError:
         raise TaskLoadError(f"{prefix}: file does not exist") from None
-    except OSError as exc:
-        raise TaskLoadError(f"{prefix}: cannot read: {exc.strerror or exc}") from None
+    except UnsafeFileError as exc:
+        raise TaskLoadError(f"task '{task}': {exc}") from None
     try:
         tree = ast.parse(source, filename=shown)
         # ast.parse accepts some code the compiler rejects ('return' outside a function, ...).
@@ -155,24 +161,36 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _unreadable(exc: OSError) -> str:
-    """A stable stand-in hash for a file that exists but cannot be read."""
+    """A stable stand-in hash for a folder that exists but cannot be listed."""
     return f"unreadable:{exc.errno}"
 
 
-def _file_hash(path: Path) -> str | None:
+def _unsafe(exc: UnsafeFileError) -> str:
+    """A stand-in hash for a file that must not be read: its kind, plus size and mtime when too large (so
+    editing an oversized file is noticed, while a FIFO does not re-trigger every rescan)."""
+    if exc.kind != "too-large":
+        return f"unsafe:{exc.kind}"
+    try:
+        st = os.stat(exc.path)
+    except OSError:
+        return "unsafe:too-large"
+    return f"unsafe:too-large:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _file_hash(path: Path, *, max_bytes: int) -> str | None:
     """sha256 of the file's bytes; None when it does not exist."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except (FileNotFoundError, NotADirectoryError):
+        return hashlib.sha256(safefile.read_bytes(path, max_bytes=max_bytes)).hexdigest()
+    except FileNotFoundError:
         return None
-    except OSError as exc:
-        return _unreadable(exc)
+    except UnsafeFileError as exc:
+        return _unsafe(exc)
 
 
 def _code_hash(folder: Path) -> str | None:
     """sha256 over (relative path, content hash) of every code file, in sorted path order."""
-    if not (folder / MAIN_FILE).is_file():
-        return None
+    if not os.path.lexists(folder / MAIN_FILE):
+        return None  # anything named main.py counts as present: reading it says what is wrong with it
     files: list[tuple[bytes, str]] = []
 
     def walk_error(exc: OSError) -> None:
@@ -192,10 +210,12 @@ def _code_hash(folder: Path) -> str | None:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, folder).replace(os.sep, "/")
             try:
-                with open(full, "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-            except OSError as exc:
-                digest = _unreadable(exc)
+                digest = hashlib.sha256(safefile.read_bytes(Path(full), max_bytes=safefile.CODE_MAX_BYTES)
+                                        ).hexdigest()
+            except FileNotFoundError:
+                continue  # deleted between the listing and the read: the next scan sees the folder as it is
+            except UnsafeFileError as exc:
+                digest = _unsafe(exc)
             files.append((os.fsencode(rel), digest))
     total = hashlib.sha256()
     for rel_bytes, digest in sorted(files):

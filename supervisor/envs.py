@@ -40,8 +40,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
+from . import safefile
 from .errors import ConfigError, EnvBuildError
 from .paths import Paths
+from .safefile import UnsafeFileError
 from .spec import EnvStatus
 
 INSTALLERS = ("uv", "pip")
@@ -179,6 +181,28 @@ _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _REASON_RE = re.compile(r"^\s*(?:ERROR:|error:|Caused by:|cause:|hint:|×|╰─▶)\s*(.*)$")
 
 
+# What pip and uv print when the index (or any URL they fetch) cannot be reached. A missing package or a
+# build failure prints none of these, so it stays a permanent error until the task's files change.
+_UNREACHABLE_RE = re.compile(
+    r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not known"
+    r"|Network is unreachable|Connection refused|Connection reset by peer|Max retries exceeded"
+    r"|Read timed out|ConnectTimeoutError|No route to host|dns error|tcp connect error"
+    r"|error sending request for url|Could not connect to|failed to lookup address information",
+    re.IGNORECASE)
+
+
+def index_unreachable(output: str) -> bool:
+    """True when an installer's output says a network fetch failed (a transient failure worth retrying)."""
+    return _UNREACHABLE_RE.search(output) is not None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def summarize_installer_output(output: str) -> str:
     """The meaningful line(s) of a failed install, for an error message; the tail when nothing matches."""
     clean = [_ANSI_RE.sub("", line).rstrip() for line in output.splitlines()]
@@ -203,6 +227,16 @@ def summarize_installer_output(output: str) -> str:
     if len(summary) > _REASON_MAX_CHARS:
         summary = summary[: _REASON_MAX_CHARS - 3] + "..."
     return summary
+
+
+def _lenient_requirements(path: Path) -> tuple[str, ...]:
+    """Normalised lines of a requirements file for the env key: bytes that are not UTF-8 are kept as
+    surrogates (the key only needs to be stable; the build reports the decoding error). Missing -> ()."""
+    try:
+        data = safefile.read_bytes(path, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
+    except FileNotFoundError:
+        return ()
+    return normalize_requirements(data.decode("utf-8-sig", errors="surrogateescape"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,8 +367,12 @@ class EnvManager:
     # -- keys and paths ----------------------------------------------------------------------------------
 
     def key_for(self, requirements: Path, *, task_dir: Path) -> str:
-        """The content key of the env these requirements need (a missing requirements.txt is empty)."""
-        lines = self._read_requirements(requirements)
+        """The content key of the env these requirements need (a missing requirements.txt is empty).
+
+        Never raises for the requirements file itself and never blocks on it: a requirements.txt that is a
+        directory, a FIFO, unreadable or over the size cap gives a key that records that (stable until the
+        file changes), and building that key reports the cause as the task's EnvBuildError.
+        """
         digest = hashlib.sha256()
 
         def feed(part: str) -> None:
@@ -343,6 +381,11 @@ class EnvManager:
         feed(_KEY_FORMAT_VERSION)
         feed(self._python_identity)
         feed(self._installer)
+        try:
+            lines = _lenient_requirements(requirements)
+        except UnsafeFileError as exc:
+            feed(f"<unsafe {exc.kind}>")
+            return digest.hexdigest()[:KEY_LENGTH]
         relative = references_relative_path(lines)
         feed("\n".join(lines))
         # Includes are hashed by content: editing other.txt must produce a new env just like editing
@@ -357,9 +400,8 @@ class EnvManager:
             seen.add(resolved)
             feed(f"include {resolved}")
             try:
-                nested = normalize_requirements(resolved.read_text(encoding="utf-8-sig",
-                                                                   errors="surrogateescape"))
-            except OSError:
+                nested = _lenient_requirements(resolved)
+            except (FileNotFoundError, UnsafeFileError):
                 feed("<unreadable>")  # the installer will report it; the key just has to be stable
                 continue
             feed("\n".join(nested))
@@ -428,8 +470,10 @@ class EnvManager:
         elif folder.exists():
             shutil.rmtree(folder)  # a half-built leftover of a failed or interrupted build
         try:
+            # Read before creating anything: a requirements.txt that cannot be read fails in a millisecond.
+            wanted = self._read_requirements(requirements, task=task)
             self._create_venv(folder, task=task, requirements=requirements)
-            if self._read_requirements(requirements):
+            if wanted:
                 self._install(key, task=task, requirements=requirements, task_dir=task_dir, lock_fd=lock_fd)
             if self.key_for(requirements, task_dir=task_dir) != key:
                 self._log.info("env %s: %s changed during the build; discarding it", key, requirements)
@@ -478,14 +522,24 @@ class EnvManager:
         # The installer inherits the key's lock: if the supervisor dies mid-build, a successor waits for the
         # orphaned installer instead of wiping the folder it is still writing to.
         result = self._run(argv, cwd=Path(task_dir), env=env, timeout=self._install_timeout_s, pass_fds=(lock_fd,))
+        transient = False
         if result.timed_out:
             reason = (f"{self._installer} timed out after {self._install_timeout_s:g} s and was killed; "
                       f"last output: {summarize_installer_output(result.output)}")
+        elif result.returncode is not None and result.returncode < 0:
+            # Killed from outside (the OOM killer, an admin, a shutdown): nothing is wrong with the task.
+            transient = True
+            reason = (f"installer killed by {_signal_name(-result.returncode)}; "
+                      f"last output: {summarize_installer_output(result.output)}")
         elif result.returncode != 0:
+            transient = index_unreachable(result.output)
             reason = f"{self._installer} failed (exit {result.returncode}): {summarize_installer_output(result.output)}"
+            if transient:
+                reason += " (the package index looks unreachable; will retry)"
         else:
             return
-        raise EnvBuildError(f"task {task!r}: cannot install {requirements}: {reason}", output=result.output)
+        raise EnvBuildError(f"task {task!r}: cannot install {requirements}: {reason}", output=result.output,
+                            transient=transient)
 
     def _write_marker(self, key: str, *, task: str, requirements: Path) -> None:
         """Write the completion marker atomically; it is the last thing a build does."""
@@ -565,13 +619,14 @@ class EnvManager:
     def _lock_path(self, key: str) -> Path:
         return self._paths.envs / f"{self.env_dir(key).name}.lock"
 
-    def _read_requirements(self, requirements: Path) -> tuple[str, ...]:
+    def _read_requirements(self, requirements: Path, *, task: str) -> tuple[str, ...]:
+        """The normalised lines to install; a bad file is an EnvBuildError naming task, file and cause."""
         try:
-            text = requirements.read_text(encoding="utf-8-sig", errors="surrogateescape")
+            text = safefile.read_text(requirements, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
         except FileNotFoundError:
             return ()
-        except OSError as exc:
-            raise EnvBuildError(f"cannot read {requirements}: {exc}") from exc
+        except UnsafeFileError as exc:
+            raise EnvBuildError(f"task {task!r}: {exc}") from None
         return normalize_requirements(text)
 
     # -- garbage collection ------------------------------------------------------------------------------

@@ -6,13 +6,15 @@ from __future__ import annotations
 class TaskAutomationError(Exception):
     """Base of every error the supervisor raises on purpose; its str() is the user-facing line.
 
-    ``transient`` marks a failure that may go away by itself (too many open files, no memory or processes
-    for a moment, a package index unreachable, an installer killed): the loop retries those with backoff
-    instead of failing the task for good.
+    ``transient`` is True when the same operation may well succeed later without anyone changing anything
+    (an installer killed by a signal, an unreachable package index, EMFILE/EAGAIN at spawn): callers retry
+    those with backoff instead of giving up.
     """
 
-    def __init__(self, message: str = "", *, transient: bool = False) -> None:
-        super().__init__(message)
+    transient: bool = False
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
         self.transient = transient
 
 

@@ -10,6 +10,25 @@ from pathlib import Path
 
 HOME_ENV_VAR = "TASKAUTOMATION_HOME"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
+# A folder name may use all of NAME_MAX (255 bytes); its log file adds ".log" and rotation adds ".N".
+_LITERAL_LOG_STEM_MAX = 200
+
+
+def task_log_name(task: str) -> str:
+    """The file name of a task's log: ``NAME.log``, shortened with a hash when NAME is long.
+
+    Policy: names up to 200 bytes are used as they are. A longer name keeps its first 200 bytes (cut at a
+    character boundary) plus ``~`` and 32 hex digits of its sha256, so the log file and its rotated
+    backups (``.log.N``) stay under NAME_MAX (255 bytes). Collision-free: a shortened stem is always longer
+    than 200 bytes, so it never equals a literal one, and two long names share a stem only if they share a
+    128-bit hash.
+    """
+    raw = os.fsencode(task)
+    if len(raw) <= _LITERAL_LOG_STEM_MAX:
+        return f"{task}.log"
+    digest = hashlib.sha256(raw).hexdigest()[:32]
+    head = raw[:_LITERAL_LOG_STEM_MAX].decode("utf-8", errors="ignore")  # drops a cut multi-byte character
+    return f"{head}~{digest}.log"
 
 # The files of a task folder (the seed format, unchanged).
 MAIN_FILE = "main.py"
@@ -98,7 +117,7 @@ class Paths:
         return self.logs / "tasks"
 
     def task_log(self, name: str) -> Path:
-        return self.task_logs / f"{name}.log"
+        return self.task_logs / task_log_name(name)
 
     @property
     def state(self) -> Path:

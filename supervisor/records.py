@@ -46,7 +46,8 @@ _MESSAGE_HEAD = 16 * 1024  # the rest of the cap goes to the tail, where a trace
 INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 
 # Triggers whose runs move the schedule. Manual runs (run-now) never do.
-_ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
+ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
+_ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
 
 _COLUMNS = (
     "run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
@@ -216,6 +217,16 @@ class Records:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """Change how long a call waits for another connection's lock (the write-behind writer retries
+        itself, so it wants a short one)."""
+        with self._lock:
+            self._ensure_open()
+            self._busy_timeout = seconds
+            if self._conn is not None:
+                with self._translate("set the busy timeout"):
+                    self._conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
     def _ensure_open(self) -> None:
         if self._closed:

@@ -32,6 +32,7 @@ import psutil
 from . import _wire as wire
 from ._shim import descendants
 from .errors import SpawnError
+from .procscan import find_by_environ
 from .spec import LaunchSpec, ProcessReport
 
 SHIM_PATH = Path(__file__).resolve().with_name("_shim.py")
@@ -331,20 +332,13 @@ def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL,
     """
     needle = f"{RUN_COOKIE_VAR}={cookie_prefix}".encode()
     killed = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in exclude or int(name) == os.getpid():
-            continue
+    # Never blocks on one process: a process in D state can hang a plain read of its environ (procscan).
+    for pid in find_by_environ(needle, exclude=tuple(exclude)).matches:
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
+            os.kill(pid, sig)
+            killed.append(pid)
         except OSError:
-            continue
-        if any(entry.startswith(needle) for entry in environ.split(b"\0")):
-            try:
-                os.kill(int(name), sig)
-                killed.append(int(name))
-            except OSError:
-                pass
+            pass
     return killed
 
 

@@ -22,6 +22,7 @@ from .envs import EnvManager
 from .errors import RecordsError
 from .events import ControlRequest, Inbox
 from .executor import LIMIT_SAMPLE_S, LocalExecutor
+from .fdlimit import raise_fd_limit
 from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .loop import Supervisor
@@ -31,6 +32,7 @@ from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
 from .spec import HomeConfig
 from .watcher import TaskWatcher
+from .writebehind import WriteBehindRecords
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
 
@@ -46,7 +48,9 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                                           backups=home_config.log_backups, console=console)
         for warning in warnings:
             logger.warning("%s", warning)
-        records = open_history(paths.database, keep=home_config.keep_runs, logger=logger)
+        records = WriteBehindRecords.wrap(open_history(paths.database, keep=home_config.keep_runs, logger=logger),
+                                          logger=logger)
+        logger.info("%s", raise_fd_limit().describe())
         try:
             envs = EnvManager(paths, installer=home_config.installer,
                               logger=logging.getLogger("taskautomation.envs"))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from . import safefile
 from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
 from .envs import normalize_requirements
 from .errors import TaskAutomationError
-from .paths import CONFIG_FILE, MAIN_FILE, Paths
+from .paths import Paths
+from .safefile import UnsafeFileError
 from .spec import Limits
 
 # A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
@@ -24,14 +26,12 @@ _LOCATION_START = ("-", ".", "/", "~", "$", "file:", "http://", "https://", "git
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
     """Problems in one requirements.txt (empty list when it looks installable)."""
-    if not path.exists():
-        return []  # a missing requirements.txt means no packages
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return [f"task {task!r}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]
-    except OSError as exc:
-        return [f"task {task!r}: {path}: cannot be read: {exc.strerror or exc}"]
+        text = safefile.read_text(path, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
+    except FileNotFoundError:
+        return []  # a missing requirements.txt means no packages
+    except UnsafeFileError as exc:
+        return [f"task {task!r}: {exc}"]
     problems = []
     for line in normalize_requirements(text):
         if line.startswith(_LOCATION_START) or _REQUIREMENT_START.match(line) or "://" in line:
@@ -60,9 +60,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
         errors: list[str] = []
         warnings_: list[str] = []
-        for filename in (MAIN_FILE, CONFIG_FILE):
-            if not (folder.path / filename).is_file():
-                errors.append(f"task {name!r}: {folder.path / filename}: missing")
+        # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
+        errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
             try:
                 result = read_task_config(paths.task_config(name), task=name, defaults=defaults)

@@ -7,6 +7,10 @@ loop rescans ``Tasks/`` and diffs. Therefore:
 - Losing precision is fine, losing a wake-up is not. When the native observer cannot run (inotify watch
   or instance limit, ``Tasks/`` missing, ``Tasks/`` deleted while watched) the watcher falls back to calling
   ``on_change()`` every ``fallback_poll_s``; the rescan is cheap and the diff finds real changes.
+- A native observer that watches only part of the tree is no better than none: after starting and after
+  every change it is checked against the kernel's own list of watches (:mod:`.watchcoverage`); a folder
+  without a watch (the inotify watch limit reached, ENOSPC) is a warning and polling takes over. Symlink
+  loops under ``Tasks/`` are reported once each (nothing follows them).
 - Waking up for nothing is the other failure: every run of a task writes ``Output/`` and ``__pycache__/``,
   every scan opens files, editors write swap and probe files. :func:`is_relevant` drops all of that so an
   idle home leaves the watcher asleep (no periodic wake-ups at all outside polling mode).
@@ -36,6 +40,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from .paths import is_task_content
+from .watchcoverage import Coverage, check_coverage
 
 _LOG = logging.getLogger(__name__)
 
@@ -146,7 +151,8 @@ class TaskWatcher:
     def __init__(self, tasks_dir: Path, on_change: Callable[[], None], *, debounce_s: float = 1.0,
                  fallback_poll_s: float = 5.0, logger: logging.Logger | None = None,
                  observer_factory: Callable[[], BaseObserver] | None = None,
-                 max_delay_s: float | None = None) -> None:
+                 max_delay_s: float | None = None,
+                 coverage: Callable[[Path], Coverage] = check_coverage) -> None:
         if debounce_s < 0:
             raise ValueError(f"TaskWatcher for {tasks_dir}: debounce_s must be >= 0, got {debounce_s!r}")
         if fallback_poll_s <= 0:
@@ -158,6 +164,8 @@ class TaskWatcher:
         self._fallback_poll_s = fallback_poll_s
         self._log = logger or _LOG
         self._observer_factory = observer_factory
+        self._coverage = coverage
+        self._loops_reported: set[str] = set()
         ceiling = max_delay_s if max_delay_s is not None else max(debounce_s * _MAX_DELAY_FACTOR, debounce_s)
         self._debounce = Debouncer(quiet_s=debounce_s, max_delay_s=ceiling)
         # One lock guards everything below; watchdog's thread, the worker and the owner all take it.
@@ -186,6 +194,10 @@ class TaskWatcher:
                 raise RuntimeError(f"TaskWatcher for {self._tasks_dir} was already started")
             self._started = True
         observer, mode, cause = self._start_observer()
+        gap = self._coverage_gap() if self._tasks_dir.is_dir() else None  # also reports symlink loops
+        if observer is not None and gap is not None:
+            self._discard_observer(observer, deadline=time.monotonic() + _STOP_BUDGET_S)
+            observer, mode, cause = None, MODE_POLLING, gap
         with self._cond:
             if self._stopping:  # stop() raced with start(): do not leave the observer running
                 pending: BaseObserver | None = observer
@@ -201,7 +213,7 @@ class TaskWatcher:
             self._discard_observer(pending, deadline=time.monotonic() + _STOP_BUDGET_S)
             return
         if cause is not None:
-            self._log.warning("cannot watch %s for changes (%s); rescanning every %gs instead",
+            self._log.warning("cannot watch %s for changes (%s); polling: rescanning every %gs instead",
                               self._tasks_dir, cause, self._fallback_poll_s)
         else:
             self._log.info("watching %s for changes (%s)", self._tasks_dir, mode)
@@ -302,11 +314,34 @@ class TaskWatcher:
                 self._debounce.take_if_due(now)
                 if self._next_poll is not None:
                     self._next_poll = now + self._fallback_poll_s
+                watching = self._observer is not None
                 self._cond.release()
+                gap = None
                 try:
                     self._call_on_change()
+                    if watching:  # a folder added since may be one the kernel refused to watch
+                        gap = self._coverage_gap()
                 finally:
                     self._cond.acquire()
+                if gap is not None and self._observer is not None and not self._stopping:
+                    self._fall_back_locked(gap)
+
+    def _coverage_gap(self) -> str | None:
+        """Why the native observer is not enough (some folder unwatched), or None; reports symlink loops."""
+        try:
+            found = self._coverage(self._tasks_dir)
+        except Exception:  # noqa: BLE001 - a failed check must not stop watching; it just proves nothing
+            self._log.debug("checking the watches of %s failed", self._tasks_dir, exc_info=True)
+            return None
+        for loop in found.loops:
+            if loop not in self._loops_reported:
+                self._loops_reported.add(loop)
+                self._log.warning("%s is a symlink loop (it leads back to itself or a folder containing it); "
+                                  "not followed", loop)
+        if not (found.known and found.unwatched):
+            return None
+        return (f"{found.describe_unwatched()}; the inotify watch limit is probably reached: "
+                "raise the sysctl fs.inotify.max_user_watches")
 
     def _due_at_locked(self) -> float | None:
         candidates = [t for t in (self._debounce.due_at(), self._next_poll) if t is not None]
@@ -319,7 +354,7 @@ class TaskWatcher:
         self._next_poll = time.monotonic() + self._fallback_poll_s
         self._cond.release()
         try:
-            self._log.warning("stopped watching %s (%s); rescanning every %gs instead",
+            self._log.warning("stopped watching %s (%s); polling: rescanning every %gs instead",
                               self._tasks_dir, cause, self._fallback_poll_s)
             if observer is not None:
                 self._discard_observer(observer, deadline=time.monotonic() + _STOP_BUDGET_S)

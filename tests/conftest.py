@@ -22,21 +22,30 @@ os.environ[COOKIE_VAR] = COOKIE
 # Tests never touch the network: a stray install that tries an index fails fast instead of hanging.
 os.environ.setdefault("UV_OFFLINE", "1")
 os.environ.setdefault("PIP_NO_INDEX", "1")
+# Hermetic: a home the user exported for their own supervisor must not leak into tests that omit --home.
+os.environ.pop("TASKAUTOMATION_HOME", None)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from supervisor.procscan import find_by_environ, own_start_ticks  # noqa: E402
+
+# Every process this session starts is younger than this one: older processes are never read at all.
+SESSION_START_TICKS = own_start_ticks()
 
 
 def processes_with_cookie() -> list[psutil.Process]:
-    """Live (non-zombie) processes other than this one that carry this session's cookie."""
+    """Live (non-zombie) processes other than this one that carry this session's cookie.
+
+    Never hangs on a stranger: only processes younger than the session are looked at, and each environment
+    is read with a deadline (a process in D state can block a plain read of /proc/PID/environ for minutes).
+    """
     found = []
     needle = f"{COOKIE_VAR}={COOKIE}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    for pid in find_by_environ(needle, not_before=SESSION_START_TICKS).matches:
         try:
-            if needle in (entry / "environ").read_bytes():
-                proc = psutil.Process(int(entry.name))
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        except (OSError, psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
             continue
     return found
 

@@ -23,6 +23,7 @@ from supervisor.envs import EnvManager  # noqa: E402
 from supervisor.errors import TaskAutomationError  # noqa: E402
 from supervisor.logsetup import TaskLogs  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
+from supervisor.procscan import find_by_environ, own_start_ticks  # noqa: E402
 from supervisor.records import Records  # noqa: E402
 from supervisor.service import build_supervisor  # noqa: E402
 from supervisor.spec import HomeConfig  # noqa: E402
@@ -43,17 +44,19 @@ def script(name: str, home: Path, *args: str, timeout: float = 60) -> subprocess
 class SupervisorProcess:
     """A supervisor started as a user would start it, with helpers to wait on what it logs."""
 
-    def __init__(self, home: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, *, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.home = home
         self.env = env  # the supervisor's environment; None = the test's own
         self.paths = Paths(home)
         self.console = home / "console.txt"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix = prefix  # an argv prefix (setpriv, prlimit) the supervisor is started under
 
     def start(self, *, wait_ready: bool = True) -> "SupervisorProcess":
         out = open(self.console, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--home", str(self.home)], cwd=REPO,
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
+                                     cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     env=self.env)
         out.close()
         if wait_ready:
             wait_for(self._ready, timeout=20, what="supervisor control socket")
@@ -208,15 +211,7 @@ def cookie_processes(cookie: str) -> list[int]:
     The environment survives setsid() and double forks, so this finds escapees that no process tree shows.
     """
     needle = f"{RUN_COOKIE_VAR}={cookie}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue  # gone meanwhile, or a zombie whose environment is no longer readable
-        if any(entry.startswith(needle) for entry in environ.split(b"\0")) and pids_alive([int(name)]):
-            found.append(int(name))
-    return found
+    # Deadline-bounded reads (a process in D state must not hang the test); only processes younger than
+    # this test process can carry a cookie it made.
+    found = find_by_environ(needle, not_before=own_start_ticks()).matches
+    return [pid for pid in found if pids_alive([pid])]

@@ -76,3 +76,9 @@ def write_task(tasks_dir: Path, name: str, *, main: str = "def main():\n    retu
     for rel, text in (extra or {}).items():
         (folder / rel).write_text(textwrap.dedent(text))
     return folder
+
+
+def without_dac_override() -> list[str]:
+    """An argv prefix that runs a command as root *without* the right to read any file (util-linux setpriv),
+    so "unreadable file" tests mean something when the suite runs as root."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]

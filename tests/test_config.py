@@ -275,7 +275,7 @@ def test_read_task_config_unreadable_file_is_an_error(tmp_path):
 
 
 def test_read_task_config_on_a_directory_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"task 'demo': .*: cannot read: "):
+    with pytest.raises(ConfigError, match=r"task 'demo': .*: is a directory, not a regular file"):
         read_task_config(tmp_path, task="demo")
 
 

@@ -553,3 +553,75 @@ def test_a_builder_after_gc_still_locks_properly(paths: Paths) -> None:
     status = manager.ensure(task="a", requirements=req, task_dir=task_dir)
     assert status.key == key and manager.is_ready(key)
     assert (paths.envs / f"{key}.lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hardening: transient failures, hostile requirements files
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(180)
+def test_an_installer_killed_by_a_signal_is_transient_and_names_the_signal(paths: Paths) -> None:
+    """The real installer process is replaced by one that is really SIGKILLed (as the OOM killer would)."""
+    def killed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
+               pass_fds: Sequence[int] = ()) -> InstallerRun:
+        return run_installer(["sh", "-c", "echo Resolving mypkg; kill -9 $$"], cwd=cwd, env=env, timeout=timeout,
+                             pass_fds=pass_fds)
+
+    manager = EnvManager(paths, run=killed)
+    task_dir, req = make_task(paths, "oom", "mypkg\n")
+    with pytest.raises(EnvBuildError, match=r"'oom'.*installer killed by SIGKILL") as caught:
+        manager.ensure(task="oom", requirements=req, task_dir=task_dir)
+    assert caught.value.transient is True
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_an_unreachable_index_is_transient(paths: Paths, installer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real installer against an index on a closed port of 127.0.0.1 (no network leaves the machine)."""
+    import socket
+
+    monkeypatch.delenv("UV_OFFLINE", raising=False)
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    monkeypatch.setenv("PIP_RETRIES", "1")  # pip reports a refused connection only when it retries
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    manager = EnvManager(paths, installer=installer)
+    task_dir, req = make_task(paths, "offline", f"--index-url http://127.0.0.1:{port}/simple\nmypkg\n")
+    with pytest.raises(EnvBuildError) as caught:
+        manager.ensure(task="offline", requirements=req, task_dir=task_dir)
+    assert caught.value.transient is True, str(caught.value) + caught.value.output
+    assert "will retry" in str(caught.value)
+
+
+def test_a_missing_package_is_not_transient(paths: Paths) -> None:
+    def missing(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
+                pass_fds: Sequence[int] = ()) -> InstallerRun:
+        return InstallerRun(1, "ERROR: No matching distribution found for nosuchpkg\n")
+
+    manager = EnvManager(paths, run=missing)
+    task_dir, req = make_task(paths, "typo", "nosuchpkg\n")
+    with pytest.raises(EnvBuildError) as caught:
+        manager.ensure(task="typo", requirements=req, task_dir=task_dir)
+    assert caught.value.transient is False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["directory", "fifo", "bad-encoding"])
+def test_a_hostile_requirements_file_has_a_key_and_fails_the_build_with_its_cause(paths: Paths, kind: str) -> None:
+    task_dir, req = make_task(paths, "hostile", None)
+    if kind == "directory":
+        req.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(req)
+    else:
+        req.write_bytes(b"mypkg\ncaf\xe9\n")
+    runner = RecordingRunner(real=False)
+    manager = EnvManager(paths, run=runner)
+    key = manager.key_for(req, task_dir=task_dir)  # never raises, never blocks
+    assert key == manager.key_for(req, task_dir=task_dir)
+    expected = {"directory": "is a directory", "fifo": "is a FIFO", "bad-encoding": "line 2: not valid UTF-8"}[kind]
+    with pytest.raises(EnvBuildError, match=rf"task 'hostile': .*requirements\.txt: {expected}"):
+        manager.ensure(task="hostile", requirements=req, task_dir=task_dir)
+    assert runner.calls == [] and not (paths.envs / key).exists()

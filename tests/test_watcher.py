@@ -15,6 +15,8 @@ import errno
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +26,10 @@ import pytest
 from helpers import wait_for, write_task
 from watchdog.observers.api import BaseObserver
 
+from supervisor.watchcoverage import Coverage, check_coverage, watched_inodes_from_fdinfo
 from supervisor.watcher import Debouncer, TaskWatcher, is_relevant
+
+REPO = Path(__file__).resolve().parent.parent
 
 DEBOUNCE = 0.2
 
@@ -490,3 +495,85 @@ def test_invalid_arguments_name_the_folder(home: Path) -> None:
         TaskWatcher(home / "Tasks", lambda: None, debounce_s=-1)
     with pytest.raises(ValueError, match="Tasks.*fallback_poll_s"):
         TaskWatcher(home / "Tasks", lambda: None, fallback_poll_s=0)
+
+
+# -- coverage: every folder really watched (the kernel's list of watches), symlink loops ------------------
+
+def test_watched_inodes_are_read_from_fdinfo_text() -> None:
+    text = ("pos:\t0\nflags:\t02004000\nmnt_id:\t15\nino:\t1057\n"
+            "inotify wd:2 ino:1a2b sdev:800021 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:2b1a\n"
+            "inotify wd:1 ino:10 sdev:800021 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:10\n")
+    assert watched_inodes_from_fdinfo(text) == {0x1A2B, 0x10}
+
+
+def test_a_real_observer_watches_every_folder(home: Path, make_watcher) -> None:
+    (write_task(home / "Tasks", "a") / "pkg" / "sub").mkdir(parents=True)
+    watcher = make_watcher(Calls())
+    assert watcher.mode == "inotify"
+    found = check_coverage(home / "Tasks")
+    assert found.known and found.folders >= 5 and found.unwatched == ()
+
+
+def test_unwatched_folders_at_start_mean_polling(home: Path, make_watcher, seen: Seen) -> None:
+    gap = Coverage(known=True, folders=3, unwatched=(str(home / "Tasks" / "a"),), loops=())
+    calls = Calls()
+    watcher = make_watcher(calls, fallback_poll_s=0.1, coverage=lambda _tasks: gap)
+    assert watcher.mode == "polling"
+    assert calls.wait_count(2, timeout=10)
+    assert any("1 of 3 folders are not watched" in w and "polling" in w and "max_user_watches" in w
+               for w in seen.warnings), seen.warnings
+
+
+def test_a_folder_left_unwatched_after_a_change_means_polling(home: Path, make_watcher, seen: Seen) -> None:
+    results = [Coverage(known=True, folders=1, unwatched=(), loops=())]
+    calls = Calls()
+    watcher = make_watcher(calls, fallback_poll_s=0.1, coverage=lambda _tasks: results[-1])
+    assert watcher.mode == "inotify"
+    results.append(Coverage(known=True, folders=2, unwatched=(str(home / "Tasks" / "b"),), loops=()))
+    write_task(home / "Tasks", "b")
+    wait_for(lambda: watcher.mode == "polling", timeout=10, what="fallback after an unwatched folder appeared")
+    assert calls.wait_count(3, timeout=10)
+    assert any("stopped watching" in w and "polling" in w for w in seen.warnings), seen.warnings
+
+
+def test_symlink_loops_are_reported_once_and_not_followed(home: Path, make_watcher, seen: Seen) -> None:
+    folder = write_task(home / "Tasks", "a")
+    (folder / "up").symlink_to(folder)
+    (home / "Tasks" / "self").symlink_to(home / "Tasks" / "self")
+    calls = Calls()
+    watcher = make_watcher(calls)
+    assert watcher.mode == "inotify"
+    (folder / "main.py").write_text("def main():\n    return 1\n")
+    assert calls.wait_count(1, timeout=10)
+    loops = [w for w in seen.warnings if "symlink loop" in w]
+    assert sorted(loops) == sorted(f"{p} is a symlink loop (it leads back to itself or a folder containing it); "
+                                   "not followed" for p in (folder / "up", home / "Tasks" / "self")), seen.warnings
+
+
+_NAMESPACED_WATCHER = """
+import logging, sys, time
+from pathlib import Path
+from supervisor.watcher import TaskWatcher
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+watcher = TaskWatcher(Path(sys.argv[1]), lambda: None, fallback_poll_s=0.2)
+watcher.start()
+print("MODE", watcher.mode, flush=True)
+watcher.stop()
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_a_real_inotify_watch_limit_means_polling(home: Path) -> None:
+    """A real ENOSPC from the kernel, without touching the machine's limit: a new user namespace has its
+    own ``max_inotify_watches``, lowered to 4 inside it while the tree needs more."""
+    for name in ("a", "b", "c"):
+        (write_task(home / "Tasks", name) / "pkg").mkdir()
+    script = ('echo 4 > /proc/sys/user/max_inotify_watches || exit 97; exec "$@"')
+    result = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh", sys.executable,
+                             "-c", _NAMESPACED_WATCHER, str(home / "Tasks")], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    if result.returncode == 97 or "Operation not permitted" in result.stderr:
+        pytest.skip(f"user namespaces with their own inotify limits are not available: {result.stderr[-300:]}")
+    assert "MODE polling" in result.stdout, result.stdout + result.stderr
+    assert "folders are not watched" in result.stdout and "watching" not in result.stdout.split("MODE")[0] \
+        .replace("stopped watching", "").replace("cannot watch", ""), result.stdout
