@@ -14,4 +14,5 @@ except ImportError as exc:  # e.g. the system python3 without the dependencies i
              f".venv/bin/pip install -e . && .venv/bin/python main.py")
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]], prog="main.py", default_home=Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv[1:], prog="main.py", command="run",
+                  default_home=Path(__file__).resolve().parent))

@@ -13,4 +13,5 @@ except ImportError as exc:  # e.g. the system python3 without the dependencies i
              f"e.g. .venv/bin/python terminate.py")
 
 if __name__ == "__main__":
-    sys.exit(main(["stop", *sys.argv[1:]], prog="terminate.py", default_home=Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv[1:], prog="terminate.py", command="stop",
+                  default_home=Path(__file__).resolve().parent))

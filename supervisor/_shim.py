@@ -74,6 +74,24 @@ def _load_prctl() -> Callable[..., int]:
         return ctypes.CDLL(None, use_errno=True).prctl
 
 
+def _task_traceback() -> str:
+    """The traceback of the exception being handled, starting at the task's own code.
+
+    The first frames are this file's (the call of ``main()`` or the import of main.py): they say nothing to
+    the task's author, so they are left out. A SyntaxError in main.py keeps no frame at all; its own text
+    names the file and line.
+    """
+    import traceback
+
+    exc = sys.exc_info()[1]
+    if exc is None:  # called outside an except block: nothing to format
+        return ""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
 def _run_task(mode: str, task: str, home: str, report_fd: int) -> NoReturn:
     """Child side: import the task and call its function. Never returns."""
     # The task must not see the shim's folder (the supervisor package) on sys.path: HOME comes first so
@@ -106,9 +124,7 @@ def _run_task(mode: str, task: str, home: str, report_fd: int) -> NoReturn:
             code = status if isinstance(status, int) else 1
             record.update(status=wire.STATUS_FAILED, message="main() called sys.exit(%r)" % (status,))
     except BaseException:  # noqa: BLE001 - the task's traceback is the message, whatever it raised
-        import traceback
-
-        record.update(status=wire.STATUS_FAILED, message=traceback.format_exc())
+        record.update(status=wire.STATUS_FAILED, message=_task_traceback())
         code = 1
     try:
         sys.stdout.flush()

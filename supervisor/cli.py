@@ -1,7 +1,10 @@
-"""Command line: ``python3 -m supervisor COMMAND`` / ``taskautomation COMMAND`` (docs/cli.md).
+"""Command line: ``python3 -m supervisor COMMAND`` / ``taskautomation COMMAND`` (docs/cli.md), and the
+single-command entry points ``main.py`` (run) and ``terminate.py`` (stop).
 
-Exit codes: 0 success; 1 the command failed (no supervisor running for stop/run-now, a task refused a
-run, validation found errors, a runtime error); 2 bad usage. Errors are one line on stderr, never a traceback.
+Exit codes: 0 success; 1 the command failed (no home, no supervisor running for stop/run-now, a task refused
+a run, a waited-for run did not end ``ok``, validation found errors, a runtime error); 2 bad usage. Errors
+are one line on stderr, never a traceback. Human output is rendered by render.py from the same documents
+that ``--json`` prints.
 """
 
 from __future__ import annotations
@@ -9,58 +12,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cliargs import build_parser, build_single_parser
 from .errors import NotRunningError, TaskAutomationError
+from .home import choose_home, ensure_home
 from .paths import Paths
+from .render import View, outcome_line, render_history, render_status, wants_colour
+from .spec import Outcome
 
 TERMINATE_TIMEOUT_S = 600.0
-
-
-def _parser(prog: str) -> argparse.ArgumentParser:
-    # --home is accepted before and after the subcommand: the sub-parsers' copy must not overwrite a value
-    # given before the subcommand, hence SUPPRESS there.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", default=argparse.SUPPRESS,
-                        help="folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the "
-                             "folder of main.py / the current folder)")
-    parser = argparse.ArgumentParser(prog=prog, parents=[common],
-                                     description="Run Python task folders on schedule, each in its own "
-                                                 "virtualenv, as contained child processes.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    sub.add_parser("run", parents=[common], help="run the supervisor in the foreground")
-    sub.add_parser("stop", parents=[common], help="stop the running supervisor and wait until it is gone")
-    p = sub.add_parser("status", parents=[common], help="every task: state, next run, last run")
-    p.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
-    p = sub.add_parser("history", parents=[common], help="the runs of one task, newest first")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--limit", type=int, default=20)
-    p = sub.add_parser("run-now", parents=[common], help="start a run of a task now")
-    p.add_argument("name")
-    p = sub.add_parser("logs", parents=[common], help="print a task's log")
-    p.add_argument("name")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
-    p.add_argument("-n", "--lines", type=int, default=50, help="lines to show first (default 50)")
-    p = sub.add_parser("validate", parents=[common], help="check task folders without running anything")
-    p.add_argument("name", nargs="?")
-    p = sub.add_parser("new", parents=[common], help="create a new task folder from a template")
-    p.add_argument("name")
-    return parser
+CREATES_HOME = ("run", "new")  # the commands that may create a missing home (saying so)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
-         default_home: Path | None = None) -> int:
-    args = _parser(prog).parse_args(argv)
-    paths = Paths.resolve(getattr(args, "home", None), default=default_home or Path.cwd())
-    command: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
+         default_home: Path | None = None, command: str | None = None) -> int:
+    """Run one command. ``command`` set: the single-command form (main.py, terminate.py), whose home
+    defaults to ``default_home`` (the script's folder) instead of the current folder."""
+    if command is not None:
+        args = build_single_parser(prog, command).parse_args(argv)
+        args.command = command
+    else:
+        args = build_parser(prog).parse_args(argv)
+    if args.command == "run-now" and args.timeout is not None and not args.wait:
+        print(f"{prog}: --timeout needs --wait", file=sys.stderr)
+        return 2
+    handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
     try:
-        return command(args, paths)
+        choice = choose_home(getattr(args, "home", None), environ=os.environ, cwd=Path.cwd(),
+                             default=default_home)
+        created = ensure_home(choice, may_create=args.command in CREATES_HOME)
+        if created:
+            print(f"{prog}: {created}", file=sys.stderr)
+        return handler(args, Paths(choice.path))
     except TaskAutomationError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
@@ -73,6 +62,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _view(args: argparse.Namespace) -> View:
+    """How to render for this terminal (or pipe): width, colour, zone."""
+    return View(now=datetime.now(timezone.utc), utc=bool(getattr(args, "utc", False)),
+                width=shutil.get_terminal_size((80, 24)).columns, colour=wants_colour(sys.stdout, os.environ))
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 # ---------------------------------------------------------------------------------------------------- run/stop
@@ -134,95 +134,110 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     status = reply["status"] if reply is not None else offline_status(paths)
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
-    sup = status.get("supervisor")
-    print(f"supervisor: running (pid {sup['pid']}, since {_short(sup['started'])})" if sup
-          else f"supervisor: not running on {paths.home}")
-    rows = [("TASK", "STATE", "NEXT RUN", "LAST RUN", "OUTCOME", "DURATION")]
-    for task in status["tasks"]:
-        last = task["last_run"] or {}
-        duration = last.get("duration_s")
-        rows.append((task["name"], task["state"], _short(task["next_run"]), _short(last.get("started")),
-                     last.get("outcome") or "-", f"{duration:.2f} s" if duration is not None else "-"))
-    _print_table(rows)
-    notes = [f"  {t['name']}: {t['why']}" for t in status["tasks"]
-             if sup and t.get("why") and t["state"] not in ("error", "env-failed")]
-    if notes:
-        print("\nwhy:")
-        print("\n".join(notes))
-    for task in status["tasks"]:
-        if task.get("error"):
-            print(f"\n{task['error']}")  # every error already starts with "task 'NAME': ..."
-    return 0
+    else:
+        _print_lines(render_status(status, _view(args), home=str(paths.home), why_all=args.why))
+    return _status_check_exit(status) if args.check else 0
+
+
+def unhealthy_tasks(status: dict[str, Any]) -> list[str]:
+    """`status --check`: one line per task in error or env-failed, or whose last finished run failed.
+
+    "Failed" is the failure streak's definition (``spec.FAILURE_OUTCOMES``: failed, timeout, memory, crashed,
+    env-failed); ``killed`` by a stop or ``interrupted`` by a crash of the supervisor say nothing about the
+    task. A disabled task is not checked.
+    """
+    from .spec import FAILURE_OUTCOMES
+
+    failing = {outcome.value for outcome in FAILURE_OUTCOMES}
+    problems = []
+    for task in status.get("tasks", []):
+        last = task.get("last_run") or {}
+        if task.get("state") in ("error", "env-failed"):
+            problems.append(f"{task['name']}: {task['state']}")
+        elif task.get("enabled", True) and last.get("outcome") in failing:
+            problems.append(f"{task['name']}: last run {last['outcome']}")
+    return problems
+
+
+def _status_check_exit(status: dict[str, Any]) -> int:
+    problems = unhealthy_tasks(status)
+    for line in problems:
+        print(f"check failed: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
     from .records import Records
     from .status import history_json
 
+    outcomes = [o for group in args.outcome or [] for o in group]
     records = Records(paths.database, readonly=True)
     try:
-        runs = records.history(args.name, limit=max(1, args.limit))
+        runs = records.history(args.name, limit=max(1, args.limit), outcomes=outcomes, since=args.since)
+        known = bool(runs) or bool(records.history(args.name, limit=1))
     finally:
         records.close()
-    if not runs and not paths.task_dir(args.name).is_dir():
+    if not known and not paths.task_dir(args.name).is_dir():
         raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks} and no history for it")
+    document = history_json(runs)
     if args.json:
-        print(json.dumps(history_json(runs), indent=2))
+        print(json.dumps(document, indent=2))
         return 0
-    rows = [("RUN", "TRIGGER", "STARTED", "OUTCOME", "DURATION", "PEAK MB", "MESSAGE")]
-    for r in runs:
-        message = (r.message or "").strip().splitlines()
-        rows.append((r.run_id, r.trigger.value, _short(r.started.isoformat()),
-                     r.outcome.value if r.outcome else "running",
-                     f"{r.duration_s:.2f} s" if r.duration_s is not None else "-",
-                     f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", (message[-1] if message else "")[:60]))
-    _print_table(rows)
+    _print_lines(render_history(document["runs"], _view(args)))
     return 0
 
 
 def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
-    reply = _live(paths, "run-now", {"name": args.name})
-    if reply is None:
-        raise NotRunningError(f"no supervisor is running on {paths.home}; start it with main.py")
-    if not reply.get("ok"):
-        raise TaskAutomationError(str(reply.get("error")))
-    print(f"started run {reply['run_id']} of {args.name!r}")
-    return 0
+    from .control import lock_is_held
+    from .follow import LogFollower
+    from .runwait import Waiting, wait_for_run
+
+    follower = LogFollower(paths.task_log(args.name))
+    try:
+        if args.wait:
+            follower.read_lines()  # from the log's current end: every line of the run comes after this
+        reply = _live(paths, "run-now", {"name": args.name})
+        if reply is None:
+            raise NotRunningError(f"no supervisor is running on {paths.home}; start it with main.py")
+        if not reply.get("ok"):
+            raise TaskAutomationError(str(reply.get("error")))
+        run_id = str(reply["run_id"])
+        print(f"started run {run_id} of {args.name!r}", flush=True)
+        if not args.wait:
+            return 0
+        waiting = Waiting(run_id=run_id, task=args.name, database=paths.database, monotonic=time.monotonic,
+                          pause=time.sleep, emit=lambda line: print(line, flush=True),
+                          supervisor_alive=lambda: lock_is_held(paths.lock_file))
+        run = wait_for_run(waiting, follower, timeout=args.timeout)
+    finally:
+        follower.close()
+    print(outcome_line(run, _view(args)))
+    return 0 if run["outcome"] == Outcome.OK.value else 1
 
 
 def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
     """Print the last lines of a task's log; with -f keep printing, across rotations, until Ctrl-C."""
+    from .follow import LogFollower
+
     log = paths.task_log(args.name)
     if not log.exists():
         if not paths.task_dir(args.name).is_dir():
             raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
         raise TaskAutomationError(f"{log} does not exist yet (the task has not been loaded)")
-    f = open(log, "rb")
-    try:
-        lines = f.read().splitlines()[-args.lines:] if args.lines > 0 else []
-        for line in lines:
-            sys.stdout.write(line.decode("utf-8", "replace") + "\n")
-        sys.stdout.flush()
-        if not args.follow:
-            return 0
+    with open(log, "rb") as f:
+        data = f.read()
+    lines = data.splitlines()[-args.limit:] if args.limit > 0 else []
+    for line in lines:
+        sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+    sys.stdout.flush()
+    if not args.follow:
+        return 0
+    with LogFollower(log, start=len(data)) as follower:
         while True:
-            chunk = f.read()
-            if chunk:
-                sys.stdout.write(chunk.decode("utf-8", "replace"))
-                sys.stdout.flush()
-                continue
-            try:
-                rotated = os.stat(log).st_ino != os.fstat(f.fileno()).st_ino
-            except FileNotFoundError:
-                rotated = False  # between the rename and the new file: look again shortly
-            if rotated:
-                f.close()
-                f = open(log, "rb")  # the rest of the old file was read above; go on with the new one
-                continue
+            for text in follower.read_lines():
+                sys.stdout.write(text + "\n")
+            sys.stdout.flush()
             time.sleep(0.25)  # a log follower polls, like tail -f; nothing here waits on the supervisor
-    finally:
-        f.close()
 
 
 # ---------------------------------------------------------------------------------------------------- validate
@@ -233,32 +248,46 @@ def cmd_validate(args: argparse.Namespace, paths: Paths) -> int:
         # An unknown name is a failed command (one line on stderr), not a validation report.
         raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
     problems, report = validate_home(paths, only=args.name)
-    for line in report:
-        print(line)
+    _print_lines(report)
     return 1 if problems else 0
 
 
 def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
-    from .scaffold import create_task
+    from .control import lock_is_held
+    from .scaffold import create_task, name_warning
 
-    folder = create_task(paths, args.name)
-    print(f"created {folder}; edit main.py and config.ini, then the running supervisor picks it up")
+    folder = create_task(paths, args.name, enable=args.enable)  # an invalid folder name fails first
+    warning = name_warning(args.name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"created {folder}: edit main.py, config.ini and requirements.txt")
+    running = lock_is_held(paths.lock_file)
+    if args.enable:
+        print("the running supervisor picks it up now and runs it at once (it never ran)" if running
+              else f"no supervisor is running on {paths.home}: it runs once you start one (python3 main.py)")
+    else:
+        print(f"it is disabled (Enabled = False in {folder / 'config.ini'}): set Enabled = True when main() "
+              f"is ready; " + ("the running supervisor picks that change up" if running
+                               else f"no supervisor is running on {paths.home} yet"))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------- operations
+def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
+    from .systemd import install_command
+
+    return install_command(paths, user_mode=args.user, dry_run=args.dry_run, enable=args.enable,
+                           target_dir=args.unit_dir, environ=os.environ, out=print)
+
+
+def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
+    from .doctor import doctor_command
+
+    return doctor_command(paths, as_json=args.json, out=print)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
     "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor,
 }
-
-
-def _short(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -32,6 +32,9 @@ class EnvBuilder(Protocol):
 
     def is_ready(self, key: str) -> bool: ...
 
+    def broken_reason(self, key: str) -> str | None:
+        """Why a built env can no longer start its interpreter (base python gone); None when it can."""
+
     def env_dir(self, key: str) -> Path: ...
 
     def python_for(self, key: str) -> Path: ...
@@ -66,6 +69,9 @@ class BackgroundEnvs:
 
     def is_ready(self, key: str) -> bool:
         return self.envs.is_ready(key)
+
+    def broken_reason(self, key: str) -> str | None:
+        return self.envs.broken_reason(key)
 
     def env_dir(self, key: str) -> Path:
         return self.envs.env_dir(key)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import signal
@@ -41,14 +42,17 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 from . import safefile
+from .envhealth import env_interpreter_problem
 from .errors import ConfigError, EnvBuildError
 from .paths import Paths
+from .pep723 import script_requirements
 from .safefile import UnsafeFileError
 from .spec import EnvStatus
 
 INSTALLERS = ("uv", "pip")
 KEY_LENGTH = 16  # hex digits of sha256 used as the folder name; 64 bits is plenty for one home
 MARKER_NAME = ".taskautomation-env.json"
+SCRIPT_REQUIREMENTS_NAME = ".pep723-requirements.txt"  # a PEP 723 block's dependencies, as installed
 DEFAULT_INSTALL_TIMEOUT_S = 30 * 60.0
 _KEY_FORMAT_VERSION = "taskautomation-env-1"  # bump to invalidate every key when the build recipe changes
 _MAX_REQUIREMENTS_RETRIES = 3  # rebuilds when requirements.txt keeps changing while being installed
@@ -81,18 +85,26 @@ def normalize_requirements(text: str) -> tuple[str, ...]:
     Continuation lines (trailing backslash) are joined, comments and blank lines dropped, surrounding
     whitespace stripped. Order is kept: it can matter to the installer (options, ``-r`` includes).
     """
-    joined: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
+    return tuple(line for _, line in numbered_requirements(text))
+
+
+def numbered_requirements(text: str) -> tuple[tuple[int, str], ...]:
+    """``normalize_requirements`` with the number (from 1) of the physical line each logical line starts on."""
+    joined: list[tuple[int, str]] = []
+    pending, first, continuing = "", 0, False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not continuing:
+            first = number
         if raw.endswith("\\"):
             pending += raw[:-1]
+            continuing = True
             continue
-        joined.append(pending + raw)
-        pending = ""
-    if pending:
-        joined.append(pending)
-    lines = (_COMMENT_RE.sub("", line).strip() for line in joined)
-    return tuple(line for line in lines if line)
+        joined.append((first, pending + raw))
+        pending, continuing = "", False
+    if continuing:
+        joined.append((first, pending))
+    lines = ((number, _COMMENT_RE.sub("", line).strip()) for number, line in joined)
+    return tuple((number, line) for number, line in lines if line)
 
 
 def _split_option(token: str) -> tuple[str, str | None]:
@@ -328,6 +340,18 @@ def _python_identity(base_python: Path) -> str:
     return f"{result.stdout.strip()} {real}"
 
 
+def _python_version(base_python: Path) -> str:
+    """``3.11.7``: the base interpreter's version, for a PEP 723 ``requires-python``."""
+    if os.path.realpath(base_python) == os.path.realpath(sys.executable):
+        return platform.python_version()
+    try:
+        result = subprocess.run([str(base_python), "-c", "import platform; print(platform.python_version())"],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvBuildError(f"base python {base_python} cannot be run: {exc}") from exc
+    return result.stdout.strip() or "0"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The manager
 # ---------------------------------------------------------------------------------------------------------
@@ -356,6 +380,7 @@ class EnvManager:
             installer = "pip"
         self._installer = installer
         self._python_identity = _python_identity(self._base_python)
+        self._python_version = _python_version(self._base_python)
         self._guard = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
 
@@ -367,11 +392,13 @@ class EnvManager:
     # -- keys and paths ----------------------------------------------------------------------------------
 
     def key_for(self, requirements: Path, *, task_dir: Path) -> str:
-        """The content key of the env these requirements need (a missing requirements.txt is empty).
+        """The content key of the env these requirements need (a missing requirements.txt is empty, unless
+        main.py declares a PEP 723 block: then the block's dependencies take the place of its lines).
 
         Never raises for the requirements file itself and never blocks on it: a requirements.txt that is a
         directory, a FIFO, unreadable or over the size cap gives a key that records that (stable until the
-        file changes), and building that key reports the cause as the task's EnvBuildError.
+        file changes), and building that key reports the cause as the task's EnvBuildError. A PEP 723 block
+        that is invalid, unmet (requires-python) or next to a requirements.txt is a ConfigError.
         """
         digest = hashlib.sha256()
 
@@ -381,8 +408,10 @@ class EnvManager:
         feed(_KEY_FORMAT_VERSION)
         feed(self._python_identity)
         feed(self._installer)
+        script = self._script_lines(requirements, task_dir=task_dir)
         try:
-            lines = _lenient_requirements(requirements)
+            lines = normalize_requirements("\n".join(script)) if script is not None else \
+                _lenient_requirements(requirements)
         except UnsafeFileError as exc:
             feed(f"<unsafe {exc.kind}>")
             return digest.hexdigest()[:KEY_LENGTH]
@@ -431,8 +460,18 @@ class EnvManager:
             marker = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        # exists() follows the venv's symlink: a removed base interpreter makes the env not ready.
-        return isinstance(marker, dict) and marker.get("key") == key and self.python_for(key).exists()
+        # A removed base interpreter (distro upgrade, pyenv removal) makes the env not ready: ensure() then
+        # rebuilds it (see broken_reason).
+        return isinstance(marker, dict) and marker.get("key") == key and env_interpreter_problem(folder) is None
+
+    def broken_reason(self, key: str) -> str | None:
+        """Why a *built* env (its marker is there) can no longer start its interpreter; None when it can or
+        when it was never built. A few stats: the loop may call it at every key check and spawn failure."""
+        folder = self.env_dir(key)
+        if not (folder / MARKER_NAME).is_file():
+            return None
+        problem = env_interpreter_problem(folder)
+        return f"env {key}: {problem}" if problem is not None else None
 
     # -- building ----------------------------------------------------------------------------------------
 
@@ -464,7 +503,12 @@ class EnvManager:
         """
         folder = self.env_dir(key)
         started = time.monotonic()
-        self._log.info("env %s: building for task %s with %s from %s", key, task, self._installer, requirements)
+        broken = self.broken_reason(key)
+        if broken is not None:  # self-healing: the one line that says why a finished env is built again
+            self._log.warning("%s; rebuilding it for task %s", broken, task)
+        from_ = requirements if self._script_lines(requirements, task_dir=task_dir) is None else \
+            f"the '# /// script' block of {Path(task_dir) / 'main.py'}"
+        self._log.info("env %s: building for task %s with %s from %s", key, task, self._installer, from_)
         if folder.is_symlink() or folder.is_file():
             folder.unlink()
         elif folder.exists():
@@ -473,8 +517,9 @@ class EnvManager:
             # Read before creating anything: a requirements.txt that cannot be read fails in a millisecond.
             wanted = self._read_requirements(requirements, task=task)
             self._create_venv(folder, task=task, requirements=requirements)
-            if wanted:
-                self._install(key, task=task, requirements=requirements, task_dir=task_dir, lock_fd=lock_fd)
+            source = self._install_source(folder, requirements=requirements, task_dir=task_dir, wanted=wanted)
+            if source is not None:
+                self._install(key, task=task, requirements=source, task_dir=task_dir, lock_fd=lock_fd)
             if self.key_for(requirements, task_dir=task_dir) != key:
                 self._log.info("env %s: %s changed during the build; discarding it", key, requirements)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -493,8 +538,10 @@ class EnvManager:
     def _create_venv(self, folder: Path, *, task: str, requirements: Path) -> None:
         import virtualenv  # noqa: PLC0415 - heavy import, only needed when an env is actually built
 
-        args = [str(folder), "--python", str(self._base_python), "--no-periodic-update", "--no-download",
-                "--quiet"]
+        # The resolved path: virtualenv caches interpreter facts per path for the life of the process, so after
+        # a distro upgrade repointed python3 it would still use the deleted binary behind the old answer.
+        args = [str(folder), "--python", os.path.realpath(self._base_python), "--no-periodic-update",
+                "--no-download", "--quiet"]
         # uv installs into any interpreter, so the env needs no pip; the pip installer needs the seeded pip
         # (from virtualenv's bundled wheels: no network).
         if self._installer == "uv":
@@ -618,6 +665,27 @@ class EnvManager:
 
     def _lock_path(self, key: str) -> Path:
         return self._paths.envs / f"{self.env_dir(key).name}.lock"
+
+    # -- PEP 723: main.py's '# /// script' block in place of requirements.txt (supervisor/pep723.py) --------
+
+    def _script_lines(self, requirements: Path, *, task_dir: Path) -> tuple[str, ...] | None:
+        """The block's dependencies when main.py has one (and no requirements.txt); else None."""
+        return script_requirements(requirements, main_py=Path(task_dir) / "main.py", task=Path(task_dir).name,
+                                   python_version=self._python_version, python=self._base_python)
+
+    def _install_source(self, folder: Path, *, requirements: Path, task_dir: Path,
+                        wanted: tuple[str, ...]) -> Path | None:
+        """The file to ``-r`` install: requirements.txt (whose lines are ``wanted``), or the block's
+        dependencies written into the env folder (so uv and pip read them the same way); None when there is
+        nothing to install."""
+        script = self._script_lines(requirements, task_dir=task_dir)
+        if script is None:
+            return requirements if wanted else None
+        if not script:
+            return None
+        generated = folder / SCRIPT_REQUIREMENTS_NAME
+        generated.write_text("".join(f"{line}\n" for line in script), encoding="utf-8")
+        return generated
 
     def _read_requirements(self, requirements: Path, *, task: str) -> tuple[str, ...]:
         """The normalised lines to install; a bad file is an EnvBuildError naming task, file and cause."""

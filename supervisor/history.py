@@ -136,9 +136,12 @@ class RunLog:
             return  # a run that never started a process has been logged where it failed
         level = logging.INFO if fact.outcome is Outcome.OK and not fact.leftovers else logging.WARNING
         task_log = self.task_logs.get(fact.task)
+        if fact.outcome is Outcome.FAILED and record.message and "\n" in record.message:
+            # One record per line, each tagged, so `grep '[run ID]'` shows the whole traceback; before the
+            # outcome line, which stays the run's last line (`run-now --wait` stops at it).
+            for line in record.message.rstrip().splitlines():
+                task_log.error("[run %s] %s", fact.run_id, line)
         task_log.log(level, "[run %s] %s in %.2f s: %s", fact.run_id, fact.outcome.value, record.duration_s,
                      fact.summary)
-        if fact.outcome is Outcome.FAILED and record.message and "\n" in record.message:
-            task_log.error("[run %s] traceback:\n%s", fact.run_id, record.message.rstrip())
         self.log.log(level, "task %r: run %s %s in %.2f s: %s", fact.task, fact.run_id, fact.outcome.value,
                      record.duration_s, fact.summary)

@@ -42,6 +42,7 @@ TRANSITIONS: dict[TaskPhase, dict[TaskPhase, str]] = {
         P.REMOVED: "its folder disappeared",
     },
     P.SCHEDULED: {
+        P.ENV_BUILDING: "its env's base interpreter disappeared: the env is rebuilt (once)",
         P.ERROR: "its files broke, or initialize() failed after a code change or env switch",
         P.DISABLED: "Enabled=False",
         P.REMOVED: "its folder disappeared",

@@ -1,7 +1,8 @@
 """Logging: one rotating supervisor log, one rotating log per task, optional console echo.
 
-Every line carries a timestamp; run lines carry the run id. Per-task loggers do not propagate, so a chatty
-task's output stays in its own file; lifecycle lines (loaded, started, ended) are written to both.
+Every line carries a timestamp with its UTC offset; run lines carry the run id. Per-task loggers do not
+propagate, so a chatty task's output stays in its own file; lifecycle lines (loaded, started, ended) are
+written to both.
 
 Hardening policies:
 
@@ -27,6 +28,14 @@ from .paths import task_log_name
 
 ROOT_LOGGER = "taskautomation"
 FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+
+class ZonedFormatter(logging.Formatter):
+    """Timestamps carry their UTC offset (``2026-11-29 14:05:09,123 +0100``): a reader in another zone, or
+    looking at a line written before a DST change, knows which moment it was."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - stdlib name
+        return f"{super().formatTime(record, datefmt)} {time.strftime('%z', self.converter(record.created))}"
 
 
 LOG_ERROR_QUIET_S = 60.0
@@ -103,7 +112,7 @@ def _rotating(path: Path, *, max_bytes: int, backups: int, reporter: LogErrorRep
     kind = _RotatingFile if keep_open else _ClosingRotatingFile
     handler = kind(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=not keep_open)
     handler.reporter = reporter
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(ZonedFormatter(FORMAT))
     return handler
 
 
@@ -122,7 +131,7 @@ def setup_supervisor_logging(path: Path, *, max_bytes: int, backups: int, consol
     if console:
         stream = _Console(sys.stderr)
         stream.reporter = reporter
-        stream.setFormatter(logging.Formatter(FORMAT))
+        stream.setFormatter(ZonedFormatter(FORMAT))
         logger.addHandler(stream)
     return logger
 

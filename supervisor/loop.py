@@ -35,7 +35,7 @@ import os
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Sequence
 
-from .clock import Clock
+from .clock import Clock, StepDetector
 from .commands import answer
 from .discovery import diff_tasks, scan_tasks
 from .envbuild import EnvBuilder
@@ -47,6 +47,7 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
+from .sdnotify import LoopNotifier, Notifier
 from .slots import QueuedRun
 from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .status import SupervisorView, TaskView, status_json, view_of
@@ -67,7 +68,8 @@ class Supervisor(TaskBook):
                  logger: logging.Logger, task_logs: TaskLogs, inbox: Inbox, executor: Executor,
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS) -> None:
+                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
+                 notifier: LoopNotifier | None = None) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger, task_logs=task_logs,
                          envs=envs, history=history, consumers=consumers, max_inits=max_inits)
         self.inbox = inbox
@@ -77,9 +79,11 @@ class Supervisor(TaskBook):
         self.safety_rescan_s = safety_rescan_s
         self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.watcher_factory = watcher_factory
+        # systemd (sdnotify.py): READY after the first scan, STATUS, WATCHDOG from this thread, STOPPING.
+        self.notifier = notifier if notifier is not None else LoopNotifier(Notifier(None))
         self.watcher: Any = None
         self.started_at = clock.now()
-        self.clock_offset = self._wall_minus_mono()
+        self.clock_steps = StepDetector(clock, tolerance_s=CLOCK_STEP_TOLERANCE_S)
 
     # ------------------------------------------------------------------ public, thread-safe
     def post(self, event: Event) -> None:
@@ -136,7 +140,18 @@ class Supervisor(TaskBook):
         self.executor.enforce()
         if self.gc_wanted and self.stopping is None:
             self._collect_envs()
+        self._notify_service()
         return not (self.stopping is not None and not self.in_flight)
+
+    def _notify_service(self) -> None:
+        """Tell systemd how the loop is doing; the watchdog ping proves this very thread still turns."""
+        if not self.notifier.enabled:
+            return
+        tasks = [st for st in self.tasks.values() if not is_gone(st)]
+        broken = sum(1 for st in tasks if st.phase in (P.ERROR, P.ENV_FAILED))
+        running = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
+        self.notifier.turn(self.clock.monotonic(), scanned=self.scanned_once, tasks=len(tasks), running=running,
+                           broken=broken)
 
     def drain(self) -> None:
         """Handle whatever else arrived, so one turn serves a burst."""
@@ -159,6 +174,9 @@ class Supervisor(TaskBook):
             moments += [self.next_safety_rescan, self._next_retry(),
                         self.queue.next_wakeup(in_flight=self._mains_in_flight())]
         mono = self.clock.monotonic()
+        watchdog = self.notifier.max_sleep()
+        if watchdog is not None:
+            wait = min(wait, watchdog)  # wake in time to ping systemd's watchdog from this thread
         return max(0.0, min([wait, *(m - mono for m in moments if m is not None)]))
 
     def handle(self, event: Event | None) -> None:
@@ -176,14 +194,10 @@ class Supervisor(TaskBook):
             answer(event, self)
 
     # ------------------------------------------------------------------ clock steps
-    def _wall_minus_mono(self) -> float:
-        return self.clock.now().timestamp() - self.clock.monotonic()
-
     def _check_clock(self) -> None:
         """Recompute every due time after a step of the wall clock (monotonic time is the reference)."""
-        offset = self._wall_minus_mono()
-        step, self.clock_offset = offset - self.clock_offset, offset
-        if abs(step) <= CLOCK_STEP_TOLERANCE_S:
+        step = self.clock_steps.step()
+        if not step:
             return
         now = self.clock.now()
         self.log.warning("the wall clock stepped %s by %s; recomputing every due time",
@@ -306,6 +320,10 @@ class Supervisor(TaskBook):
         and of an initialize() call schedules another try; anything else fails the run (or the task).
         """
         assert st.spec is not None and st.env_key is not None and st.folder is not None
+        if self._env_broken(st, st.env_key):
+            if queued is not None:
+                self._close_unstarted(st, queued, "its env broke")
+            return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
         now = self.clock.now()
         run_id = queued.run_id if queued and queued.run_id else new_run_id(now)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
@@ -338,6 +356,8 @@ class Supervisor(TaskBook):
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, message)
+            if not is_gone(st):
+                self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
                                           started=now, due=due)
@@ -389,6 +409,7 @@ class Supervisor(TaskBook):
         if self.stopping is not None:
             return
         self.stopping = reason
+        self.notifier.stopping(running=len(self.in_flight))
         self.log.info("stopping: %s; %d run(s) in flight", reason, len(self.in_flight))
         if self.watcher is not None:
             self.watcher.stop()
@@ -404,4 +425,5 @@ class Supervisor(TaskBook):
         uptime = self.clock.now() - self.started_at
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.history.counts.items())) or "no runs"
         self.log.info("supervisor stopped after %s: %s", str(uptime).split(".")[0], summary)
+        self.notifier.close()
         self.task_logs.close()

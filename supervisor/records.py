@@ -29,7 +29,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -366,10 +366,24 @@ class Records:
         """Rows without an outcome, oldest first."""
         return self._rows("read open runs", f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid")
 
-    def history(self, task: str, *, limit: int = 50) -> list[RunRecord]:
-        """The newest ``limit`` rows of ``task``, newest first."""
+    def history(self, task: str, *, limit: int = 50, outcomes: Sequence[Outcome] = (),
+                since: datetime | None = None) -> list[RunRecord]:
+        """The newest ``limit`` rows of ``task``, newest first; only ``outcomes`` (when given) that started
+        at or after ``since`` (when given). The filters apply before the limit."""
+        where, params = "task = ?", [task]
+        if outcomes:
+            where += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+            params.extend(Outcome(o).value for o in outcomes)
+        if since is not None:
+            where += " AND started >= ?"
+            params.append(_encode_time(since))
         return self._rows(f"read the history of task {task!r}",
-                          f"{_SELECT} WHERE task = ? {_NEWEST_FIRST} LIMIT ?", (task, max(limit, 0)))
+                          f"{_SELECT} WHERE {where} {_NEWEST_FIRST} LIMIT ?", (*params, max(limit, 0)))
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The row of one run, or None when there is none (yet)."""
+        rows = self._rows(f"read run {run_id!r}", f"{_SELECT} WHERE run_id = ?", (run_id,))
+        return rows[0] if rows else None
 
     def tasks_with_history(self) -> list[str]:
         """Names of every task with at least one row, sorted."""
@@ -420,6 +434,13 @@ def record_to_json(record: RunRecord) -> dict[str, object]:
         "cpu_s": record.cpu_s,
         "log_path": None if record.log_path is None else str(record.log_path),
     }
+
+
+def run_matches(record: RunRecord, *, outcomes: Sequence[Outcome] = (), since: datetime | None = None) -> bool:
+    """The filter of :meth:`Records.history`, for rows that are not in SQLite yet (write-behind queue)."""
+    if outcomes and (record.outcome is None or Outcome(record.outcome) not in {Outcome(o) for o in outcomes}):
+        return False
+    return since is None or record.started >= since
 
 
 def _json_time(value: datetime | None) -> str | None:

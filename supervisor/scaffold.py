@@ -1,7 +1,14 @@
-"""`new NAME`: create a valid task folder from a template."""
+"""`new NAME`: create a valid task folder from a template.
+
+Policy: a new task starts disabled (``Enabled = False`` with a comment saying how to enable it), so its
+placeholder ``main()`` does not run the moment the folder appears; ``--enable`` writes ``Enabled = True``.
+A name that is not a Python identifier still makes a valid task folder, but ``import Tasks.NAME.helper``
+cannot name it: ``name_warning`` says so.
+"""
 
 from __future__ import annotations
 
+import keyword
 from pathlib import Path
 
 from .errors import TaskAutomationError
@@ -34,7 +41,7 @@ AllowedFrom = 00:00
 AllowedTo = 23:59
 
 [Global]
-Enabled = True
+{enabled_comment}Enabled = {enabled}
 ; True: log a confirmation at each due time instead of running main()
 Testing = False
 RunOnStartup = False
@@ -47,7 +54,24 @@ KillGraceSeconds = 10
 REQUIREMENTS_TEMPLATE = "# one requirement per line, anything `pip install -r` accepts\n"
 
 
-def create_task(paths: Paths, name: str) -> Path:
+DISABLED_COMMENT = ("; the task is created disabled so its placeholder main() does not run yet:\n"
+                    "; set Enabled = True when main() is ready (a running supervisor picks the change up)\n")
+
+
+def name_warning(name: str) -> str | None:
+    """Why ``name`` is a poor task name, or None. Only identifiers can be imported (``Tasks.NAME.module``)."""
+    if name.isidentifier() and not keyword.iskeyword(name):
+        return None
+    return (f"{name!r} is not a Python identifier: its helper modules cannot be imported as "
+            f"`import Tasks.{name}.module` (use letters, digits and _, e.g. {_suggest(name)!r})")
+
+
+def _suggest(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_") or "task"
+    return f"task_{cleaned}" if cleaned[0].isdigit() else cleaned
+
+
+def create_task(paths: Paths, name: str, *, enable: bool = False) -> Path:
     if not name or name != name.strip() or "/" in name or name.startswith(".") or name in ("..", "__pycache__"):
         raise TaskAutomationError(f"{name!r} is not a valid task folder name")
     folder = paths.task_dir(name)
@@ -58,7 +82,8 @@ def create_task(paths: Paths, name: str) -> Path:
     staging = paths.tasks / f".new-{name}"
     (staging / OUTPUT_DIR).mkdir(parents=True)
     (staging / MAIN_FILE).write_text(MAIN_TEMPLATE.format(name=name))
-    (staging / CONFIG_FILE).write_text(CONFIG_TEMPLATE)
+    (staging / CONFIG_FILE).write_text(CONFIG_TEMPLATE.format(
+        enabled="True" if enable else "False", enabled_comment="" if enable else DISABLED_COMMENT))
     (staging / REQUIREMENTS_FILE).write_text(REQUIREMENTS_TEMPLATE)
     staging.rename(folder)
     return folder

@@ -7,6 +7,7 @@ keeps each monitor's PDEATHSIG tied to a thread that lives as long as the superv
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import threading
@@ -30,6 +31,7 @@ from .paths import Paths
 from .records import Records
 from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
+from .sdnotify import LoopNotifier, Notifier
 from .spec import HomeConfig
 from .watcher import TaskWatcher
 from .writebehind import WriteBehindRecords
@@ -39,6 +41,8 @@ CONTROL_REPLY_TIMEOUT_S = 10.0
 
 def serve(paths: Paths, *, console: bool = True) -> int:
     """Run the supervisor in the foreground until stopped. Returns the process exit code."""
+    # Read (and take out of the environment every run inherits) systemd's NOTIFY_SOCKET / WATCHDOG_USEC first.
+    notifier = Notifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
     paths.ensure()
     lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunningError propagates to the CLI edge as one line
@@ -46,6 +50,9 @@ def serve(paths: Paths, *, console: bool = True) -> int:
         home_config, warnings = read_home_config(paths.home_config)
         logger = setup_supervisor_logging(paths.supervisor_log, max_bytes=home_config.log_max_bytes,
                                           backups=home_config.log_backups, console=console)
+        if notifier.enabled:
+            watchdog = f"{notifier.watchdog_s:g} s" if notifier.watchdog_s is not None else "off"
+            logger.info("systemd notification socket in use (watchdog %s)", watchdog)
         for warning in warnings:
             logger.warning("%s", warning)
         records = WriteBehindRecords.wrap(open_history(paths.database, keep=home_config.keep_runs, logger=logger),
@@ -61,7 +68,8 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                 logger=logger, task_logs=task_logs,
                 watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
                                                               debounce_s=home_config.watch_debounce_s,
-                                                              logger=logger))
+                                                              logger=logger),
+                notifier=LoopNotifier(notifier))
             cgroup_ok, cgroup_why = cgroup_v2_memory_support()
             logger.info("memory limits: enforced by sampling each run's tree every %.2f s (%s%s)", LIMIT_SAMPLE_S,
                         cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")

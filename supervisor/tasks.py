@@ -13,6 +13,11 @@ Policies:
 * Problems are logged once per folder content, so an unchanged broken folder is not re-reported every rescan.
 * A broken or disabled task keeps its env (for when it is fixed or re-enabled); envs nothing refers to any
   more are collected.
+* Self-healing envs: an env whose base interpreter disappeared (a distro upgrade, a pyenv removal) is found
+  at the key check of a load and before every spawn, and rebuilt once, automatically; meanwhile its tasks are
+  ``env-building`` with the reason as their error. Tasks sharing the env join the one rebuild. A failed
+  rebuild makes the task ``env-failed``; an env still broken after its rebuild makes it ``error``; either
+  waits for its files to change.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Callable, Sequence
 from .clock import Clock
 from .discovery import TaskFolder
 from .envbuild import EnvBuilder
+from .envhealth import HealPolicy
 from .events import EnvBuilt
 from .executor import new_run_id
 from .history import RunHistory, streak_after
@@ -31,7 +37,7 @@ from .lifecycle import InFlight, TaskState, is_gone, is_idle, is_parked, is_sche
 from .loading import read_folder
 from .logsetup import TaskLogs
 from .paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
-from .slots import RunQueue
+from .slots import QueuedRun, RunQueue
 from .spec import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .triggers import trigger_for
 
@@ -63,6 +69,7 @@ class TaskBook:
         self.gc_wanted = False
         self.stopping: str | None = None  # the reason, once a shutdown has begun
         self.queue = RunQueue(home_config.max_concurrent_runs)  # due runs waiting for a run slot
+        self.heal = HealPolicy()  # env keys already rebuilt once because their interpreter disappeared
 
     # Provided by the loop.
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
@@ -143,6 +150,8 @@ class TaskBook:
         wanted = reading.wanted_key
         assert wanted is not None
         st.wanted_key = wanted
+        if wanted == st.env_key and self._env_broken(st, wanted):
+            return
         if wanted != st.env_key:
             if self.envs.is_ready(wanted):
                 st.env_key = wanted
@@ -192,12 +201,16 @@ class TaskBook:
         self._drop_queued(st, f"the task was unloaded ({phase.value})")
 
     def _drop_queued(self, st: TaskState, why: str) -> None:
-        """Forget the task's queued run; a start being retried has an open history row, which is closed."""
+        """Forget the task's queued run (closing its history row if it has one)."""
         queued = self.queue.get(st.name)
         if queued is None:
             return
         self.queue.drop(st.name)
         st.queued_since = None
+        self._close_unstarted(st, queued, why)
+
+    def _close_unstarted(self, st: TaskState, queued: QueuedRun, why: str) -> None:
+        """A start being retried has an open history row: close it, the run will not start."""
         if queued.run_id is not None:
             self._publish(st, RunRecord(
                 run_id=queued.run_id, task=st.name, trigger=queued.trigger, started=queued.since, due=queued.due,
@@ -257,6 +270,8 @@ class TaskBook:
 
     def _on_env_built(self, event: EnvBuilt) -> None:
         waiting = self.building.pop(event.key, set())
+        if event.error is None and self.envs.broken_reason(event.key) is None:
+            self.heal.rebuilt(event.key)  # healthy again: a later breakage (the next upgrade) heals again
         for name in sorted(waiting):
             st = self.tasks.get(name)
             if st is None or is_parked(st) or st.wanted_key != event.key:
@@ -291,6 +306,25 @@ class TaskBook:
                                due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
                                message=event.error, log_path=self.task_logs.path(name))
             self._publish(st, record, summary="")
+
+    def _env_broken(self, st: TaskState, key: str) -> bool:
+        """True when env ``key`` can no longer start its interpreter; the task is then being healed."""
+        reason = self.envs.broken_reason(key)
+        if reason is None:
+            return False
+        # When the requirements already ask for another env, that one is what the task waits for.
+        target = st.wanted_key if st.wanted_key not in (None, key) else key
+        if target == key and key not in self.building and not self.heal.should_rebuild(key):
+            self._set_broken(st, f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
+                                 "installation, then edit a file of the task to retry")
+            return True
+        # Nothing serves the task until that env is ready; a failed build makes it env-failed.
+        then = "rebuilding it" if target == key else f"waiting for its new env {target}"
+        self._unload(st, P.ENV_BUILDING, f"task {st.name!r}: {reason}; {then}")
+        st.env_key = None
+        st.wanted_key = target
+        self._build_env(target, st)
+        return True
 
     def _keys_in_use(self) -> set[str]:
         keys = {flight.env_key for flight in self.in_flight.values()}

@@ -2,42 +2,32 @@
 
 Checks, per task: the folder is complete (main.py, config.ini), config.ini parses with valid values (warnings
 for unknown keys and defaults used), main.py compiles and defines main(), requirements.txt is readable UTF-8
-and each requirement line looks like a requirement or a pip option. Nothing is imported, built or installed.
+and each requirement line is a valid requirement (packaging) or pip option (pip's rules), named
+by file and line number; a PEP 723 block in main.py is valid, is not next to a requirements.txt and its
+requires-python fits this Python. Nothing is imported, built or installed.
 """
 
 from __future__ import annotations
 
-import re
+import os
+import platform
+import sys
 from pathlib import Path
 
-from . import safefile
 from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
-from .envs import normalize_requirements
 from .errors import TaskAutomationError
 from .paths import Paths
-from .safefile import UnsafeFileError
+from .pep723 import check_task_block
+from .reqcheck import check_file
 from .spec import Limits
-
-# A PEP 508 requirement starts with a distribution name; anything else must be an option, a path or a URL.
-_REQUIREMENT_START = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[|==|>=|<=|~=|!=|===|>|<|;|@|$|\s)")
-_LOCATION_START = ("-", ".", "/", "~", "$", "file:", "http://", "https://", "git+", "hg+", "svn+", "bzr+")
 
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
-    """Problems in one requirements.txt (empty list when it looks installable)."""
-    try:
-        text = safefile.read_text(path, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
-    except FileNotFoundError:
-        return []  # a missing requirements.txt means no packages
-    except UnsafeFileError as exc:
-        return [f"task {task!r}: {exc}"]
-    problems = []
-    for line in normalize_requirements(text):
-        if line.startswith(_LOCATION_START) or _REQUIREMENT_START.match(line) or "://" in line:
-            continue
-        problems.append(f"task {task!r}: {path}: {line!r} is neither a requirement nor a pip option")
-    return problems
+    """Problems in one requirements.txt (empty list when pip would accept every line); see reqcheck."""
+    if not path.exists() and not path.is_symlink():
+        return []  # a missing requirements.txt means no packages (a dangling link is reported by reqcheck)
+    return [f"task {task!r}: {problem}" for problem in check_file(path, environ=os.environ)]
 
 
 def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[str]]:
@@ -73,6 +63,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
             except TaskAutomationError as exc:
                 errors.append(str(exc))
         errors.extend(check_requirements(paths.task_requirements(name), task=name))
+        errors.extend(check_task_block(folder.path, task=name, python_version=platform.python_version(),
+                                       python=Path(sys.executable)))
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)

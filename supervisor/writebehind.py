@@ -33,10 +33,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import RecordsError
-from .records import ANCHOR_TRIGGERS, Records
+from .records import ANCHOR_TRIGGERS, Records, run_matches
 from .spec import Outcome, RunRecord
 
 DEFAULT_CAPACITY = 10_000
@@ -252,13 +252,20 @@ class WriteBehindRecords(Records):
         rows.extend(row for row in queued.values() if row.outcome is None)
         return sorted(rows, key=lambda row: row.started)
 
-    def history(self, task: str, *, limit: int = 50) -> list[RunRecord]:
+    def history(self, task: str, *, limit: int = 50, outcomes: Sequence[Outcome] = (),
+                since: datetime | None = None) -> list[RunRecord]:
         queued = {row.run_id: row for row in self._pending_rows(task)}
-        stored = self._reader.history(task, limit=max(limit, 0) + len(queued))
+        stored = self._reader.history(task, limit=max(limit, 0) + len(queued), outcomes=outcomes, since=since)
         rows = [queued.pop(row.run_id, row) for row in stored]
         rows.extend(queued.values())
+        rows = [row for row in rows if run_matches(row, outcomes=outcomes, since=since)]
         rows.sort(key=lambda row: row.started, reverse=True)
         return rows[:max(limit, 0)]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        with self._cond:
+            queued = self._overlay.get(run_id)
+        return queued if queued is not None else self._reader.run(run_id)
 
     def tasks_with_history(self) -> list[str]:
         return sorted(set(self._reader.tasks_with_history()) | {row.task for row in self._pending_rows()})

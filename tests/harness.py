@@ -132,7 +132,7 @@ class InProcessSupervisor:
     Its runs are spawned from that thread, which lives until stop(): the monitors' PDEATHSIG stays armed.
     """
 
-    def __init__(self, home: Path, **options: Any) -> None:
+    def __init__(self, home: Path, *, clock: Any = None, envs: EnvManager | None = None, **options: Any) -> None:
         self.paths = Paths(home)
         self.paths.ensure()
         self.logger = logging.getLogger(f"test.in_process.{home.name}")
@@ -144,7 +144,7 @@ class InProcessSupervisor:
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
         self.supervisor = build_supervisor(
             self.paths, home_config=HomeConfig(), records=self.records,
-            envs=EnvManager(self.paths, logger=self.logger), clock=SystemClock(),
+            envs=envs or EnvManager(self.paths, logger=self.logger), clock=clock or SystemClock(),
             logger=self.logger, task_logs=self.task_logs, **options)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="in-process-supervisor", daemon=True)

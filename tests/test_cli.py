@@ -383,7 +383,7 @@ def test_bad_usage_exits_2(home: Path) -> None:
 # ---------------------------------------------------------------------------------------------- new
 def test_new_task_validates_and_is_picked_up(home: Path) -> None:
     with SupervisorProcess(home) as sup:
-        created = cli(home, "new", "hello")
+        created = cli(home, "new", "hello", "--enable")  # without --enable it starts disabled (test_cli_polish)
         assert created.returncode == 0, created.stderr
         folder = home / "Tasks" / "hello"
         assert str(folder) in created.stdout

@@ -121,6 +121,7 @@ class FakeEnvs:
     ready: set[str] = field(default_factory=lambda: {KEY_A})
     builds: list[str] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)  # tasks whose key cannot be computed (a bug, a bad file)
+    gone: dict[str, str] = field(default_factory=dict)  # env key -> why its interpreter is gone
 
     @property
     def installer(self) -> str:
@@ -134,6 +135,9 @@ class FakeEnvs:
 
     def is_ready(self, key: str) -> bool:
         return key in self.ready
+
+    def broken_reason(self, key: str) -> str | None:
+        return self.gone.get(key)
 
     def env_dir(self, key: str) -> Path:
         return self.root / key

@@ -242,3 +242,39 @@ def test_a_supervisor_on_a_full_disk_accounts_for_every_run_and_prints_no_traceb
         assert console.count("cannot write the log") <= 4, console[-3000:]  # rate-limited (tmpfs may fit them)
     finally:
         subprocess.run(["umount", "-l", str(home)], check=False, timeout=30)
+
+
+def test_filtered_history_and_run_lookup_see_queued_rows(tmp_path: Path, log) -> None:
+    """`history --outcome/--since` and `run-now --wait` read through the queue like every other read."""
+    logger, _ = log
+    path = tmp_path / "history.sqlite3"
+    history = WriteBehindRecords.wrap(Records(path), logger=logger)
+    try:
+        history.start_run(_record(0))
+        history.finish_run("run-000", finished=T0 + timedelta(seconds=3), outcome=Outcome.FAILED, duration_s=3.0)
+        assert history.flush(timeout=30)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the next rows stay queued
+        try:
+            history.start_run(_record(1))
+            history.finish_run("run-001", finished=T0 + timedelta(minutes=1, seconds=3), outcome=Outcome.FAILED,
+                               duration_s=3.0)
+            history.start_run(_record(2))
+            assert _stored(path) == {"run-000": "failed"}
+            failed = history.history("demo", outcomes=[Outcome.FAILED])
+            assert [r.run_id for r in failed] == ["run-001", "run-000"]
+            assert [r.run_id for r in history.history("demo", outcomes=[Outcome.FAILED],
+                                                      since=T0 + timedelta(seconds=30))] == ["run-001"]
+            assert [r.run_id for r in history.history("demo", outcomes=[Outcome.OK])] == []
+            queued = history.run("run-001")
+            assert queued is not None and queued.outcome is Outcome.FAILED
+            still_open = history.run("run-002")
+            assert still_open is not None and still_open.outcome is None
+            stored = history.run("run-000")
+            assert stored is not None and stored.outcome is Outcome.FAILED
+            assert history.run("nope") is None
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    finally:
+        history.close()
