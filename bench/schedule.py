@@ -23,6 +23,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from . import cron_next
 from .common import CpuBurners, Settings
 from .stats import Figure, Summary, summarize
 from supervisor.clock import SystemClock
@@ -197,6 +198,7 @@ def run(settings: Settings) -> list[Figure]:
                note=f"re-implementation in bench/schedule.py: 20 tasks with periods spread over 0–5 s, {len(old.late)} runs "
                     "while the other blocks ran; each late start also pushes every later run back (drift)"),
     ]
+    figures.extend(cron_next.run(settings))  # `next` for 1,000 cron occurrences (issue 9)
     return figures
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_next import cmd_next
 from .cliargs import build_parser, build_single_parser
 from .errors import NotRunningError, TaskAutomationError
 from .home import choose_home, ensure_home
@@ -108,20 +110,26 @@ def offline_status(paths: Paths) -> dict[str, Any]:
     """Status from the task folders and the history database when no supervisor runs."""
     from .config import read_home_config, read_task_config
     from .discovery import scan_tasks
+    from .history import STREAK_LOOKBACK, failure_streak
     from .records import Records
+    from .schedule import local_zone
     from .status import offline_row, offline_status_json
+    from .triggers import trigger_for
 
     home_config, _ = read_home_config(paths.home_config)
     records = Records(paths.database, readonly=True)
     try:
         rows = []
         for name in scan_tasks(paths.tasks):
-            enabled, error = True, None
+            enabled, error, schedule = True, None, None
             try:
-                enabled = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec.enabled
+                spec = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec
+                enabled, schedule = spec.enabled, trigger_for(spec, tz=local_zone()).describe()
             except TaskAutomationError as exc:
                 error = str(exc)
-            rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name)))
+            rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name),
+                                    failures=failure_streak(records.history(name, limit=STREAK_LOOKBACK)),
+                                    schedule=schedule))
         return offline_status_json(rows)
     finally:
         records.close()
@@ -286,8 +294,32 @@ def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
     return doctor_command(paths, as_json=args.json, out=print)
 
 
+# ---------------------------------------------------------------------------------------------------- notify-test
+def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
+    """One line per channel of the task ([Notify] Urls, Command, PingUrl) with its result; 1 if any failed."""
+    from .config import read_home_config, read_task_config
+    from .notify.notifier import Notifier, default_origin
+    from .secretenv import load_secrets
+
+    config = paths.task_config(args.name)
+    if not config.is_file():
+        raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks} (or it has no config.ini)")
+    home_config, _ = read_home_config(paths.home_config)
+    spec = read_task_config(config, task=args.name, defaults=home_config.limits,
+                            notify_defaults=home_config.notify).spec
+    if not spec.notify.any_channel:
+        raise TaskAutomationError(f"task {args.name!r}: no channel to test: set [Notify] Urls, PingUrl or Command "
+                                  f"in {config} or {paths.home_config}")
+    secrets = load_secrets(paths.home_secrets, paths.task_secrets(args.name), task=args.name)
+    notifier = Notifier(origin=default_origin(paths.home), logger=logging.getLogger("taskautomation.notify-test"))
+    checks = notifier.test(args.name, settings=spec.notify, secrets=secrets)
+    for check in checks:
+        print(f"{'ok    ' if check.result.ok else 'FAILED'}  {check.channel}: {check.result.detail}")
+    return 0 if all(check.result.ok for check in checks) else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
     "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
-    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor,
+    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor, "notify-test": cmd_notify_test, "next": cmd_next,
 }

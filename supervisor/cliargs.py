@@ -31,6 +31,9 @@ EXAMPLES = {
     "install-systemd": "examples:\n  .venv/bin/python -m supervisor install-systemd --user --enable\n"
                        "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
     "doctor": "example:\n  python3 -m supervisor doctor --json",
+    "notify-test": "example:\n  python3 -m supervisor notify-test backup",
+    "next": "examples:\n  python3 -m supervisor next backup --count 10\n"
+            "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
 }
 HOME_HELP = ("the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
              "if it holds Tasks/)")
@@ -124,6 +127,15 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
                        help="write the unit into DIR instead")
     elif command == "doctor":
         p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
+    elif command == "notify-test":
+        p.add_argument("name", help="the task whose [Notify] channels to test")
+    elif command == "next":
+        p.add_argument("name", help="the task (its folder name under Tasks/)")
+        p.add_argument("--count", type=int, default=5, metavar="N", help="how many due times (default 5)")
+        p.add_argument("--from", dest="start", metavar="TIME",
+                       help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
+                            "without an offset TIME is read in the task's zone)")
+        p.add_argument("--json", action="store_true", help='print {"task": NAME, "next": [ISO, ...]} (stable schema)')
 
 
 SUBCOMMANDS = {
@@ -137,6 +149,8 @@ SUBCOMMANDS = {
     "new": "create a new task folder from a template (disabled until you enable it)",
     "install-systemd": "write a systemd unit for this home (starts at boot, restarts after a crash or hang)",
     "doctor": "check that this machine and home are set up right; exit 1 on any FAIL",
+    "notify-test": "send a test notice through every channel of a task; exit 1 if any failed",
+    "next": "the next due times of a task, with its zone, window and jitter (offline)",
 }
 
 

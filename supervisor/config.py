@@ -2,7 +2,10 @@
 
 Policy (the config keys and rules of README.md and docs/architecture.md):
 
-- Only ``[Frequency] EveryXMinutes`` is required. Every other key has a documented default.
+- A schedule is required: exactly one of ``[Frequency] EveryXMinutes``, ``Cron`` and ``RunAt`` (none or
+  two is an error naming them). Every other key has a documented default.
+- ``[Retry]`` keys missing from a task take the home's ``[Retry]`` defaults (taskautomation.ini), like
+  ``[Limits]``; a task's own value wins.
 - A *present* but invalid value is a ConfigError; nothing is silently coerced.
 - A missing seed key or section (AllowedFrom, AllowedTo, Enabled, Testing, RunOnStartup) is a warning
   naming the key and the default used; missing extension keys (CatchUp, [Limits] ...) are silent, because
@@ -25,14 +28,26 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
 from . import safefile
 from .errors import ConfigError
+from .notify.model import HeartbeatSettings, NotifySettings
+from .notify.settings import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from .safefile import UnsafeFileError
-from .spec import CatchUp, ConfigResult, HomeConfig, Limits, TaskSpec, Window
+from .schedule_keys import (
+    InvalidValue,
+    backoff,
+    cron_expression,
+    cron_meets_window,
+    jitter_seconds,
+    retry_on,
+    run_at_times,
+    time_zone,
+)
+from .spec import CatchUp, ConfigResult, HomeConfig, Limits, RetryPolicy, TaskSpec, Window
 
 T = TypeVar("T")
 
@@ -43,14 +58,18 @@ _MAX_EVERY = timedelta(days=366 * 1000)
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
+_SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt")
 
 
 # --- the schema: canonical spellings, used in every message ------------------------------------------
 
 _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
-    "Frequency": ("EveryXMinutes", "AllowedFrom", "AllowedTo", "CatchUp"),
+    "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone",
+                  "JitterSeconds"),
     "Global": ("Enabled", "Testing", "RunOnStartup"),
     "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds"),
+    "Notify": NOTIFY_KEYS,
+    "Retry": ("Attempts", "DelaySeconds", "Backoff", "MaxDelaySeconds", "On"),
 }
 # Seed keys that warn when missing, with the default as the message shows it. EveryXMinutes is required.
 _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
@@ -59,8 +78,10 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds", "MaxConcurrentRuns"),
+                   "WatchDebounceSeconds", "MaxConcurrentRuns", *HEARTBEAT_KEYS),
     "Limits": _TASK_SCHEMA["Limits"],
+    "Notify": NOTIFY_KEYS,
+    "Retry": _TASK_SCHEMA["Retry"],
 }
 _INSTALLERS = ("uv", "pip")
 # Below this the debounce stops coalescing an editor's save (swap file, probe, backup, write) into one reload.
@@ -189,7 +210,7 @@ def _unknown_warnings(sections: Mapping[str, _Section], schema: Mapping[str, tup
 
 # --- small named validators: each takes the raw text and returns a value or a reason ------------------
 
-class _Invalid(ValueError):
+class _Invalid(InvalidValue):
     """A value failed validation; the message is the reason shown after the value."""
 
 
@@ -297,7 +318,7 @@ def _value(sections: Mapping[str, _Section], section: str, key: str, parse: Call
         return default
     try:
         return parse(entry.value)
-    except _Invalid as exc:
+    except InvalidValue as exc:
         raise ctx.error(section, key, entry.value, str(exc)) from None
 
 
@@ -317,6 +338,50 @@ def _parse_limits(sections: Mapping[str, _Section], defaults: Limits, ctx: _Cont
     )
 
 
+def _present(sections: Mapping[str, _Section], section: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """The raw values of ``keys`` present in ``section``, under their canonical spelling."""
+    found = sections.get(section.lower())
+    if found is None:
+        return {}
+    return {key: found.entries[key.lower()].value for key in keys if key.lower() in found.entries}
+
+
+def _parse_notify(sections: Mapping[str, _Section], defaults: NotifySettings, ctx: _Context) -> NotifySettings:
+    """[Notify] (notify/settings.py validates): each key present wins over ``defaults`` (the home's)."""
+    return parse_notify(_present(sections, "Notify", NOTIFY_KEYS), defaults=defaults,
+                        error=lambda key, value, reason: ctx.error("Notify", key, value, reason))
+
+
+def _parse_heartbeat(sections: Mapping[str, _Section], ctx: _Context) -> HeartbeatSettings:
+    return parse_heartbeat(_present(sections, "Supervisor", HEARTBEAT_KEYS),
+                           error=lambda key, value, reason: ctx.error("Supervisor", key, value, reason))
+def _parse_retry(sections: Mapping[str, _Section], defaults: RetryPolicy, ctx: _Context) -> RetryPolicy:
+    """[Retry]: each missing key takes the default (the home config's [Retry] for a task)."""
+    return RetryPolicy(
+        attempts=_value(sections, "Retry", "Attempts", _integer(0), defaults.attempts, ctx),
+        delay_s=_value(sections, "Retry", "DelaySeconds", _non_negative_number, defaults.delay_s, ctx),
+        backoff=_value(sections, "Retry", "Backoff", backoff, defaults.backoff, ctx),
+        max_delay_s=_value(sections, "Retry", "MaxDelaySeconds", _non_negative_number, defaults.max_delay_s, ctx),
+        on=_value(sections, "Retry", "On", retry_on, defaults.on, ctx),
+    )
+
+
+def _schedule_key(sections: Mapping[str, _Section], ctx: _Context) -> str:
+    """The one schedule key present; none or several is an error naming them."""
+    present = [key for key in _SCHEDULE_KEYS if _has(sections, "Frequency", key)]
+    if len(present) == 1:
+        return present[0]
+    if not present:
+        where = "" if "frequency" in sections else " (no [Frequency] section)"
+        raise ctx.fail(f"[Frequency] EveryXMinutes missing{where}: it is required (minutes between the starts "
+                       "of two runs, e.g. EveryXMinutes = 60) unless the task has Cron (e.g. Cron = "
+                       "30 7 * * mon-fri) or RunAt (e.g. RunAt = 2026-12-24 18:00) instead")
+    found = sections["frequency"]
+    shown = ", ".join(f"{found.entries[k.lower()].key} = {found.entries[k.lower()].value!r}" for k in present)
+    raise ctx.fail(f"[Frequency] {' and '.join(present)} are both set ({shown}): use exactly one of "
+                   "EveryXMinutes, Cron and RunAt")
+
+
 def _missing_seed_warnings(sections: Mapping[str, _Section], ctx: _Context) -> list[str]:
     warnings: list[str] = []
     for section, defaults in _TASK_SEED_DEFAULTS.items():
@@ -332,23 +397,31 @@ def _missing_seed_warnings(sections: Mapping[str, _Section], ctx: _Context) -> l
 
 # --- public API ---------------------------------------------------------------------------------------
 
-def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Limits()) -> ConfigResult:
+def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Limits(),
+                      notify_defaults: NotifySettings = NotifySettings(),
+                      retry_defaults: RetryPolicy = RetryPolicy()) -> ConfigResult:
     """Parse a task's config.ini text. ``path`` is only used in messages.
 
-    Raises ConfigError for a syntax error, a duplicate section/key, a missing EveryXMinutes or any present
-    but invalid value (the first one found, in schema order). Missing [Limits] keys take ``defaults``.
+    Raises ConfigError for a syntax error, a duplicate section/key, no or several schedule keys or any
+    present but invalid value (the first one found, in schema order). Missing [Limits] keys take
+    ``defaults``, missing [Notify] keys ``notify_defaults``, missing [Retry] keys ``retry_defaults`` (all
+    from the home config).
     """
     ctx = _Context(path, task)
     sections = _parse_sections(text, ctx)
-    if not _has(sections, "Frequency", "EveryXMinutes"):
-        where = "" if "frequency" in sections else " (no [Frequency] section)"
-        raise ctx.fail(f"[Frequency] EveryXMinutes missing{where}: it is required "
-                       "(minutes between the starts of two runs, e.g. EveryXMinutes = 60)")
-    every = _value(sections, "Frequency", "EveryXMinutes", _every, timedelta(0), ctx)
+    kind = _schedule_key(sections, ctx)
+    every = _value(sections, "Frequency", "EveryXMinutes", _every, None, ctx) if kind == "EveryXMinutes" else None
+    cron = _value(sections, "Frequency", "Cron", cron_expression, None, ctx) if kind == "Cron" else None
+    no_times: tuple[datetime, ...] = ()
+    run_at = _value(sections, "Frequency", "RunAt", run_at_times, no_times, ctx) if kind == "RunAt" else no_times
     window = Window(
         start=_value(sections, "Frequency", "AllowedFrom", _clock, Window().start, ctx),
         end=_value(sections, "Frequency", "AllowedTo", _clock, Window().end, ctx),
     )
+    if cron is not None and not cron_meets_window(cron, window):
+        entry = sections["frequency"].entries["cron"]
+        raise ctx.error("Frequency", "Cron", entry.value, f"no slot lies inside the window AllowedFrom-AllowedTo "
+                        f"({window}): the task would never run")
     spec = TaskSpec(
         name=task,
         every=every,
@@ -358,21 +431,31 @@ def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Li
         testing=_value(sections, "Global", "Testing", _boolean, False, ctx),
         run_on_startup=_value(sections, "Global", "RunOnStartup", _boolean, False, ctx),
         limits=_parse_limits(sections, defaults, ctx),
+        notify=_parse_notify(sections, notify_defaults, ctx),
+        cron=cron,
+        run_at=run_at,
+        time_zone=_value(sections, "Frequency", "TimeZone", time_zone, None, ctx),
+        jitter_s=_value(sections, "Frequency", "JitterSeconds", jitter_seconds, 0.0, ctx),
+        retry=_parse_retry(sections, retry_defaults, ctx),
     )
     warnings = _unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
     return ConfigResult(spec=spec, warnings=tuple(warnings))
 
 
-def read_task_config(path: Path, *, task: str, defaults: Limits = Limits()) -> ConfigResult:
+def read_task_config(path: Path, *, task: str, defaults: Limits = Limits(),
+                     notify_defaults: NotifySettings = NotifySettings(),
+                     retry_defaults: RetryPolicy = RetryPolicy()) -> ConfigResult:
     """Read and parse ``path``; unreadable or non-UTF-8 files are a ConfigError naming the cause."""
-    return parse_task_config(_read_text(path, _Context(path, task)), task=task, path=path, defaults=defaults)
+    return parse_task_config(_read_text(path, _Context(path, task)), task=task, path=path, defaults=defaults,
+                             notify_defaults=notify_defaults, retry_defaults=retry_defaults)
 
 
 def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
     """Parse the home's taskautomation.ini text. Every key is optional and silently defaulted.
 
     Unknown sections/keys are returned as warnings; invalid values raise ConfigError naming the file,
-    section, key and value. [Limits] becomes HomeConfig.limits, the defaults for every task's [Limits].
+    section, key and value. [Limits] becomes HomeConfig.limits, the defaults for every task's [Limits];
+    [Retry] becomes HomeConfig.retry likewise.
     """
     ctx = _Context(path, None)
     sections = _parse_sections(text, ctx)
@@ -389,6 +472,9 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         max_concurrent_runs=_value(sections, "Supervisor", "MaxConcurrentRuns", _integer(1),
                                    base.max_concurrent_runs, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
+        notify=_parse_notify(sections, base.notify, ctx),
+        heartbeat=_parse_heartbeat(sections, ctx),
+        retry=_parse_retry(sections, base.retry, ctx),
     )
     return config, tuple(_unknown_warnings(sections, _HOME_SCHEMA, ctx))
 

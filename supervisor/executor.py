@@ -14,6 +14,9 @@ LocalExecutor's policies:
 * If a monitor has not ended its run ``BACKSTOP_S`` after the grace of a stop, the executor kills the run's
   session and every process carrying the run's cookie itself.
 * The first stop reason given is the one the outcome reports.
+* Secrets (``secrets``: the task's .env files) are added to the environment of every process, and every line
+  the run prints, its message and its summary are masked before they reach the task log or the history. The
+  masker is fixed at launch, so a run is masked with the secrets it was given.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import signal
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from .clock import Clock
 from .events import Event, RunReported
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest, decide
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
+from .secretenv import NO_MASKER, Masker, SecretStore
 from .spec import LaunchSpec, Limits, ProcessReport, RunMode, RunResult, Trigger
 
 LIMIT_SAMPLE_S = 0.25  # tree memory/CPU checks of a run that has MemoryMB or CPUSeconds
@@ -87,6 +91,7 @@ class _Active:
     next_sample: float
     stop: StopRequest | None = None
     backstop: float | None = None  # monotonic time after which the executor kills the session itself
+    masker: Masker = NO_MASKER
 
 
 def _has_tree_limits(limits: Limits) -> bool:
@@ -98,7 +103,7 @@ class LocalExecutor:
 
     def __init__(self, *, home: Path, cookie_prefix: str, task_logs: TaskLogs, logger: logging.Logger, clock: Clock,
                  post: Callable[[Event], None], output_cap_bytes: int,
-                 runner_factory: Callable[..., Runner] = Runner) -> None:
+                 runner_factory: Callable[..., Runner] = Runner, secrets: SecretStore | None = None) -> None:
         self.home = home
         self.task_logs = task_logs
         self.log = logger
@@ -108,9 +113,25 @@ class LocalExecutor:
         self.runner = runner_factory(output_cap_bytes=output_cap_bytes, on_output=self._on_output,
                                      on_exit=self._on_exit)
         self.active: dict[str, _Active] = {}
+        self.secrets = secrets
+        # run id -> masker, read by relay threads (a dict lookup; written on the loop thread before the spawn)
+        self._maskers: dict[str, Masker] = {}
 
     def launch(self, request: LaunchRequest) -> None:
-        env = child_environment(os.environ, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
+        base: Mapping[str, str] = os.environ
+        masker = NO_MASKER
+        if self.secrets is not None:
+            values, masker = self.secrets.get(request.task)
+            base = {**os.environ, **values.values}  # TASK_* set by child_environment still win
+        self._maskers[request.run_id] = masker
+        try:
+            self._spawn(request, base, masker)
+        except BaseException:
+            self._maskers.pop(request.run_id, None)
+            raise
+
+    def _spawn(self, request: LaunchRequest, base: Mapping[str, str], masker: Masker) -> None:
+        env = child_environment(base, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
                                 output_dir=request.output_dir, env_dir=request.env_dir,
                                 cookie=self.cookie_prefix + request.run_id)
         spec = LaunchSpec(task=request.task, run_id=request.run_id, mode=request.mode, python=request.python,
@@ -121,7 +142,8 @@ class LocalExecutor:
         first_sample = (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S) / 5
         self.active[request.run_id] = _Active(process=process, request=request, started_mono=mono,
                                               next_sample=mono + first_sample,
-                                              deadline=mono + limits.timeout_s if limits.timeout_s else None)
+                                              deadline=mono + limits.timeout_s if limits.timeout_s else None,
+                                              masker=masker)
         if request.mode is RunMode.MAIN:
             self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
         # The process runs now: a task log that cannot be written must not make it look as if it did not.
@@ -196,12 +218,14 @@ class LocalExecutor:
         active = self.active.pop(run_id, None)
         if active is None:
             return None
+        self._maskers.pop(run_id, None)
         decision = decide(report, stop=active.stop)
-        process, request = active.process, active.request
+        process, request, mask = active.process, active.request, active.masker.mask
         return RunResult(
             run_id=run_id, task=request.task, mode=request.mode, env_key=request.env_key,
-            outcome=decision.outcome, summary=decision.summary, finished=self.clock.now(),
-            duration_s=round(self.clock.monotonic() - active.started_mono, 3), message=decision.message,
+            outcome=decision.outcome, summary=mask(decision.summary), finished=self.clock.now(),
+            duration_s=round(self.clock.monotonic() - active.started_mono, 3),
+            message=mask(decision.message) if decision.message is not None else None,
             exit_code=decision.exit_code, signal=decision.signal, leftovers=decision.leftovers,
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
             cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None)
@@ -217,6 +241,7 @@ class LocalExecutor:
 
     def _on_output(self, spec: LaunchSpec, line: str) -> None:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""
+        line = self._maskers.get(spec.run_id, NO_MASKER).mask(line)
         self._task_line(spec.task, f"[{'run' if spec.mode is RunMode.MAIN else 'init'} {spec.run_id}] {line}")
 
     def _task_line(self, task: str, line: str) -> None:

@@ -41,9 +41,15 @@ def streak_after(previous: int, outcome: Outcome, *, final: bool = True) -> int:
 
 def failure_streak(newest_first: Iterable[RunRecord]) -> int:
     """Final attempts in a row (newest first) whose outcome is a failure; ``ok`` ends the count, other
-    outcomes (skipped, testing, killed, interrupted, open rows) are passed over."""
+    outcomes (skipped, testing, killed, interrupted, open rows) are passed over. An attempt that was
+    retried (a newer row is its next attempt) is not final and does not count."""
     streak = 0
+    retried: set[tuple[str, int]] = set()  # (first attempt's run id, attempt number) that has a retry
     for record in newest_first:
+        if record.retry_of is not None:
+            retried.add((record.retry_of, record.attempt - 1))
+        if (record.retry_of or record.run_id, record.attempt) in retried:
+            continue
         if record.outcome is Outcome.OK:
             break
         if record.outcome in FAILURE_OUTCOMES:
@@ -93,8 +99,10 @@ class RunHistory:
     def last_finished(self, task: str) -> RunRecord | None:
         return self._read(lambda: self.records.last_finished(task), None)
 
-    def failure_streak(self, task: str) -> int:
-        return self._read(lambda: failure_streak(self.records.history(task, limit=STREAK_LOOKBACK)), 0)
+    def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
+        """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""
+        return self._read(lambda: failure_streak(r for r in self.records.history(task, limit=STREAK_LOOKBACK)
+                                                 if r.run_id != excluding), 0)
 
     def recover(self, *, now: datetime) -> list[RunRecord]:
         """Close the rows a crashed supervisor left open (they become ``interrupted``)."""

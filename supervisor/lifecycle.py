@@ -12,6 +12,7 @@ from datetime import datetime
 
 from .discovery import TaskFolder
 from .errors import TaskAutomationError
+from .retry import PendingRetry
 from .spec import RunMode, TaskPhase, TaskSpec
 from .spec import Trigger as RunTrigger
 from .triggers import Trigger
@@ -84,6 +85,8 @@ class InFlight:
     trigger: RunTrigger
     started: datetime
     due: datetime | None
+    attempt: int = 1  # [Retry]: 1 = the run itself
+    retry_of: str | None = None  # a retry's first attempt's run id
 
 
 class IllegalTransition(TaskAutomationError):
@@ -110,8 +113,9 @@ class TaskState:
     init_again: bool = False  # the folder changed while initialize() ran: run it once more after
     queued_since: datetime | None = None  # a due run waits for a free run slot
     failures: int = 0  # consecutive failures (see spec.RunFinished)
-    retry_at: dict[str, float] = field(default_factory=dict)  # "initialize"/"env" -> monotonic time of a retry
-    retries: dict[str, int] = field(default_factory=dict)  # transient failures in a row, per kind
+    backoff_at: dict[str, float] = field(default_factory=dict)  # "initialize"/"env" -> monotonic time to try again
+    backoffs: dict[str, int] = field(default_factory=dict)  # transient failures in a row, per kind
+    retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run, if one is due
     reported: set[str] = field(default_factory=set)  # "fingerprint:message" already logged
 
 

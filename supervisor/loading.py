@@ -14,8 +14,9 @@ from .config import read_task_config
 from .discovery import TaskFolder, check_task_source
 from .envbuild import EnvBuilder
 from .errors import TaskAutomationError
+from .notify.model import NotifySettings
 from .paths import CONFIG_FILE, MAIN_FILE, REQUIREMENTS_FILE
-from .spec import Limits, TaskSpec
+from .spec import Limits, RetryPolicy, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,16 @@ class FolderReading:
     level: int = logging.ERROR  # how loudly ``problem`` is logged
 
 
-def read_folder(folder: TaskFolder, *, defaults: Limits, envs: EnvBuilder) -> FolderReading:
+def read_folder(folder: TaskFolder, *, defaults: Limits, envs: EnvBuilder,
+                notify_defaults: NotifySettings = NotifySettings(),
+                retry_defaults: RetryPolicy = RetryPolicy()) -> FolderReading:
     name = folder.name
     if folder.missing:
         return FolderReading(problem=f"task {name!r}: {folder.path}: incomplete, {' and '.join(folder.missing)} "
                                      "missing; waiting for the folder to be complete", level=logging.WARNING)
     try:
-        result = read_task_config(folder.path / CONFIG_FILE, task=name, defaults=defaults)
+        result = read_task_config(folder.path / CONFIG_FILE, task=name, defaults=defaults,
+                                  notify_defaults=notify_defaults, retry_defaults=retry_defaults)
         if not result.spec.enabled:
             return FolderReading(spec=result.spec, warnings=result.warnings)
         check_task_source(folder.path / MAIN_FILE, task=name)

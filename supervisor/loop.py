@@ -6,7 +6,8 @@ supervisor wakes at least once a minute however many tasks it holds, to notice w
 
 The loop receives its collaborators (service.py wires the real ones; tests pass fakes): the clock, an
 ``Executor`` that runs processes and reports their end, an ``EnvBuilder``, the run history, and the
-consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way).
+consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way), and the
+listeners of ``RunStarted`` facts (the healthchecks ``/start`` ping).
 A task's phases and the moves between them are the table in lifecycle.py.
 
 Policies the loop enforces:
@@ -14,6 +15,10 @@ Policies the loop enforces:
   and that re-reads the schedule anchor and the failure streak from history.
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
+* [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
+  ``retry.decide`` picks the time of the next attempt; the attempt is published with ``final=False`` and
+  the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
+  next slot wins: a retry not due before it is dropped. Manual runs are not retried.
 * A due run while the previous one is still running is recorded as ``skipped``; the next due time is the next
   slot. A Testing=True confirmation counts as a start.
 * A removed or disabled task's in-flight run is allowed to finish within its own timeout; then the task is
@@ -47,9 +52,10 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
+from .retry import PendingRetry, decide, slot_wins
 from .sdnotify import LoopNotifier, Notifier
 from .slots import QueuedRun
-from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, TaskPhase, Trigger
+from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, RunStarted, TaskPhase, Trigger
 from .status import SupervisorView, TaskView, status_json, view_of
 from .tasks import Consumer, TaskBook
 
@@ -60,6 +66,8 @@ CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a 
 # initialize() calls in flight at once: enough to keep every core busy while processes start and exit.
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
+StartListener = Callable[[RunStarted], None]
+
 
 class Supervisor(TaskBook):
     """Owns the loop. Construct, then call ``run()`` from the thread that should own every child."""
@@ -69,11 +77,13 @@ class Supervisor(TaskBook):
                  envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
                  safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
-                 notifier: LoopNotifier | None = None) -> None:
+                 notifier: LoopNotifier | None = None, start_listeners: Sequence[StartListener] = ()) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger, task_logs=task_logs,
                          envs=envs, history=history, consumers=consumers, max_inits=max_inits)
         self.inbox = inbox
         self.executor = executor
+        self.start_listeners = tuple(start_listeners)
+        self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
         self.rescan_wanted = True
         self.scanned_once = False
         self.safety_rescan_s = safety_rescan_s
@@ -125,6 +135,7 @@ class Supervisor(TaskBook):
 
     def turn(self) -> bool:
         """One pass of the phases; False once stopped with nothing left in flight."""
+        self.last_turn_mono = self.clock.monotonic()
         self._check_clock()
         if self.stopping is None and self.clock.monotonic() >= self.next_safety_rescan:
             self.rescan_wanted = True
@@ -134,7 +145,7 @@ class Supervisor(TaskBook):
             self.next_safety_rescan = self.clock.monotonic() + self.safety_rescan_s
             self._rescan()
         if self.stopping is None:
-            self._run_retries()
+            self._run_backoffs()
             self._start_due()
             self._start_queued()
         self.executor.enforce()
@@ -168,10 +179,13 @@ class Supervisor(TaskBook):
                     return 0.0
                 if is_scheduled(st) and st.next_due is not None:
                     wait = min(wait, (st.next_due - now).total_seconds())
+                if is_scheduled(st) and st.retry is not None and st.main_run is None:
+                    # (A retry waiting for a manual run is woken by that run's end, not by polling.)
+                    wait = min(wait, (st.retry.at - now).total_seconds())
         moments = [self.executor.next_wakeup()]  # monotonic times
         if self.stopping is None:
             # The safety rescan adds no wake-up of its own: it is longer than IDLE_WAKE_S.
-            moments += [self.next_safety_rescan, self._next_retry(),
+            moments += [self.next_safety_rescan, self._next_backoff(),
                         self.queue.next_wakeup(in_flight=self._mains_in_flight())]
         mono = self.clock.monotonic()
         watchdog = self.notifier.max_sleep()
@@ -241,6 +255,8 @@ class Supervisor(TaskBook):
         for st in list(self.tasks.values()):
             if not is_scheduled(st) or st.trigger is None:
                 continue
+            if st.retry is not None:
+                self._guarded(st.name, self._start_retry, st, now)
             if st.startup_pending:
                 st.startup_pending = False
                 st.anchor = now
@@ -252,8 +268,35 @@ class Supervisor(TaskBook):
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
                 self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
+    def _start_retry(self, st: TaskState, now: datetime) -> None:
+        """Start a pending retry that is due, or drop it when the next slot comes first (never overlap)."""
+        pending = st.retry
+        assert pending is not None
+        # Dropped when the slot is not later than the retry, or when it came while the retry still waited
+        # (for a manual run to end): either way the slot runs and the retry never overlaps it.
+        slot_came = st.next_due is not None and st.next_due <= now
+        if slot_wins(retry_at=pending.at, next_slot=st.next_due) or slot_came:
+            st.retry = None
+            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {pending.attempt}) dropped: "
+                                             f"the next slot {self._fmt(st.next_due)} comes first")
+            return
+        if pending.at > now or st.main_run is not None or st.name in self.queue:
+            return  # not yet; or a manual run is in flight: the retry waits for it to end
+        st.retry = None
+        # A retry takes a run slot like any due run (MaxConcurrentRuns).
+        st.queued_since = now
+        self.queue.add(QueuedRun(task=st.name, trigger=Trigger.RETRY, due=pending.at, since=now,
+                                 attempt=pending.attempt, retry_of=pending.retry_of))
+        self._start_queued()
+
     def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
         assert st.spec is not None
+        waiting = self.queue.get(st.name)
+        if waiting is not None and waiting.trigger is Trigger.RETRY:
+            # The next slot wins over a retry still waiting for a run slot: the retry is dropped.
+            self._drop_queued(st, "the next slot came first")
+            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {waiting.attempt}) dropped: "
+                                             "the next slot came first")
         if st.main_run is not None or st.name in self.queue:
             why = f"previous run {st.main_run} still running" if st.main_run else \
                 "the previous due run is still waiting for a run slot"
@@ -277,7 +320,8 @@ class Supervisor(TaskBook):
             if st is None or not is_scheduled(st) or st.main_run is not None:
                 continue  # unloaded meanwhile (its open row, if any, was closed then)
             st.queued_since = None
-            self._guarded(st.name, self._launch, st, mode=RunMode.MAIN, trigger=run.trigger, due=run.due, queued=run)
+            self._guarded(st.name, self._launch, st, mode=RunMode.MAIN, trigger=run.trigger, due=run.due,
+                          queued=run)
 
     def run_now(self, name: str) -> tuple[bool, str]:
         """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
@@ -326,8 +370,9 @@ class Supervisor(TaskBook):
             return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
         now = self.clock.now()
         run_id = queued.run_id if queued and queued.run_id else new_run_id(now)
+        attempt, retry_of = (queued.attempt, queued.retry_of) if queued else (1, None)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
-                           log_path=self.task_logs.path(st.name))
+                           log_path=self.task_logs.path(st.name), attempt=attempt, retry_of=retry_of)
         if mode is RunMode.MAIN and not (queued and queued.run_id):
             self.history.opened(record)  # before the spawn: survives a crash
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
@@ -346,13 +391,14 @@ class Supervisor(TaskBook):
                                                         f"{again.not_before - self.clock.monotonic():g} s")
                     return None
                 if mode is RunMode.INITIALIZE:
-                    self._retry_later(st, "initialize", message)
+                    self._back_off(st, "initialize", message)
                     return None
             self._say(st.name, logging.ERROR, message)
             if mode is RunMode.MAIN:
                 failed = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                                    finished=self.clock.now(), outcome=Outcome.FAILED, duration_s=0.0,
-                                   message=message, log_path=record.log_path)
+                                   message=message, log_path=record.log_path, attempt=attempt,
+                                   retry_of=retry_of)
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, message)
@@ -360,9 +406,10 @@ class Supervisor(TaskBook):
                 self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
         self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
-                                          started=now, due=due)
+                                          started=now, due=due, attempt=attempt, retry_of=retry_of)
         if mode is RunMode.MAIN:
             st.main_run = run_id
+            self._announce(RunStarted(task=st.name, run_id=run_id, trigger=trigger, spec=st.spec))
         else:
             st.init_run = run_id
         return run_id
@@ -380,7 +427,8 @@ class Supervisor(TaskBook):
                                due=flight.due, finished=result.finished, outcome=result.outcome,
                                duration_s=result.duration_s, exit_code=result.exit_code, signal=result.signal,
                                message=result.message, peak_rss_mb=result.peak_rss_mb, cpu_s=result.cpu_s,
-                               log_path=self.task_logs.path(result.task))
+                               log_path=self.task_logs.path(result.task), attempt=flight.attempt,
+                               retry_of=flight.retry_of)
             self._publish(st, record, summary=result.summary, leftovers=result.leftovers)
             self._start_queued()
             if flight.env_key not in self._keys_in_use():
@@ -392,6 +440,41 @@ class Supervisor(TaskBook):
             self._start_queued_inits()
         if st is not None:
             self._forget_if_idle(st)
+
+    def _announce(self, fact: RunStarted) -> None:
+        """A run of main() has started: tell every run-started listener (they only queue work)."""
+        for listener in self.start_listeners:
+            try:
+                listener(fact)
+            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
+                self.log.exception("run %s: a run-started listener failed", fact.run_id)
+
+    def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:
+        """None while the loop keeps turning (it wakes at least every IDLE_WAKE_S); otherwise why not.
+        Safe from any thread: it reads one float."""
+        idle = self.clock.monotonic() - self.last_turn_mono
+        return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
+
+    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
+        """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""
+        assert record.outcome is not None and record.finished is not None
+        if (st is None or st.spec is None or not is_scheduled(st) or self.stopping is not None
+                or record.trigger is Trigger.MANUAL):
+            return True
+        decision = decide(st.spec.retry, attempt=record.attempt, outcome=record.outcome, finished=record.finished,
+                          next_slot=st.next_due)
+        if decision.final:
+            if record.attempt > 1 or "next slot" in decision.reason:
+                self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} "
+                                                 f"{record.outcome.value}: final ({decision.reason})")
+            return True
+        assert decision.retry_at is not None and decision.next_attempt is not None
+        st.retry = PendingRetry(at=decision.retry_at, attempt=decision.next_attempt,
+                                retry_of=record.retry_of or record.run_id)
+        self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}; "
+                                         f"retry (attempt {decision.next_attempt} of {st.spec.retry.attempts + 1}) "
+                                         f"at {self._fmt(decision.retry_at)}")
+        return False
 
     # ------------------------------------------------------------------ control requests
     def views(self) -> list[TaskView]:

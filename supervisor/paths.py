@@ -101,6 +101,15 @@ class Paths:
         return hashlib.sha256(str(self.home).encode()).hexdigest()[:12] + "/"
 
     @property
+    def home_secrets(self) -> Path:
+        """HOME/.env: secrets for every task (python-dotenv syntax)."""
+        return self.home / ".env"
+
+    def task_secrets(self, name: str) -> Path:
+        """Tasks/NAME/.env: the task's own secrets; they win over HOME/.env."""
+        return self.tasks / name / ".env"
+
+    @property
     def envs(self) -> Path:
         return self.home / "envs"
 

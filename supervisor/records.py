@@ -51,7 +51,7 @@ _ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
 
 _COLUMNS = (
     "run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
-    "signal", "message", "peak_rss_mb", "cpu_s", "log_path",
+    "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt", "retry_of",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM runs"
 # Same-second starts are ordered by insertion, so "newest" is total even when the clock repeats a value.
@@ -82,6 +82,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Open rows are few and read at every start (mark_interrupted, open_runs): a partial index keeps
         # that lookup from scanning the whole history.
         "CREATE INDEX runs_open ON runs (started) WHERE outcome IS NULL",
+    ),
+    (
+        # [Retry] (issue 9): each attempt is its own row; rows written before it are first attempts.
+        "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE runs ADD COLUMN retry_of TEXT",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -133,7 +138,14 @@ class Records:
         conn = self._connect(uri, uri=True)
         try:
             with self._translate("open"):
-                self._check_version(self._user_version(conn))
+                version = self._user_version(conn)
+                self._check_version(version)
+                if version == 1:
+                    # A reader may not migrate (the CLI before the upgraded supervisor first ran): a
+                    # temporary view, which shadows the table for this connection only, shows the rows
+                    # as first attempts.
+                    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {', '.join(_COLUMNS[:-2])}, "
+                                 "1 AS attempt, NULL AS retry_of FROM main.runs")
         except BaseException:
             conn.close()
             raise
@@ -433,6 +445,8 @@ def record_to_json(record: RunRecord) -> dict[str, object]:
         "peak_rss_mb": record.peak_rss_mb,
         "cpu_s": record.cpu_s,
         "log_path": None if record.log_path is None else str(record.log_path),
+        "attempt": record.attempt,
+        "retry_of": record.retry_of,
     }
 
 
@@ -496,12 +510,14 @@ def _record_to_row(record: RunRecord) -> tuple[object, ...]:
         record.peak_rss_mb,
         record.cpu_s,
         None if record.log_path is None else str(record.log_path),
+        record.attempt,
+        record.retry_of,
     )
 
 
 def _row_to_record(row: tuple[object, ...]) -> RunRecord:
     (run_id, task, trigger, due, started, finished, outcome, duration_s, exit_code, signal, message,
-     peak_rss_mb, cpu_s, log_path) = row
+     peak_rss_mb, cpu_s, log_path, attempt, retry_of) = row
     return RunRecord(
         run_id=str(run_id),
         task=str(task),
@@ -517,4 +533,6 @@ def _row_to_record(row: tuple[object, ...]) -> RunRecord:
         peak_rss_mb=None if peak_rss_mb is None else float(peak_rss_mb),  # type: ignore[arg-type]
         cpu_s=None if cpu_s is None else float(cpu_s),  # type: ignore[arg-type]
         log_path=None if log_path is None else Path(str(log_path)),
+        attempt=int(attempt),  # type: ignore[call-overload]
+        retry_of=None if retry_of is None else str(retry_of),
     )

@@ -218,7 +218,9 @@ def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
         message = (run.get("message") or "").strip().splitlines()
         outcome = run.get("outcome") or "running"
         peak = run.get("peak_rss_mb")
-        rows.append([run["run_id"], run["trigger"], format_time(run["started"], view), outcome,
+        attempt = run.get("attempt", 1)  # a retry shows its attempt number: "retry #2"
+        trigger = run["trigger"] if attempt == 1 else f"{run['trigger']} #{attempt}"
+        rows.append([run["run_id"], trigger, format_time(run["started"], view), outcome,
                      format_duration(run.get("duration_s")), f"{peak:.0f}" if peak else "-",
                      message[-1] if message else ""])
         colours.append([None, None, None, OUTCOME_COLOURS.get(outcome), None, None, None])

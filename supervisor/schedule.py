@@ -10,10 +10,12 @@ Policies:
 - The interval counts between *due* times (the anchor), not actual starts, so loop lateness never
   accumulates into drift; the window can only push a due time later, never earlier.
 - A due time outside the window waits for the window's next opening.
-- DST: a window opening that does not exist (spring forward) opens at the first instant after the gap, if
-  that instant is still inside the window; a window that lies wholly in the gap does not open that day.
-  On a fall-back day the repeated wall-clock hour is just more instants: intervals are real time, so a
-  daily task neither runs twice nor skips a day.
+- DST: a window opening that does not exist (spring forward) opens at the first instant after the gap,
+  even when the whole window lies in the gap (it then opens for that one instant), so no calendar day
+  loses its window. On a fall-back day the repeated wall-clock hour is just more instants.
+- Intervals are real elapsed time, with one exception so that a daily task neither runs twice nor skips a
+  day: at spring forward, when the real-time slot would fall outside the window (the lost hour pushed it
+  past the window's end), the slot moved earlier by the lost hour is used if that is inside the window.
 - Missed slots while the supervisor was down (CatchUp): ONCE runs one catch-up as soon as allowed, however
   many slots were missed; SKIP drops them and waits for the next slot on the interval grid.
 - A last anchor in the future means the wall clock went backwards (an NTP correction, a Raspberry Pi
@@ -53,7 +55,7 @@ def in_window(window: Window, t: datetime, *, tz: tzinfo) -> datetime:
     for _ in range(_MAX_SEGMENTS):
         offset = _offset(instant, tz)
         wall = (instant + offset).replace(tzinfo=None)
-        if window.contains(wall.time()):
+        if window.contains(wall.time()) or _opening_skipped_at(window, instant, offset, tz):
             return instant
         # Outside the window, the next time inside is the window's next opening on the wall clock.
         opening = datetime.combine(wall.date(), opening_time)
@@ -78,15 +80,16 @@ def initial_due(spec: TaskSpec, *, last_anchor: datetime | None, now: datetime, 
         return in_window(spec.window, now, tz=tz)
     # Clamp: a future anchor means the clock went backwards; never wait more than one interval for it.
     anchor = min(_utc(last_anchor, "last_anchor"), now)
-    slot = anchor + spec.every
+    every = _interval(spec)
+    slot = anchor + every
     if slot >= now:
-        return in_window(spec.window, slot, tz=tz)
+        return _next_slot(spec.window, anchor=anchor, every=every, now=now, tz=tz)
     if spec.catch_up is CatchUp.ONCE:
         return in_window(spec.window, now, tz=tz)
     # SKIP: the first slot on the anchor's grid that is not in the past. Integer division of timedeltas
     # is exact (microseconds), so the grid does not drift however long the downtime was.
-    missed = -((anchor - now) // spec.every)  # ceil((now - anchor) / every)
-    return in_window(spec.window, anchor + missed * spec.every, tz=tz)
+    missed = -((anchor - now) // every)  # ceil((now - anchor) / every)
+    return in_window(spec.window, anchor + missed * every, tz=tz)
 
 
 def due_after(spec: TaskSpec, *, anchor: datetime, tz: tzinfo) -> datetime:
@@ -95,7 +98,26 @@ def due_after(spec: TaskSpec, *, anchor: datetime, tz: tzinfo) -> datetime:
     ``anchor`` is the *due* time, not the actual start: a loop that starts a run late does not push
     every later run back by the same amount.
     """
-    return in_window(spec.window, _utc(anchor, "anchor") + spec.every, tz=tz)
+    anchor = _utc(anchor, "anchor")
+    return _next_slot(spec.window, anchor=anchor, every=_interval(spec), now=anchor, tz=tz)
+
+
+def resolve_wall(wall: datetime, *, tz: tzinfo) -> datetime:
+    """The UTC instant of the naive wall-clock time ``wall`` in ``tz``, by the cron rules of DST.
+
+    A wall time that exists once is that instant; one in the repeated hour of a fall-back is its first
+    occurrence; one in the skipped hour of a spring forward is the first instant after the gap.
+    """
+    if wall.tzinfo is not None:
+        raise ValueError(f"wall must be a naive wall-clock time, got {wall.isoformat()}")
+    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if (first + _offset(first, tz)).replace(tzinfo=None) == wall:
+        return first
+    # In a gap the two folds use the offsets on either side of it, so the change lies between them.
+    second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    low, high = min(first, second), max(first, second)
+    change = _first_offset_change(low, high, tz)
+    return change if change is not None else first
 
 
 def local_zone(*, environ: Mapping[str, str] | None = None,
@@ -116,6 +138,47 @@ def local_zone(*, environ: Mapping[str, str] | None = None,
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
+def _interval(spec: TaskSpec) -> timedelta:
+    if spec.every is None:
+        raise ValueError(f"task {spec.name!r} has no EveryXMinutes interval")
+    return spec.every
+
+
+def _next_slot(window: Window, *, anchor: datetime, every: timedelta, now: datetime, tz: tzinfo) -> datetime:
+    """The slot one interval after ``anchor`` (a UTC instant), pushed into the window.
+
+    The exception for spring forward (module docstring): when the clock jumped forward between the
+    anchor (or the gap it was itself moved past) and the slot, and the slot lies outside the window, the
+    slot moved earlier by the lost time is tried too; the earlier of the two wins. At fall-back the offset
+    goes down, so the exception never applies there.
+    """
+    slot = anchor + every
+    due = in_window(window, slot, tz=tz)
+    if due == slot:
+        return due
+    lost = _offset(slot, tz) - _offset(anchor - _MICROSECOND, tz)
+    if lost > timedelta(0):
+        early = in_window(window, max(slot - lost, now), tz=tz)
+        if anchor < early < due:
+            return early
+    return due
+
+
+def _opening_skipped_at(window: Window, instant: datetime, offset: timedelta, tz: tzinfo) -> bool:
+    """True when ``instant`` ends a spring-forward gap that swallowed the window's opening.
+
+    ``offset`` is the UTC offset at ``instant``; the gap's wall times are [before-offset wall, wall).
+    """
+    before = _offset(instant - _MICROSECOND, tz)
+    if before >= offset:
+        return False
+    gap_start = (instant + before).replace(tzinfo=None)
+    gap_end = (instant + offset).replace(tzinfo=None)
+    opening_time = window.start.replace(second=0, microsecond=0, tzinfo=None)
+    return any(gap_start <= datetime.combine(day, opening_time) < gap_end
+               for day in (gap_start.date(), gap_end.date()))
+
 
 def _utc(t: datetime, what: str) -> datetime:
     """``t`` as a UTC instant; a naive datetime is a programming error (its instant is unknowable)."""

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .clock import Clock, SystemClock
 from .config import read_home_config
@@ -27,12 +27,17 @@ from .fdlimit import raise_fd_limit
 from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .loop import Supervisor
+from .notify.consumer import RunNotifications
+from .notify.heartbeat import Heartbeat
+from .notify.notifier import Notifier as NoticeNotifier
+from .notify.notifier import default_origin
 from .paths import Paths
 from .records import Records
 from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
 from .sdnotify import LoopNotifier, Notifier
-from .spec import HomeConfig
+from .secretenv import SecretStore
+from .spec import HomeConfig, RunFinished, RunStarted
 from .watcher import TaskWatcher
 from .writebehind import WriteBehindRecords
 
@@ -63,9 +68,11 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                               logger=logging.getLogger("taskautomation.envs"))
             task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes,
                                  backups=home_config.log_backups)
+            notices = NoticeNotifier(origin=default_origin(paths.home), logger=logger)
+            secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
             supervisor = build_supervisor(
                 paths, home_config=home_config, records=records, envs=envs, clock=SystemClock(),
-                logger=logger, task_logs=task_logs,
+                logger=logger, task_logs=task_logs, notices=notices, secrets=secrets,
                 watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
                                                               debounce_s=home_config.watch_debounce_s,
                                                               logger=logger),
@@ -76,11 +83,19 @@ def serve(paths: Paths, *, console: bool = True) -> int:
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
             previous = _install_signal_handlers(supervisor)
+            notices.start()
+            heartbeat = None
+            if home_config.heartbeat.url is not None:
+                heartbeat = Heartbeat(home_config.heartbeat, logger=logger, healthy=supervisor.health)
+                heartbeat.start()
             try:
                 supervisor.run()
             finally:
                 _restore_signal_handlers(previous)
                 server.stop()
+                if heartbeat is not None:
+                    heartbeat.stop()
+                notices.close(drain_s=2.0)  # queued notices get 2 s; a hanging receiver cannot hold the exit
         finally:
             records.close()
     finally:
@@ -89,18 +104,27 @@ def serve(paths: Paths, *, console: bool = True) -> int:
 
 
 def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager, clock: Clock,
-                     logger: logging.Logger, task_logs: TaskLogs, **options: Any) -> Supervisor:
-    """The loop with its real collaborators: a local executor, background env builds, the run history and
-    the run-finished consumers (history first, then the outcome log lines)."""
+                     logger: logging.Logger, task_logs: TaskLogs, notices: NoticeNotifier | None = None,
+                     secrets: SecretStore | None = None, **options: Any) -> Supervisor:
+    """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
+    builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
+    notifications), and the run-started listeners (the /start ping)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
     executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
                              logger=logger, clock=clock, post=inbox.post,
-                             output_cap_bytes=home_config.output_cap_bytes)
+                             output_cap_bytes=home_config.output_cap_bytes, secrets=secrets)
+    consumers: list[Callable[[RunFinished], None]] = [history, RunLog(logger=logger, task_logs=task_logs)]
+    listeners: list[Callable[[RunStarted], None]] = []
+    if notices is not None:
+        notifications = RunNotifications(notices, secrets=secrets, streak_before=lambda task, run_id:
+                                         history.failure_streak(task, excluding=run_id))
+        consumers.append(notifications)
+        listeners.append(notifications.run_started)
     return Supervisor(paths, home_config=home_config, clock=clock, tz=local_zone(), logger=logger,
                       task_logs=task_logs, inbox=inbox, executor=executor,
                       envs=BackgroundEnvs(envs, envs_dir=paths.envs, post=inbox.post), history=history,
-                      consumers=[history, RunLog(logger=logger, task_logs=task_logs)], **options)
+                      consumers=consumers, start_listeners=listeners, **options)
 
 
 def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:

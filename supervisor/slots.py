@@ -27,8 +27,10 @@ class QueuedRun:
     trigger: Trigger
     due: datetime | None
     since: datetime  # when it became due (status shows it)
-    run_id: str | None = None  # set for a retry: its history row is already open
-    attempts: int = 0  # transient spawn failures so far
+    attempt: int = 1  # [Retry]: which attempt of the run this is
+    retry_of: str | None = None  # [Retry]: the first attempt's run id
+    run_id: str | None = None  # set once a start failed transiently: its history row is already open
+    spawn_failures: int = 0  # transient spawn failures so far
     not_before: float = 0.0  # monotonic time before which it must not start
 
 
@@ -54,8 +56,8 @@ class RunQueue:
 
     def retry(self, run: QueuedRun, *, run_id: str, now_mono: float) -> QueuedRun:
         """Put ``run`` back at the head of the queue after a transient spawn failure; return the entry."""
-        delay = min(SPAWN_RETRY_FIRST_S * 2 ** run.attempts, SPAWN_RETRY_MAX_S)
-        again = replace(run, run_id=run_id, attempts=run.attempts + 1, not_before=now_mono + delay)
+        delay = min(SPAWN_RETRY_FIRST_S * 2 ** run.spawn_failures, SPAWN_RETRY_MAX_S)
+        again = replace(run, run_id=run_id, spawn_failures=run.spawn_failures + 1, not_before=now_mono + delay)
         self._queue = {run.task: again, **{k: v for k, v in self._queue.items() if k != run.task}}
         return again
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ._wire import MonitorReport, TaskReport
+from .notify.model import HeartbeatSettings, NotifySettings
 
 
 class Outcome(str, enum.Enum):
@@ -39,6 +40,7 @@ class Trigger(str, enum.Enum):
     SCHEDULE = "schedule"
     STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
     MANUAL = "manual"  # run-now
+    RETRY = "retry"  # a further attempt of a failed run ([Retry]); never moves the schedule
 
 
 class RunMode(str, enum.Enum):
@@ -110,18 +112,51 @@ class Limits:
     cpu_s: float | None = None  # CPU seconds of the whole process tree
 
 
+# Outcomes a [Retry] policy retries unless its ``On`` says otherwise (DESIGN.md 5.1).
+DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
+# Outcomes ``On`` may name: the failures of a run, plus a run lost with its worker or supervisor.
+RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.MEMORY,
+                                Outcome.ENV_FAILED, Outcome.INTERRUPTED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """[Retry]: how often a failed run is tried again, and when (``retry.decide`` applies it).
+
+    ``attempts`` is the number of *retries* after the first attempt (0 = never retry). The delay before
+    retry k (k = 1, 2, ...) is ``min(delay_s * backoff ** (k - 1), max_delay_s)`` after the attempt ended.
+    """
+
+    attempts: int = 0
+    delay_s: float = 30.0
+    backoff: float = 2.0
+    max_delay_s: float = 3600.0
+    on: frozenset[Outcome] = DEFAULT_RETRY_ON
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's parsed config.ini. Built only by config.parse_task_config."""
+    """A task's parsed config.ini. Built only by config.parse_task_config.
+
+    Exactly one of ``every`` (EveryXMinutes), ``cron`` (Cron) and ``run_at`` (RunAt) is set; the
+    ``triggers`` module turns them into due times. ``run_at`` holds naive wall-clock times that are read
+    in ``time_zone`` (None = the machine's zone), like the window and the cron expression.
+    """
 
     name: str
-    every: timedelta
+    every: timedelta | None = None
     window: Window = field(default_factory=Window)
     enabled: bool = True
     testing: bool = False
     run_on_startup: bool = False
     catch_up: CatchUp = CatchUp.ONCE
     limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)  # [Notify], home defaults applied
+    cron: str | None = None  # 5 fields, @aliases already expanded
+    run_at: tuple[datetime, ...] = ()  # naive local date-times, sorted, distinct
+    time_zone: str | None = None  # IANA name
+    jitter_s: float = 0.0  # JitterSeconds: stable offset in [0, jitter_s) added to every due time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -132,6 +167,8 @@ class HomeConfig:
                  WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan) ;
                  MaxConcurrentRuns = 8 x cores (runs of main() in flight at once; further due runs queue)
     [Limits]     defaults for every task's [Limits] keys
+    [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
+    [Retry]      defaults for every task's [Retry] keys
     """
 
     installer: str = "uv"
@@ -142,6 +179,9 @@ class HomeConfig:
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     max_concurrent_runs: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # defaults for every task's [Retry] keys
 
 
 @dataclass(frozen=True)
@@ -170,6 +210,8 @@ class RunRecord:
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
     log_path: Path | None = None
+    attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
+    retry_of: str | None = None  # a retry's first attempt's run id
 
 
 @dataclass(frozen=True)
@@ -246,3 +288,15 @@ class RunFinished:
     final: bool = True
     summary: str = ""
     leftovers: int = 0
+    spec: TaskSpec | None = None  # the task's config when the run ended (None if the task is not known)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """The fact that a run of main() has just been started, published to the loop's run-started listeners
+    (the healthchecks ``/start`` ping). Listeners run on the loop thread and must not block."""
+
+    task: str
+    run_id: str
+    trigger: Trigger
+    spec: TaskSpec

@@ -11,11 +11,13 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .lifecycle import InFlight, TaskState
 from .records import record_to_json
+from .retry import PendingRetry
 from .schedule import in_window
-from .spec import CatchUp, RunRecord, TaskPhase, TaskSpec
+from .spec import CatchUp, RunRecord, TaskPhase, TaskSpec, Window
 
 LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
 OFFLINE_STOPPED = "stopped"  # the state of a valid, enabled task while no supervisor runs
+DONE = "done"  # a loaded task with no more runs: its last RunAt has run
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class TaskView:
     startup_pending: bool
     running: RunningView | None = None
     queued_since: datetime | None = None
+    retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run
+    failures: int = 0  # consecutive failures (final attempts)
+    schedule: str | None = None  # the trigger's describe()
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,15 @@ def display_state(view: TaskView) -> str:
         return "running"
     if view.queued_since is not None:
         return "queued"
+    if is_done(view):
+        return DONE
     return view.phase.value
+
+
+def is_done(view: TaskView) -> bool:
+    """Loaded, with no next due time and nothing pending: after the last RunAt (or a cron that ended)."""
+    return (view.phase is TaskPhase.SCHEDULED and view.next_due is None and not view.startup_pending
+            and view.retry is None and view.running is None)
 
 
 def status_json(views: Iterable[TaskView], *, last_finished: Callable[[str], RunRecord | None],
@@ -85,17 +98,21 @@ def status_json(views: Iterable[TaskView], *, last_finished: Callable[[str], Run
             "running": {"run_id": running.run_id, "started": running.started.isoformat(),
                         "trigger": running.trigger} if running else None,
             "why": explain(view, tz=tz),
+            "consecutive_failures": view.failures,
+            "schedule": view.schedule,
         })
     return {"tasks": rows, "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(),
                                           "home": supervisor.home}}
 
 
-def offline_row(name: str, *, enabled: bool, error: str | None, last: RunRecord | None) -> dict[str, Any]:
+def offline_row(name: str, *, enabled: bool, error: str | None, last: RunRecord | None, failures: int = 0,
+                schedule: str | None = None) -> dict[str, Any]:
     """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
     return {"name": name, "enabled": enabled,
             "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
             "next_run": None, "last_run": last_run_json(last), "error": error, "running": None,
-            "why": "the supervisor is not running" if not error else "not loadable (see error)"}
+            "why": "the supervisor is not running" if not error else "not loadable (see error)",
+            "consecutive_failures": failures, "schedule": schedule}
 
 
 def offline_status_json(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -122,13 +139,25 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
         return "waiting for its environment to be built"
     if phase is TaskPhase.INITIALIZING:
         return "waiting for initialize() to finish"
+    if is_done(view):
+        if spec is not None and spec.cron is not None:
+            return f"done: no slot of its cron expression lies inside its window {spec.window}"
+        return "done: no more runs (its last RunAt has run)"
+    if phase is TaskPhase.SCHEDULED and view.next_due is None and view.retry is not None:
+        return (f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at {_fmt(view.retry.at, tz)}; "
+                "then no more runs")
     if phase is not TaskPhase.SCHEDULED or spec is None or view.next_due is None:
         return phase.value
     parts = []
     if spec.testing:
         parts.append("Testing=True: due runs are confirmed, main() is not executed")
+    if view.retry is not None:
+        parts.append(f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at "
+                     f"{_fmt(view.retry.at, tz)}, unless the next slot comes first")
     if view.startup_pending:
         parts.append("RunOnStartup: runs now")
+    elif spec.every is None:
+        parts.append(_explain_slots(view, spec, tz=tz))
     elif view.anchor is None:
         parts.append("never ran: first run as soon as it is inside its window")
     else:
@@ -146,9 +175,20 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     return "; ".join(parts)
 
 
+def _explain_slots(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:
+    """Why a Cron or RunAt task waits: its next slot, and what the window and CatchUp did."""
+    assert view.next_due is not None
+    kind = "cron slot" if spec.cron is not None else "RunAt time"
+    line = f"runs only at its slots ({view.schedule}); next {kind} {_fmt(view.next_due, tz)}"
+    if spec.window != Window():
+        line += f"; slots outside its window {spec.window} do not run"
+    return line
+
+
 def view_of(st: TaskState, flight: InFlight | None) -> TaskView:
     """The snapshot of one task; ``flight`` is its run of main() in flight, if any."""
     running = RunningView(st.main_run, flight.started, flight.trigger.value) if flight and st.main_run else None
     return TaskView(name=st.name, phase=st.phase, spec=st.spec, error=st.error, next_due=st.next_due,
                     anchor=st.anchor, startup_pending=st.startup_pending, running=running,
-                    queued_since=st.queued_since)
+                    queued_since=st.queued_since, retry=st.retry, failures=st.failures,
+                    schedule=st.trigger.describe() if st.trigger is not None else None)

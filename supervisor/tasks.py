@@ -44,7 +44,7 @@ from .triggers import trigger_for
 P = TaskPhase
 Consumer = Callable[[RunFinished], None]
 # kind -> (first delay, longest delay) in seconds for retries after a transient failure.
-RETRY_BACKOFF = {"initialize": (2.0, 60.0), "env": (60.0, 3600.0)}
+BACKOFF_S = {"initialize": (2.0, 60.0), "env": (60.0, 3600.0)}
 
 
 class TaskBook:
@@ -75,14 +75,21 @@ class TaskBook:
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
         raise NotImplementedError
 
+    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
+        """Apply [Retry] to an attempt that ended; whether it is final (provided by the loop)."""
+        raise NotImplementedError
+
     def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         """A run of main() has ended: hand the fact to every consumer (history first)."""
         assert record.outcome is not None
-        failures = streak_after(st.failures if st is not None else 0, record.outcome)
+        final = self._decide_retry(st, record)
+        # An attempt that will be retried does not count in the streak.
+        failures = streak_after(st.failures if st is not None else 0, record.outcome, final=final)
         if st is not None:
             st.failures = failures
         fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers)
+                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
+                           spec=st.spec if st is not None else None, attempt=record.attempt, final=final)
         for consumer in self.consumers:
             try:
                 consumer(fact)
@@ -129,9 +136,10 @@ class TaskBook:
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
-        st.retry_at.clear()  # new content: a fresh start, not a retry
-        st.retries.clear()
-        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs)
+        st.backoff_at.clear()  # new content: a fresh start, not a retry
+        st.backoffs.clear()
+        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs,
+                              notify_defaults=self.config.notify, retry_defaults=self.config.retry)
         if reading.problem is not None:
             self._set_broken(st, reading.problem, level=reading.level)
             return
@@ -197,7 +205,8 @@ class TaskBook:
         st.next_due = None
         st.startup_pending = False
         st.queued_since = None
-        st.retry_at.clear()
+        st.retry = None  # an unloaded task's pending retry is dropped with its schedule
+        st.backoff_at.clear()
         self._drop_queued(st, f"the task was unloaded ({phase.value})")
 
     def _drop_queued(self, st: TaskState, why: str) -> None:
@@ -219,28 +228,28 @@ class TaskBook:
                 summary="")
 
     # ------------------------------------------------------------------ retries after transient failures
-    def _retry_later(self, st: TaskState, kind: str, message: str) -> None:
+    def _back_off(self, st: TaskState, kind: str, message: str) -> None:
         """Try ``kind`` ("initialize" or "env") again after a backoff: 2 s doubling to 60 s for
         initialize() (a spawn that failed for lack of fds, memory or processes), 1 min doubling to 1 h for an
         env build (an index unreachable, an installer killed)."""
-        first, most = RETRY_BACKOFF[kind]
-        attempts = st.retries.get(kind, 0)
+        first, most = BACKOFF_S[kind]
+        attempts = st.backoffs.get(kind, 0)
         delay = min(first * 2 ** attempts, most)
-        st.retries[kind] = attempts + 1
-        st.retry_at[kind] = self.clock.monotonic() + delay
+        st.backoffs[kind] = attempts + 1
+        st.backoff_at[kind] = self.clock.monotonic() + delay
         self._say(st.name, logging.WARNING, f"{message}; a transient failure: trying again in {delay:g} s")
 
-    def _next_retry(self) -> float | None:
-        moments = [at for st in self.tasks.values() for at in st.retry_at.values()]
+    def _next_backoff(self) -> float | None:
+        moments = [at for st in self.tasks.values() for at in st.backoff_at.values()]
         return min(moments) if moments else None
 
-    def _run_retries(self) -> None:
+    def _run_backoffs(self) -> None:
         mono = self.clock.monotonic()
         for st in list(self.tasks.values()):
-            for kind, at in list(st.retry_at.items()):
+            for kind, at in list(st.backoff_at.items()):
                 if at > mono:
                     continue
-                del st.retry_at[kind]
+                del st.backoff_at[kind]
                 if is_parked(st):
                     continue
                 if kind == "initialize" and st.env_key is not None:
@@ -285,7 +294,7 @@ class TaskBook:
             switch = f"; switching from env {st.env_key}, initialize() again" if st.env_key else ""
             self._say(name, logging.INFO, f"task {name!r}: env {event.key} ready{switch}")
             st.env_key = event.key
-            st.retries.pop("env", None)
+            st.backoffs.pop("env", None)
             self._initialize(st)
         elif st.env_key is not None:
             st.error = f"{event.error} (still running on the previous env)"
@@ -294,13 +303,13 @@ class TaskBook:
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
             if event.transient:
-                self._retry_later(st, "env", f"task {name!r}: env {event.key}")
+                self._back_off(st, "env", f"task {name!r}: env {event.key}")
         else:
             self._set_broken(st, event.error, phase=P.ENV_FAILED)
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
             if event.transient:
-                self._retry_later(st, "env", f"task {name!r}: env {event.key}")
+                self._back_off(st, "env", f"task {name!r}: env {event.key}")
             now = self.clock.now()
             record = RunRecord(run_id=new_run_id(now), task=name, trigger=Trigger.SCHEDULE, started=now,
                                due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
@@ -393,7 +402,7 @@ class TaskBook:
         if again:
             self._initialize(st)
         elif result.outcome is Outcome.OK:
-            st.retries.pop("initialize", None)
+            st.backoffs.pop("initialize", None)
             if result.message:
                 self._say(st.name, logging.INFO, f"task {st.name!r}: initialize(): {result.message}")
             if not is_parked(st):
@@ -420,7 +429,8 @@ class TaskBook:
             st.startup_pending = st.spec.run_on_startup
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
         if loading:
-            when = "now (RunOnStartup)" if st.startup_pending else self._fmt(st.next_due)
+            when = ("now (RunOnStartup)" if st.startup_pending else
+                    self._fmt(st.next_due) if st.next_due is not None else "none (done: no more runs)")
             flags = " [Testing: main() will not run]" if st.spec.testing else ""
             self._say(st.name, logging.INFO, f"task {st.name!r}: loaded: {st.trigger.describe()}, next run "
                                              f"{when}{flags}")
@@ -430,4 +440,6 @@ class TaskBook:
         assert st.trigger is not None
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=self.clock.now())
         self._say(st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self._fmt(st.next_due)}")
+        if st.next_due is None and st.retry is None and st.main_run is None:
+            self._say(st.name, logging.INFO, f"task {st.name!r}: no more runs (done)")
 

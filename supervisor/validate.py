@@ -4,7 +4,8 @@ Checks, per task: the folder is complete (main.py, config.ini), config.ini parse
 for unknown keys and defaults used), main.py compiles and defines main(), requirements.txt is readable UTF-8
 and each requirement line is a valid requirement (packaging) or pip option (pip's rules), named
 by file and line number; a PEP 723 block in main.py is valid, is not next to a requirements.txt and its
-requires-python fits this Python. Nothing is imported, built or installed.
+requires-python fits this Python; every [Notify] URL is one Apprise accepts; a .env readable by group/others
+is a warning. Nothing is imported, built, installed or sent.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 from .config import read_home_config, read_task_config
 from .discovery import check_task_source, scan_tasks
 from .errors import TaskAutomationError
+from .notify.model import NotifySettings
 from .paths import Paths
 from .pep723 import check_task_block
 from .reqcheck import check_file
-from .spec import Limits
+from .secretenv import read_env_file
+from .spec import Limits, RetryPolicy
 
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
@@ -35,10 +38,15 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     report: list[str] = []
     problems = 0
     defaults = Limits()
+    notify_defaults = NotifySettings()
+    retry_defaults = RetryPolicy()
     try:
         home_config, warnings = read_home_config(paths.home_config)
         defaults = home_config.limits
+        notify_defaults = home_config.notify
+        retry_defaults = home_config.retry
         report.extend(f"warning: {w}" for w in warnings)
+        report.extend(f"warning: {w}" for w in read_env_file(paths.home_secrets)[1])
     except TaskAutomationError as exc:
         report.append(f"error: {exc}")
         problems += 1
@@ -54,7 +62,8 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
             try:
-                result = read_task_config(paths.task_config(name), task=name, defaults=defaults)
+                result = read_task_config(paths.task_config(name), task=name, defaults=defaults,
+                                          notify_defaults=notify_defaults, retry_defaults=retry_defaults)
                 warnings_.extend(result.warnings)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
@@ -65,6 +74,7 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         errors.extend(check_requirements(paths.task_requirements(name), task=name))
         errors.extend(check_task_block(folder.path, task=name, python_version=platform.python_version(),
                                        python=Path(sys.executable)))
+        warnings_.extend(read_env_file(paths.task_secrets(name), task=name)[1])  # names files, never values
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)

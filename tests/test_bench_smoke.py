@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 
 pytestmark = pytest.mark.timeout(60)
 
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle")
+GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify")
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -55,3 +55,16 @@ def test_schedule_lateness_and_table_render() -> None:
     text = stats.render_text([figure])
     markdown = stats.render_markdown([figure], machine=stats.machine_info(), command="smoke", elapsed_s=0.0)
     assert "smoke" in text and "| smoke |" in markdown and "| cores |" in markdown
+
+
+def test_notify_queue_memory_is_measured() -> None:
+    from bench import notify
+
+    kb, pending = notify.queue_memory_kb(30, capacity=10)
+    assert math.isfinite(kb) and pending <= 11
+def test_next_for_cron_occurrences_measures_both_sides() -> None:
+    from bench import cron_next
+    from supervisor.spec import Window
+
+    assert cron_next.ours_ms("*/5 * * * *", Window()) > 0
+    assert cron_next.library_ms("*/5 * * * *") > 0

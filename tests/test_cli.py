@@ -35,10 +35,11 @@ OUTCOMES = {"ok", "failed", "timeout", "memory", "killed", "crashed", "skipped",
             "interrupted"}
 # The contract keys of docs/cli.md, plus the documented additions (docs/cli.md): "running" per task, "supervisor" on top.
 STATUS_KEYS = {"tasks", "supervisor"}
-TASK_KEYS = {"name", "enabled", "state", "next_run", "last_run", "error", "running", "why"}
+TASK_KEYS = {"name", "enabled", "state", "next_run", "last_run", "error", "running", "why", "consecutive_failures",
+             "schedule"}
 LAST_RUN_KEYS = {"run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message"}
 RUN_KEYS = {"run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
-            "signal", "message", "peak_rss_mb", "cpu_s", "log_path"}
+            "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt", "retry_of"}
 
 # main() that blocks until the test creates Output/release (bounded, so a failing test cannot hang it).
 BLOCKING_MAIN = """

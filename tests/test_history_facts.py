@@ -47,7 +47,7 @@ def test_a_retried_start_goes_first_but_not_before_its_backoff() -> None:
     queue = RunQueue(capacity=1)
     queue.add(run("b"))
     again = queue.retry(run("a"), run_id="r1", now_mono=100.0)
-    assert (again.run_id, again.attempts, again.not_before) == ("r1", 1, 100.0 + SPAWN_RETRY_FIRST_S)
+    assert (again.run_id, again.spawn_failures, again.not_before) == ("r1", 1, 100.0 + SPAWN_RETRY_FIRST_S)
     assert [r.task for r in queue.take(in_flight=0, now_mono=100.0)] == ["b"], "a waiting retry lets others by"
     assert queue.next_wakeup(in_flight=0) == 100.0 + SPAWN_RETRY_FIRST_S
     delays = []

@@ -9,10 +9,10 @@ import pytest
 
 from supervisor.lifecycle import TRANSITIONS, IllegalTransition, TaskState, move
 from supervisor.spec import TaskPhase
-from supervisor.status import OFFLINE_STOPPED
+from supervisor.status import DONE, OFFLINE_STOPPED
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-DERIVED_STATES = {"running", "queued", OFFLINE_STOPPED}  # shown by status, not phases
+DERIVED_STATES = {"running", "queued", OFFLINE_STOPPED, DONE}  # shown by status, not phases
 
 
 def documented_states() -> set[str]:

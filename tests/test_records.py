@@ -349,7 +349,8 @@ def test_record_to_json_is_stable(db: Records) -> None:
     [back] = db.history("alpha")
     data = record_to_json(back)
     assert list(data) == ["run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s",
-                          "exit_code", "signal", "message", "peak_rss_mb", "cpu_s", "log_path"]
+                          "exit_code", "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt",
+                          "retry_of"]
     assert data["trigger"] == "schedule" and data["outcome"] == "env-failed"
     assert data["due"] == "2024-03-01T12:00:00+00:00" and data["finished"] == "2024-03-01T12:00:01+00:00"
     assert data["log_path"] == "/h/logs/tasks/alpha.log" and data["exit_code"] is None

@@ -31,16 +31,30 @@ def wall(instant: datetime, tz) -> tuple[int, int, int]:
     return local.hour, local.minute, local.second
 
 
+def skipped_opening(window: Window, step: datetime, tz) -> bool:
+    """True when ``step`` is the first minute after a spring-forward gap that swallowed the window's opening."""
+    before = (step - timedelta(minutes=1)).astimezone(tz)
+    now = step.astimezone(tz)
+    if now.utcoffset() <= before.utcoffset():
+        return False
+    gap_start = (before + timedelta(minutes=1)).replace(tzinfo=None, fold=0)  # wall as if no change
+    opening = datetime.combine(gap_start.date(), window.start)
+    return gap_start <= opening < now.replace(tzinfo=None)
+
+
 def reference_in_window(window: Window, t: datetime, tz) -> datetime:
-    """Brute force: t if inside, else the first whole UTC minute after t that is inside.
+    """Brute force: t if inside, else the first whole UTC minute after t that is inside (or that ends a
+    gap which swallowed the window's opening).
 
     Valid for zones whose offsets and transitions fall on whole minutes (all the ones used here).
     """
     if window.contains(t.astimezone(tz).time()):
         return t
+    if t.second == 0 and t.microsecond == 0 and skipped_opening(window, t, tz):
+        return t
     step = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
     for _ in range(4 * 24 * 60):
-        if window.contains(step.astimezone(tz).time()):
+        if window.contains(step.astimezone(tz).time()) or skipped_opening(window, step, tz):
             return step
         step += timedelta(minutes=1)
     raise AssertionError("no opening within four days")
@@ -119,11 +133,15 @@ def test_window_start_inside_spring_forward_gap_opens_at_the_first_instant_after
     assert wall(result, BERLIN) == (3, 0, 0)
 
 
-def test_window_wholly_inside_the_gap_does_not_open_that_day():
+def test_window_wholly_inside_the_gap_opens_at_the_first_instant_after_it():
+    # Issue 14 item 8: the day keeps its window; it opens for the first instant after the gap (like cron).
     window = Window(time(2, 0), time(2, 30))  # never exists on 2024-03-31 in Berlin
     result = in_window(window, utc(2024, 3, 30, 22, 0), tz=BERLIN)
-    assert result == utc(2024, 4, 1, 0, 0)  # 02:00 CEST on April 1st
-    assert wall(result, BERLIN) == (2, 0, 0)
+    assert result == utc(2024, 3, 31, 1, 0)
+    assert wall(result, BERLIN) == (3, 0, 0)
+    # Just after that instant the window is closed again until the next day's opening.
+    later = in_window(window, utc(2024, 3, 31, 1, 0, 1), tz=BERLIN)
+    assert later == utc(2024, 4, 1, 0, 0)  # 02:00 CEST on April 1st
 
 
 def test_fall_back_moving_the_clock_back_into_the_window_opens_it():
@@ -149,7 +167,8 @@ def test_in_window_matches_brute_force_around_dst_changes(tz, day, window):
         t = start + timedelta(minutes=step, seconds=step % 60)
         result = in_window(window, t, tz=tz)
         assert result >= t
-        assert window.contains(result.astimezone(tz).time()), (t, result)  # check by converting back
+        assert window.contains(result.astimezone(tz).time()) or skipped_opening(window, result, tz), \
+            (t, result)  # check by converting back
         assert result == reference_in_window(window, t, tz), t
 
 

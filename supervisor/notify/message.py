@@ -1,0 +1,166 @@
+"""The words of a notice, pure: title, body, a run's log tail, and URLs with their secrets masked.
+
+Policy (DESIGN.md 5.2): title ``NAME failed (OUTCOME)`` / ``NAME recovered``; the body names host, home, task,
+run id, attempt, outcome, duration, exit code or signal, the message (at most ``MESSAGE_MAX_BYTES``) and the
+last ``TAIL_LINES`` log lines of the run (at most ``TAIL_MAX_BYTES``). Everything that came from the task is
+passed through the task's masker; URLs shown in the supervisor's own messages lose their passwords and tokens.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .model import Notice, NotifyEvent, RunFact
+
+MESSAGE_MAX_BYTES = 1024
+TAIL_LINES = 20
+TAIL_MAX_BYTES = 4096
+PING_BODY_MAX_BYTES = 10 * 1024
+LOG_WINDOW_BYTES = 256 * 1024  # how far back in the task's log the run's lines are looked for
+
+# A record of the task log starts with the logging timestamp; anything else continues the record above it
+# (a traceback logged as one multi-line record).
+_RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+Mask = Callable[[str], str]
+
+
+def clip(text: str, max_bytes: int, *, keep: str = "head") -> str:
+    """``text`` cut to ``max_bytes`` of UTF-8 (never mid-character), marked with ``…`` where it was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    marker = "…"
+    room = max(0, max_bytes - len(marker.encode()))
+    if keep == "head":
+        return data[:room].decode("utf-8", "ignore") + marker
+    return marker + data[len(data) - room:].decode("utf-8", "ignore")
+
+
+def run_lines(log_text: str, run_id: str) -> list[str]:
+    """The lines of ``log_text`` that belong to run ``run_id`` (with the continuation lines of its records)."""
+    selected: list[str] = []
+    inside = False
+    for line in log_text.splitlines():
+        if _RECORD_START.match(line):
+            inside = run_id in line
+        if inside:
+            selected.append(line)
+    return selected
+
+
+def tail(lines: list[str], *, max_lines: int | None, max_bytes: int) -> str:
+    """The last lines (at most ``max_lines``) whose text fits in ``max_bytes``, oldest first."""
+    chosen: list[str] = []
+    size = 0
+    for line in reversed(lines if max_lines is None else lines[-max_lines:]):
+        cost = len(line.encode("utf-8")) + 1
+        if size + cost > max_bytes:
+            if not chosen:  # one huge line: keep its end rather than nothing
+                chosen.append(clip(line, max_bytes - 1, keep="tail"))
+            break
+        chosen.append(line)
+        size += cost
+    return "\n".join(reversed(chosen))
+
+
+def read_run_lines(log_path: Path | None, run_id: str) -> list[str]:
+    """The run's lines from the end of its task log; [] when the log cannot be read (a notice still goes)."""
+    if log_path is None:
+        return []
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - LOG_WINDOW_BYTES))
+            data = f.read(LOG_WINDOW_BYTES)
+    except OSError:
+        return []
+    return run_lines(data.decode("utf-8", "replace"), run_id)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the supervisor runs: named in every notice so a user with several machines knows which."""
+
+    host: str
+    home: Path
+
+
+def _title(fact: RunFact, event: NotifyEvent) -> str:
+    if event is NotifyEvent.FAILURE:
+        return f"{fact.task} failed ({fact.outcome})"
+    if event is NotifyEvent.RECOVERY:
+        return f"{fact.task} recovered"
+    if event is NotifyEvent.SUCCESS:
+        return f"{fact.task} succeeded"
+    return f"{fact.task}: test notice"
+
+
+def render(fact: RunFact, event: NotifyEvent, *, origin: Origin, log_lines: list[str], mask: Mask) -> Notice:
+    """The notice for ``event`` about ``fact``; every part that came from the task is masked."""
+    message = clip(mask((fact.message or "").strip()), MESSAGE_MAX_BYTES)
+    outcome = fact.outcome
+    if event is NotifyEvent.FAILURE and fact.consecutive_failures > 1:
+        outcome += f" ({fact.consecutive_failures} failed runs in a row)"
+    lines = [
+        f"host: {origin.host}",
+        f"home: {origin.home}",
+        f"task: {fact.task}",
+        f"run: {fact.run_id}",
+        f"attempt: {fact.attempt}",
+        f"outcome: {outcome}",
+    ]
+    if fact.duration_s is not None:
+        lines.append(f"duration: {fact.duration_s:.2f} s")
+    if fact.signal:
+        lines.append(f"signal: {fact.signal}")
+    elif fact.exit_code is not None:
+        lines.append(f"exit code: {fact.exit_code}")
+    if message:
+        lines += ["", "message:", message]
+    log_tail = tail([mask(line) for line in log_lines], max_lines=TAIL_LINES, max_bytes=TAIL_MAX_BYTES)
+    if log_tail:
+        lines += ["", f"last {TAIL_LINES} log lines of the run:", log_tail]
+    return Notice(task=fact.task, run_id=fact.run_id, event=event, outcome=fact.outcome,
+                  title=_title(fact, event), body="\n".join(lines), message=message)
+
+
+def ping_body(log_lines: list[str], *, mask: Mask) -> bytes:
+    """The body of an ok/fail ping: the run's log tail, masked, at most ``PING_BODY_MAX_BYTES``."""
+    return tail([mask(line) for line in log_lines], max_lines=None,
+                max_bytes=PING_BODY_MAX_BYTES).encode("utf-8")
+
+
+def mask_url(url: str) -> str:
+    """``url`` safe for a log line: no password, no token.
+
+    Apprise knows which parts of each of its URLs are secret (a Telegram bot token sits where a host would
+    be), so its privacy form is used for the URLs it accepts, without the query. Anything else (http pings,
+    a URL Apprise refuses) keeps only scheme, user, host and port: the path of a ping URL *is* its secret.
+    """
+    if "://" not in url:
+        return url  # not a URL at all: nothing in it has the shape of a credential
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        import apprise
+
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is not None:
+            return plugin.url(privacy=True).split("?", 1)[0]
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return f"{scheme}://***"
+    user = f"{parts.username}:***@" if parts.password is not None else (
+        f"{parts.username}@" if parts.username else "")
+    if ":" in host:
+        host = f"[{host}]"
+    path = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{user}{host}{port}{path}"

@@ -1,0 +1,129 @@
+"""Plain data of notifications: settings, events, the run facts they react to and the jobs they produce."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NotifyEvent(str, enum.Enum):
+    """What a notice is about; the values are what ``[Notify] On`` accepts."""
+
+    FAILURE = "failure"  # a streak of final failed runs reached AfterFailures
+    RECOVERY = "recovery"  # the first ok run after such a streak
+    SUCCESS = "success"  # any other final ok run
+    TEST = "test"  # notify-test; never configured in On
+
+
+DEFAULT_ON = frozenset({NotifyEvent.FAILURE, NotifyEvent.RECOVERY})
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """A task's ``[Notify]`` section after the home-wide defaults were applied (the task's keys win).
+
+    ``command`` is the hook's argv (already split, never run through a shell); empty means none.
+    """
+
+    urls: tuple[str, ...] = ()
+    on: frozenset[NotifyEvent] = DEFAULT_ON
+    after_failures: int = 1
+    ping_url: str | None = None
+    command: tuple[str, ...] = ()
+
+    @property
+    def any_channel(self) -> bool:
+        return bool(self.urls or self.ping_url or self.command)
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """``[Supervisor] HeartbeatUrl`` / ``HeartbeatSeconds``: no URL means no heartbeat."""
+
+    url: str | None = None
+    seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class RunFact:
+    """A run (one attempt) has finished; what the notification policy needs to know about it.
+
+    ``final`` is False when the attempt will be retried. ``consecutive_failures`` is the task's streak of final
+    failed attempts *including* this one (0 after an ok run).
+    """
+
+    task: str
+    run_id: str
+    outcome: str  # an Outcome value: ok, failed, timeout, ...
+    final: bool = True
+    attempt: int = 1
+    consecutive_failures: int = 0
+    duration_s: float | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    message: str | None = None
+    log_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class StreakState:
+    """Per task memory of the policy: whether the current failure streak already caused a failure notice."""
+
+    alarmed: bool = False
+
+    @classmethod
+    def from_streak(cls, consecutive_failures: int, *, after_failures: int) -> StreakState:
+        """The state after a restart: a streak already at the threshold was notified before the restart."""
+        return cls(alarmed=consecutive_failures >= after_failures)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notice, rendered and masked, ready for every channel of a task."""
+
+    task: str
+    run_id: str
+    event: NotifyEvent
+    outcome: str
+    title: str
+    body: str
+    message: str = ""  # the run's message, short and masked (TASK_MESSAGE of the Command hook)
+
+
+@dataclass(frozen=True)
+class ChannelJob:
+    """Send ``notice`` to one Apprise URL."""
+
+    url: str
+    notice: Notice
+
+
+@dataclass(frozen=True)
+class PingJob:
+    """One healthchecks-style ping: GET without a body, POST with one."""
+
+    url: str  # the full URL, with /start or /fail already appended
+    body: bytes | None = None
+    what: str = "ping"  # for messages: "ping", "ping /start", "heartbeat", ...
+    task: str | None = None  # None for the supervisor's own heartbeat
+
+
+@dataclass(frozen=True)
+class CommandJob:
+    """Run the task's Command hook with the notice on stdin."""
+
+    argv: tuple[str, ...]
+    notice: Notice
+    extra_env: tuple[tuple[str, str], ...] = field(default=())
+
+
+Job = ChannelJob | PingJob | CommandJob
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """How one try of one job went; ``detail`` is already masked (safe to log and print)."""
+
+    ok: bool
+    detail: str = ""

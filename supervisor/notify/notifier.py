@@ -1,0 +1,165 @@
+"""The run-finished consumer: turns run facts into jobs for the delivery worker, and ``notify-test``.
+
+The loop thread calls ``run_started`` and ``run_finished``; both only compute (pure policy, text from the end
+of the task's log) and post jobs, so a dead receiver never delays a run, a stop or a reload. The one piece of
+state is the policy's memory per task (is the current failure streak already notified?), seeded from the
+history at start so a restart in the middle of a streak neither repeats the failure notice nor loses the
+recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..secretenv import NO_MASKER, Masker, Secrets
+from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
+from .message import Origin, mask_url, ping_body, read_run_lines, render
+from .model import (
+    ChannelJob,
+    CommandJob,
+    DeliveryResult,
+    Job,
+    Notice,
+    NotifyEvent,
+    NotifySettings,
+    PingJob,
+    RunFact,
+    StreakState,
+)
+from .policy import decide, ping_url
+from .senders import ping, run_command, send_apprise
+
+
+def default_origin(home: Path) -> Origin:
+    return Origin(host=socket.gethostname(), home=home)
+
+
+class Notifier:
+    def __init__(self, *, origin: Origin, logger: logging.Logger, env: Mapping[str, str] | None = None,
+                 read_lines: Callable[[Path | None, str], list[str]] = read_run_lines,
+                 capacity: int = DEFAULT_CAPACITY, tries: int = DEFAULT_TRIES,
+                 pauses_s: Sequence[float] = DEFAULT_PAUSES_S) -> None:
+        self.origin = origin
+        self._log = logger
+        self._env = dict(os.environ if env is None else env)
+        self._read_lines = read_lines
+        self._states: dict[str, StreakState] = {}
+        self._secrets: dict[str, tuple[Secrets, Masker]] = {}
+        self.delivery = Delivery(self.send, describe=describe, logger=logger, capacity=capacity, tries=tries,
+                                 pauses_s=pauses_s)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.delivery.start()
+
+    def close(self, *, drain_s: float = 5.0) -> None:
+        self.delivery.close(drain_s=drain_s)
+
+    def knows(self, task: str) -> bool:
+        """True once the task's streak memory exists (seeded or from an earlier fact)."""
+        return task in self._states
+
+    def seed(self, task: str, *, consecutive_failures: int, settings: NotifySettings) -> None:
+        """The streak a task already had when the supervisor started (from its history)."""
+        self._states[task] = StreakState.from_streak(consecutive_failures, after_failures=settings.after_failures)
+
+    # ------------------------------------------------------------------ called on the loop thread
+    def run_started(self, task: str, run_id: str, *, settings: NotifySettings) -> None:
+        url = ping_url(settings, "/start")
+        if url is not None:
+            self.delivery.post(PingJob(url, what=" /start", task=task))
+
+    def _masker(self, task: str, secrets: Secrets | None) -> Masker:
+        """The task's masker, compiled once per set of secrets (the loop hands the same object until a reload)."""
+        if secrets is None:
+            return NO_MASKER
+        known = self._secrets.get(task)
+        if known is None or known[0] is not secrets:
+            known = (secrets, secrets.masker())
+            self._secrets[task] = known
+        return known[1]
+
+    def run_finished(self, fact: RunFact, *, settings: NotifySettings, secrets: Secrets | None = None) -> None:
+        """Decide and queue what ``fact`` causes; returns at once. ``secrets`` are the task's .env values:
+        masked in everything sent, and in the Command hook's environment."""
+        masker = self._masker(fact.task, secrets)
+        state = self._states.get(fact.task)
+        if state is None:  # no seed: the streak before this run is the fact's streak minus this run
+            state = StreakState.from_streak(max(0, fact.consecutive_failures - 1),
+                                            after_failures=settings.after_failures)
+        verdict = decide(fact, settings=settings, state=state)
+        self._states[fact.task] = verdict.state
+        url = ping_url(settings, verdict.ping_suffix) if verdict.ping_suffix is not None else None
+        if not verdict.events and url is None:
+            return
+        lines = self._read_lines(fact.log_path, fact.run_id)
+        if url is not None:
+            self.delivery.post(PingJob(url, body=ping_body(lines, mask=masker.mask),
+                                       what=verdict.ping_suffix or "", task=fact.task))
+        for event in verdict.events:
+            notice = render(fact, event, origin=self.origin, log_lines=lines, mask=masker.mask)
+            for job in jobs_for(notice, settings):
+                self.delivery.post(job)
+
+    def forget(self, task: str) -> None:
+        """The task was removed: drop its memory."""
+        self._states.pop(task, None)
+        self._secrets.pop(task, None)
+
+    # ------------------------------------------------------------------ on the delivery thread
+    def send(self, job: Job) -> DeliveryResult:
+        """One try of ``job`` (the delivery worker's ``send``)."""
+        if isinstance(job, PingJob):
+            return ping(job.url, job.body)
+        secrets, masker = self._secrets.get(job.notice.task, (Secrets(), NO_MASKER))
+        if isinstance(job, ChannelJob):
+            return send_apprise(job.url, job.notice, mask=masker.mask)
+        return run_command(job.argv, job.notice, env={**self._env, **secrets.values}, mask=masker.mask)
+
+    # ------------------------------------------------------------------ notify-test
+    def test(self, task: str, *, settings: NotifySettings, secrets: Secrets | None = None) -> list[ChannelCheck]:
+        """Send a test notice through every channel of ``task`` now, on this thread, one try each."""
+        masker = self._masker(task, secrets)
+        fact = RunFact(task=task, run_id="notify-test", outcome="test", message="This is a test notice from "
+                       f"the supervisor on {self.origin.host}: if you read this, the channel works.")
+        notice = render(fact, NotifyEvent.TEST, origin=self.origin, log_lines=[], mask=masker.mask)
+        checks = [ChannelCheck(describe_channel(job), self.send(job)) for job in jobs_for(notice, settings)]
+        if settings.ping_url is not None:
+            # healthchecks' /log endpoint records an event without changing the check's state.
+            job = PingJob(settings.ping_url + "/log", body=notice.body.encode("utf-8"), what=" /log", task=task)
+            checks.append(ChannelCheck(describe_channel(job), self.send(job)))
+        return checks
+
+
+@dataclass(frozen=True)
+class ChannelCheck:
+    channel: str  # masked, for printing
+    result: DeliveryResult
+
+
+def jobs_for(notice: Notice, settings: NotifySettings) -> list[Job]:
+    jobs: list[Job] = [ChannelJob(url, notice) for url in settings.urls]
+    if settings.command:
+        jobs.append(CommandJob(settings.command, notice))
+    return jobs
+
+
+def describe_channel(job: Job) -> str:
+    if isinstance(job, ChannelJob):
+        return mask_url(job.url)
+    if isinstance(job, PingJob):
+        return f"PingUrl{job.what} {mask_url(job.url)}"
+    return f"Command {job.argv[0]}"
+
+
+def describe(job: Job) -> str:
+    """A job named for the log: task, kind and masked destination."""
+    if isinstance(job, PingJob):
+        owner = f"task '{job.task}': " if job.task is not None else ""
+        return f"{owner}ping{job.what} to {mask_url(job.url)}"
+    return f"task '{job.notice.task}': {job.notice.event.value} notice to {describe_channel(job)}"
