@@ -8,19 +8,15 @@ The loop receives its collaborators (service.py wires the real ones; tests pass 
 ``Executor`` that runs processes and reports their end, an ``EnvBuilder``, the run history, and the
 consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way), and the
 listeners of ``RunStarted`` facts (the healthchecks ``/start`` ping).
-A task's phases and the moves between them are the table in lifecycle.py.
+A task's phases and the moves between them are the table in lifecycle.py. ``Supervisor`` derives from
+``RunBook`` (runbook.py: runs of main()), which derives from ``TaskBook`` (tasks.py: lifecycle moves).
 
 Policies the loop enforces:
 * "Not loaded -> loaded" (start, folder added, re-enabled, fixed) is the only move that applies RunOnStartup
   and that re-reads the schedule anchor and the failure streak from history.
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
-* [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
-  ``retry.decide`` picks the time of the next attempt; the attempt is published with ``final=False`` and
-  the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
-  next slot wins: a retry not due before it is dropped. Manual runs are not retried.
-* A due run while the previous one is still running is recorded as ``skipped``; the next due time is the next
-  slot. A Testing=True confirmation counts as a start.
+* Due runs, run slots, [Retry] attempts and the run facts follow the policies of runbook.py.
 * A removed or disabled task's in-flight run is allowed to finish within its own timeout; then the task is
   forgotten (its history stays).
 * A changed requirements.txt builds a new env in the background; the task keeps running on the old env until
@@ -52,12 +48,11 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
-from .retry import PendingRetry, decide, slot_wins
+from .runbook import Consumer, RunBook, StartListener
 from .sdnotify import LoopNotifier, Notifier
 from .slots import QueuedRun
 from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, RunStarted, TaskPhase, Trigger
 from .status import SupervisorView, TaskView, status_json, view_of
-from .tasks import Consumer, TaskBook
 
 P = TaskPhase
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock step (NTP, suspend) is noticed
@@ -66,10 +61,8 @@ CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a 
 # initialize() calls in flight at once: enough to keep every core busy while processes start and exit.
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
-StartListener = Callable[[RunStarted], None]
 
-
-class Supervisor(TaskBook):
+class Supervisor(RunBook):
     """Owns the loop. Construct, then call ``run()`` from the thread that should own every child."""
 
     def __init__(self, paths: Paths, *, home_config: HomeConfig, clock: Clock, tz: tzinfo,
@@ -79,10 +72,10 @@ class Supervisor(TaskBook):
                  safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
                  notifier: LoopNotifier | None = None, start_listeners: Sequence[StartListener] = ()) -> None:
         super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger, task_logs=task_logs,
-                         envs=envs, history=history, consumers=consumers, max_inits=max_inits)
+                         envs=envs, history=history, max_inits=max_inits, consumers=consumers,
+                         start_listeners=start_listeners)
         self.inbox = inbox
         self.executor = executor
-        self.start_listeners = tuple(start_listeners)
         self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
         self.rescan_wanted = True
         self.scanned_once = False
@@ -268,61 +261,6 @@ class Supervisor(TaskBook):
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
                 self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
-    def _start_retry(self, st: TaskState, now: datetime) -> None:
-        """Start a pending retry that is due, or drop it when the next slot comes first (never overlap)."""
-        pending = st.retry
-        assert pending is not None
-        # Dropped when the slot is not later than the retry, or when it came while the retry still waited
-        # (for a manual run to end): either way the slot runs and the retry never overlaps it.
-        slot_came = st.next_due is not None and st.next_due <= now
-        if slot_wins(retry_at=pending.at, next_slot=st.next_due) or slot_came:
-            st.retry = None
-            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {pending.attempt}) dropped: "
-                                             f"the next slot {self._fmt(st.next_due)} comes first")
-            return
-        if pending.at > now or st.main_run is not None or st.name in self.queue:
-            return  # not yet; or a manual run is in flight: the retry waits for it to end
-        st.retry = None
-        # A retry takes a run slot like any due run (MaxConcurrentRuns).
-        st.queued_since = now
-        self.queue.add(QueuedRun(task=st.name, trigger=Trigger.RETRY, due=pending.at, since=now,
-                                 attempt=pending.attempt, retry_of=pending.retry_of))
-        self._start_queued()
-
-    def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
-        assert st.spec is not None
-        waiting = self.queue.get(st.name)
-        if waiting is not None and waiting.trigger is Trigger.RETRY:
-            # The next slot wins over a retry still waiting for a run slot: the retry is dropped.
-            self._drop_queued(st, "the next slot came first")
-            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {waiting.attempt}) dropped: "
-                                             "the next slot came first")
-        if st.main_run is not None or st.name in self.queue:
-            why = f"previous run {st.main_run} still running" if st.main_run else \
-                "the previous due run is still waiting for a run slot"
-            self._instant(st, trigger, due, Outcome.SKIPPED, why)
-            self._say(st.name, logging.WARNING, f"task {st.name!r}: due run skipped: {why}; next run "
-                                                f"{self._fmt(st.next_due)}")
-            return
-        if st.spec.testing:
-            self._instant(st, trigger, due, Outcome.TESTING, "Testing=True: main() not executed")
-            self._say(st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed ({trigger.value}); "
-                                             f"main() not executed; next run {self._fmt(st.next_due)}")
-            return
-        st.queued_since = self.clock.now()
-        self.queue.add(QueuedRun(task=st.name, trigger=trigger, due=due, since=st.queued_since))
-        self._start_queued()
-
-    def _start_queued(self) -> None:
-        """Start the queued runs that have a free slot, first come first served."""
-        for run in self.queue.take(in_flight=self._mains_in_flight(), now_mono=self.clock.monotonic()):
-            st = self.tasks.get(run.task)
-            if st is None or not is_scheduled(st) or st.main_run is not None:
-                continue  # unloaded meanwhile (its open row, if any, was closed then)
-            st.queued_since = None
-            self._guarded(st.name, self._launch, st, mode=RunMode.MAIN, trigger=run.trigger, due=run.due,
-                          queued=run)
-
     def run_now(self, name: str) -> tuple[bool, str]:
         """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
         st = self.tasks.get(name)
@@ -345,16 +283,6 @@ class Supervisor(TaskBook):
         if launched is None:
             return False, f"task {name!r}: the run could not start (see its log)"
         return True, launched
-
-    def _instant(self, st: TaskState, trigger: Trigger, due: datetime | None, outcome: Outcome,
-                 message: str) -> str:
-        """A run that starts no process (skipped, testing): one complete history row at once."""
-        now = self.clock.now()
-        record = RunRecord(run_id=new_run_id(now), task=st.name, trigger=trigger, started=now, due=due or now,
-                           finished=now, outcome=outcome, duration_s=0.0, message=message,
-                           log_path=self.task_logs.path(st.name))
-        self.history.instant(record)
-        return record.run_id
 
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None,
                 queued: QueuedRun | None = None) -> str | None:
@@ -441,40 +369,11 @@ class Supervisor(TaskBook):
         if st is not None:
             self._forget_if_idle(st)
 
-    def _announce(self, fact: RunStarted) -> None:
-        """A run of main() has started: tell every run-started listener (they only queue work)."""
-        for listener in self.start_listeners:
-            try:
-                listener(fact)
-            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
-                self.log.exception("run %s: a run-started listener failed", fact.run_id)
-
     def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:
         """None while the loop keeps turning (it wakes at least every IDLE_WAKE_S); otherwise why not.
         Safe from any thread: it reads one float."""
         idle = self.clock.monotonic() - self.last_turn_mono
         return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
-
-    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
-        """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""
-        assert record.outcome is not None and record.finished is not None
-        if (st is None or st.spec is None or not is_scheduled(st) or self.stopping is not None
-                or record.trigger is Trigger.MANUAL):
-            return True
-        decision = decide(st.spec.retry, attempt=record.attempt, outcome=record.outcome, finished=record.finished,
-                          next_slot=st.next_due)
-        if decision.final:
-            if record.attempt > 1 or "next slot" in decision.reason:
-                self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} "
-                                                 f"{record.outcome.value}: final ({decision.reason})")
-            return True
-        assert decision.retry_at is not None and decision.next_attempt is not None
-        st.retry = PendingRetry(at=decision.retry_at, attempt=decision.next_attempt,
-                                retry_of=record.retry_of or record.run_id)
-        self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}; "
-                                         f"retry (attempt {decision.next_attempt} of {st.spec.retry.attempts + 1}) "
-                                         f"at {self._fmt(decision.retry_at)}")
-        return False
 
     # ------------------------------------------------------------------ control requests
     def views(self) -> list[TaskView]:

@@ -1,8 +1,9 @@
 """The loop's book of tasks: the lifecycle moves that bring a task from its folder to ``scheduled``.
 
 ``TaskBook`` holds every ``TaskState`` and makes the moves of lifecycle.py that follow from background
-results: an env built (or not), initialize() returned (or not), a task broken, unloaded or activated. The
-loop (loop.py) derives from it and adds the event loop, due runs and run ends; both run on the loop thread.
+results: an env built (or not), initialize() returned (or not), a task broken, unloaded or activated.
+RunBook (runbook.py) derives from it and adds what happens to runs of main(); the loop (loop.py) derives
+from that and adds the event loop; all of it runs on the loop thread.
 
 Policies:
 * Per-task error boundary (``_guarded``): any exception while handling one task becomes that task's error in
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, tzinfo
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from .clock import Clock
 from .discovery import TaskFolder
@@ -32,12 +33,11 @@ from .envbuild import EnvBuilder
 from .envhealth import HealPolicy
 from .events import EnvBuilt
 from .executor import new_run_id
-from .history import RunHistory, streak_after
+from .history import RunHistory
 from .lifecycle import InFlight, TaskState, is_gone, is_idle, is_parked, is_scheduled, move
 from .loading import read_folder
 from .logsetup import TaskLogs
 from .paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
-from .slots import QueuedRun, RunQueue
 from .spec import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .triggers import trigger_for
 
@@ -50,7 +50,7 @@ BACKOFF_S = {"initialize": (2.0, 60.0), "env": (60.0, 3600.0)}
 class TaskBook:
     def __init__(self, paths: Paths, *, home_config: HomeConfig, clock: Clock, tz: tzinfo,
                  logger: logging.Logger, task_logs: TaskLogs, envs: EnvBuilder, history: RunHistory,
-                 consumers: Sequence[Consumer], max_inits: int) -> None:
+                 max_inits: int) -> None:
         self.paths = paths
         self.config = home_config
         self.clock = clock
@@ -59,7 +59,6 @@ class TaskBook:
         self.task_logs = task_logs
         self.envs = envs
         self.history = history
-        self.consumers = tuple(consumers)
         self.max_inits = max_inits
         self.tasks: dict[str, TaskState] = {}
         self.folders: dict[str, TaskFolder] = {}
@@ -68,33 +67,17 @@ class TaskBook:
         self.init_queue: dict[str, None] = {}  # tasks waiting for an initialize() slot, in arrival order
         self.gc_wanted = False
         self.stopping: str | None = None  # the reason, once a shutdown has begun
-        self.queue = RunQueue(home_config.max_concurrent_runs)  # due runs waiting for a run slot
         self.heal = HealPolicy()  # env keys already rebuilt once because their interpreter disappeared
 
-    # Provided by the loop.
+    # Provided by RunBook (runbook.py) and the loop.
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
         raise NotImplementedError
 
-    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
-        """Apply [Retry] to an attempt that ended; whether it is final (provided by the loop)."""
+    def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         raise NotImplementedError
 
-    def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
-        """A run of main() has ended: hand the fact to every consumer (history first)."""
-        assert record.outcome is not None
-        final = self._decide_retry(st, record)
-        # An attempt that will be retried does not count in the streak.
-        failures = streak_after(st.failures if st is not None else 0, record.outcome, final=final)
-        if st is not None:
-            st.failures = failures
-        fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
-                           spec=st.spec if st is not None else None, attempt=record.attempt, final=final)
-        for consumer in self.consumers:
-            try:
-                consumer(fact)
-            except Exception:  # a consumer's bug must not stop the loop or the other consumers
-                self.log.exception("run %s: a run-finished consumer failed", record.run_id)
+    def _drop_queued(self, st: TaskState, why: str) -> None:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ error boundary and reporting
     def _guarded(self, name: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
@@ -208,24 +191,6 @@ class TaskBook:
         st.retry = None  # an unloaded task's pending retry is dropped with its schedule
         st.backoff_at.clear()
         self._drop_queued(st, f"the task was unloaded ({phase.value})")
-
-    def _drop_queued(self, st: TaskState, why: str) -> None:
-        """Forget the task's queued run (closing its history row if it has one)."""
-        queued = self.queue.get(st.name)
-        if queued is None:
-            return
-        self.queue.drop(st.name)
-        st.queued_since = None
-        self._close_unstarted(st, queued, why)
-
-    def _close_unstarted(self, st: TaskState, queued: QueuedRun, why: str) -> None:
-        """A start being retried has an open history row: close it, the run will not start."""
-        if queued.run_id is not None:
-            self._publish(st, RunRecord(
-                run_id=queued.run_id, task=st.name, trigger=queued.trigger, started=queued.since, due=queued.due,
-                finished=self.clock.now(), outcome=Outcome.KILLED, duration_s=0.0,
-                log_path=self.task_logs.path(st.name), message=f"never started: {why} while its start was retried"),
-                summary="")
 
     # ------------------------------------------------------------------ retries after transient failures
     def _back_off(self, st: TaskState, kind: str, message: str) -> None:

@@ -491,3 +491,28 @@ def test_a_start_being_retried_is_closed_when_the_task_goes_away_or_the_supervis
         (row,) = h.rows(name)
         assert row.outcome is Outcome.KILLED and row.message and row.message.startswith("never started")
     assert h.executor.mains() == []
+
+
+def test_a_retry_waits_for_a_run_slot_like_any_due_run(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "home", home_config=HomeConfig(max_concurrent_runs=1))
+    h.sup.start()
+    h.write("a", every=60, extra="[Retry]\nAttempts = 1\nDelaySeconds = 30\n")
+    h.write("b", every=60)
+    h.settle()
+    first = h.executor.live_main("a")
+    assert h.state("b") == "queued"
+    h.executor.finish(first, Outcome.FAILED)
+    h.settle()
+    assert h.state("b") == "running" and h.facts[-1].final is False
+    h.tick(30)
+    assert h.state("a") == "queued", "the retry is due but the only slot is busy"
+    h.executor.finish(h.executor.live_main("b"))
+    h.settle()
+    retry = h.executor.live_main("a")
+    h.executor.finish(retry)
+    h.settle()
+    rows = h.rows("a")
+    assert [(r.trigger, r.attempt, r.retry_of, r.outcome) for r in rows] == [
+        (Trigger.SCHEDULE, 1, None, Outcome.FAILED), (Trigger.RETRY, 2, first, Outcome.OK)]
+    assert [f.consecutive_failures for f in h.facts if f.task == "a"] == [0, 0]
+    h.records.close()
