@@ -17,10 +17,15 @@ now) on CONTROL_FD, when CONTROL_FD reaches EOF or PDEATHSIG fires (the supervis
 it gets SIGTERM itself, and after ``main()`` returns if anything the run started is still alive. It exits only
 once it has no descendants left, then writes its own JSON line to REPORT_FD.
 
+Containment (``_wire.ContainmentPlan`` in the environment, ``_contain.py``): the child enters the run's cgroups
+and takes its RLIMIT_NPROC right after the fork, before any task code; the monitor stays outside them. A
+SIGKILL of the tree signals the run's cgroup at one instant (cgroup.kill, or frozen first) and stops the rest
+of the tree with SIGSTOP before it is killed, so a forking tree cannot outrun it; a SIGTERM is one pass.
+
 Everything before the fork delays the first line of ``main()``, so that path imports nothing beyond ``os`` and
-``sys`` (already loaded at interpreter start) and ``_ctypes`` for ``prctl``; the monitor imports the rest after
-the fork, in parallel with the task, and neither process imports ``json`` or ``signal`` (re and enum cost
-milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
+``sys`` (already loaded at interpreter start), the two small sibling modules and ``_ctypes`` for ``prctl``;
+the monitor imports the rest after the fork, in parallel with the task, and neither process imports ``json``
+or ``signal`` (re and enum cost milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
 """
 
 from __future__ import annotations  # annotations are never evaluated: no typing import, no cost
@@ -30,11 +35,13 @@ import sys
 
 TYPE_CHECKING = False  # typing itself costs an import before main(); only the type checker reads these
 if TYPE_CHECKING:
-    from typing import Any, Callable, NoReturn
+    from typing import Any, Callable, NoReturn, Sequence
 
 try:  # imported as part of the package (the runner uses ``descendants``)
+    from . import _contain as contain
     from . import _wire as wire
-except ImportError:  # run by path: this file's folder is sys.path[0], so the protocol module is top-level
+except ImportError:  # run by path: this file's folder is sys.path[0], so these modules are top-level
+    import _contain as contain  # type: ignore[no-redef]
     import _wire as wire  # type: ignore[no-redef]
 
 PR_SET_PDEATHSIG = 1
@@ -42,6 +49,8 @@ PR_SET_CHILD_SUBREAPER = 36
 SIGKILL = 9
 SIGTERM = 15
 SIGUSR1 = 10
+SIGSTOP = 19
+SIGCONT = 18
 # When the supervisor is gone nobody waits for a graceful exit; a short grace keeps "within seconds" true.
 ORPHAN_GRACE_S = 2.0
 
@@ -206,7 +215,31 @@ def _descendants_scan(root: int) -> list[int]:
     return found
 
 
-def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float) -> NoReturn:
+# --- containment without a cgroup: SIGSTOP passes over the tree (the cgroup side is _contain.py) ----------
+
+def signal_stopped_tree(root: int, sig: int) -> list[int]:
+    """Signal every descendant of ``root`` after stopping them all with SIGSTOP (no cgroup to freeze).
+
+    Passes repeat until one finds no descendant that is not stopped yet: anything forked meanwhile is found
+    by the next pass (a subreaper's escapees stay below it). Then the signal, then SIGCONT so that a
+    SIGTERM is acted on; SIGKILL needs no SIGCONT. Bounded: a tree that outruns 200 passes is signalled as
+    far as it was seen, and the caller repeats.
+    """
+    stopped = {}
+    for _ in range(200):
+        fresh = [pid for pid in descendants(root) if pid not in stopped]
+        if not fresh:
+            break
+        for pid in contain.signal_all(fresh, SIGSTOP):
+            stopped[pid] = True
+    hit = contain.signal_all(list(stopped), sig)
+    if sig != SIGKILL:
+        contain.signal_all(hit, SIGCONT)
+    return hit
+
+
+def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float, kill: tuple[str, str] | None = None,
+             groups: Sequence[str] = (), parents: Sequence[str] = ()) -> NoReturn:
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
     import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
     import select
@@ -235,6 +268,7 @@ def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float) -> 
     leftovers = 0  # processes still alive when the task's own process ended
     signalled = set()
     stop_reason = None
+    supervisor_gone = False  # then nobody else removes the run's cgroups
     kill_deadline = None  # monotonic time at which SIGTERM escalates to SIGKILL
     watch = [control_fd, wake_r]
 
@@ -251,17 +285,22 @@ def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float) -> 
                 child_status = status
 
     def signal_tree(sig: int) -> list[int]:
-        pids = descendants(me)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-                signalled.add(pid)
-            except ProcessLookupError:
-                pass
+        # SIGTERM is a request: one pass over the tree (and the run's cgroup) is enough, and a graceful stop
+        # stays as cheap as a killpg. SIGKILL must win against a tree that forks faster than it can be
+        # listed: the run's cgroup is killed at one instant (cgroup.kill, or frozen first), then the tree
+        # below the monitor (anything outside the group) is stopped with SIGSTOP before it is killed.
+        if sig != signal.SIGKILL:
+            pids = contain.signal_all(contain.group_pids(kill[1]) if kill is not None else [], sig)
+            pids += contain.signal_all(descendants(me), sig)
+        else:
+            pids = contain.signal_group(kill[0], kill[1], sig) if kill is not None else []
+            pids += signal_stopped_tree(me, sig)
+        signalled.update(pids)
         return pids
 
     def begin_stop(grace: float, reason: str) -> None:
-        nonlocal stop_reason, kill_deadline
+        nonlocal stop_reason, kill_deadline, supervisor_gone
+        supervisor_gone = supervisor_gone or reason == "supervisor-gone"
         if stop_reason is None:
             stop_reason = reason
         deadline = time.monotonic() + grace
@@ -316,6 +355,8 @@ def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float) -> 
         os.write(report_fd, wire.json_line(report))
     except OSError:
         pass
+    if supervisor_gone and groups:
+        contain.remove_groups(groups, parents)
     os._exit(0)
 
 
@@ -328,10 +369,18 @@ def main() -> None:
     if os.getppid() != supervisor_pid:
         # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
         os._exit(wire.EXIT_SUPERVISOR_GONE)
+    plan = wire.ContainmentPlan.decode(os.environ.pop(wire.CONTAIN_VAR, None))
     monitor_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(control_fd)
+        try:
+            contain.enter_containment(plan, os.getpid())
+        except (OSError, ValueError) as exc:
+            # Never run a task outside the limits it was promised: the run fails with the reason.
+            os.write(report_fd, wire.json_line({"kind": wire.KIND_TASK, "mode": mode, "status": wire.STATUS_FAILED,
+                                                "phase": "contain", "message": "cannot contain the run: %s" % (exc,)}))
+            os._exit(1)
         # Own process group: a task that kills its own group (killpg(0, ...)) must not take its monitor.
         os.setpgid(0, 0)
         # Only the monitor should hold the report pipe's lifetime; the task's own subprocesses must not.
@@ -342,7 +391,8 @@ def main() -> None:
             os._exit(wire.EXIT_SUPERVISOR_GONE)
         _run_task(mode, task, home, report_fd)
     else:
-        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s)
+        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan.kill,
+                 groups=[path.rsplit("/", 1)[0] for path in plan.join], parents=plan.parents)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ The protocol:
 * report pipe (task and monitor -> supervisor): one JSON line each, ``{"kind": "task", ...}`` and
   ``{"kind": "monitor", ...}``, decoded once into ``TaskReport`` / ``MonitorReport``.
 * exit code ``EXIT_SUPERVISOR_GONE``: the shim found its parent gone before it could arm PDEATHSIG.
+* environment ``CONTAIN_VAR``: the run's ``ContainmentPlan`` (its cgroups, RLIMIT_NPROC, how to kill it),
+  popped by the shim before any task code runs.
 """
 
 from __future__ import annotations
@@ -114,6 +116,60 @@ class MonitorReport(_Frozen):
     def __init__(self, *, exit_code: int | None = None, signal: int | None = None, stop: str | None = None,
                  leftovers: int = 0, signalled: int = 0) -> None:
         self._set(exit_code=exit_code, signal=signal, stop=stop, leftovers=leftovers, signalled=signalled)
+
+
+CONTAIN_VAR = "TASKAUTOMATION_CONTAIN"
+KILL_V2 = "v2"  # a cgroup v2 group: cgroup.kill, cgroup.freeze
+KILL_V1_FREEZER = "v1-freezer"  # a cgroup v1 freezer group: freezer.state
+
+
+class ContainmentPlan(_Frozen):
+    """How one run is contained, as the supervisor tells the shim (supervisor/cgroups.py makes it).
+
+    Encoded as one "word argument" line per item: ``join FILE`` (a cgroup.procs file the task process
+    enters before any task code runs), ``nproc N`` (RLIMIT_NPROC of the task process), ``kill KIND DIR``
+    (how the monitor signals the run's processes at one instant) and ``parent DIR`` (the home's parent
+    groups, which a monitor that outlived its supervisor removes when they are empty).
+    """
+
+    __slots__ = ("join", "nproc", "kill", "parents")
+    join: tuple[str, ...]
+    nproc: int | None
+    kill: tuple[str, str] | None
+    parents: tuple[str, ...]
+
+    def __init__(self, *, join: tuple[str, ...] = (), nproc: int | None = None, kill: tuple[str, str] | None = None,
+                 parents: tuple[str, ...] = ()) -> None:
+        self._set(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents))
+
+    def encode(self) -> str:
+        lines = ["join " + path for path in self.join]
+        if self.kill is not None:
+            lines.append("kill %s %s" % self.kill)
+        if self.nproc is not None:
+            lines.append("nproc %d" % self.nproc)
+        lines += ["parent " + path for path in self.parents]
+        return "\n".join(lines)
+
+    @classmethod
+    def decode(cls, text: str | None) -> ContainmentPlan:
+        """The plan in ``text`` (None or empty: nothing to contain)."""
+        join: list[str] = []
+        parents: list[str] = []
+        nproc: int | None = None
+        kill: tuple[str, str] | None = None
+        for line in (text or "").split("\n"):
+            word, _, rest = line.partition(" ")
+            if word == "join":
+                join.append(rest)
+            elif word == "parent":
+                parents.append(rest)
+            elif word == "nproc":
+                nproc = int(rest)
+            elif word == "kill":
+                kind, _, path = rest.partition(" ")
+                kill = (kind, path)
+        return cls(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents))
 
 
 def _int(value: object) -> int | None:

@@ -58,6 +58,7 @@ _MAX_EVERY = timedelta(days=366 * 1000)
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
+_MAX_PROCESSES = 4194304  # PID_MAX_LIMIT on 64-bit Linux: no cap can be larger
 _SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt")
 
 
@@ -67,7 +68,7 @@ _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
     "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone",
                   "JitterSeconds"),
     "Global": ("Enabled", "Testing", "RunOnStartup"),
-    "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds"),
+    "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds", "MaxProcesses"),
     "Notify": NOTIFY_KEYS,
     "Retry": ("Attempts", "DelaySeconds", "Backoff", "MaxDelaySeconds", "On"),
 }
@@ -247,6 +248,21 @@ def _optional_limit(text: str) -> float | None:
     return None if value == 0 else value
 
 
+def _max_processes(text: str) -> int | None:
+    """MaxProcesses: processes + threads of one run, a whole number; 0 means no cap (like the other limits).
+
+    1 is allowed: the task process alone, which then cannot start a thread or a subprocess."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise _Invalid("not a whole number (processes and threads of one run; 0 = no cap)") from None
+    if value < 0:
+        raise _Invalid("must be 0 (no cap) or more")
+    if value > _MAX_PROCESSES:
+        raise _Invalid(f"too large (at most {_MAX_PROCESSES}, the kernel's pid limit)")
+    return None if value == 0 else value
+
+
 def _every(text: str) -> timedelta:
     minutes = _positive_number(text)
     if minutes > _MAX_EVERY / timedelta(minutes=1):
@@ -335,6 +351,7 @@ def _parse_limits(sections: Mapping[str, _Section], defaults: Limits, ctx: _Cont
                             defaults.kill_grace_s, ctx),
         memory_mb=_value(sections, "Limits", "MemoryMB", _optional_limit, defaults.memory_mb, ctx),
         cpu_s=_value(sections, "Limits", "CPUSeconds", _optional_limit, defaults.cpu_s, ctx),
+        max_processes=_value(sections, "Limits", "MaxProcesses", _max_processes, defaults.max_processes, ctx),
     )
 
 

@@ -12,7 +12,10 @@ LocalExecutor's policies:
   ``LIMIT_SAMPLE_S`` and is a SIGKILL at once: a grace period lets a fast leak grow by gigabytes. CPUSeconds
   is sampled the same way and stops the run like a timeout.
 * If a monitor has not ended its run ``BACKSTOP_S`` after the grace of a stop, the executor kills the run's
-  session and every process carrying the run's cookie itself.
+  session, its cgroup and every process carrying the run's cookie itself.
+* MaxProcesses and, where a cgroup enforces it, MemoryMB are the kernel's (cgroups.py): each sample reads the
+  run's group; a fork refused at the cap is a SIGKILL at once with outcome ``killed``, an OOM kill in the group
+  a SIGKILL at once with outcome ``memory``. Without a cgroup the sample counts processes + threads instead.
 * The first stop reason given is the one the outcome reports.
 * Secrets (``secrets``: the task's .env files) are added to the environment of every process, and every line
   the run prints, its message and its summary are masked before they reach the task log or the history. The
@@ -29,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
+from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
 from .clock import Clock
 from .events import Event, RunReported
 from .logsetup import TaskLogs
@@ -91,6 +95,7 @@ class _Active:
     next_sample: float
     stop: StopRequest | None = None
     backstop: float | None = None  # monotonic time after which the executor kills the session itself
+    group: RunGroup | None = None  # the run's cgroup(s), if cgroups contain it
     masker: Masker = NO_MASKER
 
 
@@ -102,9 +107,10 @@ class LocalExecutor:
     """Runs each process as a contained child of this supervisor (runner.py + the in-env shim)."""
 
     def __init__(self, *, home: Path, cookie_prefix: str, task_logs: TaskLogs, logger: logging.Logger, clock: Clock,
-                 post: Callable[[Event], None], output_cap_bytes: int,
+                 post: Callable[[Event], None], output_cap_bytes: int, containment: Containment,
                  runner_factory: Callable[..., Runner] = Runner, secrets: SecretStore | None = None) -> None:
         self.home = home
+        self.containment = containment
         self.task_logs = task_logs
         self.log = logger
         self.clock = clock
@@ -134,22 +140,44 @@ class LocalExecutor:
         env = child_environment(base, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
                                 output_dir=request.output_dir, env_dir=request.env_dir,
                                 cookie=self.cookie_prefix + request.run_id)
+        group = self._contain(request.run_id, request.limits, env)
         spec = LaunchSpec(task=request.task, run_id=request.run_id, mode=request.mode, python=request.python,
                           home=self.home, kill_grace_s=request.limits.kill_grace_s, env=env)
-        process = self.runner.launch(spec)  # SpawnError propagates to the loop
+        try:
+            process = self.runner.launch(spec)  # SpawnError propagates to the loop
+        except BaseException:
+            if group is not None:
+                self.containment.remove(group)
+            raise
         mono = self.clock.monotonic()
         limits = request.limits
         first_sample = (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S) / 5
         self.active[request.run_id] = _Active(process=process, request=request, started_mono=mono,
                                               next_sample=mono + first_sample,
                                               deadline=mono + limits.timeout_s if limits.timeout_s else None,
-                                              masker=masker)
+                                              masker=masker,
+                                              group=group)
         if request.mode is RunMode.MAIN:
             self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
         # The process runs now: a task log that cannot be written must not make it look as if it did not.
         self._task_line(request.task, f"[{'run' if request.mode is RunMode.MAIN else 'init'} {request.run_id}] "
                                       f"started" + (f" ({request.trigger.value})" if request.mode is RunMode.MAIN
                                                     else ""))
+
+    def _contain(self, run_id: str, limits: Limits, env: dict[str, str]) -> RunGroup | None:
+        """Make the run's cgroup (or plan the RLIMIT_NPROC fallback) and tell the shim through ``env``."""
+        group = None
+        try:
+            group = self.containment.create(run_id, max_processes=limits.max_processes,
+                                            memory_mb=limits.memory_mb)
+        except OSError as exc:
+            self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead",
+                             run_id, exc)
+        plan = containment_plan(group=group, nproc=self.containment.nproc_limit(limits.max_processes, group=group),
+                                parents=self.containment.parents.values())
+        if plan:
+            env[CONTAIN_VAR] = plan
+        return group
 
     # ------------------------------------------------------------------ limits and stops
     def next_wakeup(self) -> float | None:
@@ -177,20 +205,44 @@ class LocalExecutor:
                     os.killpg(active.process.pid, signal.SIGKILL)
                 except OSError:
                     pass
+                if active.group is not None:
+                    self.containment.kill(active.group)
                 sweep_cookie(self.cookie_prefix + active.request.run_id)
 
     def _check_tree(self, active: _Active) -> None:
         limits = active.request.limits
-        sample = active.process.sample()
+        group = active.group
+        if group is not None and active.stop is None:
+            self._check_group(active, group)
+        sample = active.process.sample(count_threads=group is None and limits.max_processes is not None)
         if sample is None or active.stop is not None:
             return
         mb = sample.rss_bytes / 1048576
-        if limits.memory_mb is not None and mb > limits.memory_mb:
+        if (group is None and limits.max_processes is not None and sample.threads is not None
+                and sample.threads > limits.max_processes):
+            # Without a cgroup nothing reports a refused fork; a tree seen over the cap is the runaway (as
+            # root, whom RLIMIT_NPROC does not bind, this is the only check).
+            self._stop(active, StopRequest(StopCause.PROCESSES, f"process limit exceeded: {sample.threads} "
+                                                                f"processes and threads > MaxProcesses="
+                                                                f"{limits.max_processes}"), kill_now=True)
+        elif (limits.memory_mb is not None and (group is None or group.memory_mb is None)
+              and mb > limits.memory_mb):
             self._stop(active, StopRequest(StopCause.MEMORY, f"memory limit exceeded: tree resident {mb:.0f} MB "
                                                              f"> MemoryMB={limits.memory_mb:g}"), kill_now=True)
         elif limits.cpu_s is not None and sample.cpu_s > limits.cpu_s:
             self._stop(active, StopRequest(StopCause.CPU, f"CPU limit exceeded: tree used {sample.cpu_s:.1f} "
                                                           f"CPU s > CPUSeconds={limits.cpu_s:g}"))
+
+    def _check_group(self, active: _Active, group: RunGroup) -> None:
+        """The kernel's verdicts on the run's cgroup: an OOM kill, or a fork refused at the process cap."""
+        usage = self.containment.usage(group)
+        if usage.oom_kills and group.memory_mb is not None:
+            self._stop(active, StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills)), kill_now=True)
+        elif usage.fork_failures and group.max_processes is not None:
+            self._stop(active, StopRequest(
+                StopCause.PROCESSES, f"process limit reached: {usage.fork_failures} fork(s) refused at "
+                                     f"MaxProcesses={group.max_processes} (cgroup pids controller)"),
+                kill_now=True)
 
     def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
         active = self.active.get(run_id)
@@ -218,6 +270,8 @@ class LocalExecutor:
         active = self.active.pop(run_id, None)
         if active is None:
             return None
+        if active.group is not None:
+            self._end_group(active, active.group)
         self._maskers.pop(run_id, None)
         decision = decide(report, stop=active.stop)
         process, request, mask = active.process, active.request, active.masker.mask
@@ -230,14 +284,35 @@ class LocalExecutor:
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
             cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None)
 
+    def _end_group(self, active: _Active, group: RunGroup) -> None:
+        """Before the outcome: an OOM kill that ended the run between samples makes it a ``memory`` run (the
+        kernel's SIGKILL alone would read as ``crashed``). Then the group goes."""
+        usage = self.containment.usage(group)
+        if usage.oom_kills and group.memory_mb is not None and active.stop is None:
+            active.stop = StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills))
+        if not self.containment.remove(group, timeout_s=0.5):
+            self.log.warning("run %s: its cgroup could not be removed; the next start removes it",
+                             active.request.run_id)
+
     def recover(self) -> list[int]:
-        return sweep_cookie(self.cookie_prefix)
+        """Sweep what a crashed supervisor of this home left, then set up (and log) this home's containment:
+        its stale cgroups are killed and removed there."""
+        killed = sweep_cookie(self.cookie_prefix)
+        for line in self.containment.start():  # which mechanism enforces pids, memory and the kill
+            if line.startswith("WARNING: "):
+                self.log.warning("containment: %s", line[len("WARNING: "):])
+            else:
+                self.log.info("containment: %s (tree samples every %.2f s)", line, LIMIT_SAMPLE_S)
+        return killed
 
     def close(self) -> None:
         for active in self.active.values():
             active.process.stop(kill_now=True)
+            if active.group is not None:
+                self.containment.kill(active.group)
         self.runner.join(timeout=5.0)
         sweep_cookie(self.cookie_prefix)
+        self.containment.close()
 
     def _on_output(self, spec: LaunchSpec, line: str) -> None:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""
@@ -258,3 +333,8 @@ def new_run_id(now: datetime) -> str:
     import secrets
 
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _oom_detail(group: RunGroup, kills: int) -> str:
+    return (f"memory limit exceeded: the kernel's OOM killer ended {kills} process(es) at MemoryMB="
+            f"{group.memory_mb:g} (cgroup v{group.version} memory controller)")

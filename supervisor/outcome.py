@@ -26,6 +26,7 @@ class StopCause(str, enum.Enum):
     CPU = "cpu"  # CPUSeconds
     MEMORY = "memory"  # MemoryMB
     SHUTDOWN = "shutdown"  # terminate.py, SIGTERM, Ctrl-C
+    PROCESSES = "processes"  # MaxProcesses: a fork failed at the run's process cap
 
 
 _OUTCOME_OF_CAUSE = {
@@ -33,6 +34,8 @@ _OUTCOME_OF_CAUSE = {
     StopCause.CPU: Outcome.TIMEOUT,
     StopCause.MEMORY: Outcome.MEMORY,
     StopCause.SHUTDOWN: Outcome.KILLED,
+    # No outcome of its own (issue 14): `killed`, with a message that names MaxProcesses.
+    StopCause.PROCESSES: Outcome.KILLED,
 }
 
 

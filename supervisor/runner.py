@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import psutil
 
+from . import _contain as contain
 from . import _wire as wire
 from ._shim import descendants
 from .errors import SpawnError
@@ -46,6 +47,7 @@ class TreeSample:
     rss_bytes: int
     cpu_s: float
     processes: int
+    threads: int | None = None  # processes + threads, when asked for (the MaxProcesses check without cgroups)
 
 
 def child_environment(base: Mapping[str, str], *, task: str, run_id: str, task_dir: Path,
@@ -99,7 +101,7 @@ class RunProcess:
                 os.close(self._control_w)
                 self._control_w = -1
 
-    def sample(self) -> TreeSample | None:
+    def sample(self, *, count_threads: bool = False) -> TreeSample | None:
         """Resident memory and CPU time of the monitor's descendants, or None once the monitor is gone.
 
         Resident sizes are summed per process, so pages shared after fork are counted in each process: the
@@ -115,6 +117,7 @@ class RunProcess:
         tree = descendants(self.pid)
         rss = 0
         cpu = 0.0
+        threads = 0
         seen: dict[int, psutil.Process] = {}
         for pid in tree:
             # Reuse Process objects so psutil can tell a reused pid from the one we sampled before.
@@ -126,6 +129,8 @@ class RunProcess:
                     rss += cached.memory_info().rss
                     times = cached.cpu_times()
                     cpu += times.user + times.system + times.children_user + times.children_system
+                    if count_threads:
+                        threads += cached.num_threads()
                 seen[pid] = cached
             except psutil.Error:
                 continue
@@ -143,7 +148,8 @@ class RunProcess:
         # A dead process's CPU seconds are in no sampled figure between its exit and its reaping; keeping
         # the maximum makes the figure monotonic.
         self.peak_cpu_s = max(self.peak_cpu_s, cpu)
-        return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen))
+        return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen),
+                          threads=threads if count_threads else None)
 
 
 class Runner:
@@ -160,7 +166,7 @@ class Runner:
         self._shim = shim
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
-        _cache_wire_bytecode()
+        _cache_shim_bytecode()
 
     def launch(self, spec: LaunchSpec) -> RunProcess:
         """Start the shim for ``spec``. Raises SpawnError (naming the task and the cause) if it cannot."""
@@ -278,16 +284,17 @@ class Runner:
                 self._threads.discard(threading.current_thread())
 
 
-def _cache_wire_bytecode() -> None:
-    """Every run's shim imports _wire.py before main(): compile it once here so no run pays for compiling
-    it, even where PYTHONDONTWRITEBYTECODE keeps Python from caching imports (it still reads caches). A
-    read-only install simply compiles per run, as before."""
+def _cache_shim_bytecode() -> None:
+    """Every run's shim imports _wire.py and _contain.py before main(): compile them once here so no run
+    pays for compiling them, even where PYTHONDONTWRITEBYTECODE keeps Python from caching imports (it still
+    reads caches). A read-only install simply compiles per run, as before."""
     import py_compile
 
-    try:
-        py_compile.compile(wire.__file__, doraise=True)
-    except (OSError, py_compile.PyCompileError):
-        pass
+    for module in (wire, contain):
+        try:
+            py_compile.compile(str(module.__file__), doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass
 
 
 # Spawn failures that say "not now" rather than "never": the fd table, the process table or memory is full
@@ -340,30 +347,3 @@ def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL,
         except OSError:
             pass
     return killed
-
-
-def cgroup_v2_memory_support(*, proc_self_cgroup: Path = Path("/proc/self/cgroup"),
-                             cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[bool, str]:
-    """Whether a per-run cgroup v2 with a memory controller could be created here, and why (not).
-
-    Only detection: limits are enforced by sampling the tree's resident memory (psutil) everywhere, which
-    works without privileges. The reason is logged at start so a user can see which mechanism is in force.
-    """
-    try:
-        entries = proc_self_cgroup.read_text().splitlines()
-    except OSError as exc:
-        return False, f"cannot read {proc_self_cgroup}: {exc.strerror or exc}"
-    unified = [line[3:] for line in entries if line.startswith("0::")]
-    if not unified:
-        return False, "no cgroup v2 hierarchy (cgroup v1 only)"
-    controllers = cgroup_root / "cgroup.controllers"
-    try:
-        available = controllers.read_text().split()
-    except OSError:
-        return False, f"cgroup v2 is not mounted at {cgroup_root} (hybrid or v1 layout)"
-    if "memory" not in available:
-        return False, "the cgroup v2 memory controller is not enabled"
-    own = cgroup_root / unified[0].lstrip("/")
-    if not os.access(own, os.W_OK):
-        return False, f"{own} is not writable (no delegated cgroup)"
-    return True, f"cgroup v2 with memory controller at {own}"

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .cgroups import Containment
 from .clock import Clock, SystemClock
 from .config import read_home_config
 from .control import ControlServer, InstanceLock
@@ -22,7 +23,7 @@ from .envbuild import BackgroundEnvs
 from .envs import EnvManager
 from .errors import RecordsError
 from .events import ControlRequest, Inbox
-from .executor import LIMIT_SAMPLE_S, LocalExecutor
+from .executor import LocalExecutor
 from .fdlimit import raise_fd_limit
 from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
@@ -33,7 +34,6 @@ from .notify.notifier import Notifier as NoticeNotifier
 from .notify.notifier import default_origin
 from .paths import Paths
 from .records import Records
-from .runner import cgroup_v2_memory_support
 from .schedule import local_zone
 from .sdnotify import LoopNotifier, Notifier
 from .secretenv import SecretStore
@@ -77,9 +77,6 @@ def serve(paths: Paths, *, console: bool = True) -> int:
                                                               debounce_s=home_config.watch_debounce_s,
                                                               logger=logger),
                 notifier=LoopNotifier(notifier))
-            cgroup_ok, cgroup_why = cgroup_v2_memory_support()
-            logger.info("memory limits: enforced by sampling each run's tree every %.2f s (%s%s)", LIMIT_SAMPLE_S,
-                        cgroup_why, "; per-run cgroups are not used yet" if cgroup_ok else "")
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
             previous = _install_signal_handlers(supervisor)
@@ -105,15 +102,18 @@ def serve(paths: Paths, *, console: bool = True) -> int:
 
 def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager, clock: Clock,
                      logger: logging.Logger, task_logs: TaskLogs, notices: NoticeNotifier | None = None,
-                     secrets: SecretStore | None = None, **options: Any) -> Supervisor:
+                     secrets: SecretStore | None = None, containment: Containment | None = None,
+                     **options: Any) -> Supervisor:
     """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
     builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
-    notifications), and the run-started listeners (the /start ping)."""
+    notifications), and the run-started listeners (the /start ping). ``containment`` None = the cgroups this
+    machine offers (detected)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
     executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
                              logger=logger, clock=clock, post=inbox.post,
-                             output_cap_bytes=home_config.output_cap_bytes, secrets=secrets)
+                             output_cap_bytes=home_config.output_cap_bytes, secrets=secrets,
+                             containment=containment if containment is not None else Containment(paths.home))
     consumers: list[Callable[[RunFinished], None]] = [history, RunLog(logger=logger, task_logs=task_logs)]
     listeners: list[Callable[[RunStarted], None]] = []
     if notices is not None:

@@ -110,6 +110,7 @@ class Limits:
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL
     memory_mb: float | None = None  # resident memory of the whole process tree
     cpu_s: float | None = None  # CPU seconds of the whole process tree
+    max_processes: int | None = 1024  # processes + threads of one run; 0 in config.ini means None
 
 
 # Outcomes a [Retry] policy retries unless its ``On`` says otherwise (DESIGN.md 5.1).

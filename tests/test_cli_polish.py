@@ -329,9 +329,15 @@ def test_run_now_wait_ends_when_the_supervisor_dies_under_it(home: Path) -> None
         waiter = subprocess.Popen([sys.executable, "-m", "supervisor", "run-now", "blocking", "--wait", "--home",
                                    str(home)], cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
+        # Kill only once the CLI holds the run id (its first line): killing the supervisor while it is still
+        # writing the reply to run-now is a different failure, reported as an "unreadable reply".
+        assert waiter.stdout is not None
+        first = waiter.stdout.readline()
+        assert first.startswith("started run "), first
         sup.wait_log("started (manual)", task="blocking")
         sup.kill()  # SIGKILL: the run's row stays open
         out, err = waiter.communicate(timeout=60)
+        out = first + out
     finally:
         sup.kill()
     assert waiter.returncode == 1, (out, err)

@@ -215,16 +215,25 @@ def test_memory_hog_is_stopped_and_others_keep_running(home: Path) -> None:
         sup.wait_log("ok in", task="heartbeat", count=beats + 2)  # the other task kept its schedule
         assert sup.task_status("hog")["last_run"]["outcome"] == "memory"  # and the supervisor answers
         log = sup.task_log("hog")
+        # As root on a machine with a writable memory cgroup the kernel enforces the limit (issue 14).
+        by_cgroup = re.search(r"containment: .*memory: cgroup", sup.log()) is not None
         assert sup.proc is not None and sup.proc.poll() is None
     assert run["outcome"] == "memory", run
-    assert re.fullmatch(r"memory limit exceeded: tree resident \d+ MB > MemoryMB=200; killed 1 process\(es\)",
-                        run["message"]), run
+    if by_cgroup:
+        assert re.fullmatch(r"memory limit exceeded: the kernel's OOM killer ended \d+ process\(es\) at "
+                            r"MemoryMB=200 \(cgroup v[12] memory controller\)(; killed \d+ process\(es\))?",
+                            run["message"]), run
+    else:
+        assert re.fullmatch(r"memory limit exceeded: tree resident \d+ MB > MemoryMB=200; killed 1 process\(es\)",
+                            run["message"]), run
     assert f"[run {run['run_id']}] memory in" in log
     # The limit is checked every 0.25 s and the hog grows 200 MB/s, so the sample that caught it is at most
     # ~50 MB past the limit; the other 50 MB of the margin absorb a loop turn delayed by a busy machine.
+    # A cgroup stops it at the limit itself, often before any sample saw it above.
     allocated = int((outdir(home, "hog") / "allocated").read_text())
     print(f"memory hog: peak {run['peak_rss_mb']} MB, allocated {allocated} MB when killed")  # shown by -rP
-    assert 200 < run["peak_rss_mb"] <= 300, run
+    if not by_cgroup:
+        assert 200 < run["peak_rss_mb"] <= 300, run
     assert allocated <= 300, f"the hog kept growing to {allocated} MB after crossing the limit"
 
 
