@@ -31,7 +31,7 @@ from bench.common import Settings  # noqa: E402
 from bench.stats import Figure, machine_info, render_markdown, render_text  # noqa: E402
 
 # Cheapest first, so a quick look at launch and env figures does not wait for the long ones.
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify")
+GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

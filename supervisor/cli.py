@@ -280,6 +280,12 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- worker
+def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
+    from .scaleout.worker import serve_worker
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    return serve_worker(paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name)
 # ---------------------------------------------------------------------------------------------------- operations
 def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
     from .systemd import install_command
@@ -320,6 +326,6 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
-    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new,
+    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new, "worker": cmd_worker,
     "install-systemd": cmd_install_systemd, "doctor": cmd_doctor, "notify-test": cmd_notify_test, "next": cmd_next,
 }

@@ -28,6 +28,8 @@ EXAMPLES = {
     "logs": "example:\n  python3 -m supervisor logs backup -n 100 -f",
     "validate": "example:\n  python3 -m supervisor validate backup",
     "new": "example:\n  python3 -m supervisor new fetch_weather --enable",
+    "worker": "example:\n  python3 -m supervisor worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
+              "--queues default,gpu",
     "install-systemd": "examples:\n  .venv/bin/python -m supervisor install-systemd --user --enable\n"
                        "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
     "doctor": "example:\n  python3 -m supervisor doctor --json",
@@ -118,6 +120,13 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("name", help="the new task's folder name (a Python identifier, e.g. fetch_weather)")
         p.add_argument("--enable", action="store_true",
                        help="create it enabled (default: Enabled = False until you say it is ready)")
+    elif command == "worker":
+        p.add_argument("--redis", required=True, metavar="URL",
+                       help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)")
+        p.add_argument("--queues", default="default", metavar="A,B",
+                       help="comma-separated queues to serve, in priority order (default: default)")
+        p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+        p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
     elif command == "install-systemd":
         p.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user) instead of a "
                                                            "system unit (/etc/systemd/system)")
@@ -147,6 +156,7 @@ SUBCOMMANDS = {
     "logs": "print (and follow) a task's log",
     "validate": "check task folders and requirements without running anything",
     "new": "create a new task folder from a template (disabled until you enable it)",
+    "worker": "run tasks for a supervisor on another machine, as an RQ worker (extra: taskautomation[rq])",
     "install-systemd": "write a systemd unit for this home (starts at boot, restarts after a crash or hang)",
     "doctor": "check that this machine and home are set up right; exit 1 on any FAIL",
     "notify-test": "send a test notice through every channel of a task; exit 1 if any failed",

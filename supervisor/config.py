@@ -67,7 +67,7 @@ _SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt")
 _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
     "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone",
                   "JitterSeconds"),
-    "Global": ("Enabled", "Testing", "RunOnStartup"),
+    "Global": ("Enabled", "Testing", "RunOnStartup", "Queue"),
     "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds", "MaxProcesses"),
     "Notify": NOTIFY_KEYS,
     "Retry": ("Attempts", "DelaySeconds", "Backoff", "MaxDelaySeconds", "On"),
@@ -79,12 +79,14 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds", "MaxConcurrentRuns", *HEARTBEAT_KEYS),
+                   "WatchDebounceSeconds", "MaxConcurrentRuns", "Executor", "RedisUrl", *HEARTBEAT_KEYS),
     "Limits": _TASK_SCHEMA["Limits"],
     "Notify": NOTIFY_KEYS,
     "Retry": _TASK_SCHEMA["Retry"],
 }
 _INSTALLERS = ("uv", "pip")
+_EXECUTORS = ("local", "rq")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 # Below this the debounce stops coalescing an editor's save (swap file, probe, backup, write) into one reload.
 _MIN_WATCH_DEBOUNCE_S = 0.05
 
@@ -325,6 +327,27 @@ def _installer(text: str) -> str:
     return folded
 
 
+def _executor(text: str) -> str:
+    value = text.strip().lower()
+    if value not in _EXECUTORS:
+        raise _Invalid(f"must be one of {', '.join(_EXECUTORS)}")
+    return value
+
+
+def _redis_url(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise _Invalid("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _queue_name(text: str) -> str:
+    value = text.strip()
+    if not _QUEUE_NAME.fullmatch(value):
+        raise _Invalid("must be 1-100 letters, digits and _ . : - (starting with a letter or digit)")
+    return value
+
+
 def _value(sections: Mapping[str, _Section], section: str, key: str, parse: Callable[[str], T],
            default: T, ctx: _Context) -> T:
     """``[section] key`` parsed by ``parse``; ``default`` when absent; ConfigError when invalid."""
@@ -447,6 +470,7 @@ def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Li
         enabled=_value(sections, "Global", "Enabled", _boolean, True, ctx),
         testing=_value(sections, "Global", "Testing", _boolean, False, ctx),
         run_on_startup=_value(sections, "Global", "RunOnStartup", _boolean, False, ctx),
+        queue=_value(sections, "Global", "Queue", _queue_name, "default", ctx),
         limits=_parse_limits(sections, defaults, ctx),
         notify=_parse_notify(sections, notify_defaults, ctx),
         cron=cron,
@@ -488,11 +512,15 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
                                 base.watch_debounce_s, ctx),
         max_concurrent_runs=_value(sections, "Supervisor", "MaxConcurrentRuns", _integer(1),
                                    base.max_concurrent_runs, ctx),
+        executor=_value(sections, "Supervisor", "Executor", _executor, base.executor, ctx),
+        redis_url=_value(sections, "Supervisor", "RedisUrl", _redis_url, base.redis_url, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
         notify=_parse_notify(sections, base.notify, ctx),
         heartbeat=_parse_heartbeat(sections, ctx),
         retry=_parse_retry(sections, base.retry, ctx),
     )
+    if config.executor == "rq" and not config.redis_url:
+        raise ctx.error("Supervisor", "Executor", "rq", "needs [Supervisor] RedisUrl (e.g. redis://127.0.0.1:6379/0)")
     return config, tuple(_unknown_warnings(sections, _HOME_SCHEMA, ctx))
 
 

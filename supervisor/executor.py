@@ -60,6 +60,8 @@ class LaunchRequest:
     python: Path  # the env's interpreter
     env_dir: Path
     limits: Limits
+    due: datetime | None = None  # the scheduled slot (None for a manual run): names the slot's job elsewhere
+    queue: str = "default"  # [Global] Queue: where a remote executor sends the run
 
 
 class Executor(Protocol):
@@ -78,6 +80,9 @@ class Executor(Protocol):
 
     def next_wakeup(self) -> float | None:
         """The monotonic time at which ``enforce`` next has something to do; None = nothing."""
+
+    def waiting_on(self, run_id: str) -> str | None:
+        """What a launched run still waits for before it starts (shown as state ``queued``); None = started."""
 
     def recover(self) -> list[int]:
         """Kill what a previous supervisor of this home left running; the pids (or ids) it killed."""
@@ -293,6 +298,9 @@ class LocalExecutor:
         if not self.containment.remove(group, timeout_s=0.5):
             self.log.warning("run %s: its cgroup could not be removed; the next start removes it",
                              active.request.run_id)
+
+    def waiting_on(self, run_id: str) -> str | None:
+        return None  # a local run starts at launch
 
     def recover(self) -> list[int]:
         """Sweep what a crashed supervisor of this home left, then set up (and log) this home's containment:

@@ -306,7 +306,7 @@ class Supervisor(RunBook):
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
                                 output_dir=self.paths.task_output(st.name), env_key=st.env_key,
                                 python=self.envs.python_for(st.env_key), env_dir=self.envs.env_dir(st.env_key),
-                                limits=st.spec.limits)
+                                limits=st.spec.limits, due=due, queue=st.spec.queue)
         try:
             self.executor.launch(request)
         except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
@@ -378,7 +378,8 @@ class Supervisor(RunBook):
     # ------------------------------------------------------------------ control requests
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
-        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None)
+        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None,
+                        waiting_on=self.executor.waiting_on(st.main_run) if st.main_run else None)
                 for st in self.tasks.values() if not is_gone(st)]
 
     def status(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .envbuild import BackgroundEnvs
 from .envs import EnvManager
 from .errors import RecordsError
 from .events import ControlRequest, Inbox
-from .executor import LocalExecutor
+from .executor import Executor, LocalExecutor
 from .fdlimit import raise_fd_limit
 from .history import RunHistory, RunLog
 from .logsetup import TaskLogs, setup_supervisor_logging
@@ -110,10 +110,19 @@ def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records,
     machine offers (detected)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
-    executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
-                             logger=logger, clock=clock, post=inbox.post,
-                             output_cap_bytes=home_config.output_cap_bytes, secrets=secrets,
-                             containment=containment if containment is not None else Containment(paths.home))
+    executor: Executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
+                                       logger=logger, clock=clock, post=inbox.post,
+                                       output_cap_bytes=home_config.output_cap_bytes, secrets=secrets,
+                                       containment=containment if containment is not None else Containment(paths.home))
+    if home_config.executor == "rq":
+        from .scaleout.executor import RQExecutor, home_id_for  # the optional extra: imported only when used
+
+        assert home_config.redis_url is not None  # config.py refuses Executor=rq without RedisUrl
+        executor = RQExecutor(local=executor, redis_url=home_config.redis_url, home_id=home_id_for(paths.home),
+                              installer=home_config.installer, output_cap_bytes=home_config.output_cap_bytes,
+                              task_logs=task_logs, logger=logger, clock=clock, post=inbox.post)
+        logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)",
+                    executor.safe_url())
     consumers: list[Callable[[RunFinished], None]] = [history, RunLog(logger=logger, task_logs=task_logs)]
     listeners: list[Callable[[RunStarted], None]] = []
     if notices is not None:

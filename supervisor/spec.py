@@ -150,6 +150,7 @@ class TaskSpec:
     enabled: bool = True
     testing: bool = False
     run_on_startup: bool = False
+    queue: str = "default"  # [Global] Queue: the RQ queue its runs go to when the executor is rq
     catch_up: CatchUp = CatchUp.ONCE
     limits: Limits = field(default_factory=Limits)
     notify: NotifySettings = field(default_factory=NotifySettings)  # [Notify], home defaults applied
@@ -179,6 +180,8 @@ class HomeConfig:
     output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
     watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
     max_concurrent_runs: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
+    executor: str = "local"  # "local" (child processes here) or "rq" (RQ workers behind RedisUrl)
+    redis_url: str | None = None
     limits: Limits = field(default_factory=Limits)
     notify: NotifySettings = field(default_factory=NotifySettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)

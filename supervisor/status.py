@@ -25,6 +25,7 @@ class RunningView:
     run_id: str
     started: datetime
     trigger: str
+    waiting_on: str | None = None  # the run is handed over but not started yet (e.g. an RQ queue's name)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def display_state(view: TaskView) -> str:
     """The state ``status`` shows: the phase, except ``running`` / ``queued`` for a due run in flight or
     waiting for a run slot."""
     if view.running is not None:
-        return "running"
+        return "queued" if view.running.waiting_on is not None else "running"
     if view.queued_since is not None:
         return "queued"
     if is_done(view):
@@ -126,6 +127,8 @@ def _fmt(when: datetime | None, tz: tzinfo) -> str:
 def explain(view: TaskView, *, tz: tzinfo) -> str:
     """One line on why the task is in its state and when it runs next (answers "why did X not run?")."""
     spec = view.spec
+    if view.running is not None and view.running.waiting_on is not None:
+        return f"due run {view.running.run_id} is queued: {view.running.waiting_on}"
     if view.running is not None:
         return "running now"
     if view.queued_since is not None:
@@ -185,9 +188,11 @@ def _explain_slots(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:
     return line
 
 
-def view_of(st: TaskState, flight: InFlight | None) -> TaskView:
-    """The snapshot of one task; ``flight`` is its run of main() in flight, if any."""
-    running = RunningView(st.main_run, flight.started, flight.trigger.value) if flight and st.main_run else None
+def view_of(st: TaskState, flight: InFlight | None, *, waiting_on: str | None = None) -> TaskView:
+    """The snapshot of one task; ``flight`` is its run of main() in flight, if any (``waiting_on``: what its
+    executor says it still waits for before it starts)."""
+    running = (RunningView(st.main_run, flight.started, flight.trigger.value, waiting_on)
+               if flight and st.main_run else None)
     return TaskView(name=st.name, phase=st.phase, spec=st.spec, error=st.error, next_due=st.next_due,
                     anchor=st.anchor, startup_pending=st.startup_pending, running=running,
                     queued_since=st.queued_since, retry=st.retry, failures=st.failures,

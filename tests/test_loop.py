@@ -106,6 +106,9 @@ class FakeExecutor:
     def next_wakeup(self) -> float | None:
         return None
 
+    def waiting_on(self, run_id: str) -> str | None:
+        return None
+
     def recover(self) -> list[int]:
         return []
 
