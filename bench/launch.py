@@ -74,7 +74,7 @@ def runs_per_second(python: Path, home: Path, *, total: int, in_flight: int) -> 
             launched.append(spec.run_id)
         bench.wait(lambda: len(bench.exited) >= total, timeout=120, what="all trivial runs to end")
         elapsed = (max(ns for ns, _ in bench.exited.values()) - start) / 1e9
-        failed = [r for _, r in bench.exited.values() if not (r.task and r.task.get("status") == "ok")]
+        failed = [r for _, r in bench.exited.values() if not (r.task and r.task.status == "ok")]
         if failed:
             raise AssertionError(f"{len(failed)} trivial run(s) did not report ok, e.g. {failed[0]}")
         return total / elapsed

@@ -11,7 +11,15 @@ Like _shim.py and _wire.py this runs in the task's interpreter: no third-party i
 module level (it is loaded before the fork that starts ``main()``).
 """
 
+from __future__ import annotations  # annotations are never evaluated: no typing import, no cost
+
 import os
+
+TYPE_CHECKING = False  # typing itself costs an import before main(); only the type checker reads these
+if TYPE_CHECKING:
+    from typing import Callable, Iterable
+
+    from ._wire import ContainmentPlan
 
 try:  # imported as part of the package (by supervisor/cgroups.py and the shim's package import)
     from ._wire import KILL_V2
@@ -21,7 +29,7 @@ except ImportError:  # loaded by the shim run by path: its folder is sys.path[0]
 SIGKILL = 9
 
 
-def enter_containment(plan, pid):
+def enter_containment(plan: ContainmentPlan, pid: int) -> None:
     """Move ``pid`` into the run's cgroups and cap its user's processes; OSError when the kernel refuses.
 
     Called in the task process before any task code: a process cannot fork before it is inside.
@@ -41,7 +49,7 @@ def enter_containment(plan, pid):
         resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))  # hard too: the task cannot raise it again
 
 
-def _write(path, text):
+def _write(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
@@ -49,12 +57,12 @@ def _write(path, text):
         os.close(fd)
 
 
-def _read(path):
+def _read(path: str) -> str:
     with open(path, "rb") as f:
         return f.read().decode("ascii", "replace")
 
 
-def group_pids(directory):
+def group_pids(directory: str) -> list[int]:
     """The pids (thread group leaders) in a cgroup's cgroup.procs; [] once the group is gone."""
     try:
         return [int(p) for p in _read(directory + "/cgroup.procs").split()]
@@ -62,7 +70,7 @@ def group_pids(directory):
         return []
 
 
-def _wait_frozen(directory, is_frozen, timeout_s=1.0):
+def _wait_frozen(directory: str, is_frozen: Callable[[str], bool], timeout_s: float = 1.0) -> bool:
     """Poll until the group reports frozen. A task in uninterruptible sleep can delay that; after the timeout
     the caller signals anyway (SIGKILL still lands once the task leaves the kernel, and the caller repeats)."""
     import time
@@ -77,21 +85,21 @@ def _wait_frozen(directory, is_frozen, timeout_s=1.0):
     return True
 
 
-def _v2_frozen(directory):
+def _v2_frozen(directory: str) -> bool:
     try:
         return "frozen 1" in _read(directory + "/cgroup.events")
     except OSError:
         return True  # gone: nothing left to freeze
 
 
-def _v1_frozen(directory):
+def _v1_frozen(directory: str) -> bool:
     try:
         return _read(directory + "/freezer.state").strip() == "FROZEN"
     except OSError:
         return True
 
 
-def signal_all(pids, sig):
+def signal_all(pids: Iterable[int], sig: int) -> list[int]:
     hit = []
     for pid in pids:
         try:
@@ -102,7 +110,7 @@ def signal_all(pids, sig):
     return hit
 
 
-def signal_group(kind, directory, sig):
+def signal_group(kind: str, directory: str, sig: int) -> list[int]:
     """Signal every process of a cgroup while none of them can run; returns the pids signalled.
 
     v2 SIGKILL is the kernel's own ``cgroup.kill``. Otherwise the group is frozen (v2 ``cgroup.freeze``, v1
@@ -136,7 +144,7 @@ def signal_group(kind, directory, sig):
             pass
 
 
-def remove_groups(groups, parents):
+def remove_groups(groups: Iterable[str], parents: Iterable[str]) -> None:
     """Remove the run's (empty) groups, then the home's parent groups if they are empty too: the supervisor
     that would have done it is gone, and nobody may ever start one on that home again. A run group that is
     not empty yet (a killed task not torn down) is retried briefly; a parent still in use (other runs) stays,

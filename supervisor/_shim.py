@@ -23,13 +23,19 @@ SIGKILL of the tree signals the run's cgroup at one instant (cgroup.kill, or fro
 of the tree with SIGSTOP before it is killed, so a forking tree cannot outrun it; a SIGTERM is one pass.
 
 Everything before the fork delays the first line of ``main()``, so that path imports nothing beyond ``os`` and
-``sys`` (already loaded at interpreter start), the two small sibling modules and ``_ctypes`` for ``prctl``; the monitor imports the rest after
-the fork, in parallel with the task, and neither process imports ``json`` or ``signal`` (re and enum cost
-milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
+``sys`` (already loaded at interpreter start), the two small sibling modules and ``_ctypes`` for ``prctl``;
+the monitor imports the rest after the fork, in parallel with the task, and neither process imports ``json``
+or ``signal`` (re and enum cost milliseconds of CPU per run: the run rate on 2 cores is bounded by that CPU).
 """
+
+from __future__ import annotations  # annotations are never evaluated: no typing import, no cost
 
 import os
 import sys
+
+TYPE_CHECKING = False  # typing itself costs an import before main(); only the type checker reads these
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Sequence
 
 try:  # imported as part of the package (the runner uses ``descendants``)
     from . import _contain as contain
@@ -49,7 +55,7 @@ SIGCONT = 18
 ORPHAN_GRACE_S = 2.0
 
 
-def _load_prctl():
+def _load_prctl() -> Callable[..., int]:
     """libc's prctl, the one thing before the fork that needs an import (it has no os-level wrapper).
 
     ``import ctypes`` costs ~1.5 ms of a ~7 ms interpreter start, paid before the first line of every
@@ -68,16 +74,16 @@ def _load_prctl():
             _restype_ = _Int
 
         class _Self:
-            _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)
+            _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)  # type: ignore[arg-type]
 
-        return _Function(("prctl", _Self()))
+        return _Function(("prctl", _Self()))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - any surprise in the fast path: take the documented API
         import ctypes
 
         return ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _task_traceback():
+def _task_traceback() -> str:
     """The traceback of the exception being handled, starting at the task's own code.
 
     The first frames are this file's (the call of ``main()`` or the import of main.py): they say nothing to
@@ -87,19 +93,21 @@ def _task_traceback():
     import traceback
 
     exc = sys.exc_info()[1]
+    if exc is None:  # called outside an except block: nothing to format
+        return ""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _run_task(mode, task, home, report_fd):
+def _run_task(mode: str, task: str, home: str, report_fd: int) -> NoReturn:
     """Child side: import the task and call its function. Never returns."""
     # The task must not see the shim's folder (the supervisor package) on sys.path: HOME comes first so
     # `import Tasks.NAME.helper` works exactly as in the original design.
     sys.path[0] = home
     code = 0
-    record = {"kind": wire.KIND_TASK, "mode": mode}
+    record: dict[str, object] = {"kind": wire.KIND_TASK, "mode": mode}
     try:
         # The builtin __import__ rather than importlib.import_module: importing the importlib package
         # costs ~1 ms before the first line of main().
@@ -140,7 +148,7 @@ def _run_task(mode, task, home, report_fd):
     sys.exit(code)
 
 
-def descendants(root):
+def descendants(root: int) -> list[int]:
     """PIDs of every live (non-zombie) descendant of ``root`` (no psutil in the task env).
 
     Walks the tree down from ``root`` through the kernel's per-thread ``children`` lists: the cost grows
@@ -154,7 +162,7 @@ def descendants(root):
         return _descendants_scan(root)
 
 
-def _descendants_walk(root):
+def _descendants_walk(root: int) -> list[int]:
     """The tree below ``root`` from /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN); OSError without it."""
     os.stat("/proc/%d/task/%d/children" % (root, root))  # raises where the kernel lacks the files
     found, stack = [], [root]
@@ -183,9 +191,9 @@ def _descendants_walk(root):
     return found
 
 
-def _descendants_scan(root):
+def _descendants_scan(root: int) -> list[int]:
     """PIDs of every live descendant of ``root``, from one pass over all of /proc."""
-    children = {}
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -209,7 +217,7 @@ def _descendants_scan(root):
 
 # --- containment without a cgroup: SIGSTOP passes over the tree (the cgroup side is _contain.py) ----------
 
-def signal_stopped_tree(root, sig):
+def signal_stopped_tree(root: int, sig: int) -> list[int]:
     """Signal every descendant of ``root`` after stopping them all with SIGSTOP (no cgroup to freeze).
 
     Passes repeat until one finds no descendant that is not stopped yet: anything forked meanwhile is found
@@ -230,12 +238,12 @@ def signal_stopped_tree(root, sig):
     return hit
 
 
-def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), parents=()):
+def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float, kill: tuple[str, str] | None = None,
+             groups: Sequence[str] = (), parents: Sequence[str] = ()) -> NoReturn:
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
+    import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
     import select
     import time
-
-    import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
 
     me = os.getpid()
     wake_r, wake_w = os.pipe()
@@ -243,7 +251,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     requests = []  # (grace_s, reason) asked for by signals; the loop acts on them
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGUSR1:
             requests.append((ORPHAN_GRACE_S, wire.STOP_SUPERVISOR_GONE))
         elif signum == signal.SIGTERM:
@@ -264,7 +272,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
     kill_deadline = None  # monotonic time at which SIGTERM escalates to SIGKILL
     watch = [control_fd, wake_r]
 
-    def reap():
+    def reap() -> bool:
         nonlocal child_status
         while True:
             try:
@@ -276,7 +284,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
             if pid == child:
                 child_status = status
 
-    def signal_tree(sig):
+    def signal_tree(sig: int) -> list[int]:
         # SIGTERM is a request: one pass over the tree (and the run's cgroup) is enough, and a graceful stop
         # stays as cheap as a killpg. SIGKILL must win against a tree that forks faster than it can be
         # listed: the run's cgroup is killed at one instant (cgroup.kill, or frozen first), then the tree
@@ -290,7 +298,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
         signalled.update(pids)
         return pids
 
-    def begin_stop(grace, reason):
+    def begin_stop(grace: float, reason: str) -> None:
         nonlocal stop_reason, kill_deadline, supervisor_gone
         supervisor_gone = supervisor_gone or reason == "supervisor-gone"
         if stop_reason is None:
@@ -336,7 +344,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
             elif wire.CONTROL_STOP in command:
                 begin_stop(grace_s, wire.STOP_REQUESTED)
 
-    report = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
+    report: dict[str, object] = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
               "leftovers": leftovers, "signalled": len(signalled)}
     if child_status is not None:
         if os.WIFSIGNALED(child_status):
@@ -352,7 +360,7 @@ def _monitor(child, *, report_fd, control_fd, grace_s, kill=None, groups=(), par
     os._exit(0)
 
 
-def main():
+def main() -> None:
     mode, task, report_fd, control_fd, grace_s, supervisor_pid = wire.parse_argv(sys.argv[1:])
     home = os.getcwd()
     prctl = _load_prctl()

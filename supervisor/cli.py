@@ -110,8 +110,8 @@ def offline_status(paths: Paths) -> dict[str, Any]:
     """Status from the task folders and the history database when no supervisor runs."""
     from .config import read_home_config, read_task_config
     from .discovery import scan_tasks
-    from .records import Records
     from .history import STREAK_LOOKBACK, failure_streak
+    from .records import Records
     from .schedule import local_zone
     from .status import offline_row, offline_status_json
     from .triggers import trigger_for

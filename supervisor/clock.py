@@ -21,3 +21,22 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+class StepDetector:
+    """Notices steps of the wall clock: between two looks, wall time and monotonic time should advance
+    alike; a disagreement beyond ``tolerance_s`` is a step (NTP, a board without RTC, a resume from suspend)."""
+
+    def __init__(self, clock: Clock, *, tolerance_s: float) -> None:
+        self.clock = clock
+        self.tolerance_s = tolerance_s
+        self._offset = self._wall_minus_mono()
+
+    def _wall_minus_mono(self) -> float:
+        return self.clock.now().timestamp() - self.clock.monotonic()
+
+    def step(self) -> float:
+        """Seconds the wall clock stepped since the last look (negative = back); 0.0 within the tolerance."""
+        offset = self._wall_minus_mono()
+        step, self._offset = offset - self._offset, offset
+        return step if abs(step) > self.tolerance_s else 0.0

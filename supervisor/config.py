@@ -37,8 +37,16 @@ from .errors import ConfigError
 from .notify.model import HeartbeatSettings, NotifySettings
 from .notify.settings import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from .safefile import UnsafeFileError
-from .schedule_keys import (InvalidValue, backoff, cron_expression, cron_meets_window, jitter_seconds, retry_on,
-                            run_at_times, time_zone)
+from .schedule_keys import (
+    InvalidValue,
+    backoff,
+    cron_expression,
+    cron_meets_window,
+    jitter_seconds,
+    retry_on,
+    run_at_times,
+    time_zone,
+)
 from .spec import CatchUp, ConfigResult, HomeConfig, Limits, RetryPolicy, TaskSpec, Window
 
 T = TypeVar("T")

@@ -218,7 +218,7 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None, *,
             if not chunk:
                 break
             data += chunk
-    except socket.timeout as exc:
+    except TimeoutError as exc:
         raise ControlError(f"the supervisor did not answer {command!r} within {timeout:g} s") from exc
     except OSError as exc:
         raise ControlError(f"control socket {path}: {exc}") from exc

@@ -90,7 +90,7 @@ class BackgroundEnvs:
                         self.envs.ensure(task=task, requirements=requirements, task_dir=task_dir)
                     except EnvBuildError as exc:
                         self.post(EnvBuilt(key, error=str(exc), output=exc.output or None,
-                                           transient=bool(getattr(exc, "transient", False))))
+                                           transient=exc.transient))
                     except Exception as exc:  # noqa: BLE001 - any failure must reach the loop, not kill the thread
                         self.post(EnvBuilt(key, error=f"task {task!r}: env build crashed: {exc!r}"))
                     else:

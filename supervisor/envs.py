@@ -44,9 +44,9 @@ from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 from . import safefile
 from .envhealth import env_interpreter_problem
 from .errors import ConfigError, EnvBuildError
-from .safefile import UnsafeFileError
 from .paths import Paths
 from .pep723 import script_requirements
+from .safefile import UnsafeFileError
 from .spec import EnvStatus
 
 INSTALLERS = ("uv", "pip")

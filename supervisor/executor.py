@@ -163,10 +163,11 @@ class LocalExecutor:
                                               masker=masker,
                                               group=group)
         if request.mode is RunMode.MAIN:
-            self.task_logs.get(request.task).info("[run %s] started (%s)", request.run_id, request.trigger.value)
             self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
-        else:
-            self.task_logs.get(request.task).info("[init %s] started", request.run_id)
+        # The process runs now: a task log that cannot be written must not make it look as if it did not.
+        self._task_line(request.task, f"[{'run' if request.mode is RunMode.MAIN else 'init'} {request.run_id}] "
+                                      f"started" + (f" ({request.trigger.value})" if request.mode is RunMode.MAIN
+                                                    else ""))
 
     def _contain(self, run_id: str, limits: Limits, env: dict[str, str]) -> RunGroup | None:
         """Make the run's cgroup (or plan the RLIMIT_NPROC fallback) and tell the shim through ``env``."""
@@ -324,8 +325,15 @@ class LocalExecutor:
     def _on_output(self, spec: LaunchSpec, line: str) -> None:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""
         line = self._maskers.get(spec.run_id, NO_MASKER).mask(line)
-        self.task_logs.get(spec.task).info("[%s %s] %s", "run" if spec.mode is RunMode.MAIN else "init",
-                                           spec.run_id, line)
+        self._task_line(spec.task, f"[{'run' if spec.mode is RunMode.MAIN else 'init'} {spec.run_id}] {line}")
+
+    def _task_line(self, task: str, line: str) -> None:
+        """One line in the task's log. Never raises: a relay thread that died here would never report its
+        run's end."""
+        try:
+            self.task_logs.get(task).info("%s", line)
+        except Exception:  # noqa: BLE001 - the line is lost; the run and its report are not
+            pass
 
 
 def new_run_id(now: datetime) -> str:

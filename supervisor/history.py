@@ -17,15 +17,26 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from .errors import TaskAutomationError
 from .logsetup import TaskLogs
 from .records import Records
 from .spec import FAILURE_OUTCOMES, Outcome, RunFinished, RunRecord
 
+T = TypeVar("T")
 # A task's streak of consecutive failures is re-read from this many newest rows when it is loaded.
 STREAK_LOOKBACK = 1000
+
+
+def streak_after(previous: int, outcome: Outcome, *, final: bool = True) -> int:
+    """A task's count of consecutive failures after an attempt with ``outcome``: ``ok`` resets it, a
+    failure (``FAILURE_OUTCOMES``) adds one, anything else, and any attempt that will be retried, keeps it."""
+    if not final:
+        return previous
+    if outcome is Outcome.OK:
+        return 0
+    return previous + 1 if outcome in FAILURE_OUTCOMES else previous
 
 
 def failure_streak(newest_first: Iterable[RunRecord]) -> int:
@@ -80,37 +91,29 @@ class RunHistory:
         else:
             self.instant(record)
 
-    # ------------------------------------------------------------------ reads
+    # ------------------------------------------------------------------ reads (an unreadable history is logged
+    # and read as empty: the loop goes on, as after a fresh start)
     def last_anchor(self, task: str) -> datetime | None:
-        try:
-            return self.records.last_anchor(task)
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
-            return None
+        return self._read(lambda: self.records.last_anchor(task), None)
 
     def last_finished(self, task: str) -> RunRecord | None:
-        try:
-            return self.records.last_finished(task)
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
-            return None
+        return self._read(lambda: self.records.last_finished(task), None)
 
     def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
         """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""
-        try:
-            rows = self.records.history(task, limit=STREAK_LOOKBACK)
-            return failure_streak(r for r in rows if r.run_id != excluding)
-        except TaskAutomationError as exc:
-            self.log.error("run history: %s", exc)
-            return 0
+        return self._read(lambda: failure_streak(r for r in self.records.history(task, limit=STREAK_LOOKBACK)
+                                                 if r.run_id != excluding), 0)
 
     def recover(self, *, now: datetime) -> list[RunRecord]:
         """Close the rows a crashed supervisor left open (they become ``interrupted``)."""
+        return self._read(lambda: self.records.mark_interrupted(now=now), [])
+
+    def _read(self, action: Callable[[], T], default: T) -> T:
         try:
-            return self.records.mark_interrupted(now=now)
+            return action()
         except TaskAutomationError as exc:
             self.log.error("run history: %s", exc)
-            return []
+            return default
 
     # ------------------------------------------------------------------ bookkeeping
     def _count(self, outcome: Outcome | None) -> None:

@@ -13,7 +13,8 @@ from datetime import datetime
 from .discovery import TaskFolder
 from .errors import TaskAutomationError
 from .retry import PendingRetry
-from .spec import RunMode, TaskPhase, TaskSpec, Trigger as RunTrigger
+from .spec import RunMode, TaskPhase, TaskSpec
+from .spec import Trigger as RunTrigger
 from .triggers import Trigger
 
 P = TaskPhase
@@ -112,6 +113,8 @@ class TaskState:
     init_again: bool = False  # the folder changed while initialize() ran: run it once more after
     queued_since: datetime | None = None  # a due run waits for a free run slot
     failures: int = 0  # consecutive failures (see spec.RunFinished)
+    backoff_at: dict[str, float] = field(default_factory=dict)  # "initialize"/"env" -> monotonic time to try again
+    backoffs: dict[str, int] = field(default_factory=dict)  # transient failures in a row, per kind
     retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run, if one is due
     reported: set[str] = field(default_factory=set)  # "fingerprint:message" already logged
 

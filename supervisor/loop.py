@@ -8,19 +8,15 @@ The loop receives its collaborators (service.py wires the real ones; tests pass 
 ``Executor`` that runs processes and reports their end, an ``EnvBuilder``, the run history, and the
 consumers of ``RunFinished`` facts (history first; notifications and retries plug in the same way), and the
 listeners of ``RunStarted`` facts (the healthchecks ``/start`` ping).
-A task's phases and the moves between them are the table in lifecycle.py.
+A task's phases and the moves between them are the table in lifecycle.py. ``Supervisor`` derives from
+``RunBook`` (runbook.py: runs of main()), which derives from ``TaskBook`` (tasks.py: lifecycle moves).
 
 Policies the loop enforces:
 * "Not loaded -> loaded" (start, folder added, re-enabled, fixed) is the only move that applies RunOnStartup
   and that re-reads the schedule anchor and the failure streak from history.
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
-* [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
-  ``retry.decide`` picks the time of the next attempt; the attempt is published with ``final=False`` and
-  the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
-  next slot wins: a retry not due before it is dropped. Manual runs are not retried.
-* A due run while the previous one is still running is recorded as ``skipped``; the next due time is the next
-  slot. A Testing=True confirmation counts as a start.
+* Due runs, run slots, [Retry] attempts and the run facts follow the policies of runbook.py.
 * A removed or disabled task's in-flight run is allowed to finish within its own timeout; then the task is
   forgotten (its history stays).
 * A changed requirements.txt builds a new env in the background; the task keeps running on the old env until
@@ -38,9 +34,10 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from .clock import Clock
+from .clock import Clock, StepDetector
+from .commands import answer
 from .discovery import diff_tasks, scan_tasks
 from .envbuild import EnvBuilder
 from .errors import TaskAutomationError, TaskLoadError
@@ -51,13 +48,12 @@ from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .logsetup import TaskLogs
 from .outcome import StopCause, StopRequest
 from .paths import Paths
-from .pausing import PAUSE_COMMANDS, PauseBook
-from .retry import PendingRetry, decide, slot_wins
+from .pausing import PauseBook
+from .runbook import Consumer, RunBook, StartListener
 from .sdnotify import LoopNotifier, Notifier
-from .spec import (FAILURE_OUTCOMES, HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult,
-                   RunStarted, TaskPhase, Trigger)
+from .slots import QueuedRun
+from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, RunStarted, TaskPhase, Trigger
 from .status import SupervisorView, TaskView, status_json, view_of
-from .tasks import TaskBook
 
 P = TaskPhase
 IDLE_WAKE_S = 60.0  # longest sleep: bounds how late a wall-clock step (NTP, suspend) is noticed
@@ -66,11 +62,8 @@ CLOCK_STEP_TOLERANCE_S = 2.0  # wall vs monotonic disagreement that counts as a 
 # initialize() calls in flight at once: enough to keep every core busy while processes start and exit.
 MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
-Consumer = Callable[[RunFinished], None]
-StartListener = Callable[[RunStarted], None]
 
-
-class Supervisor(TaskBook):
+class Supervisor(RunBook):
     """Owns the loop. Construct, then call ``run()`` from the thread that should own every child."""
 
     def __init__(self, paths: Paths, *, home_config: HomeConfig, clock: Clock, tz: tzinfo,
@@ -79,12 +72,11 @@ class Supervisor(TaskBook):
                  watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
                  safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
                  notifier: LoopNotifier | None = None, start_listeners: Sequence[StartListener] = ()) -> None:
-        super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger,
-                         task_logs=task_logs, envs=envs, history=history, max_inits=max_inits)
+        super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger, task_logs=task_logs,
+                         envs=envs, history=history, max_inits=max_inits, consumers=consumers,
+                         start_listeners=start_listeners)
         self.inbox = inbox
         self.executor = executor
-        self.consumers = tuple(consumers)
-        self.start_listeners = tuple(start_listeners)
         self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
         self.rescan_wanted = True
         self.scanned_once = False
@@ -95,7 +87,7 @@ class Supervisor(TaskBook):
         self.notifier = notifier if notifier is not None else LoopNotifier(Notifier(None))
         self.watcher: Any = None
         self.started_at = clock.now()
-        self.clock_offset = self._wall_minus_mono()
+        self.clock_steps = StepDetector(clock, tolerance_s=CLOCK_STEP_TOLERANCE_S)
         self.pauses = PauseBook(history.records, now=clock.now)
 
     # ------------------------------------------------------------------ public, thread-safe
@@ -104,6 +96,13 @@ class Supervisor(TaskBook):
 
     def request_stop(self, reason: str) -> None:
         self.post(StopRequested(reason))
+
+    # ------------------------------------------------------------------ for control requests (loop thread)
+    def begin_shutdown(self, reason: str) -> None:
+        self._begin_shutdown(reason)
+
+    def request_rescan(self) -> None:
+        self.rescan_wanted = True
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -141,7 +140,9 @@ class Supervisor(TaskBook):
             self.next_safety_rescan = self.clock.monotonic() + self.safety_rescan_s
             self._rescan()
         if self.stopping is None:
+            self._run_backoffs()
             self._start_due()
+            self._start_queued()
         self.executor.enforce()
         if self.gc_wanted and self.stopping is None:
             self._collect_envs()
@@ -176,16 +177,16 @@ class Supervisor(TaskBook):
                 if is_scheduled(st) and st.retry is not None and st.main_run is None:
                     # (A retry waiting for a manual run is woken by that run's end, not by polling.)
                     wait = min(wait, (st.retry.at - now).total_seconds())
-        mono = self.clock.monotonic()
+        moments = [self.executor.next_wakeup()]  # monotonic times
         if self.stopping is None:
-            wait = min(wait, self.next_safety_rescan - mono)  # no extra wake-up: it is longer than IDLE_WAKE_S
-        limit_check = self.executor.next_wakeup()
-        if limit_check is not None:
-            wait = min(wait, limit_check - mono)
+            # The safety rescan adds no wake-up of its own: it is longer than IDLE_WAKE_S.
+            moments += [self.next_safety_rescan, self._next_backoff(),
+                        self.queue.next_wakeup(in_flight=self._mains_in_flight())]
+        mono = self.clock.monotonic()
         watchdog = self.notifier.max_sleep()
         if watchdog is not None:
             wait = min(wait, watchdog)  # wake in time to ping systemd's watchdog from this thread
-        return max(0.0, wait)
+        return max(0.0, min([wait, *(m - mono for m in moments if m is not None)]))
 
     def handle(self, event: Event | None) -> None:
         if isinstance(event, RescanRequested):
@@ -199,17 +200,13 @@ class Supervisor(TaskBook):
         elif isinstance(event, StopRequested):
             self._begin_shutdown(event.reason)
         elif isinstance(event, ControlRequest):
-            self._on_control(event)
+            answer(event, self)
 
     # ------------------------------------------------------------------ clock steps
-    def _wall_minus_mono(self) -> float:
-        return self.clock.now().timestamp() - self.clock.monotonic()
-
     def _check_clock(self) -> None:
         """Recompute every due time after a step of the wall clock (monotonic time is the reference)."""
-        offset = self._wall_minus_mono()
-        step, self.clock_offset = offset - self.clock_offset, offset
-        if abs(step) <= CLOCK_STEP_TOLERANCE_S:
+        step = self.clock_steps.step()
+        if not step:
             return
         now = self.clock.now()
         self.log.warning("the wall clock stepped %s by %s; recomputing every due time",
@@ -225,9 +222,10 @@ class Supervisor(TaskBook):
         """Diff Tasks/ against what is loaded and apply the difference (file events are only hints)."""
         try:
             scanned = scan_tasks(self.paths.tasks)
-        except TaskLoadError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the scan hit, the loaded tasks keep running
             # Tasks/ unlistable for a moment (permissions, a remount): keep every task as it is.
-            self.log.error("%s; keeping the loaded tasks as they are", exc)
+            detail = exc if isinstance(exc, TaskLoadError) else f"{self.paths.tasks}: cannot be scanned: {exc!r}"
+            self.log.error("%s; keeping the loaded tasks as they are", detail)
             return
         diff = diff_tasks(self.folders, scanned)
         if not scanned and not self.scanned_once:
@@ -270,38 +268,6 @@ class Supervisor(TaskBook):
                 if not paused:
                     self._guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
-    def _start_retry(self, st: TaskState, now: datetime) -> None:
-        """Start a pending retry that is due, or drop it when the next slot comes first (never overlap)."""
-        pending = st.retry
-        assert pending is not None
-        # Dropped when the slot is not later than the retry, or when it came while the retry still waited
-        # (for a manual run to end): either way the slot runs and the retry never overlaps it.
-        slot_came = st.next_due is not None and st.next_due <= now
-        if slot_wins(retry_at=pending.at, next_slot=st.next_due) or slot_came:
-            st.retry = None
-            self._say(st.name, logging.INFO, f"task {st.name!r}: retry (attempt {pending.attempt}) dropped: "
-                                             f"the next slot {self._fmt(st.next_due)} comes first")
-            return
-        if pending.at > now or st.main_run is not None:
-            return  # not yet; or a manual run is in flight: the retry waits for it to end
-        st.retry = None
-        self._launch(st, mode=RunMode.MAIN, trigger=Trigger.RETRY, due=pending.at, attempt=pending.attempt,
-                     retry_of=pending.retry_of)
-
-    def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
-        assert st.spec is not None
-        if st.main_run is not None:
-            self._instant(st, trigger, due, Outcome.SKIPPED, f"previous run {st.main_run} still running")
-            self._say(st.name, logging.WARNING, f"task {st.name!r}: due run skipped: previous run "
-                                                f"{st.main_run} is still running; next run {self._fmt(st.next_due)}")
-            return
-        if st.spec.testing:
-            self._instant(st, trigger, due, Outcome.TESTING, "Testing=True: main() not executed")
-            self._say(st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed ({trigger.value}); "
-                                             f"main() not executed; next run {self._fmt(st.next_due)}")
-            return
-        self._launch(st, mode=RunMode.MAIN, trigger=trigger, due=due)
-
     def run_now(self, name: str) -> tuple[bool, str]:
         """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
         st = self.tasks.get(name)
@@ -313,6 +279,8 @@ class Supervisor(TaskBook):
             return False, f"task {name!r} is not loaded ({st.phase.value}{': ' + st.error if st.error else ''})"
         if st.main_run is not None:
             return False, f"task {name!r} is already running (run {st.main_run})"
+        if name in self.queue:
+            return False, f"task {name!r} has a due run waiting for a run slot (MaxConcurrentRuns)"
         if st.spec is not None and st.spec.testing:
             # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
             run_id = self._instant(st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed")
@@ -323,27 +291,24 @@ class Supervisor(TaskBook):
             return False, f"task {name!r}: the run could not start (see its log)"
         return True, launched
 
-    def _instant(self, st: TaskState, trigger: Trigger, due: datetime | None, outcome: Outcome,
-                 message: str) -> str:
-        """A run that starts no process (skipped, testing): one complete history row at once."""
-        now = self.clock.now()
-        record = RunRecord(run_id=new_run_id(now), task=st.name, trigger=trigger, started=now, due=due or now,
-                           finished=now, outcome=outcome, duration_s=0.0, message=message,
-                           log_path=self.task_logs.path(st.name))
-        self.history.instant(record)
-        return record.run_id
+    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None,
+                queued: QueuedRun | None = None) -> str | None:
+        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start.
 
-    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, attempt: int = 1,
-                retry_of: str | None = None) -> str | None:
-        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start."""
+        A transient failure (``TaskAutomationError.transient``) of a queued run puts it back in the queue,
+        and of an initialize() call schedules another try; anything else fails the run (or the task).
+        """
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         if self._env_broken(st, st.env_key):
+            if queued is not None:
+                self._close_unstarted(st, queued, "its env broke")
             return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
         now = self.clock.now()
-        run_id = new_run_id(now)
+        run_id = queued.run_id if queued and queued.run_id else new_run_id(now)
+        attempt, retry_of = (queued.attempt, queued.retry_of) if queued else (1, None)
         record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                            log_path=self.task_logs.path(st.name), attempt=attempt, retry_of=retry_of)
-        if mode is RunMode.MAIN:
+        if mode is RunMode.MAIN and not (queued and queued.run_id):
             self.history.opened(record)  # before the spawn: survives a crash
         request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
                                 output_dir=self.paths.task_output(st.name), env_key=st.env_key,
@@ -351,16 +316,27 @@ class Supervisor(TaskBook):
                                 limits=st.spec.limits, due=due, queue=st.spec.queue)
         try:
             self.executor.launch(request)
-        except TaskAutomationError as exc:
-            self._say(st.name, logging.ERROR, str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
+            message = str(exc) if isinstance(exc, TaskAutomationError) else f"task {st.name!r}: {exc!r}"
+            if getattr(exc, "transient", False) and self.stopping is None:
+                if queued is not None:
+                    again = self.queue.retry(queued, run_id=run_id, now_mono=self.clock.monotonic())
+                    st.queued_since = queued.since
+                    self._say(st.name, logging.WARNING, f"{message}; retrying in "
+                                                        f"{again.not_before - self.clock.monotonic():g} s")
+                    return None
+                if mode is RunMode.INITIALIZE:
+                    self._back_off(st, "initialize", message)
+                    return None
+            self._say(st.name, logging.ERROR, message)
             if mode is RunMode.MAIN:
                 failed = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
                                    finished=self.clock.now(), outcome=Outcome.FAILED, duration_s=0.0,
-                                   message=str(exc), log_path=record.log_path, attempt=attempt,
+                                   message=message, log_path=record.log_path, attempt=attempt,
                                    retry_of=retry_of)
                 self._publish(st, failed, summary="")
             else:
-                self._set_broken(st, str(exc))
+                self._set_broken(st, message)
             if not is_gone(st):
                 self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
@@ -389,6 +365,7 @@ class Supervisor(TaskBook):
                                log_path=self.task_logs.path(result.task), attempt=flight.attempt,
                                retry_of=flight.retry_of)
             self._publish(st, record, summary=result.summary, leftovers=result.leftovers)
+            self._start_queued()
             if flight.env_key not in self._keys_in_use():
                 self.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         elif st is not None and st.init_run == result.run_id:
@@ -399,87 +376,20 @@ class Supervisor(TaskBook):
         if st is not None:
             self._forget_if_idle(st)
 
-    def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
-        """A run of main() has ended: hand the fact to every consumer (history first)."""
-        assert record.outcome is not None
-        final = self._decide_retry(st, record)
-        failures = st.failures if st is not None else 0
-        if record.outcome is Outcome.OK:
-            failures = 0
-        elif record.outcome in FAILURE_OUTCOMES and final:  # an attempt that will be retried does not count
-            failures += 1
-        if st is not None:
-            st.failures = failures
-        fact = RunFinished(task=record.task, run_id=record.run_id, trigger=record.trigger, outcome=record.outcome,
-                           record=record, consecutive_failures=failures, summary=summary, leftovers=leftovers,
-                           spec=st.spec if st is not None else None, attempt=record.attempt, final=final)
-        for consumer in self.consumers:
-            try:
-                consumer(fact)
-            except Exception:  # noqa: BLE001 - a consumer's bug must not stop the loop or the other consumers
-                self.log.exception("run %s: a run-finished consumer failed", record.run_id)
-
-    def _announce(self, fact: RunStarted) -> None:
-        """A run of main() has started: tell every run-started listener (they only queue work)."""
-        for listener in self.start_listeners:
-            try:
-                listener(fact)
-            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
-                self.log.exception("run %s: a run-started listener failed", fact.run_id)
-
     def health(self, *, stale_after_s: float = 3 * IDLE_WAKE_S) -> str | None:
         """None while the loop keeps turning (it wakes at least every IDLE_WAKE_S); otherwise why not.
         Safe from any thread: it reads one float."""
         idle = self.clock.monotonic() - self.last_turn_mono
         return None if idle <= stale_after_s else f"the loop has not turned for {idle:.0f} s"
-    def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
-        """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""
-        assert record.outcome is not None and record.finished is not None
-        if (st is None or st.spec is None or not is_scheduled(st) or self.stopping is not None
-                or record.trigger is Trigger.MANUAL):
-            return True
-        decision = decide(st.spec.retry, attempt=record.attempt, outcome=record.outcome, finished=record.finished,
-                          next_slot=st.next_due)
-        if decision.final:
-            if record.attempt > 1 or "next slot" in decision.reason:
-                self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} "
-                                                 f"{record.outcome.value}: final ({decision.reason})")
-            return True
-        assert decision.retry_at is not None and decision.next_attempt is not None
-        st.retry = PendingRetry(at=decision.retry_at, attempt=decision.next_attempt,
-                                retry_of=record.retry_of or record.run_id)
-        self._say(st.name, logging.INFO, f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}; "
-                                         f"retry (attempt {decision.next_attempt} of {st.spec.retry.attempts + 1}) "
-                                         f"at {self._fmt(decision.retry_at)}")
-        return False
 
     # ------------------------------------------------------------------ control requests
-    def _on_control(self, request: ControlRequest) -> None:
-        try:
-            if request.command == "status":
-                request.reply({"ok": True, "status": self.status()})
-            elif request.command == "run-now":
-                started, detail = self.run_now(str(request.args.get("name", "")))
-                request.reply({"ok": started, "run_id" if started else "error": detail})
-            elif request.command == "stop":
-                self._begin_shutdown(f"stop requested ({request.args.get('by', 'control socket')})")
-                request.reply({"ok": True, "pid": os.getpid()})
-            elif request.command == "rescan":
-                self.rescan_wanted = True
-                request.reply({"ok": True})
-            elif request.command in PAUSE_COMMANDS:
-                reply = self.pauses.handle(request.command, request.args,
-                                           known=lambda n: n in self.tasks and not is_gone(self.tasks[n]))
-                if reply.get("changed"):
-                    name, by = reply["task"], request.args.get("by") or "control socket"
-                    self._say(name, logging.INFO, f"task {name!r}: {'paused' if reply['paused'] else 'resumed'} "
-                                                  f"by {by}")
-                request.reply(reply)
-            else:
-                request.reply({"ok": False, "error": f"unknown command {request.command!r}"})
-        except Exception as exc:  # noqa: BLE001 - a bad request must not take the loop down
-            self.log.exception("control request %r failed", request.command)
-            request.reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``pause`` / ``resume`` NAME (pausing.py): stored in the history; logged when it changed anything."""
+        reply = self.pauses.handle(command, args, known=lambda n: n in self.tasks and not is_gone(self.tasks[n]))
+        if reply.get("changed"):
+            name, by = reply["task"], args.get("by") or "control socket"
+            self._say(name, logging.INFO, f"task {name!r}: {'paused' if reply['paused'] else 'resumed'} by {by}")
+        return reply
 
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
@@ -503,6 +413,8 @@ class Supervisor(TaskBook):
         if self.watcher is not None:
             self.watcher.stop()
         self.executor.stop_all(StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
+        for st in list(self.tasks.values()):
+            self._drop_queued(st, "the supervisor stopped")
 
     def close(self) -> None:
         if self.watcher is not None:

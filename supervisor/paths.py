@@ -70,7 +70,7 @@ class Paths:
     home: Path
 
     @classmethod
-    def resolve(cls, home: str | os.PathLike[str] | None, *, default: Path) -> "Paths":
+    def resolve(cls, home: str | os.PathLike[str] | None, *, default: Path) -> Paths:
         """--home wins, then $TASKAUTOMATION_HOME, then ``default`` (the folder of main.py)."""
         chosen = home if home is not None else os.environ.get(HOME_ENV_VAR) or default
         return cls(Path(chosen).expanduser().resolve())

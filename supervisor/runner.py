@@ -16,6 +16,7 @@ Policy:
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -28,6 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import psutil
 
+from . import _contain as contain
 from . import _wire as wire
 from ._shim import descendants
 from .errors import SpawnError
@@ -164,14 +166,21 @@ class Runner:
         self._shim = shim
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
+        _cache_shim_bytecode()
 
     def launch(self, spec: LaunchSpec) -> RunProcess:
         """Start the shim for ``spec``. Raises SpawnError (naming the task and the cause) if it cannot."""
         if not Path(spec.python).exists():
             raise SpawnError(f"task {spec.task!r}: interpreter {spec.python} does not exist")
-        report_r, report_w = os.pipe()
-        control_r, control_w = os.pipe()
-        out_r, out_w = os.pipe()
+        fds: list[int] = []
+        try:
+            for _ in range(3):
+                fds.extend(os.pipe())
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise _spawn_error(spec, exc) from exc
+        report_r, report_w, control_r, control_w, out_r, out_w = fds
         argv = wire.shim_argv(python=str(spec.python), shim=str(self._shim), mode=spec.mode.value, task=spec.task,
                               report_fd=report_w, control_fd=control_r, grace_s=spec.kill_grace_s,
                               supervisor_pid=os.getpid())
@@ -182,7 +191,7 @@ class Runner:
         except OSError as exc:
             for fd in (report_r, report_w, control_r, control_w, out_r, out_w):
                 os.close(fd)
-            raise SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}") from exc
+            raise _spawn_error(spec, exc) from exc
         for fd in (report_w, control_r, out_w):
             os.close(fd)
         run = RunProcess(spec, popen, control_w)
@@ -273,6 +282,29 @@ class Runner:
         finally:
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
+
+
+def _cache_shim_bytecode() -> None:
+    """Every run's shim imports _wire.py and _contain.py before main(): compile them once here so no run
+    pays for compiling them, even where PYTHONDONTWRITEBYTECODE keeps Python from caching imports (it still
+    reads caches). A read-only install simply compiles per run, as before."""
+    import py_compile
+
+    for module in (wire, contain):
+        try:
+            py_compile.compile(str(module.__file__), doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass
+
+
+# Spawn failures that say "not now" rather than "never": the fd table, the process table or memory is full
+# for a moment. The loop retries these after a few seconds.
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+def _spawn_error(spec: LaunchSpec, exc: OSError) -> SpawnError:
+    return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}",
+                      transient=exc.errno in TRANSIENT_ERRNOS)
 
 
 def _open_pidfd(pid: int) -> int | None:

@@ -176,10 +176,8 @@ def _opening_skipped_at(window: Window, instant: datetime, offset: timedelta, tz
     gap_start = (instant + before).replace(tzinfo=None)
     gap_end = (instant + offset).replace(tzinfo=None)
     opening_time = window.start.replace(second=0, microsecond=0, tzinfo=None)
-    for day in (gap_start.date(), gap_end.date()):
-        if gap_start <= datetime.combine(day, opening_time) < gap_end:
-            return True
-    return False
+    return any(gap_start <= datetime.combine(day, opening_time) < gap_end
+               for day in (gap_start.date(), gap_end.date()))
 
 
 def _utc(t: datetime, what: str) -> datetime:

@@ -67,7 +67,7 @@ class Notifier:
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str], *, pid: int,
-                     logger: logging.Logger | None = None) -> "Notifier":
+                     logger: logging.Logger | None = None) -> Notifier:
         """Read (and remove) the notification variables from ``environ`` (``os.environ`` in the service)."""
         watchdog_s = watchdog_period_s(environ, pid=pid)
         address = environ.get(ENV_SOCKET) or None

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .cgroups import Containment
 from .clock import Clock, SystemClock
 from .config import read_home_config
 from .control import ControlServer, InstanceLock
@@ -22,7 +23,6 @@ from .envbuild import BackgroundEnvs
 from .envs import EnvManager
 from .errors import RecordsError
 from .events import ControlRequest, Inbox
-from .cgroups import Containment
 from .executor import Executor, LocalExecutor
 from .fdlimit import raise_fd_limit
 from .history import RunHistory, RunLog

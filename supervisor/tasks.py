@@ -1,8 +1,9 @@
 """The loop's book of tasks: the lifecycle moves that bring a task from its folder to ``scheduled``.
 
 ``TaskBook`` holds every ``TaskState`` and makes the moves of lifecycle.py that follow from background
-results: an env built (or not), initialize() returned (or not), a task broken, unloaded or activated. The
-loop (loop.py) derives from it and adds the event loop, due runs and run ends; both run on the loop thread.
+results: an env built (or not), initialize() returned (or not), a task broken, unloaded or activated.
+RunBook (runbook.py) derives from it and adds what happens to runs of main(); the loop (loop.py) derives
+from that and adds the event loop; all of it runs on the loop thread.
 
 Policies:
 * Per-task error boundary (``_guarded``): any exception while handling one task becomes that task's error in
@@ -27,20 +28,23 @@ from datetime import datetime, tzinfo
 from typing import Any, Callable
 
 from .clock import Clock
-from .envhealth import HealPolicy
 from .discovery import TaskFolder
 from .envbuild import EnvBuilder
+from .envhealth import HealPolicy
 from .events import EnvBuilt
+from .executor import new_run_id
 from .history import RunHistory
 from .lifecycle import InFlight, TaskState, is_gone, is_idle, is_parked, is_scheduled, move
 from .loading import read_folder
 from .logsetup import TaskLogs
-from .executor import new_run_id
 from .paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
-from .spec import HomeConfig, Outcome, RunMode, RunRecord, RunResult, TaskPhase, Trigger
+from .spec import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
 from .triggers import trigger_for
 
 P = TaskPhase
+Consumer = Callable[[RunFinished], None]
+# kind -> (first delay, longest delay) in seconds for retries after a transient failure.
+BACKOFF_S = {"initialize": (2.0, 60.0), "env": (60.0, 3600.0)}
 
 
 class TaskBook:
@@ -65,11 +69,14 @@ class TaskBook:
         self.stopping: str | None = None  # the reason, once a shutdown has begun
         self.heal = HealPolicy()  # env keys already rebuilt once because their interpreter disappeared
 
-    # Provided by the loop.
+    # Provided by RunBook (runbook.py) and the loop.
     def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None) -> str | None:
         raise NotImplementedError
 
     def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
+        raise NotImplementedError
+
+    def _drop_queued(self, st: TaskState, why: str) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ error boundary and reporting
@@ -78,7 +85,7 @@ class TaskBook:
         the loop's."""
         try:
             action(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the per-task error boundary
+        except Exception as exc:  # the per-task error boundary
             self.log.exception("task %r: unexpected error", name)
             st = self.tasks.get(name)
             if st is not None and not is_gone(st):
@@ -88,9 +95,13 @@ class TaskBook:
                     st.error = f"task {name!r}: {type(exc).__name__}: {exc}"
 
     def _say(self, task: str, level: int, message: str) -> None:
-        """Log to the supervisor log and to the task's own log."""
+        """Log to the supervisor log and to the task's own log (a task log that cannot be opened, say for a
+        full disk, costs that copy of the line, never the loop)."""
         self.log.log(level, "%s", message)
-        self.task_logs.get(task).log(level, "%s", message)
+        try:
+            self.task_logs.get(task).log(level, "%s", message)
+        except Exception as exc:  # noqa: BLE001 - the supervisor log has the line already
+            self.log.warning("task %r: its log file cannot be written: %s", task, exc)
 
     def _fmt(self, when: datetime | None) -> str:
         return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
@@ -108,6 +119,8 @@ class TaskBook:
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
         st.folder = folder
+        st.backoff_at.clear()  # new content: a fresh start, not a retry
+        st.backoffs.clear()
         reading = read_folder(folder, defaults=self.config.limits, envs=self.envs,
                               notify_defaults=self.config.notify, retry_defaults=self.config.retry)
         if reading.problem is not None:
@@ -176,6 +189,41 @@ class TaskBook:
         st.startup_pending = False
         st.queued_since = None
         st.retry = None  # an unloaded task's pending retry is dropped with its schedule
+        st.backoff_at.clear()
+        self._drop_queued(st, f"the task was unloaded ({phase.value})")
+
+    # ------------------------------------------------------------------ retries after transient failures
+    def _back_off(self, st: TaskState, kind: str, message: str) -> None:
+        """Try ``kind`` ("initialize" or "env") again after a backoff: 2 s doubling to 60 s for
+        initialize() (a spawn that failed for lack of fds, memory or processes), 1 min doubling to 1 h for an
+        env build (an index unreachable, an installer killed)."""
+        first, most = BACKOFF_S[kind]
+        attempts = st.backoffs.get(kind, 0)
+        delay = min(first * 2 ** attempts, most)
+        st.backoffs[kind] = attempts + 1
+        st.backoff_at[kind] = self.clock.monotonic() + delay
+        self._say(st.name, logging.WARNING, f"{message}; a transient failure: trying again in {delay:g} s")
+
+    def _next_backoff(self) -> float | None:
+        moments = [at for st in self.tasks.values() for at in st.backoff_at.values()]
+        return min(moments) if moments else None
+
+    def _run_backoffs(self) -> None:
+        mono = self.clock.monotonic()
+        for st in list(self.tasks.values()):
+            for kind, at in list(st.backoff_at.items()):
+                if at > mono:
+                    continue
+                del st.backoff_at[kind]
+                if is_parked(st):
+                    continue
+                if kind == "initialize" and st.env_key is not None:
+                    self._guarded(st.name, self._initialize, st)
+                elif kind == "env" and st.wanted_key is not None and st.wanted_key != st.env_key:
+                    if st.env_key is None:
+                        move(st, P.ENV_BUILDING)
+                        st.error = None
+                    self._guarded(st.name, self._build_env, st.wanted_key, st)
 
     def _set_broken(self, st: TaskState, message: str, *, level: int = logging.ERROR,
                     phase: TaskPhase = P.ERROR) -> None:
@@ -211,6 +259,7 @@ class TaskBook:
             switch = f"; switching from env {st.env_key}, initialize() again" if st.env_key else ""
             self._say(name, logging.INFO, f"task {name!r}: env {event.key} ready{switch}")
             st.env_key = event.key
+            st.backoffs.pop("env", None)
             self._initialize(st)
         elif st.env_key is not None:
             st.error = f"{event.error} (still running on the previous env)"
@@ -218,10 +267,14 @@ class TaskBook:
                                            "requirements.txt to retry.")
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
+            if event.transient:
+                self._back_off(st, "env", f"task {name!r}: env {event.key}")
         else:
             self._set_broken(st, event.error, phase=P.ENV_FAILED)
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
+            if event.transient:
+                self._back_off(st, "env", f"task {name!r}: env {event.key}")
             now = self.clock.now()
             record = RunRecord(run_id=new_run_id(now), task=name, trigger=Trigger.SCHEDULE, started=now,
                                due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
@@ -263,13 +316,20 @@ class TaskBook:
                     keep.add(self.envs.key_for(folder.path / REQUIREMENTS_FILE, task_dir=folder.path))
                 except Exception:  # noqa: BLE001 - an unreadable folder must not stop the collection
                     pass
-        removed = self.envs.collect(keep)
+        try:
+            removed = self.envs.collect(keep)
+        except Exception as exc:  # noqa: BLE001 - an env that cannot be deleted now is tried at the next collection
+            self.log.error("unused envs could not be removed: %r", exc)
+            return
         if removed:
             self.log.info("removed %d unused env(s): %s", len(removed), ", ".join(removed))
 
     # ------------------------------------------------------------------ initialize() and activation
     def _inits_in_flight(self) -> int:
         return sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.INITIALIZE)
+
+    def _mains_in_flight(self) -> int:
+        return len(self.in_flight) - self._inits_in_flight()
 
     def _initialize(self, st: TaskState) -> None:
         """Run initialize() for ``st`` now, or as soon as one of the ``max_inits`` slots frees up.
@@ -307,6 +367,7 @@ class TaskBook:
         if again:
             self._initialize(st)
         elif result.outcome is Outcome.OK:
+            st.backoffs.pop("initialize", None)
             if result.message:
                 self._say(st.name, logging.INFO, f"task {st.name!r}: initialize(): {result.message}")
             if not is_parked(st):

@@ -23,7 +23,6 @@ from .paths import Paths
 from .pep723 import check_task_block
 from .reqcheck import check_file
 from .secretenv import read_env_file
-from .spec import Limits
 from .spec import Limits, RetryPolicy
 
 

@@ -195,10 +195,9 @@ class TaskWatcher:
             self._started = True
         observer, mode, cause = self._start_observer()
         gap = self._coverage_gap() if self._tasks_dir.is_dir() else None  # also reports symlink loops
-        if observer is not None:
-            if gap is not None:
-                self._discard_observer(observer, deadline=time.monotonic() + _STOP_BUDGET_S)
-                observer, mode, cause = None, MODE_POLLING, gap
+        if observer is not None and gap is not None:
+            self._discard_observer(observer, deadline=time.monotonic() + _STOP_BUDGET_S)
+            observer, mode, cause = None, MODE_POLLING, gap
         with self._cond:
             if self._stopping:  # stop() raced with start(): do not leave the observer running
                 pending: BaseObserver | None = observer
@@ -365,7 +364,7 @@ class TaskWatcher:
     def _call_on_change(self) -> None:
         try:
             self._on_change()
-        except Exception:  # a broken callback must not silently end all future notifications
+        except Exception:  # noqa: BLE001 - a broken callback must not silently end all future notifications
             self._log.exception("watcher callback for %s failed", self._tasks_dir)
 
     def _discard_observer(self, observer: BaseObserver, *, deadline: float) -> None:

@@ -44,8 +44,9 @@ def script(name: str, home: Path, *args: str, timeout: float = 60) -> subprocess
 class SupervisorProcess:
     """A supervisor started as a user would start it, with helpers to wait on what it logs."""
 
-    def __init__(self, home: Path, *, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(self, home: Path, *, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.home = home
+        self.env = env  # the supervisor's environment; None = the test's own
         self.paths = Paths(home)
         self.console = home / "console.txt"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -54,8 +55,8 @@ class SupervisorProcess:
     def start(self, *, wait_ready: bool = True) -> "SupervisorProcess":
         out = open(self.console, "ab")
         self.proc = subprocess.Popen([*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
-                                     cwd=REPO,
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                                     cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     env=self.env)
         out.close()
         if wait_ready:
             wait_for(self._ready, timeout=20, what="supervisor control socket")

@@ -62,12 +62,23 @@ def test_notify_queue_memory_is_measured() -> None:
 
     kb, pending = notify.queue_memory_kb(30, capacity=10)
     assert math.isfinite(kb) and pending <= 11
+
+
 def test_next_for_cron_occurrences_measures_both_sides() -> None:
     from bench import cron_next
     from supervisor.spec import Window
 
     assert cron_next.ours_ms("*/5 * * * *", Window()) > 0
     assert cron_next.library_ms("*/5 * * * *") > 0
+
+
+def test_scaleout_reads_the_first_line_of_the_right_run(tmp_path: Path) -> None:
+    from bench import scaleout
+
+    out = tmp_path / "first-line"
+    assert scaleout._written(out, "run-b") is None
+    out.write_text("run-a 100\nrun-b 250\n")
+    assert scaleout._written(out, "run-b") == 250 and scaleout._written(out, "run-c") is None
 
 
 def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:

@@ -309,11 +309,18 @@ def test_home_config_empty_is_all_defaults_without_warnings():
     ("Supervisor", "WatchDebounceSeconds", "0.01", "must be at least 0.05 (seconds)"),
     ("Supervisor", "WatchDebounceSeconds", "soon", "not a number"),
     ("Supervisor", "WatchDebounceSeconds", "nan", "not a finite number"),
+    ("Supervisor", "MaxConcurrentRuns", "0", "must be at least 1"),
+    ("Supervisor", "MaxConcurrentRuns", "many", "not a whole number"),
 ])
 def test_home_config_errors_name_file_section_key_and_value(section, key, value, reason):
     with pytest.raises(ConfigError) as caught:
         parse_home_config(f"[{section}]\n{key} = {value}\n", path=HOME_PATH)
     assert str(caught.value) == f"{HOME_PATH}: [{section}] {key} = {value!r}: {reason}"
+
+
+def test_home_config_max_concurrent_runs_default_and_value():
+    assert HomeConfig().max_concurrent_runs == 8 * (os.cpu_count() or 1)
+    assert parse_home_config("[supervisor]\nmaxconcurrentruns = 3\n", path=HOME_PATH)[0].max_concurrent_runs == 3
 
 
 def test_home_config_watch_debounce_default_and_value():

@@ -68,11 +68,11 @@ class FakeExecutor:
         self.live: dict[str, LaunchRequest] = {}
         self.stops: list[tuple[str, StopRequest]] = []
         self.init_outcome: Outcome | None = Outcome.OK  # None: initialize() calls stay in flight
-        self.fail_next: Exception | None = None
+        self.fail_next: tuple[RunMode, Exception] | None = None  # the next launch of that mode raises
 
     def launch(self, request: LaunchRequest) -> None:
-        if self.fail_next is not None:
-            error, self.fail_next = self.fail_next, None
+        if self.fail_next is not None and self.fail_next[0] is request.mode:
+            error, self.fail_next = self.fail_next[1], None
             raise error
         self.launched.append(request)
         self.live[request.run_id] = request
@@ -362,7 +362,7 @@ def test_a_spawn_error_is_recorded_as_failed_and_the_streak_counts_it(h: Harness
     h.settle()
     h.executor.finish(h.executor.live_main("t"), Outcome.FAILED)
     h.settle()
-    h.executor.fail_next = SpawnError("task 't': cannot start: no such file")
+    h.executor.fail_next = (RunMode.MAIN, SpawnError("task 't': cannot start: no such file"))
     h.tick(60)
     assert [r.outcome for r in h.rows("t")] == [Outcome.FAILED, Outcome.FAILED]
     assert [f.consecutive_failures for f in h.facts] == [1, 2]
@@ -387,3 +387,135 @@ def test_shutdown_stops_runs_and_the_loop_ends_when_they_have(h: Harness) -> Non
     h.settle()
     assert not h.sup.turn(), "nothing in flight: the loop ends"
     assert [r.outcome for r in h.rows("t")] == [Outcome.KILLED]
+
+
+def test_due_runs_beyond_the_cap_wait_in_order_and_start_as_slots_free(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "home", home_config=HomeConfig(max_concurrent_runs=2))
+    h.sup.start()
+    for name in ("a", "b", "c", "d"):
+        h.write(name, every=60)
+    h.settle()
+    assert {n: h.state(n) for n in "abcd"} == {"a": "running", "b": "running", "c": "queued", "d": "queued"}
+    assert "waiting for a free run slot" in h.task("c")["why"]
+    h.executor.finish(h.executor.live_main("b"))
+    h.settle()
+    assert [h.state(n) for n in "cd"] == ["running", "queued"], "first in, first out"
+    assert h.sup.run_now("d")[0] is False
+    h.executor.finish(h.executor.live_main("a"))
+    h.settle()
+    assert h.state("d") == "running"
+    assert [r.due for r in h.rows("d")] == [START], "a queued run keeps its due time"
+    h.records.close()
+
+
+def test_a_transient_spawn_error_is_retried_with_the_same_history_row(h: Harness) -> None:
+    h.executor.fail_next = (RunMode.MAIN, SpawnError("task 't': cannot start: Too many open files", transient=True))
+    h.write("t")
+    h.settle()
+    assert h.state("t") == "queued" and h.executor.mains("t") == []
+    h.tick(1)
+    assert h.executor.mains("t") == [], "backoff: not before a few seconds"
+    h.tick(2)
+    (request,) = h.executor.mains("t")
+    h.executor.finish(request.run_id)
+    h.settle()
+    rows = h.rows("t")
+    assert [(r.run_id, r.outcome) for r in rows] == [(request.run_id, Outcome.OK)]
+    assert [f.consecutive_failures for f in h.facts] == [0]
+
+
+def test_a_transient_initialize_spawn_error_is_retried(h: Harness) -> None:
+    h.executor.fail_next = (RunMode.INITIALIZE,
+                            SpawnError("task 't': cannot start: Cannot allocate memory", transient=True))
+    h.write("t")
+    h.settle()
+    assert h.state("t") == "initializing"
+    h.tick(3)
+    assert h.state("t") == "running"
+
+
+def test_a_transient_env_build_failure_is_retried_with_backoff(h: Harness) -> None:
+    h.write("t", requirements="b")
+    h.settle()
+    assert h.state("t") == "env-building" and h.envs.builds == [KEY_B]
+    h.post(EnvBuilt(KEY_B, error="task 't': index unreachable", transient=True))
+    h.settle()
+    assert h.state("t") == "env-failed" and [r.outcome for r in h.rows("t")] == [Outcome.ENV_FAILED]
+    h.tick(59)
+    assert h.envs.builds == [KEY_B]
+    h.tick(1)
+    assert h.envs.builds == [KEY_B, KEY_B] and h.state("t") == "env-building"
+    h.post(EnvBuilt(KEY_B, error="task 't': index unreachable", transient=True))
+    h.settle()
+    h.tick(60)
+    assert h.envs.builds == [KEY_B, KEY_B], "the second wait is twice as long"
+    h.tick(60)
+    assert len(h.envs.builds) == 3
+    h.envs.ready.add(KEY_B)
+    h.post(EnvBuilt(KEY_B))
+    h.settle()
+    assert h.state("t") == "scheduled", "loaded (the env-failed row counts as its last start)"
+
+
+def test_a_permanent_env_build_failure_waits_for_the_files_to_change(h: Harness) -> None:
+    h.write("t", requirements="b")
+    h.settle()
+    h.post(EnvBuilt(KEY_B, error="task 't': no matching distribution"))
+    h.tick(7200)
+    assert h.state("t") == "env-failed" and h.envs.builds == [KEY_B]
+
+
+def test_the_loop_sleeps_until_the_next_due_run_but_never_longer_than_a_minute(h: Harness) -> None:
+    h.write("soon", every=1)
+    h.write("later", every=600)
+    h.settle()
+    for name in ("soon", "later"):
+        h.executor.finish(h.executor.live_main(name))
+    h.tick(20)
+    assert h.sup.sleep_for() == pytest.approx(40.0), "woken for the 1-minute task's next slot"
+    h.write("soon", every=600)  # now nothing is due within the hour
+    h.settle()
+    assert h.sup.sleep_for() == pytest.approx(60.0), "at least one wake a minute to notice clock steps"
+
+
+def test_a_start_being_retried_is_closed_when_the_task_goes_away_or_the_supervisor_stops(h: Harness) -> None:
+    for name in ("gone", "stays"):
+        h.executor.fail_next = (RunMode.MAIN, SpawnError("cannot start: Resource temporarily unavailable",
+                                                         transient=True))
+        h.write(name)
+        h.settle()
+    assert [h.state(n) for n in ("gone", "stays")] == ["queued", "queued"]
+    shutil.rmtree(h.paths.task_dir("gone"))
+    h.settle()
+    h.sup.request_stop("test")
+    h.settle()
+    assert not h.sup.turn()
+    for name in ("gone", "stays"):
+        (row,) = h.rows(name)
+        assert row.outcome is Outcome.KILLED and row.message and row.message.startswith("never started")
+    assert h.executor.mains() == []
+
+
+def test_a_retry_waits_for_a_run_slot_like_any_due_run(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "home", home_config=HomeConfig(max_concurrent_runs=1))
+    h.sup.start()
+    h.write("a", every=60, extra="[Retry]\nAttempts = 1\nDelaySeconds = 30\n")
+    h.write("b", every=60)
+    h.settle()
+    first = h.executor.live_main("a")
+    assert h.state("b") == "queued"
+    h.executor.finish(first, Outcome.FAILED)
+    h.settle()
+    assert h.state("b") == "running" and h.facts[-1].final is False
+    h.tick(30)
+    assert h.state("a") == "queued", "the retry is due but the only slot is busy"
+    h.executor.finish(h.executor.live_main("b"))
+    h.settle()
+    retry = h.executor.live_main("a")
+    h.executor.finish(retry)
+    h.settle()
+    rows = h.rows("a")
+    assert [(r.trigger, r.attempt, r.retry_of, r.outcome) for r in rows] == [
+        (Trigger.SCHEDULE, 1, None, Outcome.FAILED), (Trigger.RETRY, 2, first, Outcome.OK)]
+    assert [f.consecutive_failures for f in h.facts if f.task == "a"] == [0, 0]
+    h.records.close()

@@ -55,7 +55,8 @@ def test_run_environment_cwd_stdin_and_helper_imports(home: Path) -> None:
                config="[Frequency]\nEveryXMinutes = 60\n")
     with SupervisorProcess(home) as sup:
         out = home / "Tasks" / "probe" / "Output" / "probe.json"
-        wait_for(out.exists, timeout=30, what="probe output")
+        # The file exists before json.dump has written it: wait for the whole document.
+        wait_for(lambda: out.exists() and out.read_text().endswith("}"), timeout=30, what="probe output")
         data = json.loads(out.read_text())
         run_id = sup.history("probe")[0]["run_id"]
     assert data["cwd"] == str(home)

@@ -195,7 +195,9 @@ def test_a_supervisor_keeps_its_cadence_while_another_process_holds_the_write_lo
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        wait_for(lambda: set(during) <= set(_stored(sup.paths.database)), timeout=60, what="queued rows written")
+        # Each run's start row and its finish are queued separately: wait for the finishes, not just the rows.
+        wait_for(lambda: all(_stored(sup.paths.database).get(run_id) is not None for run_id in during), timeout=60,
+                 what="queued rows written and finished")
         stored = _stored(sup.paths.database)
         assert {stored[run_id] for run_id in during} == {"ok"}
         assert "interrupted" not in stored.values()
