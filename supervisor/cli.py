@@ -108,30 +108,12 @@ def _live(paths: Paths, command: str, args: dict[str, Any] | None = None) -> dic
 
 def offline_status(paths: Paths) -> dict[str, Any]:
     """Status from the task folders and the history database when no supervisor runs."""
-    from .config import read_home_config, read_task_config
-    from .discovery import scan_tasks
-    from .history import STREAK_LOOKBACK, failure_streak
+    from .offline import OfflineStatus
     from .records import Records
-    from .schedule import local_zone
-    from .status import offline_row, offline_status_json
-    from .triggers import trigger_for
 
-    home_config, _ = read_home_config(paths.home_config)
     records = Records(paths.database, readonly=True)
     try:
-        rows = []
-        paused = records.paused()
-        for name in scan_tasks(paths.tasks):
-            enabled, error, schedule = True, None, None
-            try:
-                spec = read_task_config(paths.task_config(name), task=name, defaults=home_config.limits).spec
-                enabled, schedule = spec.enabled, trigger_for(spec, tz=local_zone()).describe()
-            except TaskAutomationError as exc:
-                error = str(exc)
-            rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name),
-                                    failures=failure_streak(records.history(name, limit=STREAK_LOOKBACK)),
-                                    schedule=schedule, paused_since=paused.get(name)))
-        return offline_status_json(rows)
+        return OfflineStatus(paths).document(records)
     finally:
         records.close()
 

@@ -101,6 +101,18 @@ def scan_tasks(tasks_dir: Path) -> dict[str, TaskFolder]:
     return found
 
 
+def task_names(tasks_dir: Path) -> list[str]:
+    """The names :func:`scan_tasks` finds (same rules, same errors, sorted), without hashing any file: what
+    a status read needs, at the cost of one directory listing."""
+    try:
+        entries = sorted(os.scandir(tasks_dir), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise TaskLoadError(f"{tasks_dir}: cannot list task folders: {exc.strerror or exc}") from None
+    return [entry.name for entry in entries if is_task_content((entry.name,)) and _is_dir(entry)]
+
+
 def diff_tasks(old: Mapping[str, TaskFolder], new: Mapping[str, TaskFolder]) -> TaskDiff:
     """Pure comparison of two scans. A task that is added or removed is not also listed as changed."""
     common = sorted(old.keys() & new.keys())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from .errors import TaskAutomationError
 from .logsetup import TaskLogs
@@ -37,6 +37,20 @@ def streak_after(previous: int, outcome: Outcome, *, final: bool = True) -> int:
     if outcome is Outcome.OK:
         return 0
     return previous + 1 if outcome in FAILURE_OUTCOMES else previous
+
+
+def streak_settled(newest_first: Sequence[RunRecord]) -> bool:
+    """Whether :func:`failure_streak` of these rows stops at a final ``ok`` among them: then any older rows
+    cannot change it, so a short newest slice of the history answers for the whole (same rules on retries)."""
+    retried: set[tuple[str, int]] = set()
+    for record in newest_first:
+        if record.retry_of is not None:
+            retried.add((record.retry_of, record.attempt - 1))
+        if (record.retry_of or record.run_id, record.attempt) in retried:
+            continue
+        if record.outcome is Outcome.OK:
+            return True
+    return False
 
 
 def failure_streak(newest_first: Iterable[RunRecord]) -> int:
@@ -98,6 +112,10 @@ class RunHistory:
 
     def last_finished(self, task: str) -> RunRecord | None:
         return self._read(lambda: self.records.last_finished(task), None)
+
+    def last_finished_each(self, tasks: Sequence[str]) -> dict[str, RunRecord]:
+        """:meth:`last_finished` of many tasks in one read (the status document asks for every task)."""
+        return self._read(lambda: self.records.last_finished_each(tasks), {})
 
     def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
         """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""

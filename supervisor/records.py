@@ -98,6 +98,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # The dashboard's timeline adds each task's open rows older than its window; through
+        # runs_task_started that walked every old row of the task, this partial index holds only open ones.
+        "CREATE INDEX runs_open_task ON runs (task, started) WHERE outcome IS NULL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -397,6 +402,36 @@ class Records:
                           f"{_SELECT} WHERE task = ? AND outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1", (task,))
         return rows[0] if rows else None
 
+    def last_finished_each(self, tasks: Sequence[str]) -> dict[str, RunRecord]:
+        """:meth:`last_finished` of every task in ``tasks`` (those without a finished row are left out).
+
+        One statement per chunk of names instead of one per task: each name seeks its newest finished row
+        through the ``(task, started)`` index, so the cost follows the number of tasks, not of rows.
+        """
+        found: dict[str, RunRecord] = {}
+        for chunk in _chunks(tasks):
+            for record in self._rows("read the last finished run of every task",
+                                     f"WITH names(name) AS (VALUES {_value_marks(len(chunk))}) {_SELECT} "
+                                     "WHERE rowid IN (SELECT (SELECT rowid FROM runs WHERE task = names.name AND "
+                                     f"outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1) FROM names)", tuple(chunk)):
+                found[record.task] = record
+        return found
+
+    def newest_each(self, tasks: Sequence[str], *, limit: int) -> dict[str, list[RunRecord]]:
+        """:meth:`history` (no filters) of every task in ``tasks``: its newest ``limit`` rows, newest first.
+        A task without rows maps to an empty list. One statement per chunk of names, each seeking through
+        the ``(task, started)`` index."""
+        found: dict[str, list[RunRecord]] = {name: [] for name in tasks}
+        for chunk in _chunks(tasks):
+            for record in self._rows("read the newest runs of every task",
+                                     f"WITH names(name) AS (VALUES {_value_marks(len(chunk))}) {_SELECT} "
+                                     "WHERE rowid IN (SELECT picked.rowid FROM names, runs AS picked WHERE "
+                                     "picked.rowid IN (SELECT rowid FROM runs WHERE task = names.name "
+                                     f"{_NEWEST_FIRST} LIMIT ?)) "
+                                     f"ORDER BY task, started DESC, rowid DESC", (*chunk, max(limit, 0))):
+                found[record.task].append(record)
+        return found
+
     def open_runs(self) -> list[RunRecord]:
         """Rows without an outcome, oldest first."""
         return self._rows("read open runs", f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid")
@@ -541,6 +576,17 @@ def run_matches(record: RunRecord, *, outcomes: Sequence[Outcome] = (), since: d
     if outcomes and (record.outcome is None or Outcome(record.outcome) not in {Outcome(o) for o in outcomes}):
         return False
     return since is None or record.started >= since
+
+
+def _chunks(names: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """``names`` in slices that stay well below SQLite's limit on bound parameters."""
+    unique = list(dict.fromkeys(names))
+    for start in range(0, len(unique), size):
+        yield unique[start:start + size]
+
+
+def _value_marks(count: int) -> str:
+    return ", ".join("(?)" for _ in range(count))
 
 
 def _json_time(value: datetime | None) -> str | None:

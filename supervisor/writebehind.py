@@ -246,6 +246,20 @@ class WriteBehindRecords(Records):
             rows.append(stored)
         return max(rows, key=lambda row: row.started) if rows else None
 
+    def last_finished_each(self, tasks: Sequence[str]) -> dict[str, RunRecord]:
+        """:meth:`last_finished` of every task in ``tasks``: one stored read, the queued rows laid over it."""
+        stored = self._reader.last_finished_each(tasks)
+        pending = self._pending_rows()
+        queued_ids = {row.run_id for row in pending}
+        wanted = set(tasks)
+        best: dict[str, RunRecord] = {task: row for task, row in stored.items() if row.run_id not in queued_ids}
+        for row in pending:
+            if row.outcome is not None and row.task in wanted:
+                current = best.get(row.task)
+                if current is None or row.started > current.started:
+                    best[row.task] = row
+        return best
+
     def open_runs(self) -> list[RunRecord]:
         queued = {row.run_id: row for row in self._pending_rows()}
         rows = [row for row in self._reader.open_runs() if row.run_id not in queued]

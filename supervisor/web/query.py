@@ -17,6 +17,7 @@ from typing import Any
 from markupsafe import Markup
 
 from ..errors import TaskAutomationError
+from ..offline import OfflineStatus
 from ..paths import Paths
 from ..records import OutcomeBin, Records, record_to_json
 from ..spec import Outcome, RunRecord
@@ -36,13 +37,21 @@ class _Drawn:
 MAX_HISTORY_LIMIT = 1000
 
 
-def load_status(paths: Paths) -> dict[str, Any]:
-    """The ``status --json`` document. The single point where the dashboard meets the status layer."""
+def load_status(paths: Paths, *, offline: OfflineStatus | None = None,
+                records: Records | None = None) -> dict[str, Any]:
+    """The ``status --json`` document. The single point where the dashboard meets the status layer.
+
+    Live from the supervisor when one runs; else the offline document, built with ``offline`` and
+    ``records`` when given (a long-lived reader: parsed configs and the document itself are reused while
+    nothing changed), else from scratch exactly as the CLI does.
+    """
     from ..cli import _live, offline_status
 
     reply = _live(paths, "status")
     if reply is None:
-        return offline_status(paths)
+        if offline is None or records is None:
+            return offline_status(paths)
+        return offline.document(records, reuse=True)
     if not reply.get("ok"):
         raise TaskAutomationError(str(reply.get("error")))
     status: dict[str, Any] = reply["status"]
@@ -72,6 +81,7 @@ class Reader:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.records = Records(paths.database, readonly=True)
+        self.offline = OfflineStatus(paths)
         self._sparks: dict[str, tuple[str | None, Markup]] = {}
         self._timeline: _Drawn | None = None
 
@@ -80,7 +90,7 @@ class Reader:
 
     def status(self) -> dict[str, Any]:
         """The status document (the CLI's, live or offline)."""
-        return load_status(self.paths)
+        return load_status(self.paths, offline=self.offline, records=self.records)
 
     def task_names(self) -> set[str]:
         return {entry.name for entry in _dirs(self.paths.tasks)} | set(self.records.tasks_with_history())
