@@ -1,27 +1,41 @@
-"""Web dashboard figures: request latency of /api/status, / and a run page; log line to open run page; RSS.
+"""Web dashboard figures: request latency of /api/status, / and a run page; log line to open run page; RSS;
+the supervisor's responsiveness while the page is polled.
 
 A real ``taskautomation web`` process on a home with 500 task folders and 500,000 history rows (quick: 50 and
-20,000), spread over the last days with a share in the last 24 hours (the timeline draws those). No supervisor
-runs, so /api/status is the offline document: every task's config.ini is read and its last run looked up,
-the heavier of the two paths. The baseline in the same run is the same server's cheapest authenticated
-request (``/favicon.ico``: Host check, token check, empty answer), interleaved with the measured ones.
+20,000), spread over the last days with a share in the last 24 hours (the timeline draws those). Two phases:
+
+* offline (no supervisor): /api/status is the offline document, built from every task's config.ini (kept
+  parsed by file signature) and the history (a few statements for all tasks).
+* live: a real supervisor (tests/harness.py ``SupervisorProcess``) on the same home answers /api/status over
+  its control socket. Every task's schedule anchor is recent and its interval long, so no task runs: what
+  the supervisor does is answer the dashboard.
+
+The baseline in the same run is the same server's cheapest authenticated request (``/favicon.ico``: Host
+check, token check, empty answer), interleaved with the measured ones.
 
 * latency: p99 over sequential requests on one keep-alive connection.
 * log line to page: a line appended to an open run's log, until it arrives on the run's event stream.
 * RSS: the web process after all requests, against the same process just after start.
+* supervisor lateness while polled: the round trip of a no-op control request (an unknown command, answered
+  by the loop thread from the same queue wait that wakes it for a due run, so it measures how long the loop
+  is busy elsewhere), sent every 20 ms; blocks with the tasks page polled 10x/s by another thread alternate
+  with blocks without polling. The schedule's own due times are minutes apart, too sparse to measure here.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import psutil
+from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
 from web_support import WebProcess  # tests/web_support.py: `web --listen 127.0.0.1:0`, as a user starts it
 
+from supervisor.control import request
 from supervisor.records import Records
 
 from .common import Settings, temp_home
@@ -37,7 +51,8 @@ def build_home(home: Path, *, tasks: int, rows: int) -> str:
         folder = home / "Tasks" / f"task-{i:03d}"
         folder.mkdir(parents=True)
         (folder / "main.py").write_text("def main():\n    return 'ok'\n")
-        (folder / "config.ini").write_text(f"[Frequency]\nEveryXMinutes = {5 + i % 55}\n")
+        # Long intervals: with the recent history as anchors, no task falls due while the live phase runs.
+        (folder / "config.ini").write_text(f"[Frequency]\nEveryXMinutes = {600 + i % 55}\n")
     db = home / "logs" / "state" / "history.sqlite3"
     Records(db).close()  # the schema, as the supervisor makes it
     now = datetime.now(timezone.utc)
@@ -103,34 +118,94 @@ def line_latencies(http: httpx.Client, log: Path, run_id: str, count: int) -> li
     return found
 
 
+def loop_probes(sup: SupervisorProcess, count: int, *, every_s: float = 0.02) -> list[float]:
+    """ms round trip of ``count`` no-op control requests, one every ``every_s``."""
+    found = []
+    for _ in range(count):
+        start = time.perf_counter()
+        reply = request(sup.paths.control_socket, "bench-noop", timeout=30)
+        found.append((time.perf_counter() - start) * 1000)
+        if reply.get("ok") is not False:
+            raise RuntimeError(f"unexpected reply to a no-op: {reply}")
+        time.sleep(max(every_s - (time.perf_counter() - start), 0))
+    return found
+
+
+class Poller:
+    """Another thread polling ``path`` at ``rate`` per second (what an open dashboard page does, and more)."""
+
+    def __init__(self, http: httpx.Client, path: str, *, rate: float) -> None:
+        self.http, self.path, self.period = http, path, 1 / rate
+        self.stop = threading.Event()
+        self.done = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            _timed(self.http, self.path)
+            self.done += 1
+            self.stop.wait(max(self.period - (time.perf_counter() - start), 0))
+
+    def __enter__(self) -> Poller:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def _client(web: WebProcess) -> httpx.Client:
+    return httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}, timeout=60)
+
+
+def _latencies(http: httpx.Client, run_id: str, requests: int) -> list[list[float]]:
+    for path in ("/api/status", "/", f"/runs/{run_id}"):  # warm caches and imports once
+        _timed(http, path)
+    return interleave(requests, lambda: _floor(http), lambda: _timed(http, "/api/status"),
+                      lambda: _timed(http, "/"), lambda: _timed(http, f"/runs/{run_id}"))
+
+
 def run(settings: Settings) -> list[Figure]:
     tasks, rows = int(settings.pick(50, 500)), int(settings.pick(20_000, 500_000))
     requests = int(settings.pick(30, 200))
+    probes, rounds = int(settings.pick(50, 250)), int(settings.pick(2, 4))
     with temp_home("web", settings) as home:
         run_id = build_home(home, tasks=tasks, rows=rows)
         with WebProcess(home) as web:
             assert web.proc is not None
             process = psutil.Process(web.proc.pid)
             rss_start = process.memory_info().rss / 1048576
-            with httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"},
-                              timeout=60) as http:
-                for path in ("/api/status", "/", f"/runs/{run_id}"):  # warm caches and imports once
-                    _timed(http, path)
-                floor, status, index, page = interleave(
-                    requests, lambda: _floor(http), lambda: _timed(http, "/api/status"),
-                    lambda: _timed(http, "/"), lambda: _timed(http, f"/runs/{run_id}"))
+            with _client(web) as http:
+                floor, status, index, page = _latencies(http, run_id, requests)
                 lines = line_latencies(http, home / "logs" / "tasks" / "task-000.log", run_id,
                                        int(settings.pick(10, 50)))
+            with SupervisorProcess(home) as sup:
+                with _client(web) as http:
+                    _wait_live(http, tasks)
+                    live_floor, live_status, live_index, live_page = _latencies(http, run_id, requests)
+                    quiet: list[float] = []
+                    polled: list[float] = []
+                    polls = 0
+                    for _ in range(rounds):
+                        quiet += loop_probes(sup, probes)
+                        with _client(web) as other, Poller(other, "/", rate=10) as poller:
+                            polled += loop_probes(sup, probes)
+                        polls += poller.done
             rss_end = process.memory_info().rss / 1048576
     base = summarize(floor)
-    note = f"{tasks} tasks, {rows:,} history rows, {requests} requests each, interleaved; offline status"
     figures = []
-    for name, values, bound in (("/api/status", status, 50.0), ("/ (tasks page)", index, 150.0),
-                                ("run page", page, 100.0)):
-        ours = summarize(values)
-        figures.append(Figure(GROUP, f"{name} latency", "ms", ours, f"p99 ≤ {bound:g} ms", ours.p99 <= bound,
-                              baseline=base, baseline_name="favicon (auth only)",
-                              ratio=ours.p99 / base.p99 if base.p99 else None, tail=True, note=note))
+    for phase, base, measured in (("offline", base, (status, index, page)),
+                                  ("live", summarize(live_floor), (live_status, live_index, live_page))):
+        note = f"{tasks} tasks, {rows:,} history rows, {requests} requests each, interleaved; {phase} status"
+        for name, values, bound in zip(("/api/status", "/ (tasks page)", "run page"), measured,
+                                       (50.0, 150.0, 100.0)):
+            ours = summarize(values)
+            figures.append(Figure(GROUP, f"{name} latency, {phase}", "ms", ours, f"p99 ≤ {bound:g} ms",
+                                  ours.p99 <= bound, baseline=base, baseline_name="favicon (auth only)",
+                                  ratio=ours.p99 / base.p99 if base.p99 else None, tail=True, note=note))
+    base = summarize(floor)
     arrived = summarize(lines)
     figures.append(Figure(GROUP, "log line to open run page", "ms", arrived, "p99 ≤ 200 ms", arrived.p99 <= 200.0,
                           baseline=base, baseline_name="favicon (auth only)", ratio=ratio_of(arrived, base),
@@ -138,4 +213,23 @@ def run(settings: Settings) -> list[Figure]:
     figures.append(Figure(GROUP, "web process RSS", "MiB", summarize([rss_end]), "≤ 80 MiB", rss_end <= 80.0,
                           baseline=summarize([rss_start]), baseline_name="same process at start",
                           ratio=rss_end / rss_start if rss_start else None))
+    loud, calm = summarize(polled), summarize(quiet)
+    ratio = loud.p99 / calm.p99 if calm.p99 else None
+    figures.append(Figure(GROUP, "supervisor loop lateness while / is polled 10×/s", "ms", loud,
+                          "p99 ≤ 1.5× not polled", ratio is not None and ratio <= 1.5, baseline=calm,
+                          baseline_name="same supervisor, not polled", ratio=ratio, tail=True,
+                          note=f"no-op control round trip every 20 ms, {rounds} alternating rounds of {probes}; "
+                               f"{polls} page loads while polled"))
     return figures
+
+
+def _wait_live(http: httpx.Client, tasks: int, timeout: float = 120) -> None:
+    """Until /api/status is the supervisor's (live) document with every task loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = http.get("/api/status").json()
+        if doc.get("supervisor") and len(doc.get("tasks", [])) >= tasks and all(
+                t.get("state") != "loading" for t in doc["tasks"]):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the supervisor did not load {tasks} tasks within {timeout:g} s")
