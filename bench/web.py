@@ -224,12 +224,13 @@ def run(settings: Settings) -> list[Figure]:
 
 
 def _wait_live(http: httpx.Client, tasks: int, timeout: float = 120) -> None:
-    """Until /api/status is the supervisor's (live) document with every task loaded."""
+    """Until /api/status is the supervisor's (live) document with every task loaded and initialized (the
+    start's own work would otherwise be measured as the dashboard's)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = http.get("/api/status").json()
         if doc.get("supervisor") and len(doc.get("tasks", [])) >= tasks and all(
-                t.get("state") != "loading" for t in doc["tasks"]):
+                t.get("state") not in ("loading", "initializing") for t in doc["tasks"]):
             return
         time.sleep(0.2)
     raise RuntimeError(f"the supervisor did not load {tasks} tasks within {timeout:g} s")

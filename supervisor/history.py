@@ -81,6 +81,8 @@ class RunHistory:
         self.counts: dict[str, int] = {}  # outcomes since start, for the shutdown summary
         self._open: set[str] = set()
         self._rows_since_prune = 0
+        self._writes = 0  # bumped by every write of ours: queued (write-behind) rows change no data_version
+        self._last_each: tuple[tuple[object, ...], dict[str, RunRecord]] | None = None
 
     # ------------------------------------------------------------------ writes
     def opened(self, record: RunRecord) -> None:
@@ -114,8 +116,17 @@ class RunHistory:
         return self._read(lambda: self.records.last_finished(task), None)
 
     def last_finished_each(self, tasks: Sequence[str]) -> dict[str, RunRecord]:
-        """:meth:`last_finished` of many tasks in one read (the status document asks for every task)."""
-        return self._read(lambda: self.records.last_finished_each(tasks), {})
+        """:meth:`last_finished` of many tasks in one read (the status document asks for every task).
+
+        The answer is kept until a write of ours or a commit by any connection (SQLite's ``data_version``):
+        a dashboard polling the status then costs the loop no history read while nothing ran.
+        """
+        key = (self._read(self.records.data_version, -1), self._writes, tuple(tasks))
+        if self._last_each is not None and self._last_each[0] == key:
+            return self._last_each[1]
+        found = self._read(lambda: self.records.last_finished_each(tasks), {})
+        self._last_each = (key, found)
+        return found
 
     def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
         """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""
@@ -124,6 +135,7 @@ class RunHistory:
 
     def recover(self, *, now: datetime) -> list[RunRecord]:
         """Close the rows a crashed supervisor left open (they become ``interrupted``)."""
+        self._writes += 1
         return self._read(lambda: self.records.mark_interrupted(now=now), [])
 
     def _read(self, action: Callable[[], T], default: T) -> T:
@@ -143,6 +155,7 @@ class RunHistory:
             self._write(lambda: self.records.prune(keep=self.keep_runs))
 
     def _write(self, action: Callable[[], object]) -> None:
+        self._writes += 1
         try:
             action()
         except TaskAutomationError as exc:
