@@ -124,7 +124,8 @@ class RunHistory:
         key = (self._read(self.records.data_version, -1), self._writes, tuple(tasks))
         if self._last_each is not None and self._last_each[0] == key:
             return self._last_each[1]
-        found = self._read(lambda: self.records.last_finished_each(tasks), {})
+        empty: dict[str, RunRecord] = {}
+        found = self._read(lambda: self.records.last_finished_each(tasks), empty)
         self._last_each = (key, found)
         return found
 
