@@ -181,31 +181,29 @@ def run(settings: Settings) -> list[Figure]:
                 floor, status, index, page = _latencies(http, run_id, requests)
                 lines = line_latencies(http, home / "logs" / "tasks" / "task-000.log", run_id,
                                        int(settings.pick(10, 50)))
-            with SupervisorProcess(home) as sup:
-                with _client(web) as http:
-                    _wait_live(http, tasks)
-                    live_floor, live_status, live_index, live_page = _latencies(http, run_id, requests)
-                    quiet: list[float] = []
-                    polled: list[float] = []
-                    polls = 0
-                    for _ in range(rounds):
-                        quiet += loop_probes(sup, probes)
-                        with _client(web) as other, Poller(other, "/", rate=10) as poller:
-                            polled += loop_probes(sup, probes)
-                        polls += poller.done
+            with SupervisorProcess(home) as sup, _client(web) as http:
+                _wait_live(http, tasks)
+                live_floor, live_status, live_index, live_page = _latencies(http, run_id, requests)
+                quiet: list[float] = []
+                polled: list[float] = []
+                polls = 0
+                for _ in range(rounds):
+                    quiet += loop_probes(sup, probes)
+                    with _client(web) as other, Poller(other, "/", rate=10) as poller:
+                        polled += loop_probes(sup, probes)
+                    polls += poller.done
             rss_end = process.memory_info().rss / 1048576
     base = summarize(floor)
     figures = []
-    for phase, base, measured in (("offline", base, (status, index, page)),
-                                  ("live", summarize(live_floor), (live_status, live_index, live_page))):
+    for phase, floor_of, measured in (("offline", base, (status, index, page)),
+                                      ("live", summarize(live_floor), (live_status, live_index, live_page))):
         note = f"{tasks} tasks, {rows:,} history rows, {requests} requests each, interleaved; {phase} status"
         for name, values, bound in zip(("/api/status", "/ (tasks page)", "run page"), measured,
                                        (50.0, 150.0, 100.0)):
             ours = summarize(values)
             figures.append(Figure(GROUP, f"{name} latency, {phase}", "ms", ours, f"p99 ≤ {bound:g} ms",
-                                  ours.p99 <= bound, baseline=base, baseline_name="favicon (auth only)",
-                                  ratio=ours.p99 / base.p99 if base.p99 else None, tail=True, note=note))
-    base = summarize(floor)
+                                  ours.p99 <= bound, baseline=floor_of, baseline_name="favicon (auth only)",
+                                  ratio=ours.p99 / floor_of.p99 if floor_of.p99 else None, tail=True, note=note))
     arrived = summarize(lines)
     figures.append(Figure(GROUP, "log line to open run page", "ms", arrived, "p99 ≤ 200 ms", arrived.p99 <= 200.0,
                           baseline=base, baseline_name="favicon (auth only)", ratio=ratio_of(arrived, base),
