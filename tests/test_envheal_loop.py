@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from loop_harness import KEY_A, Harness, started_harness
 
 from supervisor.events import EnvBuilt
 from supervisor.spec import RunMode
-from test_loop import KEY_A, Harness
 
 pytestmark = pytest.mark.timeout(30)
 GONE = f"env {KEY_A}: its interpreter /envs/{KEY_A}/bin/python points to /usr/bin/python3.11, which is gone"
@@ -18,11 +18,8 @@ GONE = f"env {KEY_A}: its interpreter /envs/{KEY_A}/bin/python points to /usr/bi
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path / "home")
-    harness.sup.start()
-    yield harness
-    harness.records.close()
-    harness.task_logs.close()
+    with started_harness(tmp_path / "home") as harness:
+        yield harness
 
 
 def _break(h: Harness) -> None:
@@ -140,7 +137,7 @@ def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
 
 
 def test_a_broken_serving_env_while_a_new_one_builds_waits_for_the_new_one(h: Harness) -> None:
-    from test_loop import KEY_B
+    from loop_harness import KEY_B
 
     h.write("t", every=1)
     h.settle()
