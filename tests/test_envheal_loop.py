@@ -22,6 +22,14 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         yield harness
 
 
+def _ran_once(h: Harness) -> None:
+    """Task 't' (every minute) exists, has run once on KEY_A and waits for its next slot."""
+    h.write("t", every=1)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
+
+
 def _break(h: Harness) -> None:
     h.envs.gone[KEY_A] = GONE
     h.envs.ready.discard(KEY_A)  # as EnvManager.is_ready says for such an env
@@ -66,10 +74,7 @@ def test_a_vanished_interpreter_is_rebuilt_once_for_all_tasks_on_it(h: Harness) 
 
 
 def test_a_failed_rebuild_leaves_the_task_env_failed_with_the_reason(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     _break(h)
     h.tick(60)
     _repair(h, error="task 't': cannot create the virtualenv: no python")
@@ -80,10 +85,7 @@ def test_a_failed_rebuild_leaves_the_task_env_failed_with_the_reason(h: Harness)
 
 
 def test_a_spawn_that_fails_because_the_interpreter_just_vanished_heals_too(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     from supervisor.errors import SpawnError
 
     # The interpreter disappears between the pre-spawn check and the spawn itself.
@@ -105,10 +107,7 @@ def test_a_spawn_that_fails_because_the_interpreter_just_vanished_heals_too(h: H
 
 
 def test_healthy_again_after_a_rebuild_a_later_breakage_heals_again(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     for _ in range(2):
         _break(h)
         h.tick(60)
@@ -122,10 +121,7 @@ def test_healthy_again_after_a_rebuild_a_later_breakage_heals_again(h: Harness) 
 
 
 def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     _break(h)
     h.tick(60)
     h.envs.ready.add(KEY_A)  # the build reports success, but the interpreter is still gone
