@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
-from .config_values import InvalidValue, number
+from .config_values import InvalidValue, non_negative_number, number
 from .spec import RETRYABLE_OUTCOMES, Outcome, Window
 
 _RUN_AT = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{1,2}):(\d{2})")
@@ -70,9 +70,7 @@ def time_zone(text: str) -> str:
 
 
 def jitter_seconds(text: str) -> float:
-    value = number(text)
-    if value < 0:
-        raise InvalidValue("must be 0 or more")
+    value = non_negative_number(text)
     if value > _MAX_JITTER_S:
         raise InvalidValue(f"too large (at most {_MAX_JITTER_S:g} seconds)")
     return value
