@@ -41,6 +41,14 @@ def enter_containment(plan: ContainmentPlan, pid: int) -> None:
             os.write(fd, data)
         finally:
             os.close(fd)
+    if plan.nofile is not None:
+        # The supervisor raised its own soft limit for its pipes and sockets; a task gets the machine's usual
+        # soft limit back (programs that use select() break on descriptors past 1024) and may raise it itself.
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (plan.nofile if hard == resource.RLIM_INFINITY
+                                                    else min(plan.nofile, hard), hard))
     if plan.nproc is not None:
         import resource
 

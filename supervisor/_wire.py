@@ -127,20 +127,22 @@ class ContainmentPlan(_Frozen):
     """How one run is contained, as the supervisor tells the shim (supervisor/cgroups.py makes it).
 
     Encoded as one "word argument" line per item: ``join FILE`` (a cgroup.procs file the task process
-    enters before any task code runs), ``nproc N`` (RLIMIT_NPROC of the task process), ``kill KIND DIR``
+    enters before any task code runs), ``nproc N`` (RLIMIT_NPROC of the task process), ``nofile N`` (the
+    soft RLIMIT_NOFILE the task process gets back: the supervisor's own before it raised it), ``kill KIND DIR``
     (how the monitor signals the run's processes at one instant) and ``parent DIR`` (the home's parent
     groups, which a monitor that outlived its supervisor removes when they are empty).
     """
 
-    __slots__ = ("join", "nproc", "kill", "parents")
+    __slots__ = ("join", "nproc", "kill", "parents", "nofile")
     join: tuple[str, ...]
     nproc: int | None
     kill: tuple[str, str] | None
     parents: tuple[str, ...]
+    nofile: int | None
 
     def __init__(self, *, join: tuple[str, ...] = (), nproc: int | None = None, kill: tuple[str, str] | None = None,
-                 parents: tuple[str, ...] = ()) -> None:
-        self._set(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents))
+                 parents: tuple[str, ...] = (), nofile: int | None = None) -> None:
+        self._set(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents), nofile=nofile)
 
     def encode(self) -> str:
         lines = ["join " + path for path in self.join]
@@ -148,6 +150,8 @@ class ContainmentPlan(_Frozen):
             lines.append("kill %s %s" % self.kill)
         if self.nproc is not None:
             lines.append("nproc %d" % self.nproc)
+        if self.nofile is not None:
+            lines.append("nofile %d" % self.nofile)
         lines += ["parent " + path for path in self.parents]
         return "\n".join(lines)
 
@@ -157,6 +161,7 @@ class ContainmentPlan(_Frozen):
         join: list[str] = []
         parents: list[str] = []
         nproc: int | None = None
+        nofile: int | None = None
         kill: tuple[str, str] | None = None
         for line in (text or "").split("\n"):
             word, _, rest = line.partition(" ")
@@ -166,10 +171,12 @@ class ContainmentPlan(_Frozen):
                 parents.append(rest)
             elif word == "nproc":
                 nproc = int(rest)
+            elif word == "nofile":
+                nofile = int(rest)
             elif word == "kill":
                 kind, _, path = rest.partition(" ")
                 kill = (kind, path)
-        return cls(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents))
+        return cls(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents), nofile=nofile)
 
 
 def _int(value: object) -> int | None:

@@ -168,23 +168,27 @@ class GroupUsage:
     oom_kills: int  # processes the kernel's OOM killer ended at the memory cap
 
 
-def containment_plan(*, group: RunGroup | None, nproc: int | None, parents: Iterable[Path] = ()) -> str:
+def containment_plan(*, group: RunGroup | None, nproc: int | None, parents: Iterable[Path] = (),
+                     nofile: int | None = None) -> str:
     """The text the shim reads from CONTAIN_VAR (``_wire.ContainmentPlan``); empty = nothing to contain.
 
     ``parents`` are the home's parent groups, which a monitor outliving its supervisor removes when empty.
     """
     if group is None:
-        return ContainmentPlan(nproc=nproc).encode()
+        return ContainmentPlan(nproc=nproc, nofile=nofile).encode()
     kill = (group.kill[0], str(group.kill[1])) if group.kill is not None else None
     return ContainmentPlan(join=tuple(str(d / "cgroup.procs") for d in group.dirs.values()), nproc=nproc,
-                           kill=kill, parents=tuple(str(p) for p in parents)).encode()
+                           kill=kill, parents=tuple(str(p) for p in parents), nofile=nofile).encode()
 
 
 class Containment:
     """Creates, watches, kills and removes the cgroups of one home's runs; or plans the rlimit fallback."""
 
-    def __init__(self, home: Path, *, layout: Layout | None = None, uid: int | None = None) -> None:
-        """``layout`` None = detect; pass ``Layout()`` to run without cgroups (the fallback)."""
+    def __init__(self, home: Path, *, layout: Layout | None = None, uid: int | None = None,
+                 task_nofile: int | None = None) -> None:
+        """``layout`` None = detect; pass ``Layout()`` to run without cgroups (the fallback). ``task_nofile``:
+        the soft open-file limit runs get back (the supervisor's before it raised its own), None = inherit."""
+        self.task_nofile = task_nofile
         self.layout = detect_layout() if layout is None else layout
         self.uid = os.getuid() if uid is None else uid
         key = hashlib.sha256(str(home).encode()).hexdigest()[:12]

@@ -179,7 +179,7 @@ class LocalExecutor:
             self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead",
                              run_id, exc)
         plan = containment_plan(group=group, nproc=self.containment.nproc_limit(limits.max_processes, group=group),
-                                parents=self.containment.parents.values())
+                                parents=self.containment.parents.values(), nofile=self.containment.task_nofile)
         if plan:
             env[CONTAIN_VAR] = plan
         return group

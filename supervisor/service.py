@@ -63,7 +63,8 @@ def serve(paths: Paths, *, console: bool = True) -> int:
             logger.warning("%s", warning)
         records = WriteBehindRecords.wrap(open_history(paths.database, keep=home_config.keep_runs, logger=logger),
                                           logger=logger)
-        logger.info("%s", raise_fd_limit().describe())
+        fd_limit = raise_fd_limit()
+        logger.info("%s", fd_limit.describe())
         try:
             envs = EnvManager(paths, installer=home_config.installer,
                               logger=logging.getLogger("taskautomation.envs"))
@@ -74,6 +75,8 @@ def serve(paths: Paths, *, console: bool = True) -> int:
             supervisor = build_supervisor(
                 paths, home_config=home_config, records=records, envs=envs, clock=SystemClock(),
                 logger=logger, task_logs=task_logs, notices=notices, secrets=secrets,
+                containment=Containment(paths.home, task_nofile=fd_limit.before if fd_limit.after != fd_limit.before
+                                        else None),
                 watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
                                                               debounce_s=home_config.watch_debounce_s,
                                                               logger=logger),

@@ -87,3 +87,14 @@ def test_a_supervisor_with_more_tasks_than_fds_keeps_running(home: Path) -> None
         held = len(os.listdir(f"/proc/{sup.proc.pid}/fd"))
         assert held < 60, f"the supervisor holds {held} fds for 121 tasks"
         assert "Too many open files" not in sup.log() + sup.console_text()
+
+
+def test_runs_get_the_soft_limit_the_supervisor_started_with(home: Path) -> None:
+    """The supervisor raises its own soft limit; a task gets the usual one back (select() users break past 1024)."""
+    write_task(home / "Tasks", "limits", config="[Frequency]\nEveryXMinutes = 60\n",
+               main="def main():\n    import resource\n    return '%d %d' % resource.getrlimit(resource.RLIMIT_NOFILE)\n")
+    with SupervisorProcess(home, prefix=("prlimit", "--nofile=1024:8192")) as sup:
+        sup.wait_log("open-file limit raised from 1024 to 8192")
+        runs = wait_for(lambda: [r for r in sup.history("limits") if r["outcome"] == "ok"], timeout=60,
+                        what="a finished run")
+        assert runs[0]["message"] == "1024 8192"
