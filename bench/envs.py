@@ -27,7 +27,8 @@ from typing import Sequence
 
 from .common import Settings, build_wheel, hermetic_env, now_ns, temp_home
 from .stats import Figure, ratio_of, summarize
-from supervisor.envs import EnvManager, InstallerRun
+from supervisor.envs import EnvManager
+from supervisor.installer import InstallerRun
 from supervisor.paths import Paths
 
 GROUP = "envs"

@@ -15,13 +15,12 @@ Figures: the canary's p99 lateness with the notices queued vs without (goal: rat
 
 from __future__ import annotations
 
-import socket
-import threading
 import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
 from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+from receivers import HangingReceiver  # tests/receivers.py: accepts connections, never answers
 
 from .common import Settings, temp_home, wait_for, write_task
 from .stats import Figure, summarize
@@ -29,30 +28,6 @@ from .stats import Figure, summarize
 GROUP = "notify"
 PERIOD_MIN = 0.005  # 0.3 s
 NOISE_FLOOR_MS = 2.0
-
-
-class Hanging:
-    """Accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(256)
-        self.port = self.listener.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.listener.accept()[0])
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
 
 
 def canary_lateness(settings: Settings, *, notify_port: int | None, runs: int) -> tuple[list[float], int]:
@@ -86,7 +61,7 @@ def queue_memory_kb(notices: int, *, capacity: int = 200) -> tuple[float, int]:
     from supervisor.notify.model import NotifySettings, RunFact
     from supervisor.notify.notifier import Notifier
 
-    hanging = Hanging()
+    hanging = HangingReceiver()
     log = logging.getLogger("bench.notify")
     log.propagate = False
     if not log.handlers:
@@ -99,7 +74,7 @@ def queue_memory_kb(notices: int, *, capacity: int = 200) -> tuple[float, int]:
         # stuck in the hanging receiver, so only what the queue holds is counted.
         notifier.run_finished(RunFact(task="T", run_id="warm-up", outcome="failed", consecutive_failures=1),
                               settings=settings)
-        wait_for(lambda: hanging.held, timeout=30, what="the delivery worker to reach the hanging receiver")
+        wait_for(lambda: hanging.connections, timeout=30, what="the delivery worker to reach the hanging receiver")
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for i in range(notices):
@@ -116,7 +91,7 @@ def queue_memory_kb(notices: int, *, capacity: int = 200) -> tuple[float, int]:
 
 def run(settings: Settings) -> list[Figure]:
     runs = int(settings.pick(30, 150))
-    hanging = Hanging()
+    hanging = HangingReceiver()
     try:
         base, _ = canary_lateness(settings, notify_port=None, runs=runs)
         loaded, noisy = canary_lateness(settings, notify_port=hanging.port, runs=runs)

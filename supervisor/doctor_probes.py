@@ -104,9 +104,9 @@ def _read(path: Path) -> str | None:
 
 
 def _uv_version() -> str | None:
-    from .envs import _find_uv  # noqa: PLC0415 - the very lookup the env builder uses
+    from .installer import find_uv  # noqa: PLC0415 - the very lookup the env builder uses
 
-    uv = _find_uv()
+    uv = find_uv()
     if uv is None:
         return None
     try:

@@ -21,31 +21,36 @@ Policy:
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Iterable
 
 from . import safefile
 from .envhealth import env_interpreter_problem
+from .envlocks import KeyLocks
 from .errors import ConfigError, EnvBuildError
+from .installer import (
+    InstallerRunner,
+    find_uv,
+    index_unreachable,
+    python_identity,
+    python_version,
+    run_installer,
+    signal_name,
+    summarize_installer_output,
+)
 from .paths import Paths
 from .pep723 import script_requirements
+from .reqparse import included_files, normalize_requirements, references_relative_path
 from .safefile import UnsafeFileError
 from .spec import EnvStatus
 
@@ -57,188 +62,11 @@ DEFAULT_INSTALL_TIMEOUT_S = 30 * 60.0
 _KEY_FORMAT_VERSION = "taskautomation-env-1"  # bump to invalidate every key when the build recipe changes
 _MAX_REQUIREMENTS_RETRIES = 3  # rebuilds when requirements.txt keeps changing while being installed
 _MAX_INCLUDE_DEPTH = 10
-_REASON_MAX_CHARS = 1500
 _KEY_RE = re.compile(rf"[0-9a-f]{{{KEY_LENGTH}}}")
 
 # virtualenv keeps process-wide state (interpreter-discovery caches, app-data handles) that its in-process
 # API does not guard against concurrent use; creating venvs is fast, so builders take turns at it.
 _VIRTUALENV_LOCK = threading.Lock()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Pure logic: requirements normalisation, relative-path detection, installer-output summary
-# ---------------------------------------------------------------------------------------------------------
-
-_COMMENT_RE = re.compile(r"(^|\s+)#.*$")  # pip's rule: '#' starts a comment at line start or after whitespace
-# Options whose value is a file path or a location that may be a local folder.
-_PATH_OPTIONS = frozenset({
-    "-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-f", "--find-links",
-    "-i", "--index-url", "--extra-index-url",
-})
-_INCLUDE_OPTIONS = frozenset({"-r", "--requirement", "-c", "--constraint"})
-_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
-
-
-def normalize_requirements(text: str) -> tuple[str, ...]:
-    """The lines of a requirements file that matter, in order.
-
-    Continuation lines (trailing backslash) are joined, comments and blank lines dropped, surrounding
-    whitespace stripped. Order is kept: it can matter to the installer (options, ``-r`` includes).
-    """
-    return tuple(line for _, line in numbered_requirements(text))
-
-
-def numbered_requirements(text: str) -> tuple[tuple[int, str], ...]:
-    """``normalize_requirements`` with the number (from 1) of the physical line each logical line starts on."""
-    joined: list[tuple[int, str]] = []
-    pending, first, continuing = "", 0, False
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not continuing:
-            first = number
-        if raw.endswith("\\"):
-            pending += raw[:-1]
-            continuing = True
-            continue
-        joined.append((first, pending + raw))
-        pending, continuing = "", False
-    if continuing:
-        joined.append((first, pending))
-    lines = ((number, _COMMENT_RE.sub("", line).strip()) for number, line in joined)
-    return tuple((number, line) for number, line in lines if line)
-
-
-def _split_option(token: str) -> tuple[str, str | None]:
-    """``--find-links=wheels`` -> (``--find-links``, ``wheels``); ``-rother.txt`` -> (``-r``, ``other.txt``)."""
-    if token.startswith("--"):
-        name, sep, value = token.partition("=")
-        return name, value if sep else None
-    if len(token) > 2:
-        return token[:2], token[2:].lstrip("=")
-    return token, None
-
-
-def _option_values(line: str) -> list[tuple[str, str]]:
-    """(option, value) pairs for the path-taking options on one normalised line."""
-    tokens = line.split()
-    pairs: list[tuple[str, str]] = []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        index += 1
-        if not token.startswith("-"):
-            continue
-        name, value = _split_option(token)
-        if name not in _PATH_OPTIONS:
-            continue
-        if value is None and index < len(tokens):
-            value = tokens[index]
-            index += 1
-        if value:
-            pairs.append((name, value))
-    return pairs
-
-
-def _is_relative_location(value: str) -> bool:
-    """True when an option value (a path or URL) is a path relative to the current directory."""
-    if value.startswith("file:"):
-        return not value[len("file:"):].startswith("/")  # file:///abs and file:/abs are absolute
-    if "://" in value:
-        return False
-    return not value.startswith(("/", "~", "$"))  # ~ and $VAR do not depend on the task folder
-
-
-def _looks_like_relative_path(token: str) -> bool:
-    """True when a requirement token (not an option value) names a relative local path, as pip would read it."""
-    if token.startswith("file:"):
-        return not token[len("file:"):].startswith("/")
-    if "://" in token or token.startswith(("/", "~", "$")):
-        return False
-    return token.startswith(".") or "/" in token or token.lower().endswith(_ARCHIVE_SUFFIXES)
-
-
-def references_relative_path(lines: Sequence[str]) -> bool:
-    """True when any normalised requirements line depends on the directory it is installed from.
-
-    Deliberately generous: a false positive only costs sharing the env with other tasks, while a false
-    negative would let two folders share an env built from the wrong local files.
-    """
-    for line in lines:
-        if line.startswith("-"):
-            if any(_is_relative_location(value) for _, value in _option_values(line)):
-                return True
-            continue
-        # A requirement, possibly 'name @ url' and '; markers' (markers never hold paths).
-        requirement = line.split(";", 1)[0] if " @ " not in line else line.split(" ;", 1)[0]
-        if any(_looks_like_relative_path(token) for token in requirement.split()):
-            return True
-    return False
-
-
-def included_files(lines: Sequence[str], *, base_dir: Path) -> list[Path]:
-    """Files pulled in by ``-r``/``-c`` lines, resolved the way pip and uv do (relative to the including file)."""
-    found: list[Path] = []
-    for line in lines:
-        if not line.startswith("-"):
-            continue
-        for name, value in _option_values(line):
-            if name in _INCLUDE_OPTIONS and "://" not in value:
-                path = Path(os.path.expandvars(value)).expanduser()
-                found.append(path if path.is_absolute() else base_dir / path)
-    return found
-
-
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# Lines that carry the installer's reason: pip prints "ERROR: ...", uv prints "error:" / "cause:" / "hint:"
-# (or "×" / "╰─▶" when it thinks it is on a terminal, with wrapped continuation lines).
-_REASON_RE = re.compile(r"^\s*(?:ERROR:|error:|Caused by:|cause:|hint:|×|╰─▶)\s*(.*)$")
-
-
-# What pip and uv print when the index (or any URL they fetch) cannot be reached. A missing package or a
-# build failure prints none of these, so it stays a permanent error until the task's files change.
-_UNREACHABLE_RE = re.compile(
-    r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not known"
-    r"|Network is unreachable|Connection refused|Connection reset by peer|Max retries exceeded"
-    r"|Read timed out|ConnectTimeoutError|No route to host|dns error|tcp connect error"
-    r"|error sending request for url|Could not connect to|failed to lookup address information",
-    re.IGNORECASE)
-
-
-def index_unreachable(output: str) -> bool:
-    """True when an installer's output says a network fetch failed (a transient failure worth retrying)."""
-    return _UNREACHABLE_RE.search(output) is not None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def summarize_installer_output(output: str) -> str:
-    """The meaningful line(s) of a failed install, for an error message; the tail when nothing matches."""
-    clean = [_ANSI_RE.sub("", line).rstrip() for line in output.splitlines()]
-    reasons: list[str] = []
-    inside = False  # continuing a wrapped reason line
-    for line in clean:
-        match = _REASON_RE.match(line)
-        if match:
-            if match.group(1):
-                reasons.append(match.group(1).strip())
-                inside = True
-            continue
-        stripped = line.strip().lstrip("│").strip()
-        if inside and stripped and line.startswith((" ", "\t")):
-            reasons[-1] = f"{reasons[-1]} {stripped}"
-        else:
-            inside = False
-    if not reasons:
-        reasons = [line.strip() for line in clean if line.strip()][-3:]
-    unique = list(dict.fromkeys(reasons))
-    summary = "; ".join(unique) or "no output"
-    if len(summary) > _REASON_MAX_CHARS:
-        summary = summary[: _REASON_MAX_CHARS - 3] + "..."
-    return summary
 
 
 def _lenient_requirements(path: Path) -> tuple[str, ...]:
@@ -249,107 +77,6 @@ def _lenient_requirements(path: Path) -> tuple[str, ...]:
     except FileNotFoundError:
         return ()
     return normalize_requirements(data.decode("utf-8-sig", errors="surrogateescape"))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Running the installer
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class InstallerRun:
-    """What one installer invocation produced."""
-
-    returncode: int | None  # None when it was killed on timeout
-    output: str  # stdout and stderr, interleaved
-    timed_out: bool = False
-
-
-class InstallerRunner(Protocol):
-    """Runs one installer command to completion; the seam tests use to count or fake installer calls."""
-
-    def __call__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                 pass_fds: Sequence[int] = ()) -> InstallerRun: ...
-
-
-def run_installer(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                  pass_fds: Sequence[int] = ()) -> InstallerRun:
-    """Run ``argv`` in its own session with output captured; kill its whole process group on timeout.
-
-    Its own session, so that the kill also reaches what the installer spawned (pip's build backends, uv's
-    interpreter probes) and a Ctrl-C aimed at the supervisor's terminal does not hit the installer.
-    """
-    proc = subprocess.Popen(
-        list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=tuple(pass_fds),
-    )
-    try:
-        try:
-            raw, _ = proc.communicate(timeout=timeout)
-            return InstallerRun(proc.returncode, raw.decode("utf-8", errors="replace"))
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            try:
-                raw, _ = proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:  # a descendant left the group and holds the pipe open
-                raw = b""
-            return InstallerRun(None, raw.decode("utf-8", errors="replace"), timed_out=True)
-    finally:
-        if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never leave an installer behind
-            _kill_group(proc)
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Locating interpreters and installers (once, at construction)
-# ---------------------------------------------------------------------------------------------------------
-
-def _find_uv() -> Path | None:
-    """The uv binary: the one shipped with the ``uv`` package, else the first on PATH."""
-    try:
-        import uv  # noqa: PLC0415 - optional dependency, only needed here
-
-        return Path(uv.find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-        return Path(found) if found else None
-
-
-def _python_identity(base_python: Path) -> str:
-    """Implementation, full version and real path of ``base_python``: an upgrade of it must change every key."""
-    real = os.path.realpath(base_python)
-    if real == os.path.realpath(sys.executable):
-        impl = sys.implementation.name
-        return f"{impl} {tuple(sys.version_info)} {getattr(sys, 'abiflags', '')} {real}"
-    probe = "import sys; print(sys.implementation.name, tuple(sys.version_info), getattr(sys, 'abiflags', ''))"
-    try:
-        result = subprocess.run([str(base_python), "-c", probe], capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvBuildError(f"base python {base_python} cannot be run: {exc}") from exc
-    if result.returncode != 0:
-        raise EnvBuildError(f"base python {base_python} cannot be run: {result.stderr.strip()[-500:]}")
-    return f"{result.stdout.strip()} {real}"
-
-
-def _python_version(base_python: Path) -> str:
-    """``3.11.7``: the base interpreter's version, for a PEP 723 ``requires-python``."""
-    if os.path.realpath(base_python) == os.path.realpath(sys.executable):
-        return platform.python_version()
-    try:
-        result = subprocess.run([str(base_python), "-c", "import platform; print(platform.python_version())"],
-                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvBuildError(f"base python {base_python} cannot be run: {exc}") from exc
-    return result.stdout.strip() or "0"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -374,15 +101,14 @@ class EnvManager:
         self._run = run
         self._install_timeout_s = install_timeout_s
         # Resolved once: looking uv up from several builder threads at once has failed before.
-        self._uv = _find_uv() if installer == "uv" else None
+        self._uv = find_uv() if installer == "uv" else None
         if installer == "uv" and self._uv is None:
             self._log.warning("uv not found (neither the uv package nor on PATH); installing with pip instead")
             installer = "pip"
         self._installer = installer
-        self._python_identity = _python_identity(self._base_python)
-        self._python_version = _python_version(self._base_python)
-        self._guard = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._python_identity = python_identity(self._base_python)
+        self._python_version = python_version(self._base_python)
+        self._locks = KeyLocks(paths.envs, logger=self._log)
 
     @property
     def installer(self) -> str:
@@ -487,7 +213,7 @@ class EnvManager:
             key = self.key_for(requirements, task_dir=task_dir)
             if self.is_ready(key):
                 return EnvStatus(key=key, python=self.python_for(key), ready=True)
-            with self._exclusive(key, task=task) as lock_fd:
+            with self._locks.exclusive(key, task=task) as lock_fd:
                 if self.is_ready(key):  # another thread or process built it while we waited
                     return EnvStatus(key=key, python=self.python_for(key), ready=True)
                 if self._build(key, task=task, requirements=requirements, task_dir=task_dir, lock_fd=lock_fd):
@@ -576,7 +302,7 @@ class EnvManager:
         elif result.returncode is not None and result.returncode < 0:
             # Killed from outside (the OOM killer, an admin, a shutdown): nothing is wrong with the task.
             transient = True
-            reason = (f"installer killed by {_signal_name(-result.returncode)}; "
+            reason = (f"installer killed by {signal_name(-result.returncode)}; "
                       f"last output: {summarize_installer_output(result.output)}")
         elif result.returncode != 0:
             transient = index_unreachable(result.output)
@@ -607,64 +333,6 @@ class EnvManager:
             os.fsync(handle.fileno())
         os.replace(partial, folder / MARKER_NAME)
 
-    # -- locking -----------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _exclusive(self, key: str, *, task: str) -> Iterator[int]:
-        """Hold the key's thread lock, then its file lock; yields the lock file's fd.
-
-        Logs when it has to wait for another builder.
-        """
-        with self._guard:
-            thread_lock = self._key_locks.setdefault(key, threading.Lock())
-        if not thread_lock.acquire(blocking=False):
-            self._log.info("env %s: task %s waits for another build of the same env (this process)", key, task)
-            thread_lock.acquire()
-        try:
-            with self._file_lock(key, blocking=True, task=task) as fd:
-                assert fd is not None  # blocking=True never yields None
-                yield fd
-        finally:
-            thread_lock.release()
-
-    @contextmanager
-    def _file_lock(self, key: str, *, blocking: bool, task: str | None = None) -> Iterator[int | None]:
-        """flock ``HOME/envs/<key>.lock``; yields its fd, or None when not blocking and it is held.
-
-        After locking, the path must still name the locked file: gc unlinks lock files while holding them,
-        and a builder that opened the old file before that must not think it holds the new one.
-        """
-        path = self._lock_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if not blocking:
-                        os.close(fd)
-                        fd = -1
-                        yield None
-                        return
-                    self._log.info("env %s: task %s waits for another builder of the same env (lock file)", key, task)
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    continue  # removed by gc while we waited: lock the file that is there now
-                yield fd
-                return
-            finally:
-                if fd >= 0:
-                    os.close(fd)  # closing the last fd releases the flock
-
-    def _lock_path(self, key: str) -> Path:
-        return self._paths.envs / f"{self.env_dir(key).name}.lock"
 
     # -- PEP 723: main.py's '# /// script' block in place of requirements.txt (supervisor/pep723.py) --------
 
@@ -720,14 +388,14 @@ class EnvManager:
             folder = self.env_dir(key)
             if folder.exists() and (folder.is_symlink() or not folder.is_dir()):
                 continue  # not something a build made
-            with self._file_lock(key, blocking=False) as fd:
+            with self._locks.file_lock(key, blocking=False) as fd:
                 if fd is None:
                     self._log.info("env %s: not collected, a build holds its lock", key)
                     continue
                 if folder.exists():
                     shutil.rmtree(folder)
-                # Unlinked while held: builders re-check the path after locking (see _file_lock).
-                self._lock_path(key).unlink(missing_ok=True)
+                # Unlinked while held: builders re-check the path after locking (see KeyLocks.file_lock).
+                self._locks.lock_path(self.env_dir(key).name).unlink(missing_ok=True)
             removed.append(key)
             self._log.info("env %s: removed (no task uses it)", key)
         return removed

@@ -20,91 +20,43 @@ Policies:
   ``(task, started)`` index serves "newest first"); they read back as aware UTC datetimes. Enums are stored
   as their values, paths as text. Messages (often tracebacks) are stored whole up to :data:`MESSAGE_CAP`
   characters; beyond that the head and the tail are kept around a marker, because a traceback's last lines
-  name the exception.
-- **Schema** is versioned with ``PRAGMA user_version``; :data:`_MIGRATIONS` holds one step per version.
+  name the exception. The encodings are records_rows.py (pure).
+- **Schema** is versioned with ``PRAGMA user_version``; ``records_schema.MIGRATIONS`` holds one step per
+  version, and that module opens (and migrates) the connections.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from .errors import RecordsError
+from .records_rows import MESSAGE_CAP, record_to_json, run_matches
+from .records_rows import cap_message as _cap_message
+from .records_rows import decode_time as _decode_time
+from .records_rows import encode_time as _encode_time
+from .records_rows import record_to_row as _record_to_row
+from .records_rows import row_to_record as _row_to_record
+from .records_schema import COLUMNS as _COLUMNS
+from .records_schema import NEWEST_FIRST as _NEWEST_FIRST
+from .records_schema import SCHEMA_VERSION, open_reader, open_writer, translate
+from .records_schema import SELECT as _SELECT
 from .spec import Outcome, RunRecord, Trigger
 
-MESSAGE_CAP = 64 * 1024
-"""Longest message stored, in characters; longer ones keep their head and tail around a marker."""
-
-_MESSAGE_HEAD = 16 * 1024  # the rest of the cap goes to the tail, where a traceback names its exception
+# Names other modules import from here (the history's public face), besides Records itself.
+__all__ = ["ANCHOR_TRIGGERS", "INTERRUPTED_MESSAGE", "MESSAGE_CAP", "SCHEMA_VERSION", "OutcomeBin", "Records",
+           "record_to_json", "run_matches"]
 
 INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 
 # Triggers whose runs move the schedule. Manual runs (run-now) never do.
 ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
 _ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
-
-_COLUMNS = (
-    "run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
-    "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt", "retry_of",
-)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM runs"
-# Same-second starts are ordered by insertion, so "newest" is total even when the clock repeats a value.
-_NEWEST_FIRST = "ORDER BY started DESC, rowid DESC"
-
-# _MIGRATIONS[i] takes a database from user_version i to i + 1. Append, never edit a shipped step.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """
-        CREATE TABLE runs (
-            run_id      TEXT PRIMARY KEY,
-            task        TEXT NOT NULL,
-            trigger     TEXT NOT NULL,
-            due         TEXT,
-            started     TEXT NOT NULL,
-            finished    TEXT,
-            outcome     TEXT,           -- NULL while the run is open
-            duration_s  REAL,
-            exit_code   INTEGER,
-            signal      TEXT,
-            message     TEXT,
-            peak_rss_mb REAL,
-            cpu_s       REAL,
-            log_path    TEXT
-        )
-        """,
-        "CREATE INDEX runs_task_started ON runs (task, started)",
-        # Open rows are few and read at every start (mark_interrupted, open_runs): a partial index keeps
-        # that lookup from scanning the whole history.
-        "CREATE INDEX runs_open ON runs (started) WHERE outcome IS NULL",
-    ),
-    (
-        # [Retry] (issue 9): each attempt is its own row; rows written before it are first attempts.
-        "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
-        "ALTER TABLE runs ADD COLUMN retry_of TEXT",
-    ),
-    (
-        # Paused tasks (pause/resume): a runtime state that must survive restarts, so it lives here.
-        """
-        CREATE TABLE paused (
-            task  TEXT PRIMARY KEY,
-            since TEXT NOT NULL,
-            by    TEXT
-        )
-        """,
-    ),
-    (
-        # The dashboard's timeline adds each task's open rows older than its window; through
-        # runs_task_started that walked every old row of the task, this partial index holds only open ones.
-        "CREATE INDEX runs_open_task ON runs (task, started) WHERE outcome IS NULL",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -143,92 +95,16 @@ class Records:
     # ----------------------------------------------------------------------------------------- opening
 
     def _open_writer(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RecordsError(f"run history {self.path}: cannot create its folder: {exc}") from exc
-        conn = self._connect(str(self.path), uri=False)
-        try:
-            with self._translate("open"):
-                # journal_mode reads the header first, so a non-SQLite file fails here, not on a later call.
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise RecordsError(f"run history {self.path}: cannot switch to WAL journal (got {mode!r})")
-                conn.execute("PRAGMA synchronous=FULL")
-                self._migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_writer(self.path, busy_timeout=self._busy_timeout)
 
     def _open_reader(self) -> sqlite3.Connection:
-        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
-        conn = self._connect(uri, uri=True)
-        try:
-            with self._translate("open"):
-                version = self._user_version(conn)
-                self._check_version(version)
-                if version == 1:
-                    # A reader may not migrate (the CLI before the upgraded supervisor first ran): a
-                    # temporary view, which shadows the table for this connection only, shows the rows
-                    # as first attempts.
-                    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {', '.join(_COLUMNS[:-2])}, "
-                                 "1 AS attempt, NULL AS retry_of FROM main.runs")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _connect(self, target: str, *, uri: bool) -> sqlite3.Connection:
-        try:
-            # isolation_level=None: no implicit transactions; writes open their own BEGIN IMMEDIATE.
-            conn = sqlite3.connect(target, uri=uri, timeout=self._busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-        except sqlite3.Error as exc:
-            raise RecordsError(f"run history {self.path}: cannot open: {exc}") from exc
-        return conn
-
-    @staticmethod
-    def _user_version(conn: sqlite3.Connection) -> int:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-    def _check_version(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise RecordsError(f"run history {self.path}: schema version {version} is newer than this "
-                               f"supervisor understands ({SCHEMA_VERSION}); upgrade taskautomation")
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Bring the schema to SCHEMA_VERSION; each step commits with its new user_version."""
-        version = self._user_version(conn)
-        self._check_version(version)
-        while version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process may have migrated meanwhile.
-                version = self._user_version(conn)
-                if version < SCHEMA_VERSION:
-                    for statement in _MIGRATIONS[version]:
-                        conn.execute(statement)
-                    version += 1
-                    conn.execute(f"PRAGMA user_version={version}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        return open_reader(self.path, busy_timeout=self._busy_timeout)
 
     # ------------------------------------------------------------------------------------ connection use
 
-    @contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
+    def _translate(self, action: str) -> AbstractContextManager[None]:
         """Turn sqlite3 errors into RecordsError naming the file, the action and SQLite's cause."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            cause = str(exc)
-            if "locked" in cause or "busy" in cause:
-                cause += f" (another process held it for more than {self._busy_timeout:g} s)"
-            raise RecordsError(f"run history {self.path}: {action} failed: {cause}") from exc
+        return translate(self.path, action, busy_timeout=self._busy_timeout)
 
     @contextmanager
     def _reading(self, action: str) -> Iterator[sqlite3.Connection | None]:
@@ -543,41 +419,6 @@ class Records:
         self.close()
 
 
-# ------------------------------------------------------------------------------------ pure conversions
-
-def record_to_json(record: RunRecord) -> dict[str, object]:
-    """The stable JSON shape of a run for ``history --json`` and ``status --json``.
-
-    Times are ISO-8601 strings (UTC for rows read from the history), enums their values, paths text,
-    and missing values null.
-    """
-    return {
-        "run_id": record.run_id,
-        "task": record.task,
-        "trigger": Trigger(record.trigger).value,
-        "due": _json_time(record.due),
-        "started": _json_time(record.started),
-        "finished": _json_time(record.finished),
-        "outcome": None if record.outcome is None else Outcome(record.outcome).value,
-        "duration_s": record.duration_s,
-        "exit_code": record.exit_code,
-        "signal": record.signal,
-        "message": record.message,
-        "peak_rss_mb": record.peak_rss_mb,
-        "cpu_s": record.cpu_s,
-        "log_path": None if record.log_path is None else str(record.log_path),
-        "attempt": record.attempt,
-        "retry_of": record.retry_of,
-    }
-
-
-def run_matches(record: RunRecord, *, outcomes: Sequence[Outcome] = (), since: datetime | None = None) -> bool:
-    """The filter of :meth:`Records.history`, for rows that are not in SQLite yet (write-behind queue)."""
-    if outcomes and (record.outcome is None or Outcome(record.outcome) not in {Outcome(o) for o in outcomes}):
-        return False
-    return since is None or record.started >= since
-
-
 def _chunks(names: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """``names`` in slices that stay well below SQLite's limit on bound parameters."""
     unique = list(dict.fromkeys(names))
@@ -587,84 +428,3 @@ def _chunks(names: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
 
 def _value_marks(count: int) -> str:
     return ", ".join("(?)" for _ in range(count))
-
-
-def _json_time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _encode_time(value: datetime) -> str:
-    """Aware datetime -> fixed-width UTC text, so text order in SQL is time order."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        # A naive time is ambiguous across DST and hosts; accepting it would store a guess.
-        raise ValueError(f"run history needs timezone-aware datetimes, got naive {value.isoformat()}")
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _encode_optional_time(value: datetime | None) -> str | None:
-    return None if value is None else _encode_time(value)
-
-
-def _decode_time(text: object) -> datetime:
-    if not isinstance(text, str):
-        raise TypeError(f"time stored as {type(text).__name__} {text!r}, expected ISO-8601 text")
-    value = datetime.fromisoformat(text)
-    # Rows are written as UTC; a hand-edited row without an offset is read the same way.
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _decode_optional_time(text: object) -> datetime | None:
-    return None if text is None else _decode_time(text)
-
-
-def _cap_message(message: str | None) -> str | None:
-    """Keep messages up to MESSAGE_CAP characters; beyond, keep head and tail around a marker."""
-    if message is None or len(message) <= MESSAGE_CAP:
-        return message
-    tail = MESSAGE_CAP - _MESSAGE_HEAD
-    dropped = len(message) - MESSAGE_CAP
-    return f"{message[:_MESSAGE_HEAD]}\n[... {dropped} characters truncated ...]\n{message[-tail:]}"
-
-
-def _record_to_row(record: RunRecord) -> tuple[object, ...]:
-    return (
-        record.run_id,
-        record.task,
-        Trigger(record.trigger).value,
-        _encode_optional_time(record.due),
-        _encode_time(record.started),
-        _encode_optional_time(record.finished),
-        None if record.outcome is None else Outcome(record.outcome).value,
-        record.duration_s,
-        record.exit_code,
-        record.signal,
-        _cap_message(record.message),
-        record.peak_rss_mb,
-        record.cpu_s,
-        None if record.log_path is None else str(record.log_path),
-        record.attempt,
-        record.retry_of,
-    )
-
-
-def _row_to_record(row: tuple[object, ...]) -> RunRecord:
-    (run_id, task, trigger, due, started, finished, outcome, duration_s, exit_code, signal, message,
-     peak_rss_mb, cpu_s, log_path, attempt, retry_of) = row
-    return RunRecord(
-        run_id=str(run_id),
-        task=str(task),
-        trigger=Trigger(trigger),
-        started=_decode_time(started),
-        due=_decode_optional_time(due),
-        finished=_decode_optional_time(finished),
-        outcome=None if outcome is None else Outcome(outcome),
-        duration_s=None if duration_s is None else float(duration_s),  # type: ignore[arg-type]
-        exit_code=None if exit_code is None else int(exit_code),  # type: ignore[call-overload]
-        signal=None if signal is None else str(signal),
-        message=None if message is None else str(message),
-        peak_rss_mb=None if peak_rss_mb is None else float(peak_rss_mb),  # type: ignore[arg-type]
-        cpu_s=None if cpu_s is None else float(cpu_s),  # type: ignore[arg-type]
-        log_path=None if log_path is None else Path(str(log_path)),
-        attempt=int(attempt),  # type: ignore[call-overload]
-        retry_of=None if retry_of is None else str(retry_of),
-    )

@@ -2,7 +2,7 @@
 
 Policy (the rules pip applies to a requirements file, pip/_internal/req/req_file.py):
 
-* Lines are joined (trailing backslash), comments and blanks dropped as ``envs.normalize_requirements``
+* Lines are joined (trailing backslash), comments and blanks dropped as ``reqparse.normalize_requirements``
   does; a problem names the physical line the logical line starts on.
 * A line is cut at its first token that starts with ``-``: before it the requirement, from it the options.
 * Options are parsed with optparse against the options pip accepts in a requirements file (``-r``, ``-c``,
@@ -31,7 +31,7 @@ from typing import Mapping, NoReturn
 from packaging.requirements import InvalidRequirement, Requirement
 
 from . import safefile
-from .envs import numbered_requirements
+from .reqparse import numbered_requirements
 from .safefile import UnsafeFileError
 
 MAX_DEPTH = 10

@@ -6,19 +6,14 @@ is the reason; ``config`` puts the task, file, section, key and value in front o
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
+from .config_values import InvalidValue, non_negative_number, number
 from .spec import RETRYABLE_OUTCOMES, Outcome, Window
-
-
-class InvalidValue(ValueError):
-    """A value failed validation; the message is the reason shown after the value."""
-
 
 _RUN_AT = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{1,2}):(\d{2})")
 # The cron shorthands, as the 5-field expressions cron itself expands them to.
@@ -28,16 +23,6 @@ _CRON_ALIASES = {
 }
 # Largest JitterSeconds: a day. More would move a daily task's runs into other days.
 _MAX_JITTER_S = 86400.0
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidValue("not a number") from None
-    if not math.isfinite(value):
-        raise InvalidValue("not a finite number")
-    return value
 
 
 def cron_expression(text: str) -> str:
@@ -85,16 +70,14 @@ def time_zone(text: str) -> str:
 
 
 def jitter_seconds(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise InvalidValue("must be 0 or more")
+    value = non_negative_number(text)
     if value > _MAX_JITTER_S:
         raise InvalidValue(f"too large (at most {_MAX_JITTER_S:g} seconds)")
     return value
 
 
 def backoff(text: str) -> float:
-    value = _number(text)
+    value = number(text)
     if value < 1:
         raise InvalidValue("must be at least 1 (1 = the same delay before every retry)")
     return value

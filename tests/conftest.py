@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -26,6 +27,8 @@ os.environ.setdefault("PIP_NO_INDEX", "1")
 os.environ.pop("TASKAUTOMATION_HOME", None)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from receivers import HangingReceiver, HttpReceiver  # noqa: E402
+
 from supervisor.procscan import find_by_environ, own_start_ticks  # noqa: E402
 
 # Every process this session starts is younger than this one: older processes are never read at all.
@@ -85,3 +88,19 @@ def home(tmp_path: Path) -> Path:
     """An empty HOME with a Tasks/ folder."""
     (tmp_path / "Tasks").mkdir()
     return tmp_path
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    """A notification/ping receiver on 127.0.0.1 that records what it is sent."""
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def hanging() -> Iterator[HangingReceiver]:
+    """A receiver on 127.0.0.1 that accepts connections and never answers."""
+    receiver = HangingReceiver()
+    yield receiver
+    receiver.close()

@@ -7,13 +7,11 @@ from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
+from config_support import PREFIX, error_of, parse
 
 from supervisor.config import parse_home_config, parse_task_config, read_home_config, read_task_config
 from supervisor.errors import ConfigError
 from supervisor.spec import CatchUp, HomeConfig, Limits, Window
-
-PATH = Path("/home/pi/Tasks/demo/config.ini")
-PREFIX = f"task 'demo': {PATH}: "
 
 FULL_SEED = """\
 [Frequency]
@@ -26,16 +24,6 @@ Enabled = True
 Testing = False
 RunOnStartup = True
 """
-
-
-def parse(text: str, *, defaults: Limits = Limits()):
-    return parse_task_config(text, task="demo", path=PATH, defaults=defaults)
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as caught:
-        parse(text)
-    return str(caught.value)
 
 
 def test_full_seed_config_parses_without_warnings():

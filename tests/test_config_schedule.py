@@ -9,23 +9,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from config_support import PREFIX, error_of, parse
 
-from supervisor.config import parse_home_config, parse_task_config
+from supervisor.config import parse_home_config
 from supervisor.errors import ConfigError
 from supervisor.spec import Outcome, RetryPolicy
-
-PATH = Path("/home/pi/Tasks/demo/config.ini")
-PREFIX = f"task 'demo': {PATH}: "
-
-
-def parse(text: str, *, retry_defaults: RetryPolicy = RetryPolicy()):
-    return parse_task_config(text, task="demo", path=PATH, retry_defaults=retry_defaults)
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as caught:
-        parse(text)
-    return str(caught.value)
 
 
 def test_seed_config_is_an_interval_task_with_the_new_defaults():

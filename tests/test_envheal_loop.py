@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from loop_harness import KEY_A, Harness, started_harness
 
 from supervisor.events import EnvBuilt
 from supervisor.spec import RunMode
-from test_loop import KEY_A, Harness
 
 pytestmark = pytest.mark.timeout(30)
 GONE = f"env {KEY_A}: its interpreter /envs/{KEY_A}/bin/python points to /usr/bin/python3.11, which is gone"
@@ -18,11 +18,16 @@ GONE = f"env {KEY_A}: its interpreter /envs/{KEY_A}/bin/python points to /usr/bi
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path / "home")
-    harness.sup.start()
-    yield harness
-    harness.records.close()
-    harness.task_logs.close()
+    with started_harness(tmp_path / "home") as harness:
+        yield harness
+
+
+def _ran_once(h: Harness) -> None:
+    """Task 't' (every minute) exists, has run once on KEY_A and waits for its next slot."""
+    h.write("t", every=1)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"))
+    h.settle()
 
 
 def _break(h: Harness) -> None:
@@ -69,10 +74,7 @@ def test_a_vanished_interpreter_is_rebuilt_once_for_all_tasks_on_it(h: Harness) 
 
 
 def test_a_failed_rebuild_leaves_the_task_env_failed_with_the_reason(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     _break(h)
     h.tick(60)
     _repair(h, error="task 't': cannot create the virtualenv: no python")
@@ -83,10 +85,7 @@ def test_a_failed_rebuild_leaves_the_task_env_failed_with_the_reason(h: Harness)
 
 
 def test_a_spawn_that_fails_because_the_interpreter_just_vanished_heals_too(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     from supervisor.errors import SpawnError
 
     # The interpreter disappears between the pre-spawn check and the spawn itself.
@@ -108,10 +107,7 @@ def test_a_spawn_that_fails_because_the_interpreter_just_vanished_heals_too(h: H
 
 
 def test_healthy_again_after_a_rebuild_a_later_breakage_heals_again(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     for _ in range(2):
         _break(h)
         h.tick(60)
@@ -125,10 +121,7 @@ def test_healthy_again_after_a_rebuild_a_later_breakage_heals_again(h: Harness) 
 
 
 def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
-    h.write("t", every=1)
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"))
-    h.settle()
+    _ran_once(h)
     _break(h)
     h.tick(60)
     h.envs.ready.add(KEY_A)  # the build reports success, but the interpreter is still gone
@@ -140,7 +133,7 @@ def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
 
 
 def test_a_broken_serving_env_while_a_new_one_builds_waits_for_the_new_one(h: Harness) -> None:
-    from test_loop import KEY_B
+    from loop_harness import KEY_B
 
     h.write("t", every=1)
     h.settle()

@@ -18,15 +18,9 @@ from typing import Mapping, Sequence
 import pytest
 
 from helpers import build_wheel, wait_for
-from supervisor.envs import (
-    MARKER_NAME,
-    EnvManager,
-    InstallerRun,
-    normalize_requirements,
-    references_relative_path,
-    run_installer,
-    summarize_installer_output,
-)
+from supervisor.envs import MARKER_NAME, EnvManager
+from supervisor.installer import InstallerRun, run_installer, summarize_installer_output
+from supervisor.reqparse import normalize_requirements, references_relative_path
 from supervisor.errors import ConfigError, EnvBuildError
 from supervisor.paths import Paths
 

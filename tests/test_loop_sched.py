@@ -1,5 +1,5 @@
-"""Scheduling kinds and [Retry] inside the loop, on a fake clock and a fake executor (tests/test_loop.py's
-harness): retries as their own rows that never move the schedule, "the next slot wins", the streak of final
+"""Scheduling kinds and [Retry] inside the loop, on a fake clock and a fake executor (tests/loop_harness.py):
+retries as their own rows that never move the schedule, "the next slot wins", the streak of final
 attempts, `why` and `status` fields, cron slots and RunAt's `done`. No processes, no sleeps.
 """
 
@@ -11,21 +11,18 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from loop_harness import START, Harness, started_harness
 
 from supervisor.history import failure_streak
 from supervisor.spec import Outcome, RunRecord, Trigger
-from test_loop import START, Harness
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path / "home")
-    harness.sup.start()
-    yield harness
-    harness.records.close()
-    harness.task_logs.close()
+    with started_harness(tmp_path / "home") as harness:
+        yield harness
 
 
 def write(h: Harness, name: str, config: str) -> None:

@@ -9,7 +9,6 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from helpers import wait_for, write_task
@@ -34,20 +33,6 @@ from supervisor.notify.senders import ping, run_command, send_apprise
 from supervisor.secretenv import Secrets
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
-def hanging() -> Iterator[HangingReceiver]:
-    receiver = HangingReceiver()
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture

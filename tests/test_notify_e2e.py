@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from harness import SupervisorProcess
@@ -15,20 +14,6 @@ from receivers import HangingReceiver, HttpReceiver
 pytestmark = pytest.mark.timeout(120)
 
 SECRET = "sk-live-7c1d9e0f22"
-
-
-@pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
-def hanging() -> Iterator[HangingReceiver]:
-    receiver = HangingReceiver()
-    yield receiver
-    receiver.close()
 
 
 def test_a_failing_task_notifies_once_with_secrets_masked_everywhere(home: Path, http: HttpReceiver) -> None:

@@ -1,4 +1,4 @@
-"""The loop's side of notifications, on a fake clock and a fake executor (tests/test_loop.py's harness):
+"""The loop's side of notifications, on a fake clock and a fake executor (tests/loop_harness.py):
 run-started listeners, the task spec on run facts, home-wide [Notify] defaults, and the loop's health."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_loop import Harness
+from loop_harness import Harness, started_harness
 
 from supervisor.notify.model import NotifyEvent, NotifySettings
 from supervisor.spec import HomeConfig, Outcome, RunStarted
@@ -18,12 +18,9 @@ HOME_URL = "json://127.0.0.1:9/home"
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path / "home", home_config=HomeConfig(notify=NotifySettings(urls=(HOME_URL,),
-                                                                                       after_failures=3)))
-    harness.sup.start()
-    yield harness
-    harness.records.close()
-    harness.task_logs.close()
+    home_config = HomeConfig(notify=NotifySettings(urls=(HOME_URL,), after_failures=3))
+    with started_harness(tmp_path / "home", home_config=home_config) as harness:
+        yield harness
 
 
 def test_run_started_listeners_and_run_facts_carry_the_spec_with_home_defaults(h: Harness) -> None:

@@ -12,7 +12,7 @@ from supervisor.spec import Outcome, RunRecord, Trigger
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 
-# The first shipped schema (records._MIGRATIONS[0]), as a database written before retries existed has it.
+# The first shipped schema (records_schema.MIGRATIONS[0]), as a database written before retries existed has it.
 V1_SCHEMA = """
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, trigger TEXT NOT NULL, due TEXT,
                    started TEXT NOT NULL, finished TEXT, outcome TEXT, duration_s REAL, exit_code INTEGER,
