@@ -10,9 +10,10 @@ from pathlib import Path
 try:
     from supervisor.cli import main
 except ImportError as exc:  # e.g. the system python3 without the dependencies installed
-    sys.exit(f"main.py: cannot start: {exc}. Install the dependencies first: python3 -m venv .venv && "
-             f".venv/bin/pip install -e . && .venv/bin/python main.py")
+    sys.exit(
+        f"main.py: cannot start: {exc}. Install the dependencies first: python3 -m venv .venv && "
+        f".venv/bin/pip install -e . && .venv/bin/python main.py"
+    )
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], prog="main.py", command="run",
-                  default_home=Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv[1:], prog="main.py", command="run", default_home=Path(__file__).resolve().parent))

@@ -9,9 +9,10 @@ from pathlib import Path
 try:
     from supervisor.cli import main
 except ImportError as exc:  # e.g. the system python3 without the dependencies installed
-    sys.exit(f"terminate.py: cannot start: {exc}. Use the python that runs the supervisor, "
-             f"e.g. .venv/bin/python terminate.py")
+    sys.exit(
+        f"terminate.py: cannot start: {exc}. Use the python that runs the supervisor, "
+        f"e.g. .venv/bin/python terminate.py"
+    )
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], prog="terminate.py", command="stop",
-                  default_home=Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv[1:], prog="terminate.py", command="stop", default_home=Path(__file__).resolve().parent))

@@ -32,8 +32,21 @@ from supervisor.paths import Paths  # noqa: E402
 from supervisor.runner import Runner, RunProcess, child_environment  # noqa: E402
 from supervisor.spec import LaunchSpec, ProcessReport, RunMode  # noqa: E402
 
-__all__ = ["REPO", "Settings", "build_wheel", "wait_for", "write_task", "temp_home", "ready_env", "CpuBurners",
-           "BenchRunner", "now_ns", "hermetic_env", "pids_alive", "kill_quietly"]
+__all__ = [
+    "REPO",
+    "Settings",
+    "build_wheel",
+    "wait_for",
+    "write_task",
+    "temp_home",
+    "ready_env",
+    "CpuBurners",
+    "BenchRunner",
+    "now_ns",
+    "hermetic_env",
+    "pids_alive",
+    "kill_quietly",
+]
 
 
 def now_ns() -> int:
@@ -70,8 +83,9 @@ def temp_home(prefix: str, settings: Settings | None = None) -> Iterator[Path]:
 def hermetic_env(**extra: str) -> dict[str, str]:
     """os.environ without the host's pip and uv settings (find-links, indexes, constraints), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
-               UV_NO_PROGRESS="1", **extra)
+    env.update(
+        PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", UV_NO_PROGRESS="1", **extra
+    )
     return env
 
 
@@ -96,8 +110,7 @@ class CpuBurners:
 
     def __enter__(self) -> "CpuBurners":
         for _ in range(self.count):
-            self._procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                                                stdin=subprocess.DEVNULL))
+            self._procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -143,11 +156,24 @@ class BenchRunner:
         """What the loop builds before a spawn: run id, the child environment, the LaunchSpec."""
         self._seq += 1
         run_id = f"bench-{os.getpid()}-{self._seq}"
-        env = child_environment(os.environ, task=task, run_id=run_id, task_dir=self.home / "Tasks" / task,
-                                output_dir=self.home / "Tasks" / task / "Output",
-                                env_dir=self.python.parent.parent, cookie=f"bench/{run_id}")
-        return LaunchSpec(task=task, run_id=run_id, mode=mode, python=self.python, home=self.home,
-                          kill_grace_s=self.grace_s if grace_s is None else grace_s, env=env)
+        env = child_environment(
+            os.environ,
+            task=task,
+            run_id=run_id,
+            task_dir=self.home / "Tasks" / task,
+            output_dir=self.home / "Tasks" / task / "Output",
+            env_dir=self.python.parent.parent,
+            cookie=f"bench/{run_id}",
+        )
+        return LaunchSpec(
+            task=task,
+            run_id=run_id,
+            mode=mode,
+            python=self.python,
+            home=self.home,
+            kill_grace_s=self.grace_s if grace_s is None else grace_s,
+            env=env,
+        )
 
     def launch(self, spec: LaunchSpec) -> RunProcess:
         return self.runner.launch(spec)
@@ -167,8 +193,11 @@ class BenchRunner:
         return self.exited[run_id]
 
     def wait_lines(self, run_id: str, count: int, *, timeout: float = 30.0) -> list[str]:
-        self.wait(lambda: len(self.lines.get(run_id, ())) >= count or run_id in self.exited, timeout=timeout,
-                  what=f"{count} line(s) from run {run_id}")
+        self.wait(
+            lambda: len(self.lines.get(run_id, ())) >= count or run_id in self.exited,
+            timeout=timeout,
+            what=f"{count} line(s) from run {run_id}",
+        )
         lines = self.lines.get(run_id, [])
         if len(lines) < count:
             report = self.exited.get(run_id)

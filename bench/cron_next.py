@@ -29,8 +29,11 @@ GROUP = "schedule"
 OCCURRENCES = 1000
 ZONE = "Europe/Berlin"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)  # spans both 2026 DST changes for the denser expressions
-CASES = (("*/5 * * * *", Window()), ("30 7 * * mon-fri", Window()),
-         ("0 * * * *", Window(clock_time(8, 0), clock_time(18, 0))))
+CASES = (
+    ("*/5 * * * *", Window()),
+    ("30 7 * * mon-fri", Window()),
+    ("0 * * * *", Window(clock_time(8, 0), clock_time(18, 0))),
+)
 
 
 def ours_ms(expression: str, window: Window) -> float:
@@ -60,13 +63,23 @@ def run(settings: Settings) -> list[Figure]:
         ours, base = interleave(rounds, lambda: ours_ms(expression, window), lambda: library_ms(expression))
         mine, floor = summarize(ours), summarize(base)
         where = f", window {window}" if window != Window() else ""
-        figures.append(Figure(
-            GROUP, f"next --count {OCCURRENCES}: cron '{expression}'{where}", "ms", mine, "≤ 50 ms",
-            mine.median <= 50.0, baseline=floor, baseline_name=f"bare cronsim, {OCCURRENCES} occurrences",
-            ratio=ratio_of(mine, floor),
-            note=f"{rounds} rounds, interleaved; zone {ZONE}, 30 s jitter, JSON rendered; the window "
-                 "filter also walks the slots it drops" if where else
-                 f"{rounds} rounds, interleaved; zone {ZONE}, 30 s jitter, JSON rendered"))
+        figures.append(
+            Figure(
+                GROUP,
+                f"next --count {OCCURRENCES}: cron '{expression}'{where}",
+                "ms",
+                mine,
+                "≤ 50 ms",
+                mine.median <= 50.0,
+                baseline=floor,
+                baseline_name=f"bare cronsim, {OCCURRENCES} occurrences",
+                ratio=ratio_of(mine, floor),
+                note=f"{rounds} rounds, interleaved; zone {ZONE}, 30 s jitter, JSON rendered; the window "
+                "filter also walks the slots it drops"
+                if where
+                else f"{rounds} rounds, interleaved; zone {ZONE}, 30 s jitter, JSON rendered",
+            )
+        )
     return figures
 
 

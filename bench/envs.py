@@ -44,8 +44,7 @@ def _requirements(folder: Path, wheels: Path, packages: Sequence[str]) -> Path:
 
 def _check_imports(python: Path, packages: Sequence[str]) -> None:
     modules = ", ".join(p.replace("-", "_") for p in packages)
-    subprocess.run([str(python), "-c", f"import {modules}"], check=True, stdin=subprocess.DEVNULL,
-                   env=hermetic_env())
+    subprocess.run([str(python), "-c", f"import {modules}"], check=True, stdin=subprocess.DEVNULL, env=hermetic_env())
 
 
 class _Builds:
@@ -94,10 +93,20 @@ class _Builds:
         uv = _uv_binary()
         venv = folder / "env"
         start = now_ns()
-        subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env,
-                       stdin=subprocess.DEVNULL, cwd=folder / "t")
-        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
-                        str(requirements)], check=True, env=env, stdin=subprocess.DEVNULL, cwd=folder / "t")
+        subprocess.run(
+            [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+            check=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            cwd=folder / "t",
+        )
+        subprocess.run(
+            [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements)],
+            check=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            cwd=folder / "t",
+        )
         elapsed = (now_ns() - start) / 1e6
         self._verify("uv", venv / "bin" / "python")
         shutil.rmtree(folder, ignore_errors=True)
@@ -109,10 +118,16 @@ class _Builds:
         env = hermetic_env(PIP_CACHE_DIR=str(cache))
         venv = folder / "env"
         start = now_ns()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, stdin=subprocess.DEVNULL,
-                       cwd=folder / "t")
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
-                       check=True, env=env, stdin=subprocess.DEVNULL, cwd=folder / "t")
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(venv)], check=True, env=env, stdin=subprocess.DEVNULL, cwd=folder / "t"
+        )
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+            check=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            cwd=folder / "t",
+        )
         elapsed = (now_ns() - start) / 1e6
         self._verify("pip", venv / "bin" / "python")
         shutil.rmtree(folder, ignore_errors=True)
@@ -156,13 +171,31 @@ def env_builds(settings: Settings, scratch: Path, wheels: Path, packages: Sequen
     ours, uv, pip = summarize(ours_ms), summarize(uv_ms), summarize(pip_ms)
     to_uv, to_pip = ratio_of(ours, uv), ratio_of(ours, pip)
     return [
-        Figure(GROUP, f"env build, cold, {label}", "ms", ours, "≤ 2×", to_uv is not None and to_uv <= 2.0,
-               baseline=uv, baseline_name="uv venv + uv pip install", ratio=to_uv),
-        Figure(GROUP, f"env build, cold, {label}, vs venv + pip", "ms", ours, "≥ 10× faster (≤ 0.10×)",
-               to_pip is not None and to_pip <= 0.10, baseline=pip, baseline_name="python -m venv + pip",
-               ratio=to_pip,
-               note=f"{len(pip_ms)} pip build(s); fresh UV_CACHE_DIR / PIP_CACHE_DIR per build"
-               if len(packages) == 1 else ""),
+        Figure(
+            GROUP,
+            f"env build, cold, {label}",
+            "ms",
+            ours,
+            "≤ 2×",
+            to_uv is not None and to_uv <= 2.0,
+            baseline=uv,
+            baseline_name="uv venv + uv pip install",
+            ratio=to_uv,
+        ),
+        Figure(
+            GROUP,
+            f"env build, cold, {label}, vs venv + pip",
+            "ms",
+            ours,
+            "≥ 10× faster (≤ 0.10×)",
+            to_pip is not None and to_pip <= 0.10,
+            baseline=pip,
+            baseline_name="python -m venv + pip",
+            ratio=to_pip,
+            note=f"{len(pip_ms)} pip build(s); fresh UV_CACHE_DIR / PIP_CACHE_DIR per build"
+            if len(packages) == 1
+            else "",
+        ),
     ]
 
 
@@ -208,11 +241,18 @@ def run(settings: Settings) -> list[Figure]:
             build_wheel(wheels, name, "1.0")
         figures += env_builds(settings, scratch, wheels, PACKAGES[:1])
         figures += env_builds(settings, scratch, wheels, PACKAGES)
-        samples, installer_calls = is_current_per_call(scratch / "restart", wheels,
-                                                       calls=int(settings.pick(500, 3000)))
+        samples, installer_calls = is_current_per_call(scratch / "restart", wheels, calls=int(settings.pick(500, 3000)))
         current = summarize(samples)
-        figures.append(Figure(
-            GROUP, '"is this env current?" on restart', "ms", current, "≤ 1 ms, never calls an installer",
-            current.median <= 1.0 and installer_calls == 0, tail=True,
-            note=f"EnvManager.key_for + is_ready per task; installer calls: {installer_calls}"))
+        figures.append(
+            Figure(
+                GROUP,
+                '"is this env current?" on restart',
+                "ms",
+                current,
+                "≤ 1 ms, never calls an installer",
+                current.median <= 1.0 and installer_calls == 0,
+                tail=True,
+                note=f"EnvManager.key_for + is_ready per task; installer calls: {installer_calls}",
+            )
+        )
     return figures

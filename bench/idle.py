@@ -64,15 +64,21 @@ def _far_window() -> tuple[str, str]:
 
 def make_home(home: Path, wheels: Path) -> None:
     allowed_from, allowed_to = _far_window()
-    config = (f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {allowed_from}\nAllowedTo = {allowed_to}\n"
-              "[Global]\nEnabled = True\nTesting = False\nRunOnStartup = False\n")
+    config = (
+        f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {allowed_from}\nAllowedTo = {allowed_to}\n"
+        "[Global]\nEnabled = True\nTesting = False\nRunOnStartup = False\n"
+    )
     for index in range(REQUIREMENT_SETS):
         build_wheel(wheels, f"bench-req-{index:02d}", "1.0")
     for index in range(TASKS):
         package = f"bench-req-{index % REQUIREMENT_SETS:02d}"
-        write_task(home / "Tasks", f"t{index:03d}", config=config,
-                   main=f"import {package.replace('-', '_')}\n\ndef main():\n    return None\n",
-                   requirements=f"--no-index\n--find-links {wheels}\n{package}\n")
+        write_task(
+            home / "Tasks",
+            f"t{index:03d}",
+            config=config,
+            main=f"import {package.replace('-', '_')}\n\ndef main():\n    return None\n",
+            requirements=f"--no-index\n--find-links {wheels}\n{package}\n",
+        )
 
 
 def _loaded_times(log: str) -> list[float]:
@@ -156,8 +162,9 @@ def run(settings: Settings) -> list[Figure]:
             sup.stop()
             warm_s, warm_self_cpu, warm_children_cpu = start_until_scheduled(sup, timeout=120)
             assert sup.proc is not None
-            old = subprocess.Popen([sys.executable, "-c", OLD_DESIGN, str(TASKS)], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE)
+            old = subprocess.Popen(
+                [sys.executable, "-c", OLD_DESIGN, str(TASKS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
             assert old.stdout is not None
             if old.stdout.readline().strip() != b"ready":
                 raise AssertionError("the polling-design process did not start")
@@ -184,32 +191,67 @@ def run(settings: Settings) -> list[Figure]:
     ours_cpu, ours_wakeups = measured["ours"]
     old_cpu, old_wakeups = measured["old"]
     figures += [
-        Figure(GROUP, f"start with {TASKS} tasks, {REQUIREMENT_SETS} requirement sets: all scheduled, cold", "s",
-               summarize([cold_s]), "≤ 30 s", cold_s <= 30.0,
-               note=f"{REQUIREMENT_SETS} env builds (uv, fresh UV_CACHE_DIR) and {TASKS} initialize() runs; "
-                    "spawn of main.py to the last 'loaded' log line"),
-        Figure(GROUP, f"start with {TASKS} tasks, {REQUIREMENT_SETS} requirement sets: all scheduled, warm", "s",
-               summarize([warm_s]), "≤ 3 s", warm_s <= 3.0,
-               note=f"envs already built: {TASKS} env checks and {TASKS} initialize() runs. Why it misses: "
-                    f"each initialize() is one interpreter start plus a fork (shim: monitor + task process); "
-                    f"they cost {warm_children_cpu:.1f} CPU s ({warm_children_cpu / TASKS * 1000:.1f} ms each) "
-                    f"and the supervisor {warm_self_cpu:.1f} CPU s, i.e. at least "
-                    f"{(warm_children_cpu + warm_self_cpu) / (os.cpu_count() or 1):.1f} s on {os.cpu_count()} "
-                    "cores even with perfect overlap. Meeting 3 s needs fewer interpreter starts (e.g. a per-env "
-                    "fork server for initialize()), not a faster loop"),
-        Figure(GROUP, f"idle CPU with {TASKS} loaded tasks", "% of a core", summarize([ours_cpu]), "≤ 0.01 %",
-               ours_cpu <= 0.01, baseline=summarize([old_cpu]), baseline_name="thread per task, polling every 5 s",
-               ratio=ratio_of(summarize([ours_cpu]), summarize([old_cpu])),
-               note=f"{window_s:g} s window, both processes measured over the same window; CPU from "
-                    "/proc/PID/task/*/schedstat (ns)"),
-        Figure(GROUP, f"idle wake-ups with {TASKS} loaded tasks, none due", "/s", summarize([ours_wakeups]),
-               "scale with due runs, not tasks (≤ 1/s with none due)", ours_wakeups <= 1.0,
-               baseline=summarize([old_wakeups]), baseline_name="thread per task, polling every 5 s",
-               ratio=ratio_of(summarize([ours_wakeups]), summarize([old_wakeups])),
-               note="context switches (voluntary + involuntary) of all threads, per second"),
-        Figure(GROUP, f"supervisor memory with {TASKS} tasks", "MiB RSS", summarize([rss_ours]), "≤ 40 MiB",
-               rss_ours <= 40.0, baseline=summarize([rss_old]), baseline_name="polling design (500 idle threads)",
-               ratio=ratio_of(summarize([rss_ours]), summarize([rss_old])),
-               note="VmRSS at the end of the idle window, after the warm start"),
+        Figure(
+            GROUP,
+            f"start with {TASKS} tasks, {REQUIREMENT_SETS} requirement sets: all scheduled, cold",
+            "s",
+            summarize([cold_s]),
+            "≤ 30 s",
+            cold_s <= 30.0,
+            note=f"{REQUIREMENT_SETS} env builds (uv, fresh UV_CACHE_DIR) and {TASKS} initialize() runs; "
+            "spawn of main.py to the last 'loaded' log line",
+        ),
+        Figure(
+            GROUP,
+            f"start with {TASKS} tasks, {REQUIREMENT_SETS} requirement sets: all scheduled, warm",
+            "s",
+            summarize([warm_s]),
+            "≤ 3 s",
+            warm_s <= 3.0,
+            note=f"envs already built: {TASKS} env checks and {TASKS} initialize() runs. Why it misses: "
+            f"each initialize() is one interpreter start plus a fork (shim: monitor + task process); "
+            f"they cost {warm_children_cpu:.1f} CPU s ({warm_children_cpu / TASKS * 1000:.1f} ms each) "
+            f"and the supervisor {warm_self_cpu:.1f} CPU s, i.e. at least "
+            f"{(warm_children_cpu + warm_self_cpu) / (os.cpu_count() or 1):.1f} s on {os.cpu_count()} "
+            "cores even with perfect overlap. Meeting 3 s needs fewer interpreter starts (e.g. a per-env "
+            "fork server for initialize()), not a faster loop",
+        ),
+        Figure(
+            GROUP,
+            f"idle CPU with {TASKS} loaded tasks",
+            "% of a core",
+            summarize([ours_cpu]),
+            "≤ 0.01 %",
+            ours_cpu <= 0.01,
+            baseline=summarize([old_cpu]),
+            baseline_name="thread per task, polling every 5 s",
+            ratio=ratio_of(summarize([ours_cpu]), summarize([old_cpu])),
+            note=f"{window_s:g} s window, both processes measured over the same window; CPU from "
+            "/proc/PID/task/*/schedstat (ns)",
+        ),
+        Figure(
+            GROUP,
+            f"idle wake-ups with {TASKS} loaded tasks, none due",
+            "/s",
+            summarize([ours_wakeups]),
+            "scale with due runs, not tasks (≤ 1/s with none due)",
+            ours_wakeups <= 1.0,
+            baseline=summarize([old_wakeups]),
+            baseline_name="thread per task, polling every 5 s",
+            ratio=ratio_of(summarize([ours_wakeups]), summarize([old_wakeups])),
+            note="context switches (voluntary + involuntary) of all threads, per second",
+        ),
+        Figure(
+            GROUP,
+            f"supervisor memory with {TASKS} tasks",
+            "MiB RSS",
+            summarize([rss_ours]),
+            "≤ 40 MiB",
+            rss_ours <= 40.0,
+            baseline=summarize([rss_old]),
+            baseline_name="polling design (500 idle threads)",
+            ratio=ratio_of(summarize([rss_ours]), summarize([rss_old])),
+            note="VmRSS at the end of the idle window, after the warm start",
+        ),
     ]
     return figures

@@ -23,8 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .common import (BenchRunner, Settings, kill_quietly, now_ns, pids_alive, ready_env, temp_home, wait_for,
-                     write_task)
+from .common import BenchRunner, Settings, kill_quietly, now_ns, pids_alive, ready_env, temp_home, wait_for, write_task
 from .stats import Figure, interleave, ratio_of, summarize
 from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
 from supervisor import _shim
@@ -54,17 +53,25 @@ def main():
     time.sleep(1000)
 """
 
-BASELINE_SCRIPT = TREE_SOURCE + """
+BASELINE_SCRIPT = (
+    TREE_SOURCE
+    + """
 pids = build(int(sys.argv[1]), sys.argv[2] == "1")
 sys.stdout.write(" ".join(map(str, pids)) + "\\n")
 sys.stdout.flush()
 time.sleep(1000)
 """
+)
 
 
 def _write_tree_task(home: Path, name: str, size: int, ignore_term: bool) -> None:
-    write_task(home / "Tasks", name, main=TREE_MAIN.format(name=name, size=size, ignore=ignore_term),
-               initialize=None, extra={"tree.py": TREE_SOURCE})
+    write_task(
+        home / "Tasks",
+        name,
+        main=TREE_MAIN.format(name=name, size=size, ignore=ignore_term),
+        initialize=None,
+        extra={"tree.py": TREE_SOURCE},
+    )
 
 
 def _wait_gone(pids: list[int], timeout: float = 30.0) -> int:
@@ -109,9 +116,13 @@ class TreeStops:
 
     def baseline(self, size: int, *, ignore_term: bool = False) -> float:
         """ms from ``killpg(SIGTERM)`` on a session of the same shape until all of it is dead."""
-        proc = subprocess.Popen([str(self.python), str(self.script), str(size), "1" if ignore_term else "0"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True,
-                                cwd=self.home)
+        proc = subprocess.Popen(
+            [str(self.python), str(self.script), str(size), "1" if ignore_term else "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            cwd=self.home,
+        )
         try:
             assert proc.stdout is not None
             pids = [int(p) for p in proc.stdout.readline().split()]
@@ -149,9 +160,14 @@ def main():
 def supervisor_sigkill(home: Path, *, ignore_term: bool, reps: int) -> list[float]:
     """ms from SIGKILL of a real supervisor until its run's monitor and whole tree are dead."""
     name = "orphaned_ignoring" if ignore_term else "orphaned"
-    folder = write_task(home / "Tasks", name, main=SUPERVISED_MAIN.format(name=name, size=6, ignore=ignore_term),
-                        initialize=None, extra={"tree.py": TREE_SOURCE},
-                        config="[Frequency]\nEveryXMinutes = 1440\n[Global]\nRunOnStartup = True\n")
+    folder = write_task(
+        home / "Tasks",
+        name,
+        main=SUPERVISED_MAIN.format(name=name, size=6, ignore=ignore_term),
+        initialize=None,
+        extra={"tree.py": TREE_SOURCE},
+        config="[Frequency]\nEveryXMinutes = 1440\n[Global]\nRunOnStartup = True\n",
+    )
     pids_file = folder / "Output" / "pids.txt"
     samples: list[float] = []
     for _ in range(reps):
@@ -181,37 +197,67 @@ def run(settings: Settings) -> list[Figure]:
         stops = TreeStops(home, python)
         try:
             stops.ours(6, ignore_term=False, grace_s=default_grace), stops.baseline(6)  # warm-up
-            ours_ms, floor_ms = interleave(int(settings.pick(8, 25)),
-                                           lambda: stops.ours(6, ignore_term=False, grace_s=default_grace),
-                                           lambda: stops.baseline(6))
+            ours_ms, floor_ms = interleave(
+                int(settings.pick(8, 25)),
+                lambda: stops.ours(6, ignore_term=False, grace_s=default_grace),
+                lambda: stops.baseline(6),
+            )
             ours, floor = summarize(ours_ms), summarize(floor_ms)
             ratio = ratio_of(ours, floor)
-            figures.append(Figure(
-                GROUP, "stop a run's tree of 6 that obeys SIGTERM", "ms", ours, "≤ 3× (about 10 ms)",
-                ratio is not None and ratio <= 3.0, baseline=floor,
-                baseline_name="os.killpg on a session", ratio=ratio,
-                note="ours ends when the monitor has reaped all 6, exited and its report was read; the "
-                     "baseline when all 6 are dead (zombies count), polled every 0.2 ms"))
+            figures.append(
+                Figure(
+                    GROUP,
+                    "stop a run's tree of 6 that obeys SIGTERM",
+                    "ms",
+                    ours,
+                    "≤ 3× (about 10 ms)",
+                    ratio is not None and ratio <= 3.0,
+                    baseline=floor,
+                    baseline_name="os.killpg on a session",
+                    ratio=ratio,
+                    note="ours ends when the monitor has reaped all 6, exited and its report was read; the "
+                    "baseline when all 6 are dead (zombies count), polled every 0.2 ms",
+                )
+            )
 
             grace = float(settings.pick(0.3, 1.0))
             ignoring = [stops.ours(6, ignore_term=True, grace_s=grace) for _ in range(int(settings.pick(3, 8)))]
             ours = summarize(ignoring)
             overhead = summarize([v - grace * 1000 for v in ignoring])
             grace_summary = summarize([grace * 1000])
-            figures.append(Figure(
-                GROUP, "stop a tree of 6 that ignores SIGTERM", "ms", ours, "grace + ≤ 20 ms",
-                overhead.median <= 20.0, baseline=grace_summary, baseline_name="grace period",
-                ratio=ratio_of(ours, grace_summary),
-                note=f"overhead past the grace: {overhead.show('ms')}"))
+            figures.append(
+                Figure(
+                    GROUP,
+                    "stop a tree of 6 that ignores SIGTERM",
+                    "ms",
+                    ours,
+                    "grace + ≤ 20 ms",
+                    overhead.median <= 20.0,
+                    baseline=grace_summary,
+                    baseline_name="grace period",
+                    ratio=ratio_of(ours, grace_summary),
+                    note=f"overhead past the grace: {overhead.show('ms')}",
+                )
+            )
 
             for size in (1, 10, 100):
                 reps = int(settings.pick(3 if size == 100 else 5, 10))
                 samples = [stops.ours(size, ignore_term=False, grace_s=default_grace) for _ in range(reps)]
-                figures.append(Figure(
-                    GROUP, f"timeout fired → tree of {size} gone", "ms", summarize(samples), "(report only)",
-                    None, baseline_name=f"grace {default_grace:g} s, not reached (tree obeys SIGTERM)",
-                    note="from RunProcess.stop(), which is all the loop's timeout enforcement does, to the "
-                         "run's exit report" if size == 1 else ""))
+                figures.append(
+                    Figure(
+                        GROUP,
+                        f"timeout fired → tree of {size} gone",
+                        "ms",
+                        summarize(samples),
+                        "(report only)",
+                        None,
+                        baseline_name=f"grace {default_grace:g} s, not reached (tree obeys SIGTERM)",
+                        note="from RunProcess.stop(), which is all the loop's timeout enforcement does, to the "
+                        "run's exit report"
+                        if size == 1
+                        else "",
+                    )
+                )
         finally:
             stops.close()
 
@@ -220,11 +266,19 @@ def run(settings: Settings) -> list[Figure]:
             reps = int(settings.pick(2, 5)) if not ignore_term else int(settings.pick(1, 3))
             samples = supervisor_sigkill(home, ignore_term=ignore_term, reps=reps)
             what = "ignores" if ignore_term else "obeys"
-            figures.append(Figure(
-                GROUP, f"SIGKILL of the supervisor → last task process gone (tree {what} SIGTERM)", "ms",
-                summarize(samples), "within a few seconds", max(samples) <= 5000.0,
-                baseline_name=f"orphan grace {orphan_grace:g} s",
-                note="monitor + 6-process tree of a run started by a real supervisor; the monitor sees its "
-                     "control pipe close (and PDEATHSIG), SIGTERMs the tree, SIGKILLs after the orphan grace"
-                if not ignore_term else ""))
+            figures.append(
+                Figure(
+                    GROUP,
+                    f"SIGKILL of the supervisor → last task process gone (tree {what} SIGTERM)",
+                    "ms",
+                    summarize(samples),
+                    "within a few seconds",
+                    max(samples) <= 5000.0,
+                    baseline_name=f"orphan grace {orphan_grace:g} s",
+                    note="monitor + 6-process tree of a run started by a real supervisor; the monitor sees its "
+                    "control pipe close (and PDEATHSIG), SIGTERMs the tree, SIGKILLs after the orphan grace"
+                    if not ignore_term
+                    else "",
+                )
+            )
     return figures

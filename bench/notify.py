@@ -37,19 +37,29 @@ def canary_lateness(settings: Settings, *, notify_port: int | None, runs: int) -
         if notify_port is not None:
             urls = ", ".join(f"json://127.0.0.1:{notify_port}/n{i}" for i in range(5))
             notify = f"[Notify]\nUrls = {urls}\nOn = success\nPingUrl = http://127.0.0.1:{notify_port}/hc\n"
-        write_task(home / "Tasks", "Noisy", main="def main():\n    return 'fine'\n",
-                   config=f"[Frequency]\nEveryXMinutes = {PERIOD_MIN}\n{notify}")
-        write_task(home / "Tasks", "Canary", main="def main():\n    return 'tweet'\n",
-                   config=f"[Frequency]\nEveryXMinutes = {PERIOD_MIN}\n")
+        write_task(
+            home / "Tasks",
+            "Noisy",
+            main="def main():\n    return 'fine'\n",
+            config=f"[Frequency]\nEveryXMinutes = {PERIOD_MIN}\n{notify}",
+        )
+        write_task(
+            home / "Tasks",
+            "Canary",
+            main="def main():\n    return 'tweet'\n",
+            config=f"[Frequency]\nEveryXMinutes = {PERIOD_MIN}\n",
+        )
         with SupervisorProcess(home) as sup:
             wait_for(lambda: len(sup.history("Noisy")) >= 10, timeout=120, what="10 noisy runs (50 notices)")
             skip = len(sup.history("Canary"))
-            wait_for(lambda: len(sup.history("Canary")) >= skip + runs, timeout=runs * 2 + 60,
-                     what=f"{runs} canary runs")
-            rows = [r for r in reversed(sup.history("Canary")) if r["trigger"] == "schedule"][skip:skip + runs]
+            wait_for(
+                lambda: len(sup.history("Canary")) >= skip + runs, timeout=runs * 2 + 60, what=f"{runs} canary runs"
+            )
+            rows = [r for r in reversed(sup.history("Canary")) if r["trigger"] == "schedule"][skip : skip + runs]
             noisy = len(sup.history("Noisy"))
-    late = [(datetime.fromisoformat(r["started"]) - datetime.fromisoformat(r["due"])).total_seconds() * 1000
-            for r in rows]
+    late = [
+        (datetime.fromisoformat(r["started"]) - datetime.fromisoformat(r["due"])).total_seconds() * 1000 for r in rows
+    ]
     return late, noisy
 
 
@@ -72,15 +82,18 @@ def queue_memory_kb(notices: int, *, capacity: int = 200) -> tuple[float, int]:
     try:
         # Warm up: the first delivery imports Apprise (megabytes of modules); measure once the worker is
         # stuck in the hanging receiver, so only what the queue holds is counted.
-        notifier.run_finished(RunFact(task="T", run_id="warm-up", outcome="failed", consecutive_failures=1),
-                              settings=settings)
+        notifier.run_finished(
+            RunFact(task="T", run_id="warm-up", outcome="failed", consecutive_failures=1), settings=settings
+        )
         wait_for(lambda: hanging.connections, timeout=30, what="the delivery worker to reach the hanging receiver")
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for i in range(notices):
             notifier.forget("T")
-            notifier.run_finished(RunFact(task="T", run_id=f"r{i}", outcome="failed", consecutive_failures=1,
-                                          message="x" * 2000), settings=settings)
+            notifier.run_finished(
+                RunFact(task="T", run_id=f"r{i}", outcome="failed", consecutive_failures=1, message="x" * 2000),
+                settings=settings,
+            )
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         return (after - before) / 1024, notifier.delivery.pending()
@@ -103,14 +116,30 @@ def run(settings: Settings) -> list[Figure]:
     small_kb, _ = queue_memory_kb(200)
     big_kb, big_pending = queue_memory_kb(10_000)
     return [
-        Figure(GROUP, "canary lateness p99, notices queued to a hanging receiver", "ms", ours,
-               f"ratio ≤ 1.2 (or within {NOISE_FLOOR_MS:g} ms)", passed, baseline=b,
-               baseline_name="same supervisor, no notifications", ratio=ratio, tail=True,
-               note=f"{runs} canary runs every {PERIOD_MIN * 60:g} s; {noisy} noisy runs × 5 notices + 1 ping "
-                    "each, to a server that never answers; ratio of p99s"),
-        Figure(GROUP, "delivery queue memory after 10 000 notices", "KB", summarize([big_kb]),
-               "bounded (≈ the 200-notice figure)", big_kb <= 1.5 * small_kb + 64 and big_pending <= 201,
-               baseline=summarize([small_kb]), baseline_name="after 200 notices",
-               ratio=big_kb / small_kb if small_kb > 0 else None,
-               note=f"queue capacity 200; pending {big_pending} after 10 000 posts (oldest dropped)"),
+        Figure(
+            GROUP,
+            "canary lateness p99, notices queued to a hanging receiver",
+            "ms",
+            ours,
+            f"ratio ≤ 1.2 (or within {NOISE_FLOOR_MS:g} ms)",
+            passed,
+            baseline=b,
+            baseline_name="same supervisor, no notifications",
+            ratio=ratio,
+            tail=True,
+            note=f"{runs} canary runs every {PERIOD_MIN * 60:g} s; {noisy} noisy runs × 5 notices + 1 ping "
+            "each, to a server that never answers; ratio of p99s",
+        ),
+        Figure(
+            GROUP,
+            "delivery queue memory after 10 000 notices",
+            "KB",
+            summarize([big_kb]),
+            "bounded (≈ the 200-notice figure)",
+            big_kb <= 1.5 * small_kb + 64 and big_pending <= 201,
+            baseline=summarize([small_kb]),
+            baseline_name="after 200 notices",
+            ratio=big_kb / small_kb if small_kb > 0 else None,
+            note=f"queue capacity 200; pending {big_pending} after 10 000 posts (oldest dropped)",
+        ),
     ]

@@ -21,8 +21,9 @@ class RedisServer:
     def __init__(self, folder: Path, *, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:  # a missing component fails loudly: scripts/system-deps.sh installs it
-            raise RuntimeError("redis-server is not installed (Debian package redis-server; "
-                               "scripts/system-deps.sh installs it)")
+            raise RuntimeError(
+                "redis-server is not installed (Debian package redis-server; scripts/system-deps.sh installs it)"
+            )
         self.binary = binary
         self.folder = folder
         self.port = port or free_port()
@@ -36,9 +37,25 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.folder / "redis.log", "ab")
         self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder), "--protected-mode", "yes"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--protected-mode",
+                "yes",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + 10
         while not self.ping():

@@ -37,10 +37,12 @@ GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "sca
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions; under 3 minutes on 2 cores")
-    parser.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
-                        help=f"run only these groups: {', '.join(GROUPS)}")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.md",
-                        help="results file (default: bench/results.md)")
+    parser.add_argument(
+        "--only", nargs="+", choices=GROUPS, metavar="GROUP", help=f"run only these groups: {', '.join(GROUPS)}"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=REPO / "bench" / "results.md", help="results file (default: bench/results.md)"
+    )
     args = parser.parse_args(argv)
     settings = Settings(quick=args.quick)
     machine = machine_info()
@@ -59,18 +61,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             produced = module.run(settings)
         except Exception as exc:  # noqa: BLE001 - one broken group must not hide the others' figures
             traceback.print_exc()
-            produced = [Figure(name, f"{name} (group)", "", None, "", None,
-                               note=f"not measured: {type(exc).__name__}: {exc}")]
+            produced = [
+                Figure(name, f"{name} (group)", "", None, "", None, note=f"not measured: {type(exc).__name__}: {exc}")
+            ]
         for figure in produced:
-            print(f"   {figure.name}: {figure.ours.show(figure.unit, tail=figure.tail) if figure.ours else '—'}"
-                  f"  [{figure.verdict}]", flush=True)
+            print(
+                f"   {figure.name}: {figure.ours.show(figure.unit, tail=figure.tail) if figure.ours else '—'}"
+                f"  [{figure.verdict}]",
+                flush=True,
+            )
         print(f"   ({time.monotonic() - group_start:.0f} s)", flush=True)
         figures.extend(produced)
     elapsed = time.monotonic() - started
     print()
     print(render_text(figures))
-    command = "python bench/run.py" + (" --quick" if args.quick else "") + (
-        f" --only {' '.join(args.only)}" if args.only else "")
+    command = (
+        "python bench/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+    )
     args.output.write_text(render_markdown(figures, machine=machine, command=command, elapsed_s=elapsed))
     print(f"\nwritten to {os.path.relpath(args.output)} in {elapsed:.0f} s")
     return 0 if all(f.passed is not False and f.ours is not None for f in figures) else 1

@@ -55,19 +55,43 @@ class _Executors:
         self.inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.logs = TaskLogs(home / "logs" / "tasks", max_bytes=10**8, backups=1)
         log = logging.getLogger("bench.scaleout")
-        self.local = LocalExecutor(home=home, cookie_prefix="bench-scaleout/", task_logs=self.logs, logger=log,
-                                   clock=SystemClock(), post=self.inbox.put, output_cap_bytes=1 << 20,
-                                   containment=Containment(home, layout=Layout()))
-        self.rq = RQExecutor(local=self.local, redis_url=redis_url, home_id="bench", installer="uv",
-                             output_cap_bytes=1 << 20, task_logs=self.logs, logger=log, clock=SystemClock(),
-                             post=self.inbox.put)
+        self.local = LocalExecutor(
+            home=home,
+            cookie_prefix="bench-scaleout/",
+            task_logs=self.logs,
+            logger=log,
+            clock=SystemClock(),
+            post=self.inbox.put,
+            output_cap_bytes=1 << 20,
+            containment=Containment(home, layout=Layout()),
+        )
+        self.rq = RQExecutor(
+            local=self.local,
+            redis_url=redis_url,
+            home_id="bench",
+            installer="uv",
+            output_cap_bytes=1 << 20,
+            task_logs=self.logs,
+            logger=log,
+            clock=SystemClock(),
+            post=self.inbox.put,
+        )
         self.ended: set[str] = set()
 
     def request(self, task: str, python: Path) -> LaunchRequest:
         folder = self.home / "Tasks" / task
-        return LaunchRequest(task=task, run_id=new_run_id(SystemClock().now()), mode=RunMode.MAIN,
-                             trigger=Trigger.MANUAL, task_dir=folder, output_dir=folder / "Output", env_key="bench",
-                             python=python, env_dir=python.parent.parent, limits=Limits())
+        return LaunchRequest(
+            task=task,
+            run_id=new_run_id(SystemClock().now()),
+            mode=RunMode.MAIN,
+            trigger=Trigger.MANUAL,
+            task_dir=folder,
+            output_dir=folder / "Output",
+            env_key="bench",
+            python=python,
+            env_dir=python.parent.parent,
+            limits=Limits(),
+        )
 
     def pump(self, until: float) -> None:
         """Poll the executors and settle reports until ``until`` (monotonic)."""
@@ -120,9 +144,25 @@ def run(settings: Settings) -> list[Figure]:
     figures: list[Figure] = []
     with temp_home("scaleout", settings) as home:
         redis = RedisServer(home / "redis").start()
-        workers = [subprocess.Popen([sys.executable, "-m", "supervisor", "worker", "--redis", redis.url, "--home",
-                                     str(home / f"worker{i}")], cwd=REPO, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in (1, 2)]
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "supervisor",
+                    "worker",
+                    "--redis",
+                    redis.url,
+                    "--home",
+                    str(home / f"worker{i}"),
+                ],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in (1, 2)
+        ]
         executors = _Executors(home, redis.url)
         try:
             python = ready_env(home)
@@ -157,10 +197,21 @@ def run(settings: Settings) -> list[Figure]:
             ours_ms, local_ms = interleave(int(settings.pick(10, 30)), remote, local)
             ours, base = summarize(ours_ms), summarize(local_ms)
             ratio = ratio_of(ours, base)
-            figures.append(Figure(GROUP, "decision → first line of main(), warm RQ worker", "ms", ours, "≤ 3×",
-                                  ratio is not None and ratio <= 3, baseline=base, baseline_name="LocalExecutor",
-                                  ratio=ratio, note="bundle + slot claim + enqueue + worker pick-up + work horse "
-                                                    "fork + env check + shim; same machine, loopback Redis"))
+            figures.append(
+                Figure(
+                    GROUP,
+                    "decision → first line of main(), warm RQ worker",
+                    "ms",
+                    ours,
+                    "≤ 3×",
+                    ratio is not None and ratio <= 3,
+                    baseline=base,
+                    baseline_name="LocalExecutor",
+                    ratio=ratio,
+                    note="bundle + slot claim + enqueue + worker pick-up + work horse "
+                    "fork + env check + shim; same machine, loopback Redis",
+                )
+            )
             total = int(settings.pick(100, 300))
             requests = [executors.request("trivial", python) for _ in range(total)]
             start = time.monotonic()
@@ -168,16 +219,33 @@ def run(settings: Settings) -> list[Figure]:
                 executors.rq.launch(request)
             executors.wait_ended([r.run_id for r in requests], 120)
             rate = total / (time.monotonic() - start)
-            figures.append(Figure(GROUP, "trivial runs per second through two RQ workers", "/s", summarize([rate]),
-                                  "≥ 50 /s", rate >= 50, note=f"{total} manual runs enqueued at once; a run counts "
-                                  "when its result is back at the supervisor's executor"))
+            figures.append(
+                Figure(
+                    GROUP,
+                    "trivial runs per second through two RQ workers",
+                    "/s",
+                    summarize([rate]),
+                    "≥ 50 /s",
+                    rate >= 50,
+                    note=f"{total} manual runs enqueued at once; a run counts "
+                    "when its result is back at the supervisor's executor",
+                )
+            )
             before = int(executors.rq.redis.info("stats")["total_net_input_bytes"])
             for _ in range(20):
                 executors.rq.launch(executors.request("trivial", python))
             unchanged = int(executors.rq.redis.info("stats")["total_net_input_bytes"]) - before
-            figures.append(Figure(GROUP, "bytes sent to Redis per launch of an unchanged task", "B",
-                                  summarize([unchanged / 20]), "no bundle re-upload", unchanged / 20 < 4096,
-                                  note="SET NX on the bundle's digest: unchanged content is sent once"))
+            figures.append(
+                Figure(
+                    GROUP,
+                    "bytes sent to Redis per launch of an unchanged task",
+                    "B",
+                    summarize([unchanged / 20]),
+                    "no bundle re-upload",
+                    unchanged / 20 < 4096,
+                    note="SET NX on the bundle's digest: unchanged content is sent once",
+                )
+            )
             executors.pump(time.monotonic() + 2)
         finally:
             executors.close()

@@ -97,8 +97,13 @@ def apscheduler_lateness(periods: int, period_s: float = PERIOD_S) -> list[float
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
     start = datetime.now(timezone.utc) + timedelta(seconds=0.2)
-    scheduler.add_job(job, IntervalTrigger(seconds=period_s, start_date=start, timezone=timezone.utc),
-                      coalesce=False, max_instances=1000, misfire_grace_time=None)
+    scheduler.add_job(
+        job,
+        IntervalTrigger(seconds=period_s, start_date=start, timezone=timezone.utc),
+        coalesce=False,
+        max_instances=1000,
+        misfire_grace_time=None,
+    )
     scheduler.start()
     try:
         if not done.wait(periods * period_s * 5 + 30):
@@ -121,9 +126,15 @@ class OldPollingDesign:
         self._stop = threading.Event()
         # Periods spread over (0, poll_s]: a task's lateness is where its due time falls between two polls,
         # which for real minute-scale intervals is decided by timer jitter; the spread covers every case.
-        self._threads = [threading.Thread(target=self._task, args=(index * poll_s / tasks,
-                                                                    poll_s * (index + 0.5) / tasks, poll_s),
-                                          name=f"old-task-{index}", daemon=True) for index in range(tasks)]
+        self._threads = [
+            threading.Thread(
+                target=self._task,
+                args=(index * poll_s / tasks, poll_s * (index + 0.5) / tasks, poll_s),
+                name=f"old-task-{index}",
+                daemon=True,
+            )
+            for index in range(tasks)
+        ]
 
     def _task(self, offset: float, period_s: float, poll_s: float) -> None:
         if self._stop.wait(offset):  # tasks were loaded at different moments: their polls are staggered
@@ -159,8 +170,10 @@ def run(settings: Settings) -> list[Figure]:
     blocks: dict[str, list[float]] = {"floor": [], "ours": [], "aps": []}
     drifts: list[float] = []
     steps: list[tuple[str, Callable[[], list[float] | None]]] = [
-        ("floor", lambda: floor_lateness(PERIODS)), ("ours", lambda: ours_lateness(PERIODS)),
-        ("aps", lambda: apscheduler_lateness(PERIODS))]
+        ("floor", lambda: floor_lateness(PERIODS)),
+        ("ours", lambda: ours_lateness(PERIODS)),
+        ("aps", lambda: apscheduler_lateness(PERIODS)),
+    ]
     with CpuBurners(2), OldPollingDesign(20) as old:
         time.sleep(0.5)  # pacing: let the burners reach their cores before the first block
         for _ in range(rounds):
@@ -176,27 +189,70 @@ def run(settings: Settings) -> list[Figure]:
     aps = summarize(blocks["aps"]) if blocks["aps"] else None
     worst_drift = max(drifts, key=abs)
     figures = [
-        Figure(GROUP, "schedule lateness p99, both cores busy", "ms", ours, "p99 ≤ 10 ms", ours.p99 <= 10.0,
-               baseline=floor, baseline_name="deadline sleep floor", ratio=_p99_ratio(ours, floor), tail=True,
-               note=f"{rounds} × {PERIODS} periods of {PERIOD_S * 1000:g} ms each, 2 CPU burners; ratio of p99s"),
-        Figure(GROUP, "schedule lateness max, both cores busy", "ms", summarize([ours.high]), "max ≤ 50 ms",
-               ours.high <= 50.0, baseline=summarize([floor.high]), baseline_name="deadline sleep floor (max)",
-               ratio=ours.high / floor.high if floor.high else None),
-        Figure(GROUP, f"schedule drift over {PERIODS} periods", "ms", summarize(drifts), "no drift (|drift| ≤ 1 ms)",
-               abs(worst_drift) <= 1.0,
-               note="median lateness of the last 100 periods minus that of the first 100; due times are "
-                    "anchored on the previous due time"),
-        Figure(GROUP, "schedule lateness p99 vs APScheduler", "ms", ours, "ahead", None if aps is None
-               else ours.p99 < aps.p99, baseline=aps, baseline_name="APScheduler 3 BackgroundScheduler"
-               if aps is not None else "APScheduler: not installed", ratio=_p99_ratio(ours, aps), tail=True,
-               note="APScheduler not installed (pip install apscheduler to compare)" if aps is None else
-               f"same period and count, interleaved with ours; ratio of p99s; max {ours.high:.1f} ms vs "
-               f"{aps.high:.1f} ms"),
-        Figure(GROUP, "schedule lateness p99 vs the 5 s polling design", "ms", ours, "ahead",
-               None if old_late is None else ours.p99 < old_late.p99, baseline=old_late,
-               baseline_name="thread per task, polling every 5 s", ratio=_p99_ratio(ours, old_late), tail=True,
-               note=f"re-implementation in bench/schedule.py: 20 tasks with periods spread over 0–5 s, {len(old.late)} runs "
-                    "while the other blocks ran; each late start also pushes every later run back (drift)"),
+        Figure(
+            GROUP,
+            "schedule lateness p99, both cores busy",
+            "ms",
+            ours,
+            "p99 ≤ 10 ms",
+            ours.p99 <= 10.0,
+            baseline=floor,
+            baseline_name="deadline sleep floor",
+            ratio=_p99_ratio(ours, floor),
+            tail=True,
+            note=f"{rounds} × {PERIODS} periods of {PERIOD_S * 1000:g} ms each, 2 CPU burners; ratio of p99s",
+        ),
+        Figure(
+            GROUP,
+            "schedule lateness max, both cores busy",
+            "ms",
+            summarize([ours.high]),
+            "max ≤ 50 ms",
+            ours.high <= 50.0,
+            baseline=summarize([floor.high]),
+            baseline_name="deadline sleep floor (max)",
+            ratio=ours.high / floor.high if floor.high else None,
+        ),
+        Figure(
+            GROUP,
+            f"schedule drift over {PERIODS} periods",
+            "ms",
+            summarize(drifts),
+            "no drift (|drift| ≤ 1 ms)",
+            abs(worst_drift) <= 1.0,
+            note="median lateness of the last 100 periods minus that of the first 100; due times are "
+            "anchored on the previous due time",
+        ),
+        Figure(
+            GROUP,
+            "schedule lateness p99 vs APScheduler",
+            "ms",
+            ours,
+            "ahead",
+            None if aps is None else ours.p99 < aps.p99,
+            baseline=aps,
+            baseline_name="APScheduler 3 BackgroundScheduler" if aps is not None else "APScheduler: not installed",
+            ratio=_p99_ratio(ours, aps),
+            tail=True,
+            note="APScheduler not installed (pip install apscheduler to compare)"
+            if aps is None
+            else f"same period and count, interleaved with ours; ratio of p99s; max {ours.high:.1f} ms vs "
+            f"{aps.high:.1f} ms",
+        ),
+        Figure(
+            GROUP,
+            "schedule lateness p99 vs the 5 s polling design",
+            "ms",
+            ours,
+            "ahead",
+            None if old_late is None else ours.p99 < old_late.p99,
+            baseline=old_late,
+            baseline_name="thread per task, polling every 5 s",
+            ratio=_p99_ratio(ours, old_late),
+            tail=True,
+            note=f"re-implementation in bench/schedule.py: 20 tasks with periods spread over 0–5 s, {len(old.late)} runs "
+            "while the other blocks ran; each late start also pushes every later run back (drift)",
+        ),
     ]
     figures.extend(cron_next.run(settings))  # `next` for 1,000 cron occurrences (issue 9)
     return figures

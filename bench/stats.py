@@ -43,8 +43,9 @@ def summarize(values: Iterable[float]) -> Summary:
     data = sorted(float(v) for v in values)
     if not data:
         raise ValueError("no samples to summarize")
-    return Summary(median=statistics.median(data), low=data[0], high=data[-1], p99=percentile(data, 99.0),
-                   count=len(data))
+    return Summary(
+        median=statistics.median(data), low=data[0], high=data[-1], p99=percentile(data, 99.0), count=len(data)
+    )
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -147,14 +148,18 @@ def render_text(figures: Sequence[Figure]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(figures: Sequence[Figure], *, machine: dict[str, str], command: str,
-                    elapsed_s: float) -> str:
+def render_markdown(figures: Sequence[Figure], *, machine: dict[str, str], command: str, elapsed_s: float) -> str:
     """The results file: machine, command, the table, then one note per figure that has one."""
-    out = ["# Benchmark results", "",
-           f"Produced by `{command}` in {elapsed_s:.0f} s. Medians of repeated runs with (min–max); latency "
-           "figures also show p99. Baselines are measured in the same run on the same machine, interleaved "
-           "with ours where the benchmark allows. Regenerate with `python bench/run.py`.", "",
-           "| machine | |", "|---|---|"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"Produced by `{command}` in {elapsed_s:.0f} s. Medians of repeated runs with (min–max); latency "
+        "figures also show p99. Baselines are measured in the same run on the same machine, interleaved "
+        "with ours where the benchmark allows. Regenerate with `python bench/run.py`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+    ]
     out += [f"| {key} | {value} |" for key, value in machine.items()]
     out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for figure in figures:

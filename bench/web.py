@@ -64,18 +64,36 @@ def build_home(home: Path, *, tasks: int, rows: int) -> str:
             for k in range(per_task):
                 started = now - timedelta(minutes=10 * k + i % 10)
                 stamp = started.isoformat(timespec="microseconds")
-                yield (f"{started:%Y%m%dT%H%M%S}-{i:03d}{k:06d}", task, "schedule", stamp, stamp,
-                       (started + timedelta(seconds=2)).isoformat(timespec="microseconds"), OUTCOMES[k % 10],
-                       2.0, 0, None, "done", None, None, None)
+                yield (
+                    f"{started:%Y%m%dT%H%M%S}-{i:03d}{k:06d}",
+                    task,
+                    "schedule",
+                    stamp,
+                    stamp,
+                    (started + timedelta(seconds=2)).isoformat(timespec="microseconds"),
+                    OUTCOMES[k % 10],
+                    2.0,
+                    0,
+                    None,
+                    "done",
+                    None,
+                    None,
+                    None,
+                )
 
     conn = sqlite3.connect(db)
     with conn:
-        conn.executemany("INSERT INTO runs (run_id, task, trigger, due, started, finished, outcome, duration_s, "
-                         "exit_code, signal, message, peak_rss_mb, cpu_s, log_path) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", generate())
+        conn.executemany(
+            "INSERT INTO runs (run_id, task, trigger, due, started, finished, outcome, duration_s, "
+            "exit_code, signal, message, peak_rss_mb, cpu_s, log_path) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            generate(),
+        )
         open_id = f"{now:%Y%m%dT%H%M%S}-open"
-        conn.execute("INSERT INTO runs (run_id, task, trigger, started) VALUES (?, 'task-000', 'manual', ?)",
-                     (open_id, now.isoformat(timespec="microseconds")))
+        conn.execute(
+            "INSERT INTO runs (run_id, task, trigger, started) VALUES (?, 'task-000', 'manual', ?)",
+            (open_id, now.isoformat(timespec="microseconds")),
+        )
     conn.close()
     log = home / "logs" / "tasks" / "task-000.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +181,13 @@ def _client(web: WebProcess) -> httpx.Client:
 def _latencies(http: httpx.Client, run_id: str, requests: int) -> list[list[float]]:
     for path in ("/api/status", "/", f"/runs/{run_id}"):  # warm caches and imports once
         _timed(http, path)
-    return interleave(requests, lambda: _floor(http), lambda: _timed(http, "/api/status"),
-                      lambda: _timed(http, "/"), lambda: _timed(http, f"/runs/{run_id}"))
+    return interleave(
+        requests,
+        lambda: _floor(http),
+        lambda: _timed(http, "/api/status"),
+        lambda: _timed(http, "/"),
+        lambda: _timed(http, f"/runs/{run_id}"),
+    )
 
 
 def run(settings: Settings) -> list[Figure]:
@@ -179,8 +202,9 @@ def run(settings: Settings) -> list[Figure]:
             rss_start = process.memory_info().rss / 1048576
             with _client(web) as http:
                 floor, status, index, page = _latencies(http, run_id, requests)
-                lines = line_latencies(http, home / "logs" / "tasks" / "task-000.log", run_id,
-                                       int(settings.pick(10, 50)))
+                lines = line_latencies(
+                    http, home / "logs" / "tasks" / "task-000.log", run_id, int(settings.pick(10, 50))
+                )
             with SupervisorProcess(home) as sup, _client(web) as http:
                 _wait_live(http, tasks)
                 live_floor, live_status, live_index, live_page = _latencies(http, run_id, requests)
@@ -195,29 +219,75 @@ def run(settings: Settings) -> list[Figure]:
             rss_end = process.memory_info().rss / 1048576
     base = summarize(floor)
     figures = []
-    for phase, floor_of, measured in (("offline", base, (status, index, page)),
-                                      ("live", summarize(live_floor), (live_status, live_index, live_page))):
+    for phase, floor_of, measured in (
+        ("offline", base, (status, index, page)),
+        ("live", summarize(live_floor), (live_status, live_index, live_page)),
+    ):
         note = f"{tasks} tasks, {rows:,} history rows, {requests} requests each, interleaved; {phase} status"
-        for name, values, bound in zip(("/api/status", "/ (tasks page)", "run page"), measured,
-                                       (50.0, 150.0, 100.0)):
+        for name, values, bound in zip(("/api/status", "/ (tasks page)", "run page"), measured, (50.0, 150.0, 100.0)):
             ours = summarize(values)
-            figures.append(Figure(GROUP, f"{name} latency, {phase}", "ms", ours, f"p99 ≤ {bound:g} ms",
-                                  ours.p99 <= bound, baseline=floor_of, baseline_name="favicon (auth only)",
-                                  ratio=ours.p99 / floor_of.p99 if floor_of.p99 else None, tail=True, note=note))
+            figures.append(
+                Figure(
+                    GROUP,
+                    f"{name} latency, {phase}",
+                    "ms",
+                    ours,
+                    f"p99 ≤ {bound:g} ms",
+                    ours.p99 <= bound,
+                    baseline=floor_of,
+                    baseline_name="favicon (auth only)",
+                    ratio=ours.p99 / floor_of.p99 if floor_of.p99 else None,
+                    tail=True,
+                    note=note,
+                )
+            )
     arrived = summarize(lines)
-    figures.append(Figure(GROUP, "log line to open run page", "ms", arrived, "p99 ≤ 200 ms", arrived.p99 <= 200.0,
-                          baseline=base, baseline_name="favicon (auth only)", ratio=ratio_of(arrived, base),
-                          tail=True, note="line appended to the task log until it arrives on the SSE stream"))
-    figures.append(Figure(GROUP, "web process RSS", "MiB", summarize([rss_end]), "≤ 80 MiB", rss_end <= 80.0,
-                          baseline=summarize([rss_start]), baseline_name="same process at start",
-                          ratio=rss_end / rss_start if rss_start else None))
+    figures.append(
+        Figure(
+            GROUP,
+            "log line to open run page",
+            "ms",
+            arrived,
+            "p99 ≤ 200 ms",
+            arrived.p99 <= 200.0,
+            baseline=base,
+            baseline_name="favicon (auth only)",
+            ratio=ratio_of(arrived, base),
+            tail=True,
+            note="line appended to the task log until it arrives on the SSE stream",
+        )
+    )
+    figures.append(
+        Figure(
+            GROUP,
+            "web process RSS",
+            "MiB",
+            summarize([rss_end]),
+            "≤ 80 MiB",
+            rss_end <= 80.0,
+            baseline=summarize([rss_start]),
+            baseline_name="same process at start",
+            ratio=rss_end / rss_start if rss_start else None,
+        )
+    )
     loud, calm = summarize(polled), summarize(quiet)
     ratio = loud.p99 / calm.p99 if calm.p99 else None
-    figures.append(Figure(GROUP, "supervisor loop lateness while / is polled 10×/s", "ms", loud,
-                          "p99 ≤ 1.5× not polled", ratio is not None and ratio <= 1.5, baseline=calm,
-                          baseline_name="same supervisor, not polled", ratio=ratio, tail=True,
-                          note=f"no-op control round trip every 20 ms, {rounds} alternating rounds of {probes}; "
-                               f"{polls} page loads while polled"))
+    figures.append(
+        Figure(
+            GROUP,
+            "supervisor loop lateness while / is polled 10×/s",
+            "ms",
+            loud,
+            "p99 ≤ 1.5× not polled",
+            ratio is not None and ratio <= 1.5,
+            baseline=calm,
+            baseline_name="same supervisor, not polled",
+            ratio=ratio,
+            tail=True,
+            note=f"no-op control round trip every 20 ms, {rounds} alternating rounds of {probes}; "
+            f"{polls} page loads while polled",
+        )
+    )
     return figures
 
 
@@ -227,8 +297,11 @@ def _wait_live(http: httpx.Client, tasks: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = http.get("/api/status").json()
-        if doc.get("supervisor") and len(doc.get("tasks", [])) >= tasks and all(
-                t.get("state") not in ("loading", "initializing") for t in doc["tasks"]):
+        if (
+            doc.get("supervisor")
+            and len(doc.get("tasks", [])) >= tasks
+            and all(t.get("state") not in ("loading", "initializing") for t in doc["tasks"])
+        ):
             return
         time.sleep(0.2)
     raise RuntimeError(f"the supervisor did not load {tasks} tasks within {timeout:g} s")

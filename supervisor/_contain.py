@@ -47,8 +47,9 @@ def enter_containment(plan: ContainmentPlan, pid: int) -> None:
         import resource
 
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (plan.nofile if hard == resource.RLIM_INFINITY
-                                                    else min(plan.nofile, hard), hard))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (plan.nofile if hard == resource.RLIM_INFINITY else min(plan.nofile, hard), hard)
+        )
     if plan.nproc is not None:
         import resource
 

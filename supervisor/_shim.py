@@ -118,8 +118,11 @@ def _run_task(mode: str, task: str, home: str, report_fd: int) -> NoReturn:
         if function is None and mode == "initialize":
             record.update(status=wire.STATUS_OK, message=None, note="main.py defines no initialize()")
         elif not callable(function):
-            record.update(status=wire.STATUS_FAILED, phase="load",
-                          message="Tasks/%s/main.py defines no function %s()" % (task, mode))
+            record.update(
+                status=wire.STATUS_FAILED,
+                phase="load",
+                message="Tasks/%s/main.py defines no function %s()" % (task, mode),
+            )
             code = 1
         else:
             result = function()
@@ -184,7 +187,7 @@ def _descendants_walk(root: int) -> list[int]:
                         stat = f.read()
                 except OSError:
                     continue
-                if stat[stat.rfind(b")") + 2:][:1] == b"Z":
+                if stat[stat.rfind(b")") + 2 :][:1] == b"Z":
                     continue  # a zombie is already dead (and has no children left)
                 found.append(kid)
                 stack.append(kid)
@@ -203,7 +206,7 @@ def _descendants_scan(root: int) -> list[int]:
         except OSError:
             continue
         # comm may contain spaces and parentheses: the fields after the last ')' are unambiguous.
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if fields[0] == b"Z":
             continue  # a zombie is already dead; reaping it is all that is left
         children.setdefault(int(fields[1]), []).append(int(name))
@@ -216,6 +219,7 @@ def _descendants_scan(root: int) -> list[int]:
 
 
 # --- containment without a cgroup: SIGSTOP passes over the tree (the cgroup side is _contain.py) ----------
+
 
 def signal_stopped_tree(root: int, sig: int) -> list[int]:
     """Signal every descendant of ``root`` after stopping them all with SIGSTOP (no cgroup to freeze).
@@ -238,8 +242,16 @@ def signal_stopped_tree(root: int, sig: int) -> list[int]:
     return hit
 
 
-def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float, kill: tuple[str, str] | None = None,
-             groups: Sequence[str] = (), parents: Sequence[str] = ()) -> NoReturn:
+def _monitor(
+    child: int,
+    *,
+    report_fd: int,
+    control_fd: int,
+    grace_s: float,
+    kill: tuple[str, str] | None = None,
+    groups: Sequence[str] = (),
+    parents: Sequence[str] = (),
+) -> NoReturn:
     """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
     import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
     import select
@@ -344,8 +356,14 @@ def _monitor(child: int, *, report_fd: int, control_fd: int, grace_s: float, kil
             elif wire.CONTROL_STOP in command:
                 begin_stop(grace_s, wire.STOP_REQUESTED)
 
-    report: dict[str, object] = {"kind": wire.KIND_MONITOR, "exit_code": None, "signal": None, "stop": stop_reason,
-              "leftovers": leftovers, "signalled": len(signalled)}
+    report: dict[str, object] = {
+        "kind": wire.KIND_MONITOR,
+        "exit_code": None,
+        "signal": None,
+        "stop": stop_reason,
+        "leftovers": leftovers,
+        "signalled": len(signalled),
+    }
     if child_status is not None:
         if os.WIFSIGNALED(child_status):
             report["signal"] = os.WTERMSIG(child_status)
@@ -378,8 +396,18 @@ def main() -> None:
             contain.enter_containment(plan, os.getpid())
         except (OSError, ValueError) as exc:
             # Never run a task outside the limits it was promised: the run fails with the reason.
-            os.write(report_fd, wire.json_line({"kind": wire.KIND_TASK, "mode": mode, "status": wire.STATUS_FAILED,
-                                                "phase": "contain", "message": "cannot contain the run: %s" % (exc,)}))
+            os.write(
+                report_fd,
+                wire.json_line(
+                    {
+                        "kind": wire.KIND_TASK,
+                        "mode": mode,
+                        "status": wire.STATUS_FAILED,
+                        "phase": "contain",
+                        "message": "cannot contain the run: %s" % (exc,),
+                    }
+                ),
+            )
             os._exit(1)
         # Own process group: a task that kills its own group (killpg(0, ...)) must not take its monitor.
         os.setpgid(0, 0)
@@ -391,8 +419,15 @@ def main() -> None:
             os._exit(wire.EXIT_SUPERVISOR_GONE)
         _run_task(mode, task, home, report_fd)
     else:
-        _monitor(pid, report_fd=report_fd, control_fd=control_fd, grace_s=grace_s, kill=plan.kill,
-                 groups=[path.rsplit("/", 1)[0] for path in plan.join], parents=plan.parents)
+        _monitor(
+            pid,
+            report_fd=report_fd,
+            control_fd=control_fd,
+            grace_s=grace_s,
+            kill=plan.kill,
+            groups=[path.rsplit("/", 1)[0] for path in plan.join],
+            parents=plan.parents,
+        )
 
 
 if __name__ == "__main__":

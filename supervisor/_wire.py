@@ -36,11 +36,19 @@ STOP_SUPERVISOR_GONE = "supervisor-gone"  # control pipe EOF, PDEATHSIG, or re-p
 STOP_LEFTOVERS = "leftovers"  # main() returned but processes it started lived on
 
 
-def shim_argv(*, python: str, shim: str, mode: str, task: str, report_fd: int, control_fd: int,
-              grace_s: float, supervisor_pid: int) -> list[str]:
+def shim_argv(
+    *,
+    python: str,
+    shim: str,
+    mode: str,
+    task: str,
+    report_fd: int,
+    control_fd: int,
+    grace_s: float,
+    supervisor_pid: int,
+) -> list[str]:
     """The command line that starts the shim (``parse_argv`` reads it back)."""
-    return [python, "-u", shim, mode, task, str(report_fd), str(control_fd), repr(float(grace_s)),
-            str(supervisor_pid)]
+    return [python, "-u", shim, mode, task, str(report_fd), str(control_fd), repr(float(grace_s)), str(supervisor_pid)]
 
 
 def parse_argv(args: list[str]) -> tuple[str, str, int, int, float, int]:
@@ -113,8 +121,15 @@ class MonitorReport(_Frozen):
     leftovers: int  # processes alive when the task process ended (killed by the monitor)
     signalled: int  # processes the monitor sent a signal to
 
-    def __init__(self, *, exit_code: int | None = None, signal: int | None = None, stop: str | None = None,
-                 leftovers: int = 0, signalled: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        stop: str | None = None,
+        leftovers: int = 0,
+        signalled: int = 0,
+    ) -> None:
         self._set(exit_code=exit_code, signal=signal, stop=stop, leftovers=leftovers, signalled=signalled)
 
 
@@ -140,8 +155,15 @@ class ContainmentPlan(_Frozen):
     parents: tuple[str, ...]
     nofile: int | None
 
-    def __init__(self, *, join: tuple[str, ...] = (), nproc: int | None = None, kill: tuple[str, str] | None = None,
-                 parents: tuple[str, ...] = (), nofile: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        join: tuple[str, ...] = (),
+        nproc: int | None = None,
+        kill: tuple[str, str] | None = None,
+        parents: tuple[str, ...] = (),
+        nofile: int | None = None,
+    ) -> None:
         self._set(join=tuple(join), nproc=nproc, kill=kill, parents=tuple(parents), nofile=nofile)
 
     def encode(self) -> str:
@@ -203,7 +225,11 @@ def parse_reports(data: bytes) -> tuple[TaskReport | None, MonitorReport | None]
         if parsed.get("kind") == KIND_TASK:
             task = TaskReport(status=_str(parsed.get("status")), message=_str(parsed.get("message")))
         elif parsed.get("kind") == KIND_MONITOR:
-            monitor = MonitorReport(exit_code=_int(parsed.get("exit_code")), signal=_int(parsed.get("signal")),
-                                    stop=_str(parsed.get("stop")), leftovers=_int(parsed.get("leftovers")) or 0,
-                                    signalled=_int(parsed.get("signalled")) or 0)
+            monitor = MonitorReport(
+                exit_code=_int(parsed.get("exit_code")),
+                signal=_int(parsed.get("signal")),
+                stop=_str(parsed.get("stop")),
+                leftovers=_int(parsed.get("leftovers")) or 0,
+                signalled=_int(parsed.get("signalled")) or 0,
+            )
     return task, monitor

@@ -33,13 +33,23 @@ from typing import Callable, Iterable, Mapping
 from . import _contain
 from ._wire import CONTAIN_VAR, KILL_V1_FREEZER, KILL_V2, ContainmentPlan
 
-__all__ = ["CONTAIN_VAR", "Containment", "GroupUsage", "Layout", "RunGroup", "containment_plan", "detect_layout",
-           "parse_layout", "user_tasks"]
+__all__ = [
+    "CONTAIN_VAR",
+    "Containment",
+    "GroupUsage",
+    "Layout",
+    "RunGroup",
+    "containment_plan",
+    "detect_layout",
+    "parse_layout",
+    "user_tasks",
+]
 PARENT_PREFIX = "taskautomation-"
 V1_CONTROLLERS = ("pids", "memory", "freezer")
 
 
 # --- detection: pure parsing of /proc/self/cgroup and /proc/self/mountinfo --------------------------------
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -54,8 +64,7 @@ class Layout:
         return self.v2 is not None or "pids" in self.v1
 
 
-def parse_layout(proc_self_cgroup: str, mountinfo: str, *,
-                 controllers_of: Callable[[Path], set[str] | None]) -> Layout:
+def parse_layout(proc_self_cgroup: str, mountinfo: str, *, controllers_of: Callable[[Path], set[str] | None]) -> Layout:
     """The own-group directories of this process, from the text of the two /proc files.
 
     ``controllers_of(dir)`` reads a v2 group's ``cgroup.controllers`` (None if unreadable); injected so
@@ -93,8 +102,9 @@ def parse_layout(proc_self_cgroup: str, mountinfo: str, *,
         if missing:
             notes.append(f"cgroup v2 at {v2_dir} does not offer {' and '.join(sorted(missing))}")
             v2_dir = None
-    v1_dirs = {name: _own_dir(mounts_v1[name], own_v1[name]) for name in V1_CONTROLLERS
-               if name in mounts_v1 and name in own_v1}
+    v1_dirs = {
+        name: _own_dir(mounts_v1[name], own_v1[name]) for name in V1_CONTROLLERS if name in mounts_v1 and name in own_v1
+    }
     usable_v1 = {name: d for name, d in v1_dirs.items() if d is not None}
     if not usable_v1 and v2_dir is None:
         notes.append("no cgroup v1 pids controller mounted")
@@ -106,7 +116,7 @@ def _own_dir(mount: tuple[str, str], own: str) -> Path | None:
     root, point = mount
     if own != root and not own.startswith(root.rstrip("/") + "/"):
         return None  # our group is outside what this mount shows (another cgroup namespace)
-    return Path(point) / own[len(root):].lstrip("/")
+    return Path(point) / own[len(root) :].lstrip("/")
 
 
 def _unescape(text: str) -> str:
@@ -127,10 +137,12 @@ def detect_layout() -> Layout:
             return set((directory / "cgroup.controllers").read_text().split())
         except OSError:
             return None
+
     return parse_layout(own, mounts, controllers_of=controllers)
 
 
 # --- one run's groups -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RunGroup:
@@ -168,8 +180,9 @@ class GroupUsage:
     oom_kills: int  # processes the kernel's OOM killer ended at the memory cap
 
 
-def containment_plan(*, group: RunGroup | None, nproc: int | None, parents: Iterable[Path] = (),
-                     nofile: int | None = None) -> str:
+def containment_plan(
+    *, group: RunGroup | None, nproc: int | None, parents: Iterable[Path] = (), nofile: int | None = None
+) -> str:
     """The text the shim reads from CONTAIN_VAR (``_wire.ContainmentPlan``); empty = nothing to contain.
 
     ``parents`` are the home's parent groups, which a monitor outliving its supervisor removes when empty.
@@ -177,15 +190,21 @@ def containment_plan(*, group: RunGroup | None, nproc: int | None, parents: Iter
     if group is None:
         return ContainmentPlan(nproc=nproc, nofile=nofile).encode()
     kill = (group.kill[0], str(group.kill[1])) if group.kill is not None else None
-    return ContainmentPlan(join=tuple(str(d / "cgroup.procs") for d in group.dirs.values()), nproc=nproc,
-                           kill=kill, parents=tuple(str(p) for p in parents), nofile=nofile).encode()
+    return ContainmentPlan(
+        join=tuple(str(d / "cgroup.procs") for d in group.dirs.values()),
+        nproc=nproc,
+        kill=kill,
+        parents=tuple(str(p) for p in parents),
+        nofile=nofile,
+    ).encode()
 
 
 class Containment:
     """Creates, watches, kills and removes the cgroups of one home's runs; or plans the rlimit fallback."""
 
-    def __init__(self, home: Path, *, layout: Layout | None = None, uid: int | None = None,
-                 task_nofile: int | None = None) -> None:
+    def __init__(
+        self, home: Path, *, layout: Layout | None = None, uid: int | None = None, task_nofile: int | None = None
+    ) -> None:
         """``layout`` None = detect; pass ``Layout()`` to run without cgroups (the fallback). ``task_nofile``:
         the soft open-file limit runs get back (the supervisor's before it raised its own), None = inherit."""
         self.task_nofile = task_nofile
@@ -282,19 +301,28 @@ class Containment:
     def _describe(self, parents: Mapping[str, Path]) -> list[str]:
         why = f": {'; '.join(self.problems)}" if self.problems else ""
         if "v2" in parents:
-            return ["pids: cgroup v2 pids controller; memory: cgroup v2 memory controller; "
-                    "kill: cgroup v2 cgroup.kill"]
+            return ["pids: cgroup v2 pids controller; memory: cgroup v2 memory controller; kill: cgroup v2 cgroup.kill"]
         if parents:
-            memory = ("cgroup v1 memory controller" if "memory" in parents
-                      else "sampling each run's tree (no cgroup v1 memory controller)")
-            kill = ("cgroup v1 freezer" if "freezer" in parents
-                    else "SIGSTOP to every process, then the signal (no cgroup v1 freezer)")
+            memory = (
+                "cgroup v1 memory controller"
+                if "memory" in parents
+                else "sampling each run's tree (no cgroup v1 memory controller)"
+            )
+            kill = (
+                "cgroup v1 freezer"
+                if "freezer" in parents
+                else "SIGSTOP to every process, then the signal (no cgroup v1 freezer)"
+            )
             return [f"pids: cgroup v1 pids controller; memory: {memory}; kill: {kill}"]
-        lines = [f"pids: RLIMIT_NPROC in each run, counting all processes of uid {self.uid}; memory: sampling "
-                 f"each run's tree; kill: SIGSTOP to every process, then the signal (no cgroup{why})"]
+        lines = [
+            f"pids: RLIMIT_NPROC in each run, counting all processes of uid {self.uid}; memory: sampling "
+            f"each run's tree; kill: SIGSTOP to every process, then the signal (no cgroup{why})"
+        ]
         if self.uid == 0:
-            lines.append("WARNING: running as root without a writable cgroup: the kernel ignores RLIMIT_NPROC "
-                         "for root, so MaxProcesses is only checked when the supervisor samples a run")
+            lines.append(
+                "WARNING: running as root without a writable cgroup: the kernel ignores RLIMIT_NPROC "
+                "for root, so MaxProcesses is only checked when the supervisor samples a run"
+            )
         return lines
 
     # ------------------------------------------------------------------ runs
@@ -305,10 +333,18 @@ class Containment:
         if self.version == 2:
             dirs = {"v2": self.parents["v2"] / run_id}
         else:
-            dirs = {name: parent / run_id for name, parent in self.parents.items()
-                    if name != "memory" or memory_mb is not None}
-        group = RunGroup(run_id=run_id, version=self.version or 1, dirs=dirs, max_processes=max_processes,
-                         memory_mb=memory_mb if self.enforces_memory() else None)
+            dirs = {
+                name: parent / run_id
+                for name, parent in self.parents.items()
+                if name != "memory" or memory_mb is not None
+            }
+        group = RunGroup(
+            run_id=run_id,
+            version=self.version or 1,
+            dirs=dirs,
+            max_processes=max_processes,
+            memory_mb=memory_mb if self.enforces_memory() else None,
+        )
         try:
             for directory in dirs.values():
                 try:
@@ -378,8 +414,13 @@ class Containment:
                 if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     return False
             # Processes are still inside (or a killed one is not reaped yet): kill them, then try again.
-            kind = (KILL_V2 if version == 2 else
-                    KILL_V1_FREEZER if directory.parent.parent == self.layout.v1.get("freezer") else None)
+            kind = (
+                KILL_V2
+                if version == 2
+                else KILL_V1_FREEZER
+                if directory.parent.parent == self.layout.v1.get("freezer")
+                else None
+            )
             if kind is not None:
                 _contain.signal_group(kind, str(directory), signal.SIGKILL)
             else:
@@ -387,8 +428,9 @@ class Containment:
             time.sleep(0.01)
 
     # ------------------------------------------------------------------ the fallback
-    def nproc_limit(self, max_processes: int | None, *, group: RunGroup | None,
-                    count_tasks: Callable[[int], int] | None = None) -> int | None:
+    def nproc_limit(
+        self, max_processes: int | None, *, group: RunGroup | None, count_tasks: Callable[[int], int] | None = None
+    ) -> int | None:
         """RLIMIT_NPROC for a run without a pids group: what the user has now plus MaxProcesses (None: no cap).
 
         Not for root, whom the kernel exempts: counting its processes would cost a pass over /proc for nothing.
@@ -411,7 +453,7 @@ def user_tasks(uid: int) -> int:
                 stat = f.read()
         except OSError:
             continue
-        total += int(stat[stat.rfind(b")") + 2:].split()[17])  # num_threads, field 20
+        total += int(stat[stat.rfind(b")") + 2 :].split()[17])  # num_threads, field 20
     return total
 
 

@@ -32,8 +32,13 @@ TERMINATE_TIMEOUT_S = 600.0
 CREATES_HOME = ("run", "new")  # the commands that may create a missing home (saying so)
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
-         default_home: Path | None = None, command: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "taskautomation",
+    default_home: Path | None = None,
+    command: str | None = None,
+) -> int:
     """Run one command. ``command`` set: the single-command form (main.py, terminate.py), whose home
     defaults to ``default_home`` (the script's folder) instead of the current folder."""
     if command is not None:
@@ -46,8 +51,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
         return 2
     handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
     try:
-        choice = choose_home(getattr(args, "home", None), environ=os.environ, cwd=Path.cwd(),
-                             default=default_home)
+        choice = choose_home(getattr(args, "home", None), environ=os.environ, cwd=Path.cwd(), default=default_home)
         created = ensure_home(choice, may_create=args.command in CREATES_HOME)
         if created:
             print(f"{prog}: {created}", file=sys.stderr)
@@ -59,8 +63,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
         print(f"{prog}: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:  # run by a python3 that lacks the dependencies
-        print(f"{prog}: missing dependency {exc.name!r} for {sys.executable}; install the package first "
-              f"(python3 -m venv .venv && .venv/bin/pip install -e .) and use .venv/bin/python", file=sys.stderr)
+        print(
+            f"{prog}: missing dependency {exc.name!r} for {sys.executable}; install the package first "
+            f"(python3 -m venv .venv && .venv/bin/pip install -e .) and use .venv/bin/python",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130
@@ -68,8 +75,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "taskautomation",
 
 def _view(args: argparse.Namespace) -> View:
     """How to render for this terminal (or pipe): width, colour, zone."""
-    return View(now=datetime.now(timezone.utc), utc=bool(getattr(args, "utc", False)),
-                width=shutil.get_terminal_size((80, 24)).columns, colour=wants_colour(sys.stdout, os.environ))
+    return View(
+        now=datetime.now(timezone.utc),
+        utc=bool(getattr(args, "utc", False)),
+        width=shutil.get_terminal_size((80, 24)).columns,
+        colour=wants_colour(sys.stdout, os.environ),
+    )
 
 
 def _print_lines(lines: Sequence[str]) -> None:
@@ -196,9 +207,15 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
         print(f"started run {run_id} of {args.name!r}", flush=True)
         if not args.wait:
             return 0
-        waiting = Waiting(run_id=run_id, task=args.name, database=paths.database, monotonic=time.monotonic,
-                          pause=time.sleep, emit=lambda line: print(line, flush=True),
-                          supervisor_alive=lambda: lock_is_held(paths.lock_file))
+        waiting = Waiting(
+            run_id=run_id,
+            task=args.name,
+            database=paths.database,
+            monotonic=time.monotonic,
+            pause=time.sleep,
+            emit=lambda line: print(line, flush=True),
+            supervisor_alive=lambda: lock_is_held(paths.lock_file),
+        )
         run = wait_for_run(waiting, follower, timeout=args.timeout)
     finally:
         follower.close()
@@ -217,7 +234,7 @@ def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
         raise TaskAutomationError(f"{log} does not exist yet (the task has not been loaded)")
     with open(log, "rb") as f:
         data = f.read()
-    lines = data.splitlines()[-args.limit:] if args.limit > 0 else []
+    lines = data.splitlines()[-args.limit :] if args.limit > 0 else []
     for line in lines:
         sys.stdout.write(line.decode("utf-8", "replace") + "\n")
     sys.stdout.flush()
@@ -254,12 +271,21 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
     print(f"created {folder}: edit main.py, config.ini and requirements.txt")
     running = lock_is_held(paths.lock_file)
     if args.enable:
-        print("the running supervisor picks it up now and runs it at once (it never ran)" if running
-              else f"no supervisor is running on {paths.home}: it runs once you start one (python3 main.py)")
+        print(
+            "the running supervisor picks it up now and runs it at once (it never ran)"
+            if running
+            else f"no supervisor is running on {paths.home}: it runs once you start one (python3 main.py)"
+        )
     else:
-        print(f"it is disabled (Enabled = False in {folder / 'config.ini'}): set Enabled = True when main() "
-              f"is ready; " + ("the running supervisor picks that change up" if running
-                               else f"no supervisor is running on {paths.home} yet"))
+        print(
+            f"it is disabled (Enabled = False in {folder / 'config.ini'}): set Enabled = True when main() "
+            f"is ready; "
+            + (
+                "the running supervisor picks that change up"
+                if running
+                else f"no supervisor is running on {paths.home} yet"
+            )
+        )
     return 0
 
 
@@ -269,12 +295,21 @@ def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     return serve_worker(paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name)
+
+
 # ---------------------------------------------------------------------------------------------------- operations
 def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
     from .systemd import install_command
 
-    return install_command(paths, user_mode=args.user, dry_run=args.dry_run, enable=args.enable,
-                           target_dir=args.unit_dir, environ=os.environ, out=print)
+    return install_command(
+        paths,
+        user_mode=args.user,
+        dry_run=args.dry_run,
+        enable=args.enable,
+        target_dir=args.unit_dir,
+        environ=os.environ,
+        out=print,
+    )
 
 
 def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
@@ -294,11 +329,14 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
     if not config.is_file():
         raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks} (or it has no config.ini)")
     home_config, _ = read_home_config(paths.home_config)
-    spec = read_task_config(config, task=args.name, defaults=home_config.limits,
-                            notify_defaults=home_config.notify).spec
+    spec = read_task_config(
+        config, task=args.name, defaults=home_config.limits, notify_defaults=home_config.notify
+    ).spec
     if not spec.notify.any_channel:
-        raise TaskAutomationError(f"task {args.name!r}: no channel to test: set [Notify] Urls, PingUrl or Command "
-                                  f"in {config} or {paths.home_config}")
+        raise TaskAutomationError(
+            f"task {args.name!r}: no channel to test: set [Notify] Urls, PingUrl or Command "
+            f"in {config} or {paths.home_config}"
+        )
     secrets = load_secrets(paths.home_secrets, paths.task_secrets(args.name), task=args.name)
     notifier = Notifier(origin=default_origin(paths.home), logger=logging.getLogger("taskautomation.notify-test"))
     checks = notifier.test(args.name, settings=spec.notify, secrets=secrets)
@@ -313,8 +351,9 @@ def cmd_web(args: argparse.Namespace, paths: Paths) -> int:
     try:
         from .web.server import print_url, serve_web
     except ModuleNotFoundError as exc:
-        raise TaskAutomationError(f"the dashboard needs the web extra ({exc.name} is missing): "
-                                  f"pip install 'taskautomation[web]'") from None
+        raise TaskAutomationError(
+            f"the dashboard needs the web extra ({exc.name} is missing): pip install 'taskautomation[web]'"
+        ) from None
     if args.url:
         return print_url(paths, listen_text=args.listen)
     return serve_web(paths, listen_text=args.listen, parent_fd=args.parent_fd)
@@ -331,7 +370,8 @@ def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:
             raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
         with Records(paths.database) as records:
             reply = PauseBook(records, now=lambda: datetime.now(timezone.utc)).handle(
-                args.command, {"name": args.name, "by": "cli"}, known=lambda _: True)
+                args.command, {"name": args.name, "by": "cli"}, known=lambda _: True
+            )
     if not reply.get("ok"):
         raise TaskAutomationError(str(reply.get("error")))
     if reply["paused"]:
@@ -343,8 +383,20 @@ def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
-    "run": cmd_run, "stop": cmd_stop, "status": cmd_status, "history": cmd_history, "run-now": cmd_run_now,
-    "logs": cmd_logs, "validate": cmd_validate, "new": cmd_new, "worker": cmd_worker,
-    "install-systemd": cmd_install_systemd, "doctor": cmd_doctor, "notify-test": cmd_notify_test, "next": cmd_next,
-    "web": cmd_web, "pause": cmd_pause_resume, "resume": cmd_pause_resume,
+    "run": cmd_run,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "history": cmd_history,
+    "run-now": cmd_run_now,
+    "logs": cmd_logs,
+    "validate": cmd_validate,
+    "new": cmd_new,
+    "worker": cmd_worker,
+    "install-systemd": cmd_install_systemd,
+    "doctor": cmd_doctor,
+    "notify-test": cmd_notify_test,
+    "next": cmd_next,
+    "web": cmd_web,
+    "pause": cmd_pause_resume,
+    "resume": cmd_pause_resume,
 }

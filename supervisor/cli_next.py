@@ -51,22 +51,23 @@ def parse_instant(text: str, *, tz: tzinfo) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise TaskAutomationError(f"--from {text!r}: not a date-time (use ISO 8601, e.g. 2026-03-28T12:00 or "
-                                  "2026-03-28T12:00+01:00)") from None
+        raise TaskAutomationError(
+            f"--from {text!r}: not a date-time (use ISO 8601, e.g. 2026-03-28T12:00 or 2026-03-28T12:00+01:00)"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(timezone.utc)
 
 
-def render(spec: TaskSpec, times: list[datetime], *, reference: datetime, zone: tzinfo,
-           machine: tzinfo) -> list[str]:
+def render(spec: TaskSpec, times: list[datetime], *, reference: datetime, zone: tzinfo, machine: tzinfo) -> list[str]:
     """The human table: absolute time with offset, and how long from ``reference`` (like list-timers)."""
     lines = [f"{spec.name}: {trigger_for(spec, tz=machine).describe()}"]
     if not times:
         lines.append("no more runs")
         return lines
-    rows = [("NEXT", "LEFT")] + [(f"{t.astimezone(zone):%a %Y-%m-%d %H:%M:%S %z}", relative(t - reference))
-                                 for t in times]
+    rows = [("NEXT", "LEFT")] + [
+        (f"{t.astimezone(zone):%a %Y-%m-%d %H:%M:%S %z}", relative(t - reference)) for t in times
+    ]
     width = max(len(row[0]) for row in rows)
     lines.extend(f"{a.ljust(width)}  {b}" for a, b in rows)
     return lines

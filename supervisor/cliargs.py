@@ -29,20 +29,22 @@ EXAMPLES = {
     "validate": "example:\n  python3 -m supervisor validate backup",
     "new": "example:\n  python3 -m supervisor new fetch_weather --enable",
     "worker": "example:\n  python3 -m supervisor worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
-              "--queues default,gpu",
+    "--queues default,gpu",
     "install-systemd": "examples:\n  .venv/bin/python -m supervisor install-systemd --user --enable\n"
-                       "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
+    "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
     "doctor": "example:\n  python3 -m supervisor doctor --json",
     "notify-test": "example:\n  python3 -m supervisor notify-test backup",
     "next": "examples:\n  python3 -m supervisor next backup --count 10\n"
-            "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
+    "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
     "pause": "example:\n  python3 -m supervisor pause backup",
     "resume": "example:\n  python3 -m supervisor resume backup",
     "web": "examples:\n  python3 -m supervisor web\n  python3 -m supervisor web --url\n"
-           "  (from another machine: ssh -L 8765:127.0.0.1:8765 HOST, then open the printed URL)",
+    "  (from another machine: ssh -L 8765:127.0.0.1:8765 HOST, then open the printed URL)",
 }
-HOME_HELP = ("the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
-             "if it holds Tasks/)")
+HOME_HELP = (
+    "the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
+    "if it holds Tasks/)"
+)
 
 
 def _outcome_list(text: str) -> list[Outcome]:
@@ -50,8 +52,7 @@ def _outcome_list(text: str) -> list[Outcome]:
     try:
         return [Outcome(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: outcomes are {', '.join(o.value for o in Outcome)}") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: outcomes are {', '.join(o.value for o in Outcome)}") from None
 
 
 def parse_since(text: str, *, now: datetime) -> datetime:
@@ -66,7 +67,8 @@ def parse_since(text: str, *, now: datetime) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: use a date (2026-11-01), a date and time (2026-11-01T08:00, local unless it has an "
-            f"offset) or an age (90m, 12h, 7d)") from None
+            f"offset) or an age (90m, 12h, 7d)"
+        ) from None
     return moment if moment.tzinfo is not None else moment.astimezone()  # naive = the machine's local time
 
 
@@ -90,54 +92,95 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
     if command == "status":
         p.add_argument("--json", action="store_true", help="print the status document (stable schema)")
         p.add_argument("--utc", action="store_true", help="show times in UTC instead of the local zone")
-        p.add_argument("--why", action="store_true",
-                       help="explain every task's state and next run in full (default: only tasks that are "
-                            "not plainly scheduled)")
-        p.add_argument("--check", action="store_true",
-                       help="exit 1 when any task is in error or env-failed or its last finished run failed "
-                            "(for scripts and monitors)")
+        p.add_argument(
+            "--why",
+            action="store_true",
+            help="explain every task's state and next run in full (default: only tasks that are not plainly scheduled)",
+        )
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="exit 1 when any task is in error or env-failed or its last finished run failed "
+            "(for scripts and monitors)",
+        )
     elif command == "history":
         p.add_argument("name", help="the task (its folder name under Tasks/)")
         p.add_argument("--json", action="store_true", help='print {"runs": [...]} (stable schema)')
-        p.add_argument("-n", "--limit", type=int, default=20, metavar="N",
-                       help="show the newest N runs that match (default 20)")
-        p.add_argument("--outcome", type=_outcome_list, action="append", metavar="OUTCOME[,OUTCOME]",
-                       help="only runs with these outcomes (repeatable), e.g. failed,timeout")
-        p.add_argument("--since", type=_since, metavar="WHEN",
-                       help="only runs started at or after WHEN: 2026-11-01, 2026-11-01T08:00 (local unless "
-                            "it has an offset), or an age such as 90m, 12h, 7d")
+        p.add_argument(
+            "-n", "--limit", type=int, default=20, metavar="N", help="show the newest N runs that match (default 20)"
+        )
+        p.add_argument(
+            "--outcome",
+            type=_outcome_list,
+            action="append",
+            metavar="OUTCOME[,OUTCOME]",
+            help="only runs with these outcomes (repeatable), e.g. failed,timeout",
+        )
+        p.add_argument(
+            "--since",
+            type=_since,
+            metavar="WHEN",
+            help="only runs started at or after WHEN: 2026-11-01, 2026-11-01T08:00 (local unless "
+            "it has an offset), or an age such as 90m, 12h, 7d",
+        )
         p.add_argument("--utc", action="store_true", help="show times in UTC instead of the local zone")
     elif command == "run-now":
         p.add_argument("name", help="the task to run")
-        p.add_argument("--wait", action="store_true",
-                       help="print the run's log lines until it ends; exit 0 if it ended ok, else 1")
-        p.add_argument("--timeout", type=_positive, metavar="S",
-                       help="with --wait: give up waiting after S seconds (exit 1; the run goes on)")
+        p.add_argument(
+            "--wait", action="store_true", help="print the run's log lines until it ends; exit 0 if it ended ok, else 1"
+        )
+        p.add_argument(
+            "--timeout",
+            type=_positive,
+            metavar="S",
+            help="with --wait: give up waiting after S seconds (exit 1; the run goes on)",
+        )
     elif command == "logs":
         p.add_argument("name", help="the task whose log to print")
         p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
-        p.add_argument("-n", "--limit", "--lines", dest="limit", type=int, default=50, metavar="N",
-                       help="print the last N lines first (default 50; 0 for none)")
+        p.add_argument(
+            "-n",
+            "--limit",
+            "--lines",
+            dest="limit",
+            type=int,
+            default=50,
+            metavar="N",
+            help="print the last N lines first (default 50; 0 for none)",
+        )
     elif command == "validate":
         p.add_argument("name", nargs="?", help="check only this task (default: every task and the home config)")
     elif command == "new":
         p.add_argument("name", help="the new task's folder name (a Python identifier, e.g. fetch_weather)")
-        p.add_argument("--enable", action="store_true",
-                       help="create it enabled (default: Enabled = False until you say it is ready)")
+        p.add_argument(
+            "--enable",
+            action="store_true",
+            help="create it enabled (default: Enabled = False until you say it is ready)",
+        )
     elif command == "worker":
-        p.add_argument("--redis", required=True, metavar="URL",
-                       help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)")
-        p.add_argument("--queues", default="default", metavar="A,B",
-                       help="comma-separated queues to serve, in priority order (default: default)")
+        p.add_argument(
+            "--redis",
+            required=True,
+            metavar="URL",
+            help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)",
+        )
+        p.add_argument(
+            "--queues",
+            default="default",
+            metavar="A,B",
+            help="comma-separated queues to serve, in priority order (default: default)",
+        )
         p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
         p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
     elif command == "install-systemd":
-        p.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user) instead of a "
-                                                           "system unit (/etc/systemd/system)")
+        p.add_argument(
+            "--user",
+            action="store_true",
+            help="a user unit (~/.config/systemd/user) instead of a system unit (/etc/systemd/system)",
+        )
         p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
         p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
-        p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR",
-                       help="write the unit into DIR instead")
+        p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR", help="write the unit into DIR instead")
     elif command == "doctor":
         p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
     elif command == "notify-test":
@@ -145,17 +188,28 @@ def add_options(command: str, p: argparse.ArgumentParser) -> None:
     elif command == "next":
         p.add_argument("name", help="the task (its folder name under Tasks/)")
         p.add_argument("--count", type=int, default=5, metavar="N", help="how many due times (default 5)")
-        p.add_argument("--from", dest="start", metavar="TIME",
-                       help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
-                            "without an offset TIME is read in the task's zone)")
+        p.add_argument(
+            "--from",
+            dest="start",
+            metavar="TIME",
+            help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
+            "without an offset TIME is read in the task's zone)",
+        )
         p.add_argument("--json", action="store_true", help='print {"task": NAME, "next": [ISO, ...]} (stable schema)')
     elif command in ("pause", "resume"):
         p.add_argument("name", help=f"the task to {command}")
     elif command == "web":
-        p.add_argument("--listen", default=None, metavar="HOST:PORT",
-                       help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)")
-        p.add_argument("--url", action="store_true", help="print the login URL and exit (e.g. for the dashboard "
-                                                           "the supervisor runs because of [Web] Listen)")
+        p.add_argument(
+            "--listen",
+            default=None,
+            metavar="HOST:PORT",
+            help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)",
+        )
+        p.add_argument(
+            "--url",
+            action="store_true",
+            help="print the login URL and exit (e.g. for the dashboard the supervisor runs because of [Web] Listen)",
+        )
         p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
 
 
@@ -186,33 +240,47 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, metavar="DIR", help=HOME_HELP)
     parser = argparse.ArgumentParser(
-        prog=prog, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run Python task folders on schedule, each in its own virtualenv, as contained child "
-                    "processes.",
+        prog=prog,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run Python task folders on schedule, each in its own virtualenv, as contained child processes.",
         epilog="examples:\n  taskautomation status\n  taskautomation run-now backup --wait\n"
-               "  taskautomation COMMAND --help")
+        "  taskautomation COMMAND --help",
+    )
     parser.add_argument("--version", action="version", version=VERSION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for command, summary in SUBCOMMANDS.items():
-        p = sub.add_parser(command, parents=[common], help=summary, description=summary[0].upper() + summary[1:],
-                           epilog=EXAMPLES[command], formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            command,
+            parents=[common],
+            help=summary,
+            description=summary[0].upper() + summary[1:],
+            epilog=EXAMPLES[command],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         add_options(command, p)
     return parser
 
 
 def build_single_parser(prog: str, command: str) -> argparse.ArgumentParser:
     """The parser of main.py (``run``) and terminate.py (``stop``): that command's options only."""
-    script_examples = {"run": f"example:\n  python3 {prog} --home /srv/ta",
-                       "stop": f"example:\n  python3 {prog} --home /srv/ta"}
+    script_examples = {
+        "run": f"example:\n  python3 {prog} --home /srv/ta",
+        "stop": f"example:\n  python3 {prog} --home /srv/ta",
+    }
     parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"{SUBCOMMANDS[command][0].upper()}{SUBCOMMANDS[command][1:]} (the same as "
-                    f"`python3 -m supervisor {command}`).",
-        epilog=script_examples.get(command, EXAMPLES[command]))
-    parser.add_argument("--home", metavar="DIR",
-                        help="the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else "
-                             "the folder of this script)")
+        f"`python3 -m supervisor {command}`).",
+        epilog=script_examples.get(command, EXAMPLES[command]),
+    )
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the folder of this script)",
+    )
     parser.add_argument("--version", action="version", version=VERSION)
     add_options(command, parser)
     return parser

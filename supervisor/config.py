@@ -60,8 +60,7 @@ _SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt")
 # --- the schema: canonical spellings, used in every message ------------------------------------------
 
 _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
-    "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone",
-                  "JitterSeconds"),
+    "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone", "JitterSeconds"),
     "Global": ("Enabled", "Testing", "RunOnStartup", "Queue"),
     "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds", "MaxProcesses"),
     "Notify": NOTIFY_KEYS,
@@ -73,8 +72,18 @@ _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
     "Global": {"Enabled": "True", "Testing": "False", "RunOnStartup": "False"},
 }
 _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
-    "Supervisor": ("Installer", "KeepRuns", "LogMaxBytes", "LogBackups", "OutputCapBytes",
-                   "WatchDebounceSeconds", "MaxConcurrentRuns", "Executor", "RedisUrl", *HEARTBEAT_KEYS),
+    "Supervisor": (
+        "Installer",
+        "KeepRuns",
+        "LogMaxBytes",
+        "LogBackups",
+        "OutputCapBytes",
+        "WatchDebounceSeconds",
+        "MaxConcurrentRuns",
+        "Executor",
+        "RedisUrl",
+        *HEARTBEAT_KEYS,
+    ),
     "Limits": _TASK_SCHEMA["Limits"],
     "Notify": NOTIFY_KEYS,
     "Retry": _TASK_SCHEMA["Retry"],
@@ -86,8 +95,9 @@ def _parse_limits(sections: Mapping[str, Section], defaults: Limits, ctx: Contex
     """[Limits]: each missing key takes the default (the home config's limits for a task)."""
     return Limits(
         timeout_s=lookup(sections, "Limits", "TimeoutSeconds", values.optional_limit, defaults.timeout_s, ctx),
-        kill_grace_s=lookup(sections, "Limits", "KillGraceSeconds", values.non_negative_number,
-                            defaults.kill_grace_s, ctx),
+        kill_grace_s=lookup(
+            sections, "Limits", "KillGraceSeconds", values.non_negative_number, defaults.kill_grace_s, ctx
+        ),
         memory_mb=lookup(sections, "Limits", "MemoryMB", values.optional_limit, defaults.memory_mb, ctx),
         cpu_s=lookup(sections, "Limits", "CPUSeconds", values.optional_limit, defaults.cpu_s, ctx),
         max_processes=lookup(sections, "Limits", "MaxProcesses", values.max_processes, defaults.max_processes, ctx),
@@ -96,13 +106,18 @@ def _parse_limits(sections: Mapping[str, Section], defaults: Limits, ctx: Contex
 
 def _parse_notify(sections: Mapping[str, Section], defaults: NotifySettings, ctx: Context) -> NotifySettings:
     """[Notify] (notify/settings.py validates): each key present wins over ``defaults`` (the home's)."""
-    return parse_notify(present_values(sections, "Notify", NOTIFY_KEYS), defaults=defaults,
-                        error=lambda key, value, reason: ctx.error("Notify", key, value, reason))
+    return parse_notify(
+        present_values(sections, "Notify", NOTIFY_KEYS),
+        defaults=defaults,
+        error=lambda key, value, reason: ctx.error("Notify", key, value, reason),
+    )
 
 
 def _parse_heartbeat(sections: Mapping[str, Section], ctx: Context) -> HeartbeatSettings:
-    return parse_heartbeat(present_values(sections, "Supervisor", HEARTBEAT_KEYS),
-                           error=lambda key, value, reason: ctx.error("Supervisor", key, value, reason))
+    return parse_heartbeat(
+        present_values(sections, "Supervisor", HEARTBEAT_KEYS),
+        error=lambda key, value, reason: ctx.error("Supervisor", key, value, reason),
+    )
 
 
 def _parse_retry(sections: Mapping[str, Section], defaults: RetryPolicy, ctx: Context) -> RetryPolicy:
@@ -123,13 +138,16 @@ def _schedule_key(sections: Mapping[str, Section], ctx: Context) -> str:
         return present[0]
     if not present:
         where = "" if "frequency" in sections else " (no [Frequency] section)"
-        raise ctx.fail(f"[Frequency] EveryXMinutes missing{where}: it is required (minutes between the starts "
-                       "of two runs, e.g. EveryXMinutes = 60) unless the task has Cron (e.g. Cron = "
-                       "30 7 * * mon-fri) or RunAt (e.g. RunAt = 2026-12-24 18:00) instead")
+        raise ctx.fail(
+            f"[Frequency] EveryXMinutes missing{where}: it is required (minutes between the starts "
+            "of two runs, e.g. EveryXMinutes = 60) unless the task has Cron (e.g. Cron = "
+            "30 7 * * mon-fri) or RunAt (e.g. RunAt = 2026-12-24 18:00) instead"
+        )
     found = sections["frequency"]
     shown = ", ".join(f"{found.entries[k.lower()].key} = {found.entries[k.lower()].value!r}" for k in present)
-    raise ctx.fail(f"[Frequency] {' and '.join(present)} are both set ({shown}): use exactly one of "
-                   "EveryXMinutes, Cron and RunAt")
+    raise ctx.fail(
+        f"[Frequency] {' and '.join(present)} are both set ({shown}): use exactly one of EveryXMinutes, Cron and RunAt"
+    )
 
 
 def _missing_seed_warnings(sections: Mapping[str, Section], ctx: Context) -> list[str]:
@@ -147,9 +165,16 @@ def _missing_seed_warnings(sections: Mapping[str, Section], ctx: Context) -> lis
 
 # --- public API ---------------------------------------------------------------------------------------
 
-def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Limits(),
-                      notify_defaults: NotifySettings = NotifySettings(),
-                      retry_defaults: RetryPolicy = RetryPolicy()) -> ConfigResult:
+
+def parse_task_config(
+    text: str,
+    *,
+    task: str,
+    path: Path,
+    defaults: Limits = Limits(),
+    notify_defaults: NotifySettings = NotifySettings(),
+    retry_defaults: RetryPolicy = RetryPolicy(),
+) -> ConfigResult:
     """Parse a task's config.ini text. ``path`` is only used in messages.
 
     Raises ConfigError for a syntax error, a duplicate section/key, no or several schedule keys or any
@@ -170,8 +195,12 @@ def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Li
     )
     if cron is not None and not cron_meets_window(cron, window):
         entry = sections["frequency"].entries["cron"]
-        raise ctx.error("Frequency", "Cron", entry.value, f"no slot lies inside the window AllowedFrom-AllowedTo "
-                        f"({window}): the task would never run")
+        raise ctx.error(
+            "Frequency",
+            "Cron",
+            entry.value,
+            f"no slot lies inside the window AllowedFrom-AllowedTo ({window}): the task would never run",
+        )
     spec = TaskSpec(
         name=task,
         every=every,
@@ -193,12 +222,23 @@ def parse_task_config(text: str, *, task: str, path: Path, defaults: Limits = Li
     return ConfigResult(spec=spec, warnings=tuple(warnings))
 
 
-def read_task_config(path: Path, *, task: str, defaults: Limits = Limits(),
-                     notify_defaults: NotifySettings = NotifySettings(),
-                     retry_defaults: RetryPolicy = RetryPolicy()) -> ConfigResult:
+def read_task_config(
+    path: Path,
+    *,
+    task: str,
+    defaults: Limits = Limits(),
+    notify_defaults: NotifySettings = NotifySettings(),
+    retry_defaults: RetryPolicy = RetryPolicy(),
+) -> ConfigResult:
     """Read and parse ``path``; unreadable or non-UTF-8 files are a ConfigError naming the cause."""
-    return parse_task_config(read_text(path, Context(path, task)), task=task, path=path, defaults=defaults,
-                             notify_defaults=notify_defaults, retry_defaults=retry_defaults)
+    return parse_task_config(
+        read_text(path, Context(path, task)),
+        task=task,
+        path=path,
+        defaults=defaults,
+        notify_defaults=notify_defaults,
+        retry_defaults=retry_defaults,
+    )
 
 
 def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
@@ -216,12 +256,15 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         keep_runs=lookup(sections, "Supervisor", "KeepRuns", values.integer(1), base.keep_runs, ctx),
         log_max_bytes=lookup(sections, "Supervisor", "LogMaxBytes", values.integer(1024), base.log_max_bytes, ctx),
         log_backups=lookup(sections, "Supervisor", "LogBackups", values.integer(0), base.log_backups, ctx),
-        output_cap_bytes=lookup(sections, "Supervisor", "OutputCapBytes", values.integer(1024),
-                                base.output_cap_bytes, ctx),
-        watch_debounce_s=lookup(sections, "Supervisor", "WatchDebounceSeconds", values.watch_debounce,
-                                base.watch_debounce_s, ctx),
-        max_concurrent_runs=lookup(sections, "Supervisor", "MaxConcurrentRuns", values.integer(1),
-                                   base.max_concurrent_runs, ctx),
+        output_cap_bytes=lookup(
+            sections, "Supervisor", "OutputCapBytes", values.integer(1024), base.output_cap_bytes, ctx
+        ),
+        watch_debounce_s=lookup(
+            sections, "Supervisor", "WatchDebounceSeconds", values.watch_debounce, base.watch_debounce_s, ctx
+        ),
+        max_concurrent_runs=lookup(
+            sections, "Supervisor", "MaxConcurrentRuns", values.integer(1), base.max_concurrent_runs, ctx
+        ),
         executor=lookup(sections, "Supervisor", "Executor", values.executor, base.executor, ctx),
         redis_url=lookup(sections, "Supervisor", "RedisUrl", values.redis_url, base.redis_url, ctx),
         limits=_parse_limits(sections, base.limits, ctx),
@@ -244,4 +287,3 @@ def read_home_config(path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
     except FileNotFoundError:
         return HomeConfig(), ()
     return parse_home_config(text, path=path)
-

@@ -127,6 +127,7 @@ def integer(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             raise InvalidValue(f"must be at least {minimum}")
         return value
+
     return parse
 
 
@@ -181,4 +182,3 @@ def queue_name(text: str) -> str:
     if not _QUEUE_NAME.fullmatch(value):
         raise InvalidValue("must be 1-100 letters, digits and _ . : - (starting with a letter or digit)")
     return value
-

@@ -45,8 +45,10 @@ class InstanceLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise AlreadyRunningError(f"another supervisor is already running on {self.home}"
-                                          f" ({describe_holder(self.path)}); stop it with terminate.py") from None
+                raise AlreadyRunningError(
+                    f"another supervisor is already running on {self.home}"
+                    f" ({describe_holder(self.path)}); stop it with terminate.py"
+                ) from None
             raise
         info = {"pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat()}
         os.ftruncate(fd, 0)
@@ -201,8 +203,9 @@ def _same_user(conn: socket.socket) -> bool:
     return uid in (os.getuid(), 0)
 
 
-def request(path: Path, command: str, args: Mapping[str, Any] | None = None, *,
-            timeout: float = 10.0) -> dict[str, Any]:
+def request(
+    path: Path, command: str, args: Mapping[str, Any] | None = None, *, timeout: float = 10.0
+) -> dict[str, Any]:
     """Send one request to the running supervisor. NotRunningError when nobody listens."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -250,8 +253,9 @@ def terminate(paths: Paths, *, timeout: float, on_progress: Callable[[str], None
     except (NotRunningError, ControlError) as exc:
         # No answer on the socket: signal the lock holder itself, but only a pid the kernel says holds it.
         if holder is None:
-            raise ControlError(f"the supervisor does not answer ({exc}) and no process can be proven to hold "
-                               f"{lock_path}") from exc
+            raise ControlError(
+                f"the supervisor does not answer ({exc}) and no process can be proven to hold {lock_path}"
+            ) from exc
         on_progress(f"control socket did not answer ({exc}); sending SIGTERM to pid {holder}")
         os.kill(holder, 15)
     deadline = time.monotonic() + timeout
@@ -271,4 +275,4 @@ def _alive(pid: int) -> bool:
             stat = f.read()
     except OSError:
         return False
-    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"

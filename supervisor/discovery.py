@@ -47,8 +47,9 @@ class TaskFolder:
     @property
     def missing(self) -> tuple[str, ...]:
         """The files a task needs that are not there yet (whether they parse is for config/check_task_source)."""
-        return tuple(name for name, digest in ((MAIN_FILE, self.code_hash), (CONFIG_FILE, self.config_hash))
-                     if digest is None)
+        return tuple(
+            name for name, digest in ((MAIN_FILE, self.code_hash), (CONFIG_FILE, self.config_hash)) if digest is None
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -69,8 +70,7 @@ class TaskDiff:
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.config_changed or self.code_changed
-                    or self.requirements_changed)
+        return not (self.added or self.removed or self.config_changed or self.code_changed or self.requirements_changed)
 
 
 def scan_tasks(tasks_dir: Path) -> dict[str, TaskFolder]:
@@ -95,8 +95,9 @@ def scan_tasks(tasks_dir: Path) -> dict[str, TaskFolder]:
             path=folder,
             config_hash=_file_hash(folder / CONFIG_FILE, max_bytes=safefile.CONFIG_MAX_BYTES),
             code_hash=_code_hash(folder),
-            requirements_hash=(_file_hash(folder / REQUIREMENTS_FILE, max_bytes=safefile.REQUIREMENTS_MAX_BYTES)
-                               or _EMPTY_HASH),
+            requirements_hash=(
+                _file_hash(folder / REQUIREMENTS_FILE, max_bytes=safefile.REQUIREMENTS_MAX_BYTES) or _EMPTY_HASH
+            ),
         )
     return found
 
@@ -121,8 +122,7 @@ def diff_tasks(old: Mapping[str, TaskFolder], new: Mapping[str, TaskFolder]) -> 
         removed=tuple(sorted(old.keys() - new.keys())),
         config_changed=tuple(n for n in common if old[n].config_hash != new[n].config_hash),
         code_changed=tuple(n for n in common if old[n].code_hash != new[n].code_hash),
-        requirements_changed=tuple(n for n in common
-                                   if old[n].requirements_hash != new[n].requirements_hash),
+        requirements_changed=tuple(n for n in common if old[n].requirements_hash != new[n].requirements_hash),
     )
 
 
@@ -156,8 +156,10 @@ def check_task_source(path: Path, *, task: str) -> None:
     if binding is None:
         raise TaskLoadError(f"{prefix}: no function main() defined")
     if isinstance(binding, ast.AsyncFunctionDef):
-        raise TaskLoadError(f"{prefix}: line {binding.lineno}: main() is 'async def'; "
-                            "it must be a plain function (call asyncio.run() inside it)")
+        raise TaskLoadError(
+            f"{prefix}: line {binding.lineno}: main() is 'async def'; "
+            "it must be a plain function (call asyncio.run() inside it)"
+        )
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -214,16 +216,16 @@ def _code_hash(folder: Path) -> str | None:
     for root, dirs, names in os.walk(top, onerror=walk_error):
         # The same rule the watcher wakes on (paths.is_task_content), on the path below Tasks/.
         below = (folder.name, *Path(os.path.relpath(root, top)).parts)  # Path(".").parts is ()
-        dirs[:] = [d for d in dirs if is_task_content((*below, d))
-                   and not os.path.exists(os.path.join(root, d, "pyvenv.cfg"))]
+        dirs[:] = [
+            d for d in dirs if is_task_content((*below, d)) and not os.path.exists(os.path.join(root, d, "pyvenv.cfg"))
+        ]
         for name in names:
             if not name.endswith(".py") or not is_task_content((*below, name)):
                 continue
             full = os.path.join(root, name)
             rel = os.path.relpath(full, folder).replace(os.sep, "/")
             try:
-                digest = hashlib.sha256(safefile.read_bytes(Path(full), max_bytes=safefile.CODE_MAX_BYTES)
-                                        ).hexdigest()
+                digest = hashlib.sha256(safefile.read_bytes(Path(full), max_bytes=safefile.CODE_MAX_BYTES)).hexdigest()
             except FileNotFoundError:
                 continue  # deleted between the listing and the read: the next scan sees the folder as it is
             except UnsafeFileError as exc:
@@ -269,4 +271,5 @@ def _nested_bodies(node: ast.stmt) -> list[list[ast.stmt]]:
 
 # ast.TryStar (try/except*) exists from Python 3.11 on.
 _TRY_NODES: tuple[type[ast.stmt], ...] = tuple(
-    node for node in (ast.Try, getattr(ast, "TryStar", None)) if node is not None)
+    node for node in (ast.Try, getattr(ast, "TryStar", None)) if node is not None
+)

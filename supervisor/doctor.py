@@ -52,28 +52,43 @@ class Check:
 # Pure checks
 # ---------------------------------------------------------------------------------------------------------
 
+
 def check_python(version: Sequence[int], *, executable: str) -> Check:
     text = ".".join(str(part) for part in version[:3])
     if tuple(version[:2]) < MIN_PYTHON:
-        return Check("python", Status.FAIL, f"Python {text} at {executable} is too old",
-                     f"install Python {'.'.join(map(str, MIN_PYTHON))}+ and recreate the venv with it")
+        return Check(
+            "python",
+            Status.FAIL,
+            f"Python {text} at {executable} is too old",
+            f"install Python {'.'.join(map(str, MIN_PYTHON))}+ and recreate the venv with it",
+        )
     return Check("python", Status.PASS, f"Python {text} at {executable}")
 
 
 def check_uv(version: str | None) -> Check:
     if version is None:
-        return Check("uv", Status.WARN, "uv not found: envs are built with pip (slower)",
-                     "pip install uv into the supervisor's venv (it is a dependency of the package)")
+        return Check(
+            "uv",
+            Status.WARN,
+            "uv not found: envs are built with pip (slower)",
+            "pip install uv into the supervisor's venv (it is a dependency of the package)",
+        )
     return Check("uv", Status.PASS, version)
 
 
 def check_inotify(max_watches: int | None, *, folders: int) -> Check:
     """The watcher watches every folder under Tasks/ (recursively); each folder costs one inotify watch."""
     if max_watches is None:
-        return Check("inotify", Status.WARN, "fs.inotify.max_user_watches unknown (not Linux?): changes may be "
-                     "noticed by polling only", "")
-    fix = (f"sudo sysctl fs.inotify.max_user_watches={max(524288, folders * 4)} (persist it in "
-           f"/etc/sysctl.d/60-inotify.conf)")
+        return Check(
+            "inotify",
+            Status.WARN,
+            "fs.inotify.max_user_watches unknown (not Linux?): changes may be noticed by polling only",
+            "",
+        )
+    fix = (
+        f"sudo sysctl fs.inotify.max_user_watches={max(524288, folders * 4)} (persist it in "
+        f"/etc/sysctl.d/60-inotify.conf)"
+    )
     detail = f"max_user_watches {max_watches}, {folders} folders under Tasks/"
     if max_watches < folders:
         return Check("inotify", Status.FAIL, f"{detail}: not enough, changes fall back to slow polling", fix)
@@ -87,11 +102,14 @@ def check_cgroups(info: CgroupInfo) -> Check:
         return Check("cgroups", Status.PASS, f"cgroup {info.version}: memory and pids usable at {info.where}")
     usable = [name for name, ok in (("memory", info.memory), ("pids", info.pids)) if ok]
     what = f"cgroup {info.version}" if info.version else "no cgroup file system"
-    return Check("cgroups", Status.WARN,
-                 f"{what}; usable controllers: {', '.join(usable) or 'none'}: limits are enforced by rlimits "
-                 f"and the monitor instead (no atomic kill of a forking tree)",
-                 "run it as a systemd service with Delegate=yes, or give its user a writable cgroup with the "
-                 "memory and pids controllers")
+    return Check(
+        "cgroups",
+        Status.WARN,
+        f"{what}; usable controllers: {', '.join(usable) or 'none'}: limits are enforced by rlimits "
+        f"and the monitor instead (no atomic kill of a forking tree)",
+        "run it as a systemd service with Delegate=yes, or give its user a writable cgroup with the "
+        "memory and pids controllers",
+    )
 
 
 def check_disk(free_bytes: int, *, home: Path) -> Check:
@@ -106,15 +124,23 @@ def check_disk(free_bytes: int, *, home: Path) -> Check:
 
 def check_home_writable(error: str | None, *, home: Path) -> Check:
     if error is not None:
-        return Check("home writable", Status.FAIL, f"cannot write to {home}: {error}",
-                     f"make {home} writable for the user that runs the supervisor (chown/chmod)")
+        return Check(
+            "home writable",
+            Status.FAIL,
+            f"cannot write to {home}: {error}",
+            f"make {home} writable for the user that runs the supervisor (chown/chmod)",
+        )
     return Check("home writable", Status.PASS, f"{home} is writable")
 
 
 def check_timezone(error: str | None, *, local_zone: str | None) -> Check:
     if error is not None:
-        return Check("time zones", Status.FAIL, f"time zone data missing: {error}",
-                     "apt-get install tzdata (or pip install tzdata into the supervisor's venv)")
+        return Check(
+            "time zones",
+            Status.FAIL,
+            f"time zone data missing: {error}",
+            "apt-get install tzdata (or pip install tzdata into the supervisor's venv)",
+        )
     return Check("time zones", Status.PASS, f"time zone data present; local zone {local_zone or 'unknown'}")
 
 
@@ -130,14 +156,17 @@ def check_clock(synchronised: bool | None, *, source: str) -> Check:
 def check_envs(broken: Sequence[tuple[str, str]], *, total: int, envs_dir: Path) -> Check:
     if broken:
         listed = "; ".join(f"{key}: {reason}" for key, reason in broken)
-        return Check("envs", Status.WARN, f"{len(broken)} of {total} env(s) lost their base interpreter: {listed}",
-                     f"a running supervisor rebuilds them once by itself; or delete them: "
-                     f"rm -rf {' '.join(str(envs_dir / key) for key, _ in broken)}")
+        return Check(
+            "envs",
+            Status.WARN,
+            f"{len(broken)} of {total} env(s) lost their base interpreter: {listed}",
+            f"a running supervisor rebuilds them once by itself; or delete them: "
+            f"rm -rf {' '.join(str(envs_dir / key) for key, _ in broken)}",
+        )
     return Check("envs", Status.PASS, f"{total} env(s), every base interpreter present")
 
 
-def check_units(units: Sequence[tuple[Path, str]], *, required_stop_s: int,
-                executable: Callable[[str], bool]) -> Check:
+def check_units(units: Sequence[tuple[Path, str]], *, required_stop_s: int, executable: Callable[[str], bool]) -> Check:
     """An installed unit of this home must still start (its interpreter exists) and give the slowest task's
     grace time to stop (TimeoutStopSec)."""
     if not units:
@@ -149,35 +178,53 @@ def check_units(units: Sequence[tuple[Path, str]], *, required_stop_s: int,
         except ValueError:
             words = exec_start.split()
         if not words or not executable(words[0]):
-            return Check("systemd unit", Status.FAIL, f"{path}: ExecStart {words[0] if words else '(none)'} does "
-                         "not exist: the service cannot start", "re-run install-systemd with the venv's python")
+            return Check(
+                "systemd unit",
+                Status.FAIL,
+                f"{path}: ExecStart {words[0] if words else '(none)'} does not exist: the service cannot start",
+                "re-run install-systemd with the venv's python",
+            )
         try:
             stop_s = float(unit_setting(text, "TimeoutStopSec") or "nan")
         except ValueError:
             stop_s = float("nan")
         if not stop_s >= required_stop_s:  # also true for a missing or unreadable value (NaN)
-            return Check("systemd unit", Status.WARN,
-                         f"{path}: TimeoutStopSec {unit_setting(text, 'TimeoutStopSec')} is below the "
-                         f"{required_stop_s} s the tasks' KillGraceSeconds need: systemd may SIGKILL runs early",
-                         "re-run install-systemd (after raising a KillGraceSeconds)")
+            return Check(
+                "systemd unit",
+                Status.WARN,
+                f"{path}: TimeoutStopSec {unit_setting(text, 'TimeoutStopSec')} is below the "
+                f"{required_stop_s} s the tasks' KillGraceSeconds need: systemd may SIGKILL runs early",
+                "re-run install-systemd (after raising a KillGraceSeconds)",
+            )
     return Check("systemd unit", Status.PASS, ", ".join(str(path) for path, _ in units))
 
 
 def check_supervisor(probe: SupervisorProbe, *, home: Path) -> Check:
     if not probe.running:
-        return Check("supervisor", Status.WARN, f"no supervisor is running on {home}",
-                     "start it: taskautomation install-systemd --enable (or python3 main.py in tmux)")
+        return Check(
+            "supervisor",
+            Status.WARN,
+            f"no supervisor is running on {home}",
+            "start it: taskautomation install-systemd --enable (or python3 main.py in tmux)",
+        )
     if probe.status is None:
-        return Check("supervisor", Status.FAIL,
-                     f"a supervisor holds the lock on {home} but does not answer: {probe.error}",
-                     "it may be hung: restart it (systemctl restart, or terminate.py and start again)")
+        return Check(
+            "supervisor",
+            Status.FAIL,
+            f"a supervisor holds the lock on {home} but does not answer: {probe.error}",
+            "it may be hung: restart it (systemctl restart, or terminate.py and start again)",
+        )
     tasks = probe.status.get("tasks", [])
     bad = [t["name"] for t in tasks if t.get("state") in ("error", "env-failed")]
     pid = (probe.status.get("supervisor") or {}).get("pid")
     detail = f"running (pid {pid}), {len(tasks)} task(s)"
     if bad:
-        return Check("supervisor", Status.WARN, f"{detail}; not loaded: {', '.join(bad)}",
-                     "see taskautomation status (each error names the file, section and key)")
+        return Check(
+            "supervisor",
+            Status.WARN,
+            f"{detail}; not loaded: {', '.join(bad)}",
+            "see taskautomation status (each error names the file, section and key)",
+        )
     return Check("supervisor", Status.PASS, detail)
 
 
@@ -197,8 +244,9 @@ def run_checks(paths: Paths, *, probes: Probes = Probes()) -> list[Check]:
     checks.append(check_clock(synchronised, source=source))
     broken, total = probes.envs(paths.envs)
     checks.append(check_envs(broken, total=total, envs_dir=paths.envs))
-    checks.append(check_units(probes.units(paths), required_stop_s=probes.stop_needed(paths),
-                              executable=probes.executable))
+    checks.append(
+        check_units(probes.units(paths), required_stop_s=probes.stop_needed(paths), executable=probes.executable)
+    )
     checks.append(check_supervisor(probes.supervisor(paths), home=paths.home))
     return checks
 
@@ -216,8 +264,7 @@ def render_text(checks: Sequence[Check]) -> list[str]:
     return lines
 
 
-def doctor_command(paths: Paths, *, as_json: bool, out: Callable[[str], None],
-                   probes: Probes = Probes()) -> int:
+def doctor_command(paths: Paths, *, as_json: bool, out: Callable[[str], None], probes: Probes = Probes()) -> int:
     """``doctor [--json]``: print the report; exit 1 when any check failed."""
     checks = run_checks(paths, probes=probes)
     if as_json:

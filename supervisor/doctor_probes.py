@@ -47,8 +47,9 @@ class SupervisorProbe:
     error: str | None = None
 
 
-def parse_cgroups(mountinfo: str, proc_cgroup: str, *, read: Callable[[Path], str | None],
-                  writable: Callable[[Path], bool]) -> CgroupInfo:
+def parse_cgroups(
+    mountinfo: str, proc_cgroup: str, *, read: Callable[[Path], str | None], writable: Callable[[Path], bool]
+) -> CgroupInfo:
     """Find this process's cgroup(s) and whether memory and pids sub-groups can be made there.
 
     v2 (a ``cgroup2`` mount): our group must be writable and offer both controllers in cgroup.controllers.
@@ -91,8 +92,9 @@ def parse_cgroups(mountinfo: str, proc_cgroup: str, *, read: Callable[[Path], st
         here = v2_mount / groups.get("", "/").lstrip("/")
         controllers = (read(here / "cgroup.controllers") or "").split()
         ok = writable(here)
-        return CgroupInfo("v2", memory=ok and "memory" in controllers, pids=ok and "pids" in controllers,
-                          where=str(here))
+        return CgroupInfo(
+            "v2", memory=ok and "memory" in controllers, pids=ok and "pids" in controllers, where=str(here)
+        )
     return CgroupInfo(None, memory=False, pids=False)
 
 
@@ -110,8 +112,9 @@ def _uv_version() -> str | None:
     if uv is None:
         return None
     try:
-        result = subprocess.run([str(uv), "--version"], capture_output=True, text=True, timeout=30,
-                                stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(
+            [str(uv), "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return f"{result.stdout.strip() or 'uv'} at {uv}" if result.returncode == 0 else None
@@ -232,9 +235,14 @@ class Probes:
     uv_version: Callable[[], str | None] = _uv_version
     max_watches: Callable[[], int | None] = _max_watches
     folders: Callable[[Path], int] = count_folders
-    cgroups: Callable[[], CgroupInfo] = field(default=lambda: parse_cgroups(
-        _read(Path("/proc/self/mountinfo")) or "", _read(Path("/proc/self/cgroup")) or "", read=_read,
-        writable=lambda path: os.access(path, os.W_OK)))
+    cgroups: Callable[[], CgroupInfo] = field(
+        default=lambda: parse_cgroups(
+            _read(Path("/proc/self/mountinfo")) or "",
+            _read(Path("/proc/self/cgroup")) or "",
+            read=_read,
+            writable=lambda path: os.access(path, os.W_OK),
+        )
+    )
     free_bytes: Callable[[Path], int] = lambda home: shutil.disk_usage(home).free
     home_write_error: Callable[[Path], str | None] = _home_write_error
     timezone_error: Callable[[], str | None] = _timezone_error
@@ -242,9 +250,8 @@ class Probes:
     clock: Callable[[], tuple[bool | None, str]] = _clock_synchronised
     envs: Callable[[Path], tuple[list[tuple[str, str]], int]] = broken_envs
     units: Callable[[Paths], list[tuple[Path, str]]] = lambda paths: installed_units(
-        paths, environ=os.environ, user_home=Path.home())
+        paths, environ=os.environ, user_home=Path.home()
+    )
     stop_needed: Callable[[Paths], int] = lambda paths: _stop_needed(paths)
     executable: Callable[[str], bool] = lambda path: os.access(path, os.X_OK)
     supervisor: Callable[[Paths], SupervisorProbe] = probe_supervisor
-
-

@@ -52,8 +52,7 @@ class EnvBuilder(Protocol):
 class BackgroundEnvs:
     """``EnvBuilder`` over an ``EnvManager``, with a bounded number of builder threads."""
 
-    def __init__(self, envs: EnvManager, *, envs_dir: Path, post: Callable[[Event], None],
-                 workers: int = 2) -> None:
+    def __init__(self, envs: EnvManager, *, envs_dir: Path, post: Callable[[Event], None], workers: int = 2) -> None:
         self.envs = envs
         self.envs_dir = str(envs_dir)
         self.post = post
@@ -89,8 +88,7 @@ class BackgroundEnvs:
                     try:
                         self.envs.ensure(task=task, requirements=requirements, task_dir=task_dir)
                     except EnvBuildError as exc:
-                        self.post(EnvBuilt(key, error=str(exc), output=exc.output or None,
-                                           transient=exc.transient))
+                        self.post(EnvBuilt(key, error=str(exc), output=exc.output or None, transient=exc.transient))
                     except Exception as exc:  # noqa: BLE001 - any failure must reach the loop, not kill the thread
                         self.post(EnvBuilt(key, error=f"task {task!r}: env build crashed: {exc!r}"))
                     else:

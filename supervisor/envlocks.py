@@ -81,7 +81,6 @@ class KeyLocks:
                 if fd >= 0:
                     os.close(fd)  # closing the last fd releases the flock
 
-
     def lock_path(self, key: str) -> Path:
         """``<envs>/<key>.lock`` (``key`` is checked by the caller)."""
         return self._envs / f"{key}.lock"

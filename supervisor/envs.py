@@ -83,6 +83,7 @@ def _lenient_requirements(path: Path) -> tuple[str, ...]:
 # The manager
 # ---------------------------------------------------------------------------------------------------------
 
+
 class EnvManager:
     """Builds, reuses and garbage-collects the content-addressed envs under ``HOME/envs/``.
 
@@ -90,9 +91,16 @@ class EnvManager:
     call an installer, so the loop thread may call them; ``ensure`` blocks and belongs on a builder thread.
     """
 
-    def __init__(self, paths: Paths, *, installer: str = "uv", base_python: Path = Path(sys.executable),
-                 logger: logging.Logger | None = None, run: InstallerRunner = run_installer,
-                 install_timeout_s: float = DEFAULT_INSTALL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        installer: str = "uv",
+        base_python: Path = Path(sys.executable),
+        logger: logging.Logger | None = None,
+        run: InstallerRunner = run_installer,
+        install_timeout_s: float = DEFAULT_INSTALL_TIMEOUT_S,
+    ) -> None:
         if installer not in INSTALLERS:
             raise ConfigError(f"installer {installer!r} is not one of: {', '.join(INSTALLERS)}")
         self._paths = paths
@@ -136,8 +144,9 @@ class EnvManager:
         feed(self._installer)
         script = self._script_lines(requirements, task_dir=task_dir)
         try:
-            lines = normalize_requirements("\n".join(script)) if script is not None else \
-                _lenient_requirements(requirements)
+            lines = (
+                normalize_requirements("\n".join(script)) if script is not None else _lenient_requirements(requirements)
+            )
         except UnsafeFileError as exc:
             feed(f"<unsafe {exc.kind}>")
             return digest.hexdigest()[:KEY_LENGTH]
@@ -218,8 +227,10 @@ class EnvManager:
                     return EnvStatus(key=key, python=self.python_for(key), ready=True)
                 if self._build(key, task=task, requirements=requirements, task_dir=task_dir, lock_fd=lock_fd):
                     return EnvStatus(key=key, python=self.python_for(key), ready=True)
-        raise EnvBuildError(f"task {task!r}: {requirements} kept changing while its env was being built; "
-                            f"gave up after {_MAX_REQUIREMENTS_RETRIES} attempts")
+        raise EnvBuildError(
+            f"task {task!r}: {requirements} kept changing while its env was being built; "
+            f"gave up after {_MAX_REQUIREMENTS_RETRIES} attempts"
+        )
 
     def _build(self, key: str, *, task: str, requirements: Path, task_dir: Path, lock_fd: int) -> bool:
         """Build env ``key`` in place; False when the requirements changed under the install.
@@ -232,8 +243,11 @@ class EnvManager:
         broken = self.broken_reason(key)
         if broken is not None:  # self-healing: the one line that says why a finished env is built again
             self._log.warning("%s; rebuilding it for task %s", broken, task)
-        from_ = requirements if self._script_lines(requirements, task_dir=task_dir) is None else \
-            f"the '# /// script' block of {Path(task_dir) / 'main.py'}"
+        from_ = (
+            requirements
+            if self._script_lines(requirements, task_dir=task_dir) is None
+            else f"the '# /// script' block of {Path(task_dir) / 'main.py'}"
+        )
         self._log.info("env %s: building for task %s with %s from %s", key, task, self._installer, from_)
         if folder.is_symlink() or folder.is_file():
             folder.unlink()
@@ -254,11 +268,11 @@ class EnvManager:
         except BaseException:
             # No marker was written; remove the half env now rather than at the next build.
             shutil.rmtree(folder, ignore_errors=True)
-            self._log.warning("env %s: build for task %s failed after %.1f s", key, task,
-                              time.monotonic() - started)
+            self._log.warning("env %s: build for task %s failed after %.1f s", key, task, time.monotonic() - started)
             raise
-        self._log.info("env %s: ready for task %s in %.1f s (%s)", key, task, time.monotonic() - started,
-                       self._installer)
+        self._log.info(
+            "env %s: ready for task %s in %.1f s (%s)", key, task, time.monotonic() - started, self._installer
+        )
         return True
 
     def _create_venv(self, folder: Path, *, task: str, requirements: Path) -> None:
@@ -266,8 +280,14 @@ class EnvManager:
 
         # The resolved path: virtualenv caches interpreter facts per path for the life of the process, so after
         # a distro upgrade repointed python3 it would still use the deleted binary behind the old answer.
-        args = [str(folder), "--python", os.path.realpath(self._base_python), "--no-periodic-update",
-                "--no-download", "--quiet"]
+        args = [
+            str(folder),
+            "--python",
+            os.path.realpath(self._base_python),
+            "--no-periodic-update",
+            "--no-download",
+            "--quiet",
+        ]
         # uv installs into any interpreter, so the env needs no pip; the pip installer needs the seeded pip
         # (from virtualenv's bundled wheels: no network).
         if self._installer == "uv":
@@ -277,8 +297,10 @@ class EnvManager:
                 # setup_logging=False: its default replaces the host's root log handlers.
                 virtualenv.cli_run(args, setup_logging=False)
             except (Exception, SystemExit) as exc:  # SystemExit: virtualenv's argument parser
-                raise EnvBuildError(f"task {task!r}: cannot create the virtualenv {folder} for {requirements} "
-                                    f"from {self._base_python}: {exc}") from exc
+                raise EnvBuildError(
+                    f"task {task!r}: cannot create the virtualenv {folder} for {requirements} "
+                    f"from {self._base_python}: {exc}"
+                ) from exc
 
     def _install(self, key: str, *, task: str, requirements: Path, task_dir: Path, lock_fd: int) -> None:
         python = self.python_for(key)
@@ -297,13 +319,17 @@ class EnvManager:
         result = self._run(argv, cwd=Path(task_dir), env=env, timeout=self._install_timeout_s, pass_fds=(lock_fd,))
         transient = False
         if result.timed_out:
-            reason = (f"{self._installer} timed out after {self._install_timeout_s:g} s and was killed; "
-                      f"last output: {summarize_installer_output(result.output)}")
+            reason = (
+                f"{self._installer} timed out after {self._install_timeout_s:g} s and was killed; "
+                f"last output: {summarize_installer_output(result.output)}"
+            )
         elif result.returncode is not None and result.returncode < 0:
             # Killed from outside (the OOM killer, an admin, a shutdown): nothing is wrong with the task.
             transient = True
-            reason = (f"installer killed by {signal_name(-result.returncode)}; "
-                      f"last output: {summarize_installer_output(result.output)}")
+            reason = (
+                f"installer killed by {signal_name(-result.returncode)}; "
+                f"last output: {summarize_installer_output(result.output)}"
+            )
         elif result.returncode != 0:
             transient = index_unreachable(result.output)
             reason = f"{self._installer} failed (exit {result.returncode}): {summarize_installer_output(result.output)}"
@@ -311,8 +337,9 @@ class EnvManager:
                 reason += " (the package index looks unreachable; will retry)"
         else:
             return
-        raise EnvBuildError(f"task {task!r}: cannot install {requirements}: {reason}", output=result.output,
-                            transient=transient)
+        raise EnvBuildError(
+            f"task {task!r}: cannot install {requirements}: {reason}", output=result.output, transient=transient
+        )
 
     def _write_marker(self, key: str, *, task: str, requirements: Path) -> None:
         """Write the completion marker atomically; it is the last thing a build does."""
@@ -333,16 +360,21 @@ class EnvManager:
             os.fsync(handle.fileno())
         os.replace(partial, folder / MARKER_NAME)
 
-
     # -- PEP 723: main.py's '# /// script' block in place of requirements.txt (supervisor/pep723.py) --------
 
     def _script_lines(self, requirements: Path, *, task_dir: Path) -> tuple[str, ...] | None:
         """The block's dependencies when main.py has one (and no requirements.txt); else None."""
-        return script_requirements(requirements, main_py=Path(task_dir) / "main.py", task=Path(task_dir).name,
-                                   python_version=self._python_version, python=self._base_python)
+        return script_requirements(
+            requirements,
+            main_py=Path(task_dir) / "main.py",
+            task=Path(task_dir).name,
+            python_version=self._python_version,
+            python=self._base_python,
+        )
 
-    def _install_source(self, folder: Path, *, requirements: Path, task_dir: Path,
-                        wanted: tuple[str, ...]) -> Path | None:
+    def _install_source(
+        self, folder: Path, *, requirements: Path, task_dir: Path, wanted: tuple[str, ...]
+    ) -> Path | None:
         """The file to ``-r`` install: requirements.txt (whose lines are ``wanted``), or the block's
         dependencies written into the env folder (so uv and pip read them the same way); None when there is
         nothing to install."""

@@ -111,9 +111,20 @@ def _has_tree_limits(limits: Limits) -> bool:
 class LocalExecutor:
     """Runs each process as a contained child of this supervisor (runner.py + the in-env shim)."""
 
-    def __init__(self, *, home: Path, cookie_prefix: str, task_logs: TaskLogs, logger: logging.Logger, clock: Clock,
-                 post: Callable[[Event], None], output_cap_bytes: int, containment: Containment,
-                 runner_factory: Callable[..., Runner] = Runner, secrets: SecretStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        home: Path,
+        cookie_prefix: str,
+        task_logs: TaskLogs,
+        logger: logging.Logger,
+        clock: Clock,
+        post: Callable[[Event], None],
+        output_cap_bytes: int,
+        containment: Containment,
+        runner_factory: Callable[..., Runner] = Runner,
+        secrets: SecretStore | None = None,
+    ) -> None:
         self.home = home
         self.containment = containment
         self.task_logs = task_logs
@@ -121,8 +132,9 @@ class LocalExecutor:
         self.clock = clock
         self.post = post
         self.cookie_prefix = cookie_prefix
-        self.runner = runner_factory(output_cap_bytes=output_cap_bytes, on_output=self._on_output,
-                                     on_exit=self._on_exit)
+        self.runner = runner_factory(
+            output_cap_bytes=output_cap_bytes, on_output=self._on_output, on_exit=self._on_exit
+        )
         self.active: dict[str, _Active] = {}
         self.secrets = secrets
         # run id -> masker, read by relay threads (a dict lookup; written on the loop thread before the spawn)
@@ -142,12 +154,25 @@ class LocalExecutor:
             raise
 
     def _spawn(self, request: LaunchRequest, base: Mapping[str, str], masker: Masker) -> None:
-        env = child_environment(base, task=request.task, run_id=request.run_id, task_dir=request.task_dir,
-                                output_dir=request.output_dir, env_dir=request.env_dir,
-                                cookie=self.cookie_prefix + request.run_id)
+        env = child_environment(
+            base,
+            task=request.task,
+            run_id=request.run_id,
+            task_dir=request.task_dir,
+            output_dir=request.output_dir,
+            env_dir=request.env_dir,
+            cookie=self.cookie_prefix + request.run_id,
+        )
         group = self._contain(request.run_id, request.limits, env)
-        spec = LaunchSpec(task=request.task, run_id=request.run_id, mode=request.mode, python=request.python,
-                          home=self.home, kill_grace_s=request.limits.kill_grace_s, env=env)
+        spec = LaunchSpec(
+            task=request.task,
+            run_id=request.run_id,
+            mode=request.mode,
+            python=request.python,
+            home=self.home,
+            kill_grace_s=request.limits.kill_grace_s,
+            env=env,
+        )
         try:
             process = self.runner.launch(spec)  # SpawnError propagates to the loop
         except BaseException:
@@ -157,37 +182,44 @@ class LocalExecutor:
         mono = self.clock.monotonic()
         limits = request.limits
         first_sample = (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S) / 5
-        self.active[request.run_id] = _Active(process=process, request=request, started_mono=mono,
-                                              next_sample=mono + first_sample,
-                                              deadline=mono + limits.timeout_s if limits.timeout_s else None,
-                                              masker=masker,
-                                              group=group)
+        self.active[request.run_id] = _Active(
+            process=process,
+            request=request,
+            started_mono=mono,
+            next_sample=mono + first_sample,
+            deadline=mono + limits.timeout_s if limits.timeout_s else None,
+            masker=masker,
+            group=group,
+        )
         if request.mode is RunMode.MAIN:
             self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
         # The process runs now: a task log that cannot be written must not make it look as if it did not.
-        self._task_line(request.task, f"[{'run' if request.mode is RunMode.MAIN else 'init'} {request.run_id}] "
-                                      f"started" + (f" ({request.trigger.value})" if request.mode is RunMode.MAIN
-                                                    else ""))
+        self._task_line(
+            request.task,
+            f"[{'run' if request.mode is RunMode.MAIN else 'init'} {request.run_id}] "
+            f"started" + (f" ({request.trigger.value})" if request.mode is RunMode.MAIN else ""),
+        )
 
     def _contain(self, run_id: str, limits: Limits, env: dict[str, str]) -> RunGroup | None:
         """Make the run's cgroup (or plan the RLIMIT_NPROC fallback) and tell the shim through ``env``."""
         group = None
         try:
-            group = self.containment.create(run_id, max_processes=limits.max_processes,
-                                            memory_mb=limits.memory_mb)
+            group = self.containment.create(run_id, max_processes=limits.max_processes, memory_mb=limits.memory_mb)
         except OSError as exc:
-            self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead",
-                             run_id, exc)
-        plan = containment_plan(group=group, nproc=self.containment.nproc_limit(limits.max_processes, group=group),
-                                parents=self.containment.parents.values(), nofile=self.containment.task_nofile)
+            self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead", run_id, exc)
+        plan = containment_plan(
+            group=group,
+            nproc=self.containment.nproc_limit(limits.max_processes, group=group),
+            parents=self.containment.parents.values(),
+            nofile=self.containment.task_nofile,
+        )
         if plan:
             env[CONTAIN_VAR] = plan
         return group
 
     # ------------------------------------------------------------------ limits and stops
     def next_wakeup(self) -> float | None:
-        moments = [m for a in self.active.values() for m in (a.deadline, a.next_sample, a.backstop)
-                   if m is not None]
+        moments = [m for a in self.active.values() for m in (a.deadline, a.next_sample, a.backstop) if m is not None]
         return min(moments) if moments else None
 
     def enforce(self) -> None:
@@ -195,8 +227,13 @@ class LocalExecutor:
         for active in list(self.active.values()):
             limits = active.request.limits
             if active.stop is None and active.deadline is not None and mono >= active.deadline:
-                self._stop(active, StopRequest(StopCause.TIMEOUT, f"timed out after {limits.timeout_s:g} s "
-                                                                  f"(TimeoutSeconds={limits.timeout_s:g})"))
+                self._stop(
+                    active,
+                    StopRequest(
+                        StopCause.TIMEOUT,
+                        f"timed out after {limits.timeout_s:g} s (TimeoutSeconds={limits.timeout_s:g})",
+                    ),
+                )
             if mono >= active.next_sample:
                 active.next_sample = mono + (LIMIT_SAMPLE_S if _has_tree_limits(limits) else STATS_SAMPLE_S)
                 self._check_tree(active)
@@ -204,8 +241,9 @@ class LocalExecutor:
                 # The monitor did not finish the stop in time (it may itself be stuck or gone): kill its
                 # session and anything carrying this run's cookie, then keep waiting for the exit report.
                 active.backstop = mono + BACKSTOP_S
-                self.log.warning("run %s: monitor did not stop its tree in time; killing it directly",
-                                 active.request.run_id)
+                self.log.warning(
+                    "run %s: monitor did not stop its tree in time; killing it directly", active.request.run_id
+                )
                 try:
                     os.killpg(active.process.pid, signal.SIGKILL)
                 except OSError:
@@ -223,20 +261,41 @@ class LocalExecutor:
         if sample is None or active.stop is not None:
             return
         mb = sample.rss_bytes / 1048576
-        if (group is None and limits.max_processes is not None and sample.threads is not None
-                and sample.threads > limits.max_processes):
+        if (
+            group is None
+            and limits.max_processes is not None
+            and sample.threads is not None
+            and sample.threads > limits.max_processes
+        ):
             # Without a cgroup nothing reports a refused fork; a tree seen over the cap is the runaway (as
             # root, whom RLIMIT_NPROC does not bind, this is the only check).
-            self._stop(active, StopRequest(StopCause.PROCESSES, f"process limit exceeded: {sample.threads} "
-                                                                f"processes and threads > MaxProcesses="
-                                                                f"{limits.max_processes}"), kill_now=True)
-        elif (limits.memory_mb is not None and (group is None or group.memory_mb is None)
-              and mb > limits.memory_mb):
-            self._stop(active, StopRequest(StopCause.MEMORY, f"memory limit exceeded: tree resident {mb:.0f} MB "
-                                                             f"> MemoryMB={limits.memory_mb:g}"), kill_now=True)
+            self._stop(
+                active,
+                StopRequest(
+                    StopCause.PROCESSES,
+                    f"process limit exceeded: {sample.threads} "
+                    f"processes and threads > MaxProcesses="
+                    f"{limits.max_processes}",
+                ),
+                kill_now=True,
+            )
+        elif limits.memory_mb is not None and (group is None or group.memory_mb is None) and mb > limits.memory_mb:
+            self._stop(
+                active,
+                StopRequest(
+                    StopCause.MEMORY,
+                    f"memory limit exceeded: tree resident {mb:.0f} MB > MemoryMB={limits.memory_mb:g}",
+                ),
+                kill_now=True,
+            )
         elif limits.cpu_s is not None and sample.cpu_s > limits.cpu_s:
-            self._stop(active, StopRequest(StopCause.CPU, f"CPU limit exceeded: tree used {sample.cpu_s:.1f} "
-                                                          f"CPU s > CPUSeconds={limits.cpu_s:g}"))
+            self._stop(
+                active,
+                StopRequest(
+                    StopCause.CPU,
+                    f"CPU limit exceeded: tree used {sample.cpu_s:.1f} CPU s > CPUSeconds={limits.cpu_s:g}",
+                ),
+            )
 
     def _check_group(self, active: _Active, group: RunGroup) -> None:
         """The kernel's verdicts on the run's cgroup: an OOM kill, or a fork refused at the process cap."""
@@ -244,10 +303,15 @@ class LocalExecutor:
         if usage.oom_kills and group.memory_mb is not None:
             self._stop(active, StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills)), kill_now=True)
         elif usage.fork_failures and group.max_processes is not None:
-            self._stop(active, StopRequest(
-                StopCause.PROCESSES, f"process limit reached: {usage.fork_failures} fork(s) refused at "
-                                     f"MaxProcesses={group.max_processes} (cgroup pids controller)"),
-                kill_now=True)
+            self._stop(
+                active,
+                StopRequest(
+                    StopCause.PROCESSES,
+                    f"process limit reached: {usage.fork_failures} fork(s) refused at "
+                    f"MaxProcesses={group.max_processes} (cgroup pids controller)",
+                ),
+                kill_now=True,
+            )
 
     def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
         active = self.active.get(run_id)
@@ -281,13 +345,21 @@ class LocalExecutor:
         decision = decide(report, stop=active.stop)
         process, request, mask = active.process, active.request, active.masker.mask
         return RunResult(
-            run_id=run_id, task=request.task, mode=request.mode, env_key=request.env_key,
-            outcome=decision.outcome, summary=mask(decision.summary), finished=self.clock.now(),
+            run_id=run_id,
+            task=request.task,
+            mode=request.mode,
+            env_key=request.env_key,
+            outcome=decision.outcome,
+            summary=mask(decision.summary),
+            finished=self.clock.now(),
             duration_s=round(self.clock.monotonic() - active.started_mono, 3),
             message=mask(decision.message) if decision.message is not None else None,
-            exit_code=decision.exit_code, signal=decision.signal, leftovers=decision.leftovers,
+            exit_code=decision.exit_code,
+            signal=decision.signal,
+            leftovers=decision.leftovers,
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
-            cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None)
+            cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None,
+        )
 
     def _end_group(self, active: _Active, group: RunGroup) -> None:
         """Before the outcome: an OOM kill that ended the run between samples makes it a ``memory`` run (the
@@ -296,8 +368,9 @@ class LocalExecutor:
         if usage.oom_kills and group.memory_mb is not None and active.stop is None:
             active.stop = StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills))
         if not self.containment.remove(group, timeout_s=0.5):
-            self.log.warning("run %s: its cgroup could not be removed; the next start removes it",
-                             active.request.run_id)
+            self.log.warning(
+                "run %s: its cgroup could not be removed; the next start removes it", active.request.run_id
+            )
 
     def waiting_on(self, run_id: str) -> str | None:
         return None  # a local run starts at launch
@@ -308,7 +381,7 @@ class LocalExecutor:
         killed = sweep_cookie(self.cookie_prefix)
         for line in self.containment.start():  # which mechanism enforces pids, memory and the kill
             if line.startswith("WARNING: "):
-                self.log.warning("containment: %s", line[len("WARNING: "):])
+                self.log.warning("containment: %s", line[len("WARNING: ") :])
             else:
                 self.log.info("containment: %s (tree samples every %.2f s)", line, LIMIT_SAMPLE_S)
         return killed
@@ -344,5 +417,7 @@ def new_run_id(now: datetime) -> str:
 
 
 def _oom_detail(group: RunGroup, kills: int) -> str:
-    return (f"memory limit exceeded: the kernel's OOM killer ended {kills} process(es) at MemoryMB="
-            f"{group.memory_mb:g} (cgroup v{group.version} memory controller)")
+    return (
+        f"memory limit exceeded: the kernel's OOM killer ended {kills} process(es) at MemoryMB="
+        f"{group.memory_mb:g} (cgroup v{group.version} memory controller)"
+    )

@@ -35,9 +35,12 @@ class FdLimit:
         return f"open-file limit raised from {self.before} to {self.after} (the hard limit)"
 
 
-def raise_fd_limit(*, getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
-                   setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
-                   nr_open: Path = _NR_OPEN) -> FdLimit:
+def raise_fd_limit(
+    *,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+    nr_open: Path = _NR_OPEN,
+) -> FdLimit:
     """Set RLIMIT_NOFILE's soft limit to its hard limit; never raises."""
     soft, hard = getrlimit(resource.RLIMIT_NOFILE)
     target = hard

@@ -99,10 +99,19 @@ class RunHistory:
             self._open.discard(record.run_id)
             assert record.finished is not None and record.outcome is not None
             finished, outcome = record.finished, record.outcome
-            self._write(lambda: self.records.finish_run(
-                record.run_id, finished=finished, outcome=outcome, duration_s=record.duration_s,
-                exit_code=record.exit_code, signal=record.signal, message=record.message,
-                peak_rss_mb=record.peak_rss_mb, cpu_s=record.cpu_s))
+            self._write(
+                lambda: self.records.finish_run(
+                    record.run_id,
+                    finished=finished,
+                    outcome=outcome,
+                    duration_s=record.duration_s,
+                    exit_code=record.exit_code,
+                    signal=record.signal,
+                    message=record.message,
+                    peak_rss_mb=record.peak_rss_mb,
+                    cpu_s=record.cpu_s,
+                )
+            )
             self._count(outcome)
         else:
             self.instant(record)
@@ -131,8 +140,12 @@ class RunHistory:
 
     def failure_streak(self, task: str, *, excluding: str | None = None) -> int:
         """The task's current streak; ``excluding`` leaves one run out (the streak *before* that run)."""
-        return self._read(lambda: failure_streak(r for r in self.records.history(task, limit=STREAK_LOOKBACK)
-                                                 if r.run_id != excluding), 0)
+        return self._read(
+            lambda: failure_streak(
+                r for r in self.records.history(task, limit=STREAK_LOOKBACK) if r.run_id != excluding
+            ),
+            0,
+        )
 
     def recover(self, *, now: datetime) -> list[RunRecord]:
         """Close the rows a crashed supervisor left open (they become ``interrupted``)."""
@@ -181,7 +194,15 @@ class RunLog:
             # outcome line, which stays the run's last line (`run-now --wait` stops at it).
             for line in record.message.rstrip().splitlines():
                 task_log.error("[run %s] %s", fact.run_id, line)
-        task_log.log(level, "[run %s] %s in %.2f s: %s", fact.run_id, fact.outcome.value, record.duration_s,
-                     fact.summary)
-        self.log.log(level, "task %r: run %s %s in %.2f s: %s", fact.task, fact.run_id, fact.outcome.value,
-                     record.duration_s, fact.summary)
+        task_log.log(
+            level, "[run %s] %s in %.2f s: %s", fact.run_id, fact.outcome.value, record.duration_s, fact.summary
+        )
+        self.log.log(
+            level,
+            "task %r: run %s %s in %.2f s: %s",
+            fact.task,
+            fact.run_id,
+            fact.outcome.value,
+            record.duration_s,
+            fact.summary,
+        )

@@ -38,8 +38,7 @@ class HomeChoice:
     source: str
 
 
-def choose_home(given: str | None, *, environ: Mapping[str, str], cwd: Path,
-                default: Path | None) -> HomeChoice:
+def choose_home(given: str | None, *, environ: Mapping[str, str], cwd: Path, default: Path | None) -> HomeChoice:
     """Apply the policy above; raise HomeError when nothing names a home.
 
     ``default`` is the entry point's own folder (main.py, terminate.py), None for the general CLI.
@@ -53,8 +52,9 @@ def choose_home(given: str | None, *, environ: Mapping[str, str], cwd: Path,
         return HomeChoice(default.resolve(), "the folder of the script")
     if (cwd / "Tasks").is_dir():
         return HomeChoice(cwd.resolve(), "the current folder")
-    raise HomeError(f"no home found: the current folder {cwd} has no Tasks/ folder and {HOME_ENV_VAR} "
-                    f"is not set; {HINT}")
+    raise HomeError(
+        f"no home found: the current folder {cwd} has no Tasks/ folder and {HOME_ENV_VAR} is not set; {HINT}"
+    )
 
 
 def _absolute(text: str, cwd: Path) -> Path:
@@ -70,11 +70,13 @@ def ensure_home(choice: HomeChoice, *, may_create: bool) -> str | None:
     if path.exists():
         raise HomeError(f"home {path} (from {choice.source}) is not a folder; {HINT}")
     if not may_create:
-        raise HomeError(f"home {path} (from {choice.source}) does not exist; {HINT}, or create it with "
-                        f"`new NAME --home {path}`")
+        raise HomeError(
+            f"home {path} (from {choice.source}) does not exist; {HINT}, or create it with `new NAME --home {path}`"
+        )
     try:
         path.mkdir(parents=True)
     except OSError as exc:
-        raise HomeError(f"home {path} (from {choice.source}) does not exist and cannot be created: "
-                        f"{exc.strerror or exc}") from exc
+        raise HomeError(
+            f"home {path} (from {choice.source}) does not exist and cannot be created: {exc.strerror or exc}"
+        ) from exc
     return f"created the home {path} (from {choice.source})"

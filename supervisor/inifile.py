@@ -94,14 +94,15 @@ def parse_sections(text: str, ctx: Context) -> dict[str, Section]:
     for name in parser.sections():
         folded = name.strip().lower()
         if folded in sections:
-            raise ctx.fail(f"section [{name}] appears twice (also as [{sections[folded].name}]); "
-                           "section names are case-insensitive")
+            raise ctx.fail(
+                f"section [{name}] appears twice (also as [{sections[folded].name}]); "
+                "section names are case-insensitive"
+            )
         entries: dict[str, Entry] = {}
         for key, value in parser.items(name, raw=True):
             fkey = key.lower()
             if fkey in entries:
-                raise ctx.fail(f"[{name}] {key} appears twice (also as {entries[fkey].key}); "
-                               "keys are case-insensitive")
+                raise ctx.fail(f"[{name}] {key} appears twice (also as {entries[fkey].key}); keys are case-insensitive")
             entries[fkey] = Entry(key, value)
         sections[folded] = Section(name, entries)
     return sections
@@ -114,8 +115,7 @@ def _closest(word: str, candidates: tuple[str, ...]) -> str | None:
     return by_lower[match[0]] if match else None
 
 
-def unknown_warnings(sections: Mapping[str, Section], schema: Mapping[str, tuple[str, ...]],
-                      ctx: Context) -> list[str]:
+def unknown_warnings(sections: Mapping[str, Section], schema: Mapping[str, tuple[str, ...]], ctx: Context) -> list[str]:
     """One warning per unknown section and per unknown key in a known section."""
     warnings: list[str] = []
     canonical_sections = tuple(schema)
@@ -142,8 +142,9 @@ def unknown_warnings(sections: Mapping[str, Section], schema: Mapping[str, tuple
     return warnings
 
 
-def lookup(sections: Mapping[str, Section], section: str, key: str, parse: Callable[[str], T],
-           default: T, ctx: Context) -> T:
+def lookup(
+    sections: Mapping[str, Section], section: str, key: str, parse: Callable[[str], T], default: T, ctx: Context
+) -> T:
     """``[section] key`` parsed by ``parse``; ``default`` when absent; ConfigError when invalid."""
     found = sections.get(section.lower())
     entry = found.entries.get(key.lower()) if found is not None else None

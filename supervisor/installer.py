@@ -39,7 +39,8 @@ _UNREACHABLE_RE = re.compile(
     r"|Network is unreachable|Connection refused|Connection reset by peer|Max retries exceeded"
     r"|Read timed out|ConnectTimeoutError|No route to host|dns error|tcp connect error"
     r"|error sending request for url|Could not connect to|failed to lookup address information",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def index_unreachable(output: str) -> bool:
@@ -85,6 +86,7 @@ def summarize_installer_output(output: str) -> str:
 # Running the installer
 # ---------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class InstallerRun:
     """What one installer invocation produced."""
@@ -97,20 +99,28 @@ class InstallerRun:
 class InstallerRunner(Protocol):
     """Runs one installer command to completion; the seam tests use to count or fake installer calls."""
 
-    def __call__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                 pass_fds: Sequence[int] = ()) -> InstallerRun: ...
+    def __call__(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, pass_fds: Sequence[int] = ()
+    ) -> InstallerRun: ...
 
 
-def run_installer(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                  pass_fds: Sequence[int] = ()) -> InstallerRun:
+def run_installer(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, pass_fds: Sequence[int] = ()
+) -> InstallerRun:
     """Run ``argv`` in its own session with output captured; kill its whole process group on timeout.
 
     Its own session, so that the kill also reaches what the installer spawned (pip's build backends, uv's
     interpreter probes) and a Ctrl-C aimed at the supervisor's terminal does not hit the installer.
     """
     proc = subprocess.Popen(
-        list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=tuple(pass_fds),
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
     try:
         try:
@@ -142,6 +152,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 # Locating the installer and probing the base interpreter (once, when an EnvManager is made)
 # ---------------------------------------------------------------------------------------------------------
 
+
 def find_uv() -> Path | None:
     """The uv binary: the one shipped with the ``uv`` package, else the first on PATH."""
     try:
@@ -161,8 +172,14 @@ def python_identity(base_python: Path) -> str:
         return f"{impl} {tuple(sys.version_info)} {getattr(sys, 'abiflags', '')} {real}"
     probe = "import sys; print(sys.implementation.name, tuple(sys.version_info), getattr(sys, 'abiflags', ''))"
     try:
-        result = subprocess.run([str(base_python), "-c", probe], capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=60, check=False)
+        result = subprocess.run(
+            [str(base_python), "-c", probe],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvBuildError(f"base python {base_python} cannot be run: {exc}") from exc
     if result.returncode != 0:
@@ -175,8 +192,14 @@ def python_version(base_python: Path) -> str:
     if os.path.realpath(base_python) == os.path.realpath(sys.executable):
         return platform.python_version()
     try:
-        result = subprocess.run([str(base_python), "-c", "import platform; print(platform.python_version())"],
-                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+        result = subprocess.run(
+            [str(base_python), "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvBuildError(f"base python {base_python} cannot be run: {exc}") from exc
     return result.stdout.strip() or "0"

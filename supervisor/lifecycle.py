@@ -124,8 +124,7 @@ def move(st: TaskState, to: TaskPhase) -> None:
     if to is st.phase:
         return
     if to not in TRANSITIONS[st.phase]:
-        raise IllegalTransition(f"task {st.name!r}: internal error: no transition {st.phase.value} -> "
-                                f"{to.value}")
+        raise IllegalTransition(f"task {st.name!r}: internal error: no transition {st.phase.value} -> {to.value}")
     st.phase = to
 
 

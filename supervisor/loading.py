@@ -30,16 +30,29 @@ class FolderReading:
     level: int = logging.ERROR  # how loudly ``problem`` is logged
 
 
-def read_folder(folder: TaskFolder, *, defaults: Limits, envs: EnvBuilder,
-                notify_defaults: NotifySettings = NotifySettings(),
-                retry_defaults: RetryPolicy = RetryPolicy()) -> FolderReading:
+def read_folder(
+    folder: TaskFolder,
+    *,
+    defaults: Limits,
+    envs: EnvBuilder,
+    notify_defaults: NotifySettings = NotifySettings(),
+    retry_defaults: RetryPolicy = RetryPolicy(),
+) -> FolderReading:
     name = folder.name
     if folder.missing:
-        return FolderReading(problem=f"task {name!r}: {folder.path}: incomplete, {' and '.join(folder.missing)} "
-                                     "missing; waiting for the folder to be complete", level=logging.WARNING)
+        return FolderReading(
+            problem=f"task {name!r}: {folder.path}: incomplete, {' and '.join(folder.missing)} "
+            "missing; waiting for the folder to be complete",
+            level=logging.WARNING,
+        )
     try:
-        result = read_task_config(folder.path / CONFIG_FILE, task=name, defaults=defaults,
-                                  notify_defaults=notify_defaults, retry_defaults=retry_defaults)
+        result = read_task_config(
+            folder.path / CONFIG_FILE,
+            task=name,
+            defaults=defaults,
+            notify_defaults=notify_defaults,
+            retry_defaults=retry_defaults,
+        )
         if not result.spec.enabled:
             return FolderReading(spec=result.spec, warnings=result.warnings)
         check_task_source(folder.path / MAIN_FILE, task=name)

@@ -44,8 +44,13 @@ LOG_ERROR_QUIET_S = 60.0
 class LogErrorReporter:
     """Turns logging failures into at most one stderr line per ``quiet_s`` (the rest are counted)."""
 
-    def __init__(self, *, stream: Callable[[], TextIO] = lambda: sys.stderr,
-                 monotonic: Callable[[], float] = time.monotonic, quiet_s: float = LOG_ERROR_QUIET_S) -> None:
+    def __init__(
+        self,
+        *,
+        stream: Callable[[], TextIO] = lambda: sys.stderr,
+        monotonic: Callable[[], float] = time.monotonic,
+        quiet_s: float = LOG_ERROR_QUIET_S,
+    ) -> None:
         self._stream = stream
         self._monotonic = monotonic
         self._quiet_s = quiet_s
@@ -63,8 +68,10 @@ class LogErrorReporter:
             suppressed, self._suppressed = self._suppressed, 0
         cause = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
         more = f" ({suppressed} more failure(s) since the last report)" if suppressed else ""
-        line = (f"taskautomation: cannot write the log {where}: {cause}{more}; "
-                f"further logging errors are counted and reported at most every {self._quiet_s:g} s\n")
+        line = (
+            f"taskautomation: cannot write the log {where}: {cause}{more}; "
+            f"further logging errors are counted and reported at most every {self._quiet_s:g} s\n"
+        )
         try:
             stream = self._stream()
             stream.write(line)
@@ -106,8 +113,9 @@ class _Console(_ReportingMixin, logging.StreamHandler):  # type: ignore[type-arg
     pass
 
 
-def _rotating(path: Path, *, max_bytes: int, backups: int, reporter: LogErrorReporter,
-              keep_open: bool = True) -> logging.Handler:
+def _rotating(
+    path: Path, *, max_bytes: int, backups: int, reporter: LogErrorReporter, keep_open: bool = True
+) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     kind = _RotatingFile if keep_open else _ClosingRotatingFile
     handler = kind(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=not keep_open)
@@ -116,8 +124,9 @@ def _rotating(path: Path, *, max_bytes: int, backups: int, reporter: LogErrorRep
     return handler
 
 
-def setup_supervisor_logging(path: Path, *, max_bytes: int, backups: int, console: bool = True,
-                             reporter: LogErrorReporter | None = None) -> logging.Logger:
+def setup_supervisor_logging(
+    path: Path, *, max_bytes: int, backups: int, console: bool = True, reporter: LogErrorReporter | None = None
+) -> logging.Logger:
     """Configure the supervisor's logger (not the root logger: tasks never share this interpreter, but
     libraries we use must not have their handlers replaced either)."""
     logger = logging.getLogger(ROOT_LOGGER)
@@ -139,8 +148,7 @@ def setup_supervisor_logging(path: Path, *, max_bytes: int, backups: int, consol
 class TaskLogs:
     """Hands out one logger per task, each writing to logs/tasks/NAME.log with size-based rotation."""
 
-    def __init__(self, folder: Path, *, max_bytes: int, backups: int,
-                 reporter: LogErrorReporter | None = None) -> None:
+    def __init__(self, folder: Path, *, max_bytes: int, backups: int, reporter: LogErrorReporter | None = None) -> None:
         self._folder = folder
         self._reporter = reporter if reporter is not None else LogErrorReporter()
         self._max_bytes = max_bytes
@@ -157,8 +165,15 @@ class TaskLogs:
             if logger is None:
                 # Logger names are dotted hierarchies: keep task names (which may hold dots) out of them.
                 logger = logging.Logger(f"{ROOT_LOGGER}.task[{task}]", logging.INFO)
-                logger.addHandler(_rotating(self.path(task), max_bytes=self._max_bytes, backups=self._backups,
-                                            reporter=self._reporter, keep_open=False))
+                logger.addHandler(
+                    _rotating(
+                        self.path(task),
+                        max_bytes=self._max_bytes,
+                        backups=self._backups,
+                        reporter=self._reporter,
+                        keep_open=False,
+                    )
+                )
                 self._loggers[task] = logger
             return logger
 

@@ -66,15 +66,39 @@ MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 class Supervisor(RunBook):
     """Owns the loop. Construct, then call ``run()`` from the thread that should own every child."""
 
-    def __init__(self, paths: Paths, *, home_config: HomeConfig, clock: Clock, tz: tzinfo,
-                 logger: logging.Logger, task_logs: TaskLogs, inbox: Inbox, executor: Executor,
-                 envs: EnvBuilder, history: RunHistory, consumers: Sequence[Consumer],
-                 watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
-                 safety_rescan_s: float = SAFETY_RESCAN_S, max_inits: int = MAX_CONCURRENT_INITS,
-                 notifier: LoopNotifier | None = None, start_listeners: Sequence[StartListener] = ()) -> None:
-        super().__init__(paths, home_config=home_config, clock=clock, tz=tz, logger=logger, task_logs=task_logs,
-                         envs=envs, history=history, max_inits=max_inits, consumers=consumers,
-                         start_listeners=start_listeners)
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        home_config: HomeConfig,
+        clock: Clock,
+        tz: tzinfo,
+        logger: logging.Logger,
+        task_logs: TaskLogs,
+        inbox: Inbox,
+        executor: Executor,
+        envs: EnvBuilder,
+        history: RunHistory,
+        consumers: Sequence[Consumer],
+        watcher_factory: Callable[[Callable[[], None]], Any] | None = None,
+        safety_rescan_s: float = SAFETY_RESCAN_S,
+        max_inits: int = MAX_CONCURRENT_INITS,
+        notifier: LoopNotifier | None = None,
+        start_listeners: Sequence[StartListener] = (),
+    ) -> None:
+        super().__init__(
+            paths,
+            home_config=home_config,
+            clock=clock,
+            tz=tz,
+            logger=logger,
+            task_logs=task_logs,
+            envs=envs,
+            history=history,
+            max_inits=max_inits,
+            consumers=consumers,
+            start_listeners=start_listeners,
+        )
         self.inbox = inbox
         self.executor = executor
         self.last_turn_mono = clock.monotonic()  # read by the heartbeat's health check (another thread)
@@ -120,13 +144,17 @@ class Supervisor(RunBook):
             self.log.warning("task %r: run %s was interrupted by a supervisor crash", record.task, record.run_id)
         killed = self.executor.recover()
         if killed:
-            self.log.warning("killed %d process(es) left behind by a previous supervisor: %s", len(killed),
-                             ", ".join(map(str, killed)))
+            self.log.warning(
+                "killed %d process(es) left behind by a previous supervisor: %s",
+                len(killed),
+                ", ".join(map(str, killed)),
+            )
         if self.watcher_factory is not None:
             self.watcher = self.watcher_factory(lambda: self.post(RescanRequested()))
             self.watcher.start()
-        self.log.info("supervisor started: home %s, pid %d, installer %s", self.paths.home, os.getpid(),
-                      self.envs.installer)
+        self.log.info(
+            "supervisor started: home %s, pid %d, installer %s", self.paths.home, os.getpid(), self.envs.installer
+        )
 
     def turn(self) -> bool:
         """One pass of the phases; False once stopped with nothing left in flight."""
@@ -156,8 +184,9 @@ class Supervisor(RunBook):
         tasks = [st for st in self.tasks.values() if not is_gone(st)]
         broken = sum(1 for st in tasks if st.phase in (P.ERROR, P.ENV_FAILED))
         running = sum(1 for flight in self.in_flight.values() if flight.mode is RunMode.MAIN)
-        self.notifier.turn(self.clock.monotonic(), scanned=self.scanned_once, tasks=len(tasks), running=running,
-                           broken=broken)
+        self.notifier.turn(
+            self.clock.monotonic(), scanned=self.scanned_once, tasks=len(tasks), running=running, broken=broken
+        )
 
     def drain(self) -> None:
         """Handle whatever else arrived, so one turn serves a burst."""
@@ -180,8 +209,11 @@ class Supervisor(RunBook):
         moments = [self.executor.next_wakeup()]  # monotonic times
         if self.stopping is None:
             # The safety rescan adds no wake-up of its own: it is longer than IDLE_WAKE_S.
-            moments += [self.next_safety_rescan, self._next_backoff(),
-                        self.queue.next_wakeup(in_flight=self._mains_in_flight())]
+            moments += [
+                self.next_safety_rescan,
+                self._next_backoff(),
+                self.queue.next_wakeup(in_flight=self._mains_in_flight()),
+            ]
         mono = self.clock.monotonic()
         watchdog = self.notifier.max_sleep()
         if watchdog is not None:
@@ -209,8 +241,11 @@ class Supervisor(RunBook):
         if not step:
             return
         now = self.clock.now()
-        self.log.warning("the wall clock stepped %s by %s; recomputing every due time",
-                         "forward" if step > 0 else "back", timedelta(seconds=round(abs(step))))
+        self.log.warning(
+            "the wall clock stepped %s by %s; recomputing every due time",
+            "forward" if step > 0 else "back",
+            timedelta(seconds=round(abs(step))),
+        )
         for st in self.tasks.values():
             if is_scheduled(st) and st.trigger is not None:
                 if st.anchor is not None and st.anchor > now:
@@ -229,8 +264,11 @@ class Supervisor(RunBook):
             return
         diff = diff_tasks(self.folders, scanned)
         if not scanned and not self.scanned_once:
-            self.log.warning("no task folders in %s yet: add one (python3 -m supervisor new NAME); it is picked "
-                             "up without a restart", self.paths.tasks)
+            self.log.warning(
+                "no task folders in %s yet: add one (python3 -m supervisor new NAME); it is picked "
+                "up without a restart",
+                self.paths.tasks,
+            )
         self.scanned_once = True
         if diff.empty:
             return
@@ -291,8 +329,9 @@ class Supervisor(RunBook):
             return False, f"task {name!r}: the run could not start (see its log)"
         return True, launched
 
-    def _launch(self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None,
-                queued: QueuedRun | None = None) -> str | None:
+    def _launch(
+        self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
+    ) -> str | None:
         """Start ``main()`` or ``initialize()`` of ``st`` in its current env; None if it could not start.
 
         A transient failure (``TaskAutomationError.transient``) of a queued run puts it back in the queue,
@@ -306,14 +345,32 @@ class Supervisor(RunBook):
         now = self.clock.now()
         run_id = queued.run_id if queued and queued.run_id else new_run_id(now)
         attempt, retry_of = (queued.attempt, queued.retry_of) if queued else (1, None)
-        record = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
-                           log_path=self.task_logs.path(st.name), attempt=attempt, retry_of=retry_of)
+        record = RunRecord(
+            run_id=run_id,
+            task=st.name,
+            trigger=trigger,
+            started=now,
+            due=due,
+            log_path=self.task_logs.path(st.name),
+            attempt=attempt,
+            retry_of=retry_of,
+        )
         if mode is RunMode.MAIN and not (queued and queued.run_id):
             self.history.opened(record)  # before the spawn: survives a crash
-        request = LaunchRequest(task=st.name, run_id=run_id, mode=mode, trigger=trigger, task_dir=st.folder.path,
-                                output_dir=self.paths.task_output(st.name), env_key=st.env_key,
-                                python=self.envs.python_for(st.env_key), env_dir=self.envs.env_dir(st.env_key),
-                                limits=st.spec.limits, due=due, queue=st.spec.queue)
+        request = LaunchRequest(
+            task=st.name,
+            run_id=run_id,
+            mode=mode,
+            trigger=trigger,
+            task_dir=st.folder.path,
+            output_dir=self.paths.task_output(st.name),
+            env_key=st.env_key,
+            python=self.envs.python_for(st.env_key),
+            env_dir=self.envs.env_dir(st.env_key),
+            limits=st.spec.limits,
+            due=due,
+            queue=st.spec.queue,
+        )
         try:
             self.executor.launch(request)
         except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
@@ -322,26 +379,47 @@ class Supervisor(RunBook):
                 if queued is not None:
                     again = self.queue.retry(queued, run_id=run_id, now_mono=self.clock.monotonic())
                     st.queued_since = queued.since
-                    self._say(st.name, logging.WARNING, f"{message}; retrying in "
-                                                        f"{again.not_before - self.clock.monotonic():g} s")
+                    self._say(
+                        st.name,
+                        logging.WARNING,
+                        f"{message}; retrying in {again.not_before - self.clock.monotonic():g} s",
+                    )
                     return None
                 if mode is RunMode.INITIALIZE:
                     self._back_off(st, "initialize", message)
                     return None
             self._say(st.name, logging.ERROR, message)
             if mode is RunMode.MAIN:
-                failed = RunRecord(run_id=run_id, task=st.name, trigger=trigger, started=now, due=due,
-                                   finished=self.clock.now(), outcome=Outcome.FAILED, duration_s=0.0,
-                                   message=message, log_path=record.log_path, attempt=attempt,
-                                   retry_of=retry_of)
+                failed = RunRecord(
+                    run_id=run_id,
+                    task=st.name,
+                    trigger=trigger,
+                    started=now,
+                    due=due,
+                    finished=self.clock.now(),
+                    outcome=Outcome.FAILED,
+                    duration_s=0.0,
+                    message=message,
+                    log_path=record.log_path,
+                    attempt=attempt,
+                    retry_of=retry_of,
+                )
                 self._publish(st, failed, summary="")
             else:
                 self._set_broken(st, message)
             if not is_gone(st):
                 self._env_broken(st, request.env_key)  # the interpreter vanished between check and spawn
             return None
-        self.in_flight[run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, trigger=trigger,
-                                          started=now, due=due, attempt=attempt, retry_of=retry_of)
+        self.in_flight[run_id] = InFlight(
+            task=st.name,
+            mode=mode,
+            env_key=st.env_key,
+            trigger=trigger,
+            started=now,
+            due=due,
+            attempt=attempt,
+            retry_of=retry_of,
+        )
         if mode is RunMode.MAIN:
             st.main_run = run_id
             self._announce(RunStarted(task=st.name, run_id=run_id, trigger=trigger, spec=st.spec))
@@ -358,12 +436,24 @@ class Supervisor(RunBook):
         if result.mode is RunMode.MAIN:
             if st is not None and st.main_run == result.run_id:
                 st.main_run = None
-            record = RunRecord(run_id=result.run_id, task=result.task, trigger=flight.trigger, started=flight.started,
-                               due=flight.due, finished=result.finished, outcome=result.outcome,
-                               duration_s=result.duration_s, exit_code=result.exit_code, signal=result.signal,
-                               message=result.message, peak_rss_mb=result.peak_rss_mb, cpu_s=result.cpu_s,
-                               log_path=self.task_logs.path(result.task), attempt=flight.attempt,
-                               retry_of=flight.retry_of)
+            record = RunRecord(
+                run_id=result.run_id,
+                task=result.task,
+                trigger=flight.trigger,
+                started=flight.started,
+                due=flight.due,
+                finished=result.finished,
+                outcome=result.outcome,
+                duration_s=result.duration_s,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                message=result.message,
+                peak_rss_mb=result.peak_rss_mb,
+                cpu_s=result.cpu_s,
+                log_path=self.task_logs.path(result.task),
+                attempt=flight.attempt,
+                retry_of=flight.retry_of,
+            )
             self._publish(st, record, summary=result.summary, leftovers=result.leftovers)
             self._start_queued()
             if flight.env_key not in self._keys_in_use():
@@ -393,17 +483,27 @@ class Supervisor(RunBook):
 
     def views(self) -> list[TaskView]:
         """A snapshot of every task for the query layer."""
-        return [view_of(st, self.in_flight.get(st.main_run) if st.main_run else None,
-                        waiting_on=self.executor.waiting_on(st.main_run) if st.main_run else None,
-                        paused_since=self.pauses.since(st.name))
-                for st in self.tasks.values() if not is_gone(st)]
+        return [
+            view_of(
+                st,
+                self.in_flight.get(st.main_run) if st.main_run else None,
+                waiting_on=self.executor.waiting_on(st.main_run) if st.main_run else None,
+                paused_since=self.pauses.since(st.name),
+            )
+            for st in self.tasks.values()
+            if not is_gone(st)
+        ]
 
     def status(self) -> dict[str, Any]:
         """The ``status --json`` document (docs/cli.md)."""
         views = self.views()
         last = self.history.last_finished_each([view.name for view in views])  # one read, not one per task
-        return status_json(views, last_finished=last.get, tz=self.tz,
-                           supervisor=SupervisorView(os.getpid(), self.started_at, str(self.paths.home)))
+        return status_json(
+            views,
+            last_finished=last.get,
+            tz=self.tz,
+            supervisor=SupervisorView(os.getpid(), self.started_at, str(self.paths.home)),
+        )
 
     # ------------------------------------------------------------------ shutdown
     def _begin_shutdown(self, reason: str) -> None:

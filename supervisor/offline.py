@@ -83,15 +83,24 @@ class OfflineStatus:
             if len(recent) >= STREAK_SLICE and not streak_settled(recent):
                 recent = records.history(name, limit=STREAK_LOOKBACK)
             view = views[name]
-            rows.append(offline_row(name, enabled=view.enabled, error=view.error, last=last.get(name),
-                                    failures=failure_streak(recent), schedule=view.schedule,
-                                    paused_since=paused.get(name)))
+            rows.append(
+                offline_row(
+                    name,
+                    enabled=view.enabled,
+                    error=view.error,
+                    last=last.get(name),
+                    failures=failure_streak(recent),
+                    schedule=view.schedule,
+                    paused_since=paused.get(name),
+                )
+            )
         document = offline_status_json(rows)
         self._document = (key, document) if reuse else None
         return document
 
-    def _views(self, names: list[str], sigs: tuple[Signature, ...], *, home_sig: Signature,
-               zone: tzinfo) -> dict[str, TaskConfigView]:
+    def _views(
+        self, names: list[str], sigs: tuple[Signature, ...], *, home_sig: Signature, zone: tzinfo
+    ) -> dict[str, TaskConfigView]:
         home_config = None
         views: dict[str, TaskConfigView] = {}
         for name, sig in zip(names, sigs):
@@ -104,8 +113,7 @@ class OfflineStatus:
                 home_config, _ = read_home_config(self.paths.home_config)
             try:
                 spec = read_task_config(self.paths.task_config(name), task=name, defaults=home_config.limits).spec
-                view = TaskConfigView(enabled=spec.enabled, error=None,
-                                      schedule=trigger_for(spec, tz=zone).describe())
+                view = TaskConfigView(enabled=spec.enabled, error=None, schedule=trigger_for(spec, tz=zone).describe())
             except TaskAutomationError as exc:
                 view = TaskConfigView(enabled=True, error=str(exc), schedule=None)
             self._configs[name] = (key, view)

@@ -76,8 +76,9 @@ def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
     def done(outcome: Outcome, summary: str, msg: str | None = message) -> Decision:
         if leftovers and outcome is Outcome.OK:
             summary += f"; {leftovers} leftover process(es) killed after main() returned"
-        return Decision(outcome=outcome, summary=summary, message=msg, exit_code=exit_code, signal=sig,
-                        leftovers=leftovers)
+        return Decision(
+            outcome=outcome, summary=summary, message=msg, exit_code=exit_code, signal=sig, leftovers=leftovers
+        )
 
     if status == wire.STATUS_OK and (exit_code in (0, None)) and signum is None:
         return done(Outcome.OK, "returned" if message is None else f"returned: {_first_line(message)}")
@@ -99,13 +100,20 @@ def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
     # The monitor never reported: it was killed from outside, or the shim could not start at all.
     if report.returncode < 0:
         name = signal_name(-report.returncode)
-        return Decision(outcome=Outcome.CRASHED, summary=f"run monitor killed by signal {name}",
-                        message=f"run monitor killed by signal {name}", signal=name)
+        return Decision(
+            outcome=Outcome.CRASHED,
+            summary=f"run monitor killed by signal {name}",
+            message=f"run monitor killed by signal {name}",
+            signal=name,
+        )
     if report.returncode == wire.EXIT_SUPERVISOR_GONE:
         return Decision(outcome=Outcome.KILLED, summary="supervisor went away while the run started")
-    return Decision(outcome=Outcome.CRASHED, exit_code=report.returncode,
-                    summary=f"the run could not start (shim exited with code {report.returncode})",
-                    message=f"the run could not start (shim exited with code {report.returncode})")
+    return Decision(
+        outcome=Outcome.CRASHED,
+        exit_code=report.returncode,
+        summary=f"the run could not start (shim exited with code {report.returncode})",
+        message=f"the run could not start (shim exited with code {report.returncode})",
+    )
 
 
 def _first_line(text: str) -> str:

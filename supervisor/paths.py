@@ -30,6 +30,7 @@ def task_log_name(task: str) -> str:
     head = raw[:_LITERAL_LOG_STEM_MAX].decode("utf-8", errors="ignore")  # drops a cut multi-byte character
     return f"{head}~{digest}.log"
 
+
 # The files of a task folder (the seed format, unchanged).
 MAIN_FILE = "main.py"
 CONFIG_FILE = "config.ini"

@@ -57,8 +57,7 @@ class PauseBook:
         if command == "pause":
             before = self.since(name)
             since = self.pause(name, by=str(args.get("by")) if args.get("by") else None)
-            return {"ok": True, "task": name, "paused": True, "since": since.isoformat(),
-                    "changed": before is None}
+            return {"ok": True, "task": name, "paused": True, "since": since.isoformat(), "changed": before is None}
         changed = self.resume(name)
         return {"ok": True, "task": name, "paused": False, "since": None, "changed": changed}
 

@@ -60,8 +60,9 @@ def parse_script_metadata(source: str, *, where: Path, task: str) -> ScriptMetad
         return None
     if len(blocks) > 1:
         raise ConfigError(f"task {task!r}: {where}: more than one '# /// script' block; keep one")
-    content = "".join(line[2:] if line.startswith("# ") else line[1:]
-                      for line in blocks[0].group("content").splitlines(keepends=True))
+    content = "".join(
+        line[2:] if line.startswith("# ") else line[1:] for line in blocks[0].group("content").splitlines(keepends=True)
+    )
     try:
         data: dict[str, Any] = tomllib.loads(content)
     except tomllib.TOMLDecodeError as exc:
@@ -85,15 +86,19 @@ def parse_script_metadata(source: str, *, where: Path, task: str) -> ScriptMetad
     return ScriptMetadata(dependencies=tuple(d.strip() for d in dependencies), requires_python=requires)
 
 
-def check_requires_python(meta: ScriptMetadata, *, python_version: str, python: Path, where: Path,
-                          task: str) -> None:
+def check_requires_python(meta: ScriptMetadata, *, python_version: str, python: Path, where: Path, task: str) -> None:
     """Raise ConfigError when the base interpreter's version does not satisfy ``requires-python``."""
     if meta.requires_python is None:
         return
     if not SpecifierSet(meta.requires_python).contains(Version(python_version), prereleases=True):
-        raise _error(where, task, "requires-python", meta.requires_python,
-                     f"not met by the base interpreter {python} (Python {python_version}); run the supervisor "
-                     f"with a matching Python or relax the specifier")
+        raise _error(
+            where,
+            task,
+            "requires-python",
+            meta.requires_python,
+            f"not met by the base interpreter {python} (Python {python_version}); run the supervisor "
+            f"with a matching Python or relax the specifier",
+        )
 
 
 def read_source(main_py: Path, *, task: str) -> str | None:
@@ -108,8 +113,9 @@ def read_source(main_py: Path, *, task: str) -> str | None:
     return raw.decode("utf-8", errors="surrogateescape")
 
 
-def script_requirements(requirements: Path, *, main_py: Path, task: str, python_version: str,
-                        python: Path) -> tuple[str, ...] | None:
+def script_requirements(
+    requirements: Path, *, main_py: Path, task: str, python_version: str, python: Path
+) -> tuple[str, ...] | None:
     """The requirement lines main.py's block supplies, or None when requirements.txt (or nothing) decides.
 
     Raises ConfigError for a block next to a requirements.txt, an invalid block or an unmet requires-python.
@@ -119,8 +125,10 @@ def script_requirements(requirements: Path, *, main_py: Path, task: str, python_
     if meta is None:
         return None
     if requirements.exists():
-        raise ConfigError(f"task {task!r}: both {requirements} and a '# /// script' block in {main_py} are "
-                          f"present; keep one of them (the block's dependencies or requirements.txt)")
+        raise ConfigError(
+            f"task {task!r}: both {requirements} and a '# /// script' block in {main_py} are "
+            f"present; keep one of them (the block's dependencies or requirements.txt)"
+        )
     check_requires_python(meta, python_version=python_version, python=python, where=main_py, task=task)
     return meta.dependencies
 
@@ -128,8 +136,13 @@ def script_requirements(requirements: Path, *, main_py: Path, task: str, python_
 def check_task_block(task_dir: Path, *, task: str, python_version: str, python: Path) -> list[str]:
     """``validate``: the problems of a task's script block (none when it has no block or a valid one)."""
     try:
-        script_requirements(task_dir / "requirements.txt", main_py=task_dir / "main.py", task=task,
-                            python_version=python_version, python=python)
+        script_requirements(
+            task_dir / "requirements.txt",
+            main_py=task_dir / "main.py",
+            task=task,
+            python_version=python_version,
+            python=python,
+        )
     except ConfigError as exc:
         return [str(exc)]
     return []

@@ -99,9 +99,15 @@ class _EnvironReader:
         self._requests.put(None)
 
 
-def find_by_environ(needle: bytes, *, exclude: tuple[int, ...] | list[int] = (), not_before: int | None = None,
-                    read_timeout_s: float = READ_TIMEOUT_S, budget_s: float = SCAN_BUDGET_S,
-                    proc: Path = Path("/proc")) -> FoundProcesses:
+def find_by_environ(
+    needle: bytes,
+    *,
+    exclude: tuple[int, ...] | list[int] = (),
+    not_before: int | None = None,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    budget_s: float = SCAN_BUDGET_S,
+    proc: Path = Path("/proc"),
+) -> FoundProcesses:
     """Pids (other than this process and ``exclude``) with an environment entry starting with ``needle``."""
     skip = {os.getpid(), *exclude}
     deadline = time.monotonic() + budget_s

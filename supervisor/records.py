@@ -49,8 +49,16 @@ from .records_schema import SELECT as _SELECT
 from .spec import Outcome, RunRecord, Trigger
 
 # Names other modules import from here (the history's public face), besides Records itself.
-__all__ = ["ANCHOR_TRIGGERS", "INTERRUPTED_MESSAGE", "MESSAGE_CAP", "SCHEMA_VERSION", "OutcomeBin", "Records",
-           "record_to_json", "run_matches"]
+__all__ = [
+    "ANCHOR_TRIGGERS",
+    "INTERRUPTED_MESSAGE",
+    "MESSAGE_CAP",
+    "SCHEMA_VERSION",
+    "OutcomeBin",
+    "Records",
+    "record_to_json",
+    "run_matches",
+]
 
 INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 
@@ -179,17 +187,29 @@ class Records:
         values = _record_to_row(record)
         try:
             with self._writing(f"{action} {record.run_id!r} of task {record.task!r}") as conn:
-                conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) "
-                             f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+                conn.execute(
+                    f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
+                )
         except RecordsError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise RecordsError(f"run history {self.path}: run id {record.run_id!r} of task "
-                                   f"{record.task!r} is already recorded") from exc.__cause__
+                raise RecordsError(
+                    f"run history {self.path}: run id {record.run_id!r} of task {record.task!r} is already recorded"
+                ) from exc.__cause__
             raise
 
-    def finish_run(self, run_id: str, *, finished: datetime, outcome: Outcome, duration_s: float | None,
-                   exit_code: int | None = None, signal: str | None = None, message: str | None = None,
-                   peak_rss_mb: float | None = None, cpu_s: float | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        finished: datetime,
+        outcome: Outcome,
+        duration_s: float | None,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        message: str | None = None,
+        peak_rss_mb: float | None = None,
+        cpu_s: float | None = None,
+    ) -> None:
         """Close an open row with its one outcome.
 
         A run ends exactly once: finishing a row that is unknown or already has an outcome (for instance
@@ -200,13 +220,24 @@ class Records:
             cursor = conn.execute(
                 "UPDATE runs SET finished = ?, outcome = ?, duration_s = ?, exit_code = ?, signal = ?,"
                 " message = ?, peak_rss_mb = ?, cpu_s = ? WHERE run_id = ? AND outcome IS NULL",
-                (_encode_time(finished), outcome.value, duration_s, exit_code, signal, _cap_message(message),
-                 peak_rss_mb, cpu_s, run_id))
+                (
+                    _encode_time(finished),
+                    outcome.value,
+                    duration_s,
+                    exit_code,
+                    signal,
+                    _cap_message(message),
+                    peak_rss_mb,
+                    cpu_s,
+                    run_id,
+                ),
+            )
             if cursor.rowcount == 0:
                 known = conn.execute("SELECT outcome FROM runs WHERE run_id = ?", (run_id,)).fetchone()
                 cause = "no such run" if known is None else f"it already ended as {known[0]!r}"
-                raise RecordsError(f"run history {self.path}: cannot finish run {run_id!r} as "
-                                   f"{outcome.value!r}: {cause}")
+                raise RecordsError(
+                    f"run history {self.path}: cannot finish run {run_id!r} as {outcome.value!r}: {cause}"
+                )
 
     def mark_interrupted(self, *, now: datetime) -> list[RunRecord]:
         """Close every open row as interrupted; returns the rows as changed.
@@ -220,11 +251,15 @@ class Records:
             rows = conn.execute(f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid").fetchall()
             # Decoded before the update so an unreadable row rolls the whole change back.
             opened = [self._decode(row) for row in rows]
-            conn.execute("UPDATE runs SET finished = ?, outcome = ?, message = ? WHERE outcome IS NULL",
-                         (stamp, Outcome.INTERRUPTED.value, INTERRUPTED_MESSAGE))
+            conn.execute(
+                "UPDATE runs SET finished = ?, outcome = ?, message = ? WHERE outcome IS NULL",
+                (stamp, Outcome.INTERRUPTED.value, INTERRUPTED_MESSAGE),
+            )
         finished = _decode_time(stamp)
-        return [replace(record, finished=finished, outcome=Outcome.INTERRUPTED, message=INTERRUPTED_MESSAGE)
-                for record in opened]
+        return [
+            replace(record, finished=finished, outcome=Outcome.INTERRUPTED, message=INTERRUPTED_MESSAGE)
+            for record in opened
+        ]
 
     def prune(self, *, keep: int) -> int:
         """Keep the newest ``keep`` rows of each task; return how many rows were deleted.
@@ -249,7 +284,8 @@ class Records:
                     WHERE newest_rank > ? AND outcome IS NOT NULL
                           AND NOT (moves_schedule AND anchor_rank = 1))
                 """,
-                (*_ANCHOR_TRIGGERS, *_ANCHOR_TRIGGERS, keep))
+                (*_ANCHOR_TRIGGERS, *_ANCHOR_TRIGGERS, keep),
+            )
             return cursor.rowcount
 
     # ------------------------------------------------------------------------------------------- reads
@@ -262,20 +298,25 @@ class Records:
             if conn is None:
                 return None
             row = conn.execute(
-                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND trigger IN (?, ?) "
-                f"{_NEWEST_FIRST} LIMIT 1", (task, *_ANCHOR_TRIGGERS)).fetchone()
+                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND trigger IN (?, ?) {_NEWEST_FIRST} LIMIT 1",
+                (task, *_ANCHOR_TRIGGERS),
+            ).fetchone()
         if row is None:
             return None
         try:
             return _decode_time(row[0])
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: task {task!r} has an unreadable time "
-                               f"{row[0]!r}: {exc}") from exc
+            raise RecordsError(
+                f"run history {self.path}: task {task!r} has an unreadable time {row[0]!r}: {exc}"
+            ) from exc
 
     def last_finished(self, task: str) -> RunRecord | None:
         """The newest (by start) row of ``task`` that has an outcome; what ``status`` shows as last_run."""
-        rows = self._rows(f"read the last finished run of task {task!r}",
-                          f"{_SELECT} WHERE task = ? AND outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1", (task,))
+        rows = self._rows(
+            f"read the last finished run of task {task!r}",
+            f"{_SELECT} WHERE task = ? AND outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1",
+            (task,),
+        )
         return rows[0] if rows else None
 
     def last_finished_each(self, tasks: Sequence[str]) -> dict[str, RunRecord]:
@@ -286,10 +327,13 @@ class Records:
         """
         found: dict[str, RunRecord] = {}
         for chunk in _chunks(tasks):
-            for record in self._rows("read the last finished run of every task",
-                                     f"WITH names(name) AS (VALUES {_value_marks(len(chunk))}) {_SELECT} "
-                                     "WHERE rowid IN (SELECT (SELECT rowid FROM runs WHERE task = names.name AND "
-                                     f"outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1) FROM names)", tuple(chunk)):
+            for record in self._rows(
+                "read the last finished run of every task",
+                f"WITH names(name) AS (VALUES {_value_marks(len(chunk))}) {_SELECT} "
+                "WHERE rowid IN (SELECT (SELECT rowid FROM runs WHERE task = names.name AND "
+                f"outcome IS NOT NULL {_NEWEST_FIRST} LIMIT 1) FROM names)",
+                tuple(chunk),
+            ):
                 found[record.task] = record
         return found
 
@@ -299,12 +343,15 @@ class Records:
         the ``(task, started)`` index."""
         found: dict[str, list[RunRecord]] = {name: [] for name in tasks}
         for chunk in _chunks(tasks):
-            for record in self._rows("read the newest runs of every task",
-                                     f"WITH names(name) AS (VALUES {_value_marks(len(chunk))}) {_SELECT} "
-                                     "WHERE rowid IN (SELECT picked.rowid FROM names, runs AS picked WHERE "
-                                     "picked.rowid IN (SELECT rowid FROM runs WHERE task = names.name "
-                                     f"{_NEWEST_FIRST} LIMIT ?)) "
-                                     f"ORDER BY task, started DESC, rowid DESC", (*chunk, max(limit, 0))):
+            for record in self._rows(
+                "read the newest runs of every task",
+                f"WITH names(name) AS (VALUES {_value_marks(len(chunk))}) {_SELECT} "
+                "WHERE rowid IN (SELECT picked.rowid FROM names, runs AS picked WHERE "
+                "picked.rowid IN (SELECT rowid FROM runs WHERE task = names.name "
+                f"{_NEWEST_FIRST} LIMIT ?)) "
+                f"ORDER BY task, started DESC, rowid DESC",
+                (*chunk, max(limit, 0)),
+            ):
                 found[record.task].append(record)
         return found
 
@@ -312,8 +359,15 @@ class Records:
         """Rows without an outcome, oldest first."""
         return self._rows("read open runs", f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid")
 
-    def history(self, task: str, *, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                since: datetime | None = None, offset: int = 0) -> list[RunRecord]:
+    def history(
+        self,
+        task: str,
+        *,
+        limit: int = 50,
+        outcomes: Sequence[Outcome] = (),
+        since: datetime | None = None,
+        offset: int = 0,
+    ) -> list[RunRecord]:
         """The newest ``limit`` rows of ``task``, newest first; only ``outcomes`` (when given) that started
         at or after ``since`` (when given), after skipping the newest ``offset`` of those (pages). The
         filters apply before the limit."""
@@ -324,9 +378,11 @@ class Records:
         if since is not None:
             where += " AND started >= ?"
             params.append(_encode_time(since))
-        return self._rows(f"read the history of task {task!r}",
-                          f"{_SELECT} WHERE {where} {_NEWEST_FIRST} LIMIT ? OFFSET ?",
-                          (*params, max(limit, 0), max(offset, 0)))
+        return self._rows(
+            f"read the history of task {task!r}",
+            f"{_SELECT} WHERE {where} {_NEWEST_FIRST} LIMIT ? OFFSET ?",
+            (*params, max(limit, 0), max(offset, 0)),
+        )
 
     def run(self, run_id: str) -> RunRecord | None:
         """The row of one run, or None when there is none (yet)."""
@@ -353,11 +409,21 @@ class Records:
                 f"  SELECT * FROM runs WHERE task IN ({marks}) AND started >= ?"
                 f"  UNION ALL SELECT * FROM runs WHERE task IN ({marks}) AND outcome IS NULL AND started < ?"
                 ") GROUP BY task, bin, outcome ORDER BY task, bin",
-                (start, bin_s, _encode_time(now), *tasks, start, *tasks, start)).fetchall()
+                (start, bin_s, _encode_time(now), *tasks, start, *tasks, start),
+            ).fetchall()
         try:
-            return [OutcomeBin(task=str(task), bin=int(b), outcome=None if o is None else str(o), count=int(n),
-                               first=_decode_time(first), last=_decode_time(last), run_id=str(run_id))
-                    for task, b, o, n, first, last, run_id in rows]
+            return [
+                OutcomeBin(
+                    task=str(task),
+                    bin=int(b),
+                    outcome=None if o is None else str(o),
+                    count=int(n),
+                    first=_decode_time(first),
+                    last=_decode_time(last),
+                    run_id=str(run_id),
+                )
+                for task, b, o, n, first, last, run_id in rows
+            ]
         except (ValueError, TypeError) as exc:
             raise RecordsError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
 
@@ -371,8 +437,9 @@ class Records:
     def pause(self, task: str, *, since: datetime, by: str | None = None) -> datetime:
         """Mark ``task`` paused; returns since when it is paused (the earlier time if it already was)."""
         with self._writing(f"pause task {task!r}") as conn:
-            conn.execute("INSERT OR IGNORE INTO paused (task, since, by) VALUES (?, ?, ?)",
-                         (task, _encode_time(since), by))
+            conn.execute(
+                "INSERT OR IGNORE INTO paused (task, since, by) VALUES (?, ?, ?)", (task, _encode_time(since), by)
+            )
             row = conn.execute("SELECT since FROM paused WHERE task = ?", (task,)).fetchone()
         return _decode_time(row[0])
 
@@ -385,8 +452,11 @@ class Records:
         """Every paused task and since when (empty for a history older than the pause table)."""
         with self._reading("read paused tasks") as conn:
             # A reader may meet a file written by an older supervisor, before the step that adds the table.
-            if conn is None or conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                                            "name = 'paused'").fetchone() is None:
+            if (
+                conn is None
+                or conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'paused'").fetchone()
+                is None
+            ):
                 return {}
             rows = conn.execute("SELECT task, since FROM paused").fetchall()
         try:
@@ -423,7 +493,7 @@ def _chunks(names: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """``names`` in slices that stay well below SQLite's limit on bound parameters."""
     unique = list(dict.fromkeys(names))
     for start in range(0, len(unique), size):
-        yield unique[start:start + size]
+        yield unique[start : start + size]
 
 
 def _value_marks(count: int) -> str:

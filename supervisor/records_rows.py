@@ -115,8 +115,24 @@ def record_to_row(record: RunRecord) -> tuple[object, ...]:
 
 def row_to_record(row: tuple[object, ...]) -> RunRecord:
     """A row of ``records_schema.COLUMNS`` back into a RunRecord; TypeError or ValueError when it cannot be."""
-    (run_id, task, trigger, due, started, finished, outcome, duration_s, exit_code, signal, message,
-     peak_rss_mb, cpu_s, log_path, attempt, retry_of) = row
+    (
+        run_id,
+        task,
+        trigger,
+        due,
+        started,
+        finished,
+        outcome,
+        duration_s,
+        exit_code,
+        signal,
+        message,
+        peak_rss_mb,
+        cpu_s,
+        log_path,
+        attempt,
+        retry_of,
+    ) = row
     return RunRecord(
         run_id=str(run_id),
         task=str(task),

@@ -17,8 +17,22 @@ from pathlib import Path
 from .errors import RecordsError
 
 COLUMNS = (
-    "run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
-    "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt", "retry_of",
+    "run_id",
+    "task",
+    "trigger",
+    "due",
+    "started",
+    "finished",
+    "outcome",
+    "duration_s",
+    "exit_code",
+    "signal",
+    "message",
+    "peak_rss_mb",
+    "cpu_s",
+    "log_path",
+    "attempt",
+    "retry_of",
 )
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM runs"
 # Same-second starts are ordered by insertion, so "newest" is total even when the clock repeats a value.
@@ -107,8 +121,10 @@ def open_reader(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
                 # A reader may not migrate (the CLI before the upgraded supervisor first ran): a
                 # temporary view, which shadows the table for this connection only, shows the rows
                 # as first attempts.
-                conn.execute(f"CREATE TEMP VIEW runs AS SELECT {', '.join(COLUMNS[:-2])}, "
-                             "1 AS attempt, NULL AS retry_of FROM main.runs")
+                conn.execute(
+                    f"CREATE TEMP VIEW runs AS SELECT {', '.join(COLUMNS[:-2])}, "
+                    "1 AS attempt, NULL AS retry_of FROM main.runs"
+                )
     except BaseException:
         conn.close()
         raise
@@ -130,8 +146,7 @@ def translate(path: Path, action: str, *, busy_timeout: float) -> Iterator[None]
 def _connect(path: Path, target: str, *, uri: bool, busy_timeout: float) -> sqlite3.Connection:
     try:
         # isolation_level=None: no implicit transactions; writes open their own BEGIN IMMEDIATE.
-        conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     except sqlite3.Error as exc:
         raise RecordsError(f"run history {path}: cannot open: {exc}") from exc
@@ -144,8 +159,10 @@ def _user_version(conn: sqlite3.Connection) -> int:
 
 def _check_version(path: Path, version: int) -> None:
     if version > SCHEMA_VERSION:
-        raise RecordsError(f"run history {path}: schema version {version} is newer than this "
-                           f"supervisor understands ({SCHEMA_VERSION}); upgrade taskautomation")
+        raise RecordsError(
+            f"run history {path}: schema version {version} is newer than this "
+            f"supervisor understands ({SCHEMA_VERSION}); upgrade taskautomation"
+        )
 
 
 def _migrate(path: Path, conn: sqlite3.Connection) -> None:

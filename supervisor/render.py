@@ -28,8 +28,14 @@ RESET = "\x1b[0m"
 RED, GREEN, YELLOW = "\x1b[31m", "\x1b[32m", "\x1b[33m"
 OUTCOME_COLOURS = {
     "ok": GREEN,
-    "failed": RED, "crashed": RED, "memory": RED, "env-failed": RED,
-    "skipped": YELLOW, "timeout": YELLOW, "killed": YELLOW, "interrupted": YELLOW,
+    "failed": RED,
+    "crashed": RED,
+    "memory": RED,
+    "env-failed": RED,
+    "skipped": YELLOW,
+    "timeout": YELLOW,
+    "killed": YELLOW,
+    "interrupted": YELLOW,
 }
 STATE_COLOURS = {"error": RED, "env-failed": RED}
 GAP = "  "
@@ -115,7 +121,7 @@ def cut(text: str, width: int) -> str:
     """``text`` in at most ``width`` characters, ending in ``…`` when something was cut."""
     if len(text) <= width:
         return text
-    return text[:max(width - 1, 0)] + ELLIPSIS if width > 0 else ""
+    return text[: max(width - 1, 0)] + ELLIPSIS if width > 0 else ""
 
 
 def paint(text: str, colour: str | None, view: View) -> str:
@@ -139,8 +145,13 @@ def fit_widths(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, widt
     return widths
 
 
-def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], view: View, *,
-          colours: Sequence[Sequence[str | None]] | None = None) -> list[str]:
+def table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    view: View,
+    *,
+    colours: Sequence[Sequence[str | None]] | None = None,
+) -> list[str]:
     """Aligned lines: a title row and one line per row, each cell cut to its column and maybe coloured."""
     widths = fit_widths(columns, rows, width=view.width)
     lines = [GAP.join(c.title.ljust(w) for c, w in zip(columns, widths)).rstrip()]
@@ -155,28 +166,44 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], view: View, 
 
 
 # ------------------------------------------------------------------------------------------------ status
-STATUS_COLUMNS = (Column("TASK", 8, 0), Column("STATE", 7, 1), Column("NEXT RUN"), Column("LAST RUN"),
-                  Column("OUTCOME", 7, 2), Column("DURATION"))
+STATUS_COLUMNS = (
+    Column("TASK", 8, 0),
+    Column("STATE", 7, 1),
+    Column("NEXT RUN"),
+    Column("LAST RUN"),
+    Column("OUTCOME", 7, 2),
+    Column("DURATION"),
+)
 
 
 def plainly_scheduled(task: Mapping[str, Any]) -> bool:
     """Scheduled (or running) as usual after an earlier run, with no error: its "why" says nothing new."""
-    return task.get("state") in ("scheduled", "running") and not task.get("error") \
-        and task.get("last_run") is not None
+    return task.get("state") in ("scheduled", "running") and not task.get("error") and task.get("last_run") is not None
 
 
 def render_status(status: Mapping[str, Any], view: View, *, home: str, why_all: bool = False) -> list[str]:
     """The human ``status``: supervisor line, task table, errors, then the "why" block."""
     sup = status.get("supervisor")
-    lines = [f"supervisor: running (pid {sup['pid']}, since {format_full_time(sup['started'], view)})" if sup
-             else f"supervisor: not running on {home}"]
+    lines = [
+        f"supervisor: running (pid {sup['pid']}, since {format_full_time(sup['started'], view)})"
+        if sup
+        else f"supervisor: not running on {home}"
+    ]
     tasks: list[Mapping[str, Any]] = status.get("tasks", [])
     rows, colours = [], []
     for task in tasks:
         last = task.get("last_run") or {}
         outcome = last.get("outcome") or "-"
-        rows.append([task["name"], task["state"], format_time(task.get("next_run"), view),
-                     format_time(last.get("started"), view), outcome, format_duration(last.get("duration_s"))])
+        rows.append(
+            [
+                task["name"],
+                task["state"],
+                format_time(task.get("next_run"), view),
+                format_time(last.get("started"), view),
+                outcome,
+                format_duration(last.get("duration_s")),
+            ]
+        )
         colours.append([None, STATE_COLOURS.get(task["state"]), None, None, OUTCOME_COLOURS.get(outcome), None])
     lines.extend(table(STATUS_COLUMNS, rows, view, colours=colours))
     errors = [task["error"] for task in tasks if task.get("error")]
@@ -207,8 +234,15 @@ def _why_lines(tasks: Iterable[Mapping[str, Any]], view: View, *, why_all: bool,
 
 
 # ------------------------------------------------------------------------------------------------ history
-HISTORY_COLUMNS = (Column("RUN"), Column("TRIGGER"), Column("STARTED"), Column("OUTCOME"), Column("DURATION"),
-                   Column("PEAK MB"), Column("MESSAGE", 20, 0))
+HISTORY_COLUMNS = (
+    Column("RUN"),
+    Column("TRIGGER"),
+    Column("STARTED"),
+    Column("OUTCOME"),
+    Column("DURATION"),
+    Column("PEAK MB"),
+    Column("MESSAGE", 20, 0),
+)
 
 
 def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
@@ -220,9 +254,17 @@ def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
         peak = run.get("peak_rss_mb")
         attempt = run.get("attempt", 1)  # a retry shows its attempt number: "retry #2"
         trigger = run["trigger"] if attempt == 1 else f"{run['trigger']} #{attempt}"
-        rows.append([run["run_id"], trigger, format_time(run["started"], view), outcome,
-                     format_duration(run.get("duration_s")), f"{peak:.0f}" if peak else "-",
-                     message[-1] if message else ""])
+        rows.append(
+            [
+                run["run_id"],
+                trigger,
+                format_time(run["started"], view),
+                outcome,
+                format_duration(run.get("duration_s")),
+                f"{peak:.0f}" if peak else "-",
+                message[-1] if message else "",
+            ]
+        )
         colours.append([None, None, None, OUTCOME_COLOURS.get(outcome), None, None, None])
     return table(HISTORY_COLUMNS, rows, view, colours=colours)
 
@@ -232,5 +274,7 @@ def outcome_line(run: Mapping[str, Any], view: View) -> str:
     outcome = run.get("outcome") or "running"
     message = (run.get("message") or "").strip().splitlines()
     tail = f": {message[-1]}" if message else ""
-    return (f"run {run['run_id']} of {run['task']!r}: {paint(outcome, OUTCOME_COLOURS.get(outcome), view)} "
-            f"in {format_duration(run.get('duration_s'))}{tail}")
+    return (
+        f"run {run['run_id']} of {run['task']!r}: {paint(outcome, OUTCOME_COLOURS.get(outcome), view)} "
+        f"in {format_duration(run.get('duration_s'))}{tail}"
+    )

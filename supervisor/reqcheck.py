@@ -39,12 +39,24 @@ _ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")  # pip expands only this form
 _ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 # (flags, takes a value) of every option pip accepts in a requirements file.
 _OPTIONS: tuple[tuple[tuple[str, ...], bool], ...] = (
-    (("-i", "--index-url"), True), (("--extra-index-url",), True), (("--no-index",), False),
-    (("-c", "--constraint"), True), (("-r", "--requirement"), True), (("-e", "--editable"), True),
-    (("-f", "--find-links"), True), (("--no-binary",), True), (("--only-binary",), True),
-    (("--prefer-binary",), False), (("--require-hashes",), False), (("--pre",), False),
-    (("--trusted-host",), True), (("--use-feature",), True), (("--no-deps-for",), True),
-    (("--hash",), True), (("--global-option",), True), (("-C", "--config-settings"), True),
+    (("-i", "--index-url"), True),
+    (("--extra-index-url",), True),
+    (("--no-index",), False),
+    (("-c", "--constraint"), True),
+    (("-r", "--requirement"), True),
+    (("-e", "--editable"), True),
+    (("-f", "--find-links"), True),
+    (("--no-binary",), True),
+    (("--only-binary",), True),
+    (("--prefer-binary",), False),
+    (("--require-hashes",), False),
+    (("--pre",), False),
+    (("--trusted-host",), True),
+    (("--use-feature",), True),
+    (("--no-deps-for",), True),
+    (("--hash",), True),
+    (("--global-option",), True),
+    (("-C", "--config-settings"), True),
 )
 
 
@@ -60,8 +72,9 @@ class _Parser(optparse.OptionParser):
 def _parser() -> _Parser:
     parser = _Parser(add_help_option=False)
     for flags, takes_value in _OPTIONS:
-        parser.add_option(*flags, dest=flags[-1].lstrip("-").replace("-", "_"),
-                          action="append" if takes_value else "store_true")
+        parser.add_option(
+            *flags, dest=flags[-1].lstrip("-").replace("-", "_"), action="append" if takes_value else "store_true"
+        )
     return parser
 
 

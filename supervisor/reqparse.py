@@ -14,10 +14,21 @@ from typing import Sequence
 
 _COMMENT_RE = re.compile(r"(^|\s+)#.*$")  # pip's rule: '#' starts a comment at line start or after whitespace
 # Options whose value is a file path or a location that may be a local folder.
-_PATH_OPTIONS = frozenset({
-    "-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-f", "--find-links",
-    "-i", "--index-url", "--extra-index-url",
-})
+_PATH_OPTIONS = frozenset(
+    {
+        "-r",
+        "--requirement",
+        "-c",
+        "--constraint",
+        "-e",
+        "--editable",
+        "-f",
+        "--find-links",
+        "-i",
+        "--index-url",
+        "--extra-index-url",
+    }
+)
 _INCLUDE_OPTIONS = frozenset({"-r", "--requirement", "-c", "--constraint"})
 _ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
@@ -84,7 +95,7 @@ def _option_values(line: str) -> list[tuple[str, str]]:
 def _is_relative_location(value: str) -> bool:
     """True when an option value (a path or URL) is a path relative to the current directory."""
     if value.startswith("file:"):
-        return not value[len("file:"):].startswith("/")  # file:///abs and file:/abs are absolute
+        return not value[len("file:") :].startswith("/")  # file:///abs and file:/abs are absolute
     if "://" in value:
         return False
     return not value.startswith(("/", "~", "$"))  # ~ and $VAR do not depend on the task folder
@@ -93,7 +104,7 @@ def _is_relative_location(value: str) -> bool:
 def _looks_like_relative_path(token: str) -> bool:
     """True when a requirement token (not an option value) names a relative local path, as pip would read it."""
     if token.startswith("file:"):
-        return not token[len("file:"):].startswith("/")
+        return not token[len("file:") :].startswith("/")
     if "://" in token or token.startswith(("/", "~", "$")):
         return False
     return token.startswith(".") or "/" in token or token.lower().endswith(_ARCHIVE_SUFFIXES)

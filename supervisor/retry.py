@@ -57,8 +57,9 @@ def retry_delay(policy: RetryPolicy, *, retry: int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def decide(policy: RetryPolicy, *, attempt: int, outcome: Outcome, finished: datetime,
-           next_slot: datetime | None) -> RetryDecision:
+def decide(
+    policy: RetryPolicy, *, attempt: int, outcome: Outcome, finished: datetime, next_slot: datetime | None
+) -> RetryDecision:
     """Retry or final, for attempt number ``attempt`` that ended with ``outcome`` at ``finished``.
 
     ``next_slot`` is the task's next scheduled due time (None when it has none, e.g. after its last RunAt).
@@ -73,10 +74,16 @@ def decide(policy: RetryPolicy, *, attempt: int, outcome: Outcome, finished: dat
         return RetryDecision(final=True, reason=f"all {policy.attempts} retries used")
     retry_at = finished + retry_delay(policy, retry=attempt)
     if next_slot is not None and retry_at >= next_slot:
-        return RetryDecision(final=True, reason=f"retry at {retry_at.isoformat()} dropped: the next slot "
-                                                f"{next_slot.isoformat()} comes first")
-    return RetryDecision(final=False, retry_at=retry_at, next_attempt=attempt + 1,
-                         reason=f"attempt {attempt + 1} of {policy.attempts + 1} at {retry_at.isoformat()}")
+        return RetryDecision(
+            final=True,
+            reason=f"retry at {retry_at.isoformat()} dropped: the next slot {next_slot.isoformat()} comes first",
+        )
+    return RetryDecision(
+        final=False,
+        retry_at=retry_at,
+        next_attempt=attempt + 1,
+        reason=f"attempt {attempt + 1} of {policy.attempts + 1} at {retry_at.isoformat()}",
+    )
 
 
 def slot_wins(*, retry_at: datetime, next_slot: datetime | None) -> bool:

@@ -50,8 +50,9 @@ class TreeSample:
     threads: int | None = None  # processes + threads, when asked for (the MaxProcesses check without cgroups)
 
 
-def child_environment(base: Mapping[str, str], *, task: str, run_id: str, task_dir: Path,
-                      output_dir: Path, env_dir: Path, cookie: str) -> dict[str, str]:
+def child_environment(
+    base: Mapping[str, str], *, task: str, run_id: str, task_dir: Path, output_dir: Path, env_dir: Path, cookie: str
+) -> dict[str, str]:
     """The environment of a run: the supervisor's, plus the task variables (README.md, How a run executes).
 
     The env's bin/ goes first on PATH and VIRTUAL_ENV points at it, so a task that starts ``python`` or
@@ -148,17 +149,23 @@ class RunProcess:
         # A dead process's CPU seconds are in no sampled figure between its exit and its reaping; keeping
         # the maximum makes the figure monotonic.
         self.peak_cpu_s = max(self.peak_cpu_s, cpu)
-        return TreeSample(rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen),
-                          threads=threads if count_threads else None)
+        return TreeSample(
+            rss_bytes=rss, cpu_s=self.peak_cpu_s, processes=len(seen), threads=threads if count_threads else None
+        )
 
 
 class Runner:
     """Starts runs and reports their end through callbacks; keeps no schedule and decides no outcome."""
 
-    def __init__(self, *, output_cap_bytes: int, on_output: Callable[[LaunchSpec, str], None],
-                 on_exit: Callable[[LaunchSpec, ProcessReport], None],
-                 popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
-                 shim: Path = SHIM_PATH) -> None:
+    def __init__(
+        self,
+        *,
+        output_cap_bytes: int,
+        on_output: Callable[[LaunchSpec, str], None],
+        on_exit: Callable[[LaunchSpec, ProcessReport], None],
+        popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+        shim: Path = SHIM_PATH,
+    ) -> None:
         self._cap = output_cap_bytes
         self._on_output = on_output
         self._on_exit = on_exit
@@ -181,13 +188,28 @@ class Runner:
                 os.close(fd)
             raise _spawn_error(spec, exc) from exc
         report_r, report_w, control_r, control_w, out_r, out_w = fds
-        argv = wire.shim_argv(python=str(spec.python), shim=str(self._shim), mode=spec.mode.value, task=spec.task,
-                              report_fd=report_w, control_fd=control_r, grace_s=spec.kill_grace_s,
-                              supervisor_pid=os.getpid())
+        argv = wire.shim_argv(
+            python=str(spec.python),
+            shim=str(self._shim),
+            mode=spec.mode.value,
+            task=spec.task,
+            report_fd=report_w,
+            control_fd=control_r,
+            grace_s=spec.kill_grace_s,
+            supervisor_pid=os.getpid(),
+        )
         try:
-            popen = self._popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=subprocess.STDOUT,
-                                pass_fds=(report_w, control_r), cwd=str(spec.home), env=dict(spec.env),
-                                start_new_session=True, close_fds=True)
+            popen = self._popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=subprocess.STDOUT,
+                pass_fds=(report_w, control_r),
+                cwd=str(spec.home),
+                env=dict(spec.env),
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as exc:
             for fd in (report_r, report_w, control_r, control_w, out_r, out_w):
                 os.close(fd)
@@ -195,8 +217,9 @@ class Runner:
         for fd in (report_w, control_r, out_w):
             os.close(fd)
         run = RunProcess(spec, popen, control_w)
-        thread = threading.Thread(target=self._relay, args=(run, out_r, report_r),
-                                  name=f"run-{spec.run_id}", daemon=True)
+        thread = threading.Thread(
+            target=self._relay, args=(run, out_r, report_r), name=f"run-{spec.run_id}", daemon=True
+        )
         with self._threads_lock:
             self._threads.add(thread)
         thread.start()
@@ -275,8 +298,14 @@ class Runner:
             os.close(out_r)
             os.close(report_r)
             run.close_control()
-        report = ProcessReport(run_id=run.spec.run_id, returncode=returncode, task=task_line,
-                               monitor=monitor_line, output_bytes=total, output_dropped=dropped)
+        report = ProcessReport(
+            run_id=run.spec.run_id,
+            returncode=returncode,
+            task=task_line,
+            monitor=monitor_line,
+            output_bytes=total,
+            output_dropped=dropped,
+        )
         try:
             self._on_exit(run.spec, report)
         finally:
@@ -303,8 +332,7 @@ TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.EN
 
 
 def _spawn_error(spec: LaunchSpec, exc: OSError) -> SpawnError:
-    return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}",
-                      transient=exc.errno in TRANSIENT_ERRNOS)
+    return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}", transient=exc.errno in TRANSIENT_ERRNOS)
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -330,8 +358,7 @@ def _read_report(fd: int) -> tuple[wire.TaskReport | None, wire.MonitorReport | 
     return wire.parse_reports(data)
 
 
-def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL,
-                 exclude: Sequence[int] = ()) -> list[int]:
+def sweep_cookie(cookie_prefix: str, *, sig: int = signal.SIGKILL, exclude: Sequence[int] = ()) -> list[int]:
     """Kill every process whose environment carries ``RUN_COOKIE_VAR=<cookie_prefix>...``.
 
     The last-resort cleanup after a supervisor crash. A process is signalled only when its own environment

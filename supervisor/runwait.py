@@ -70,17 +70,24 @@ def wait_for_run(waiting: Waiting, follower: LogFollower, *, timeout: float | No
                 if not waiting.supervisor_alive():
                     record = records.run(waiting.run_id)  # it may have closed the row just before it exited
                     if record is None or record.outcome is None:
-                        raise TaskAutomationError(f"the supervisor stopped before run {waiting.run_id} of "
-                                                  f"{waiting.task!r} finished; it will be marked interrupted")
+                        raise TaskAutomationError(
+                            f"the supervisor stopped before run {waiting.run_id} of "
+                            f"{waiting.task!r} finished; it will be marked interrupted"
+                        )
                     continue
             else:
                 last_line = f"{tag} {finished['outcome']} in "
-                if finished["outcome"] in NO_PROCESS_OUTCOMES or any(last_line in line for line in emitted) \
-                        or now - finished_at >= LOG_GRACE_S:
+                if (
+                    finished["outcome"] in NO_PROCESS_OUTCOMES
+                    or any(last_line in line for line in emitted)
+                    or now - finished_at >= LOG_GRACE_S
+                ):
                     return finished
             if timeout is not None and now - start >= timeout:
-                raise WaitTimeout(f"run {waiting.run_id} of {waiting.task!r} has not finished after "
-                                  f"{timeout:g} s; it goes on (see `history {waiting.task}`)")
+                raise WaitTimeout(
+                    f"run {waiting.run_id} of {waiting.task!r} has not finished after "
+                    f"{timeout:g} s; it goes on (see `history {waiting.task}`)"
+                )
             waiting.pause(POLL_S)
     finally:
         records.close()

@@ -89,8 +89,9 @@ def check_regular(path: Path) -> os.stat_result:
         try:
             target = os.stat(path)
         except FileNotFoundError:
-            raise UnsafeFileError(path, f"is a symlink to {_link_target(path)}, which does not exist",
-                                  kind="dangling-symlink") from None
+            raise UnsafeFileError(
+                path, f"is a symlink to {_link_target(path)}, which does not exist", kind="dangling-symlink"
+            ) from None
         except OSError as exc:
             raise _os_error(path, exc) from None
     else:
@@ -145,8 +146,9 @@ def decode_text(data: bytes, path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise UnsafeFileError(path, f"line {line}: not valid UTF-8 (byte offset {exc.start}: {exc.reason})",
-                              kind="encoding") from None
+        raise UnsafeFileError(
+            path, f"line {line}: not valid UTF-8 (byte offset {exc.start}: {exc.reason})", kind="encoding"
+        ) from None
 
 
 def read_text(path: Path, *, max_bytes: int) -> str:
@@ -156,9 +158,9 @@ def read_text(path: Path, *, max_bytes: int) -> str:
 
 # --- helpers -------------------------------------------------------------------------------------------
 
+
 def _too_large(path: Path, size: int, max_bytes: int) -> UnsafeFileError:
-    return UnsafeFileError(path, f"is too large ({size} bytes; the limit is {human_size(max_bytes)})",
-                           kind="too-large")
+    return UnsafeFileError(path, f"is too large ({size} bytes; the limit is {human_size(max_bytes)})", kind="too-large")
 
 
 def _link_target(path: Path) -> str:
@@ -172,8 +174,7 @@ def _os_error(path: Path, exc: OSError) -> UnsafeFileError:
     if exc.errno == errno.ELOOP:
         return UnsafeFileError(path, "is a symlink loop (too many levels of symbolic links)", kind="symlink-loop")
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return UnsafeFileError(path, f"cannot read: {exc.strerror}",
-                               kind="permission")
+        return UnsafeFileError(path, f"cannot read: {exc.strerror}", kind="permission")
     if exc.errno == errno.ENAMETOOLONG:
         return UnsafeFileError(path, "path is too long", kind="name-too-long")
     return UnsafeFileError(path, f"cannot read: {exc.strerror or exc}", kind=f"errno-{exc.errno}")

@@ -54,16 +54,20 @@ KillGraceSeconds = 10
 REQUIREMENTS_TEMPLATE = "# one requirement per line, anything `pip install -r` accepts\n"
 
 
-DISABLED_COMMENT = ("; the task is created disabled so its placeholder main() does not run yet:\n"
-                    "; set Enabled = True when main() is ready (a running supervisor picks the change up)\n")
+DISABLED_COMMENT = (
+    "; the task is created disabled so its placeholder main() does not run yet:\n"
+    "; set Enabled = True when main() is ready (a running supervisor picks the change up)\n"
+)
 
 
 def name_warning(name: str) -> str | None:
     """Why ``name`` is a poor task name, or None. Only identifiers can be imported (``Tasks.NAME.module``)."""
     if name.isidentifier() and not keyword.iskeyword(name):
         return None
-    return (f"{name!r} is not a Python identifier: its helper modules cannot be imported as "
-            f"`import Tasks.{name}.module` (use letters, digits and _, e.g. {_suggest(name)!r})")
+    return (
+        f"{name!r} is not a Python identifier: its helper modules cannot be imported as "
+        f"`import Tasks.{name}.module` (use letters, digits and _, e.g. {_suggest(name)!r})"
+    )
 
 
 def _suggest(name: str) -> str:
@@ -82,8 +86,11 @@ def create_task(paths: Paths, name: str, *, enable: bool = False) -> Path:
     staging = paths.tasks / f".new-{name}"
     (staging / OUTPUT_DIR).mkdir(parents=True)
     (staging / MAIN_FILE).write_text(MAIN_TEMPLATE.format(name=name))
-    (staging / CONFIG_FILE).write_text(CONFIG_TEMPLATE.format(
-        enabled="True" if enable else "False", enabled_comment="" if enable else DISABLED_COMMENT))
+    (staging / CONFIG_FILE).write_text(
+        CONFIG_TEMPLATE.format(
+            enabled="True" if enable else "False", enabled_comment="" if enable else DISABLED_COMMENT
+        )
+    )
     (staging / REQUIREMENTS_FILE).write_text(REQUIREMENTS_TEMPLATE)
     staging.rename(folder)
     return folder

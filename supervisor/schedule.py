@@ -120,8 +120,7 @@ def resolve_wall(wall: datetime, *, tz: tzinfo) -> datetime:
     return change if change is not None else first
 
 
-def local_zone(*, environ: Mapping[str, str] | None = None,
-               localtime: Path = Path("/etc/localtime")) -> tzinfo:
+def local_zone(*, environ: Mapping[str, str] | None = None, localtime: Path = Path("/etc/localtime")) -> tzinfo:
     """The machine's time zone: $TZ if set and valid, else ``localtime`` (/etc/localtime), else UTC.
 
     This is the only function here that reads the environment or files; ``environ`` and ``localtime``
@@ -138,6 +137,7 @@ def local_zone(*, environ: Mapping[str, str] | None = None,
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
 
 def _interval(spec: TaskSpec) -> timedelta:
     if spec.every is None:
@@ -176,8 +176,7 @@ def _opening_skipped_at(window: Window, instant: datetime, offset: timedelta, tz
     gap_start = (instant + before).replace(tzinfo=None)
     gap_end = (instant + offset).replace(tzinfo=None)
     opening_time = window.start.replace(second=0, microsecond=0, tzinfo=None)
-    return any(gap_start <= datetime.combine(day, opening_time) < gap_end
-               for day in (gap_start.date(), gap_end.date()))
+    return any(gap_start <= datetime.combine(day, opening_time) < gap_end for day in (gap_start.date(), gap_end.date()))
 
 
 def _utc(t: datetime, what: str) -> datetime:

@@ -18,8 +18,13 @@ from .spec import RETRYABLE_OUTCOMES, Outcome, Window
 _RUN_AT = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{1,2}):(\d{2})")
 # The cron shorthands, as the 5-field expressions cron itself expands them to.
 _CRON_ALIASES = {
-    "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *",
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
 }
 # Largest JitterSeconds: a day. More would move a daily task's runs into other days.
 _MAX_JITTER_S = 86400.0
@@ -32,8 +37,10 @@ def cron_expression(text: str) -> str:
         raise InvalidValue(f"unknown shorthand (use {', '.join(sorted(_CRON_ALIASES))})")
     fields = expression.split(" ")
     if len(fields) != 5:
-        raise InvalidValue(f"not a cron expression: {len(fields)} fields, expected 5 (minute hour day-of-month "
-                       "month day-of-week) or a shorthand such as @daily")
+        raise InvalidValue(
+            f"not a cron expression: {len(fields)} fields, expected 5 (minute hour day-of-month "
+            "month day-of-week) or a shorthand such as @daily"
+        )
     try:
         next(iter(CronSim(expression, datetime(2000, 1, 1))))
     except CronSimError as exc:
@@ -50,8 +57,10 @@ def run_at_times(text: str) -> tuple[datetime, ...]:
         item = part.strip()
         match = _RUN_AT.fullmatch(item)
         if match is None:
-            raise InvalidValue(f"{item!r} is not a local date-time (expected YYYY-MM-DD HH:MM, e.g. 2026-12-24 18:00; "
-                           "separate several with commas)")
+            raise InvalidValue(
+                f"{item!r} is not a local date-time (expected YYYY-MM-DD HH:MM, e.g. 2026-12-24 18:00; "
+                "separate several with commas)"
+            )
         try:
             year, month, day, hour, minute = (int(g) for g in match.groups())
             times.add(datetime(year, month, day, hour, minute))

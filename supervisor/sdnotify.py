@@ -56,8 +56,9 @@ class Notifier:
     Not thread-safe by design: only the loop thread uses it (the watchdog ping must prove that thread lives).
     """
 
-    def __init__(self, address: str | None, *, watchdog_s: float | None = None,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self, address: str | None, *, watchdog_s: float | None = None, logger: logging.Logger | None = None
+    ) -> None:
         self._address = socket_address(address) if address else None
         self._watchdog_s = watchdog_s if self._address is not None else None
         self._log = logger if logger is not None else logging.getLogger(__name__)
@@ -66,8 +67,9 @@ class Notifier:
         self._warned = False
 
     @classmethod
-    def from_environ(cls, environ: MutableMapping[str, str], *, pid: int,
-                     logger: logging.Logger | None = None) -> Notifier:
+    def from_environ(
+        cls, environ: MutableMapping[str, str], *, pid: int, logger: logging.Logger | None = None
+    ) -> Notifier:
         """Read (and remove) the notification variables from ``environ`` (``os.environ`` in the service)."""
         watchdog_s = watchdog_period_s(environ, pid=pid)
         address = environ.get(ENV_SOCKET) or None

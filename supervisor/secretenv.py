@@ -42,8 +42,9 @@ class Masker:
     def __init__(self, values: Iterable[str]) -> None:
         secrets = sorted({v for v in values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
-        self._bytes_pattern = (re.compile(b"|".join(re.escape(s.encode("utf-8", "surrogateescape"))
-                                                    for s in secrets)) if secrets else None)
+        self._bytes_pattern = (
+            re.compile(b"|".join(re.escape(s.encode("utf-8", "surrogateescape")) for s in secrets)) if secrets else None
+        )
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -98,8 +99,10 @@ def read_env_file(path: Path, *, task: str | None = None) -> tuple[dict[str, str
     except OSError as exc:
         return {}, [f"{where}: cannot read secrets: {exc.strerror or exc}; none of them are used"]
     if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        warnings.append(f"{where}: readable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                        f"it holds secrets: chmod 600 {path}")
+        warnings.append(
+            f"{where}: readable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"it holds secrets: chmod 600 {path}"
+        )
     bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
     if bad:
         lines = ", ".join(str(n) for n in bad)

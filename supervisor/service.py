@@ -54,33 +54,42 @@ def serve(paths: Paths, *, console: bool = True) -> int:
     lock.acquire()  # AlreadyRunningError propagates to the CLI edge as one line
     try:
         home_config, warnings = read_home_config(paths.home_config)
-        logger = setup_supervisor_logging(paths.supervisor_log, max_bytes=home_config.log_max_bytes,
-                                          backups=home_config.log_backups, console=console)
+        logger = setup_supervisor_logging(
+            paths.supervisor_log, max_bytes=home_config.log_max_bytes, backups=home_config.log_backups, console=console
+        )
         if notifier.enabled:
             watchdog = f"{notifier.watchdog_s:g} s" if notifier.watchdog_s is not None else "off"
             logger.info("systemd notification socket in use (watchdog %s)", watchdog)
         for warning in warnings:
             logger.warning("%s", warning)
-        records = WriteBehindRecords.wrap(open_history(paths.database, keep=home_config.keep_runs, logger=logger),
-                                          logger=logger)
+        records = WriteBehindRecords.wrap(
+            open_history(paths.database, keep=home_config.keep_runs, logger=logger), logger=logger
+        )
         fd_limit = raise_fd_limit()
         logger.info("%s", fd_limit.describe())
         try:
-            envs = EnvManager(paths, installer=home_config.installer,
-                              logger=logging.getLogger("taskautomation.envs"))
-            task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes,
-                                 backups=home_config.log_backups)
+            envs = EnvManager(paths, installer=home_config.installer, logger=logging.getLogger("taskautomation.envs"))
+            task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes, backups=home_config.log_backups)
             notices = NoticeNotifier(origin=default_origin(paths.home), logger=logger)
             secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
             supervisor = build_supervisor(
-                paths, home_config=home_config, records=records, envs=envs, clock=SystemClock(),
-                logger=logger, task_logs=task_logs, notices=notices, secrets=secrets,
-                containment=Containment(paths.home, task_nofile=fd_limit.before if fd_limit.after != fd_limit.before
-                                        else None),
-                watcher_factory=lambda on_change: TaskWatcher(paths.tasks, on_change,
-                                                              debounce_s=home_config.watch_debounce_s,
-                                                              logger=logger),
-                notifier=LoopNotifier(notifier))
+                paths,
+                home_config=home_config,
+                records=records,
+                envs=envs,
+                clock=SystemClock(),
+                logger=logger,
+                task_logs=task_logs,
+                notices=notices,
+                secrets=secrets,
+                containment=Containment(
+                    paths.home, task_nofile=fd_limit.before if fd_limit.after != fd_limit.before else None
+                ),
+                watcher_factory=lambda on_change: TaskWatcher(
+                    paths.tasks, on_change, debounce_s=home_config.watch_debounce_s, logger=logger
+                ),
+                notifier=LoopNotifier(notifier),
+            )
             server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
             server.start()
             web = start_web_child(paths, home_config.web_listen, logger=logger) if home_config.web_listen else None
@@ -107,40 +116,76 @@ def serve(paths: Paths, *, console: bool = True) -> int:
     return 0
 
 
-def build_supervisor(paths: Paths, *, home_config: HomeConfig, records: Records, envs: EnvManager, clock: Clock,
-                     logger: logging.Logger, task_logs: TaskLogs, notices: NoticeNotifier | None = None,
-                     secrets: SecretStore | None = None, containment: Containment | None = None,
-                     **options: Any) -> Supervisor:
+def build_supervisor(
+    paths: Paths,
+    *,
+    home_config: HomeConfig,
+    records: Records,
+    envs: EnvManager,
+    clock: Clock,
+    logger: logging.Logger,
+    task_logs: TaskLogs,
+    notices: NoticeNotifier | None = None,
+    secrets: SecretStore | None = None,
+    containment: Containment | None = None,
+    **options: Any,
+) -> Supervisor:
     """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
     builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
     notifications), and the run-started listeners (the /start ping). ``containment`` None = the cgroups this
     machine offers (detected)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
-    executor: Executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
-                                       logger=logger, clock=clock, post=inbox.post,
-                                       output_cap_bytes=home_config.output_cap_bytes, secrets=secrets,
-                                       containment=containment if containment is not None else Containment(paths.home))
+    executor: Executor = LocalExecutor(
+        home=paths.home,
+        cookie_prefix=paths.run_cookie_prefix,
+        task_logs=task_logs,
+        logger=logger,
+        clock=clock,
+        post=inbox.post,
+        output_cap_bytes=home_config.output_cap_bytes,
+        secrets=secrets,
+        containment=containment if containment is not None else Containment(paths.home),
+    )
     if home_config.executor == "rq":
         from .scaleout.executor import RQExecutor, home_id_for  # the optional extra: imported only when used
 
         assert home_config.redis_url is not None  # config.py refuses Executor=rq without RedisUrl
-        executor = RQExecutor(local=executor, redis_url=home_config.redis_url, home_id=home_id_for(paths.home),
-                              installer=home_config.installer, output_cap_bytes=home_config.output_cap_bytes,
-                              task_logs=task_logs, logger=logger, clock=clock, post=inbox.post)
-        logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)",
-                    executor.safe_url())
+        executor = RQExecutor(
+            local=executor,
+            redis_url=home_config.redis_url,
+            home_id=home_id_for(paths.home),
+            installer=home_config.installer,
+            output_cap_bytes=home_config.output_cap_bytes,
+            task_logs=task_logs,
+            logger=logger,
+            clock=clock,
+            post=inbox.post,
+        )
+        logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)", executor.safe_url())
     consumers: list[Callable[[RunFinished], None]] = [history, RunLog(logger=logger, task_logs=task_logs)]
     listeners: list[Callable[[RunStarted], None]] = []
     if notices is not None:
-        notifications = RunNotifications(notices, secrets=secrets, streak_before=lambda task, run_id:
-                                         history.failure_streak(task, excluding=run_id))
+        notifications = RunNotifications(
+            notices, secrets=secrets, streak_before=lambda task, run_id: history.failure_streak(task, excluding=run_id)
+        )
         consumers.append(notifications)
         listeners.append(notifications.run_started)
-    return Supervisor(paths, home_config=home_config, clock=clock, tz=local_zone(), logger=logger,
-                      task_logs=task_logs, inbox=inbox, executor=executor,
-                      envs=BackgroundEnvs(envs, envs_dir=paths.envs, post=inbox.post), history=history,
-                      consumers=consumers, start_listeners=listeners, **options)
+    return Supervisor(
+        paths,
+        home_config=home_config,
+        clock=clock,
+        tz=local_zone(),
+        logger=logger,
+        task_logs=task_logs,
+        inbox=inbox,
+        executor=executor,
+        envs=BackgroundEnvs(envs, envs_dir=paths.envs, post=inbox.post),
+        history=history,
+        consumers=consumers,
+        start_listeners=listeners,
+        **options,
+    )
 
 
 def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:
@@ -168,8 +213,13 @@ def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:
             source = Path(f"{path}{suffix}")
             if source.exists():
                 source.rename(Path(f"{aside}{suffix}"))
-        logger.error("run history %s is corrupt (%s): moved it aside to %s and started an empty history; "
-                     "past runs are not shown and every task counts as never run", path, exc.__cause__, aside)
+        logger.error(
+            "run history %s is corrupt (%s): moved it aside to %s and started an empty history; "
+            "past runs are not shown and every task counts as never run",
+            path,
+            exc.__cause__,
+            aside,
+        )
         return _open_and_prune(path, keep=keep, logger=logger)
 
 

@@ -56,7 +56,7 @@ class RunQueue:
 
     def retry(self, run: QueuedRun, *, run_id: str, now_mono: float) -> QueuedRun:
         """Put ``run`` back at the head of the queue after a transient spawn failure; return the entry."""
-        delay = min(SPAWN_RETRY_FIRST_S * 2 ** run.spawn_failures, SPAWN_RETRY_MAX_S)
+        delay = min(SPAWN_RETRY_FIRST_S * 2**run.spawn_failures, SPAWN_RETRY_MAX_S)
         again = replace(run, run_id=run_id, spawn_failures=run.spawn_failures + 1, not_before=now_mono + delay)
         self._queue = {run.task: again, **{k: v for k, v in self._queue.items() if k != run.task}}
         return again

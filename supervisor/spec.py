@@ -30,8 +30,7 @@ class Outcome(str, enum.Enum):
 
 # Outcomes that count as a failure in a task's streak of consecutive failures; ``ok`` resets the streak,
 # every other outcome (skipped, testing, killed, interrupted) leaves it as it is.
-FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.MEMORY, Outcome.CRASHED,
-                              Outcome.ENV_FAILED})
+FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.MEMORY, Outcome.CRASHED, Outcome.ENV_FAILED})
 
 
 class Trigger(str, enum.Enum):
@@ -116,8 +115,9 @@ class Limits:
 # Outcomes a [Retry] policy retries unless its ``On`` says otherwise (DESIGN.md 5.1).
 DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
 # Outcomes ``On`` may name: the failures of a run, plus a run lost with its worker or supervisor.
-RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.MEMORY,
-                                Outcome.ENV_FAILED, Outcome.INTERRUPTED})
+RETRYABLE_OUTCOMES = frozenset(
+    {Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.MEMORY, Outcome.ENV_FAILED, Outcome.INTERRUPTED}
+)
 
 
 @dataclass(frozen=True)

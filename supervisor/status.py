@@ -82,48 +82,81 @@ def display_state(view: TaskView) -> str:
 
 def is_done(view: TaskView) -> bool:
     """Loaded, with no next due time and nothing pending: after the last RunAt (or a cron that ended)."""
-    return (view.phase is TaskPhase.SCHEDULED and view.next_due is None and not view.startup_pending
-            and view.retry is None and view.running is None)
+    return (
+        view.phase is TaskPhase.SCHEDULED
+        and view.next_due is None
+        and not view.startup_pending
+        and view.retry is None
+        and view.running is None
+    )
 
 
-def status_json(views: Iterable[TaskView], *, last_finished: Callable[[str], RunRecord | None],
-                supervisor: SupervisorView, tz: tzinfo) -> dict[str, Any]:
+def status_json(
+    views: Iterable[TaskView],
+    *,
+    last_finished: Callable[[str], RunRecord | None],
+    supervisor: SupervisorView,
+    tz: tzinfo,
+) -> dict[str, Any]:
     """The live ``status --json`` document."""
     rows = []
     for view in sorted(views, key=lambda v: v.name.casefold()):
         running = view.running
-        rows.append({
-            "name": view.name,
-            "enabled": bool(view.spec.enabled) if view.spec else True,
-            "state": display_state(view),
-            "next_run": view.next_due.isoformat() if view.phase is TaskPhase.SCHEDULED and view.next_due
-            else None,
-            "last_run": last_run_json(last_finished(view.name)),
-            "error": view.error,
-            "running": {"run_id": running.run_id, "started": running.started.isoformat(),
-                        "trigger": running.trigger} if running else None,
-            "why": explain(view, tz=tz),
-            "consecutive_failures": view.failures,
-            "schedule": view.schedule,
-            "paused": paused_json(view.paused_since),
-        })
-    return {"tasks": rows, "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(),
-                                          "home": supervisor.home}}
+        rows.append(
+            {
+                "name": view.name,
+                "enabled": bool(view.spec.enabled) if view.spec else True,
+                "state": display_state(view),
+                "next_run": view.next_due.isoformat() if view.phase is TaskPhase.SCHEDULED and view.next_due else None,
+                "last_run": last_run_json(last_finished(view.name)),
+                "error": view.error,
+                "running": {
+                    "run_id": running.run_id,
+                    "started": running.started.isoformat(),
+                    "trigger": running.trigger,
+                }
+                if running
+                else None,
+                "why": explain(view, tz=tz),
+                "consecutive_failures": view.failures,
+                "schedule": view.schedule,
+                "paused": paused_json(view.paused_since),
+            }
+        )
+    return {
+        "tasks": rows,
+        "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(), "home": supervisor.home},
+    }
 
 
 def paused_json(since: datetime | None) -> dict[str, Any] | None:
     return {"since": since.isoformat()} if since is not None else None
 
 
-def offline_row(name: str, *, enabled: bool, error: str | None, last: RunRecord | None,
-                failures: int = 0, schedule: str | None = None,
-                paused_since: datetime | None = None) -> dict[str, Any]:
+def offline_row(
+    name: str,
+    *,
+    enabled: bool,
+    error: str | None,
+    last: RunRecord | None,
+    failures: int = 0,
+    schedule: str | None = None,
+    paused_since: datetime | None = None,
+) -> dict[str, Any]:
     """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
-    return {"name": name, "enabled": enabled,
-            "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
-            "next_run": None, "last_run": last_run_json(last), "error": error, "running": None,
-            "why": "the supervisor is not running" if not error else "not loadable (see error)",
-            "consecutive_failures": failures, "schedule": schedule, "paused": paused_json(paused_since)}
+    return {
+        "name": name,
+        "enabled": enabled,
+        "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
+        "next_run": None,
+        "last_run": last_run_json(last),
+        "error": error,
+        "running": None,
+        "why": "the supervisor is not running" if not error else "not loadable (see error)",
+        "consecutive_failures": failures,
+        "schedule": schedule,
+        "paused": paused_json(paused_since),
+    }
 
 
 def offline_status_json(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -159,16 +192,20 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
             return f"done: no slot of its cron expression lies inside its window {spec.window}"
         return "done: no more runs (its last RunAt has run)"
     if phase is TaskPhase.SCHEDULED and view.next_due is None and view.retry is not None:
-        return (f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at {_fmt(view.retry.at, tz)}; "
-                "then no more runs")
+        return (
+            f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at {_fmt(view.retry.at, tz)}; "
+            "then no more runs"
+        )
     if phase is not TaskPhase.SCHEDULED or spec is None or view.next_due is None:
         return phase.value
     parts = []
     if spec.testing:
         parts.append("Testing=True: due runs are confirmed, main() is not executed")
     if view.retry is not None:
-        parts.append(f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at "
-                     f"{_fmt(view.retry.at, tz)}, unless the next slot comes first")
+        parts.append(
+            f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at "
+            f"{_fmt(view.retry.at, tz)}, unless the next slot comes first"
+        )
     if view.startup_pending:
         parts.append("RunOnStartup: runs now")
     elif spec.every is None:
@@ -178,11 +215,11 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     else:
         slot = view.anchor + spec.every
         if view.next_due == slot:
-            parts.append(f"every {spec.every / timedelta(minutes=1):g} min since its last due time "
-                         f"{_fmt(view.anchor, tz)}")
+            parts.append(
+                f"every {spec.every / timedelta(minutes=1):g} min since its last due time {_fmt(view.anchor, tz)}"
+            )
         elif in_window(spec.window, slot, tz=tz) != slot:
-            parts.append(f"interval elapsed at {_fmt(slot, tz)}, but it may only start within "
-                         f"its window {spec.window}")
+            parts.append(f"interval elapsed at {_fmt(slot, tz)}, but it may only start within its window {spec.window}")
         elif spec.catch_up is CatchUp.SKIP:
             parts.append("runs missed while the supervisor was down are skipped (CatchUp=skip)")
         else:
@@ -200,14 +237,26 @@ def _explain_slots(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:
     return line
 
 
-def view_of(st: TaskState, flight: InFlight | None, *, waiting_on: str | None = None,
-            paused_since: datetime | None = None) -> TaskView:
+def view_of(
+    st: TaskState, flight: InFlight | None, *, waiting_on: str | None = None, paused_since: datetime | None = None
+) -> TaskView:
     """The snapshot of one task; ``flight`` is its run of main() in flight, if any (``waiting_on``: what its
     executor says it still waits for before it starts)."""
-    running = (RunningView(st.main_run, flight.started, flight.trigger.value, waiting_on)
-               if flight and st.main_run else None)
-    return TaskView(name=st.name, phase=st.phase, spec=st.spec, error=st.error, next_due=st.next_due,
-                    anchor=st.anchor, startup_pending=st.startup_pending, running=running,
-                    queued_since=st.queued_since, retry=st.retry, failures=st.failures,
-                    schedule=st.trigger.describe() if st.trigger is not None else None,
-                    paused_since=paused_since)
+    running = (
+        RunningView(st.main_run, flight.started, flight.trigger.value, waiting_on) if flight and st.main_run else None
+    )
+    return TaskView(
+        name=st.name,
+        phase=st.phase,
+        spec=st.spec,
+        error=st.error,
+        next_due=st.next_due,
+        anchor=st.anchor,
+        startup_pending=st.startup_pending,
+        running=running,
+        queued_since=st.queued_since,
+        retry=st.retry,
+        failures=st.failures,
+        schedule=st.trigger.describe() if st.trigger is not None else None,
+        paused_since=paused_since,
+    )

@@ -139,8 +139,10 @@ def owner_of(path: Path) -> str | None:
 
 def linger_hint(user: str) -> str:
     """The line that keeps a user manager (and so the unit) alive without a login session."""
-    return (f"hint: user services stop when {user} logs out and do not start at boot unless lingering is on: "
-            f"sudo loginctl enable-linger {user}")
+    return (
+        f"hint: user services stop when {user} logs out and do not start at boot unless lingering is on: "
+        f"sudo loginctl enable-linger {user}"
+    )
 
 
 CommandRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -148,8 +150,9 @@ CommandRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run a systemctl command to completion with its output captured."""
-    return subprocess.run(list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
-                          check=False)
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, check=False
+    )
 
 
 def enable_commands(name: str, *, user_mode: bool) -> list[list[str]]:
@@ -168,8 +171,9 @@ def enable_unit(name: str, *, user_mode: bool, run: CommandRunner = run_command)
             raise TaskAutomationError(f"{' '.join(argv)}: {exc}") from exc
         if result.returncode != 0:
             reason = (result.stderr or result.stdout).strip().splitlines()
-            raise TaskAutomationError(f"{' '.join(argv)} failed (exit {result.returncode}): "
-                                      f"{reason[-1] if reason else 'no output'}")
+            raise TaskAutomationError(
+                f"{' '.join(argv)} failed (exit {result.returncode}): {reason[-1] if reason else 'no output'}"
+            )
         done.append(f"ran: {' '.join(argv)}")
     return done
 
@@ -183,8 +187,9 @@ def write_unit(path: Path, text: str) -> None:
         os.chmod(partial, 0o644)
         os.replace(partial, path)
     except PermissionError as exc:
-        raise TaskAutomationError(f"cannot write {path}: permission denied; run it as root (sudo) or "
-                                  f"install a user unit with --user") from exc
+        raise TaskAutomationError(
+            f"cannot write {path}: permission denied; run it as root (sudo) or install a user unit with --user"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -247,28 +252,57 @@ def unit_setting(text: str, key: str) -> str | None:
     return value
 
 
-def plan_install(*, home: Path, python: Path, main_py: Path | None, user_mode: bool, graces: Iterable[float],
-                 default_grace_s: float, run_as: str | None, target_dir: Path, name: str | None = None) -> UnitPlan:
+def plan_install(
+    *,
+    home: Path,
+    python: Path,
+    main_py: Path | None,
+    user_mode: bool,
+    graces: Iterable[float],
+    default_grace_s: float,
+    run_as: str | None,
+    target_dir: Path,
+    name: str | None = None,
+) -> UnitPlan:
     """The unit and where it goes, without touching anything (``--dry-run`` prints exactly this)."""
     unit_name = name or unit_name_for(home)
-    spec = UnitSpec(name=unit_name, home=home, python=python, main_py=main_py, user_mode=user_mode,
-                    stop_timeout_s=stop_timeout_for(graces, default_grace_s=default_grace_s),
-                    run_as=None if user_mode else run_as)
+    spec = UnitSpec(
+        name=unit_name,
+        home=home,
+        python=python,
+        main_py=main_py,
+        user_mode=user_mode,
+        stop_timeout_s=stop_timeout_for(graces, default_grace_s=default_grace_s),
+        run_as=None if user_mode else run_as,
+    )
     return UnitPlan(unit_path=target_dir / f"{unit_name}.service", text=render_unit(spec))
 
 
-def install_command(paths: Paths, *, user_mode: bool, dry_run: bool, enable: bool, target_dir: Path | None,
-                    environ: Mapping[str, str], out: Callable[[str], None],
-                    run: CommandRunner = run_command) -> int:
+def install_command(
+    paths: Paths,
+    *,
+    user_mode: bool,
+    dry_run: bool,
+    enable: bool,
+    target_dir: Path | None,
+    environ: Mapping[str, str],
+    out: Callable[[str], None],
+    run: CommandRunner = run_command,
+) -> int:
     """``install-systemd``: render the unit for this home and this interpreter; print, write or also enable it."""
     # The interpreter running this command is the one that has the dependencies: the unit must use it.
     main_py = Path(__file__).resolve().parent.parent / "main.py"
     user = pwd.getpwuid(os.getuid()).pw_name
     plan = plan_install(
-        home=paths.home, python=Path(os.path.abspath(sys.executable)),
-        main_py=main_py if main_py.is_file() else None, user_mode=user_mode,
-        graces=home_kill_graces(paths), default_grace_s=0.0, run_as=owner_of(paths.home),
-        target_dir=target_dir or unit_dir(user_mode=user_mode, environ=environ, user_home=Path.home()))
+        home=paths.home,
+        python=Path(os.path.abspath(sys.executable)),
+        main_py=main_py if main_py.is_file() else None,
+        user_mode=user_mode,
+        graces=home_kill_graces(paths),
+        default_grace_s=0.0,
+        run_as=owner_of(paths.home),
+        target_dir=target_dir or unit_dir(user_mode=user_mode, environ=environ, user_home=Path.home()),
+    )
     if dry_run:
         out(f"# {plan.unit_path} (not written: --dry-run{'; --enable ignored' if enable else ''})")
         out(plan.text.rstrip("\n"))

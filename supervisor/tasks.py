@@ -48,9 +48,19 @@ BACKOFF_S = {"initialize": (2.0, 60.0), "env": (60.0, 3600.0)}
 
 
 class TaskBook:
-    def __init__(self, paths: Paths, *, home_config: HomeConfig, clock: Clock, tz: tzinfo,
-                 logger: logging.Logger, task_logs: TaskLogs, envs: EnvBuilder, history: RunHistory,
-                 max_inits: int) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        home_config: HomeConfig,
+        clock: Clock,
+        tz: tzinfo,
+        logger: logging.Logger,
+        task_logs: TaskLogs,
+        envs: EnvBuilder,
+        history: RunHistory,
+        max_inits: int,
+    ) -> None:
         self.paths = paths
         self.config = home_config
         self.clock = clock
@@ -121,8 +131,13 @@ class TaskBook:
         st.folder = folder
         st.backoff_at.clear()  # new content: a fresh start, not a retry
         st.backoffs.clear()
-        reading = read_folder(folder, defaults=self.config.limits, envs=self.envs,
-                              notify_defaults=self.config.notify, retry_defaults=self.config.retry)
+        reading = read_folder(
+            folder,
+            defaults=self.config.limits,
+            envs=self.envs,
+            notify_defaults=self.config.notify,
+            retry_defaults=self.config.retry,
+        )
         if reading.problem is not None:
             self._set_broken(st, reading.problem, level=reading.level)
             return
@@ -153,8 +168,12 @@ class TaskBook:
                     st.error = None
                     move(st, P.ENV_BUILDING)
                     return
-                self._say(name, logging.INFO, f"task {name!r}: requirements changed; building a new env "
-                                              "in the background, runs keep using the current one")
+                self._say(
+                    name,
+                    logging.INFO,
+                    f"task {name!r}: requirements changed; building a new env "
+                    "in the background, runs keep using the current one",
+                )
         if recovering and st.phase is P.INITIALIZING and not code_changed:
             # initialize() of this very code is already running for this load (a file copied in late, such
             # as requirements.txt, changed nothing that matters): it activates the task with the new spec.
@@ -170,8 +189,12 @@ class TaskBook:
         st = self.tasks.get(name)
         if st is None:
             return
-        self._say(name, logging.INFO, f"task {name!r}: folder removed; unscheduled" +
-                  ("; its run in flight may finish within its timeout" if st.main_run else ""))
+        self._say(
+            name,
+            logging.INFO,
+            f"task {name!r}: folder removed; unscheduled"
+            + ("; its run in flight may finish within its timeout" if st.main_run else ""),
+        )
         self._unload(st, P.REMOVED)
         self.init_queue.pop(name, None)
         self._forget_if_idle(st)
@@ -199,7 +222,7 @@ class TaskBook:
         env build (an index unreachable, an installer killed)."""
         first, most = BACKOFF_S[kind]
         attempts = st.backoffs.get(kind, 0)
-        delay = min(first * 2 ** attempts, most)
+        delay = min(first * 2**attempts, most)
         st.backoffs[kind] = attempts + 1
         st.backoff_at[kind] = self.clock.monotonic() + delay
         self._say(st.name, logging.WARNING, f"{message}; a transient failure: trying again in {delay:g} s")
@@ -225,8 +248,9 @@ class TaskBook:
                         st.error = None
                     self._guarded(st.name, self._build_env, st.wanted_key, st)
 
-    def _set_broken(self, st: TaskState, message: str, *, level: int = logging.ERROR,
-                    phase: TaskPhase = P.ERROR) -> None:
+    def _set_broken(
+        self, st: TaskState, message: str, *, level: int = logging.ERROR, phase: TaskPhase = P.ERROR
+    ) -> None:
         self._unload(st, phase, message)
         self._report_once(st, message, level)
 
@@ -263,8 +287,9 @@ class TaskBook:
             self._initialize(st)
         elif st.env_key is not None:
             st.error = f"{event.error} (still running on the previous env)"
-            self._say(name, logging.ERROR, f"{event.error}\nThe previous env keeps serving; fix "
-                                           "requirements.txt to retry.")
+            self._say(
+                name, logging.ERROR, f"{event.error}\nThe previous env keeps serving; fix requirements.txt to retry."
+            )
             if event.output:
                 self.task_logs.get(name).error("installer output:\n%s", event.output)
             if event.transient:
@@ -276,9 +301,18 @@ class TaskBook:
             if event.transient:
                 self._back_off(st, "env", f"task {name!r}: env {event.key}")
             now = self.clock.now()
-            record = RunRecord(run_id=new_run_id(now), task=name, trigger=Trigger.SCHEDULE, started=now,
-                               due=now, finished=now, outcome=Outcome.ENV_FAILED, duration_s=0.0,
-                               message=event.error, log_path=self.task_logs.path(name))
+            record = RunRecord(
+                run_id=new_run_id(now),
+                task=name,
+                trigger=Trigger.SCHEDULE,
+                started=now,
+                due=now,
+                finished=now,
+                outcome=Outcome.ENV_FAILED,
+                duration_s=0.0,
+                message=event.error,
+                log_path=self.task_logs.path(name),
+            )
             self._publish(st, record, summary="")
 
     def _env_broken(self, st: TaskState, key: str) -> bool:
@@ -289,8 +323,11 @@ class TaskBook:
         # When the requirements already ask for another env, that one is what the task waits for.
         target = st.wanted_key if st.wanted_key not in (None, key) else key
         if target == key and key not in self.building and not self.heal.should_rebuild(key):
-            self._set_broken(st, f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
-                                 "installation, then edit a file of the task to retry")
+            self._set_broken(
+                st,
+                f"task {st.name!r}: {reason}; it was rebuilt once already: repair the Python "
+                "installation, then edit a file of the task to retry",
+            )
             return True
         # Nothing serves the task until that env is ready; a failed build makes it env-failed.
         then = "rebuilding it" if target == key else f"waiting for its new env {target}"
@@ -375,8 +412,7 @@ class TaskBook:
         else:
             detail = result.message if result.outcome is Outcome.FAILED else result.summary
             main_py = st.folder.path / MAIN_FILE if st.folder else MAIN_FILE
-            self._set_broken(st, f"task {st.name!r}: {main_py}: initialize() failed ({result.outcome.value}): "
-                                 f"{detail}")
+            self._set_broken(st, f"task {st.name!r}: {main_py}: initialize() failed ({result.outcome.value}): {detail}")
 
     def _activate(self, st: TaskState) -> None:
         """initialize() succeeded: schedule the task (RunOnStartup only on a not-loaded -> loaded move)."""
@@ -394,11 +430,17 @@ class TaskBook:
             st.startup_pending = st.spec.run_on_startup
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
         if loading:
-            when = ("now (RunOnStartup)" if st.startup_pending else
-                    self._fmt(st.next_due) if st.next_due is not None else "none (done: no more runs)")
+            when = (
+                "now (RunOnStartup)"
+                if st.startup_pending
+                else self._fmt(st.next_due)
+                if st.next_due is not None
+                else "none (done: no more runs)"
+            )
             flags = " [Testing: main() will not run]" if st.spec.testing else ""
-            self._say(st.name, logging.INFO, f"task {st.name!r}: loaded: {st.trigger.describe()}, next run "
-                                             f"{when}{flags}")
+            self._say(
+                st.name, logging.INFO, f"task {st.name!r}: loaded: {st.trigger.describe()}, next run {when}{flags}"
+            )
 
     def _reschedule(self, st: TaskState) -> None:
         """A config-only change of a loaded task: new schedule from the same anchor, no initialize()."""
@@ -407,4 +449,3 @@ class TaskBook:
         self._say(st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self._fmt(st.next_due)}")
         if st.next_due is None and st.retry is None and st.main_run is None:
             self._say(st.name, logging.INFO, f"task {st.name!r}: no more runs (done)")
-

@@ -121,6 +121,7 @@ def upcoming(trigger: Trigger, *, now: datetime, count: int) -> list[datetime]:
 
 # --- the kinds ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class IntervalTrigger:
     """EveryXMinutes inside the window: today's semantics, unchanged (see ``schedule``)."""
@@ -248,8 +249,7 @@ class Jittered:
     offset: timedelta
 
     def next_due(self, *, anchor: datetime | None, now: datetime) -> datetime | None:
-        due = self.inner.next_due(anchor=None if anchor is None else anchor - self.offset,
-                                  now=now - self.offset)
+        due = self.inner.next_due(anchor=None if anchor is None else anchor - self.offset, now=now - self.offset)
         return None if due is None else due + self.offset
 
     def describe(self) -> str:
@@ -257,6 +257,7 @@ class Jittered:
 
 
 # --- helpers --------------------------------------------------------------------------------------------
+
 
 def _aware(t: datetime, what: str) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:

@@ -62,8 +62,13 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
             try:
-                result = read_task_config(paths.task_config(name), task=name, defaults=defaults,
-                                          notify_defaults=notify_defaults, retry_defaults=retry_defaults)
+                result = read_task_config(
+                    paths.task_config(name),
+                    task=name,
+                    defaults=defaults,
+                    notify_defaults=notify_defaults,
+                    retry_defaults=retry_defaults,
+                )
                 warnings_.extend(result.warnings)
             except TaskAutomationError as exc:
                 errors.append(str(exc))
@@ -72,8 +77,11 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
             except TaskAutomationError as exc:
                 errors.append(str(exc))
         errors.extend(check_requirements(paths.task_requirements(name), task=name))
-        errors.extend(check_task_block(folder.path, task=name, python_version=platform.python_version(),
-                                       python=Path(sys.executable)))
+        errors.extend(
+            check_task_block(
+                folder.path, task=name, python_version=platform.python_version(), python=Path(sys.executable)
+            )
+        )
         warnings_.extend(read_env_file(paths.task_secrets(name), task=name)[1])  # names files, never values
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)

@@ -90,8 +90,11 @@ def check_coverage(tasks_dir: Path, *, watched: set[int] | None = None) -> Cover
             kept.append(name)
             note(full)
         dirs[:] = kept
-        loops.extend(os.path.join(root, name) for name in files
-                     if os.path.islink(os.path.join(root, name)) and _is_loop(os.path.join(root, name)))
+        loops.extend(
+            os.path.join(root, name)
+            for name in files
+            if os.path.islink(os.path.join(root, name)) and _is_loop(os.path.join(root, name))
+        )
     if inodes is None:
         return Coverage(known=False, folders=len(should), unwatched=(), loops=tuple(sorted(loops)))
     unwatched = tuple(sorted(path for path, ino in should if ino not in inodes))

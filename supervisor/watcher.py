@@ -148,11 +148,18 @@ class TaskWatcher:
     ``"stopped"`` before :meth:`start` and after :meth:`stop`.
     """
 
-    def __init__(self, tasks_dir: Path, on_change: Callable[[], None], *, debounce_s: float = 1.0,
-                 fallback_poll_s: float = 5.0, logger: logging.Logger | None = None,
-                 observer_factory: Callable[[], BaseObserver] | None = None,
-                 max_delay_s: float | None = None,
-                 coverage: Callable[[Path], Coverage] = check_coverage) -> None:
+    def __init__(
+        self,
+        tasks_dir: Path,
+        on_change: Callable[[], None],
+        *,
+        debounce_s: float = 1.0,
+        fallback_poll_s: float = 5.0,
+        logger: logging.Logger | None = None,
+        observer_factory: Callable[[], BaseObserver] | None = None,
+        max_delay_s: float | None = None,
+        coverage: Callable[[Path], Coverage] = check_coverage,
+    ) -> None:
         if debounce_s < 0:
             raise ValueError(f"TaskWatcher for {tasks_dir}: debounce_s must be >= 0, got {debounce_s!r}")
         if fallback_poll_s <= 0:
@@ -213,8 +220,12 @@ class TaskWatcher:
             self._discard_observer(pending, deadline=time.monotonic() + _STOP_BUDGET_S)
             return
         if cause is not None:
-            self._log.warning("cannot watch %s for changes (%s); polling: rescanning every %gs instead",
-                              self._tasks_dir, cause, self._fallback_poll_s)
+            self._log.warning(
+                "cannot watch %s for changes (%s); polling: rescanning every %gs instead",
+                self._tasks_dir,
+                cause,
+                self._fallback_poll_s,
+            )
         else:
             self._log.info("watching %s for changes (%s)", self._tasks_dir, mode)
 
@@ -237,8 +248,11 @@ class TaskWatcher:
         if worker is not None and worker is not threading.current_thread():
             worker.join(max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
-                self._log.warning("watcher thread for %s did not stop within %gs (on_change still running?)",
-                                  self._tasks_dir, _STOP_BUDGET_S)
+                self._log.warning(
+                    "watcher thread for %s did not stop within %gs (on_change still running?)",
+                    self._tasks_dir,
+                    _STOP_BUDGET_S,
+                )
 
     # -- watchdog side -------------------------------------------------------------------------------
 
@@ -254,6 +268,7 @@ class TaskWatcher:
                 # Imported here so that a platform where even importing the observer fails also
                 # ends in the polling fallback rather than in an import error of this module.
                 from watchdog.observers import Observer
+
                 observer = Observer()
             self._schedule(observer)
             observer.start()
@@ -270,9 +285,20 @@ class TaskWatcher:
         # Asking only for these lets inotify leave opens and closes-without-write in the kernel, so a
         # task run or a scan does not even wake watchdog's threads. is_relevant still filters: older
         # watchdog releases and other observers may not honour the filter.
-        wanted = [getattr(wd_events, name) for name in (
-            "FileCreatedEvent", "DirCreatedEvent", "FileDeletedEvent", "DirDeletedEvent", "FileMovedEvent",
-            "DirMovedEvent", "FileModifiedEvent", "FileClosedEvent") if hasattr(wd_events, name)]
+        wanted = [
+            getattr(wd_events, name)
+            for name in (
+                "FileCreatedEvent",
+                "DirCreatedEvent",
+                "FileDeletedEvent",
+                "DirDeletedEvent",
+                "FileMovedEvent",
+                "DirMovedEvent",
+                "FileModifiedEvent",
+                "FileClosedEvent",
+            )
+            if hasattr(wd_events, name)
+        ]
         try:
             observer.schedule(sink, str(self._tasks_dir), recursive=True, event_filter=wanted)
         except TypeError:  # watchdog < 4 has no event_filter
@@ -282,8 +308,7 @@ class TaskWatcher:
         """Runs on watchdog's dispatcher thread: classify, then at most note the time and notify."""
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else None
-        if not is_relevant(event.event_type, src, dest, tasks_dir=self._tasks_dir,
-                           is_directory=event.is_directory):
+        if not is_relevant(event.event_type, src, dest, tasks_dir=self._tasks_dir, is_directory=event.is_directory):
             return
         self._log.debug("change hint: %s %s%s", event.event_type, src, f" -> {dest}" if dest else "")
         with self._cond:
@@ -336,12 +361,15 @@ class TaskWatcher:
         for loop in found.loops:
             if loop not in self._loops_reported:
                 self._loops_reported.add(loop)
-                self._log.warning("%s is a symlink loop (it leads back to itself or a folder containing it); "
-                                  "not followed", loop)
+                self._log.warning(
+                    "%s is a symlink loop (it leads back to itself or a folder containing it); not followed", loop
+                )
         if not (found.known and found.unwatched):
             return None
-        return (f"{found.describe_unwatched()}; the inotify watch limit is probably reached: "
-                "raise the sysctl fs.inotify.max_user_watches")
+        return (
+            f"{found.describe_unwatched()}; the inotify watch limit is probably reached: "
+            "raise the sysctl fs.inotify.max_user_watches"
+        )
 
     def _due_at_locked(self) -> float | None:
         candidates = [t for t in (self._debounce.due_at(), self._next_poll) if t is not None]
@@ -354,8 +382,12 @@ class TaskWatcher:
         self._next_poll = time.monotonic() + self._fallback_poll_s
         self._cond.release()
         try:
-            self._log.warning("stopped watching %s (%s); polling: rescanning every %gs instead",
-                              self._tasks_dir, cause, self._fallback_poll_s)
+            self._log.warning(
+                "stopped watching %s (%s); polling: rescanning every %gs instead",
+                self._tasks_dir,
+                cause,
+                self._fallback_poll_s,
+            )
             if observer is not None:
                 self._discard_observer(observer, deadline=time.monotonic() + _STOP_BUDGET_S)
         finally:

@@ -62,9 +62,16 @@ class WriteBehindRecords(Records):
     delegates to the two connections it owns.
     """
 
-    def __init__(self, writer: Records, *, reader: Records, logger: logging.Logger,
-                 capacity: int = DEFAULT_CAPACITY, close_timeout_s: float = 10.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        writer: Records,
+        *,
+        reader: Records,
+        logger: logging.Logger,
+        capacity: int = DEFAULT_CAPACITY,
+        close_timeout_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         # Deliberately no super().__init__(): this object opens no connection of its own.
         self.path = writer.path
         self.readonly = False
@@ -100,36 +107,84 @@ class WriteBehindRecords(Records):
             raise ValueError(f"start_run({record.run_id!r}): an open run has no outcome yet")
         with self._cond:
             self._open[record.run_id] = record
-        self._enqueue(_Op(f"record the start of run {record.run_id!r} of task {record.task!r}",
-                          lambda records: records.start_run(record), record.run_id), record)
+        self._enqueue(
+            _Op(
+                f"record the start of run {record.run_id!r} of task {record.task!r}",
+                lambda records: records.start_run(record),
+                record.run_id,
+            ),
+            record,
+        )
 
     def record_instant(self, record: RunRecord) -> None:
         if record.outcome is None:
             raise ValueError(f"record_instant({record.run_id!r}): the outcome must be set")
-        self._enqueue(_Op(f"record run {record.run_id!r} of task {record.task!r}",
-                          lambda records: records.record_instant(record), record.run_id), record)
+        self._enqueue(
+            _Op(
+                f"record run {record.run_id!r} of task {record.task!r}",
+                lambda records: records.record_instant(record),
+                record.run_id,
+            ),
+            record,
+        )
 
-    def finish_run(self, run_id: str, *, finished: datetime, outcome: Outcome, duration_s: float | None,
-                   exit_code: int | None = None, signal: str | None = None, message: str | None = None,
-                   peak_rss_mb: float | None = None, cpu_s: float | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        finished: datetime,
+        outcome: Outcome,
+        duration_s: float | None,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        message: str | None = None,
+        peak_rss_mb: float | None = None,
+        cpu_s: float | None = None,
+    ) -> None:
         outcome = Outcome(outcome)
         with self._cond:
             base = self._overlay.get(run_id) or self._open.get(run_id)
             self._open.pop(run_id, None)
-        done = None if base is None else replace(
-            base, finished=finished, outcome=outcome, duration_s=duration_s, exit_code=exit_code, signal=signal,
-            message=message, peak_rss_mb=peak_rss_mb, cpu_s=cpu_s)
-        self._enqueue(_Op(f"finish run {run_id!r} as {outcome.value!r}", lambda records: records.finish_run(
-            run_id, finished=finished, outcome=outcome, duration_s=duration_s, exit_code=exit_code,
-            signal=signal, message=message, peak_rss_mb=peak_rss_mb, cpu_s=cpu_s), run_id), done)
+        done = (
+            None
+            if base is None
+            else replace(
+                base,
+                finished=finished,
+                outcome=outcome,
+                duration_s=duration_s,
+                exit_code=exit_code,
+                signal=signal,
+                message=message,
+                peak_rss_mb=peak_rss_mb,
+                cpu_s=cpu_s,
+            )
+        )
+        self._enqueue(
+            _Op(
+                f"finish run {run_id!r} as {outcome.value!r}",
+                lambda records: records.finish_run(
+                    run_id,
+                    finished=finished,
+                    outcome=outcome,
+                    duration_s=duration_s,
+                    exit_code=exit_code,
+                    signal=signal,
+                    message=message,
+                    peak_rss_mb=peak_rss_mb,
+                    cpu_s=cpu_s,
+                ),
+                run_id,
+            ),
+            done,
+        )
 
     def prune(self, *, keep: int) -> int:
         """Queued like every write; returns 0 because the count is only known once it ran (it is logged
         by nobody: the start-up prune, whose count is shown, runs on the plain Records before wrapping)."""
         if keep < 0:
             raise ValueError(f"prune(keep={keep}): keep must be >= 0")
-        self._enqueue(_Op(f"prune history to {keep} runs per task", lambda records: records.prune(keep=keep)),
-                      None)
+        self._enqueue(_Op(f"prune history to {keep} runs per task", lambda records: records.prune(keep=keep)), None)
         return 0
 
     def mark_interrupted(self, *, now: datetime) -> list[RunRecord]:
@@ -156,8 +211,13 @@ class WriteBehindRecords(Records):
                 self._cond.notify_all()
                 return
         if report:
-            self._log.error("run history %s: %d write(s) waiting, the limit; %d write(s) dropped so far (%s)",
-                            self.path, self._capacity, dropped, op.describe)
+            self._log.error(
+                "run history %s: %d write(s) waiting, the limit; %d write(s) dropped so far (%s)",
+                self.path,
+                self._capacity,
+                dropped,
+                op.describe,
+            )
 
     # --------------------------------------------------------------------------------- the writer thread
 
@@ -200,13 +260,15 @@ class WriteBehindRecords(Records):
     def _note_failure(self, exc: RecordsError) -> None:
         if self._failing_since is None:
             self._failing_since = self._monotonic()
-            self._log.warning("%s; keeping %d row write(s) in memory and retrying until it works", exc,
-                              self.pending)
+            self._log.warning("%s; keeping %d row write(s) in memory and retrying until it works", exc, self.pending)
 
     def _note_success(self) -> None:
         if self._failing_since is not None:
-            self._log.info("run history: writes work again after %.1f s; writing the %d queued row write(s)",
-                           self._monotonic() - self._failing_since, self.pending)
+            self._log.info(
+                "run history: writes work again after %.1f s; writing the %d queued row write(s)",
+                self._monotonic() - self._failing_since,
+                self.pending,
+            )
             self._failing_since = None
 
     @property
@@ -234,8 +296,7 @@ class WriteBehindRecords(Records):
 
     def last_anchor(self, task: str) -> datetime | None:
         stored = self._reader.last_anchor(task)
-        queued = [row.due or row.started for row in self._pending_rows(task)
-                  if row.trigger.value in ANCHOR_TRIGGERS]
+        queued = [row.due or row.started for row in self._pending_rows(task) if row.trigger.value in ANCHOR_TRIGGERS]
         candidates = [t for t in (stored, *queued) if t is not None]
         return max(candidates) if candidates else None
 
@@ -266,17 +327,23 @@ class WriteBehindRecords(Records):
         rows.extend(row for row in queued.values() if row.outcome is None)
         return sorted(rows, key=lambda row: row.started)
 
-    def history(self, task: str, *, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                since: datetime | None = None, offset: int = 0) -> list[RunRecord]:
+    def history(
+        self,
+        task: str,
+        *,
+        limit: int = 50,
+        outcomes: Sequence[Outcome] = (),
+        since: datetime | None = None,
+        offset: int = 0,
+    ) -> list[RunRecord]:
         queued = {row.run_id: row for row in self._pending_rows(task)}
         skip = max(offset, 0)
-        stored = self._reader.history(task, limit=max(limit, 0) + skip + len(queued), outcomes=outcomes,
-                                      since=since)
+        stored = self._reader.history(task, limit=max(limit, 0) + skip + len(queued), outcomes=outcomes, since=since)
         rows = [queued.pop(row.run_id, row) for row in stored]
         rows.extend(queued.values())
         rows = [row for row in rows if run_matches(row, outcomes=outcomes, since=since)]
         rows.sort(key=lambda row: row.started, reverse=True)
-        return rows[skip:skip + max(limit, 0)]
+        return rows[skip : skip + max(limit, 0)]
 
     def run(self, run_id: str) -> RunRecord | None:
         with self._cond:
@@ -325,8 +392,12 @@ class WriteBehindRecords(Records):
         with self._cond:
             lost = [op.describe for op in self._queue]
         if lost:
-            self._log.error("run history %s: %d write(s) could not be saved before shutdown: %s", self.path,
-                            len(lost), "; ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""))
+            self._log.error(
+                "run history %s: %d write(s) could not be saved before shutdown: %s",
+                self.path,
+                len(lost),
+                "; ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""),
+            )
         self._writer.close()
         self._reader.close()
 

@@ -31,14 +31,26 @@ from supervisor.spec import HomeConfig  # noqa: E402
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``python -m supervisor ARGS --home HOME`` and return the finished process."""
-    return subprocess.run([sys.executable, "-m", "supervisor", *args, "--home", str(home)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args, "--home", str(home)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def script(name: str, home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run main.py / terminate.py as a user would."""
-    return subprocess.run([sys.executable, str(REPO / name), "--home", str(home), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, str(REPO / name), "--home", str(home), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 class SupervisorProcess:
@@ -54,9 +66,14 @@ class SupervisorProcess:
 
     def start(self, *, wait_ready: bool = True) -> "SupervisorProcess":
         out = open(self.console, "ab")
-        self.proc = subprocess.Popen([*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
-                                     cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     env=self.env)
+        self.proc = subprocess.Popen(
+            [*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         out.close()
         if wait_ready:
             wait_for(self._ready, timeout=20, what="supervisor control socket")
@@ -86,8 +103,13 @@ class SupervisorProcess:
         def found() -> str | None:
             body = self.task_log(task) if task else self.log()
             return body if body.count(text) >= count else None
-        return wait_for(found, timeout=timeout, what=f"{text!r} x{count} in {'log of ' + task if task else 'supervisor log'}"
-                        f"\n--- supervisor log ---\n{self.log()[-3000:]}")
+
+        return wait_for(
+            found,
+            timeout=timeout,
+            what=f"{text!r} x{count} in {'log of ' + task if task else 'supervisor log'}"
+            f"\n--- supervisor log ---\n{self.log()[-3000:]}",
+        )
 
     def status(self) -> dict[str, Any]:
         reply = request(self.paths.control_socket, "status")
@@ -143,9 +165,15 @@ class InProcessSupervisor:
         self.records = Records(self.paths.database)
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
         self.supervisor = build_supervisor(
-            self.paths, home_config=HomeConfig(), records=self.records,
-            envs=envs or EnvManager(self.paths, logger=self.logger), clock=clock or SystemClock(),
-            logger=self.logger, task_logs=self.task_logs, **options)
+            self.paths,
+            home_config=HomeConfig(),
+            records=self.records,
+            envs=envs or EnvManager(self.paths, logger=self.logger),
+            clock=clock or SystemClock(),
+            logger=self.logger,
+            task_logs=self.task_logs,
+            **options,
+        )
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="in-process-supervisor", daemon=True)
 
@@ -181,7 +209,7 @@ def pids_alive(pids: list[int]) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        if stat[stat.rfind(b")") + 2:][:1] != b"Z":
+        if stat[stat.rfind(b")") + 2 :][:1] != b"Z":
             alive.append(pid)
     return alive
 

@@ -13,8 +13,9 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> T:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``.
 
     This is a deadline on a condition, not a sleep used as synchronisation: it returns as soon as the
@@ -48,7 +49,7 @@ def build_wheel(dest: Path, name: str, version: str, *, module_source: str | Non
         f"{norm}/__init__.py": (module_source or f"__version__ = {version!r}\n").encode(),
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: taskautomation-tests\n"
-                              b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = [_record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
@@ -59,10 +60,16 @@ def build_wheel(dest: Path, name: str, version: str, *, module_source: str | Non
     return wheel
 
 
-def write_task(tasks_dir: Path, name: str, *, main: str = "def main():\n    return 'done'\n",
-               initialize: str | None = "def initialize():\n    return 'ready'\n",
-               config: str = "[Frequency]\nEveryXMinutes = 60\n", requirements: str = "",
-               extra: dict[str, str] | None = None) -> Path:
+def write_task(
+    tasks_dir: Path,
+    name: str,
+    *,
+    main: str = "def main():\n    return 'done'\n",
+    initialize: str | None = "def initialize():\n    return 'ready'\n",
+    config: str = "[Frequency]\nEveryXMinutes = 60\n",
+    requirements: str = "",
+    extra: dict[str, str] | None = None,
+) -> Path:
     """Create Tasks/NAME with main.py, config.ini, requirements.txt and Output/."""
     folder = tasks_dir / name
     folder.mkdir(parents=True, exist_ok=True)

@@ -75,9 +75,17 @@ class FakeExecutor:
 
     def finish(self, run_id: str, outcome: Outcome = Outcome.OK, *, message: str | None = None) -> None:
         request = self.live.pop(run_id)
-        result = RunResult(run_id=run_id, task=request.task, mode=request.mode, env_key=request.env_key,
-                           outcome=outcome, summary=outcome.value, finished=self.clock.now(), duration_s=1.0,
-                           message=message)
+        result = RunResult(
+            run_id=run_id,
+            task=request.task,
+            mode=request.mode,
+            env_key=request.env_key,
+            outcome=outcome,
+            summary=outcome.value,
+            finished=self.clock.now(),
+            duration_s=1.0,
+            message=message,
+        )
         self.post(RunReported(lambda: result))
 
     def mains(self, task: str | None = None) -> list[LaunchRequest]:
@@ -166,12 +174,30 @@ class Harness:
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
         self.history = RunHistory(self.records, logger=logger, keep_runs=1000)
         self.facts: list[RunFinished] = []
-        self.sup = Supervisor(self.paths, home_config=home_config, clock=self.clock, tz=UTC, logger=logger,
-                              task_logs=self.task_logs, inbox=self.inbox, executor=self.executor, envs=self.envs,
-                              history=self.history, consumers=[self.history, self.facts.append], max_inits=2)
+        self.sup = Supervisor(
+            self.paths,
+            home_config=home_config,
+            clock=self.clock,
+            tz=UTC,
+            logger=logger,
+            task_logs=self.task_logs,
+            inbox=self.inbox,
+            executor=self.executor,
+            envs=self.envs,
+            history=self.history,
+            consumers=[self.history, self.facts.append],
+            max_inits=2,
+        )
 
-    def write(self, name: str, *, every: float = 60, extra: str = "", requirements: str = "",
-              main: str = "def main():\n    return 'ok'\n") -> None:
+    def write(
+        self,
+        name: str,
+        *,
+        every: float = 60,
+        extra: str = "",
+        requirements: str = "",
+        main: str = "def main():\n    return 'ok'\n",
+    ) -> None:
         folder = self.paths.task_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "main.py").write_text(main)
@@ -204,7 +230,6 @@ class Harness:
 
     def rows(self, name: str) -> list[RunRecord]:
         return list(reversed(self.records.history(name, limit=100)))  # oldest first
-
 
 
 @contextmanager

@@ -64,8 +64,11 @@ class HttpReceiver:
             return [r for r in self.requests if path is None or r.path == path]
 
     def wait(self, count: int, *, path: str | None = None, timeout: float = 15.0) -> list[Received]:
-        return wait_for(lambda: (lambda got: got if len(got) >= count else None)(self.received(path)),
-                        timeout=timeout, what=f"{count} request(s) to {path or 'any path'}")
+        return wait_for(
+            lambda: (lambda got: got if len(got) >= count else None)(self.received(path)),
+            timeout=timeout,
+            what=f"{count} request(s) to {path or 'any path'}",
+        )
 
     def close(self) -> None:
         self._server.shutdown()
@@ -134,8 +137,9 @@ class SmtpReceiver:
         self._controller.start()
 
     def mailto(self) -> str:
-        return (f"mailto://127.0.0.1:{self.port}?smtp=127.0.0.1&from=supervisor@example.org"
-                "&to=me@example.org&mode=insecure")
+        return (
+            f"mailto://127.0.0.1:{self.port}?smtp=127.0.0.1&from=supervisor@example.org&to=me@example.org&mode=insecure"
+        )
 
     def close(self) -> None:
         self._controller.stop()

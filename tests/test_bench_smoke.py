@@ -89,8 +89,10 @@ def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:
 
     (tmp_path / "Tasks").mkdir()
     run_id = web.build_home(tmp_path, tasks=2, rows=20)
-    with WebProcess(tmp_path) as server, httpx.Client(base_url=server.base, timeout=30,
-                                                       headers={"Authorization": f"Bearer {server.token}"}) as http:
+    with (
+        WebProcess(tmp_path) as server,
+        httpx.Client(base_url=server.base, timeout=30, headers={"Authorization": f"Bearer {server.token}"}) as http,
+    ):
         assert web._timed(http, "/") > 0 and web._timed(http, f"/runs/{run_id}") > 0
         (latency,) = web.line_latencies(http, tmp_path / "logs" / "tasks" / "task-000.log", run_id, 1)
     assert math.isfinite(latency) and latency > 0

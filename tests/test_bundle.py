@@ -71,6 +71,7 @@ def test_extract_refuses_path_traversal(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"x"))
     data = buffer.getvalue()
     import hashlib
+
     with pytest.raises(BundleError, match="outside the task folder"):
         extract_bundle(data, tmp_path / "dst", digest=hashlib.sha256(data).hexdigest())
     assert not (tmp_path / "escape.py").exists()

@@ -42,12 +42,15 @@ def test_max_processes_zero_means_no_cap() -> None:
     assert parse_task_config(text, task="demo", path=PATH).spec.limits.max_processes is None
 
 
-@pytest.mark.parametrize("value, reason", [
-    ("many", "not a whole number (processes and threads of one run; 0 = no cap)"),
-    ("12.5", "not a whole number (processes and threads of one run; 0 = no cap)"),
-    ("-1", "must be 0 (no cap) or more"),
-    ("5000000", "too large (at most 4194304, the kernel's pid limit)"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("many", "not a whole number (processes and threads of one run; 0 = no cap)"),
+        ("12.5", "not a whole number (processes and threads of one run; 0 = no cap)"),
+        ("-1", "must be 0 (no cap) or more"),
+        ("5000000", "too large (at most 4194304, the kernel's pid limit)"),
+    ],
+)
 def test_invalid_max_processes_names_task_file_section_key_and_value(value: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_task_config(SEED + f"[Limits]\nMaxProcesses = {value}\n", task="demo", path=PATH)
@@ -58,8 +61,7 @@ def test_home_wide_max_processes_is_the_default_a_task_overrides() -> None:
     home, warnings = parse_home_config("[Limits]\nMaxProcesses = 200\n", path=HOME_PATH)
     assert warnings == () and home.limits.max_processes == 200
     plain = parse_task_config(SEED, task="demo", path=PATH, defaults=home.limits).spec
-    own = parse_task_config(SEED + "[Limits]\nMaxProcesses = 50\n", task="demo", path=PATH,
-                            defaults=home.limits).spec
+    own = parse_task_config(SEED + "[Limits]\nMaxProcesses = 50\n", task="demo", path=PATH, defaults=home.limits).spec
     assert (plain.limits.max_processes, own.limits.max_processes) == (200, 50)
     with pytest.raises(ConfigError, match=r"taskautomation.ini: \[Limits\] MaxProcesses = 'x': not a whole"):
         parse_home_config("[Limits]\nMaxProcesses = x\n", path=HOME_PATH)
@@ -69,8 +71,11 @@ def test_home_wide_max_processes_is_the_default_a_task_overrides() -> None:
 def test_hybrid_machine_uses_the_v1_controllers_below_our_own_groups() -> None:
     layout = parse_layout(HYBRID_CGROUP, HYBRID_MOUNTS, controllers_of=lambda d: set())
     assert layout.v2 is None and layout.usable
-    assert layout.v1 == {"pids": Path("/sys/fs/cgroup/pids"), "memory": Path("/sys/fs/cgroup/memory/sandbox/abc"),
-                         "freezer": Path("/sys/fs/cgroup/freezer")}
+    assert layout.v1 == {
+        "pids": Path("/sys/fs/cgroup/pids"),
+        "memory": Path("/sys/fs/cgroup/memory/sandbox/abc"),
+        "freezer": Path("/sys/fs/cgroup/freezer"),
+    }
     assert layout.notes == ("cgroup v2 at /sys/fs/cgroup/unified does not offer memory and pids",)
 
 
@@ -80,6 +85,7 @@ def test_v2_with_pids_and_memory_offered_is_chosen() -> None:
     def controllers(directory: Path) -> set[str]:
         seen.append(directory)
         return {"cpu", "io", "memory", "pids"}
+
     layout = parse_layout(V2_CGROUP, V2_MOUNTS, controllers_of=controllers)
     assert layout.v2 == Path("/sys/fs/cgroup/system.slice/taskautomation.service") and layout.usable
     assert seen == [layout.v2]
@@ -88,8 +94,10 @@ def test_v2_with_pids_and_memory_offered_is_chosen() -> None:
 def test_v2_without_the_pids_controller_and_no_v1_is_no_cgroup() -> None:
     layout = parse_layout(V2_CGROUP, V2_MOUNTS, controllers_of=lambda d: {"memory"})
     assert not layout.usable
-    assert layout.notes == ("cgroup v2 at /sys/fs/cgroup/system.slice/taskautomation.service does not offer pids",
-                            "no cgroup v1 pids controller mounted")
+    assert layout.notes == (
+        "cgroup v2 at /sys/fs/cgroup/system.slice/taskautomation.service does not offer pids",
+        "no cgroup v1 pids controller mounted",
+    )
 
 
 def test_a_mount_of_another_subtree_does_not_show_our_group() -> None:
@@ -109,9 +117,11 @@ def test_mount_points_with_spaces_are_unescaped() -> None:
 # ---------------------------------------------------------------------------------------------- descriptions
 def test_without_cgroups_the_start_line_names_rlimit_and_root_gets_a_warning(tmp_path: Path) -> None:
     user = Containment(tmp_path, layout=Layout(notes=("no cgroup v1 pids controller mounted",)), uid=1000)
-    assert user.start() == ["pids: RLIMIT_NPROC in each run, counting all processes of uid 1000; memory: "
-                            "sampling each run's tree; kill: SIGSTOP to every process, then the signal (no "
-                            "cgroup: no cgroup v1 pids controller mounted)"]
+    assert user.start() == [
+        "pids: RLIMIT_NPROC in each run, counting all processes of uid 1000; memory: "
+        "sampling each run's tree; kill: SIGSTOP to every process, then the signal (no "
+        "cgroup: no cgroup v1 pids controller mounted)"
+    ]
     root = Containment(tmp_path, layout=Layout(), uid=0)
     lines = root.start()
     assert len(lines) == 2 and lines[1].startswith("WARNING: running as root without a writable cgroup")
@@ -128,11 +138,17 @@ def test_rlimit_fallback_adds_max_processes_to_what_the_user_has(tmp_path: Path)
 
 # ---------------------------------------------------------------------------------------------- the shim's plan
 def test_the_plan_the_supervisor_writes_is_the_plan_the_shim_reads() -> None:
-    group = RunGroup(run_id="r1", version=1, max_processes=64, memory_mb=None,
-                     dirs={"pids": Path("/cg/pids/p/r1"), "freezer": Path("/cg/free zer/p/r1")})
+    group = RunGroup(
+        run_id="r1",
+        version=1,
+        max_processes=64,
+        memory_mb=None,
+        dirs={"pids": Path("/cg/pids/p/r1"), "freezer": Path("/cg/free zer/p/r1")},
+    )
     plan = ContainmentPlan.decode(containment_plan(group=group, nproc=None))
-    assert plan == ContainmentPlan(join=("/cg/pids/p/r1/cgroup.procs", "/cg/free zer/p/r1/cgroup.procs"),
-                                   kill=("v1-freezer", "/cg/free zer/p/r1"))
+    assert plan == ContainmentPlan(
+        join=("/cg/pids/p/r1/cgroup.procs", "/cg/free zer/p/r1/cgroup.procs"), kill=("v1-freezer", "/cg/free zer/p/r1")
+    )
     with_parents = containment_plan(group=group, nproc=None, parents=[Path("/cg/pids/p"), Path("/cg/free zer/p")])
     assert ContainmentPlan.decode(with_parents).parents == ("/cg/pids/p", "/cg/free zer/p")
     assert ContainmentPlan.decode(containment_plan(group=None, nproc=300)) == ContainmentPlan(nproc=300)
@@ -151,7 +167,9 @@ def test_preview_names_what_start_would_use_and_creates_nothing(tmp_path: Path) 
     for d in layout.v1.values():
         d.mkdir()
     containment = Containment(tmp_path / "home", layout=layout, uid=1000)
-    assert containment.preview() == ["pids: cgroup v1 pids controller; memory: sampling each run's tree (no cgroup "
-                                     "v1 memory controller); kill: cgroup v1 freezer"]
+    assert containment.preview() == [
+        "pids: cgroup v1 pids controller; memory: sampling each run's tree (no cgroup "
+        "v1 memory controller); kill: cgroup v1 freezer"
+    ]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["freezer", "pids"]  # no parent group was made
     assert containment.parents == {}

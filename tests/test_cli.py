@@ -31,15 +31,41 @@ pytestmark = pytest.mark.timeout(180)
 
 HOURLY = "[Frequency]\nEveryXMinutes = 60\n"
 DAILY = "[Frequency]\nEveryXMinutes = 1440\n"
-OUTCOMES = {"ok", "failed", "timeout", "memory", "killed", "crashed", "skipped", "testing", "env-failed",
-            "interrupted"}
+OUTCOMES = {"ok", "failed", "timeout", "memory", "killed", "crashed", "skipped", "testing", "env-failed", "interrupted"}
 # The contract keys of docs/cli.md, plus the documented additions (docs/cli.md): "running" per task, "supervisor" on top.
 STATUS_KEYS = {"tasks", "supervisor"}
-TASK_KEYS = {"name", "enabled", "state", "next_run", "last_run", "error", "running", "why", "consecutive_failures",
-             "schedule", "paused"}
+TASK_KEYS = {
+    "name",
+    "enabled",
+    "state",
+    "next_run",
+    "last_run",
+    "error",
+    "running",
+    "why",
+    "consecutive_failures",
+    "schedule",
+    "paused",
+}
 LAST_RUN_KEYS = {"run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message"}
-RUN_KEYS = {"run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s", "exit_code",
-            "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt", "retry_of"}
+RUN_KEYS = {
+    "run_id",
+    "task",
+    "trigger",
+    "due",
+    "started",
+    "finished",
+    "outcome",
+    "duration_s",
+    "exit_code",
+    "signal",
+    "message",
+    "peak_rss_mb",
+    "cpu_s",
+    "log_path",
+    "attempt",
+    "retry_of",
+}
 
 # main() that blocks until the test creates Output/release (bounded, so a failing test cannot hang it).
 BLOCKING_MAIN = """
@@ -67,9 +93,18 @@ def when(text: str | None) -> datetime:
 
 def seed_run(home: Path, task: str, *, due: datetime, trigger: Trigger = Trigger.SCHEDULE) -> RunRecord:
     """Write one finished run into the home's history, as a supervisor that ran earlier would have."""
-    record = RunRecord(run_id=f"{due:%Y%m%dT%H%M%S}-seeded-{secrets.token_hex(3)}", task=task, trigger=trigger, started=due, due=due,
-                       finished=due + timedelta(seconds=1), outcome=Outcome.OK, duration_s=1.0, exit_code=0,
-                       message="seeded")
+    record = RunRecord(
+        run_id=f"{due:%Y%m%dT%H%M%S}-seeded-{secrets.token_hex(3)}",
+        task=task,
+        trigger=trigger,
+        started=due,
+        due=due,
+        finished=due + timedelta(seconds=1),
+        outcome=Outcome.OK,
+        duration_s=1.0,
+        exit_code=0,
+        message="seeded",
+    )
     with Records(Paths(home).database) as records:
         records.record_instant(record)
     return record
@@ -102,19 +137,22 @@ def table(stdout: str, header: tuple[str, ...]) -> list[list[str]]:
     starts = [lines[top].index(title) for title in header]
     assert starts == sorted(starts), lines[top]
     rows = []
-    for line in lines[top + 1:]:
+    for line in lines[top + 1 :]:
         if not line.strip():
             break
         for start in starts[1:]:  # every cell begins exactly under its title, after a gap
-            assert line[start - 1] == " " and line[start:start + 1] not in ("", " "), (line, start)
+            assert line[start - 1] == " " and line[start : start + 1] not in ("", " "), (line, start)
         bounds = [*starts, len(line)]
-        rows.append([line[bounds[i]:bounds[i + 1]].strip() for i in range(len(starts))])
+        rows.append([line[bounds[i] : bounds[i + 1]].strip() for i in range(len(starts))])
     return rows
 
 
 def wait_scheduled(sup: SupervisorProcess, name: str) -> dict[str, Any]:
-    return wait_for(lambda: (lambda t: t if t["state"] == "scheduled" and t["next_run"] else None)(
-        sup.task_status(name)), timeout=60, what=f"{name} scheduled")
+    return wait_for(
+        lambda: (lambda t: t if t["state"] == "scheduled" and t["next_run"] else None)(sup.task_status(name)),
+        timeout=60,
+        what=f"{name} scheduled",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- schedule
@@ -141,8 +179,11 @@ def test_run_missed_while_down_runs_once_or_is_skipped(home: Path) -> None:
     seeded = seed_run(home, "catch up", due=five_hours_ago)
     skipped = seed_run(home, "skipper", due=five_hours_ago)
     with SupervisorProcess(home) as sup:
-        runs = wait_for(lambda: (lambda h: h if len(h) == 2 and h[0]["outcome"] else None)(sup.history("catch up")),
-                        timeout=60, what="the catch-up run")
+        runs = wait_for(
+            lambda: (lambda h: h if len(h) == 2 and h[0]["outcome"] else None)(sup.history("catch up")),
+            timeout=60,
+            what="the catch-up run",
+        )
         catch_up = runs[0]
         assert catch_up["trigger"] == "schedule" and catch_up["outcome"] == "ok"
         assert runs[1]["run_id"] == seeded.run_id
@@ -181,8 +222,11 @@ def test_status_and_history_json_shapes_live_and_offline(home: Path) -> None:
     write_task(home / "Tasks", "off", config=HOURLY + "[Global]\nEnabled = False\n")
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="good", timeout=60)
-        live = wait_for(lambda: (lambda s: s if task_of(s, "good")["last_run"] else None)(json_of(home, "status")),
-                        timeout=30, what="good's last run in status")
+        live = wait_for(
+            lambda: (lambda s: s if task_of(s, "good")["last_run"] else None)(json_of(home, "status")),
+            timeout=30,
+            what="good's last run in status",
+        )
         human = cli(home, "status")
     _check_status_document(live)
     assert live["supervisor"]["pid"] == sup.proc.pid and live["supervisor"]["home"] == str(home)
@@ -217,7 +261,10 @@ def test_status_and_history_json_shapes_live_and_offline(home: Path) -> None:
     _check_status_document(offline)
     assert offline["supervisor"] is None
     assert [(t["name"], t["state"], t["next_run"], t["running"]) for t in offline["tasks"]] == [
-        ("broken", "error", None, None), ("good", "stopped", None, None), ("off", "disabled", None, None)]
+        ("broken", "error", None, None),
+        ("good", "stopped", None, None),
+        ("off", "disabled", None, None),
+    ]
     assert task_of(offline, "good")["last_run"] == good["last_run"]
     assert "EveryXMinutes = 'often'" in task_of(offline, "broken")["error"]
     assert json_of(home, "history", "good") == runs
@@ -268,7 +315,9 @@ def test_run_now(home: Path) -> None:
         assert after["next_run"] == before["next_run"]  # manual runs do not move the schedule
         runs = sup.history("manual")
         assert [(r["run_id"], r["trigger"], r["outcome"], r["message"]) for r in runs] == [
-            (run_id, "manual", "ok", "released"), (seeded.run_id, "schedule", "ok", "seeded")]
+            (run_id, "manual", "ok", "released"),
+            (seeded.run_id, "schedule", "ok", "seeded"),
+        ]
         assert runs[0]["due"] is None
 
         unknown = one_error_line(cli(home, "run-now", "nope"))
@@ -282,8 +331,12 @@ def test_validate_good_and_bad_homes(home: Path, tmp_path: Path) -> None:
     good_home = tmp_path / "good home"
     (good_home / "Tasks").mkdir(parents=True)
     write_task(good_home / "Tasks", "one", config=HOURLY)
-    write_task(good_home / "Tasks", "two", config=HOURLY + "AllowedFrom = 22:00\nAllowedTo = 02:00\n",
-               requirements="--no-index\nrequests>=2\n")
+    write_task(
+        good_home / "Tasks",
+        "two",
+        config=HOURLY + "AllowedFrom = 22:00\nAllowedTo = 02:00\n",
+        requirements="--no-index\nrequests>=2\n",
+    )
     result = cli(good_home, "validate")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "2 task(s) checked, 0 problem(s)"
@@ -444,8 +497,15 @@ def test_home_before_or_after_the_subcommand_and_from_the_environment(home: Path
         env = {k: v for k, v in os.environ.items() if k != "TASKAUTOMATION_HOME"}
         if env_home is not None:
             env["TASKAUTOMATION_HOME"] = str(env_home)
-        result = subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert result.returncode == 0, result.stderr
         return [t["name"] for t in json.loads(result.stdout)["tasks"]]
 
@@ -456,8 +516,15 @@ def test_home_before_or_after_the_subcommand_and_from_the_environment(home: Path
     assert names(["status", "--home", str(other), "--json"], home) == ["theirs"]
 
     env = {**os.environ, "TASKAUTOMATION_HOME": str(other)}
-    stop = subprocess.run([sys.executable, str(REPO / "terminate.py")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    stop = subprocess.run(
+        [sys.executable, str(REPO / "terminate.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert f"no supervisor is running on {other}" in one_error_line(stop)
 
 
@@ -466,6 +533,7 @@ def test_keep_runs_prunes_while_running(home: Path) -> None:
     (home / "taskautomation.ini").write_text("[Supervisor]\nKeepRuns = 5\n")
     write_task(home / "Tasks", "often", config="[Frequency]\nEveryXMinutes = 0.02\n")  # every 1.2 s
     with SupervisorProcess(home) as sup:
+
         def pruned_after_eight() -> list[dict[str, Any]] | None:
             runs = sup.history("often")
             return runs if sup.task_log("often").count(" ok in ") >= 8 and len(runs) <= 5 else None
@@ -481,8 +549,12 @@ def test_keep_runs_prunes_while_running(home: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- logs
 def test_logs_prints_and_follows(home: Path) -> None:
-    write_task(home / "Tasks", "chatty", config=HOURLY,
-               main="import os\n\ndef main():\n    print('line from', os.environ['TASK_RUN_ID'])\n    return 'said it'\n")
+    write_task(
+        home / "Tasks",
+        "chatty",
+        config=HOURLY,
+        main="import os\n\ndef main():\n    print('line from', os.environ['TASK_RUN_ID'])\n    return 'said it'\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="chatty", timeout=60)
         printed = cli(home, "logs", "chatty")
@@ -495,19 +567,30 @@ def test_logs_prints_and_follows(home: Path) -> None:
             started = cli(home, "run-now", "chatty")
             assert started.returncode == 0, started.stderr
             run_id = started.stdout.split()[2]
-            wait_for(lambda: any(f"line from {run_id}" in line for line in seen), timeout=30,
-                     what="the new run's output in logs -f")
-            wait_for(lambda: any(f"[run {run_id}] ok" in line for line in seen), timeout=30,
-                     what="the new run's outcome in logs -f")
+            wait_for(
+                lambda: any(f"line from {run_id}" in line for line in seen),
+                timeout=30,
+                what="the new run's output in logs -f",
+            )
+            wait_for(
+                lambda: any(f"[run {run_id}] ok" in line for line in seen),
+                timeout=30,
+                what="the new run's outcome in logs -f",
+            )
             assert follower.poll() is None  # still following
 
 
 @contextmanager
 def follow_logs(home: Path, name: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """`logs NAME -f` as a user runs it; yields the process and the lines it printed so far."""
-    follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", name, "-f", "--home", str(home)],
-                                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "logs", name, "-f", "--home", str(home)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)
     reader.start()
@@ -523,8 +606,12 @@ def follow_logs(home: Path, name: str) -> Iterator[tuple[subprocess.Popen[str], 
 
 
 def test_run_now_respects_testing_mode(home: Path) -> None:
-    write_task(home / "Tasks", "dry", main="def main():\n    open('ran', 'w').write('x')\n",
-               config="[Frequency]\nEveryXMinutes = 600\nAllowedFrom = 00:00\nAllowedTo = 00:00\n[Global]\nTesting = True\n")
+    write_task(
+        home / "Tasks",
+        "dry",
+        main="def main():\n    open('ran', 'w').write('x')\n",
+        config="[Frequency]\nEveryXMinutes = 600\nAllowedFrom = 00:00\nAllowedTo = 00:00\n[Global]\nTesting = True\n",
+    )
     with SupervisorProcess(home) as sup:
         wait_for(lambda: sup.task_status("dry")["state"] == "scheduled", timeout=30, what="dry loaded")
         result = cli(home, "run-now", "dry")
@@ -550,9 +637,13 @@ def test_home_too_deep_for_a_socket_path_still_works(tmp_path: Path) -> None:
 def test_logs_follow_survives_rotation(home: Path) -> None:
     (home / "taskautomation.ini").write_text("[Supervisor]\nLogMaxBytes = 1024\nLogBackups = 1\n")
     # Each run writes well over LogMaxBytes, so every run rotates the task's log at least once.
-    write_task(home / "Tasks", "noisy", config=HOURLY,
-               main="import os\n\ndef main():\n    for i in range(20):\n"
-                    "        print('padding line', i, 'x' * 60)\n    print('marker', os.environ['TASK_RUN_ID'])\n")
+    write_task(
+        home / "Tasks",
+        "noisy",
+        config=HOURLY,
+        main="import os\n\ndef main():\n    for i in range(20):\n"
+        "        print('padding line', i, 'x' * 60)\n    print('marker', os.environ['TASK_RUN_ID'])\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="noisy", timeout=60)
         with follow_logs(home, "noisy") as (_, seen):
@@ -560,8 +651,11 @@ def test_logs_follow_survives_rotation(home: Path) -> None:
                 started = cli(home, "run-now", "noisy")
                 assert started.returncode == 0, started.stderr
                 run_id = started.stdout.split()[2]
-                wait_for(lambda: any(f"marker {run_id}" in line for line in seen), timeout=30,
-                         what=f"run {run_id}'s output in logs -f after a rotation")
+                wait_for(
+                    lambda: any(f"marker {run_id}" in line for line in seen),
+                    timeout=30,
+                    what=f"run {run_id}'s output in logs -f after a rotation",
+                )
                 wait_for(lambda: sup.task_status("noisy")["state"] != "running", timeout=30, what="run end")
             assert (home / "logs" / "tasks" / "noisy.log.1").exists(), "the log really rotated"
 
@@ -570,11 +664,18 @@ def test_status_explains_why_each_task_is_waiting(home: Path) -> None:
     now = datetime.now()
     closed = f"{(now + timedelta(hours=2)):%H}:00"  # a one-minute window two hours from now
     write_task(home / "Tasks", "hourly", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
-    write_task(home / "Tasks", "windowed",
-               config=f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {closed}\nAllowedTo = {closed}\n")
+    write_task(
+        home / "Tasks",
+        "windowed",
+        config=f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {closed}\nAllowedTo = {closed}\n",
+    )
     write_task(home / "Tasks", "off", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nEnabled = False\n")
-    write_task(home / "Tasks", "dry", config="[Frequency]\nEveryXMinutes = 60\nAllowedFrom = "
-                                             f"{closed}\nAllowedTo = {closed}\n[Global]\nTesting = True\n")
+    write_task(
+        home / "Tasks",
+        "dry",
+        config="[Frequency]\nEveryXMinutes = 60\nAllowedFrom = "
+        f"{closed}\nAllowedTo = {closed}\n[Global]\nTesting = True\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="hourly")
         wait_for(lambda: sup.task_status("hourly")["state"] == "scheduled", timeout=30, what="hourly idle")

@@ -47,16 +47,29 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run(args: list[str], *, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m supervisor ARGS`` piped, without an implicit --home."""
-    return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=cwd, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def in_pty(args: list[str], *, env: dict[str, str], columns: int = 80) -> tuple[int, str]:
     """Run ``python -m supervisor ARGS`` with stdout and stderr on a pseudo-terminal; (exit code, output)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor", *args], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     chunks = []
     try:
@@ -80,13 +93,22 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def seed(home: Path, task: str, *, started: datetime, outcome: Outcome = Outcome.OK,
-         message: str = "seeded") -> RunRecord:
+def seed(
+    home: Path, task: str, *, started: datetime, outcome: Outcome = Outcome.OK, message: str = "seeded"
+) -> RunRecord:
     """One finished run in the home's history, as an earlier supervisor would have written it."""
-    record = RunRecord(run_id=f"{started:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}", task=task,
-                       trigger=Trigger.SCHEDULE, started=started, due=started,
-                       finished=started + timedelta(seconds=2), outcome=outcome, duration_s=2.0,
-                       exit_code=0 if outcome is Outcome.OK else 1, message=message)
+    record = RunRecord(
+        run_id=f"{started:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
+        task=task,
+        trigger=Trigger.SCHEDULE,
+        started=started,
+        due=started,
+        finished=started + timedelta(seconds=2),
+        outcome=outcome,
+        duration_s=2.0,
+        exit_code=0 if outcome is Outcome.OK else 1,
+        message=message,
+    )
     with Records(Paths(home).database) as records:
         records.record_instant(record)
     return record
@@ -117,13 +139,14 @@ def test_home_is_named_or_the_current_folder_only_if_it_holds_tasks(tmp_path: Pa
     write_task(other / "Tasks", "there", config=HOURLY)
     by_env = run(["status", "--json"], cwd=home, env=clean_env(TASKAUTOMATION_HOME=str(other)))
     assert [t["name"] for t in json.loads(by_env.stdout)["tasks"]] == ["there"]  # the variable beats the folder
-    by_flag = run(["status", "--json", "--home", str(home)], cwd=stray,
-                  env=clean_env(TASKAUTOMATION_HOME=str(other)))
+    by_flag = run(["status", "--json", "--home", str(home)], cwd=stray, env=clean_env(TASKAUTOMATION_HOME=str(other)))
     assert [t["name"] for t in json.loads(by_flag.stdout)["tasks"]] == ["here"]  # --home beats the variable
 
 
-@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["history", "x"], ["logs", "x"],
-                                  ["validate"], ["run-now", "x"], ["stop"]])
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["status", "--json"], ["history", "x"], ["logs", "x"], ["validate"], ["run-now", "x"], ["stop"]],
+)
 def test_missing_home_or_a_file_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> None:
     missing = tmp_path / "nope"
     line = one_error_line(run([*args, "--home", str(missing)]))
@@ -146,8 +169,13 @@ def test_run_and_new_create_a_missing_home_and_say_so(tmp_path: Path) -> None:
     started = tmp_path / "started" / "home"
     console = tmp_path / "console.txt"
     with open(console, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--home", str(started)], cwd=tmp_path,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "main.py"), "--home", str(started)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: "supervisor started" in console.read_text(), timeout=30, what="the supervisor to start")
     finally:
@@ -160,8 +188,15 @@ def test_run_and_new_create_a_missing_home_and_say_so(tmp_path: Path) -> None:
 
 def test_main_py_and_terminate_py_default_to_their_own_folder(tmp_path: Path) -> None:
     # Seed behaviour (DESIGN.md 1.1): run from anywhere, the scripts' home is the folder they are in.
-    stop = subprocess.run([sys.executable, str(REPO / "terminate.py")], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    stop = subprocess.run(
+        [sys.executable, str(REPO / "terminate.py")],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert f"no supervisor is running on {REPO}" in one_error_line(stop)
 
 
@@ -188,13 +223,18 @@ def test_live_status_why_and_log_lines_carry_zones(home: Path) -> None:
     write_task(home / "Tasks", "t", config=HOURLY)
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="t", timeout=60)
-        task = wait_for(lambda: (lambda t: t if t["state"] == "scheduled" and t["last_run"] else None)(
-            sup.task_status("t")), timeout=30, what="t scheduled after its run")
+        task = wait_for(
+            lambda: (lambda t: t if t["state"] == "scheduled" and t["last_run"] else None)(sup.task_status("t")),
+            timeout=30,
+            what="t scheduled after its run",
+        )
         human = cli(home, "status", "--why")
     zone = r"(?:[A-Z]{2,5}|[+-]\d{2,4})"
     assert re.search(rf"since its last due time \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {zone}$", task["why"]), task["why"]
-    assert re.match(rf"supervisor: running \(pid \d+, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {zone}\)$",
-                    human.stdout.splitlines()[0]), human.stdout
+    assert re.match(
+        rf"supervisor: running \(pid \d+, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {zone}\)$",
+        human.stdout.splitlines()[0],
+    ), human.stdout
     row = next(line for line in human.stdout.splitlines() if line.startswith("t "))
     assert len(re.findall(rf"\d\d:\d\d(?::\d\d)? {zone}\b", row)) == 2, row  # next run and last run
     for line in sup.task_log("t").splitlines():
@@ -206,8 +246,14 @@ def test_version_on_every_entry_point() -> None:
     from supervisor import __version__
 
     for argv in ([str(REPO / "main.py")], [str(REPO / "terminate.py")], ["-m", "supervisor"]):
-        result = subprocess.run([sys.executable, *argv, "--version"], cwd=REPO, capture_output=True, text=True,
-                                timeout=60, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, *argv, "--version"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert result.returncode == 0 and result.stdout.strip() == f"taskautomation {__version__}", result
 
 
@@ -223,8 +269,9 @@ def test_help_describes_every_option_with_an_example_per_command() -> None:
         for action in command._actions:
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
         assert f"supervisor {name}" in (command.epilog or ""), f"{name} has no example"
-    main_help = subprocess.run([sys.executable, str(REPO / "main.py"), "--help"], cwd=REPO, capture_output=True,
-                               text=True, timeout=60).stdout
+    main_help = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    ).stdout
     assert main_help.startswith("usage: main.py [-h] [--home DIR] [--version]\n"), main_help
     assert "main.py run" not in main_help and "example:" in main_help
     for prog, command in (("main.py", "run"), ("terminate.py", "stop")):
@@ -321,14 +368,23 @@ def test_run_now_wait_streams_the_run_and_exits_with_its_outcome(home: Path) -> 
 
 
 def test_run_now_wait_ends_when_the_supervisor_dies_under_it(home: Path) -> None:
-    write_task(home / "Tasks", "blocking", config="[Frequency]\nEveryXMinutes = 600\nAllowedFrom = 00:00\n"
-                                                  "AllowedTo = 00:00\n", main=BLOCKING)
+    write_task(
+        home / "Tasks",
+        "blocking",
+        config="[Frequency]\nEveryXMinutes = 600\nAllowedFrom = 00:00\nAllowedTo = 00:00\n",
+        main=BLOCKING,
+    )
     sup = SupervisorProcess(home).start()
     try:
         wait_for(lambda: sup.task_status("blocking")["state"] == "scheduled", timeout=60, what="blocking loaded")
-        waiter = subprocess.Popen([sys.executable, "-m", "supervisor", "run-now", "blocking", "--wait", "--home",
-                                   str(home)], cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run-now", "blocking", "--wait", "--home", str(home)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # Kill only once the CLI holds the run id (its first line): killing the supervisor while it is still
         # writing the reply to run-now is a different failure, reported as an "unreadable reply".
         assert waiter.stdout is not None
@@ -371,24 +427,42 @@ def test_history_filters_by_outcome_and_since(home: Path) -> None:
 # ---------------------------------------------------------------------------------------------- 5. validate
 def test_validate_parses_requirements_like_pip_and_names_the_line(home: Path) -> None:
     tasks = home / "Tasks"
-    write_task(tasks, "good", config=HOURLY, requirements=(
-        "# pinned\n--no-index\n--find-links ./wheels\n-i https://example.invalid/simple\n--pre\n"
-        "--only-binary :all:\nrequests [security] >= 2.8.1, == 2.8.* ; python_version < '2.7'\n"
-        "urllib3 @ https://example.invalid/urllib3.zip\n./local-pkg\nabc==1.0 --hash=sha256:00\n-r more.txt\n"
-        "numpy \\\n  ==1.26.*\n"), extra={"more.txt": "six\n"})
-    write_task(tasks, "bad", config=HOURLY, requirements=(
-        "requests>=\nfine==1\nfoo bar baz\n# comment\nnumpy==1.26.*.x\n--frobnicate\n--index-url\n"
-        "-r missing.txt\n--no-index stray\n"))
+    write_task(
+        tasks,
+        "good",
+        config=HOURLY,
+        requirements=(
+            "# pinned\n--no-index\n--find-links ./wheels\n-i https://example.invalid/simple\n--pre\n"
+            "--only-binary :all:\nrequests [security] >= 2.8.1, == 2.8.* ; python_version < '2.7'\n"
+            "urllib3 @ https://example.invalid/urllib3.zip\n./local-pkg\nabc==1.0 --hash=sha256:00\n-r more.txt\n"
+            "numpy \\\n  ==1.26.*\n"
+        ),
+        extra={"more.txt": "six\n"},
+    )
+    write_task(
+        tasks,
+        "bad",
+        config=HOURLY,
+        requirements=(
+            "requests>=\nfine==1\nfoo bar baz\n# comment\nnumpy==1.26.*.x\n--frobnicate\n--index-url\n"
+            "-r missing.txt\n--no-index stray\n"
+        ),
+    )
     result = cli(home, "validate")
     assert result.returncode == 1
     out = result.stdout
     assert "ok    good" in out and "FAIL  bad" in out, out
     reqs = tasks / "bad" / "requirements.txt"
     errors = [line.strip() for line in out.splitlines() if "error:" in line]
-    expected = [(1, "'requests>='", "not a valid requirement"), (3, "'foo bar baz'", "not a valid requirement"),
-                (5, "'numpy==1.26.*.x'", "not a valid requirement"), (6, "'--frobnicate'", "no such option"),
-                (7, "'--index-url'", "requires 1 argument"), (8, "'-r missing.txt'", "does not exist"),
-                (9, "'--no-index stray'", "unexpected 'stray'")]
+    expected = [
+        (1, "'requests>='", "not a valid requirement"),
+        (3, "'foo bar baz'", "not a valid requirement"),
+        (5, "'numpy==1.26.*.x'", "not a valid requirement"),
+        (6, "'--frobnicate'", "no such option"),
+        (7, "'--index-url'", "requires 1 argument"),
+        (8, "'-r missing.txt'", "does not exist"),
+        (9, "'--no-index stray'", "unexpected 'stray'"),
+    ]
     assert len(errors) == len(expected), errors
     for error, (number, text, why) in zip(errors, expected):
         assert f"task 'bad': {reqs}: line {number}: {text}: " in error and why in error, error
@@ -411,8 +485,11 @@ def test_new_warns_about_names_starts_disabled_and_says_who_picks_it_up(home: Pa
         fine = cli(home, "new", "fetch_weather")
         assert fine.returncode == 0 and fine.stderr == ""
         assert "the running supervisor picks that change up" in fine.stdout
-        wait_for(lambda: any(t["name"] == "fetch_weather" for t in sup.status()["tasks"]), timeout=30,
-                 what="the new task to be seen")
+        wait_for(
+            lambda: any(t["name"] == "fetch_weather" for t in sup.status()["tasks"]),
+            timeout=30,
+            what="the new task to be seen",
+        )
         assert sup.task_status("fetch_weather")["state"] == "disabled"
         assert cli(home, "validate", "fetch_weather").returncode == 0
 
@@ -461,7 +538,7 @@ def test_status_colours_outcomes_on_a_terminal_unless_no_color(home: Path) -> No
     # Columns line up once the colour codes are removed: OUTCOME starts at the same offset in every row.
     header = next(ANSI.sub("", line) for line in output.splitlines() if line.startswith("TASK"))
     column = header.index("OUTCOME")
-    assert all(row[column - 2:column] == "  " and row[column] != " " for row in plain_rows)
+    assert all(row[column - 2 : column] == "  " and row[column] != " " for row in plain_rows)
 
     code, plain = in_pty(["status", "--home", str(home)], env=clean_env(NO_COLOR="1"))
     assert code == 0 and "\x1b[" not in plain
@@ -481,10 +558,10 @@ def test_status_prints_errors_before_why_and_why_in_full_on_request(home: Path) 
     lines = short.splitlines()
     error = next(i for i, line in enumerate(lines) if line.startswith("task 'broken': "))
     assert error < lines.index("why:"), short
-    why = lines[lines.index("why:") + 1:]
+    why = lines[lines.index("why:") + 1 :]
     assert [line.split(":")[0].strip() for line in why] == ["windowed"]  # hourly is plainly scheduled
     assert why[0].endswith("…") and len(why[0]) == 60  # cut to the width
-    full_why = full.splitlines()[full.splitlines().index("why:") + 1:]
+    full_why = full.splitlines()[full.splitlines().index("why:") + 1 :]
     assert [line.split(":")[0].strip() for line in full_why] == ["broken", "hourly", "windowed"]
     assert any(line.startswith("  hourly: every 60 min since its last due time") for line in full_why)
     assert next(line for line in full_why if "windowed" in line).endswith("window")  # not cut
@@ -514,9 +591,9 @@ def test_every_log_line_of_a_run_names_it_and_tracebacks_start_in_the_task(home:
     tag = f"[run {run['run_id']}]"
     first = next(i for i, line in enumerate(lines) if f"{tag} started" in line)
     last = next(i for i, line in enumerate(lines) if f"{tag} failed in" in line)
-    body = lines[first:last + 1]
+    body = lines[first : last + 1]
     assert all(tag in line for line in body), "\n".join(body)
-    assert not any(tag in line for line in lines[:first] + lines[last + 1:])  # the outcome line ends the run
+    assert not any(tag in line for line in lines[:first] + lines[last + 1 :])  # the outcome line ends the run
     assert any(line.endswith(f"{tag} to stderr") for line in body)
     assert sum(line.endswith(f"{tag} Traceback (most recent call last):") for line in body) == 2  # printed + raised
     assert "_shim.py" not in "\n".join(lines) and "_shim.py" not in run["message"]

@@ -26,8 +26,13 @@ pytestmark = [
 def test_a_backward_wall_clock_step_does_not_stop_scheduling(home: Path, tmp_path: Path) -> None:
     offset = tmp_path / "faketime"
     offset.write_text("+0\n")
-    env = dict(os.environ, LD_PRELOAD=str(LIBFAKETIME), FAKETIME_TIMESTAMP_FILE=str(offset), FAKETIME_NO_CACHE="1",
-               FAKETIME_DONT_FAKE_MONOTONIC="1")
+    env = dict(
+        os.environ,
+        LD_PRELOAD=str(LIBFAKETIME),
+        FAKETIME_TIMESTAMP_FILE=str(offset),
+        FAKETIME_NO_CACHE="1",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+    )
     write_task(home / "Tasks", "tick", config="[Frequency]\nEveryXMinutes = 0.05\n")  # every 3 s
     with SupervisorProcess(home, env=env) as sup:
         ok_runs = lambda: [r for r in sup.history("tick") if r["outcome"] == "ok"]  # noqa: E731
@@ -35,8 +40,11 @@ def test_a_backward_wall_clock_step_does_not_stop_scheduling(home: Path, tmp_pat
         before = len(ok_runs())
         first_started = datetime.fromisoformat(min(r["started"] for r in ok_runs()))
         offset.write_text("-1h\n")
-        wait_for(lambda: len(ok_runs()) >= before + 2, timeout=40,
-                 what=f"two runs after the wall clock stepped back an hour\n{sup.log()[-2000:]}")
+        wait_for(
+            lambda: len(ok_runs()) >= before + 2,
+            timeout=40,
+            what=f"two runs after the wall clock stepped back an hour\n{sup.log()[-2000:]}",
+        )
         runs = sup.history("tick")
     assert "skipped" not in {r["outcome"] for r in runs}
     stepped = [r for r in runs if datetime.fromisoformat(r["started"]) < first_started - timedelta(minutes=30)]

@@ -61,8 +61,10 @@ def test_missing_extension_keys_are_silent():
 
 
 def test_sections_and_keys_are_case_insensitive():
-    text = "[FREQUENCY]\neveryxminutes = 5\nallowedfrom = 9:05\nALLOWEDTO=10:00\n" \
-           "[global]\nenabled = NO\nTESTING = on\nrunonstartup = 1\n"
+    text = (
+        "[FREQUENCY]\neveryxminutes = 5\nallowedfrom = 9:05\nALLOWEDTO=10:00\n"
+        "[global]\nenabled = NO\nTESTING = on\nrunonstartup = 1\n"
+    )
     result = parse(text)
     assert result.warnings == ()
     assert result.spec.every == timedelta(minutes=5)
@@ -70,10 +72,21 @@ def test_sections_and_keys_are_case_insensitive():
     assert (result.spec.enabled, result.spec.testing, result.spec.run_on_startup) == (False, True, True)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("true", True), ("True", True), ("YES", True), ("1", True), ("On", True),
-    ("false", False), ("FALSE", False), ("no", False), ("0", False), ("off", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("true", True),
+        ("True", True),
+        ("YES", True),
+        ("1", True),
+        ("On", True),
+        ("false", False),
+        ("FALSE", False),
+        ("no", False),
+        ("0", False),
+        ("off", False),
+    ],
+)
 def test_booleans_accept_every_documented_spelling(text, expected):
     result = parse(FULL_SEED.replace("Enabled = True", f"Enabled = {text}"))
     assert result.spec.enabled is expected
@@ -84,8 +97,10 @@ def test_fractional_minutes_are_allowed():
 
 
 def test_percent_signs_and_inline_comments_do_not_break_parsing():
-    text = FULL_SEED.replace("EveryXMinutes = 15", "EveryXMinutes = 15 ; every quarter hour") \
+    text = (
+        FULL_SEED.replace("EveryXMinutes = 15", "EveryXMinutes = 15 ; every quarter hour")
         + "[Notes]\nurl = https://example.org/?q=100%25&x=%(y)s # a comment\n"
+    )
     result = parse(text)
     assert result.spec.every == timedelta(minutes=15)
     assert any("[Notes]: unknown section" in w for w in result.warnings)
@@ -102,24 +117,30 @@ def test_default_section_does_not_leak_keys_into_other_sections():
     assert result.warnings == (PREFIX + "[DEFAULT]: unknown section, ignored",)
 
 
-@pytest.mark.parametrize("key, value, reason", [
-    ("EveryXMinutes", "abc", "not a positive number"),
-    ("EveryXMinutes", "0", "not a positive number"),
-    ("EveryXMinutes", "-5", "not a positive number"),
-    ("EveryXMinutes", "nan", "not a positive number"),
-    ("EveryXMinutes", "inf", "not a positive number"),
-    ("EveryXMinutes", "", "not a positive number"),
-    ("EveryXMinutes", "1e12", "too large"),
-    ("AllowedFrom", "8", "not a time of day"),
-    ("AllowedFrom", "24:00", "not a time of day"),
-    ("AllowedFrom", "12:60", "not a time of day"),
-    ("AllowedFrom", "8:5", "not a time of day"),
-    ("AllowedTo", "noon", "not a time of day"),
-    ("CatchUp", "always", "not a catch-up policy"),
-])
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("EveryXMinutes", "abc", "not a positive number"),
+        ("EveryXMinutes", "0", "not a positive number"),
+        ("EveryXMinutes", "-5", "not a positive number"),
+        ("EveryXMinutes", "nan", "not a positive number"),
+        ("EveryXMinutes", "inf", "not a positive number"),
+        ("EveryXMinutes", "", "not a positive number"),
+        ("EveryXMinutes", "1e12", "too large"),
+        ("AllowedFrom", "8", "not a time of day"),
+        ("AllowedFrom", "24:00", "not a time of day"),
+        ("AllowedFrom", "12:60", "not a time of day"),
+        ("AllowedFrom", "8:5", "not a time of day"),
+        ("AllowedTo", "noon", "not a time of day"),
+        ("CatchUp", "always", "not a catch-up policy"),
+    ],
+)
 def test_invalid_frequency_values_name_task_file_section_key_and_value(key, value, reason):
-    text = f"[Frequency]\nEveryXMinutes = 15\n{key} = {value}\n" if key != "EveryXMinutes" \
+    text = (
+        f"[Frequency]\nEveryXMinutes = 15\n{key} = {value}\n"
+        if key != "EveryXMinutes"
         else f"[Frequency]\nEveryXMinutes = {value}\n"
+    )
     message = error_of(text)
     assert message.startswith(f"{PREFIX}[Frequency] {key} = {value!r}: {reason}")
 
@@ -132,14 +153,14 @@ def test_invalid_boolean_is_an_error(key):
 
 def test_missing_every_x_minutes_is_an_error():
     assert error_of("[Frequency]\nAllowedFrom = 08:00\n").startswith(
-        PREFIX + "[Frequency] EveryXMinutes missing: it is required")
+        PREFIX + "[Frequency] EveryXMinutes missing: it is required"
+    )
     assert "[Frequency] EveryXMinutes missing (no [Frequency] section)" in error_of("[Global]\nEnabled=1\n")
     assert "[Frequency] EveryXMinutes missing" in error_of("")
 
 
 def test_catch_up_and_limits_are_parsed():
-    text = FULL_SEED + "[Limits]\nTimeoutSeconds = 0\nKillGraceSeconds = 2.5\nMemoryMB = 256\n" \
-                       "CPUSeconds = 30\n"
+    text = FULL_SEED + "[Limits]\nTimeoutSeconds = 0\nKillGraceSeconds = 2.5\nMemoryMB = 256\nCPUSeconds = 30\n"
     text = text.replace("[Global]", "CatchUp = Skip\n[Global]")
     spec = parse(text).spec
     assert spec.catch_up is CatchUp.SKIP
@@ -158,14 +179,17 @@ def test_missing_limit_keys_take_the_given_defaults():
     assert parse(FULL_SEED, defaults=home_limits).spec.limits == home_limits
 
 
-@pytest.mark.parametrize("key, value, reason", [
-    ("TimeoutSeconds", "-1", "must be 0 or more"),
-    ("TimeoutSeconds", "soon", "not a number"),
-    ("KillGraceSeconds", "-0.5", "must be 0 or more"),
-    ("MemoryMB", "-3", "must be 0 or more"),
-    ("MemoryMB", "1GB", "not a number"),
-    ("CPUSeconds", "inf", "not a finite number"),
-])
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("TimeoutSeconds", "-1", "must be 0 or more"),
+        ("TimeoutSeconds", "soon", "not a number"),
+        ("KillGraceSeconds", "-0.5", "must be 0 or more"),
+        ("MemoryMB", "-3", "must be 0 or more"),
+        ("MemoryMB", "1GB", "not a number"),
+        ("CPUSeconds", "inf", "not a finite number"),
+    ],
+)
 def test_invalid_limits_are_errors(key, value, reason):
     message = error_of(FULL_SEED + f"[Limits]\n{key} = {value}\n")
     assert message == f"{PREFIX}[Limits] {key} = {value!r}: {reason}"
@@ -187,8 +211,10 @@ def test_unknown_key_without_a_close_match_has_no_suggestion():
 
 def test_known_key_in_the_wrong_section_says_where_it_belongs():
     result = parse(FULL_SEED.replace("[Global]\n", "[Global]\nEveryXMinutes = 3\n"))
-    assert PREFIX + "[Global] EveryXMinutes: unknown key, ignored (EveryXMinutes belongs in [Frequency])" \
+    assert (
+        PREFIX + "[Global] EveryXMinutes: unknown key, ignored (EveryXMinutes belongs in [Frequency])"
         in result.warnings
+    )
 
 
 def test_unknown_section_suggests_the_closest_section():
@@ -218,8 +244,7 @@ def test_exact_duplicate_key_is_an_error_with_its_line():
 
 
 def test_syntax_errors_name_the_line():
-    assert error_of("EveryXMinutes = 5\n") == \
-        PREFIX + "line 1: 'EveryXMinutes = 5' comes before any [section] header"
+    assert error_of("EveryXMinutes = 5\n") == PREFIX + "line 1: 'EveryXMinutes = 5' comes before any [section] header"
     message = error_of("[Frequency]\nEveryXMinutes = 5\njust some words\n")
     assert message.startswith(PREFIX + "line 3: cannot parse 'just some words'")
 
@@ -232,6 +257,7 @@ def test_relative_path_is_shown_absolute(tmp_path, monkeypatch):
 
 
 # --- reading files -----------------------------------------------------------------------------------
+
 
 def test_read_task_config_accepts_a_utf8_bom(tmp_path):
     path = tmp_path / "config.ini"
@@ -273,33 +299,43 @@ HOME_PATH = Path("/srv/ta/taskautomation.ini")
 
 
 def test_home_config_values_and_limits():
-    text = "[Supervisor]\nInstaller = PIP\nKeepRuns = 50\nLogMaxBytes = 2048\nLogBackups = 0\n" \
-           "OutputCapBytes = 4096\n[Limits]\nTimeoutSeconds = 120\nMemoryMB = 300\n"
+    text = (
+        "[Supervisor]\nInstaller = PIP\nKeepRuns = 50\nLogMaxBytes = 2048\nLogBackups = 0\n"
+        "OutputCapBytes = 4096\n[Limits]\nTimeoutSeconds = 120\nMemoryMB = 300\n"
+    )
     config, warnings = parse_home_config(text, path=HOME_PATH)
     assert warnings == ()
-    assert config == HomeConfig(installer="pip", keep_runs=50, log_max_bytes=2048, log_backups=0,
-                                output_cap_bytes=4096,
-                                limits=Limits(timeout_s=120.0, kill_grace_s=10.0, memory_mb=300.0))
+    assert config == HomeConfig(
+        installer="pip",
+        keep_runs=50,
+        log_max_bytes=2048,
+        log_backups=0,
+        output_cap_bytes=4096,
+        limits=Limits(timeout_s=120.0, kill_grace_s=10.0, memory_mb=300.0),
+    )
 
 
 def test_home_config_empty_is_all_defaults_without_warnings():
     assert parse_home_config("", path=HOME_PATH) == (HomeConfig(), ())
 
 
-@pytest.mark.parametrize("section, key, value, reason", [
-    ("Supervisor", "Installer", "conda", "not an installer (use uv or pip)"),
-    ("Supervisor", "KeepRuns", "0", "must be at least 1"),
-    ("Supervisor", "KeepRuns", "1.5", "not a whole number"),
-    ("Supervisor", "LogMaxBytes", "1000", "must be at least 1024"),
-    ("Supervisor", "LogBackups", "-1", "must be at least 0"),
-    ("Supervisor", "OutputCapBytes", "lots", "not a whole number"),
-    ("Limits", "KillGraceSeconds", "-1", "must be 0 or more"),
-    ("Supervisor", "WatchDebounceSeconds", "0.01", "must be at least 0.05 (seconds)"),
-    ("Supervisor", "WatchDebounceSeconds", "soon", "not a number"),
-    ("Supervisor", "WatchDebounceSeconds", "nan", "not a finite number"),
-    ("Supervisor", "MaxConcurrentRuns", "0", "must be at least 1"),
-    ("Supervisor", "MaxConcurrentRuns", "many", "not a whole number"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, reason",
+    [
+        ("Supervisor", "Installer", "conda", "not an installer (use uv or pip)"),
+        ("Supervisor", "KeepRuns", "0", "must be at least 1"),
+        ("Supervisor", "KeepRuns", "1.5", "not a whole number"),
+        ("Supervisor", "LogMaxBytes", "1000", "must be at least 1024"),
+        ("Supervisor", "LogBackups", "-1", "must be at least 0"),
+        ("Supervisor", "OutputCapBytes", "lots", "not a whole number"),
+        ("Limits", "KillGraceSeconds", "-1", "must be 0 or more"),
+        ("Supervisor", "WatchDebounceSeconds", "0.01", "must be at least 0.05 (seconds)"),
+        ("Supervisor", "WatchDebounceSeconds", "soon", "not a number"),
+        ("Supervisor", "WatchDebounceSeconds", "nan", "not a finite number"),
+        ("Supervisor", "MaxConcurrentRuns", "0", "must be at least 1"),
+        ("Supervisor", "MaxConcurrentRuns", "many", "not a whole number"),
+    ],
+)
 def test_home_config_errors_name_file_section_key_and_value(section, key, value, reason):
     with pytest.raises(ConfigError) as caught:
         parse_home_config(f"[{section}]\n{key} = {value}\n", path=HOME_PATH)

@@ -33,7 +33,7 @@ EVERY_SECOND = "0.02"  # EveryXMinutes: 1.2 s
 
 # Shared by the tasks below (pasted into their main.py): start a daemon that escapes by setsid() + double
 # fork, ignores SIGTERM, and reports its pid; returns once the daemon exists.
-SPAWN_DAEMON = '''
+SPAWN_DAEMON = """
 import os, signal, time
 
 def spawn_daemon(out):
@@ -55,7 +55,7 @@ def spawn_daemon(out):
             raise RuntimeError("the daemon did not start")
         time.sleep(0.01)
     return int(open(final).read())
-'''
+"""
 
 
 def task_config(*, every: str = "60", startup: bool = True, limits: str = "", window: str = "") -> str:
@@ -77,31 +77,40 @@ def read_pids(path: Path) -> list[int]:
 
 def wait_file(path: Path, *, lines: int = 1, timeout: float = 30) -> Path:
     """Wait until the task wrote ``lines`` complete lines (or, for lines=1, any content) to ``path``."""
+
     def ready() -> bool:
         try:
             text = path.read_text()
         except FileNotFoundError:
             return False
         return text.count("\n") >= lines if lines > 1 else bool(text.strip())
+
     wait_for(ready, timeout=timeout, what=f"{path.name} written by the task")
     return path
 
 
-def finished_run(sup: SupervisorProcess, task: str, *, outcome: str | None = None,
-                 timeout: float = 60) -> dict[str, Any]:
+def finished_run(
+    sup: SupervisorProcess, task: str, *, outcome: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
     """The newest finished main() run of ``task`` (waiting for one with ``outcome`` if given), after
     asserting that no process of that run is alive.
 
     The check happens here, while the supervisor still runs, because its shutdown sweeps every cookie of
     its home: a leak checked only after the ``with`` block would be hidden by that last-resort sweep.
     """
+
     def newest() -> dict[str, Any] | None:
         for run in sup.history(task):
             if run["outcome"] not in (None, "skipped", "testing"):
                 return run if outcome is None or run["outcome"] == outcome else None
         return None
-    run = wait_for(newest, timeout=timeout, interval=0.2,
-                   what=f"a finished run of {task} (outcome {outcome})\n{sup.task_log(task)[-3000:]}")
+
+    run = wait_for(
+        newest,
+        timeout=timeout,
+        interval=0.2,
+        what=f"a finished run of {task} (outcome {outcome})\n{sup.task_log(task)[-3000:]}",
+    )
     assert_run_gone(sup.home, run["run_id"])
     return run
 
@@ -114,8 +123,7 @@ def assert_run_gone(home: Path, run_id: str) -> None:
 
 def supervisor_zombies(sup: SupervisorProcess) -> list[int]:
     assert sup.proc is not None
-    return [c.pid for c in psutil.Process(sup.proc.pid).children(recursive=True)
-            if c.status() == psutil.STATUS_ZOMBIE]
+    return [c.pid for c in psutil.Process(sup.proc.pid).children(recursive=True) if c.status() == psutil.STATUS_ZOMBIE]
 
 
 def is_zombie_or_gone(pid: int) -> str:
@@ -125,7 +133,7 @@ def is_zombie_or_gone(pid: int) -> str:
             stat = f.read()
     except OSError:
         return "gone"
-    return "zombie" if stat[stat.rfind(b")") + 2:][:1] == b"Z" else "alive"
+    return "zombie" if stat[stat.rfind(b")") + 2 :][:1] == b"Z" else "alive"
 
 
 # ---------------------------------------------------------------------------------------------- 1. timeout
@@ -142,8 +150,9 @@ def test_timeout_kills_grandchildren_that_ignore_sigterm(home: Path) -> None:
                                   "sh", out])
             time.sleep(300)
     """
-    write_task(home / "Tasks", "stubborn", main=main,
-               config=task_config(limits="TimeoutSeconds = 2\nKillGraceSeconds = 1"))
+    write_task(
+        home / "Tasks", "stubborn", main=main, config=task_config(limits="TimeoutSeconds = 2\nKillGraceSeconds = 1")
+    )
     with SupervisorProcess(home) as sup:
         wait_file(outdir(home, "stubborn") / "ready", lines=2)
         run = finished_run(sup, "stubborn")
@@ -157,11 +166,14 @@ def test_timeout_kills_grandchildren_that_ignore_sigterm(home: Path) -> None:
 
 # ------------------------------------------------------------------------------------ 2. escaped daemon
 def test_escaped_daemon_is_killed_when_main_returns(home: Path) -> None:
-    main = SPAWN_DAEMON + """
+    main = (
+        SPAWN_DAEMON
+        + """
 def main():
     pid = spawn_daemon(os.environ["TASK_OUTPUT_DIR"])
     return f"daemon {pid} started"
 """
+    )
     write_task(home / "Tasks", "daemonizer", main=main, config=task_config(limits="KillGraceSeconds = 1"))
     with SupervisorProcess(home) as sup:
         run = finished_run(sup, "daemonizer")
@@ -171,18 +183,25 @@ def main():
     assert run["outcome"] == "ok", run
     assert run["message"] == f"daemon {daemon} started"
     # Leaving a process behind is not a failure of the run, but it is worth a warning with the count.
-    assert re.search(r"WARNING .*\[run %s\] ok in [\d.]+ s: returned: daemon \d+ started; "
-                     r"1 leftover process\(es\) killed after main\(\) returned" % run["run_id"], log), log
+    assert re.search(
+        r"WARNING .*\[run %s\] ok in [\d.]+ s: returned: daemon \d+ started; "
+        r"1 leftover process\(es\) killed after main\(\) returned" % run["run_id"],
+        log,
+    ), log
 
 
 def test_escaped_daemon_is_killed_on_timeout(home: Path) -> None:
-    main = SPAWN_DAEMON + """
+    main = (
+        SPAWN_DAEMON
+        + """
 def main():
     spawn_daemon(os.environ["TASK_OUTPUT_DIR"])
     time.sleep(300)
 """
-    write_task(home / "Tasks", "daemonizer", main=main,
-               config=task_config(limits="TimeoutSeconds = 2\nKillGraceSeconds = 1"))
+    )
+    write_task(
+        home / "Tasks", "daemonizer", main=main, config=task_config(limits="TimeoutSeconds = 2\nKillGraceSeconds = 1")
+    )
     with SupervisorProcess(home) as sup:
         daemon = read_pids(wait_file(outdir(home, "daemonizer") / "daemon"))[0]
         run = finished_run(sup, "daemonizer")
@@ -220,12 +239,15 @@ def test_memory_hog_is_stopped_and_others_keep_running(home: Path) -> None:
         assert sup.proc is not None and sup.proc.poll() is None
     assert run["outcome"] == "memory", run
     if by_cgroup:
-        assert re.fullmatch(r"memory limit exceeded: the kernel's OOM killer ended \d+ process\(es\) at "
-                            r"MemoryMB=200 \(cgroup v[12] memory controller\)(; killed \d+ process\(es\))?",
-                            run["message"]), run
+        assert re.fullmatch(
+            r"memory limit exceeded: the kernel's OOM killer ended \d+ process\(es\) at "
+            r"MemoryMB=200 \(cgroup v[12] memory controller\)(; killed \d+ process\(es\))?",
+            run["message"],
+        ), run
     else:
-        assert re.fullmatch(r"memory limit exceeded: tree resident \d+ MB > MemoryMB=200; killed 1 process\(es\)",
-                            run["message"]), run
+        assert re.fullmatch(
+            r"memory limit exceeded: tree resident \d+ MB > MemoryMB=200; killed 1 process\(es\)", run["message"]
+        ), run
     assert f"[run {run['run_id']}] memory in" in log
     # The limit is checked every 0.25 s and the hog grows 200 MB/s, so the sample that caught it is at most
     # ~50 MB past the limit; the other 50 MB of the margin absorb a loop turn delayed by a busy machine.
@@ -238,7 +260,9 @@ def test_memory_hog_is_stopped_and_others_keep_running(home: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- 4. CPU
-SPIN = "import sys, time\nstart = time.process_time()\nwhile time.process_time() - start < float(sys.argv[1]):\n    pass\n"
+SPIN = (
+    "import sys, time\nstart = time.process_time()\nwhile time.process_time() - start < float(sys.argv[1]):\n    pass\n"
+)
 
 
 @pytest.mark.parametrize("where", ["main", "grandchild"])
@@ -255,14 +279,20 @@ def test_cpu_spinner_is_stopped_by_cpu_seconds(home: Path, where: str) -> None:
                               os.path.join(os.environ["TASK_DIR"], "spin_script.py")])
             time.sleep(300)
     """
-    write_task(home / "Tasks", "spinner", main=main, config=task_config(limits="CPUSeconds = 2"),
-               extra={"spin_script.py": SPIN})
+    write_task(
+        home / "Tasks",
+        "spinner",
+        main=main,
+        config=task_config(limits="CPUSeconds = 2"),
+        extra={"spin_script.py": SPIN},
+    )
     with SupervisorProcess(home) as sup:
         run = finished_run(sup, "spinner")
         log = sup.task_log("spinner")
     assert run["outcome"] == "timeout", run
-    assert re.fullmatch(r"CPU limit exceeded: tree used [\d.]+ CPU s > CPUSeconds=2; killed \d process\(es\)",
-                        run["message"]), run
+    assert re.fullmatch(
+        r"CPU limit exceeded: tree used [\d.]+ CPU s > CPUSeconds=2; killed \d process\(es\)", run["message"]
+    ), run
     assert run["cpu_s"] > 2, run
     assert f"[run {run['run_id']}] timeout in" in log and "CPU limit exceeded" in log
 
@@ -286,8 +316,13 @@ def test_cpu_of_finished_orphans_counts_toward_cpu_seconds(home: Path) -> None:
                     time.sleep(0.02)
             return "8 workers x 0.6 CPU s"
     """
-    write_task(home / "Tasks", "workers", main=main, config=task_config(limits="CPUSeconds = 2"),
-               extra={"spin_script.py": SPIN})
+    write_task(
+        home / "Tasks",
+        "workers",
+        main=main,
+        config=task_config(limits="CPUSeconds = 2"),
+        extra={"spin_script.py": SPIN},
+    )
     with SupervisorProcess(home) as sup:
         run = finished_run(sup, "workers")
     # 4.8 CPU seconds in total, never more than ~0.6 alive at once: only counting the dead catches it.
@@ -308,7 +343,9 @@ def test_sleeper_is_stopped_by_timeout_seconds(home: Path) -> None:
 
 # ------------------------------------------------------------------------- 5./6. the supervisor dies
 def test_sigkilled_supervisor_takes_its_runs_down_and_restarts_clean(home: Path) -> None:
-    main = SPAWN_DAEMON + """
+    main = (
+        SPAWN_DAEMON
+        + """
 import subprocess
 
 def main():
@@ -325,6 +362,7 @@ def main():
     os.rename(os.path.join(out, "pids.tmp"), os.path.join(out, "pids"))
     time.sleep(300)
 """
+    )
     write_task(home / "Tasks", "tree", main=main, config=task_config(limits="KillGraceSeconds = 30"))
     out = outdir(home, "tree")
     sup = SupervisorProcess(home).start()
@@ -336,8 +374,11 @@ def main():
         sup.kill()
     # Nobody restarts anything: the monitors notice on their own (PDEATHSIG, control pipe EOF). Their
     # orphan grace (2 s) applies, not the task's KillGraceSeconds=30.
-    wait_for(lambda: not cookie_processes(run_cookie(home)), timeout=10,
-             what="every process of the killed supervisor's runs to die")
+    wait_for(
+        lambda: not cookie_processes(run_cookie(home)),
+        timeout=10,
+        what="every process of the killed supervisor's runs to die",
+    )
     assert pids_alive(pids) == []
 
     (out / "calm").write_text("")
@@ -380,8 +421,9 @@ def test_restart_after_crash_kills_only_its_own_leftovers(home: Path, tmp_path: 
     env = dict(os.environ)
     ours = subprocess.Popen(["sleep", "300"], env={**env, "TASKAUTOMATION_RUN_COOKIE": run_cookie(home, run_id)})
     other_home = tmp_path / "another home"
-    foreign = subprocess.Popen(["sleep", "300"],
-                               env={**env, "TASKAUTOMATION_RUN_COOKIE": run_cookie(other_home, run_id)})
+    foreign = subprocess.Popen(
+        ["sleep", "300"], env={**env, "TASKAUTOMATION_RUN_COOKIE": run_cookie(other_home, run_id)}
+    )
     try:
         wait_for(lambda: len(cookie_processes(run_cookie(home, run_id))) == 2, timeout=10, what="leftovers")
         (home / "Tasks" / "victim" / "config.ini").write_text(task_config(startup=False, window=_window_not_now()))
@@ -405,7 +447,9 @@ def test_restart_after_crash_kills_only_its_own_leftovers(home: Path, tmp_path: 
 def test_monitor_killed_from_outside_leaves_no_orphans(home: Path) -> None:
     """SIGKILL of a run's monitor (an admin's kill -9, the OOM killer): nothing could stop the tree, so the
     supervisor finds what is left of the run by its cookie; the run is recorded as crashed."""
-    main = SPAWN_DAEMON + """
+    main = (
+        SPAWN_DAEMON
+        + """
 import subprocess
 
 def main():
@@ -417,6 +461,7 @@ def main():
     os.rename(os.path.join(out, "pids.tmp"), os.path.join(out, "pids"))
     time.sleep(300)
 """
+    )
     write_task(home / "Tasks", "headless", main=main, config=task_config())
     with SupervisorProcess(home) as sup:
         assert sup.proc is not None
@@ -465,8 +510,10 @@ def test_stdout_flood_is_capped_and_supervisor_memory_stays_flat(home: Path) -> 
     assert f"[output over 1048576 bytes: {100 * 1048576 - 1048576} more bytes dropped]" in text
     # 1 MiB of output kept, plus a timestamp prefix per kept line and the lifecycle lines.
     assert sum(p.stat().st_size for p in log_files) < 1.5 * 1048576
-    print(f"flood: supervisor RSS {before / 1048576:.1f} -> {after / 1048576:.1f} MB, "
-          f"task logs {sum(p.stat().st_size for p in log_files)} bytes")
+    print(
+        f"flood: supervisor RSS {before / 1048576:.1f} -> {after / 1048576:.1f} MB, "
+        f"task logs {sum(p.stat().st_size for p in log_files)} bytes"
+    )
     assert after - before < 30 * 1048576, f"supervisor RSS grew by {(after - before) / 1048576:.1f} MB"
 
 
@@ -580,8 +627,7 @@ def test_home_limits_are_defaults_that_a_task_overrides(home: Path) -> None:
     slow = "import time\n\ndef main():\n    time.sleep({})\n    return 'slept'\n"
     write_task(home / "Tasks", "inherits", main=slow.format(300), config=task_config())
     # Outlives the home default by 2 s: it can only return if its own TimeoutSeconds replaced the default.
-    write_task(home / "Tasks", "overrides", main=slow.format(4),
-               config=task_config(limits="TimeoutSeconds = 60"))
+    write_task(home / "Tasks", "overrides", main=slow.format(4), config=task_config(limits="TimeoutSeconds = 60"))
     with SupervisorProcess(home) as sup:
         inherited = finished_run(sup, "inherits")
         overridden = finished_run(sup, "overrides")
@@ -589,6 +635,7 @@ def test_home_limits_are_defaults_that_a_task_overrides(home: Path) -> None:
     assert inherited["message"] == "timed out after 2 s (TimeoutSeconds=2); killed 1 process(es)"
     assert overridden["outcome"] == "ok" and overridden["message"] == "slept", overridden
     assert overridden["duration_s"] > 2
+
 
 # ----------------------------------------------------------------------------------- 13. no leaks
 @pytest.mark.timeout(180)
@@ -613,13 +660,16 @@ def test_supervisor_files_and_memory_stay_flat_over_many_runs(home: Path) -> Non
         runs = [r for r in sup.history("short") if r["outcome"] not in ("skipped", None)]
         for run in runs:  # while the supervisor runs: its shutdown sweep would hide a leak
             assert_run_gone(home, run["run_id"])
-    print(f"{len(runs)} runs: fds {fds_before} -> {fds_after}, threads {threads_before} -> {threads_after}, "
-          f"RSS {rss_before / 1048576:.1f} -> {rss_after / 1048576:.1f} MB")
+    print(
+        f"{len(runs)} runs: fds {fds_before} -> {fds_after}, threads {threads_before} -> {threads_after}, "
+        f"RSS {rss_before / 1048576:.1f} -> {rss_after / 1048576:.1f} MB"
+    )
     assert len(runs) >= 55 and {r["outcome"] for r in runs} == {"ok"}
     # A run in flight holds 3 pipe ends and a relay thread; one may be in flight at either measurement.
     assert fds_after - fds_before <= 6, (fds_before, fds_after)
     assert threads_after - threads_before <= 2, (threads_before, threads_after)
     assert rss_after - rss_before < 20 * 1048576, f"RSS grew by {(rss_after - rss_before) / 1048576:.1f} MB"
+
 
 # ------------------------------------------------------------------------------ Runner-level checks
 def test_monitor_stops_the_tree_when_its_control_pipe_closes(tmp_path: Path) -> None:
@@ -631,22 +681,41 @@ def test_monitor_stops_the_tree_when_its_control_pipe_closes(tmp_path: Path) -> 
     from supervisor.spec import LaunchSpec, RunMode
 
     home = tmp_path
-    main = SPAWN_DAEMON + """
+    main = (
+        SPAWN_DAEMON
+        + """
 def main():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spawn_daemon(os.environ["TASK_OUTPUT_DIR"])
     time.sleep(300)
 """
+    )
     folder = write_task(home / "Tasks", "orphaned", main=main)
     cookie = run_cookie(home, "run-1")
-    env = child_environment(os.environ, task="orphaned", run_id="run-1", task_dir=folder,
-                            output_dir=folder / "Output", env_dir=Path(sys.executable).parent.parent,
-                            cookie=cookie)
+    env = child_environment(
+        os.environ,
+        task="orphaned",
+        run_id="run-1",
+        task_dir=folder,
+        output_dir=folder / "Output",
+        env_dir=Path(sys.executable).parent.parent,
+        cookie=cookie,
+    )
     exits: queue.Queue[Any] = queue.Queue()
-    runner = Runner(output_cap_bytes=1 << 20, on_output=lambda spec, line: None,
-                    on_exit=lambda spec, report: exits.put(report))
-    run = runner.launch(LaunchSpec(task="orphaned", run_id="run-1", mode=RunMode.MAIN, python=Path(sys.executable),
-                                   home=home, kill_grace_s=60, env=env))
+    runner = Runner(
+        output_cap_bytes=1 << 20, on_output=lambda spec, line: None, on_exit=lambda spec, report: exits.put(report)
+    )
+    run = runner.launch(
+        LaunchSpec(
+            task="orphaned",
+            run_id="run-1",
+            mode=RunMode.MAIN,
+            python=Path(sys.executable),
+            home=home,
+            kill_grace_s=60,
+            env=env,
+        )
+    )
     try:
         daemon = read_pids(wait_file(folder / "Output" / "daemon"))[0]
         run.close_control()  # what the kernel does to the pipe when the supervisor is SIGKILLed

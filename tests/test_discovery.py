@@ -25,6 +25,7 @@ def rescan_diff(tasks: Path, before: dict[str, TaskFolder]) -> TaskDiff:
 
 # --- scanning ----------------------------------------------------------------------------------------
 
+
 def test_missing_tasks_folder_holds_no_tasks(tmp_path):
     assert scan_tasks(tmp_path / "Tasks") == {}
 
@@ -102,6 +103,7 @@ def test_unreadable_files_do_not_raise_and_hash_stably(tasks):
 
 # --- diffing -------------------------------------------------------------------------------------------
 
+
 def test_identical_scans_diff_empty(tasks):
     write_task(tasks, "a")
     write_task(tasks, "b")
@@ -123,11 +125,14 @@ def test_added_and_removed(tasks):
     assert not diff.empty
 
 
-@pytest.mark.parametrize("filename, field", [
-    ("config.ini", "config_changed"),
-    ("main.py", "code_changed"),
-    ("requirements.txt", "requirements_changed"),
-])
+@pytest.mark.parametrize(
+    "filename, field",
+    [
+        ("config.ini", "config_changed"),
+        ("main.py", "code_changed"),
+        ("requirements.txt", "requirements_changed"),
+    ],
+)
 def test_each_file_change_is_classified(tasks, filename, field):
     write_task(tasks, "t")
     write_task(tasks, "other")
@@ -135,8 +140,10 @@ def test_each_file_change_is_classified(tasks, filename, field):
     with open(tasks / "t" / filename, "a") as handle:
         handle.write("\n# edited\n")
     diff = rescan_diff(tasks, before)
-    changed = {name: getattr(diff, name) for name in
-               ("added", "removed", "config_changed", "code_changed", "requirements_changed")}
+    changed = {
+        name: getattr(diff, name)
+        for name in ("added", "removed", "config_changed", "code_changed", "requirements_changed")
+    }
     assert changed == {name: (("t",) if name == field else ()) for name in changed}
 
 
@@ -197,16 +204,17 @@ def test_fingerprint_follows_every_file(tasks):
 
 def test_diff_is_pure_on_hand_made_scans():
     def folder(name: str, config: str | None = "c", code: str | None = "m", reqs: str = "r") -> TaskFolder:
-        return TaskFolder(name=name, path=Path("/T") / name, config_hash=config, code_hash=code,
-                          requirements_hash=reqs)
+        return TaskFolder(name=name, path=Path("/T") / name, config_hash=config, code_hash=code, requirements_hash=reqs)
 
     old = {"a": folder("a"), "b": folder("b"), "c": folder("c", code=None)}
     new = {"b": folder("b", config=None, reqs="r2"), "c": folder("c"), "z": folder("z")}
-    assert diff_tasks(old, new) == TaskDiff(added=("z",), removed=("a",), config_changed=("b",),
-                                            code_changed=("c",), requirements_changed=("b",))
+    assert diff_tasks(old, new) == TaskDiff(
+        added=("z",), removed=("a",), config_changed=("b",), code_changed=("c",), requirements_changed=("b",)
+    )
 
 
 # --- check_task_source -------------------------------------------------------------------------------
+
 
 def test_valid_task_source_passes(tasks):
     folder = write_task(tasks, "ok")
@@ -260,13 +268,16 @@ def test_main_as_a_class_method_does_not_count(tasks):
         check_task_source(folder, task="t")
 
 
-@pytest.mark.parametrize("source", [
-    "from os.path import join as main\n",
-    "import json as main\n",
-    "def _run():\n    pass\nmain = _run\n",
-    "try:\n    import fastjob\n    def main():\n        pass\nexcept ImportError:\n    def main():\n        pass\n",
-    "import sys\nif sys.platform:\n    def main():\n        pass\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from os.path import join as main\n",
+        "import json as main\n",
+        "def _run():\n    pass\nmain = _run\n",
+        "try:\n    import fastjob\n    def main():\n        pass\nexcept ImportError:\n    def main():\n        pass\n",
+        "import sys\nif sys.platform:\n    def main():\n        pass\n",
+    ],
+)
 def test_main_bound_at_module_level_in_other_ways_counts(tasks, source):
     check_task_source(write_task(tasks, "t", main=source), task="t")
 

@@ -17,7 +17,12 @@ import pytest
 from supervisor.cli import main as cli_main
 from supervisor.doctor import Status, check_cgroups, check_inotify, doctor_command, run_checks
 from supervisor.doctor_probes import (
-    CgroupInfo, Probes, SupervisorProbe, broken_envs, parse_cgroups, probe_supervisor,
+    CgroupInfo,
+    Probes,
+    SupervisorProbe,
+    broken_envs,
+    parse_cgroups,
+    probe_supervisor,
 )
 from supervisor.envs import MARKER_NAME
 from supervisor.paths import Paths
@@ -34,8 +39,19 @@ def test_healthy_home_has_no_fail_and_json_schema(home: Path, capsys: pytest.Cap
     code = cli_main(["doctor", "--json", "--home", str(home)])
     report = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in report["checks"]]
-    assert names == ["python", "uv", "inotify", "cgroups", "disk", "home writable", "time zones", "clock",
-                     "envs", "systemd unit", "supervisor"]
+    assert names == [
+        "python",
+        "uv",
+        "inotify",
+        "cgroups",
+        "disk",
+        "home writable",
+        "time zones",
+        "clock",
+        "envs",
+        "systemd unit",
+        "supervisor",
+    ]
     for check in report["checks"]:
         assert set(check) == {"name", "status", "detail", "fix"}
         assert check["status"] in ("pass", "warn", "fail")
@@ -47,16 +63,19 @@ def test_healthy_home_has_no_fail_and_json_schema(home: Path, capsys: pytest.Cap
     assert by_name["supervisor"]["status"] == "warn"  # none running on this home
 
 
-@pytest.mark.parametrize("probe, value, failing", [
-    ("python", lambda: ((3, 8, 10), "/usr/bin/python3.8"), "python"),
-    ("max_watches", lambda: 10, "inotify"),
-    ("free_bytes", lambda home: 50 * 1024 * 1024, "disk"),
-    ("home_write_error", lambda home: "Read-only file system", "home writable"),
-    ("timezone_error", lambda: "Europe/Berlin: No time zone found with key Europe/Berlin", "time zones"),
-    ("supervisor", lambda paths: SupervisorProbe(running=True, error="timed out"), "supervisor"),
-], ids=["python", "inotify", "disk", "home-writable", "tzdata", "hung-supervisor"])
-def test_each_fail_condition(home: Path, probe: str, value, failing: str,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "probe, value, failing",
+    [
+        ("python", lambda: ((3, 8, 10), "/usr/bin/python3.8"), "python"),
+        ("max_watches", lambda: 10, "inotify"),
+        ("free_bytes", lambda home: 50 * 1024 * 1024, "disk"),
+        ("home_write_error", lambda home: "Read-only file system", "home writable"),
+        ("timezone_error", lambda: "Europe/Berlin: No time zone found with key Europe/Berlin", "time zones"),
+        ("supervisor", lambda paths: SupervisorProbe(running=True, error="timed out"), "supervisor"),
+    ],
+    ids=["python", "inotify", "disk", "home-writable", "tzdata", "hung-supervisor"],
+)
+def test_each_fail_condition(home: Path, probe: str, value, failing: str, capsys: pytest.CaptureFixture[str]) -> None:
     for index in range(20):
         (home / "Tasks" / f"t{index}").mkdir()
     probes = dataclasses.replace(Probes(), **{probe: value})
@@ -77,17 +96,24 @@ def test_inotify_thresholds() -> None:
 
 
 def test_cgroup_parsing_v1_v2_and_none(tmp_path: Path) -> None:
-    v1 = ("30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
-          "31 25 0:27 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n")
-    info = parse_cgroups(v1, "8:pids:/\n5:memory:/\n", read=lambda p: None,
-                         writable=lambda p: str(p).endswith("memory"))
+    v1 = (
+        "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "31 25 0:27 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+    )
+    info = parse_cgroups(
+        v1, "8:pids:/\n5:memory:/\n", read=lambda p: None, writable=lambda p: str(p).endswith("memory")
+    )
     assert info == CgroupInfo("v1", memory=True, pids=False, where="/sys/fs/cgroup/memory, /sys/fs/cgroup/pids")
     assert check_cgroups(info).status is Status.WARN and "pids" not in check_cgroups(info).detail.split(":")[1]
     group = tmp_path / "user.slice"
     group.mkdir()
     v2 = f"40 1 0:30 / {tmp_path} rw - cgroup2 cgroup2 rw\n"
-    info = parse_cgroups(v2, "0::/user.slice\n", read=lambda p: "cpu memory pids" if p.parent == group else None,
-                         writable=lambda p: p == group)
+    info = parse_cgroups(
+        v2,
+        "0::/user.slice\n",
+        read=lambda p: "cpu memory pids" if p.parent == group else None,
+        writable=lambda p: p == group,
+    )
     assert info == CgroupInfo("v2", memory=True, pids=True, where=str(group))
     assert check_cgroups(info).status is Status.PASS
     assert parse_cgroups("", "", read=lambda p: None, writable=lambda p: True).version is None
@@ -132,14 +158,24 @@ def test_a_supervisor_that_holds_the_lock_but_does_not_answer_fails(home: Path) 
 
 
 def test_doctor_command_line_exit_codes(home: Path, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "supervisor", "doctor", "--home", str(home)],
-                            capture_output=True, text=True, timeout=50, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "doctor", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS  home writable" in result.stdout
     # A home that does not exist is refused at the command line's edge (one line, exit 1) ...
     missing = tmp_path / "nope"
-    result = subprocess.run([sys.executable, "-m", "supervisor", "doctor", "--home", str(missing)],
-                            capture_output=True, text=True, timeout=50, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "doctor", "--home", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
     assert result.returncode == 1 and str(missing) in result.stderr and "does not exist" in result.stderr
     # ... and the check itself, asked directly, fails it instead of crashing.
     check = _by_name(run_checks(Paths(missing)))["home writable"]
@@ -156,12 +192,16 @@ def test_an_installed_unit_that_cannot_start_fails_and_a_short_stop_timeout_warn
     task.mkdir()
     (task / "main.py").write_text("def main():\n    pass\n")
     (task / "config.ini").write_text("[Frequency]\nEveryXMinutes = 5\n[Limits]\nKillGraceSeconds = 100\n")
-    probes = dataclasses.replace(Probes(), units=lambda paths: installed_units(
-        paths, environ={"XDG_CONFIG_HOME": str(config)}, user_home=home))
+    probes = dataclasses.replace(
+        Probes(), units=lambda paths: installed_units(paths, environ={"XDG_CONFIG_HOME": str(config)}, user_home=home)
+    )
 
     def write(python: Path, stop_s: int) -> None:
-        unit.write_text(render_unit(UnitSpec(name=unit.stem, home=home, python=python, main_py=None,
-                                             user_mode=True, stop_timeout_s=stop_s)))
+        unit.write_text(
+            render_unit(
+                UnitSpec(name=unit.stem, home=home, python=python, main_py=None, user_mode=True, stop_timeout_s=stop_s)
+            )
+        )
 
     write(Path(sys.executable), 130)
     assert _by_name(run_checks(Paths(home), probes=probes))["systemd unit"].status is Status.PASS

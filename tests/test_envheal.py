@@ -32,8 +32,9 @@ def _install_python(base: Path, version_name: str) -> None:
     link.symlink_to(version_name)
 
 
-def test_an_env_whose_base_interpreter_was_deleted_is_rebuilt_once(home: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_an_env_whose_base_interpreter_was_deleted_is_rebuilt_once(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     base = home / "base"
     _install_python(base, "python3-old")
     task = home / "Tasks" / "t"
@@ -54,8 +55,9 @@ def test_an_env_whose_base_interpreter_was_deleted_is_rebuilt_once(home: Path,
     healed = manager.ensure(task="t", requirements=task / "requirements.txt", task_dir=task)
     assert healed.key == status.key and manager.is_ready(healed.key)
     assert healed.python.resolve() == (base / "python3-new").resolve()
-    done = subprocess.run([str(healed.python), "-c", "print('alive')"], capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [str(healed.python), "-c", "print('alive')"], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.strip() == "alive"
     rebuilt = [r.getMessage() for r in caplog.records if "rebuilding it" in r.getMessage()]
     assert rebuilt == [f"{reason}; rebuilding it for task t"]
@@ -69,8 +71,10 @@ def test_a_base_folder_named_in_pyvenv_cfg_that_is_gone_is_broken(tmp_path: Path
     (env / "bin").mkdir(parents=True)
     shutil.copy2(_real_interpreter(), env / "bin" / "python")  # a --copies venv: the binary itself survives
     (env / "pyvenv.cfg").write_text(f"home = {tmp_path / 'gone'}\n")
-    assert env_interpreter_problem(env) == f"the base interpreter folder {tmp_path / 'gone'} named in " \
-                                           f"{env / 'pyvenv.cfg'} is gone"
+    assert (
+        env_interpreter_problem(env) == f"the base interpreter folder {tmp_path / 'gone'} named in "
+        f"{env / 'pyvenv.cfg'} is gone"
+    )
     (tmp_path / "gone").mkdir()
     assert env_interpreter_problem(env) is None
     (env / "bin" / "python").unlink()
@@ -98,16 +102,23 @@ def test_a_running_supervisor_rebuilds_the_env_once_and_runs_go_on(home: Path) -
     (task / "main.py").write_text(
         "import os, sys\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n    os.makedirs(out, exist_ok=True)\n"
         "    with open(os.path.join(out, 'python.txt'), 'w') as f:\n        f.write(os.path.realpath(sys.executable))\n"
-        "    return 'ok'\n")
+        "    return 'ok'\n"
+    )
     output = task / "Output" / "python.txt"
     logger = logging.getLogger(f"test.in_process.{home.name}")  # the in-process supervisor's log
     envs = EnvManager(Paths(home), base_python=base / "python3", logger=logger)
     with InProcessSupervisor(home, envs=envs) as running:
-        wait_for(lambda: output.exists() and output.read_text().endswith("python3-old"), timeout=60,
-                 what="a run on the old interpreter")
+        wait_for(
+            lambda: output.exists() and output.read_text().endswith("python3-old"),
+            timeout=60,
+            what="a run on the old interpreter",
+        )
         (base / "python3-old").unlink()
         _install_python(base, "python3-new")
-        wait_for(lambda: output.read_text().endswith("python3-new"), timeout=60,
-                 what="a run on the rebuilt env\n" + running.log()[-3000:])
+        wait_for(
+            lambda: output.read_text().endswith("python3-new"),
+            timeout=60,
+            what="a run on the rebuilt env\n" + running.log()[-3000:],
+        )
         log = running.log()
     assert log.count("rebuilding it for task who") == 1, log[-3000:]

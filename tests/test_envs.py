@@ -35,8 +35,9 @@ class RecordingRunner:
     cwds: list[Path] = field(default_factory=list)
     pass_fds: list[Sequence[int]] = field(default_factory=list)
 
-    def __call__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                 pass_fds: Sequence[int] = ()) -> InstallerRun:
+    def __call__(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, pass_fds: Sequence[int] = ()
+    ) -> InstallerRun:
         self.calls.append(list(argv))
         self.envs.append(dict(env))
         self.cwds.append(cwd)
@@ -81,8 +82,9 @@ def pinned(wheels: Path, spec: str) -> str:
 
 
 def env_python_says(python: Path, code: str, *, cwd: Path) -> str:
-    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=cwd, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, cwd=cwd, timeout=60, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -95,48 +97,83 @@ def mypkg_version(python: Path, *, cwd: Path) -> str:
 # Pure logic
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_normalize_drops_comments_blanks_and_trailing_space_but_keeps_order_and_url_fragments() -> None:
-    text = ("# header\n\nmypkg==1.0   # pinned for reasons\n   \nother>=2 \\\n  ,<3\n"
-            "pkg @ https://example.invalid/pkg.whl#sha256=abc\n--no-index\t\n")
+    text = (
+        "# header\n\nmypkg==1.0   # pinned for reasons\n   \nother>=2 \\\n  ,<3\n"
+        "pkg @ https://example.invalid/pkg.whl#sha256=abc\n--no-index\t\n"
+    )
     assert normalize_requirements(text) == (
-        "mypkg==1.0", "other>=2   ,<3", "pkg @ https://example.invalid/pkg.whl#sha256=abc", "--no-index",
+        "mypkg==1.0",
+        "other>=2   ,<3",
+        "pkg @ https://example.invalid/pkg.whl#sha256=abc",
+        "--no-index",
     )
 
 
-@pytest.mark.parametrize("line", [
-    "-e .", "--editable=.", "./pkg", "pkg/sub", "mypkg-1.0-py3-none-any.whl", "--find-links wheels",
-    "--find-links=wheels", "-f wheels", "-r other.txt", "-rother.txt", "-c constraints.txt", "file:pkg",
-    "mypkg @ file:./pkg", "--index-url simple",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-e .",
+        "--editable=.",
+        "./pkg",
+        "pkg/sub",
+        "mypkg-1.0-py3-none-any.whl",
+        "--find-links wheels",
+        "--find-links=wheels",
+        "-f wheels",
+        "-r other.txt",
+        "-rother.txt",
+        "-c constraints.txt",
+        "file:pkg",
+        "mypkg @ file:./pkg",
+        "--index-url simple",
+    ],
+)
 def test_relative_local_references_are_detected(line: str) -> None:
     assert references_relative_path((line,))
 
 
-@pytest.mark.parametrize("line", [
-    "mypkg==1.0", "mypkg>=1; python_version >= '3.8'", "--find-links /opt/wheels", "-r /abs/other.txt",
-    "file:///abs/pkg", "pkg @ https://example.invalid/pkg-1.0.tar.gz", "--index-url https://example.invalid/",
-    "--no-index", "mypkg[extra]~=1.2",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "mypkg==1.0",
+        "mypkg>=1; python_version >= '3.8'",
+        "--find-links /opt/wheels",
+        "-r /abs/other.txt",
+        "file:///abs/pkg",
+        "pkg @ https://example.invalid/pkg-1.0.tar.gz",
+        "--index-url https://example.invalid/",
+        "--no-index",
+        "mypkg[extra]~=1.2",
+    ],
+)
 def test_absolute_or_index_references_are_not_relative(line: str) -> None:
     assert not references_relative_path((line,))
 
 
 def test_summary_keeps_pips_reason_lines() -> None:
-    output = ("Looking in links: /somewhere\n"
-              "ERROR: Could not find a version that satisfies the requirement nosuchpkg (from versions: none)\n"
-              "ERROR: No matching distribution found for nosuchpkg\n")
+    output = (
+        "Looking in links: /somewhere\n"
+        "ERROR: Could not find a version that satisfies the requirement nosuchpkg (from versions: none)\n"
+        "ERROR: No matching distribution found for nosuchpkg\n"
+    )
     summary = summarize_installer_output(output)
     assert "No matching distribution found for nosuchpkg" in summary
     assert "Looking in links" not in summary
 
 
 def test_summary_keeps_uvs_reason_in_plain_and_terminal_formats() -> None:
-    plain = ("Using Python 3.11.7 environment at: /x\nerror: No solution found when resolving dependencies\n"
-             "  cause: Because nosuchpkg was not found in the provided package locations and you require "
-             "nosuchpkg, we can conclude that your requirements are unsatisfiable.\n")
-    fancy = ("  \x1b[31m×\x1b[0m No solution found when resolving dependencies:\n"
-             "  ╰─▶ Because nosuchpkg was not found in the package registry and you require\n"
-             "      nosuchpkg, we can conclude that your requirements are unsatisfiable.\n")
+    plain = (
+        "Using Python 3.11.7 environment at: /x\nerror: No solution found when resolving dependencies\n"
+        "  cause: Because nosuchpkg was not found in the provided package locations and you require "
+        "nosuchpkg, we can conclude that your requirements are unsatisfiable.\n"
+    )
+    fancy = (
+        "  \x1b[31m×\x1b[0m No solution found when resolving dependencies:\n"
+        "  ╰─▶ Because nosuchpkg was not found in the package registry and you require\n"
+        "      nosuchpkg, we can conclude that your requirements are unsatisfiable.\n"
+    )
     for output in (plain, fancy):
         summary = summarize_installer_output(output)
         assert "Because nosuchpkg was not found" in summary
@@ -151,6 +188,7 @@ def test_summary_falls_back_to_the_last_lines() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Keys
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_key_ignores_comments_blank_lines_and_trailing_spaces(paths: Paths) -> None:
     manager = EnvManager(paths, run=RecordingRunner(real=False))
@@ -182,8 +220,11 @@ def test_missing_requirements_is_the_same_as_empty(paths: Paths) -> None:
 
 def test_relative_requirements_include_the_task_dir_absolute_ones_do_not(paths: Paths) -> None:
     manager = EnvManager(paths, run=RecordingRunner(real=False))
-    for text, shared in (("-e .\n", False), ("--find-links wheels\nmypkg\n", False),
-                         ("--find-links /abs/wheels\nmypkg\n", True)):
+    for text, shared in (
+        ("-e .\n", False),
+        ("--find-links wheels\nmypkg\n", False),
+        ("--find-links /abs/wheels\nmypkg\n", True),
+    ):
         dir_a, req_a = make_task(paths, "a", text)
         dir_b, req_b = make_task(paths, "b", text)
         same = manager.key_for(req_a, task_dir=dir_a) == manager.key_for(req_b, task_dir=dir_b)
@@ -213,6 +254,7 @@ def test_a_base_python_that_cannot_run_is_reported_at_construction(paths: Paths,
 # ---------------------------------------------------------------------------------------------------------
 # Building and reusing envs (real virtualenv + uv / pip, offline)
 # ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(180)
 def test_empty_requirements_give_a_working_python_without_an_installer_call(paths: Paths) -> None:
@@ -334,7 +376,8 @@ def write_local_project(folder: Path) -> None:
     """A project named localpkg whose build backend lives in the folder itself and builds editable wheels."""
     (folder / "localpkg").mkdir()
     (folder / "localpkg" / "__init__.py").write_text("__version__ = 'local'\n")
-    (folder / "pyproject.toml").write_text(textwrap.dedent("""\
+    (folder / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [build-system]
         requires = []
         build-backend = "tinybackend"
@@ -343,8 +386,10 @@ def write_local_project(folder: Path) -> None:
         [project]
         name = "localpkg"
         version = "0.5"
-        """))
-    (folder / "tinybackend.py").write_text(textwrap.dedent('''\
+        """)
+    )
+    (folder / "tinybackend.py").write_text(
+        textwrap.dedent("""\
         import base64, hashlib, os, zipfile
 
         def _wheel(directory, files):
@@ -369,7 +414,8 @@ def write_local_project(folder: Path) -> None:
 
         def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
             return _wheel(wheel_directory, {"localpkg_editable.pth": (os.path.abspath(".") + "\\n").encode()})
-        '''))
+        """)
+    )
 
 
 @pytest.mark.timeout(180)
@@ -408,8 +454,10 @@ def test_requirements_changed_during_the_install_build_the_new_content(paths: Pa
 
 def test_installer_timeout_kills_the_whole_group_and_reports_it(tmp_path: Path) -> None:
     grandchild = "import time; time.sleep(60)"
-    script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {grandchild!r}]); "
-              "print('started', flush=True); time.sleep(60)")
+    script = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {grandchild!r}]); "
+        "print('started', flush=True); time.sleep(60)"
+    )
     result = run_installer([sys.executable, "-c", script], cwd=tmp_path, env=os.environ, timeout=1.0)
     assert result.timed_out and result.returncode is None
     assert "started" in result.output
@@ -418,8 +466,9 @@ def test_installer_timeout_kills_the_whole_group_and_reports_it(tmp_path: Path) 
 
 @pytest.mark.timeout(180)
 def test_a_timed_out_install_is_an_env_build_error(paths: Paths) -> None:
-    def slow(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-             pass_fds: Sequence[int] = ()) -> InstallerRun:
+    def slow(
+        argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, pass_fds: Sequence[int] = ()
+    ) -> InstallerRun:
         assert timeout == 5.0
         return InstallerRun(None, "Resolving mypkg...\n", timed_out=True)
 
@@ -433,6 +482,7 @@ def test_a_timed_out_install_is_an_env_build_error(paths: Paths) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Concurrency
 # ---------------------------------------------------------------------------------------------------------
+
 
 class GatedRunner(RecordingRunner):
     """Fake installer that holds the first install open until ``release`` is set."""
@@ -492,8 +542,11 @@ def test_concurrent_ensure_of_one_key_builds_once(paths: Paths, managers: str) -
         assert runner.entered.wait(60), "first build never reached the installer"
         threads.append(threading.Thread(target=build, args=("B", second)))
         threads[1].start()
-        wait_for(lambda: any("task B waits" in m for m in handler.messages), timeout=30,
-                 what="the second builder to wait for the first")
+        wait_for(
+            lambda: any("task B waits" in m for m in handler.messages),
+            timeout=30,
+            what="the second builder to wait for the first",
+        )
     finally:
         runner.release.set()
         for thread in threads:
@@ -508,6 +561,7 @@ def test_concurrent_ensure_of_one_key_builds_once(paths: Paths, managers: str) -
 # ---------------------------------------------------------------------------------------------------------
 # Garbage collection
 # ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(180)
 def test_gc_removes_unreferenced_envs_only(paths: Paths) -> None:
@@ -553,13 +607,17 @@ def test_a_builder_after_gc_still_locks_properly(paths: Paths) -> None:
 # Hardening: transient failures, hostile requirements files
 # ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(180)
 def test_an_installer_killed_by_a_signal_is_transient_and_names_the_signal(paths: Paths) -> None:
     """The real installer process is replaced by one that is really SIGKILLed (as the OOM killer would)."""
-    def killed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-               pass_fds: Sequence[int] = ()) -> InstallerRun:
-        return run_installer(["sh", "-c", "echo Resolving mypkg; kill -9 $$"], cwd=cwd, env=env, timeout=timeout,
-                             pass_fds=pass_fds)
+
+    def killed(
+        argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, pass_fds: Sequence[int] = ()
+    ) -> InstallerRun:
+        return run_installer(
+            ["sh", "-c", "echo Resolving mypkg; kill -9 $$"], cwd=cwd, env=env, timeout=timeout, pass_fds=pass_fds
+        )
 
     manager = EnvManager(paths, run=killed)
     task_dir, req = make_task(paths, "oom", "mypkg\n")
@@ -590,8 +648,9 @@ def test_an_unreachable_index_is_transient(paths: Paths, installer: str, monkeyp
 
 
 def test_a_missing_package_is_not_transient(paths: Paths) -> None:
-    def missing(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                pass_fds: Sequence[int] = ()) -> InstallerRun:
+    def missing(
+        argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, pass_fds: Sequence[int] = ()
+    ) -> InstallerRun:
         return InstallerRun(1, "ERROR: No matching distribution found for nosuchpkg\n")
 
     manager = EnvManager(paths, run=missing)

@@ -24,8 +24,9 @@ EXAMPLES = ("DiskUsage", "HelloWorld", "NightlyArchive")
 def copy_examples(home: Path) -> Path:
     """The shipped examples as a fresh clone has them: empty Output/, no bytecode, nothing else."""
     for name in EXAMPLES:
-        shutil.copytree(REPO / "Tasks" / name, home / "Tasks" / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "Output"))
+        shutil.copytree(
+            REPO / "Tasks" / name, home / "Tasks" / name, ignore=shutil.ignore_patterns("__pycache__", "Output")
+        )
         (home / "Tasks" / name / "Output").mkdir()
     return home
 

@@ -19,16 +19,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _child(code: str, *, nofile: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["prlimit", f"--nofile={nofile}", sys.executable, "-c", code], cwd=cwd,
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        ["prlimit", f"--nofile={nofile}", sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_soft_limit_is_raised_to_the_hard_limit() -> None:
-    result = _child("import resource\nfrom supervisor.fdlimit import raise_fd_limit\n"
-                    "r = raise_fd_limit()\nprint(r.before, r.after, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
-                    "print(r.describe())", nofile="40:4096")
-    assert result.stdout.splitlines() == ["40 4096 4096", "open-file limit raised from 40 to 4096 (the hard limit)"], \
+    result = _child(
+        "import resource\nfrom supervisor.fdlimit import raise_fd_limit\n"
+        "r = raise_fd_limit()\nprint(r.before, r.after, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(r.describe())",
+        nofile="40:4096",
+    )
+    assert result.stdout.splitlines() == ["40 4096 4096", "open-file limit raised from 40 to 4096 (the hard limit)"], (
         result.stderr
+    )
 
 
 def test_idle_task_logs_hold_no_file_descriptor(tmp_path: Path) -> None:
@@ -77,7 +87,9 @@ print(Path({str(tmp_path)!r}, "busy.log").read_text().count("\\n"))
 def test_a_supervisor_with_more_tasks_than_fds_keeps_running(home: Path) -> None:
     """120 disabled tasks (each logs a line to its own log) and a canary, under a hard limit of 100 fds."""
     for n in range(120):
-        write_task(home / "Tasks", f"idle-{n:03d}", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nEnabled = False\n")
+        write_task(
+            home / "Tasks", f"idle-{n:03d}", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nEnabled = False\n"
+        )
     write_task(home / "Tasks", "canary", config="[Frequency]\nEveryXMinutes = 0.05\n")
     with SupervisorProcess(home, prefix=("prlimit", "--nofile=100:100")) as sup:
         wait_for(lambda: len(sup.history("canary")) >= 2, timeout=90, what="two canary runs")
@@ -91,10 +103,15 @@ def test_a_supervisor_with_more_tasks_than_fds_keeps_running(home: Path) -> None
 
 def test_runs_get_the_soft_limit_the_supervisor_started_with(home: Path) -> None:
     """The supervisor raises its own soft limit; a task gets the usual one back (select() users break past 1024)."""
-    write_task(home / "Tasks", "limits", config="[Frequency]\nEveryXMinutes = 60\n",
-               main="def main():\n    import resource\n    return '%d %d' % resource.getrlimit(resource.RLIMIT_NOFILE)\n")
+    write_task(
+        home / "Tasks",
+        "limits",
+        config="[Frequency]\nEveryXMinutes = 60\n",
+        main="def main():\n    import resource\n    return '%d %d' % resource.getrlimit(resource.RLIMIT_NOFILE)\n",
+    )
     with SupervisorProcess(home, prefix=("prlimit", "--nofile=1024:8192")) as sup:
         sup.wait_log("open-file limit raised from 1024 to 8192")
-        runs = wait_for(lambda: [r for r in sup.history("limits") if r["outcome"] == "ok"], timeout=60,
-                        what="a finished run")
+        runs = wait_for(
+            lambda: [r for r in sup.history("limits") if r["outcome"] == "ok"], timeout=60, what="a finished run"
+        )
         assert runs[0]["message"] == "1024 8192"

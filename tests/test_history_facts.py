@@ -14,8 +14,16 @@ T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 def test_streak_counts_failures_resets_on_ok_and_ignores_the_rest() -> None:
     streak = 0
     seen = []
-    for outcome in (Outcome.FAILED, Outcome.TIMEOUT, Outcome.SKIPPED, Outcome.KILLED, Outcome.MEMORY, Outcome.OK,
-                    Outcome.ENV_FAILED, Outcome.CRASHED):
+    for outcome in (
+        Outcome.FAILED,
+        Outcome.TIMEOUT,
+        Outcome.SKIPPED,
+        Outcome.KILLED,
+        Outcome.MEMORY,
+        Outcome.OK,
+        Outcome.ENV_FAILED,
+        Outcome.CRASHED,
+    ):
         streak = streak_after(streak, outcome)
         seen.append(streak)
     assert seen == [1, 2, 2, 2, 3, 0, 1, 2]
@@ -24,8 +32,10 @@ def test_streak_counts_failures_resets_on_ok_and_ignores_the_rest() -> None:
 
 def test_streak_from_history_matches_the_incremental_count() -> None:
     outcomes = [Outcome.OK, Outcome.FAILED, Outcome.TESTING, Outcome.CRASHED, None]  # oldest first; None = open
-    rows = [RunRecord(run_id=str(i), task="t", trigger=Trigger.SCHEDULE, started=T0, outcome=o)
-            for i, o in enumerate(outcomes)]
+    rows = [
+        RunRecord(run_id=str(i), task="t", trigger=Trigger.SCHEDULE, started=T0, outcome=o)
+        for i, o in enumerate(outcomes)
+    ]
     assert failure_streak(reversed(rows)) == 2
 
 

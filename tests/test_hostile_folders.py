@@ -79,8 +79,11 @@ def _canary_starts(sup: SupervisorProcess) -> list[datetime]:
 
 def _assert_cadence(sup: SupervisorProcess, *, after: int, more: int) -> None:
     """The canary completes ``more`` further runs, none of them late by more than an interval."""
-    runs = wait_for(lambda: (lambda s: s if len(s) >= after + more else None)(_canary_starts(sup)),
-                    timeout=CANARY_EVERY_S * (more + 4) + 20, what=f"{more} more canary runs")
+    runs = wait_for(
+        lambda: (lambda s: s if len(s) >= after + more else None)(_canary_starts(sup)),
+        timeout=CANARY_EVERY_S * (more + 4) + 20,
+        what=f"{more} more canary runs",
+    )
     gaps = [(b - a).total_seconds() for a, b in zip(runs, runs[1:])]
     # A loop blocked on a FIFO shows as an unbounded gap; the bound is generous for a loaded 2-core machine.
     assert max(gaps) < 2 * CANARY_EVERY_S + 2, gaps
@@ -88,10 +91,12 @@ def _assert_cadence(sup: SupervisorProcess, *, after: int, more: int) -> None:
 
 def _assert_errors(sup: SupervisorProcess) -> None:
     for name, (_make, expected) in HOSTILE.items():
+
         def shows(name: str = name, expected: str = expected) -> bool:
             task = next((t for t in sup.status()["tasks"] if t["name"] == name), {})
             error = task.get("error") or ""
             return expected in error and f"task '{name}'" in error
+
         wait_for(shows, timeout=60, what=f"{name}: {expected!r} in its status")
         assert expected in sup.log()
 

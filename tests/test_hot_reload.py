@@ -79,12 +79,14 @@ def run_now(sup: SupervisorProcess, task: str) -> None:
 # 1. a folder copied in file by file
 # --------------------------------------------------------------------------------------------------------
 
+
 def test_folder_copied_in_file_by_file_is_loaded_once(fast_home: Path) -> None:
     tasks = fast_home / "Tasks"
     # RunOnStartup applies regardless of the window: give it a one-minute window two hours away.
     away = (datetime.now() + timedelta(hours=2)).strftime("%H:%M")
-    startup_config = f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {away}\nAllowedTo = {away}\n" \
-                     "[Global]\nRunOnStartup = True\n"
+    startup_config = (
+        f"[Frequency]\nEveryXMinutes = 60\nAllowedFrom = {away}\nAllowedTo = {away}\n[Global]\nRunOnStartup = True\n"
+    )
     with SupervisorProcess(fast_home) as sup:
         for name in ("copied", "plain"):
             (tasks / name).mkdir()
@@ -150,8 +152,14 @@ def initialize():
 
 
 def test_code_edits_reinitialize_and_the_next_run_uses_the_new_code(fast_home: Path) -> None:
-    folder = write_task(fast_home / "Tasks", "coder", main=CODE.format(version="v1"), initialize=None,
-                        config=HOURLY_STARTUP, extra={"helper.py": "VALUE = 'h1'\n"})
+    folder = write_task(
+        fast_home / "Tasks",
+        "coder",
+        main=CODE.format(version="v1"),
+        initialize=None,
+        config=HOURLY_STARTUP,
+        extra={"helper.py": "VALUE = 'h1'\n"},
+    )
     with SupervisorProcess(fast_home) as sup:
         sup.wait_log("returned: main v1 h1", task="coder")
 
@@ -218,6 +226,7 @@ def test_config_edit_applies_new_interval_without_interrupting_the_run(fast_home
 # 4. Enabled toggle
 # --------------------------------------------------------------------------------------------------------
 
+
 def test_enabled_toggle_unschedules_and_reschedules_with_run_on_startup(fast_home: Path) -> None:
     tasks = fast_home / "Tasks"
     folder = write_task(tasks, "toggled", config=EVERY_1_2_S + "[Global]\nRunOnStartup = True\n")
@@ -238,8 +247,11 @@ def test_enabled_toggle_unschedules_and_reschedules_with_run_on_startup(fast_hom
 
         (folder / "config.ini").write_text(EVERY_1_2_S + "[Global]\nEnabled = True\nRunOnStartup = True\n")
         sup.wait_log("task 'toggled': loaded:", count=2)
-        wait_for(lambda: [r["trigger"] for r in sup.history("toggled")].count("startup") == 2, timeout=30,
-                 what="a second RunOnStartup run after re-enabling")
+        wait_for(
+            lambda: [r["trigger"] for r in sup.history("toggled")].count("startup") == 2,
+            timeout=30,
+            what="a second RunOnStartup run after re-enabling",
+        )
         sup.wait_log("ok in", task="toggled", count=runs_when_disabled + 2)
         assert sup.task_status("toggled")["state"] in ("scheduled", "running")
         assert set(outcomes(sup, "toggled")) <= {"ok", "skipped"}
@@ -249,6 +261,7 @@ def test_enabled_toggle_unschedules_and_reschedules_with_run_on_startup(fast_hom
 # 5. folder deleted during a run
 # --------------------------------------------------------------------------------------------------------
 
+
 def test_folder_deleted_during_a_run_lets_the_run_finish(fast_home: Path, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -256,9 +269,9 @@ def test_folder_deleted_during_a_run_lets_the_run_finish(fast_home: Path, tmp_pa
         import os, time
 
         def main():
-            open({str(gate / 'started')!r}, "w").close()
+            open({str(gate / "started")!r}, "w").close()
             deadline = time.monotonic() + 60
-            while not os.path.exists({str(gate / 'release')!r}) and time.monotonic() < deadline:
+            while not os.path.exists({str(gate / "release")!r}) and time.monotonic() < deadline:
                 time.sleep(0.05)
             return "finished after removal"
     """
@@ -271,8 +284,9 @@ def test_folder_deleted_during_a_run_lets_the_run_finish(fast_home: Path, tmp_pa
         sup.wait_log("task 'doomed': folder removed; unscheduled; its run in flight may finish within its timeout")
         assert "doomed" not in [t["name"] for t in sup.status()["tasks"]]
         (gate / "release").touch()
-        done = wait_for(lambda: re.search(r"task 'doomed': run \S+ (\S+) in", sup.log()), timeout=30,
-                        what="the doomed run to end")
+        done = wait_for(
+            lambda: re.search(r"task 'doomed': run \S+ (\S+) in", sup.log()), timeout=30, what="the doomed run to end"
+        )
         assert done.group(1) == "ok"
         bystanders = sup.task_log("bystander").count("ok in")
         sup.wait_log("ok in", task="bystander", count=bystanders + 2)
@@ -286,6 +300,7 @@ def test_folder_deleted_during_a_run_lets_the_run_finish(fast_home: Path, tmp_pa
 # --------------------------------------------------------------------------------------------------------
 # 6. broken config or code, then fixed
 # --------------------------------------------------------------------------------------------------------
+
 
 def test_broken_config_and_code_are_reported_once_and_fixing_reloads(fast_home: Path) -> None:
     folder = write_task(fast_home / "Tasks", "fragile", config=HOURLY_STARTUP)
@@ -342,7 +357,9 @@ def _requirements(wheels: Path, pin: str) -> str:
 def _env_key(home: Path, text: str, scratch: Path) -> str:
     """The key the supervisor will compute for requirements ``text`` (same interpreter, same installer)."""
     scratch.write_text(text)
-    return EnvManager(Paths(home), logger=logging.getLogger("test.hot_reload")).key_for(scratch, task_dir=scratch.parent)
+    return EnvManager(Paths(home), logger=logging.getLogger("test.hot_reload")).key_for(
+        scratch, task_dir=scratch.parent
+    )
 
 
 def test_requirements_change_switches_envs_without_a_failed_run(fast_home: Path, tmp_path: Path) -> None:
@@ -353,8 +370,9 @@ def test_requirements_change_switches_envs_without_a_failed_run(fast_home: Path,
     bad_text = _requirements(wheels, "no-such-package-hr==9.9")
     old_key = _env_key(fast_home, old_text, tmp_path / "old.txt")
     new_key = _env_key(fast_home, new_text, tmp_path / "new.txt")
-    folder = write_task(fast_home / "Tasks", "pinned", main=VERSION_MAIN, initialize=None, config=EVERY_1_2_S,
-                        requirements=old_text)
+    folder = write_task(
+        fast_home / "Tasks", "pinned", main=VERSION_MAIN, initialize=None, config=EVERY_1_2_S, requirements=old_text
+    )
     with SupervisorProcess(fast_home) as sup:
         sup.wait_log("returned: version 1.0", task="pinned", count=2, timeout=60)
         assert (fast_home / "envs" / old_key).is_dir()
@@ -382,8 +400,11 @@ def test_requirements_change_switches_envs_without_a_failed_run(fast_home: Path,
 
         # A broken requirements.txt: the build fails loudly and the last good env keeps serving.
         (folder / "requirements.txt").write_text(bad_text)
-        failure = wait_for(lambda: re.search(r"ERROR +(task 'pinned': cannot install .*)", sup.log()), timeout=60,
-                           what="the failed build to be logged")
+        failure = wait_for(
+            lambda: re.search(r"ERROR +(task 'pinned': cannot install .*)", sup.log()),
+            timeout=60,
+            what="the failed build to be logged",
+        )
         assert "no-such-package-hr" in failure.group(1)
         sup.wait_log("The previous env keeps serving")
         served = sup.task_log("pinned").count("returned: version 2.0")
@@ -403,6 +424,7 @@ def test_requirements_change_switches_envs_without_a_failed_run(fast_home: Path,
 # --------------------------------------------------------------------------------------------------------
 # 8. editor save patterns
 # --------------------------------------------------------------------------------------------------------
+
 
 def _source(n: int) -> str:
     return f"def main():\n    return 'main {n}'\n\ndef initialize():\n    return 'init {n}'\n"
@@ -470,8 +492,14 @@ def initialize():
 
 
 def test_writing_output_causes_no_reload(fast_home: Path) -> None:
-    folder = write_task(fast_home / "Tasks", "writer", main=WRITER, initialize=None, config=HOURLY_STARTUP,
-                        extra={"helper.py": "WHAT = 'ticks'\n"})
+    folder = write_task(
+        fast_home / "Tasks",
+        "writer",
+        main=WRITER,
+        initialize=None,
+        config=HOURLY_STARTUP,
+        extra={"helper.py": "WHAT = 'ticks'\n"},
+    )
     with SupervisorProcess(fast_home) as sup:
         sup.wait_log("returned: wrote ticks", task="writer", timeout=60)
         barrier(sup)
@@ -486,22 +514,27 @@ def test_writing_output_causes_no_reload(fast_home: Path) -> None:
 # 10. no inotify: polling fallback and the loop's safety-net rescan (in-process supervisor)
 # --------------------------------------------------------------------------------------------------------
 
+
 def _no_inotify() -> Any:
     raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
 
 def _wait_for_first_run(sup: InProcessSupervisor, task: str) -> None:
     log = sup.paths.task_log(task)
-    wait_for(lambda: log.exists() and "returned: picked up" in log.read_text(), timeout=60,
-             what=f"{task} to be picked up and run\n{sup.log()[-2000:]}")
+    wait_for(
+        lambda: log.exists() and "returned: picked up" in log.read_text(),
+        timeout=60,
+        what=f"{task} to be picked up and run\n{sup.log()[-2000:]}",
+    )
 
 
 def test_polling_fallback_picks_up_a_new_task_without_inotify(home: Path) -> None:
     watchers: list[TaskWatcher] = []
 
     def watcher_factory(on_change: Callable[[], None]) -> TaskWatcher:
-        watchers.append(TaskWatcher(home / "Tasks", on_change, debounce_s=0.3, fallback_poll_s=0.2,
-                                    observer_factory=_no_inotify))
+        watchers.append(
+            TaskWatcher(home / "Tasks", on_change, debounce_s=0.3, fallback_poll_s=0.2, observer_factory=_no_inotify)
+        )
         return watchers[0]
 
     with InProcessSupervisor(home, watcher_factory=watcher_factory) as sup:

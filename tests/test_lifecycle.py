@@ -17,8 +17,8 @@ DERIVED_STATES = {"running", "queued", OFFLINE_STOPPED, DONE, PAUSED}  # shown b
 
 def documented_states() -> set[str]:
     text = DOCS.read_text()
-    table = text[text.index("| state | meaning |"):]
-    table = table[:table.index("\n\n")]
+    table = text[text.index("| state | meaning |") :]
+    table = table[: table.index("\n\n")]
     return set(re.findall(r"^\| `([a-z-]+)` \|", table, flags=re.M))
 
 

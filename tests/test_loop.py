@@ -66,8 +66,18 @@ def test_missed_slots_are_caught_up_once_after_a_restart(tmp_path: Path) -> None
     Paths(home).ensure()
     records = Records(Paths(home).database)
     old = START - timedelta(hours=5)
-    records.record_instant(RunRecord(run_id="old", task="t", trigger=Trigger.SCHEDULE, started=old, due=old,
-                                     finished=old, outcome=Outcome.OK, duration_s=1.0))
+    records.record_instant(
+        RunRecord(
+            run_id="old",
+            task="t",
+            trigger=Trigger.SCHEDULE,
+            started=old,
+            due=old,
+            finished=old,
+            outcome=Outcome.OK,
+            duration_s=1.0,
+        )
+    )
     h = Harness(home, records=records)
     h.sup.start()
     h.write("t", every=60)
@@ -234,8 +244,10 @@ def test_a_transient_spawn_error_is_retried_with_the_same_history_row(h: Harness
 
 
 def test_a_transient_initialize_spawn_error_is_retried(h: Harness) -> None:
-    h.executor.fail_next = (RunMode.INITIALIZE,
-                            SpawnError("task 't': cannot start: Cannot allocate memory", transient=True))
+    h.executor.fail_next = (
+        RunMode.INITIALIZE,
+        SpawnError("task 't': cannot start: Cannot allocate memory", transient=True),
+    )
     h.write("t")
     h.settle()
     assert h.state("t") == "initializing"
@@ -289,8 +301,10 @@ def test_the_loop_sleeps_until_the_next_due_run_but_never_longer_than_a_minute(h
 
 def test_a_start_being_retried_is_closed_when_the_task_goes_away_or_the_supervisor_stops(h: Harness) -> None:
     for name in ("gone", "stays"):
-        h.executor.fail_next = (RunMode.MAIN, SpawnError("cannot start: Resource temporarily unavailable",
-                                                         transient=True))
+        h.executor.fail_next = (
+            RunMode.MAIN,
+            SpawnError("cannot start: Resource temporarily unavailable", transient=True),
+        )
         h.write(name)
         h.settle()
     assert [h.state(n) for n in ("gone", "stays")] == ["queued", "queued"]
@@ -325,6 +339,8 @@ def test_a_retry_waits_for_a_run_slot_like_any_due_run(tmp_path: Path) -> None:
     h.settle()
     rows = h.rows("a")
     assert [(r.trigger, r.attempt, r.retry_of, r.outcome) for r in rows] == [
-        (Trigger.SCHEDULE, 1, None, Outcome.FAILED), (Trigger.RETRY, 2, first, Outcome.OK)]
+        (Trigger.SCHEDULE, 1, None, Outcome.FAILED),
+        (Trigger.RETRY, 2, first, Outcome.OK),
+    ]
     assert [f.consecutive_failures for f in h.facts if f.task == "a"] == [0, 0]
     h.records.close()

@@ -63,11 +63,16 @@ def test_a_failed_run_is_retried_with_backoff_as_its_own_rows_without_moving_the
     h.settle()
     rows = h.rows("t")
     assert [(r.trigger, r.attempt, r.retry_of, r.outcome) for r in rows] == [
-        (Trigger.SCHEDULE, 1, None, Outcome.FAILED), (Trigger.RETRY, 2, first, Outcome.TIMEOUT),
-        (Trigger.RETRY, 3, first, Outcome.FAILED)]
+        (Trigger.SCHEDULE, 1, None, Outcome.FAILED),
+        (Trigger.RETRY, 2, first, Outcome.TIMEOUT),
+        (Trigger.RETRY, 3, first, Outcome.FAILED),
+    ]
     assert rows[1].due == START + timedelta(seconds=35) and rows[2].due == START + timedelta(seconds=95)
-    assert [(f.attempt, f.final, f.consecutive_failures) for f in h.facts] == [(1, False, 0), (2, False, 0),
-                                                                              (3, True, 1)]
+    assert [(f.attempt, f.final, f.consecutive_failures) for f in h.facts] == [
+        (1, False, 0),
+        (2, False, 0),
+        (3, True, 1),
+    ]
     task = h.task("t")
     assert task["consecutive_failures"] == 1 and "attempt" not in task["why"]
     assert task["next_run"] == (START + timedelta(minutes=60)).isoformat()
@@ -83,8 +88,10 @@ def test_an_ok_retry_ends_the_run_and_resets_the_streak(h: Harness) -> None:
     h.settle()
     h.tick(600)
     assert len(h.executor.mains("t")) == 2
-    assert [(f.outcome, f.final, f.consecutive_failures) for f in h.facts] == [(Outcome.FAILED, False, 0),
-                                                                              (Outcome.OK, True, 0)]
+    assert [(f.outcome, f.final, f.consecutive_failures) for f in h.facts] == [
+        (Outcome.FAILED, False, 0),
+        (Outcome.OK, True, 0),
+    ]
 
 
 def test_the_next_slot_wins_over_a_retry_that_would_come_later(h: Harness) -> None:
@@ -157,11 +164,22 @@ def test_the_streak_read_back_from_history_counts_only_final_attempts() -> None:
     t0 = START
 
     def row(run_id: str, outcome: Outcome, attempt: int = 1, retry_of: str | None = None) -> RunRecord:
-        return RunRecord(run_id=run_id, task="t", trigger=Trigger.RETRY if retry_of else Trigger.SCHEDULE,
-                         started=t0, outcome=outcome, attempt=attempt, retry_of=retry_of)
+        return RunRecord(
+            run_id=run_id,
+            task="t",
+            trigger=Trigger.RETRY if retry_of else Trigger.SCHEDULE,
+            started=t0,
+            outcome=outcome,
+            attempt=attempt,
+            retry_of=retry_of,
+        )
 
-    newest_first = [row("c2", Outcome.FAILED, 2, "c1"), row("c1", Outcome.FAILED),  # run c: retried, final 2
-                    row("b1", Outcome.TIMEOUT),  # run b: not retried
-                    row("a2", Outcome.OK, 2, "a1"), row("a1", Outcome.FAILED)]  # run a: recovered
+    newest_first = [
+        row("c2", Outcome.FAILED, 2, "c1"),
+        row("c1", Outcome.FAILED),  # run c: retried, final 2
+        row("b1", Outcome.TIMEOUT),  # run b: not retried
+        row("a2", Outcome.OK, 2, "a1"),
+        row("a1", Outcome.FAILED),
+    ]  # run a: recovered
     assert failure_streak(newest_first) == 2
     assert failure_streak(newest_first[3:]) == 0

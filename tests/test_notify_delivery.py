@@ -43,20 +43,27 @@ def log() -> logging.Logger:
 
 
 def make_notifier(log: logging.Logger, **kwargs: object) -> Notifier:
-    notifier = Notifier(origin=Origin("testhost", Path("/srv/home")), logger=log, pauses_s=(0.0, 0.0),
-                        **kwargs)  # type: ignore[arg-type]
+    notifier = Notifier(origin=Origin("testhost", Path("/srv/home")), logger=log, pauses_s=(0.0, 0.0), **kwargs)  # type: ignore[arg-type]
     notifier.start()
     return notifier
 
 
 def write_run_log(path: Path, run_id: str, lines: list[str]) -> Path:
-    path.write_text("".join(f"2026-01-01 10:00:{i:02d},000 INFO    [run {run_id}] {line}\n"
-                            for i, line in enumerate(lines)))
+    path.write_text(
+        "".join(f"2026-01-01 10:00:{i:02d},000 INFO    [run {run_id}] {line}\n" for i, line in enumerate(lines))
+    )
     return path
 
 
-NOTICE = Notice(task="T", run_id="r1", event=NotifyEvent.FAILURE, outcome="failed", title="T failed (failed)",
-                body="body text", message="msg")
+NOTICE = Notice(
+    task="T",
+    run_id="r1",
+    event=NotifyEvent.FAILURE,
+    outcome="failed",
+    title="T failed (failed)",
+    body="body text",
+    message="msg",
+)
 
 
 # ---------------------------------------------------------------------------------------------- channels
@@ -87,8 +94,10 @@ def test_a_refused_delivery_is_a_result_with_a_reason() -> None:
 def test_ping_get_and_post(http: HttpReceiver) -> None:
     assert ping(http.url("/p/start")).ok
     assert ping(http.url("/p/fail"), b"tail").ok
-    assert [(r.method, r.path, r.body) for r in http.received()] == [("GET", "/p/start", b""),
-                                                                      ("POST", "/p/fail", b"tail")]
+    assert [(r.method, r.path, r.body) for r in http.received()] == [
+        ("GET", "/p/start", b""),
+        ("POST", "/p/fail", b"tail"),
+    ]
     http.status = 404
     result = ping(http.url("/p"))
     assert not result.ok and "404" in result.detail
@@ -114,8 +123,10 @@ def test_command_hook_gets_the_facts_in_its_environment_and_the_notice_on_stdin(
 
 def test_a_hanging_hook_is_killed_with_its_process_group(tmp_path: Path) -> None:
     started = tmp_path / "child.pid"
-    code = (f"import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; "
-            f"time.sleep(600)'])\nopen({str(started)!r}, 'w').write(str(p.pid))\ntime.sleep(600)\n")
+    code = (
+        f"import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; "
+        f"time.sleep(600)'])\nopen({str(started)!r}, 'w').write(str(p.pid))\ntime.sleep(600)\n"
+    )
     result = run_command([sys.executable, "-c", code], NOTICE, env=os.environ, timeout_s=1.0)
     assert not result.ok and "killed after 1 s" in result.detail
     pid = int(started.read_text())
@@ -131,13 +142,15 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- worker
-def test_three_tries_then_one_warning_with_the_url_secret_masked(http: HttpReceiver, log: logging.Logger,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_three_tries_then_one_warning_with_the_url_secret_masked(
+    http: HttpReceiver, log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
     http.status = 500
     notifier = make_notifier(log)
     url = http.url("/hook", scheme="json").replace("json://", "json://user:hunter2-pw@")
-    notifier.run_finished(RunFact(task="T", run_id="r1", outcome="failed", consecutive_failures=1),
-                          settings=NotifySettings(urls=(url,)))
+    notifier.run_finished(
+        RunFact(task="T", run_id="r1", outcome="failed", consecutive_failures=1), settings=NotifySettings(urls=(url,))
+    )
     http.wait(3, path="/hook")
     wait_for(lambda: notifier.delivery.pending() == 0, what="the delivery to give up")
     notifier.close()
@@ -164,19 +177,28 @@ def test_a_retry_that_gets_through_is_not_a_warning(log: logging.Logger, caplog:
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "test.notify"]
 
 
-def test_streaks_and_exactly_one_recovery_at_the_receiver(http: HttpReceiver, log: logging.Logger,
-                                                          tmp_path: Path) -> None:
+def test_streaks_and_exactly_one_recovery_at_the_receiver(
+    http: HttpReceiver, log: logging.Logger, tmp_path: Path
+) -> None:
     notifier = make_notifier(log)
-    settings = NotifySettings(urls=(http.url("/n", scheme="json"),), after_failures=2,
-                              ping_url=http.url("/ping"))
+    settings = NotifySettings(urls=(http.url("/n", scheme="json"),), after_failures=2, ping_url=http.url("/ping"))
     streak = 0
-    plan = [("failed", False), ("failed", True), ("failed", False), ("failed", True), ("failed", True),
-            ("ok", True), ("ok", True)]
+    plan = [
+        ("failed", False),
+        ("failed", True),
+        ("failed", False),
+        ("failed", True),
+        ("failed", True),
+        ("ok", True),
+        ("ok", True),
+    ]
     for i, (outcome, final) in enumerate(plan):
         streak = 0 if outcome == "ok" else streak + (1 if final else 0)
         notifier.run_started("T", f"r{i}", settings=settings)
-        notifier.run_finished(RunFact(task="T", run_id=f"r{i}", outcome=outcome, final=final,
-                                      consecutive_failures=streak), settings=settings)
+        notifier.run_finished(
+            RunFact(task="T", run_id=f"r{i}", outcome=outcome, final=final, consecutive_failures=streak),
+            settings=settings,
+        )
     wait_for(lambda: notifier.delivery.pending() == 0, what="all deliveries")
     notifier.close()
     titles = [r.json()["title"] for r in http.received("/n")]
@@ -191,9 +213,19 @@ def test_masking_in_notice_and_ping_bodies(http: HttpReceiver, log: logging.Logg
     run_log = write_run_log(tmp_path / "T.log", "r9", ["started", f"calling api with {secret}", "boom"])
     notifier = make_notifier(log)
     settings = NotifySettings(urls=(http.url("/n", scheme="json"),), ping_url=http.url("/ping"))
-    notifier.run_finished(RunFact(task="T", run_id="r9", outcome="failed", consecutive_failures=1,
-                                  message=f"HTTP 401 for key {secret}", log_path=run_log, exit_code=1),
-                          settings=settings, secrets=Secrets(values={"API_KEY": secret}))
+    notifier.run_finished(
+        RunFact(
+            task="T",
+            run_id="r9",
+            outcome="failed",
+            consecutive_failures=1,
+            message=f"HTTP 401 for key {secret}",
+            log_path=run_log,
+            exit_code=1,
+        ),
+        settings=settings,
+        secrets=Secrets(values={"API_KEY": secret}),
+    )
     [notice] = http.wait(1, path="/n")
     [fail] = http.wait(1, path="/ping/fail")
     notifier.close()
@@ -204,8 +236,8 @@ def test_masking_in_notice_and_ping_bodies(http: HttpReceiver, log: logging.Logg
 
 
 def test_a_hanging_receiver_never_blocks_posting_and_the_queue_stays_bounded(
-        hanging: HangingReceiver, http: HttpReceiver, log: logging.Logger,
-        caplog: pytest.LogCaptureFixture) -> None:
+    hanging: HangingReceiver, http: HttpReceiver, log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
     notifier = make_notifier(log, capacity=10)
     settings = NotifySettings(urls=(hanging.url("/n", scheme="json"),))
     fact = RunFact(task="T", run_id="r", outcome="failed", consecutive_failures=1)
@@ -213,8 +245,9 @@ def test_a_hanging_receiver_never_blocks_posting_and_the_queue_stays_bounded(
     wait_for(lambda: hanging.connections, what="the worker to be stuck in the hanging receiver")
     for i in range(50):  # each would take 3 x 10 s; posting must not wait for any of them
         notifier.forget("T")
-        notifier.run_finished(RunFact(task="T", run_id=f"r{i}", outcome="failed", consecutive_failures=1),
-                              settings=settings)
+        notifier.run_finished(
+            RunFact(task="T", run_id=f"r{i}", outcome="failed", consecutive_failures=1), settings=settings
+        )
     assert notifier.delivery.pending() == 11  # 10 queued + the one in flight
     assert notifier.delivery.dropped == 40
     overflow = [r for r in caplog.records if "queue is full" in r.getMessage()]
@@ -241,7 +274,8 @@ def test_heartbeat_keeps_its_cadence(http: HttpReceiver, log: logging.Logger) ->
 
 
 def test_heartbeat_is_withheld_while_unhealthy_and_logs_failures_once(
-        http: HttpReceiver, log: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+    http: HttpReceiver, log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
     sick = ["the loop has not turned for 120 s"]
     tried: list[str] = []
 
@@ -249,8 +283,12 @@ def test_heartbeat_is_withheld_while_unhealthy_and_logs_failures_once(
         tried.append(url)
         return DeliveryResult(False, "refused") if len(tried) <= 3 else ping(url)
 
-    beat = Heartbeat(HeartbeatSettings(url=http.url("/beat"), seconds=0.05), logger=log, send=send,
-                     healthy=lambda: sick[0] if sick else None)
+    beat = Heartbeat(
+        HeartbeatSettings(url=http.url("/beat"), seconds=0.05),
+        logger=log,
+        send=send,
+        healthy=lambda: sick[0] if sick else None,
+    )
     beat.start()
     try:
         wait_for(lambda: "withheld" in caplog.text, what="the withheld warning")

@@ -26,9 +26,11 @@ def task_config(notify: str, *, defaults: NotifySettings = NotifySettings()) -> 
 # ---------------------------------------------------------------------------------------------- settings
 def test_notify_keys_parse_and_default() -> None:
     assert task_config("") == NotifySettings()
-    s = task_config("urls = json://127.0.0.1:9/a, mailto://u:pw@example.org?to=a@x.org,b@y.org\n"
-                    "ON = failure success\nAfterFailures = 3\nPingUrl = https://hc-ping.com/abc/\n"
-                    "Command = /usr/bin/notify-send 'two words'")
+    s = task_config(
+        "urls = json://127.0.0.1:9/a, mailto://u:pw@example.org?to=a@x.org,b@y.org\n"
+        "ON = failure success\nAfterFailures = 3\nPingUrl = https://hc-ping.com/abc/\n"
+        "Command = /usr/bin/notify-send 'two words'"
+    )
     assert s.urls == ("json://127.0.0.1:9/a", "mailto://u:pw@example.org?to=a@x.org,b@y.org")
     assert s.on == {NotifyEvent.FAILURE, NotifyEvent.SUCCESS}
     assert s.after_failures == 3
@@ -37,9 +39,11 @@ def test_notify_keys_parse_and_default() -> None:
 
 
 def test_task_keys_win_over_home_defaults_key_by_key() -> None:
-    home, _ = parse_home_config("[Notify]\nUrls = json://127.0.0.1:9/home\nAfterFailures = 4\n"
-                                "[Supervisor]\nHeartbeatUrl = http://127.0.0.1:9/beat\nHeartbeatSeconds = 30\n",
-                                path=Path("/h/taskautomation.ini"))
+    home, _ = parse_home_config(
+        "[Notify]\nUrls = json://127.0.0.1:9/home\nAfterFailures = 4\n"
+        "[Supervisor]\nHeartbeatUrl = http://127.0.0.1:9/beat\nHeartbeatSeconds = 30\n",
+        path=Path("/h/taskautomation.ini"),
+    )
     assert home.heartbeat.url == "http://127.0.0.1:9/beat" and home.heartbeat.seconds == 30
     inherited = task_config("On = failure", defaults=home.notify)
     assert inherited.urls == ("json://127.0.0.1:9/home",) and inherited.after_failures == 4
@@ -47,16 +51,19 @@ def test_task_keys_win_over_home_defaults_key_by_key() -> None:
     assert silenced.urls == () and silenced.after_failures == 4
 
 
-@pytest.mark.parametrize("line, key, shown, reason", [
-    ("Urls = foo://bar", "Urls", "foo://bar", "Apprise does not accept"),
-    ("Urls = json://127.0.0.1:9/ok nonsense", "Urls", "nonsense", "not a URL"),
-    ("On = failure, sometimes", "On", "failure, sometimes", "'sometimes' is not an event"),
-    ("On = test", "On", "test", "not an event"),
-    ("AfterFailures = 0", "AfterFailures", "0", "at least 1"),
-    ("AfterFailures = two", "AfterFailures", "two", "not a whole number"),
-    ("PingUrl = ftp://example.org/x", "PingUrl", "ftp://example.org/***", "http"),
-    ("Command = notify 'unbalanced", "Command", "notify 'unbalanced", "cannot be split"),
-])
+@pytest.mark.parametrize(
+    "line, key, shown, reason",
+    [
+        ("Urls = foo://bar", "Urls", "foo://bar", "Apprise does not accept"),
+        ("Urls = json://127.0.0.1:9/ok nonsense", "Urls", "nonsense", "not a URL"),
+        ("On = failure, sometimes", "On", "failure, sometimes", "'sometimes' is not an event"),
+        ("On = test", "On", "test", "not an event"),
+        ("AfterFailures = 0", "AfterFailures", "0", "at least 1"),
+        ("AfterFailures = two", "AfterFailures", "two", "not a whole number"),
+        ("PingUrl = ftp://example.org/x", "PingUrl", "ftp://example.org/***", "http"),
+        ("Command = notify 'unbalanced", "Command", "notify 'unbalanced", "cannot be split"),
+    ],
+)
 def test_bad_notify_values_name_task_file_section_key_value(line: str, key: str, shown: str, reason: str) -> None:
     with pytest.raises(ConfigError) as err:
         task_config(line)
@@ -71,21 +78,26 @@ def test_a_password_in_a_bad_url_is_not_repeated_in_the_error() -> None:
     assert "hunter2hunter2" not in str(err.value) and "me:***@example.org" in str(err.value)
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[Supervisor]\nHeartbeatSeconds = 0.5\n", "HeartbeatSeconds"),
-    ("[Supervisor]\nHeartbeatUrl = hc-ping.com/x\n", "HeartbeatUrl"),
-    ("[Notify]\nUrls = nope://x\n", "Urls"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[Supervisor]\nHeartbeatSeconds = 0.5\n", "HeartbeatSeconds"),
+        ("[Supervisor]\nHeartbeatUrl = hc-ping.com/x\n", "HeartbeatUrl"),
+        ("[Notify]\nUrls = nope://x\n", "Urls"),
+    ],
+)
 def test_bad_home_keys(text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"taskautomation.ini: \[(Supervisor|Notify)\] {key} = "):
         parse_home_config(text, path=Path("/h/taskautomation.ini"))
 
 
 def test_notify_keys_are_known_no_unknown_key_warning() -> None:
-    result = parse_task_config("[Frequency]\nEveryXMinutes = 5\n[Notify]\nAfterFailures = 2\nAfterFailure = 3\n",
-                               task="T", path=CONFIG)
+    result = parse_task_config(
+        "[Frequency]\nEveryXMinutes = 5\n[Notify]\nAfterFailures = 2\nAfterFailure = 3\n", task="T", path=CONFIG
+    )
     assert [w for w in result.warnings if "unknown" in w] == [
-        f"task 'T': {CONFIG}: [Notify] AfterFailure: unknown key, ignored (did you mean AfterFailures?)"]
+        f"task 'T': {CONFIG}: [Notify] AfterFailure: unknown key, ignored (did you mean AfterFailures?)"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -129,7 +141,11 @@ def test_retried_attempts_notify_nobody_and_ping_nothing() -> None:
 def test_success_only_when_asked_and_never_together_with_recovery() -> None:
     settings = NotifySettings(on=frozenset({NotifyEvent.SUCCESS, NotifyEvent.RECOVERY, NotifyEvent.FAILURE}))
     assert replay([("ok", True), ("failed", True), ("ok", True), ("ok", True)], settings) == [
-        ["success"], ["failure"], ["recovery"], ["success"]]
+        ["success"],
+        ["failure"],
+        ["recovery"],
+        ["success"],
+    ]
     assert replay([("ok", True)], NotifySettings()) == [[]]
 
 
@@ -180,27 +196,46 @@ def test_tail_keeps_the_last_lines_within_the_byte_budget() -> None:
 
 def test_notice_names_everything_and_masks_secrets() -> None:
     masker = Masker(["s3cr3t-token", "short"])
-    f = RunFact(task="Backup", run_id="20260101T100000-abc", outcome="failed", attempt=2, consecutive_failures=3,
-                duration_s=1.5, exit_code=1, message="token s3cr3t-token refused" + "x" * 3000)
+    f = RunFact(
+        task="Backup",
+        run_id="20260101T100000-abc",
+        outcome="failed",
+        attempt=2,
+        consecutive_failures=3,
+        duration_s=1.5,
+        exit_code=1,
+        message="token s3cr3t-token refused" + "x" * 3000,
+    )
     lines = [f"log {i} s3cr3t-token" for i in range(30)]
-    notice = render(f, NotifyEvent.FAILURE, origin=Origin("box", Path("/srv/home")), log_lines=lines,
-                    mask=masker.mask)
+    notice = render(f, NotifyEvent.FAILURE, origin=Origin("box", Path("/srv/home")), log_lines=lines, mask=masker.mask)
     assert notice.title == "Backup failed (failed)"
-    for part in ("host: box", "home: /srv/home", "task: Backup", "run: 20260101T100000-abc", "attempt: 2",
-                 "outcome: failed (3 failed runs in a row)", "duration: 1.50 s", "exit code: 1", "log 29 ***",
-                 "token *** refused"):
+    for part in (
+        "host: box",
+        "home: /srv/home",
+        "task: Backup",
+        "run: 20260101T100000-abc",
+        "attempt: 2",
+        "outcome: failed (3 failed runs in a row)",
+        "duration: 1.50 s",
+        "exit code: 1",
+        "log 29 ***",
+        "token *** refused",
+    ):
         assert part in notice.body
     assert "s3cr3t-token" not in notice.body and "log 9 " not in notice.body and "log 10 " in notice.body
     assert len(notice.message.encode()) <= 1024
-    assert render(f, NotifyEvent.RECOVERY, origin=Origin("b", Path("/")), log_lines=[], mask=str).title == \
-        "Backup recovered"
+    assert (
+        render(f, NotifyEvent.RECOVERY, origin=Origin("b", Path("/")), log_lines=[], mask=str).title
+        == "Backup recovered"
+    )
     body = ping_body([f"{i} s3cr3t-token " + "y" * 200 for i in range(200)], mask=masker.mask)
     assert len(body) <= 10 * 1024 and b"s3cr3t-token" not in body
 
 
 def test_mask_url_hides_passwords_and_tokens() -> None:
-    assert mask_url("https://user:pw123456@hc.example:8443/ping/uuid-secret?x=1") == \
-        "https://user:***@hc.example:8443/***"
+    assert (
+        mask_url("https://user:pw123456@hc.example:8443/ping/uuid-secret?x=1") == "https://user:***@hc.example:8443/***"
+    )
     assert "pw123456" not in mask_url("mailto://user:pw123456@example.org?to=a@b.org")
     assert "123456789:AAbbccddeeffgg" not in mask_url("tgram://123456789:AAbbccddeeffgg/12345")
     assert mask_url("http://127.0.0.1:80") == "http://127.0.0.1:80"

@@ -13,19 +13,33 @@ from supervisor.outcome import StopCause, StopRequest, decide
 from supervisor.spec import Outcome, ProcessReport
 
 
-def report(*, task: dict[str, Any] | None = None, monitor: dict[str, Any] | None = None,
-           returncode: int = 0) -> ProcessReport:
+def report(
+    *, task: dict[str, Any] | None = None, monitor: dict[str, Any] | None = None, returncode: int = 0
+) -> ProcessReport:
     """The report as the runner builds it: the JSON lines on the report pipe, decoded once."""
     lines = b"".join(json.dumps(line).encode() + b"\n" for line in (task, monitor) if line is not None)
     task_report, monitor_report = parse_reports(b"garbage\n" + lines)
-    return ProcessReport(run_id="r", returncode=returncode, task=task_report, monitor=monitor_report,
-                         output_bytes=0, output_dropped=0)
+    return ProcessReport(
+        run_id="r", returncode=returncode, task=task_report, monitor=monitor_report, output_bytes=0, output_dropped=0
+    )
 
 
-def monitor(*, exit_code: int | None = 0, sig: int | None = None, stop: str | None = None, leftovers: int = 0,
-            signalled: int = 0) -> dict[str, Any]:
-    return {"kind": "monitor", "exit_code": exit_code, "signal": sig, "stop": stop, "leftovers": leftovers,
-            "signalled": signalled}
+def monitor(
+    *,
+    exit_code: int | None = 0,
+    sig: int | None = None,
+    stop: str | None = None,
+    leftovers: int = 0,
+    signalled: int = 0,
+) -> dict[str, Any]:
+    return {
+        "kind": "monitor",
+        "exit_code": exit_code,
+        "signal": sig,
+        "stop": stop,
+        "leftovers": leftovers,
+        "signalled": signalled,
+    }
 
 
 OK_TASK = {"kind": "task", "status": "ok", "message": "all done\nsecond line"}
@@ -54,19 +68,32 @@ def test_a_return_that_races_a_stop_request_is_still_ok() -> None:
     assert d.outcome is Outcome.OK
 
 
-@pytest.mark.parametrize("cause, outcome", [(StopCause.TIMEOUT, Outcome.TIMEOUT), (StopCause.CPU, Outcome.TIMEOUT),
-                                            (StopCause.MEMORY, Outcome.MEMORY), (StopCause.SHUTDOWN, Outcome.KILLED)])
+@pytest.mark.parametrize(
+    "cause, outcome",
+    [
+        (StopCause.TIMEOUT, Outcome.TIMEOUT),
+        (StopCause.CPU, Outcome.TIMEOUT),
+        (StopCause.MEMORY, Outcome.MEMORY),
+        (StopCause.SHUTDOWN, Outcome.KILLED),
+    ],
+)
 def test_a_stopped_run_gets_the_reason_it_was_stopped(cause: StopCause, outcome: Outcome) -> None:
-    d = decide(report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="stop", signalled=5)),
-               stop=StopRequest(cause, "because"))
+    d = decide(
+        report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="stop", signalled=5)),
+        stop=StopRequest(cause, "because"),
+    )
     assert d.outcome is outcome
     assert d.summary == "because; killed 5 process(es)" and d.signal == "SIGTERM"
 
 
 def test_an_exception_is_failed_with_the_traceback_as_message_and_its_last_line_as_summary() -> None:
     d = decide(report(task=FAILED_TASK, monitor=monitor(exit_code=1)), stop=None)
-    assert (d.outcome, d.summary, d.message, d.exit_code) == (Outcome.FAILED, "ValueError: boom",
-                                                              FAILED_TASK["message"], 1)
+    assert (d.outcome, d.summary, d.message, d.exit_code) == (
+        Outcome.FAILED,
+        "ValueError: boom",
+        FAILED_TASK["message"],
+        1,
+    )
 
 
 def test_a_signal_nobody_sent_is_crashed_with_its_name() -> None:
@@ -106,6 +133,11 @@ def test_a_shim_that_could_not_start_is_crashed_with_its_exit_code() -> None:
 
 
 def test_garbage_in_the_report_is_tolerated() -> None:
-    d = decide(report(task={"kind": "task", "status": "ok", "message": 42},
-                      monitor={"kind": "monitor", "exit_code": "0", "signal": True, "leftovers": None}), stop=None)
+    d = decide(
+        report(
+            task={"kind": "task", "status": "ok", "message": 42},
+            monitor={"kind": "monitor", "exit_code": "0", "signal": True, "leftovers": None},
+        ),
+        stop=None,
+    )
     assert d.outcome is Outcome.OK and d.message is None

@@ -27,20 +27,24 @@ def _main(deps: str, *, requires: str | None = None, body: str = "def main():\n 
 def test_parse_block_dependencies_and_requires_python(tmp_path: Path) -> None:
     source = _main('"mypkg==1.0", "other>=2 ; python_version >= \'3.8\'"', requires=">=3.9")
     meta = parse_script_metadata(source, where=tmp_path / "main.py", task="t")
-    assert meta == ScriptMetadata(dependencies=("mypkg==1.0", "other>=2 ; python_version >= '3.8'"),
-                                  requires_python=">=3.9")
+    assert meta == ScriptMetadata(
+        dependencies=("mypkg==1.0", "other>=2 ; python_version >= '3.8'"), requires_python=">=3.9"
+    )
     assert parse_script_metadata("def main():\n    pass\n", where=tmp_path, task="t") is None
     # Other block types are not ours.
     assert parse_script_metadata("# /// pyproject\n# x = 1\n# ///\n", where=tmp_path, task="t") is None
 
 
-@pytest.mark.parametrize("block, message", [
-    ('# /// script\n# dependencies = "mypkg"\n# ///\n', "dependencies = 'mypkg': must be a list of strings"),
-    ('# /// script\n# dependencies = ["not a req!!"]\n# ///\n', "dependencies = 'not a req!!': not a valid"),
-    ('# /// script\n# requires-python = "3.x?"\n# ///\n', "requires-python = '3.x?': not a version specifier"),
-    ('# /// script\n# dependencies = [\n# ///\n', "not valid TOML"),
-    ('# /// script\n# x = 1\n# ///\n\n# /// script\n# y = 2\n# ///\n', "more than one '# /// script' block"),
-])
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ('# /// script\n# dependencies = "mypkg"\n# ///\n', "dependencies = 'mypkg': must be a list of strings"),
+        ('# /// script\n# dependencies = ["not a req!!"]\n# ///\n', "dependencies = 'not a req!!': not a valid"),
+        ('# /// script\n# requires-python = "3.x?"\n# ///\n', "requires-python = '3.x?': not a version specifier"),
+        ("# /// script\n# dependencies = [\n# ///\n", "not valid TOML"),
+        ("# /// script\n# x = 1\n# ///\n\n# /// script\n# y = 2\n# ///\n", "more than one '# /// script' block"),
+    ],
+)
 def test_invalid_blocks_name_task_file_key_and_value(tmp_path: Path, block: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_script_metadata(block, where=tmp_path / "main.py", task="t")
@@ -51,8 +55,11 @@ def test_invalid_blocks_name_task_file_key_and_value(tmp_path: Path, block: str,
 def test_requires_python_check(tmp_path: Path) -> None:
     meta = ScriptMetadata(requires_python=">=3.12")
     check_requires_python(meta, python_version="3.12.1", python=Path("/py"), where=tmp_path, task="t")
-    with pytest.raises(ConfigError, match=r"requires-python = '>=3.12': not met by the base interpreter /py "
-                                          r"\(Python 3.11.7\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"requires-python = '>=3.12': not met by the base interpreter /py "
+        r"\(Python 3.11.7\)",
+    ):
         check_requires_python(meta, python_version="3.11.7", python=Path("/py"), where=tmp_path, task="t")
 
 
@@ -64,8 +71,12 @@ def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     build_wheel(wheels, "mypkg", "1.0")
     build_wheel(wheels, "mypkg", "2.0")
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-    for name, value in (("UV_FIND_LINKS", str(wheels)), ("UV_NO_INDEX", "1"), ("PIP_FIND_LINKS", str(wheels)),
-                        ("PIP_NO_INDEX", "1")):
+    for name, value in (
+        ("UV_FIND_LINKS", str(wheels)),
+        ("UV_NO_INDEX", "1"),
+        ("PIP_FIND_LINKS", str(wheels)),
+        ("PIP_NO_INDEX", "1"),
+    ):
         monkeypatch.setenv(name, value)
     return wheels
 
@@ -80,8 +91,13 @@ def _task(home: Path, name: str, main_source: str, requirements: str | None = No
 
 
 def _version_in(python: Path) -> str:
-    return subprocess.run([str(python), "-c", "import mypkg; print(mypkg.__version__)"], capture_output=True,
-                          text=True, timeout=60, check=True).stdout.strip()
+    return subprocess.run(
+        [str(python), "-c", "import mypkg; print(mypkg.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
 
 
 def test_a_script_block_without_requirements_gets_its_dependencies(home: Path, local_index: Path) -> None:
@@ -101,8 +117,9 @@ def test_a_script_block_without_requirements_gets_its_dependencies(home: Path, l
     assert manager.key_for(one / "requirements.txt", task_dir=one) == keys["two"]
 
 
-def test_a_direct_file_url_dependency_needs_no_environment(home: Path, local_index: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_direct_file_url_dependency_needs_no_environment(
+    home: Path, local_index: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("UV_FIND_LINKS", "PIP_FIND_LINKS"):
         monkeypatch.delenv(name)
     wheel = (local_index / "mypkg-1.0-py3-none-any.whl").as_uri()
@@ -127,13 +144,17 @@ def test_unmet_requires_python_is_a_clear_error_before_any_build(home: Path) -> 
 
 
 def test_a_block_with_no_dependencies_builds_a_bare_env(home: Path) -> None:
-    task = _task(home, "bare", textwrap.dedent("""\
+    task = _task(
+        home,
+        "bare",
+        textwrap.dedent("""\
         # /// script
         # requires-python = ">=3.8"
         # ///
         def main():
             return "x"
-        """))
+        """),
+    )
     status = EnvManager(Paths(home)).ensure(task="bare", requirements=task / "requirements.txt", task_dir=task)
     assert status.ready and status.python.exists()
 
@@ -142,8 +163,11 @@ def test_validate_reports_block_problems(home: Path, capsys: pytest.CaptureFixtu
     from supervisor.cli import main as cli_main
 
     config = "[Frequency]\nEveryXMinutes = 5\n"
-    for name, source, requirements in (("good", _main('"mypkg"'), None), ("both", _main('"mypkg"'), "mypkg\n"),
-                                       ("future", _main("", requires=">=4"), None)):
+    for name, source, requirements in (
+        ("good", _main('"mypkg"'), None),
+        ("both", _main('"mypkg"'), "mypkg\n"),
+        ("future", _main("", requires=">=4"), None),
+    ):
         _task(home, name, source, requirements)
         (home / "Tasks" / name / "config.ini").write_text(config)
     assert cli_main(["validate", "--home", str(home)]) == 1
@@ -171,18 +195,27 @@ def test_a_supervisor_runs_a_pep723_task_and_reports_a_conflicting_one(home: Pat
     from helpers import wait_for
 
     config = "[Frequency]\nEveryXMinutes = 60\n"
-    body = ("import os\nimport mypkg\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n"
-            "    os.makedirs(out, exist_ok=True)\n"
-            "    open(os.path.join(out, 'v.txt'), 'w').write(mypkg.__version__)\n    return 'ok'\n")
+    body = (
+        "import os\nimport mypkg\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n"
+        "    os.makedirs(out, exist_ok=True)\n"
+        "    open(os.path.join(out, 'v.txt'), 'w').write(mypkg.__version__)\n    return 'ok'\n"
+    )
     good = _task(home, "inline", _main('"mypkg==2.0"', body=body))
     (good / "config.ini").write_text(config)
     both = _task(home, "both", _main('"mypkg"', body=body), requirements="mypkg==1.0\n")
     (both / "config.ini").write_text(config)
     with InProcessSupervisor(home) as running:
-        wait_for(lambda: (good / "Output" / "v.txt").exists(), timeout=60,
-                 what="the PEP 723 task's run\n" + running.log()[-2000:])
+        wait_for(
+            lambda: (good / "Output" / "v.txt").exists(),
+            timeout=60,
+            what="the PEP 723 task's run\n" + running.log()[-2000:],
+        )
         assert (good / "Output" / "v.txt").read_text() == "2.0"
-        row = wait_for(lambda: next((t for t in _live_status(running)["tasks"]
-                                     if t["name"] == "both" and t["state"] == "error"), None), timeout=30,
-                       what="the conflicting task in error")
+        row = wait_for(
+            lambda: next(
+                (t for t in _live_status(running)["tasks"] if t["name"] == "both" and t["state"] == "error"), None
+            ),
+            timeout=30,
+            what="the conflicting task in error",
+        )
         assert "both" in row["error"] and "requirements.txt" in row["error"] and "main.py" in row["error"]

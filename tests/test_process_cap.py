@@ -81,13 +81,19 @@ class CappedSupervisor(SupervisorProcess):
         self.caps = caps
 
     def start(self, *, wait_ready: bool = True) -> "CappedSupervisor":
-        enter = ("import os, sys\nfor f in sys.argv[1].split('\\n'):\n    open(f, 'w').write(str(os.getpid()))\n"
-                 "os.execv(sys.executable, [sys.executable] + sys.argv[2:])")
+        enter = (
+            "import os, sys\nfor f in sys.argv[1].split('\\n'):\n    open(f, 'w').write(str(os.getpid()))\n"
+            "os.execv(sys.executable, [sys.executable] + sys.argv[2:])"
+        )
         files = "\n".join(str(cap / "cgroup.procs") for cap in self.caps)
         with open(self.console, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", enter, files, str(REPO / "main.py"), "--home",
-                                          str(self.home)], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", enter, files, str(REPO / "main.py"), "--home", str(self.home)],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         if wait_ready:
             wait_for(self._ready, timeout=20, what="supervisor control socket")
         return self
@@ -99,8 +105,12 @@ def finished(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def wait_finished(sup: SupervisorProcess, task: str, *, timeout: float = 60) -> dict[str, Any]:
     """The first finished run of ``task``, once there is one; its processes must all be gone by then."""
-    run = wait_for(lambda: (finished(sup.history(task)) or [None])[-1], timeout=timeout, interval=0.1,
-                   what=f"a finished run of {task}\n{sup.task_log(task)[-2000:]}\n{sup.log()[-2000:]}")
+    run = wait_for(
+        lambda: (finished(sup.history(task)) or [None])[-1],
+        timeout=timeout,
+        interval=0.1,
+        what=f"a finished run of {task}\n{sup.task_log(task)[-2000:]}\n{sup.log()[-2000:]}",
+    )
     assert cookie_processes(run_cookie(sup.home, run["run_id"])) == [], "processes of the run outlived it"
     return run
 
@@ -119,8 +129,11 @@ def test_fork_bomb_hits_max_processes_is_killed_and_a_canary_keeps_running(home:
             run_groups = [p for p in cap.rglob(run["run_id"])]
         peak = pids_peak(cap)
     assert run["outcome"] == "killed", run
-    assert re.fullmatch(r"process limit reached: \d+ fork\(s\) refused at MaxProcesses=64 \(cgroup pids "
-                        r"controller\); killed \d+ process\(es\)", run["message"]), run
+    assert re.fullmatch(
+        r"process limit reached: \d+ fork\(s\) refused at MaxProcesses=64 \(cgroup pids "
+        r"controller\); killed \d+ process\(es\)",
+        run["message"],
+    ), run
     assert run_groups == [], "the run's cgroup outlived the run"
     assert canary and {r["outcome"] for r in canary} == {"ok"}, canary  # no EAGAIN leaked into other tasks
     if peak is not None:  # the run's own cap held: the outer one was never reached
@@ -136,8 +149,11 @@ def test_timeout_stop_wins_against_a_fork_and_exit_chain(home: Path, mechanism: 
         layout = None if mechanism == "cgroup" else Layout()
         with InProcessSupervisor(home, watcher_factory=None, containment=Containment(home, layout=layout)) as sup:
             with Records(sup.paths.database, readonly=True) as records:
-                run = wait_for(lambda: next((r for r in records.history("chain") if r.outcome), None),
-                               timeout=60, what=f"the chain's run to end\n{sup.log()[-2000:]}")
+                run = wait_for(
+                    lambda: next((r for r in records.history("chain") if r.outcome), None),
+                    timeout=60,
+                    what=f"the chain's run to end\n{sup.log()[-2000:]}",
+                )
             assert cookie_processes(run_cookie(home, run.run_id)) == []
             log = sup.log()
     assert run.outcome is not None and run.outcome.value == "timeout", run
@@ -161,14 +177,19 @@ def test_memory_limit_is_the_kernels_inside_an_outer_memory_cap(home: Path) -> N
             return "never stopped"
     """
     write_task(home / "Tasks", "hog", main=hog, config=config(limits="MemoryMB = 64"))
-    with outer_cap("pids", {"pids.max": "400"}) as pids, \
-            outer_cap("memory", {"memory.limit_in_bytes": str(1 << 30)}) as memory:
+    with (
+        outer_cap("pids", {"pids.max": "400"}) as pids,
+        outer_cap("memory", {"memory.limit_in_bytes": str(1 << 30)}) as memory,
+    ):
         with CappedSupervisor(home, [pids, memory]) as sup:
             run = wait_finished(sup, "hog")
             outer_peak = int((memory / "memory.max_usage_in_bytes").read_text())
     assert run["outcome"] == "memory", run
-    assert re.fullmatch(r"memory limit exceeded: the kernel's OOM killer ended \d+ process\(es\) at MemoryMB=64 "
-                        r"\(cgroup v1 memory controller\)(; killed \d+ process\(es\))?", run["message"]), run
+    assert re.fullmatch(
+        r"memory limit exceeded: the kernel's OOM killer ended \d+ process\(es\) at MemoryMB=64 "
+        r"\(cgroup v1 memory controller\)(; killed \d+ process\(es\))?",
+        run["message"],
+    ), run
     allocated = int((home / "Tasks" / "hog" / "Output" / "allocated").read_text())
     assert allocated <= 64, f"the hog reached {allocated} MB past its 64 MB cgroup"
     assert outer_peak < 1 << 30
@@ -182,18 +203,23 @@ def test_stale_run_groups_of_this_home_are_killed_and_removed_at_start(home: Pat
         assert group is not None
         plan = containment_plan(group=group, nproc=None)
         joins = [line.split(" ", 1)[1] for line in plan.splitlines() if line.startswith("join ")]
-        enter = "import os, sys, time\nfor f in sys.argv[1:]:\n    open(f, 'w').write(str(os.getpid()))\ntime.sleep(300)"
+        enter = (
+            "import os, sys, time\nfor f in sys.argv[1:]:\n    open(f, 'w').write(str(os.getpid()))\ntime.sleep(300)"
+        )
         sleeper = subprocess.Popen([sys.executable, "-c", enter, *joins])
         try:
-            wait_for(lambda: sleeper.pid in [int(p) for p in (group.pids_dir / "cgroup.procs").read_text().split()],
-                     what="the sleeper inside the stale group")
+            wait_for(
+                lambda: sleeper.pid in [int(p) for p in (group.pids_dir / "cgroup.procs").read_text().split()],
+                what="the sleeper inside the stale group",
+            )
             # A crashed supervisor leaves the group and its process; the next start of the same home:
             second = Containment(home)
             lines = second.start()
             assert sleeper.wait(timeout=30) == -9
             assert not any(d.exists() for d in group.dirs.values())
-            assert lines == ["pids: cgroup v1 pids controller; memory: cgroup v1 memory controller; "
-                             "kill: cgroup v1 freezer"]
+            assert lines == [
+                "pids: cgroup v1 pids controller; memory: cgroup v1 memory controller; kill: cgroup v1 freezer"
+            ]
             second.close()
             assert not any(p.exists() for p in second.parents.values())
         finally:
@@ -206,8 +232,14 @@ def nobody_python() -> Path:
     """An interpreter the user nobody may run (the shim needs only the standard library); else skip."""
     for candidate in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
         try:
-            probe = subprocess.run([candidate, "-c", "import resource"], user=NOBODY, group=NOBODY,
-                                   extra_groups=[], capture_output=True, timeout=30)
+            probe = subprocess.run(
+                [candidate, "-c", "import resource"],
+                user=NOBODY,
+                group=NOBODY,
+                extra_groups=[],
+                capture_output=True,
+                timeout=30,
+            )
         except OSError:
             continue
         if probe.returncode == 0:
@@ -229,13 +261,19 @@ def test_without_cgroups_a_run_over_max_processes_in_threads_is_killed(home: Pat
     write_task(home / "Tasks", "threads", main=main, config=config(limits="MaxProcesses = 5"))
     with InProcessSupervisor(home, watcher_factory=None, containment=Containment(home, layout=Layout())) as sup:
         with Records(sup.paths.database, readonly=True) as records:
-            run = wait_for(lambda: next((r for r in records.history("threads") if r.outcome), None),
-                           timeout=60, what=f"the run to end\n{sup.log()[-2000:]}")
+            run = wait_for(
+                lambda: next((r for r in records.history("threads") if r.outcome), None),
+                timeout=60,
+                what=f"the run to end\n{sup.log()[-2000:]}",
+            )
         assert cookie_processes(run_cookie(home, run.run_id)) == []
         log = sup.log()
     assert run.outcome is not None and run.outcome.value == "killed", run
-    assert run.message is not None and re.match(r"process limit exceeded: \d+ processes and threads > "
-                                                r"MaxProcesses=5", run.message), run
+    assert run.message is not None and re.match(
+        r"process limit exceeded: \d+ processes and threads > "
+        r"MaxProcesses=5",
+        run.message,
+    ), run
     assert "containment: pids: RLIMIT_NPROC" in log
     if os.geteuid() == 0:
         assert "WARNING" not in log or "the kernel ignores RLIMIT_NPROC for root" in log
@@ -250,24 +288,42 @@ def test_rlimit_nproc_caps_a_fork_bomb_of_an_unprivileged_user(tmp_path: Path) -
     home = Path(tempfile.mkdtemp(prefix="ta-nproc-"))
     try:
         os.chmod(home, 0o755)
-        folder = write_task(home / "Tasks", "bomb", main=BOMB.replace(
-            "        except OSError:\n            pass",
-            "        except OSError:\n            open(os.path.join(os.environ['TASK_OUTPUT_DIR'], 'capped'), 'a')"
-            ".close()"))
+        folder = write_task(
+            home / "Tasks",
+            "bomb",
+            main=BOMB.replace(
+                "        except OSError:\n            pass",
+                "        except OSError:\n            open(os.path.join(os.environ['TASK_OUTPUT_DIR'], 'capped'), 'a')"
+                ".close()",
+            ),
+        )
         os.chmod(folder / "Output", 0o777)
         cap_n = 24
         nproc = Containment(home, layout=Layout(), uid=NOBODY).nproc_limit(cap_n, group=None)
         assert nproc is not None and nproc == user_tasks(NOBODY) + cap_n
-        env = child_environment(os.environ, task="bomb", run_id="r1", task_dir=folder, output_dir=folder / "Output",
-                                env_dir=Path(sys.executable).parent.parent, cookie=run_cookie(home, "r1"))
+        env = child_environment(
+            os.environ,
+            task="bomb",
+            run_id="r1",
+            task_dir=folder,
+            output_dir=folder / "Output",
+            env_dir=Path(sys.executable).parent.parent,
+            cookie=run_cookie(home, "r1"),
+        )
         env["TASKAUTOMATION_CONTAIN"] = containment_plan(group=None, nproc=nproc)
         exits: queue.Queue[ProcessReport] = queue.Queue()
         with outer_cap("pids", {"pids.max": "400"}) as cap, joined([cap]):
-            runner = Runner(output_cap_bytes=1 << 16, on_output=lambda spec, line: None,
-                            on_exit=lambda spec, report: exits.put(report),
-                            popen=partial(subprocess.Popen, user=NOBODY, group=NOBODY, extra_groups=[]))
-            run = runner.launch(LaunchSpec(task="bomb", run_id="r1", mode=RunMode.MAIN, python=python,
-                                           home=home, kill_grace_s=5, env=env))
+            runner = Runner(
+                output_cap_bytes=1 << 16,
+                on_output=lambda spec, line: None,
+                on_exit=lambda spec, report: exits.put(report),
+                popen=partial(subprocess.Popen, user=NOBODY, group=NOBODY, extra_groups=[]),
+            )
+            run = runner.launch(
+                LaunchSpec(
+                    task="bomb", run_id="r1", mode=RunMode.MAIN, python=python, home=home, kill_grace_s=5, env=env
+                )
+            )
             try:
                 wait_for(lambda: (folder / "Output" / "capped").exists(), timeout=60, what="a refused fork")
                 during = len(cookie_processes(run_cookie(home, "r1")))
@@ -289,8 +345,11 @@ def test_rlimit_nproc_caps_a_fork_bomb_of_an_unprivileged_user(tmp_path: Path) -
 def test_v2_freeze_and_cgroup_kill_signal_a_whole_group_at_once() -> None:
     """cgroup.kill and cgroup.freeze are core cgroup v2 files (no controller needed), so the shim's v2 path runs
     for real on this machine's (controller-less) cgroup2 mount, whatever enforces the limits here."""
-    own = parse_layout(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mountinfo").read_text(),
-                       controllers_of=lambda d: {"pids", "memory"}).v2
+    own = parse_layout(
+        Path("/proc/self/cgroup").read_text(),
+        Path("/proc/self/mountinfo").read_text(),
+        controllers_of=lambda d: {"pids", "memory"},
+    ).v2
     if own is None or not os.access(own, os.W_OK):
         pytest.skip("no writable cgroup v2 hierarchy")
     group = own / f"taskautomation-test-v2-{uuid.uuid4().hex[:10]}"
@@ -302,8 +361,10 @@ def test_v2_freeze_and_cgroup_kill_signal_a_whole_group_at_once() -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             procs = [subprocess.Popen([sys.executable, "-c", enter, str(group / "cgroup.procs")]) for _ in range(3)]
             try:
-                wait_for(lambda: sorted(_contain.group_pids(str(group))) == sorted(p.pid for p in procs),
-                         what="three processes in the v2 group")
+                wait_for(
+                    lambda: sorted(_contain.group_pids(str(group))) == sorted(p.pid for p in procs),
+                    what="three processes in the v2 group",
+                )
                 hit = _contain.signal_group("v2", str(group), sig)
                 assert sorted(hit) == sorted(p.pid for p in procs)
                 assert [p.wait(timeout=30) for p in procs] == [-sig] * 3
@@ -329,16 +390,22 @@ def test_monitors_of_a_sigkilled_supervisor_remove_its_run_groups(home: Path) ->
     with outer_cap("pids", {"pids.max": "400"}) as cap:
         sup = CappedSupervisor(home, [cap]).start()
         try:
-            wait_for(lambda: (home / "Tasks" / "sleeper" / "Output" / "started").exists(), timeout=60,
-                     what="the run to start")
+            wait_for(
+                lambda: (home / "Tasks" / "sleeper" / "Output" / "started").exists(),
+                timeout=60,
+                what="the run to start",
+            )
             parent = cap / parent_name
             assert [p.name for p in parent.iterdir() if p.is_dir()] != [], "the run has no cgroup"
             # Only the pids hierarchy has the test's cap; the memory parent exists though no run uses memory.
             others = [own_v1_group(name) / parent_name for name in ("freezer", "memory")]
             assert all(d.is_dir() for d in others)
             sup.kill()
-            wait_for(lambda: not parent.exists() and not any(d.exists() for d in others), timeout=30,
-                     what="the dead supervisor's cgroups to be removed by its run's monitor")
+            wait_for(
+                lambda: not parent.exists() and not any(d.exists() for d in others),
+                timeout=30,
+                what="the dead supervisor's cgroups to be removed by its run's monitor",
+            )
         finally:
             sup.kill()
     assert cookie_processes(run_cookie(home)) == []

@@ -63,8 +63,9 @@ def test_a_process_whose_environment_blocks_is_skipped_not_waited_for(tmp_path: 
 def test_real_processes_are_found_by_their_environment() -> None:
     marker = f"PROCSCAN_TEST={uuid.uuid4().hex}"
     key, value = marker.split("=")
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
-                             env={**os.environ, key: value})
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, env={**os.environ, key: value}
+    )
     try:
         found = find_by_environ(marker.encode(), not_before=own_start_ticks())
         assert found.matches == (child.pid,)

@@ -26,11 +26,26 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def run(run_id: str, *, task: str = "alpha", trigger: Trigger = Trigger.SCHEDULE, started: datetime = T0,
-        due: datetime | None = None, outcome: Outcome | None = None, **extra: object) -> RunRecord:
-    return RunRecord(run_id=run_id, task=task, trigger=trigger, started=started, due=due, outcome=outcome,
-                     finished=started + timedelta(seconds=1) if outcome is not None else None,
-                     **extra)  # type: ignore[arg-type]
+def run(
+    run_id: str,
+    *,
+    task: str = "alpha",
+    trigger: Trigger = Trigger.SCHEDULE,
+    started: datetime = T0,
+    due: datetime | None = None,
+    outcome: Outcome | None = None,
+    **extra: object,
+) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        task=task,
+        trigger=trigger,
+        started=started,
+        due=due,
+        outcome=outcome,
+        finished=started + timedelta(seconds=1) if outcome is not None else None,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -44,11 +59,21 @@ def test_every_field_round_trips_and_reopens(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "state" / "history.sqlite3"
     local = timezone(timedelta(hours=2))
     full = RunRecord(
-        run_id="r-1", task="alpha", trigger=Trigger.STARTUP,
-        due=datetime(2024, 3, 1, 14, 0, tzinfo=local), started=datetime(2024, 3, 1, 14, 0, 0, 250, tzinfo=local),
-        finished=datetime(2024, 3, 1, 14, 0, 3, tzinfo=local), outcome=Outcome.CRASHED, duration_s=2.75,
-        exit_code=-11, signal="SIGSEGV", message="Traceback\n  ünïcode ✓\nBoom", peak_rss_mb=12.5,
-        cpu_s=0.125, log_path=tmp_path / "logs" / "tasks" / "alpha.log")
+        run_id="r-1",
+        task="alpha",
+        trigger=Trigger.STARTUP,
+        due=datetime(2024, 3, 1, 14, 0, tzinfo=local),
+        started=datetime(2024, 3, 1, 14, 0, 0, 250, tzinfo=local),
+        finished=datetime(2024, 3, 1, 14, 0, 3, tzinfo=local),
+        outcome=Outcome.CRASHED,
+        duration_s=2.75,
+        exit_code=-11,
+        signal="SIGSEGV",
+        message="Traceback\n  ünïcode ✓\nBoom",
+        peak_rss_mb=12.5,
+        cpu_s=0.125,
+        log_path=tmp_path / "logs" / "tasks" / "alpha.log",
+    )
     with Records(path) as records:
         records.record_instant(full)
     assert path.exists()  # parent folders were created
@@ -74,13 +99,28 @@ def test_open_row_then_finish(db: Records) -> None:
     assert opened.outcome is None and opened.finished is None
     assert db.last_finished("alpha") is None
 
-    db.finish_run("r-1", finished=at(1), outcome=Outcome.FAILED, duration_s=60.0, exit_code=1,
-                  message="ValueError: x", peak_rss_mb=3.0, cpu_s=0.5)
+    db.finish_run(
+        "r-1",
+        finished=at(1),
+        outcome=Outcome.FAILED,
+        duration_s=60.0,
+        exit_code=1,
+        message="ValueError: x",
+        peak_rss_mb=3.0,
+        cpu_s=0.5,
+    )
     assert db.open_runs() == []
     done = db.last_finished("alpha")
     assert done is not None
-    assert (done.outcome, done.finished, done.duration_s, done.exit_code, done.message, done.peak_rss_mb,
-            done.cpu_s) == (Outcome.FAILED, at(1), 60.0, 1, "ValueError: x", 3.0, 0.5)
+    assert (
+        done.outcome,
+        done.finished,
+        done.duration_s,
+        done.exit_code,
+        done.message,
+        done.peak_rss_mb,
+        done.cpu_s,
+    ) == (Outcome.FAILED, at(1), 60.0, 1, "ValueError: x", 3.0, 0.5)
     assert done.log_path == Path("/tmp/x.log") and done.due == at(0)  # start-time fields kept
 
 
@@ -134,7 +174,10 @@ def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
         assert [r.run_id for r in changed] == ["open-a", "open-b"]
         for record in changed:
             assert (record.outcome, record.finished, record.message) == (
-                Outcome.INTERRUPTED, at(30), INTERRUPTED_MESSAGE)
+                Outcome.INTERRUPTED,
+                at(30),
+                INTERRUPTED_MESSAGE,
+            )
             assert record.duration_s is None  # when the run really ended is unknown
         assert records.open_runs() == []
         assert records.history("beta")[0] == changed[1]
@@ -257,8 +300,10 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_database_pragmas(db: Records) -> None:
     with sqlite3.connect(db.path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        plan = " ".join(row[3] for row in other.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE task = 'a' ORDER BY started DESC"))
+        plan = " ".join(
+            row[3]
+            for row in other.execute("EXPLAIN QUERY PLAN SELECT * FROM runs WHERE task = 'a' ORDER BY started DESC")
+        )
     assert "runs_task_started" in plan
     # synchronous is per connection, so it can only be seen on the object's own (2 = FULL).
     assert db._conn is not None and db._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
@@ -344,13 +389,37 @@ def test_closed_records_refuse_use(tmp_path: Path) -> None:
 
 
 def test_record_to_json_is_stable(db: Records) -> None:
-    db.record_instant(run("r-1", due=at(0), outcome=Outcome.ENV_FAILED, duration_s=None, exit_code=None,
-                          message="pip failed", log_path=Path("/h/logs/tasks/alpha.log")))
+    db.record_instant(
+        run(
+            "r-1",
+            due=at(0),
+            outcome=Outcome.ENV_FAILED,
+            duration_s=None,
+            exit_code=None,
+            message="pip failed",
+            log_path=Path("/h/logs/tasks/alpha.log"),
+        )
+    )
     [back] = db.history("alpha")
     data = record_to_json(back)
-    assert list(data) == ["run_id", "task", "trigger", "due", "started", "finished", "outcome", "duration_s",
-                          "exit_code", "signal", "message", "peak_rss_mb", "cpu_s", "log_path", "attempt",
-                          "retry_of"]
+    assert list(data) == [
+        "run_id",
+        "task",
+        "trigger",
+        "due",
+        "started",
+        "finished",
+        "outcome",
+        "duration_s",
+        "exit_code",
+        "signal",
+        "message",
+        "peak_rss_mb",
+        "cpu_s",
+        "log_path",
+        "attempt",
+        "retry_of",
+    ]
     assert data["trigger"] == "schedule" and data["outcome"] == "env-failed"
     assert data["due"] == "2024-03-01T12:00:00+00:00" and data["finished"] == "2024-03-01T12:00:01+00:00"
     assert data["log_path"] == "/h/logs/tasks/alpha.log" and data["exit_code"] is None

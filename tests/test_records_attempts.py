@@ -25,10 +25,25 @@ PRAGMA user_version = 1;
 
 def test_attempt_rows_round_trip(tmp_path: Path) -> None:
     with Records(tmp_path / "h.sqlite3") as db:
-        first = RunRecord(run_id="r-1", task="flaky", trigger=Trigger.SCHEDULE, started=T0, due=T0,
-                          finished=T0 + timedelta(seconds=1), outcome=Outcome.FAILED, duration_s=1.0)
-        retry = RunRecord(run_id="r-2", task="flaky", trigger=Trigger.RETRY, started=T0 + timedelta(seconds=31),
-                          due=T0 + timedelta(seconds=31), attempt=2, retry_of="r-1")
+        first = RunRecord(
+            run_id="r-1",
+            task="flaky",
+            trigger=Trigger.SCHEDULE,
+            started=T0,
+            due=T0,
+            finished=T0 + timedelta(seconds=1),
+            outcome=Outcome.FAILED,
+            duration_s=1.0,
+        )
+        retry = RunRecord(
+            run_id="r-2",
+            task="flaky",
+            trigger=Trigger.RETRY,
+            started=T0 + timedelta(seconds=31),
+            due=T0 + timedelta(seconds=31),
+            attempt=2,
+            retry_of="r-1",
+        )
         db.record_instant(first)
         db.start_run(retry)
         db.finish_run("r-2", finished=T0 + timedelta(seconds=32), outcome=Outcome.OK, duration_s=1.0)
@@ -45,9 +60,11 @@ def test_a_database_from_before_retries_is_migrated_in_place(tmp_path: Path) -> 
     path = tmp_path / "old.sqlite3"
     with closing(sqlite3.connect(path)) as conn:
         conn.executescript(V1_SCHEMA)
-        conn.execute("INSERT INTO runs (run_id, task, trigger, due, started, finished, outcome) VALUES "
-                     "('old-1', 'legacy', 'schedule', ?, ?, ?, 'ok')",
-                     (T0.isoformat(), T0.isoformat(), (T0 + timedelta(seconds=2)).isoformat()))
+        conn.execute(
+            "INSERT INTO runs (run_id, task, trigger, due, started, finished, outcome) VALUES "
+            "('old-1', 'legacy', 'schedule', ?, ?, ?, 'ok')",
+            (T0.isoformat(), T0.isoformat(), (T0 + timedelta(seconds=2)).isoformat()),
+        )
         conn.commit()
     with Records(path, readonly=True) as reader:  # the CLI may not migrate: it reads old rows as they are
         [seen] = reader.history("legacy")

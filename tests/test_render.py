@@ -11,8 +11,7 @@ import pytest
 from supervisor.cliargs import parse_since
 from supervisor.follow import LogFollower
 from supervisor.home import HomeError, choose_home, ensure_home
-from supervisor.render import (Column, View, cut, fit_widths, format_duration, format_time, render_status,
-                               wants_colour)
+from supervisor.render import Column, View, cut, fit_widths, format_duration, format_time, render_status, wants_colour
 
 NOW = datetime(2026, 11, 29, 15, 30, tzinfo=timezone.utc)
 UTC_VIEW = View(now=NOW, utc=True)
@@ -28,7 +27,13 @@ def test_times_carry_their_zone_and_the_date_when_not_today() -> None:
 
 def test_durations_stay_short() -> None:
     assert [format_duration(s) for s in (None, 0.0123, 9.994, 12.34, 125, 7322)] == [
-        "-", "0.01 s", "9.99 s", "12.3 s", "2m 05s", "2h 02m"]
+        "-",
+        "0.01 s",
+        "9.99 s",
+        "12.3 s",
+        "2m 05s",
+        "2h 02m",
+    ]
 
 
 def test_widths_shrink_the_lowest_priority_first_and_never_below_the_minimum() -> None:
@@ -42,23 +47,52 @@ def test_widths_shrink_the_lowest_priority_first_and_never_below_the_minimum() -
 
 
 def test_status_rendering_orders_errors_before_why_and_filters_plain_tasks() -> None:
-    last = {"run_id": "r", "started": "2026-11-29T15:00:00+00:00", "finished": "2026-11-29T15:00:01+00:00",
-            "outcome": "ok", "duration_s": 1.0, "exit_code": 0, "message": None}
-    doc = {"supervisor": {"pid": 7, "started": "2026-11-29T14:00:00+00:00", "home": "/h"}, "tasks": [
-        {"name": "plain", "state": "scheduled", "next_run": "2026-11-29T16:00:00+00:00", "last_run": last,
-         "error": None, "why": "every 60 min since its last due time 2026-11-29 15:00:00 UTC"},
-        {"name": "new", "state": "scheduled", "next_run": "2026-11-29T16:00:00+00:00", "last_run": None,
-         "error": None, "why": "never ran: first run as soon as it is inside its window"},
-        {"name": "bad", "state": "error", "next_run": None, "last_run": None,
-         "error": "task 'bad': config.ini: [Frequency] EveryXMinutes = 'x': not a positive number",
-         "why": "not scheduled until its files change (see error)"}]}
+    last = {
+        "run_id": "r",
+        "started": "2026-11-29T15:00:00+00:00",
+        "finished": "2026-11-29T15:00:01+00:00",
+        "outcome": "ok",
+        "duration_s": 1.0,
+        "exit_code": 0,
+        "message": None,
+    }
+    doc = {
+        "supervisor": {"pid": 7, "started": "2026-11-29T14:00:00+00:00", "home": "/h"},
+        "tasks": [
+            {
+                "name": "plain",
+                "state": "scheduled",
+                "next_run": "2026-11-29T16:00:00+00:00",
+                "last_run": last,
+                "error": None,
+                "why": "every 60 min since its last due time 2026-11-29 15:00:00 UTC",
+            },
+            {
+                "name": "new",
+                "state": "scheduled",
+                "next_run": "2026-11-29T16:00:00+00:00",
+                "last_run": None,
+                "error": None,
+                "why": "never ran: first run as soon as it is inside its window",
+            },
+            {
+                "name": "bad",
+                "state": "error",
+                "next_run": None,
+                "last_run": None,
+                "error": "task 'bad': config.ini: [Frequency] EveryXMinutes = 'x': not a positive number",
+                "why": "not scheduled until its files change (see error)",
+            },
+        ],
+    }
     lines = render_status(doc, UTC_VIEW, home="/h")
     assert lines[0] == "supervisor: running (pid 7, since 2026-11-29 14:00:00 UTC)"
-    assert lines.index("task 'bad': config.ini: [Frequency] EveryXMinutes = 'x': not a positive number") \
-        < lines.index("why:")
-    assert lines[lines.index("why:") + 1:] == ["  new: never ran: first run as soon as it is inside its window"]
+    assert lines.index("task 'bad': config.ini: [Frequency] EveryXMinutes = 'x': not a positive number") < lines.index(
+        "why:"
+    )
+    assert lines[lines.index("why:") + 1 :] == ["  new: never ran: first run as soon as it is inside its window"]
     full = render_status(doc, UTC_VIEW, home="/h", why_all=True)
-    assert [line.split(":")[0].strip() for line in full[full.index("why:") + 1:]] == ["plain", "new", "bad"]
+    assert [line.split(":")[0].strip() for line in full[full.index("why:") + 1 :]] == ["plain", "new", "bad"]
     offline = render_status({**doc, "supervisor": None}, UTC_VIEW, home="/h")
     assert offline[0] == "supervisor: not running on /h" and "why:" not in offline
 

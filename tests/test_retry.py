@@ -32,8 +32,9 @@ def test_each_failed_attempt_is_retried_at_its_delay_until_the_attempts_are_used
     assert last.final and last.retry_at is None and "all 3 retries used" in last.reason
 
 
-@pytest.mark.parametrize("outcome", [Outcome.OK, Outcome.SKIPPED, Outcome.TESTING, Outcome.KILLED,
-                                     Outcome.MEMORY, Outcome.ENV_FAILED])
+@pytest.mark.parametrize(
+    "outcome", [Outcome.OK, Outcome.SKIPPED, Outcome.TESTING, Outcome.KILLED, Outcome.MEMORY, Outcome.ENV_FAILED]
+)
 def test_outcomes_not_in_on_are_final(outcome):
     assert decide(POLICY, attempt=1, outcome=outcome, finished=T0, next_slot=None).final
 
@@ -50,13 +51,11 @@ def test_no_retries_by_default():
 
 
 def test_the_next_slot_wins_over_a_retry_at_or_after_it():
-    before = decide(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0,
-                    next_slot=T0 + timedelta(seconds=31))
+    before = decide(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0, next_slot=T0 + timedelta(seconds=31))
     assert not before.final and before.retry_at == T0 + timedelta(seconds=30)
     tie = decide(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0, next_slot=T0 + timedelta(seconds=30))
     assert tie.final and "next slot" in tie.reason
-    after = decide(POLICY, attempt=2, outcome=Outcome.CRASHED, finished=T0,
-                   next_slot=T0 + timedelta(seconds=45))
+    after = decide(POLICY, attempt=2, outcome=Outcome.CRASHED, finished=T0, next_slot=T0 + timedelta(seconds=45))
     assert after.final  # retry 2 would wait 60 s: the slot at 45 s comes first
 
 

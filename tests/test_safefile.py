@@ -98,9 +98,11 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
     target = tmp_path / "private"
     target.write_text("secret")
     target.chmod(0)
-    code = ("import sys; from pathlib import Path; from supervisor import safefile\n"
-            "try:\n    safefile.read_bytes(Path(sys.argv[1]), max_bytes=10)\n"
-            "except safefile.UnsafeFileError as exc:\n    print(exc.kind, exc.reason)\n")
+    code = (
+        "import sys; from pathlib import Path; from supervisor import safefile\n"
+        "try:\n    safefile.read_bytes(Path(sys.argv[1]), max_bytes=10)\n"
+        "except safefile.UnsafeFileError as exc:\n    print(exc.kind, exc.reason)\n"
+    )
     argv = [sys.executable, "-c", code, str(target)]
     if os.geteuid() == 0:
         argv = [*without_dac_override(), *argv]
@@ -109,6 +111,7 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
 
 
 # --- the readers that use it -------------------------------------------------------------------------
+
 
 def test_config_and_main_fifo_are_the_tasks_errors(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "config.ini")

@@ -34,8 +34,23 @@ class Worker:
         self.out = home / "worker-console.txt"
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", "worker", "--redis", redis_url, "--home", str(home),
-                 "--name", name], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "supervisor",
+                    "worker",
+                    "--redis",
+                    redis_url,
+                    "--home",
+                    str(home),
+                    "--name",
+                    name,
+                ],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def task_log(self, task: str) -> str:
         path = self.home / "logs" / "tasks" / f"{task}.log"
@@ -83,24 +98,34 @@ def rq_home(home: Path, redis: RedisServer) -> Path:
     return home
 
 
-def test_conflicting_pins_run_apart_on_two_workers(home: Path, tmp_path: Path, redis: RedisServer,
-                                                   workers: list[Worker]) -> None:
+def test_conflicting_pins_run_apart_on_two_workers(
+    home: Path, tmp_path: Path, redis: RedisServer, workers: list[Worker]
+) -> None:
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "pinned", "1.0")
     build_wheel(wheels, "pinned", "2.0")
     # Each run takes a second, so two due runs overlap and the two workers share the work.
     main = "def main():\n    import time, pinned\n    time.sleep(1)\n    return 'pinned ' + pinned.__version__\n"
     for name, version in (("Old", "1.0"), ("New", "2.0")):
-        write_task(home / "Tasks", name, main=main, config="[Frequency]\nEveryXMinutes = 0.03\n",
-                   requirements=f"--no-index\n--find-links {wheels}\npinned=={version}\n")
+        write_task(
+            home / "Tasks",
+            name,
+            main=main,
+            config="[Frequency]\nEveryXMinutes = 0.03\n",
+            requirements=f"--no-index\n--find-links {wheels}\npinned=={version}\n",
+        )
     with SupervisorProcess(rq_home(home, redis)) as sup:
         for name, version in (("Old", "1.0"), ("New", "2.0")):
-            wait_for(lambda: [r for r in sup.history(name) if r["outcome"] == "ok"], timeout=60,
-                     what=f"an ok run of {name}")
+            wait_for(
+                lambda: [r for r in sup.history(name) if r["outcome"] == "ok"], timeout=60, what=f"an ok run of {name}"
+            )
             runs = [r for r in sup.history(name) if r["outcome"] == "ok"]
             assert runs[0]["message"] == f"pinned {version}"
-        wait_for(lambda: all(w.task_log("Old") or w.task_log("New") for w in workers), timeout=60,
-                 what="both workers running tasks")
+        wait_for(
+            lambda: all(w.task_log("Old") or w.task_log("New") for w in workers),
+            timeout=60,
+            what="both workers running tasks",
+        )
         # The worker's log lines of a run come back into the supervisor's task log.
         run_id = [r for r in sup.history("Old") if r["outcome"] == "ok"][0]["run_id"]
         assert f"[run {run_id}] started" in sup.task_log("Old")
@@ -116,19 +141,44 @@ def test_a_slot_is_enqueued_once_even_when_two_supervisors_race(home: Path, redi
     def executor() -> RQExecutor:
         from supervisor.executor import LocalExecutor
 
-        local = LocalExecutor(home=home, cookie_prefix="x/", task_logs=logs, logger=logging.getLogger("t"),
-                              clock=SystemClock(), post=lambda e: None, output_cap_bytes=1024,
-                              containment=Containment(home, layout=Layout()))
-        return RQExecutor(local=local, redis_url=redis.url, home_id="samehome", installer="uv",
-                          output_cap_bytes=1024, task_logs=logs, logger=logging.getLogger("t"), clock=SystemClock(),
-                          post=lambda e: None)
+        local = LocalExecutor(
+            home=home,
+            cookie_prefix="x/",
+            task_logs=logs,
+            logger=logging.getLogger("t"),
+            clock=SystemClock(),
+            post=lambda e: None,
+            output_cap_bytes=1024,
+            containment=Containment(home, layout=Layout()),
+        )
+        return RQExecutor(
+            local=local,
+            redis_url=redis.url,
+            home_id="samehome",
+            installer="uv",
+            output_cap_bytes=1024,
+            task_logs=logs,
+            logger=logging.getLogger("t"),
+            clock=SystemClock(),
+            post=lambda e: None,
+        )
 
     due = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
     def request(run_id: str) -> LaunchRequest:
-        return LaunchRequest(task="Once", run_id=run_id, mode=RunMode.MAIN, trigger=Trigger.SCHEDULE,
-                             task_dir=folder, output_dir=folder / "Output", env_key="k", python=Path(sys.executable),
-                             env_dir=Path(sys.prefix), limits=Limits(), due=due)
+        return LaunchRequest(
+            task="Once",
+            run_id=run_id,
+            mode=RunMode.MAIN,
+            trigger=Trigger.SCHEDULE,
+            task_dir=folder,
+            output_dir=folder / "Output",
+            env_key="k",
+            python=Path(sys.executable),
+            env_dir=Path(sys.prefix),
+            limits=Limits(),
+            due=due,
+        )
 
     first, second = executor(), executor()
     try:
@@ -153,7 +203,8 @@ def test_a_slot_is_enqueued_once_even_when_two_supervisors_race(home: Path, redi
 
 
 def test_worker_killed_mid_run_leaves_no_process_and_the_run_is_interrupted(
-        home: Path, redis: RedisServer, workers: list[Worker]) -> None:
+    home: Path, redis: RedisServer, workers: list[Worker]
+) -> None:
     # The task starts a grandchild that would outlive everything if containment failed.
     main = """
         def main():
@@ -164,20 +215,23 @@ def test_worker_killed_mid_run_leaves_no_process_and_the_run_is_interrupted(
         """
     write_task(home / "Tasks", "Stuck", main=main, config="[Frequency]\nEveryXMinutes = 600\n")
     with SupervisorProcess(rq_home(home, redis)) as sup:
+
         def worker_with_pid() -> tuple[Worker, int] | None:
             for worker in workers:
                 pid_file = worker.home / "Tasks" / "Stuck" / "Output" / "child.pid"
                 if pid_file.exists() and pid_file.read_text():
                     return worker, int(pid_file.read_text())
             return None
+
         worker, child = wait_for(worker_with_pid, timeout=60, what="the task's grandchild on a worker")
         # The supervisor learns that a worker took the job at its next poll of Redis (every 0.2 s).
         wait_for(lambda: sup.task_status("Stuck")["state"] == "running", timeout=10, what="state running")
         worker.proc.send_signal(signal.SIGKILL)
         worker.proc.wait(timeout=10)
         wait_for(lambda: not pids_alive([child]), timeout=15, what="the grandchild to die with its worker")
-        runs = wait_for(lambda: [r for r in sup.history("Stuck") if r["outcome"]], timeout=30,
-                        what="an outcome for the run")
+        runs = wait_for(
+            lambda: [r for r in sup.history("Stuck") if r["outcome"]], timeout=30, what="an outcome for the run"
+        )
         assert runs[0]["outcome"] == "interrupted"
         assert "worker" in runs[0]["message"]
 
@@ -185,28 +239,37 @@ def test_worker_killed_mid_run_leaves_no_process_and_the_run_is_interrupted(
 def test_a_run_waiting_for_a_worker_shows_as_queued(home: Path, redis: RedisServer) -> None:
     write_task(home / "Tasks", "Waiting", config="[Frequency]\nEveryXMinutes = 600\n\n[Global]\nQueue = nobody\n")
     with SupervisorProcess(rq_home(home, redis)) as sup:  # no worker serves the queue "nobody"
-        status = wait_for(lambda: (s := sup.task_status("Waiting"))["state"] == "queued" and s, timeout=30,
-                          what="the run to show as queued")
+        status = wait_for(
+            lambda: (s := sup.task_status("Waiting"))["state"] == "queued" and s,
+            timeout=30,
+            what="the run to show as queued",
+        )
         assert "RQ queue 'nobody'" in status["why"]
     # Shutdown cancels the job still in the queue: the run ends killed, nothing is left in Redis's queue.
     runs = json.loads(cli_history(home, "Waiting"))["runs"]
     assert runs[0]["outcome"] == "killed" and "still queued" in runs[0]["message"]
 
 
-def test_redis_down_fails_runs_clearly_and_the_supervisor_recovers(home: Path, tmp_path: Path,
-                                                                   redis: RedisServer,
-                                                                   workers: list[Worker]) -> None:
+def test_redis_down_fails_runs_clearly_and_the_supervisor_recovers(
+    home: Path, tmp_path: Path, redis: RedisServer, workers: list[Worker]
+) -> None:
     write_task(home / "Tasks", "Tick", config="[Frequency]\nEveryXMinutes = 0.02\n")
     with SupervisorProcess(rq_home(home, redis)) as sup:
         wait_for(lambda: [r for r in sup.history("Tick") if r["outcome"] == "ok"], timeout=60, what="an ok run")
         redis.stop()
-        failed = wait_for(lambda: [r for r in sup.history("Tick") if r["outcome"] == "failed"], timeout=30,
-                          what="a failed run while Redis is down")
+        failed = wait_for(
+            lambda: [r for r in sup.history("Tick") if r["outcome"] == "failed"],
+            timeout=30,
+            what="a failed run while Redis is down",
+        )
         assert "cannot enqueue" in failed[0]["message"] and f"127.0.0.1:{redis.port}" in failed[0]["message"]
         redis.start()
         oks = len([r for r in sup.history("Tick") if r["outcome"] == "ok"])
-        wait_for(lambda: len([r for r in sup.history("Tick") if r["outcome"] == "ok"]) > oks, timeout=60,
-                 what="runs ok again after Redis came back")
+        wait_for(
+            lambda: len([r for r in sup.history("Tick") if r["outcome"] == "ok"]) > oks,
+            timeout=60,
+            what="runs ok again after Redis came back",
+        )
         assert json.dumps(sup.status())  # the supervisor still answers
         assert sup.proc is not None and sup.proc.poll() is None
 

@@ -62,6 +62,7 @@ def reference_in_window(window: Window, t: datetime, tz) -> datetime:
 
 # --- windows -------------------------------------------------------------------------------------------
 
+
 def test_inside_the_window_returns_the_instant_itself():
     t = utc(2024, 6, 1, 12, 34, 56, 789)
     assert in_window(ALL_DAY, t, tz=UTC) == t
@@ -81,15 +82,18 @@ def test_all_day_window_includes_every_second_of_the_day(seconds_into_day):
     assert in_window(ALL_DAY, t, tz=UTC) == t
 
 
-@pytest.mark.parametrize("hhmmss, expected", [
-    ((21, 59, 59), utc(2024, 6, 1, 22, 0)),  # just before opening: waits for it
-    ((22, 0, 0), utc(2024, 6, 1, 22, 0)),
-    ((23, 30, 0), utc(2024, 6, 1, 23, 30)),
-    ((0, 0, 0), utc(2024, 6, 1, 0, 0)),  # after midnight, still inside (from the night before)
-    ((2, 0, 59), utc(2024, 6, 1, 2, 0, 59)),  # end minute is inclusive to its last second
-    ((2, 1, 0), utc(2024, 6, 1, 22, 0)),  # one minute later it is closed until evening
-    ((12, 0, 0), utc(2024, 6, 1, 22, 0)),
-])
+@pytest.mark.parametrize(
+    "hhmmss, expected",
+    [
+        ((21, 59, 59), utc(2024, 6, 1, 22, 0)),  # just before opening: waits for it
+        ((22, 0, 0), utc(2024, 6, 1, 22, 0)),
+        ((23, 30, 0), utc(2024, 6, 1, 23, 30)),
+        ((0, 0, 0), utc(2024, 6, 1, 0, 0)),  # after midnight, still inside (from the night before)
+        ((2, 0, 59), utc(2024, 6, 1, 2, 0, 59)),  # end minute is inclusive to its last second
+        ((2, 1, 0), utc(2024, 6, 1, 22, 0)),  # one minute later it is closed until evening
+        ((12, 0, 0), utc(2024, 6, 1, 22, 0)),
+    ],
+)
 def test_window_crossing_midnight(hhmmss, expected):
     t = utc(2024, 6, 1, *hhmmss)
     assert in_window(NIGHT, t, tz=UTC) == expected
@@ -125,6 +129,7 @@ def test_naive_datetimes_are_refused():
 
 # --- DST -----------------------------------------------------------------------------------------------
 
+
 def test_window_start_inside_spring_forward_gap_opens_at_the_first_instant_after_it():
     # Berlin, 2024-03-31: 02:00 CET jumps to 03:00 CEST at 01:00 UTC; 02:00-02:59 does not exist.
     window = Window(time(2, 30), time(4, 0))
@@ -153,29 +158,49 @@ def test_fall_back_moving_the_clock_back_into_the_window_opens_it():
     assert in_window(window, t, tz=NEW_YORK) == utc(2024, 11, 3, 6, 0)
 
 
-@pytest.mark.parametrize("tz, day", [
-    (BERLIN, datetime(2024, 3, 31)), (BERLIN, datetime(2024, 10, 27)),
-    (NEW_YORK, datetime(2024, 3, 10)), (NEW_YORK, datetime(2024, 11, 3)),
-])
-@pytest.mark.parametrize("window", [
-    Window(time(2, 0), time(4, 0)), Window(time(2, 30), time(2, 45)), Window(time(1, 0), time(1, 59)),
-    Window(time(0, 30), time(1, 30)), NIGHT, Window(time(3, 0), time(3, 0)), ALL_DAY,
-])
+@pytest.mark.parametrize(
+    "tz, day",
+    [
+        (BERLIN, datetime(2024, 3, 31)),
+        (BERLIN, datetime(2024, 10, 27)),
+        (NEW_YORK, datetime(2024, 3, 10)),
+        (NEW_YORK, datetime(2024, 11, 3)),
+    ],
+)
+@pytest.mark.parametrize(
+    "window",
+    [
+        Window(time(2, 0), time(4, 0)),
+        Window(time(2, 30), time(2, 45)),
+        Window(time(1, 0), time(1, 59)),
+        Window(time(0, 30), time(1, 30)),
+        NIGHT,
+        Window(time(3, 0), time(3, 0)),
+        ALL_DAY,
+    ],
+)
 def test_in_window_matches_brute_force_around_dst_changes(tz, day, window):
     start = day.replace(tzinfo=UTC) - timedelta(hours=12)
     for step in range(0, 48 * 60, 17):  # every 17 minutes (and a few odd seconds) across two days
         t = start + timedelta(minutes=step, seconds=step % 60)
         result = in_window(window, t, tz=tz)
         assert result >= t
-        assert window.contains(result.astimezone(tz).time()) or skipped_opening(window, result, tz), \
-            (t, result)  # check by converting back
+        assert window.contains(result.astimezone(tz).time()) or skipped_opening(window, result, tz), (
+            t,
+            result,
+        )  # check by converting back
         assert result == reference_in_window(window, t, tz), t
 
 
-@pytest.mark.parametrize("tz, first_day", [
-    (BERLIN, datetime(2024, 3, 27)), (BERLIN, datetime(2024, 10, 23)),
-    (NEW_YORK, datetime(2024, 3, 6)), (NEW_YORK, datetime(2024, 10, 30)),
-])
+@pytest.mark.parametrize(
+    "tz, first_day",
+    [
+        (BERLIN, datetime(2024, 3, 27)),
+        (BERLIN, datetime(2024, 10, 23)),
+        (NEW_YORK, datetime(2024, 3, 6)),
+        (NEW_YORK, datetime(2024, 10, 30)),
+    ],
+)
 def test_daily_task_runs_once_per_local_day_across_dst(tz, first_day):
     task = spec(timedelta(hours=24), Window(time(2, 0), time(4, 0)))
     now = first_day.replace(hour=12, tzinfo=tz).astimezone(UTC)
@@ -191,6 +216,7 @@ def test_daily_task_runs_once_per_local_day_across_dst(tz, first_day):
 
 
 # --- intervals and catch-up ---------------------------------------------------------------------------
+
 
 def test_never_ran_is_due_now_when_inside_the_window():
     now = utc(2024, 6, 1, 12, 0, 5)
@@ -285,6 +311,7 @@ def test_due_outside_the_window_waits_for_the_opening():
 
 
 # --- the machine's zone ----------------------------------------------------------------------------------
+
 
 def test_local_zone_prefers_a_valid_tz_variable(tmp_path):
     missing = tmp_path / "no-localtime"

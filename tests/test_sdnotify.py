@@ -104,7 +104,8 @@ def test_a_vanished_manager_is_logged_once_and_never_raises(tmp_path: Path, capl
         assert not notifier.ready()
         assert not notifier.maybe_ping(0.0)
         assert [r.message for r in caplog.records if "cannot notify" in r.message] == [
-            f"cannot notify the service manager at {tmp_path / 'gone.sock'}: [Errno 2] No such file or directory"]
+            f"cannot notify the service manager at {tmp_path / 'gone.sock'}: [Errno 2] No such file or directory"
+        ]
     finally:
         notifier.close()
 
@@ -115,7 +116,8 @@ def test_abstract_address_encoding() -> None:
 
 
 def test_loop_notifier_ready_once_after_scan_status_on_change_then_stopping(
-        listener: tuple[str, socket.socket]) -> None:
+    listener: tuple[str, socket.socket],
+) -> None:
     from supervisor.sdnotify import LoopNotifier
 
     value, sock = listener

@@ -74,15 +74,25 @@ def _task(home: Path, name: str, main: str, every: str = "60") -> None:
 
 
 def test_a_real_supervisor_notifies_ready_status_watchdog_and_stopping(home: Path, listener: Listener) -> None:
-    _task(home, "probe", "import os\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n"
-                         "    os.makedirs(out, exist_ok=True)\n"
-                         "    with open(os.path.join(out, 'env.txt'), 'w') as f:\n"
-                         "        f.write(repr((os.environ.get('NOTIFY_SOCKET'), os.environ.get('WATCHDOG_USEC'))))\n"
-                         "    return 'seen'\n")
+    _task(
+        home,
+        "probe",
+        "import os\n\ndef main():\n    out = os.environ['TASK_OUTPUT_DIR']\n"
+        "    os.makedirs(out, exist_ok=True)\n"
+        "    with open(os.path.join(out, 'env.txt'), 'w') as f:\n"
+        "        f.write(repr((os.environ.get('NOTIFY_SOCKET'), os.environ.get('WATCHDOG_USEC'))))\n"
+        "    return 'seen'\n",
+    )
     env = dict(os.environ, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="1000000")
     console = open(home / "console.txt", "wb")
-    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--home", str(home)], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "--home", str(home)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+    )
     console.close()
     try:
         ready = wait_for(lambda: listener.messages("READY=1"), timeout=30, what="READY=1")
@@ -90,10 +100,14 @@ def test_a_real_supervisor_notifies_ready_status_watchdog_and_stopping(home: Pat
         # WATCHDOG_USEC = 1 s: a ping every half second from the loop thread, while nothing else happens.
         wait_for(lambda: len(listener.messages("WATCHDOG=1")) >= 4, timeout=30, what="four WATCHDOG=1 pings")
         seen = wait_for(lambda: (home / "Tasks/probe/Output/env.txt").exists(), timeout=30, what="the task ran")
-        assert seen and (home / "Tasks/probe/Output/env.txt").read_text() == "(None, None)", \
+        assert seen and (home / "Tasks/probe/Output/env.txt").read_text() == "(None, None)", (
             "tasks must not inherit systemd's notification variables"
-        wait_for(lambda: listener.messages("STATUS=1 task(s), 0 running"), timeout=30,
-                 what="a STATUS update after the run ended")
+        )
+        wait_for(
+            lambda: listener.messages("STATUS=1 task(s), 0 running"),
+            timeout=30,
+            what="a STATUS update after the run ended",
+        )
         result = script("terminate.py", home, timeout=60)
         assert result.returncode == 0, result.stderr
         assert proc.wait(timeout=60) == 0

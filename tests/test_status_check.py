@@ -13,20 +13,35 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def _row(name: str, state: str = "idle", outcome: str | None = None, enabled: bool = True) -> dict:
-    return {"name": name, "enabled": enabled, "state": state,
-            "last_run": {"outcome": outcome} if outcome else None}
+    return {"name": name, "enabled": enabled, "state": state, "last_run": {"outcome": outcome} if outcome else None}
 
 
 def test_unhealthy_tasks_policy() -> None:
-    status = {"tasks": [_row("ok", outcome="ok"), _row("never"), _row("testing", outcome="testing"),
-                        _row("skip", outcome="skipped"), _row("bad", state="error"),
-                        _row("env", state="env-failed"), _row("timeout", outcome="timeout"),
-                        _row("crash", outcome="crashed"), _row("off", state="disabled", outcome="failed",
-                                                                enabled=False),
-                        _row("stopped", outcome="killed"), _row("crashed-supervisor", outcome="interrupted"),
-                        _row("mem", outcome="memory"), _row("fail", outcome="failed")]}
-    assert unhealthy_tasks(status) == ["bad: error", "env: env-failed", "timeout: last run timeout",
-                                       "crash: last run crashed", "mem: last run memory", "fail: last run failed"]
+    status = {
+        "tasks": [
+            _row("ok", outcome="ok"),
+            _row("never"),
+            _row("testing", outcome="testing"),
+            _row("skip", outcome="skipped"),
+            _row("bad", state="error"),
+            _row("env", state="env-failed"),
+            _row("timeout", outcome="timeout"),
+            _row("crash", outcome="crashed"),
+            _row("off", state="disabled", outcome="failed", enabled=False),
+            _row("stopped", outcome="killed"),
+            _row("crashed-supervisor", outcome="interrupted"),
+            _row("mem", outcome="memory"),
+            _row("fail", outcome="failed"),
+        ]
+    }
+    assert unhealthy_tasks(status) == [
+        "bad: error",
+        "env: env-failed",
+        "timeout: last run timeout",
+        "crash: last run crashed",
+        "mem: last run memory",
+        "fail: last run failed",
+    ]
     assert unhealthy_tasks({"tasks": [_row("a", outcome="ok")]}) == []
 
 

@@ -22,12 +22,21 @@ T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 OUTCOMES = (Outcome.OK, Outcome.FAILED, Outcome.TIMEOUT, Outcome.SKIPPED, Outcome.KILLED, None)
 
 
-def _row(run_id: str, *, task: str, minute: float, outcome: Outcome | None, attempt: int = 1,
-         retry_of: str | None = None) -> RunRecord:
+def _row(
+    run_id: str, *, task: str, minute: float, outcome: Outcome | None, attempt: int = 1, retry_of: str | None = None
+) -> RunRecord:
     started = T0 + timedelta(minutes=minute)
-    return RunRecord(run_id=run_id, task=task, trigger=Trigger.SCHEDULE, started=started, due=started,
-                     outcome=outcome, finished=started + timedelta(seconds=1) if outcome is not None else None,
-                     attempt=attempt, retry_of=retry_of)
+    return RunRecord(
+        run_id=run_id,
+        task=task,
+        trigger=Trigger.SCHEDULE,
+        started=started,
+        due=started,
+        outcome=outcome,
+        finished=started + timedelta(seconds=1) if outcome is not None else None,
+        attempt=attempt,
+        retry_of=retry_of,
+    )
 
 
 def _write(records: Records, row: RunRecord) -> None:
@@ -90,8 +99,9 @@ def test_the_write_behind_overlay_is_laid_over_the_batched_read(tmp_path: Path) 
             _write(history, _row("queued-a", task="a", minute=3, outcome=Outcome.TIMEOUT))
             _write(history, _row("queued-open", task="a", minute=4, outcome=None))
             names = ["a", "b", "c"]
-            assert history.last_finished_each(names) == {n: r for n in names
-                                                         if (r := history.last_finished(n)) is not None}
+            assert history.last_finished_each(names) == {
+                n: r for n in names if (r := history.last_finished(n)) is not None
+            }
             assert history.last_finished_each(names)["a"].run_id == "queued-a"
         finally:
             holder.execute("ROLLBACK")
@@ -127,16 +137,28 @@ def _per_task_document(paths: Paths, records: Records) -> dict[str, object]:
             enabled, schedule = spec.enabled, trigger_for(spec, tz=timezone.utc).describe()
         except TaskAutomationError as exc:
             error = str(exc)
-        rows.append(offline_row(name, enabled=enabled, error=error, last=records.last_finished(name),
-                                failures=failure_streak(records.history(name, limit=STREAK_LOOKBACK)),
-                                schedule=schedule, paused_since=records.paused().get(name)))
+        rows.append(
+            offline_row(
+                name,
+                enabled=enabled,
+                error=error,
+                last=records.last_finished(name),
+                failures=failure_streak(records.history(name, limit=STREAK_LOOKBACK)),
+                schedule=schedule,
+                paused_since=records.paused().get(name),
+            )
+        )
     return offline_status_json(rows)
 
 
 def test_offline_document_equals_the_per_task_build_and_follows_configs_and_history(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
-    configs = {"t00": "[Frequency]\nEveryXMinutes = 5\n", "t01": "[Frequency]\nEveryXMinutes = 7\nEnabled = false\n",
-               "t04": "[Frequency]\nEveryXMinutes = nope\n", "t05": "[Frequency]\nEveryXMinutes = 60\n"}
+    configs = {
+        "t00": "[Frequency]\nEveryXMinutes = 5\n",
+        "t01": "[Frequency]\nEveryXMinutes = 7\nEnabled = false\n",
+        "t04": "[Frequency]\nEveryXMinutes = nope\n",
+        "t05": "[Frequency]\nEveryXMinutes = 60\n",
+    }
     for name in ("t00", "t01", "t04", "t05", "fresh"):
         (paths.task_dir(name)).mkdir(parents=True)
         (paths.task_dir(name) / "main.py").write_text("def main():\n    return None\n")

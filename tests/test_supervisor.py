@@ -17,10 +17,18 @@ EVERY_SECOND = "[Frequency]\nEveryXMinutes = 0.02\n"  # 1.2 s
 
 
 def test_main_return_string_and_traceback_are_logged(home: Path) -> None:
-    write_task(home / "Tasks", "good", main="def main():\n    print('some output')\n    return 'all fine'\n",
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
-    write_task(home / "Tasks", "bad", main="def main():\n    raise ValueError('boom 42')\n",
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
+    write_task(
+        home / "Tasks",
+        "good",
+        main="def main():\n    print('some output')\n    return 'all fine'\n",
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+    )
+    write_task(
+        home / "Tasks",
+        "bad",
+        main="def main():\n    raise ValueError('boom 42')\n",
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="good")
         sup.wait_log("failed in", task="bad")
@@ -51,8 +59,13 @@ def test_run_environment_cwd_stdin_and_helper_imports(home: Path) -> None:
                 json.dump(data, f)
             return "probed"
     """
-    write_task(home / "Tasks", "probe", main=main, extra={"helper.py": "VALUE = 'from helper'\n"},
-               config="[Frequency]\nEveryXMinutes = 60\n")
+    write_task(
+        home / "Tasks",
+        "probe",
+        main=main,
+        extra={"helper.py": "VALUE = 'from helper'\n"},
+        config="[Frequency]\nEveryXMinutes = 60\n",
+    )
     with SupervisorProcess(home) as sup:
         out = home / "Tasks" / "probe" / "Output" / "probe.json"
         # The file exists before json.dump has written it: wait for the whole document.
@@ -64,22 +77,30 @@ def test_run_environment_cwd_stdin_and_helper_imports(home: Path) -> None:
     assert data["stdin"] == ""
     assert data["helper"] == "from helper"
     assert data["executable"].startswith(str(home / "envs")), "main() must run in the task's own env"
-    assert data["env"] == {"TASK_NAME": "probe", "TASK_DIR": str(home / "Tasks" / "probe"),
-                           "TASK_OUTPUT_DIR": str(home / "Tasks" / "probe" / "Output"), "TASK_RUN_ID": run_id}
+    assert data["env"] == {
+        "TASK_NAME": "probe",
+        "TASK_DIR": str(home / "Tasks" / "probe"),
+        "TASK_OUTPUT_DIR": str(home / "Tasks" / "probe" / "Output"),
+        "TASK_RUN_ID": run_id,
+    }
 
 
 def test_run_on_startup_testing_and_enabled_flags(home: Path) -> None:
-    marker = "def main():\n    import os\n    open(os.path.join(os.environ['TASK_OUTPUT_DIR'], 'ran'), 'a').write('x')\n"
+    marker = (
+        "def main():\n    import os\n    open(os.path.join(os.environ['TASK_OUTPUT_DIR'], 'ran'), 'a').write('x')\n"
+    )
     # A window that excludes "now" for sure: RunOnStartup must run regardless of it.
-    write_task(home / "Tasks", "startup", main=marker,
-               config="[Frequency]\nEveryXMinutes = 60\nAllowedFrom = 00:00\nAllowedTo = 00:00\n"
-                      "[Global]\nRunOnStartup = True\n" if _now_minute() != "00:00" else
-                      "[Frequency]\nEveryXMinutes = 60\nAllowedFrom = 12:00\nAllowedTo = 12:00\n"
-                      "[Global]\nRunOnStartup = True\n")
-    write_task(home / "Tasks", "testing", main=marker,
-               config=EVERY_SECOND + "[Global]\nTesting = True\n")
-    write_task(home / "Tasks", "disabled", main=marker,
-               config=EVERY_SECOND + "[Global]\nEnabled = False\n")
+    write_task(
+        home / "Tasks",
+        "startup",
+        main=marker,
+        config="[Frequency]\nEveryXMinutes = 60\nAllowedFrom = 00:00\nAllowedTo = 00:00\n"
+        "[Global]\nRunOnStartup = True\n"
+        if _now_minute() != "00:00"
+        else "[Frequency]\nEveryXMinutes = 60\nAllowedFrom = 12:00\nAllowedTo = 12:00\n[Global]\nRunOnStartup = True\n",
+    )
+    write_task(home / "Tasks", "testing", main=marker, config=EVERY_SECOND + "[Global]\nTesting = True\n")
+    write_task(home / "Tasks", "disabled", main=marker, config=EVERY_SECOND + "[Global]\nEnabled = False\n")
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="startup")
         sup.wait_log("[Testing] run confirmed", task="testing", count=2)
@@ -109,10 +130,14 @@ BAD_INPUTS = {
     "bad window": ({"config.ini": "[Frequency]\nEveryXMinutes = 5\nAllowedFrom = 25:00\n"}, "'25:00'"),
     "syntax error": ({"main.py": "def main(:\n    pass\n"}, "main.py"),
     "no main": ({"main.py": "def initialize():\n    return 'x'\n"}, "main()"),
-    "init raises": ({"main.py": "def main():\n    return 1\n\ndef initialize():\n    raise RuntimeError('init broke')\n"},
-                    "RuntimeError: init broke"),
-    "import fails": ({"main.py": "import no_such_module_xyz\n\ndef main():\n    return 1\n"},
-                     "No module named 'no_such_module_xyz'"),
+    "init raises": (
+        {"main.py": "def main():\n    return 1\n\ndef initialize():\n    raise RuntimeError('init broke')\n"},
+        "RuntimeError: init broke",
+    ),
+    "import fails": (
+        {"main.py": "import no_such_module_xyz\n\ndef main():\n    return 1\n"},
+        "No module named 'no_such_module_xyz'",
+    ),
 }
 
 
@@ -128,9 +153,14 @@ def test_each_bad_input_is_reported_and_others_run(home: Path) -> None:
     write_task(home / "Tasks", "healthy", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="healthy")
-        wait_for(lambda: all(sup.task_status(n)["state"] in ("error", "env-failed")
-                             for n in [*BAD_INPUTS, "undecodable", "no main.py"]),
-                 timeout=30, what="every bad task in state error")
+        wait_for(
+            lambda: all(
+                sup.task_status(n)["state"] in ("error", "env-failed")
+                for n in [*BAD_INPUTS, "undecodable", "no main.py"]
+            ),
+            timeout=30,
+            what="every bad task in state error",
+        )
         log = sup.log()
         for name, (files, needle) in BAD_INPUTS.items():
             error = sup.task_status(name)["error"]
@@ -151,11 +181,15 @@ def test_conflicting_pins_each_get_their_own_env(home: Path, tmp_path: Path) -> 
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "pinned", "1.0")
     build_wheel(wheels, "pinned", "2.0")
-    main = ("import pinned\n\ndef main():\n    return 'pinned ' + pinned.__version__\n")
+    main = "import pinned\n\ndef main():\n    return 'pinned ' + pinned.__version__\n"
     for name, version in (("old", "1.0"), ("new", "2.0")):
-        write_task(home / "Tasks", name, main=main,
-                   config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
-                   requirements=f"--no-index\n--find-links {wheels}\npinned=={version}\n")
+        write_task(
+            home / "Tasks",
+            name,
+            main=main,
+            config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+            requirements=f"--no-index\n--find-links {wheels}\npinned=={version}\n",
+        )
     with SupervisorProcess(home) as sup:
         sup.wait_log("returned: pinned 1.0", task="old", timeout=60)
         sup.wait_log("returned: pinned 2.0", task="new", timeout=60)
@@ -165,9 +199,13 @@ def test_conflicting_pins_each_get_their_own_env(home: Path, tmp_path: Path) -> 
 def test_unchanged_env_is_reused_across_restarts(home: Path, tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "reused", "1.0")
-    write_task(home / "Tasks", "reuse", main="import reused\n\ndef main():\n    return reused.__version__\n",
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
-               requirements=f"--no-index --find-links {wheels}\nreused==1.0\n")
+    write_task(
+        home / "Tasks",
+        "reuse",
+        main="import reused\n\ndef main():\n    return reused.__version__\n",
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+        requirements=f"--no-index --find-links {wheels}\nreused==1.0\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("returned: 1.0", task="reuse", timeout=60)
     first_log = sup.log()
@@ -176,15 +214,18 @@ def test_unchanged_env_is_reused_across_restarts(home: Path, tmp_path: Path) -> 
     assert len(markers) == 1
     with SupervisorProcess(home) as sup:
         sup.wait_log("returned: 1.0", task="reuse", count=2, timeout=60)
-    second_start = sup.log()[len(first_log):]
+    second_start = sup.log()[len(first_log) :]
     assert "building env" not in second_start
     assert {p: p.stat().st_mtime_ns for p in (home / "envs").glob("*/.taskautomation-env.json")} == markers
 
 
 def test_failed_install_names_the_reason_and_others_run(home: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    write_task(home / "Tasks", "broken env", requirements=f"--no-index --find-links {tmp_path / 'empty'}\n"
-                                                          "nonexistent-package-xyz==1.0\n")
+    write_task(
+        home / "Tasks",
+        "broken env",
+        requirements=f"--no-index --find-links {tmp_path / 'empty'}\nnonexistent-package-xyz==1.0\n",
+    )
     write_task(home / "Tasks", "fine", config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
     with SupervisorProcess(home) as sup:
         sup.wait_log("ok in", task="fine")
@@ -198,9 +239,13 @@ def test_pip_installer_fallback_from_home_config(home: Path, tmp_path: Path) -> 
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "viapip", "3.1")
     (home / "taskautomation.ini").write_text("[Supervisor]\nInstaller = pip\n")
-    write_task(home / "Tasks", "pip task", main="import viapip\n\ndef main():\n    return viapip.__version__\n",
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
-               requirements=f"--no-index\n--find-links {wheels}\nviapip==3.1\n")
+    write_task(
+        home / "Tasks",
+        "pip task",
+        main="import viapip\n\ndef main():\n    return viapip.__version__\n",
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+        requirements=f"--no-index\n--find-links {wheels}\nviapip==3.1\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("returned: 3.1", task="pip task", timeout=90)
         assert "installer pip" in sup.log()
@@ -209,15 +254,23 @@ def test_pip_installer_fallback_from_home_config(home: Path, tmp_path: Path) -> 
 
 
 def test_names_with_spaces_and_non_ascii_letters(home: Path) -> None:
-    write_task(home / "Tasks", "Mein Backup é", main="def main():\n    return 'ünïcode ok'\n",
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
+    write_task(
+        home / "Tasks",
+        "Mein Backup é",
+        main="def main():\n    return 'ünïcode ok'\n",
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("returned: ünïcode ok", task="Mein Backup é")
 
 
 def test_segfault_is_logged_as_a_signal(home: Path) -> None:
-    write_task(home / "Tasks", "segv", main="import os, signal\n\ndef main():\n    os.kill(os.getpid(), signal.SIGSEGV)\n",
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n")
+    write_task(
+        home / "Tasks",
+        "segv",
+        main="import os, signal\n\ndef main():\n    os.kill(os.getpid(), signal.SIGSEGV)\n",
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n",
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("crashed in", task="segv")
         assert "killed by signal SIGSEGV" in sup.task_log("segv")
@@ -226,8 +279,12 @@ def test_segfault_is_logged_as_a_signal(home: Path) -> None:
 
 
 def test_overlapping_due_run_is_skipped_and_recorded(home: Path) -> None:
-    write_task(home / "Tasks", "slow", main="import time\n\ndef main():\n    time.sleep(4)\n    return 'slept'\n",
-               config=EVERY_SECOND)
+    write_task(
+        home / "Tasks",
+        "slow",
+        main="import time\n\ndef main():\n    time.sleep(4)\n    return 'slept'\n",
+        config=EVERY_SECOND,
+    )
     with SupervisorProcess(home) as sup:
         sup.wait_log("due run skipped", task="slow", timeout=30)
         sup.wait_log("returned: slept", task="slow", timeout=30)
@@ -260,8 +317,12 @@ def test_clean_stop_kills_running_children(home: Path, how: str) -> None:
             open(os.path.join(os.environ["TASK_OUTPUT_DIR"], "pids"), "w").write(f"{os.getpid()} {child.pid}")
             time.sleep(300)
     """
-    write_task(home / "Tasks", "stuck", main=main,
-               config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n[Limits]\nKillGraceSeconds = 1\n")
+    write_task(
+        home / "Tasks",
+        "stuck",
+        main=main,
+        config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n[Limits]\nKillGraceSeconds = 1\n",
+    )
     sup = SupervisorProcess(home).start()
     try:
         pids_file = home / "Tasks" / "stuck" / "Output" / "pids"
@@ -309,8 +370,11 @@ def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
         assert sum(1 for a in sup.supervisor.in_flight.values() if a.mode is RunMode.INITIALIZE) == 3
         assert set(states.values()) == {"initializing"}
         gate.write_text("go")
-        wait_for(lambda: all(t["state"] == "scheduled" for t in sup.supervisor.status()["tasks"]), timeout=60,
-                 what="all nine tasks loaded")
+        wait_for(
+            lambda: all(t["state"] == "scheduled" for t in sup.supervisor.status()["tasks"]),
+            timeout=60,
+            what="all nine tasks loaded",
+        )
         assert started() == 9
 
 

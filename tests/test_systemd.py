@@ -12,7 +12,14 @@ import pytest
 
 from supervisor.cli import main as cli_main
 from supervisor.systemd import (
-    UnitSpec, enable_unit, exec_quote, plan_install, render_unit, stop_timeout_for, unit_dir, unit_name_for,
+    UnitSpec,
+    enable_unit,
+    exec_quote,
+    plan_install,
+    render_unit,
+    stop_timeout_for,
+    unit_dir,
+    unit_name_for,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,9 +42,15 @@ def _verify(unit: Path, *, user_mode: bool, tmp_path: Path) -> str:
 
 
 def _spec(home: Path, *, user_mode: bool) -> UnitSpec:
-    return UnitSpec(name="taskautomation-test", home=home, python=Path(sys.executable), main_py=ROOT / "main.py",
-                    user_mode=user_mode, stop_timeout_s=stop_timeout_for([5.0, 95.5], default_grace_s=10),
-                    run_as=None)
+    return UnitSpec(
+        name="taskautomation-test",
+        home=home,
+        python=Path(sys.executable),
+        main_py=ROOT / "main.py",
+        user_mode=user_mode,
+        stop_timeout_s=stop_timeout_for([5.0, 95.5], default_grace_s=10),
+        run_as=None,
+    )
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze missing (Debian package 'systemd')")
@@ -58,8 +71,9 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     unit = tmp_path / "taskautomation-bad.service"
     text = render_unit(_spec(tmp_path, user_mode=False)).replace("Type=notify", "Type=notifyy")
     unit.write_text(text.replace(sys.executable, str(tmp_path / "no-such-python")))
-    result = subprocess.run([SYSTEMD_ANALYZE or "", "verify", str(unit)], capture_output=True, text=True,
-                            timeout=50, check=False)
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE or "", "verify", str(unit)], capture_output=True, text=True, timeout=50, check=False
+    )
     assert result.returncode != 0 or unit.name in result.stderr
 
 
@@ -68,8 +82,15 @@ def test_unit_keys_system_and_user_mode(tmp_path: Path) -> None:
     user = render_unit(_spec(tmp_path, user_mode=True))
     for text in (system, user):
         lines = text.splitlines()
-        for expected in ("Type=notify", "NotifyAccess=main", "KillMode=mixed", "Restart=on-failure",
-                         "WatchdogSec=30", f"WorkingDirectory={tmp_path}", "TimeoutStopSec=126"):
+        for expected in (
+            "Type=notify",
+            "NotifyAccess=main",
+            "KillMode=mixed",
+            "Restart=on-failure",
+            "WatchdogSec=30",
+            f"WorkingDirectory={tmp_path}",
+            "TimeoutStopSec=126",
+        ):
             assert expected in lines
         exec_start = next(line for line in lines if line.startswith("ExecStart="))
         assert exec_start == f"ExecStart={sys.executable} {ROOT / 'main.py'} --home {tmp_path}"
@@ -131,8 +152,10 @@ def test_enable_runs_daemon_reload_then_enable_now_and_reports_failure() -> None
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     lines = enable_unit("taskautomation-x", user_mode=True, run=fake)
-    assert calls == [["systemctl", "--user", "daemon-reload"],
-                     ["systemctl", "--user", "enable", "--now", "taskautomation-x.service"]]
+    assert calls == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "--now", "taskautomation-x.service"],
+    ]
     assert lines == [f"ran: {' '.join(c)}" for c in calls]
 
     def failing(argv):
@@ -143,23 +166,33 @@ def test_enable_runs_daemon_reload_then_enable_now_and_reports_failure() -> None
 
 
 def test_plan_system_mode_runs_as_the_home_owner(tmp_path: Path) -> None:
-    plan = plan_install(home=tmp_path, python=Path(sys.executable), main_py=None, user_mode=False, graces=[],
-                        default_grace_s=10, run_as="alice", target_dir=tmp_path / "u")
+    plan = plan_install(
+        home=tmp_path,
+        python=Path(sys.executable),
+        main_py=None,
+        user_mode=False,
+        graces=[],
+        default_grace_s=10,
+        run_as="alice",
+        target_dir=tmp_path / "u",
+    )
     assert "User=alice" in plan.text
     assert f"ExecStart={sys.executable} -m supervisor run --home {tmp_path}" in plan.text
 
 
-def test_install_systemd_enable_runs_systemctl_and_reports_it(home: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_systemd_enable_runs_systemctl_and_reports_it(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Through the command line with a stand-in ``systemctl`` on PATH (no service manager runs in a test
     container): the real subprocess path, the order of the calls and the report."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls.txt"
     fake = bin_dir / "systemctl"
-    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n[ \"$1 $2\" != \"--user enable\" ] || [ -z \"$FAIL\" ] "
-                    f"|| {{ echo 'Failed to enable unit: Unit file is masked.' >&2; exit 1; }}\n")
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1 $2" != "--user enable" ] || [ -z "$FAIL" ] '
+        f"|| {{ echo 'Failed to enable unit: Unit file is masked.' >&2; exit 1; }}\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     units = home / "units"

@@ -12,8 +12,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from supervisor.spec import CatchUp, TaskSpec, Window
-from supervisor.triggers import (CronTrigger, IntervalTrigger, Jittered, RunAtTrigger, jitter_offset,
-                                 trigger_for, upcoming)
+from supervisor.triggers import (
+    CronTrigger,
+    IntervalTrigger,
+    Jittered,
+    RunAtTrigger,
+    jitter_offset,
+    trigger_for,
+    upcoming,
+)
 from supervisor.schedule import initial_due
 
 UTC = timezone.utc
@@ -32,10 +39,16 @@ def shown(times: list[datetime], tz=BERLIN) -> list[str]:
     return [t.astimezone(tz).strftime("%m-%d %H:%M%z") for t in times]
 
 
-def cron(expression: str, *, window: Window = Window(), catch_up: CatchUp = CatchUp.ONCE,
-         zone: str | None = "Europe/Berlin", jitter_s: float = 0.0, name: str = "t"):
-    spec = TaskSpec(name=name, cron=expression, window=window, catch_up=catch_up, time_zone=zone,
-                    jitter_s=jitter_s)
+def cron(
+    expression: str,
+    *,
+    window: Window = Window(),
+    catch_up: CatchUp = CatchUp.ONCE,
+    zone: str | None = "Europe/Berlin",
+    jitter_s: float = 0.0,
+    name: str = "t",
+):
+    spec = TaskSpec(name=name, cron=expression, window=window, catch_up=catch_up, time_zone=zone, jitter_s=jitter_s)
     return trigger_for(spec, tz=UTC)  # the machine zone is UTC: the task's TimeZone must win
 
 
@@ -50,6 +63,7 @@ def walk(trigger, *, start: datetime, until: datetime) -> list[datetime]:
 
 
 # --- cron and DST (Europe/Berlin 2026: 03-29 02:00 CET -> 03:00 CEST; 10-25 03:00 CEST -> 02:00 CET) ------
+
 
 def test_daily_cron_in_the_skipped_hour_runs_once_right_after_the_gap():
     dues = walk(cron("30 2 * * *"), start=at("2026-03-27T12:00+01:00"), until=at("2026-04-01T00:00+02:00"))
@@ -66,8 +80,9 @@ def test_daily_cron_in_the_repeated_hour_runs_exactly_once():
 def test_hourly_cron_runs_every_real_hour_on_both_dst_days(day, real_hours):
     midnight = datetime.fromisoformat(day).replace(tzinfo=BERLIN)
     next_midnight = (midnight + timedelta(days=1)).replace(tzinfo=BERLIN)
-    dues = walk(cron("0 * * * *"), start=midnight.astimezone(UTC) - timedelta(seconds=1),
-                until=next_midnight.astimezone(UTC))
+    dues = walk(
+        cron("0 * * * *"), start=midnight.astimezone(UTC) - timedelta(seconds=1), until=next_midnight.astimezone(UTC)
+    )
     assert len(dues) == real_hours
     # Every real hour, no more, no less: consecutive runs are exactly one hour apart in real time.
     assert all(b - a == timedelta(hours=1) for a, b in zip(dues, dues[1:]))
@@ -77,8 +92,7 @@ def test_hourly_cron_runs_every_real_hour_on_both_dst_days(day, real_hours):
 def test_new_york_daily_shorthand_runs_at_local_midnight_across_both_changes():
     trigger = trigger_for(TaskSpec(name="t", cron="0 0 * * *", time_zone="America/New_York"), tz=BERLIN)
     dues = walk(trigger, start=at("2026-03-07T12:00-05:00"), until=at("2026-03-11T12:00-04:00"))
-    assert shown(dues, NEW_YORK) == ["03-08 00:00-0500", "03-09 00:00-0400", "03-10 00:00-0400",
-                                     "03-11 00:00-0400"]
+    assert shown(dues, NEW_YORK) == ["03-08 00:00-0500", "03-09 00:00-0400", "03-10 00:00-0400", "03-11 00:00-0400"]
     dues = walk(trigger, start=at("2026-10-31T12:00-04:00"), until=at("2026-11-03T12:00-05:00"))
     assert shown(dues, NEW_YORK) == ["11-01 00:00-0400", "11-02 00:00-0500", "11-03 00:00-0500"]
 
@@ -96,20 +110,37 @@ def test_never_run_cron_task_waits_for_its_next_slot():
 
 
 def test_cron_with_names_steps_and_lists():
-    dues = walk(cron("*/20 9,17 * jun mon"), start=at("2026-06-01T00:00+02:00"),
-                until=at("2026-06-09T00:00+02:00"))
-    assert shown(dues) == ["06-01 09:00+0200", "06-01 09:20+0200", "06-01 09:40+0200", "06-01 17:00+0200",
-                           "06-01 17:20+0200", "06-01 17:40+0200", "06-08 09:00+0200", "06-08 09:20+0200",
-                           "06-08 09:40+0200", "06-08 17:00+0200", "06-08 17:20+0200", "06-08 17:40+0200"]
+    dues = walk(cron("*/20 9,17 * jun mon"), start=at("2026-06-01T00:00+02:00"), until=at("2026-06-09T00:00+02:00"))
+    assert shown(dues) == [
+        "06-01 09:00+0200",
+        "06-01 09:20+0200",
+        "06-01 09:40+0200",
+        "06-01 17:00+0200",
+        "06-01 17:20+0200",
+        "06-01 17:40+0200",
+        "06-08 09:00+0200",
+        "06-08 09:20+0200",
+        "06-08 09:40+0200",
+        "06-08 17:00+0200",
+        "06-08 17:20+0200",
+        "06-08 17:40+0200",
+    ]
 
 
 # --- windows ------------------------------------------------------------------------------------------
 
+
 def test_window_filters_cron_slots():
     trigger = cron("0 * * * *", window=Window(time(9, 0), time(11, 0)))
     dues = walk(trigger, start=at("2026-06-01T00:00+02:00"), until=at("2026-06-03T00:00+02:00"))
-    assert shown(dues) == ["06-01 09:00+0200", "06-01 10:00+0200", "06-01 11:00+0200",
-                           "06-02 09:00+0200", "06-02 10:00+0200", "06-02 11:00+0200"]
+    assert shown(dues) == [
+        "06-01 09:00+0200",
+        "06-01 10:00+0200",
+        "06-01 11:00+0200",
+        "06-02 09:00+0200",
+        "06-02 10:00+0200",
+        "06-02 11:00+0200",
+    ]
 
 
 def test_window_crossing_midnight_filters_slots():
@@ -120,11 +151,13 @@ def test_window_crossing_midnight_filters_slots():
 
 def test_cron_window_across_both_dst_edges():
     window = Window(time(1, 0), time(3, 0))
-    spring = walk(cron("0 * * * *", window=window), start=at("2026-03-29T00:00+01:00"),
-                  until=at("2026-03-29T12:00+02:00"))
+    spring = walk(
+        cron("0 * * * *", window=window), start=at("2026-03-29T00:00+01:00"), until=at("2026-03-29T12:00+02:00")
+    )
     assert shown(spring) == ["03-29 01:00+0100", "03-29 03:00+0200"]
-    autumn = walk(cron("0 * * * *", window=window), start=at("2026-10-25T00:00+02:00"),
-                  until=at("2026-10-25T12:00+01:00"))
+    autumn = walk(
+        cron("0 * * * *", window=window), start=at("2026-10-25T00:00+02:00"), until=at("2026-10-25T12:00+01:00")
+    )
     assert shown(autumn) == ["10-25 01:00+0200", "10-25 02:00+0200", "10-25 02:00+0100", "10-25 03:00+0100"]
 
 
@@ -132,10 +165,13 @@ def test_cron_window_across_both_dst_edges():
 def test_cron_window_wholly_in_the_skipped_hour_keeps_the_slot_right_after_the_gap(expression):
     trigger = cron(expression, window=Window(time(2, 0), time(2, 45)))
     dues = walk(trigger, start=at("2026-03-28T12:00+01:00"), until=at("2026-03-31T00:00+02:00"))
-    assert shown(dues) == {
-        "0 * * * *": ["03-29 03:00+0200", "03-30 02:00+0200"],
-        "30 2 * * *": ["03-29 03:00+0200", "03-30 02:30+0200"],
-    }[expression]
+    assert (
+        shown(dues)
+        == {
+            "0 * * * *": ["03-29 03:00+0200", "03-30 02:00+0200"],
+            "30 2 * * *": ["03-29 03:00+0200", "03-30 02:30+0200"],
+        }[expression]
+    )
 
 
 def test_cron_whose_slots_never_meet_the_window_has_no_runs():
@@ -146,33 +182,44 @@ def test_cron_whose_slots_never_meet_the_window_has_no_runs():
 def test_daily_interval_task_never_skips_a_day_at_spring_forward():
     # Issue 14 item 8: window 01:00-01:59, every 24 h. 03-29 01:00 CET + 24 real hours is 03-30 02:00 CEST,
     # outside the window: the wall-clock slot 03-30 01:00 CEST is used instead of skipping to 03-31.
-    spec = TaskSpec(name="t", every=timedelta(hours=24), window=Window(time(1, 0), time(1, 59)),
-                    time_zone="Europe/Berlin")
-    dues = walk(trigger_for(spec, tz=UTC), start=at("2026-03-27T12:00+01:00"),
-                until=at("2026-04-01T12:00+02:00"))
-    assert shown(dues) == ["03-28 01:00+0100", "03-29 01:00+0100", "03-30 01:00+0200", "03-31 01:00+0200",
-                           "04-01 01:00+0200"]
+    spec = TaskSpec(
+        name="t", every=timedelta(hours=24), window=Window(time(1, 0), time(1, 59)), time_zone="Europe/Berlin"
+    )
+    dues = walk(trigger_for(spec, tz=UTC), start=at("2026-03-27T12:00+01:00"), until=at("2026-04-01T12:00+02:00"))
+    assert shown(dues) == [
+        "03-28 01:00+0100",
+        "03-29 01:00+0100",
+        "03-30 01:00+0200",
+        "03-31 01:00+0200",
+        "04-01 01:00+0200",
+    ]
 
 
 def test_daily_interval_task_runs_once_on_the_fall_back_day():
-    spec = TaskSpec(name="t", every=timedelta(hours=24), window=Window(time(1, 0), time(1, 59)),
-                    time_zone="Europe/Berlin")
-    dues = walk(trigger_for(spec, tz=UTC), start=at("2026-10-23T12:00+02:00"),
-                until=at("2026-10-28T12:00+01:00"))
+    spec = TaskSpec(
+        name="t", every=timedelta(hours=24), window=Window(time(1, 0), time(1, 59)), time_zone="Europe/Berlin"
+    )
+    dues = walk(trigger_for(spec, tz=UTC), start=at("2026-10-23T12:00+02:00"), until=at("2026-10-28T12:00+01:00"))
     # 10-25 01:00 CEST + 24 real hours is 10-26 00:00 CET: outside the window, so 01:00 CET, once.
-    assert shown(dues) == ["10-24 01:00+0200", "10-25 01:00+0200", "10-26 01:00+0100", "10-27 01:00+0100",
-                           "10-28 01:00+0100"]
+    assert shown(dues) == [
+        "10-24 01:00+0200",
+        "10-25 01:00+0200",
+        "10-26 01:00+0100",
+        "10-27 01:00+0100",
+        "10-28 01:00+0100",
+    ]
 
 
 def test_window_wholly_in_the_skipped_hour_opens_right_after_the_gap():
-    spec = TaskSpec(name="t", every=timedelta(hours=24), window=Window(time(2, 0), time(2, 30)),
-                    time_zone="Europe/Berlin")
-    dues = walk(trigger_for(spec, tz=UTC), start=at("2026-03-27T12:00+01:00"),
-                until=at("2026-03-31T12:00+02:00"))
+    spec = TaskSpec(
+        name="t", every=timedelta(hours=24), window=Window(time(2, 0), time(2, 30)), time_zone="Europe/Berlin"
+    )
+    dues = walk(trigger_for(spec, tz=UTC), start=at("2026-03-27T12:00+01:00"), until=at("2026-03-31T12:00+02:00"))
     assert shown(dues) == ["03-28 02:00+0100", "03-29 03:00+0200", "03-30 02:00+0200", "03-31 02:00+0200"]
 
 
 # --- catch-up and clock steps ---------------------------------------------------------------------------
+
 
 def test_cron_slots_missed_while_down_run_once_with_catch_up_once():
     anchor = at("2026-06-01T07:30+02:00")
@@ -202,9 +249,15 @@ def test_cron_anchor_in_the_future_after_a_backward_clock_step_waits_only_for_th
 
 # --- RunAt ----------------------------------------------------------------------------------------------
 
+
 def run_at(*times: str, catch_up: CatchUp = CatchUp.ONCE, window: Window = Window()):
-    spec = TaskSpec(name="t", run_at=tuple(datetime.fromisoformat(t) for t in times), catch_up=catch_up,
-                    time_zone="Europe/Berlin", window=window)
+    spec = TaskSpec(
+        name="t",
+        run_at=tuple(datetime.fromisoformat(t) for t in times),
+        catch_up=catch_up,
+        time_zone="Europe/Berlin",
+        window=window,
+    )
     return trigger_for(spec, tz=UTC)
 
 
@@ -248,6 +301,7 @@ def test_run_at_outside_the_window_waits_for_it():
 
 # --- jitter ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("jitter_s", [1, 30, 600, 3600.5])
 def test_jitter_is_stable_and_in_range(jitter_s):
     offsets = [jitter_offset(f"task-{i}", jitter_s) for i in range(300)]
@@ -262,8 +316,9 @@ def test_jitter_is_added_to_every_due_time_and_the_grid_does_not_drift():
     jittered_trigger = cron("*/10 * * * *", jitter_s=300, name="backup")
     offset = jitter_offset("backup", 300)
     assert offset > timedelta(0)
-    jittered = walk(jittered_trigger, start=at("2026-06-01T00:00+02:00") + offset,
-                    until=at("2026-06-01T02:00+02:00") + offset)
+    jittered = walk(
+        jittered_trigger, start=at("2026-06-01T00:00+02:00") + offset, until=at("2026-06-01T02:00+02:00") + offset
+    )
     assert len(plain) == 11
     assert jittered == [p + offset for p in plain]
 
@@ -279,22 +334,28 @@ def test_jitter_on_an_interval_task_keeps_the_interval():
 
 
 def test_interval_trigger_is_todays_schedule_unchanged():
-    spec = TaskSpec(name="t", every=timedelta(minutes=30), window=Window(time(8, 0), time(18, 0)),
-                    catch_up=CatchUp.SKIP)
+    spec = TaskSpec(
+        name="t", every=timedelta(minutes=30), window=Window(time(8, 0), time(18, 0)), catch_up=CatchUp.SKIP
+    )
     trigger = trigger_for(spec, tz=BERLIN)
     assert isinstance(trigger, IntervalTrigger)
     for anchor in (None, at("2026-06-01T07:00+02:00"), at("2026-05-01T10:00+02:00")):
         now = at("2026-06-01T12:05+02:00")
-        assert trigger.next_due(anchor=anchor, now=now) == initial_due(spec, last_anchor=anchor, now=now,
-                                                                       tz=BERLIN)
+        assert trigger.next_due(anchor=anchor, now=now) == initial_due(spec, last_anchor=anchor, now=now, tz=BERLIN)
 
 
 # --- next: one iterator for cron equals the loop's step-by-step computation ----------------------------
 
-@pytest.mark.parametrize("expression, window, jitter_s", [
-    ("30 2 * * *", Window(), 0), ("0 * * * *", Window(time(1, 0), time(3, 0)), 0),
-    ("*/7 * * * *", Window(time(22, 0), time(2, 0)), 45), ("0 0 29 2 *", Window(), 0),
-])
+
+@pytest.mark.parametrize(
+    "expression, window, jitter_s",
+    [
+        ("30 2 * * *", Window(), 0),
+        ("0 * * * *", Window(time(1, 0), time(3, 0)), 0),
+        ("*/7 * * * *", Window(time(22, 0), time(2, 0)), 45),
+        ("0 0 29 2 *", Window(), 0),
+    ],
+)
 def test_upcoming_equals_step_by_step_next_due(expression, window, jitter_s):
     trigger = cron(expression, window=window, jitter_s=jitter_s)
     for start in (at("2026-03-28T12:00+01:00"), at("2026-10-24T12:00+02:00")):

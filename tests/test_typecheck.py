@@ -15,7 +15,20 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_supervisor_package_type_checks(tmp_path: Path) -> None:
     # mypy comes with the test extra (pip install -e '.[test]'): without it this fails, it never skips.
-    result = subprocess.run([sys.executable, "-m", "mypy", "supervisor", "--ignore-missing-imports",
-                             "--cache-dir", str(tmp_path / "mypy-cache")], cwd=REPO, capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, timeout=280)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "supervisor",
+            "--ignore-missing-imports",
+            "--cache-dir",
+            str(tmp_path / "mypy-cache"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=280,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

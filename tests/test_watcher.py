@@ -67,12 +67,30 @@ def test_reads_metadata_and_unknown_types_are_noise(event_type: str) -> None:
     assert not relevant(event_type, "a/main.py")
 
 
-@pytest.mark.parametrize("rel", [
-    "a/Output", "a/Output/result.csv", "a/Output/deep/er/file.txt",  # the task's own output
-    "a/__pycache__/main.cpython-311.pyc", "__pycache__/x.pyc", "a/main.pyc", "a/old.pyo",
-    "a/.main.py.swp", "a/.#main.py", "a/.hidden", ".git/index", "a/.venv/lib/site.py",  # hidden
-    "a/main.py~", "a/main.py.swp", "a/main.py.swx", "a/main.py.swo", "a/x.tmp", "a/4913", "a/#main.py#",
-])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "a/Output",
+        "a/Output/result.csv",
+        "a/Output/deep/er/file.txt",  # the task's own output
+        "a/__pycache__/main.cpython-311.pyc",
+        "__pycache__/x.pyc",
+        "a/main.pyc",
+        "a/old.pyo",
+        "a/.main.py.swp",
+        "a/.#main.py",
+        "a/.hidden",
+        ".git/index",
+        "a/.venv/lib/site.py",  # hidden
+        "a/main.py~",
+        "a/main.py.swp",
+        "a/main.py.swx",
+        "a/main.py.swo",
+        "a/x.tmp",
+        "a/4913",
+        "a/#main.py#",
+    ],
+)
 @pytest.mark.parametrize("event_type", ["created", "modified", "deleted", "closed"])
 def test_ignored_paths(event_type: str, rel: str) -> None:
     assert not relevant(event_type, rel)
@@ -95,14 +113,17 @@ def test_hidden_folders_above_tasks_dir_do_not_hide_it() -> None:
     assert is_relevant("modified", str(tasks / "a/main.py"), None, tasks_dir=tasks, is_directory=False)
 
 
-@pytest.mark.parametrize(("src", "dest", "expected"), [
-    ("a/.main.py.tmp", "a/main.py", True),  # write-temp-then-rename save
-    ("a/main.py", "a/main.py~", True),  # vim backup rename: main.py disappears
-    ("a/main.py~", "a/.main.py.bak", False),  # both ends noise
-    ("a/Output/x.tmp", "a/Output/x.csv", False),  # a task finishing its own output
-    ("a/Output/x.csv", "a/x.csv", True),  # moved out of Output into the task
-    ("a", "b", True),  # task folder renamed
-])
+@pytest.mark.parametrize(
+    ("src", "dest", "expected"),
+    [
+        ("a/.main.py.tmp", "a/main.py", True),  # write-temp-then-rename save
+        ("a/main.py", "a/main.py~", True),  # vim backup rename: main.py disappears
+        ("a/main.py~", "a/.main.py.bak", False),  # both ends noise
+        ("a/Output/x.tmp", "a/Output/x.csv", False),  # a task finishing its own output
+        ("a/Output/x.csv", "a/x.csv", True),  # moved out of Output into the task
+        ("a", "b", True),  # task folder renamed
+    ],
+)
 def test_moves_count_when_either_end_counts(src: str, dest: str, expected: bool) -> None:
     assert relevant("moved", src, dest, is_directory=False) is expected
 
@@ -112,11 +133,11 @@ def test_moves_with_an_unknown_end() -> None:
     assert is_relevant("moved", str(TASKS / "a/main.py"), "", tasks_dir=TASKS, is_directory=False)
     assert not is_relevant("moved", str(TASKS / "a/.main.py.swp"), "", tasks_dir=TASKS, is_directory=False)
     assert not is_relevant("moved", str(TASKS / "a/.main.py.swp"), None, tasks_dir=TASKS, is_directory=False)
-    assert is_relevant("moved", "/elsewhere/main.py", str(TASKS / "a/main.py"), tasks_dir=TASKS,
-                       is_directory=False)
+    assert is_relevant("moved", "/elsewhere/main.py", str(TASKS / "a/main.py"), tasks_dir=TASKS, is_directory=False)
 
 
 # -- Debouncer (pure, fake times) ------------------------------------------------------------------
+
 
 def test_debouncer_idle_has_no_due_time() -> None:
     debouncer = Debouncer(quiet_s=1.0, max_delay_s=10.0)
@@ -146,6 +167,7 @@ def test_debouncer_ceiling_for_a_burst_that_never_goes_quiet() -> None:
 
 
 # -- the real watcher ------------------------------------------------------------------------------
+
 
 class Calls:
     """Counts on_change calls and lets the test wait for a count with a deadline."""
@@ -182,7 +204,7 @@ class Seen(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.startswith("change hint: "):
-            self.hints.append(message[len("change hint: "):])
+            self.hints.append(message[len("change hint: ") :])
         if record.levelno >= logging.WARNING:
             self.warnings.append(message)
 
@@ -382,8 +404,7 @@ def test_fallback_to_polling_when_the_observer_cannot_start(make_watcher, seen: 
     assert factory.calls == 1
     assert watcher.mode == "polling"
     assert calls.wait_count(3, timeout=10)
-    assert any("inotify watch limit reached" in w and "max_user_watches" in w for w in seen.warnings), \
-        seen.warnings
+    assert any("inotify watch limit reached" in w and "max_user_watches" in w for w in seen.warnings), seen.warnings
 
 
 def test_fallback_when_schedule_fails_after_the_observer_exists(home: Path, make_watcher, seen: Seen) -> None:
@@ -499,10 +520,13 @@ def test_invalid_arguments_name_the_folder(home: Path) -> None:
 
 # -- coverage: every folder really watched (the kernel's list of watches), symlink loops ------------------
 
+
 def test_watched_inodes_are_read_from_fdinfo_text() -> None:
-    text = ("pos:\t0\nflags:\t02004000\nmnt_id:\t15\nino:\t1057\n"
-            "inotify wd:2 ino:1a2b sdev:800021 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:2b1a\n"
-            "inotify wd:1 ino:10 sdev:800021 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:10\n")
+    text = (
+        "pos:\t0\nflags:\t02004000\nmnt_id:\t15\nino:\t1057\n"
+        "inotify wd:2 ino:1a2b sdev:800021 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:2b1a\n"
+        "inotify wd:1 ino:10 sdev:800021 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:10\n"
+    )
     assert watched_inodes_from_fdinfo(text) == {0x1A2B, 0x10}
 
 
@@ -520,8 +544,9 @@ def test_unwatched_folders_at_start_mean_polling(home: Path, make_watcher, seen:
     watcher = make_watcher(calls, fallback_poll_s=0.1, coverage=lambda _tasks: gap)
     assert watcher.mode == "polling"
     assert calls.wait_count(2, timeout=10)
-    assert any("1 of 3 folders are not watched" in w and "polling" in w and "max_user_watches" in w
-               for w in seen.warnings), seen.warnings
+    assert any(
+        "1 of 3 folders are not watched" in w and "polling" in w and "max_user_watches" in w for w in seen.warnings
+    ), seen.warnings
 
 
 def test_a_folder_left_unwatched_after_a_change_means_polling(home: Path, make_watcher, seen: Seen) -> None:
@@ -546,8 +571,10 @@ def test_symlink_loops_are_reported_once_and_not_followed(home: Path, make_watch
     (folder / "main.py").write_text("def main():\n    return 1\n")
     assert calls.wait_count(1, timeout=10)
     loops = [w for w in seen.warnings if "symlink loop" in w]
-    assert sorted(loops) == sorted(f"{p} is a symlink loop (it leads back to itself or a folder containing it); "
-                                   "not followed" for p in (folder / "up", home / "Tasks" / "self")), seen.warnings
+    assert sorted(loops) == sorted(
+        f"{p} is a symlink loop (it leads back to itself or a folder containing it); not followed"
+        for p in (folder / "up", home / "Tasks" / "self")
+    ), seen.warnings
 
 
 _NAMESPACED_WATCHER = """
@@ -568,12 +595,29 @@ def test_a_real_inotify_watch_limit_means_polling(home: Path) -> None:
     own ``max_inotify_watches``, lowered to 4 inside it while the tree needs more."""
     for name in ("a", "b", "c"):
         (write_task(home / "Tasks", name) / "pkg").mkdir()
-    script = ('echo 4 > /proc/sys/user/max_inotify_watches || exit 97; exec "$@"')
-    result = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh", sys.executable,
-                             "-c", _NAMESPACED_WATCHER, str(home / "Tasks")], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    script = 'echo 4 > /proc/sys/user/max_inotify_watches || exit 97; exec "$@"'
+    result = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sys.executable,
+            "-c",
+            _NAMESPACED_WATCHER,
+            str(home / "Tasks"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if result.returncode == 97 or "Operation not permitted" in result.stderr:
         pytest.skip(f"user namespaces with their own inotify limits are not available: {result.stderr[-300:]}")
     assert "MODE polling" in result.stdout, result.stdout + result.stderr
-    assert "folders are not watched" in result.stdout and "watching" not in result.stdout.split("MODE")[0] \
-        .replace("stopped watching", "").replace("cannot watch", ""), result.stdout
+    assert "folders are not watched" in result.stdout and "watching" not in result.stdout.split("MODE")[0].replace(
+        "stopped watching", ""
+    ).replace("cannot watch", ""), result.stdout

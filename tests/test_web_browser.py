@@ -23,8 +23,15 @@ from supervisor.spec import Outcome
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -45,27 +52,37 @@ def browser_page(tmp_path: Path) -> Iterator[sync_api.Page]:
 def _quiet_window() -> str:
     """A one-minute window twelve hours away, so the task runs only when asked to."""
     at = datetime.now() + timedelta(hours=12)
-    return (f"[Global]\nRunOnStartup = False\n[Frequency]\nEveryXMinutes = 60\n"
-            f"AllowedFrom = {at:%H:%M}\nAllowedTo = {at:%H:%M}\n")
+    return (
+        f"[Global]\nRunOnStartup = False\n[Frequency]\nEveryXMinutes = 60\n"
+        f"AllowedFrom = {at:%H:%M}\nAllowedTo = {at:%H:%M}\n"
+    )
 
 
-def test_log_in_see_run_watch_pause_resume(home: Path, tmp_path: Path, browser_page: sync_api.Page,
-                                           request: pytest.FixtureRequest) -> None:
+def test_log_in_see_run_watch_pause_resume(
+    home: Path, tmp_path: Path, browser_page: sync_api.Page, request: pytest.FixtureRequest
+) -> None:
     page = browser_page
     gate = home / "gate"
-    folder = make_task(home, "hello", main=(
-        "import os, time\n"
-        "def main():\n"
-        "    print('step one <b>not bold</b>', flush=True)\n"
-        f"    while not os.path.exists({str(gate)!r}):\n"
-        "        time.sleep(0.05)\n"
-        "    print('step two', flush=True)\n"
-        "    return 'greeted'\n"))
+    folder = make_task(
+        home,
+        "hello",
+        main=(
+            "import os, time\n"
+            "def main():\n"
+            "    print('step one <b>not bold</b>', flush=True)\n"
+            f"    while not os.path.exists({str(gate)!r}):\n"
+            "        time.sleep(0.05)\n"
+            "    print('step two', flush=True)\n"
+            "    return 'greeted'\n"
+        ),
+    )
     (folder / "config.ini").write_text(_quiet_window())
     # Two more tasks with a day of history, so the timeline and the sparklines have something to show.
     day_ago = datetime.now(timezone.utc) - timedelta(hours=23)
-    for name, outcomes in (("backup-photos", [Outcome.OK] * 9 + [Outcome.FAILED] + [Outcome.OK] * 6),
-                           ("check-feeds", [Outcome.OK, Outcome.TIMEOUT, Outcome.OK, Outcome.SKIPPED] * 5)):
+    for name, outcomes in (
+        ("backup-photos", [Outcome.OK] * 9 + [Outcome.FAILED] + [Outcome.OK] * 6),
+        ("check-feeds", [Outcome.OK, Outcome.TIMEOUT, Outcome.OK, Outcome.SKIPPED] * 5),
+    ):
         make_task(home, name)
         (home / "Tasks" / name / "config.ini").write_text(_quiet_window())
         add_runs(home, name, list(outcomes), start=day_ago, step=timedelta(hours=22) / len(outcomes))

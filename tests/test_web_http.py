@@ -30,12 +30,13 @@ from supervisor.web.auth import load_or_create_token
 
 pytestmark = pytest.mark.timeout(120)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-HOSTILE = '<img src=x onerror=alert(1)>"\'&'
+HOSTILE = "<img src=x onerror=alert(1)>\"'&"
 
 
 def client(home: Path, *, extra_hosts: tuple[str, ...] = ()) -> TestClient:
-    app = create_app(WebConfig(paths=Paths(home), listen=parse_listen("127.0.0.1:8765"), token=TOKEN,
-                               extra_hosts=extra_hosts))
+    app = create_app(
+        WebConfig(paths=Paths(home), listen=parse_listen("127.0.0.1:8765"), token=TOKEN, extra_hosts=extra_hosts)
+    )
     return TestClient(app, base_url="http://127.0.0.1:8765", follow_redirects=False)
 
 
@@ -132,8 +133,7 @@ def test_a_hostile_task_name_message_and_log_line_are_escaped(home: Path) -> Non
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(log_line(run_id, "<script>alert('log')</script>"))
     c, _ = logged_in(home)
-    pages = [c.get("/"), c.get("/tasks/" + quote(HOSTILE, safe="")),
-             c.get(f"/runs/{run_id}")]
+    pages = [c.get("/"), c.get("/tasks/" + quote(HOSTILE, safe="")), c.get(f"/runs/{run_id}")]
     for page in pages:
         assert page.status_code == 200, page.text[:500]
         assert "<img src=x" not in page.text and "<script>alert" not in page.text
@@ -180,15 +180,22 @@ def test_run_api_gathers_its_lines_from_the_log_and_its_rotation(home: Path) -> 
     mine, other = add_runs(home, "a", [Outcome.FAILED, Outcome.OK])
     logs = home / "logs" / "tasks"
     logs.mkdir(parents=True, exist_ok=True)
-    (logs / "a.log.1").write_text(log_line(mine, "started (schedule)") + log_line(other, "not mine")
-                                  + log_line(mine, "first output"))
-    (logs / "a.log").write_text(log_line(mine, "traceback:") + "Traceback (most recent call last):\n"
-                                "ValueError: boom\n" + log_line(other, "other again"))
+    (logs / "a.log.1").write_text(
+        log_line(mine, "started (schedule)") + log_line(other, "not mine") + log_line(mine, "first output")
+    )
+    (logs / "a.log").write_text(
+        log_line(mine, "traceback:") + "Traceback (most recent call last):\n"
+        "ValueError: boom\n" + log_line(other, "other again")
+    )
     data = client(home).get(f"/api/runs/{mine}", headers=BEARER).json()
     assert data["run"]["run_id"] == mine and data["run"]["outcome"] == "failed"
     assert [line.split("] ", 1)[-1] for line in data["log"]] == [
-        "started (schedule)", "first output", "traceback:", "Traceback (most recent call last):",
-        "ValueError: boom"]
+        "started (schedule)",
+        "first output",
+        "traceback:",
+        "Traceback (most recent call last):",
+        "ValueError: boom",
+    ]
 
 
 def test_the_run_stream_sends_new_lines_then_the_outcome(home: Path) -> None:
@@ -197,9 +204,11 @@ def test_the_run_stream_sends_new_lines_then_the_outcome(home: Path) -> None:
     log = home / "logs" / "tasks" / "a.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(log_line(run_id, "before"))
-    with WebProcess(home) as web, \
-            httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}, timeout=20) as http, \
-            http.stream("GET", f"/runs/{run_id}/events") as stream:
+    with (
+        WebProcess(home) as web,
+        httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}, timeout=20) as http,
+        http.stream("GET", f"/runs/{run_id}/events") as stream,
+    ):
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
         seen: list[str] = []
@@ -251,8 +260,12 @@ def test_offline_pause_is_kept_in_the_history_and_shown_after_a_restart(home: Pa
 
 def test_a_run_request_while_running_is_409(home: Path) -> None:
     gate = home / "gate"
-    make_task(home, "slow", main=f"import os, time\ndef main():\n    while not os.path.exists({str(gate)!r}):\n"
-                                 f"        time.sleep(0.05)\n    return 'released'\n")
+    make_task(
+        home,
+        "slow",
+        main=f"import os, time\ndef main():\n    while not os.path.exists({str(gate)!r}):\n"
+        f"        time.sleep(0.05)\n    return 'released'\n",
+    )
     with SupervisorProcess(home) as sup:
         wait_for(lambda: sup.task_status("slow")["state"] == "running", timeout=60, what="slow running")
         c = client(home)
@@ -283,9 +296,25 @@ def test_the_supervised_dashboard_exits_when_the_supervisor_is_gone(home: Path) 
     r, w = os.pipe()
     out = home / "child.txt"
     with open(out, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "supervisor", "web", "--home", str(home), "--listen",
-                                 "127.0.0.1:0", "--parent-fd", str(r)], cwd=REPO, pass_fds=(r,), stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "web",
+                "--home",
+                str(home),
+                "--listen",
+                "127.0.0.1:0",
+                "--parent-fd",
+                str(r),
+            ],
+            cwd=REPO,
+            pass_fds=(r,),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     os.close(r)
     try:
         wait_for(lambda: "listening on" in out.read_text(), timeout=20, what="the child listening")

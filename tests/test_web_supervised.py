@@ -27,7 +27,7 @@ def _history(home: Path, name: str) -> list[dict[str, object]]:
 
 
 def test_a_paused_task_does_not_run_and_stays_paused_across_a_restart(home: Path) -> None:
-    make_task(home, "held", every="60")   # never ran: due as soon as it is loaded
+    make_task(home, "held", every="60")  # never ran: due as soon as it is loaded
     make_task(home, "control", every="60")  # the same, unpaused: once it has run, "held" would have too
     assert cli(home, "pause", "held").returncode == 0  # no supervisor yet: written to the history
     with SupervisorProcess(home) as sup:

@@ -29,19 +29,33 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # ------------------------------------------------------------------------------------------ addresses
-@pytest.mark.parametrize("text, host, port, loopback", [
-    ("127.0.0.1:8765", "127.0.0.1", 8765, True), ("8080", "127.0.0.1", 8080, True),
-    ("localhost:1", "localhost", 1, True), ("[::1]:9000", "::1", 9000, True),
-    ("0.0.0.0:8765", "0.0.0.0", 8765, False), ("192.168.1.5:80", "192.168.1.5", 80, False),
-    ("pi.local:8765", "pi.local", 8765, False),
-])
+@pytest.mark.parametrize(
+    "text, host, port, loopback",
+    [
+        ("127.0.0.1:8765", "127.0.0.1", 8765, True),
+        ("8080", "127.0.0.1", 8080, True),
+        ("localhost:1", "localhost", 1, True),
+        ("[::1]:9000", "::1", 9000, True),
+        ("0.0.0.0:8765", "0.0.0.0", 8765, False),
+        ("192.168.1.5:80", "192.168.1.5", 80, False),
+        ("pi.local:8765", "pi.local", 8765, False),
+    ],
+)
 def test_listen_addresses_parse(text: str, host: str, port: int, loopback: bool) -> None:
     listen = parse_listen(text)
     assert (listen.host, listen.port, listen.loopback) == (host, port, loopback)
 
 
-@pytest.mark.parametrize("text, words", [("", "empty"), ("host", "HOST:PORT"), ("1.2.3.4:99999", "65535"),
-                                         ("::1:80", "[ADDRESS]"), ("1.2.3.4:http", "'http'")])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", "empty"),
+        ("host", "HOST:PORT"),
+        ("1.2.3.4:99999", "65535"),
+        ("::1:80", "[ADDRESS]"),
+        ("1.2.3.4:http", "'http'"),
+    ],
+)
 def test_bad_listen_addresses_say_why(text: str, words: str) -> None:
     with pytest.raises(ListenError, match=words.replace("[", r"\[")):
         parse_listen(text)
@@ -57,8 +71,9 @@ def test_the_host_allowlist_ignores_ports_and_case_and_refuses_lookalikes() -> N
 
 def test_web_keys_in_the_home_config_are_validated(tmp_path: Path) -> None:
     ini = tmp_path / "taskautomation.ini"
-    config, warnings = parse_home_config("[Web]\nListen = 0.0.0.0:9000\nAllowedHosts = a.example, b.example\n",
-                                         path=ini)
+    config, warnings = parse_home_config(
+        "[Web]\nListen = 0.0.0.0:9000\nAllowedHosts = a.example, b.example\n", path=ini
+    )
     assert config.web_listen == "0.0.0.0:9000" and config.web_allowed_hosts == ("a.example", "b.example")
     assert warnings == ()
     with pytest.raises(ConfigError, match=r"\[Web\] Listen = 'nope'"):
@@ -85,17 +100,37 @@ def test_sessions_are_signed_expire_and_bind_their_csrf_token() -> None:
 # ------------------------------------------------------------------------------------------ SVG, times
 def _bin(task: str, index: int, outcome: str | None, count: int = 1) -> OutcomeBin:
     at = T0 + timedelta(minutes=15 * index)
-    return OutcomeBin(task=task, bin=index, outcome=outcome, count=count, first=at, last=at + timedelta(minutes=1),
-                      run_id=f"{task}-{index}")
+    return OutcomeBin(
+        task=task,
+        bin=index,
+        outcome=outcome,
+        count=count,
+        first=at,
+        last=at + timedelta(minutes=1),
+        run_id=f"{task}-{index}",
+    )
 
 
 def test_segments_merge_neighbouring_bins_and_show_the_worst_outcome() -> None:
     from supervisor.web.svg import segments
 
-    found = segments([_bin("c", 1, "ok", 2), _bin("c", 2, "ok"), _bin("c", 3, "ok"), _bin("c", 3, "failed"),
-                      _bin("c", 4, "failed"), _bin("c", 6, "failed"), _bin("d", 7, None)])
+    found = segments(
+        [
+            _bin("c", 1, "ok", 2),
+            _bin("c", 2, "ok"),
+            _bin("c", 3, "ok"),
+            _bin("c", 3, "failed"),
+            _bin("c", 4, "failed"),
+            _bin("c", 6, "failed"),
+            _bin("d", 7, None),
+        ]
+    )
     assert [(s.task, s.outcome, s.total) for s in found] == [
-        ("c", "ok", 3), ("c", "failed", 3), ("c", "failed", 1), ("d", "running", 1)]
+        ("c", "ok", 3),
+        ("c", "failed", 3),
+        ("c", "failed", 1),
+        ("d", "running", 1),
+    ]
     assert found[1].counts == (("failed", 2), ("ok", 1))
     assert found[0].run_id is None and found[2].run_id == "c-6"
     assert "3 runs" in found[1].title() and "1 ok" in found[1].title()
@@ -105,22 +140,23 @@ def test_the_timeline_draws_lanes_with_outcome_words_and_escapes_names() -> None
     from supervisor.web.svg import sparkline, timeline
 
     now = T0 + timedelta(hours=24)
-    svg = str(timeline(["<a>", "b"], [_bin("<a>", 92, "failed"), _bin("b", 95, None), _bin("zzz", 3, "ok")],
-                       now=now))
+    svg = str(timeline(["<a>", "b"], [_bin("<a>", 92, "failed"), _bin("b", 95, None), _bin("zzz", 3, "ok")], now=now))
     assert "<a>" not in svg.replace("<a href", "") and "&lt;a&gt;" in svg
     assert 'class="run o-failed bad"' in svg and "failed at" in svg and 'href="/runs/%3Ca%3E-92"' in svg
     assert 'class="run o-running"' in svg
     assert "zzz" not in svg  # not one of the lanes asked for
-    runs = [RunRecord(run_id="r1", task="a", trigger=Trigger.SCHEDULE, started=T0, outcome=Outcome.FAILED,
-                      duration_s=60.0)]
+    runs = [
+        RunRecord(run_id="r1", task="a", trigger=Trigger.SCHEDULE, started=T0, outcome=Outcome.FAILED, duration_s=60.0)
+    ]
     assert "0 of 1 recent runs succeeded" in str(sparkline(runs))
 
 
 def test_lanes_prefer_failing_and_running_tasks_when_there_are_too_many() -> None:
     from supervisor.web.svg import pick_lanes
 
-    tasks: list[dict[str, object]] = [{"name": f"t{i}", "state": "idle", "last_run": {"outcome": "ok"}}
-                                      for i in range(10)]
+    tasks: list[dict[str, object]] = [
+        {"name": f"t{i}", "state": "idle", "last_run": {"outcome": "ok"}} for i in range(10)
+    ]
     tasks[7]["last_run"] = {"outcome": "timeout"}
     tasks[8]["state"] = "running"
     assert pick_lanes(tasks, limit=3) == ["t0", "t7", "t8"]
@@ -137,9 +173,14 @@ def test_relative_times_read_naturally() -> None:
 # ------------------------------------------------------------------------------------------ run log
 def test_the_run_filter_keeps_continuation_lines_of_its_entries_only() -> None:
     keep = RunLineFilter("R1")
-    lines = ["2026-01-01 00:00:00,000 INFO    [run R1] traceback:", "Traceback ...", "ValueError",
-             "2026-01-01 00:00:01,000 INFO    [run R2] hi", "continued R2",
-             "2026-01-01 00:00:02,000 INFO    [run R1] done"]
+    lines = [
+        "2026-01-01 00:00:00,000 INFO    [run R1] traceback:",
+        "Traceback ...",
+        "ValueError",
+        "2026-01-01 00:00:01,000 INFO    [run R2] hi",
+        "continued R2",
+        "2026-01-01 00:00:02,000 INFO    [run R1] done",
+    ]
     assert [line for line in lines if keep.keep(line)] == [lines[0], lines[1], lines[2], lines[5]]
 
 
@@ -206,14 +247,21 @@ def test_the_web_child_is_restarted_when_it_dies_and_stopped_on_request(tmp_path
 
     def spawn(argv: list[str], parent_fd: int) -> subprocess.Popen[bytes]:
         # A stand-in dashboard that lives until its parent pipe closes or it is signalled.
-        proc = subprocess.Popen([sys.executable, "-c", "import os, sys; os.read(int(sys.argv[1]), 1)",
-                                 str(parent_fd)], pass_fds=(parent_fd,), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import os, sys; os.read(int(sys.argv[1]), 1)", str(parent_fd)],
+            pass_fds=(parent_fd,),
+            stdin=subprocess.DEVNULL,
+        )
         with lock:
             started.append(proc)
         return proc
 
-    child = WebChild(["python", "-m", "web"], spawn=spawn, logger=logging.getLogger("test.webchild"),
-                     backoff=Backoff(first=0.01, maximum=0.05))
+    child = WebChild(
+        ["python", "-m", "web"],
+        spawn=spawn,
+        logger=logging.getLogger("test.webchild"),
+        backoff=Backoff(first=0.01, maximum=0.05),
+    )
     child.start()
     try:
         wait_for(lambda: len(started) == 1, what="first start")

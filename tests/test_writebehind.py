@@ -43,8 +43,14 @@ def log() -> Iterator[tuple[logging.Logger, ListHandler]]:
 
 
 def _record(n: int, *, task: str = "demo", message: str | None = None) -> RunRecord:
-    return RunRecord(run_id=f"run-{n:03d}", task=task, trigger=Trigger.SCHEDULE, started=T0 + timedelta(minutes=n),
-                     due=T0 + timedelta(minutes=n), message=message)
+    return RunRecord(
+        run_id=f"run-{n:03d}",
+        task=task,
+        trigger=Trigger.SCHEDULE,
+        started=T0 + timedelta(minutes=n),
+        due=T0 + timedelta(minutes=n),
+        message=message,
+    )
 
 
 def _stored(path: Path) -> dict[str, str | None]:
@@ -66,8 +72,9 @@ def test_a_held_write_lock_does_not_stall_the_caller_nor_mislabel_a_finished_run
         try:
             for n in range(5):
                 history.start_run(_record(n))
-                history.finish_run(f"run-{n:03d}", finished=T0 + timedelta(minutes=n, seconds=3),
-                                   outcome=Outcome.OK, duration_s=3.0)
+                history.finish_run(
+                    f"run-{n:03d}", finished=T0 + timedelta(minutes=n, seconds=3), outcome=Outcome.OK, duration_s=3.0
+                )
             # Every call above returned while the lock is still held; reads already see the runs.
             assert _stored(path) == {}
             last = history.last_finished("demo")
@@ -75,8 +82,11 @@ def test_a_held_write_lock_does_not_stall_the_caller_nor_mislabel_a_finished_run
             assert [r.run_id for r in history.history("demo", limit=3)] == ["run-004", "run-003", "run-002"]
             assert history.last_anchor("demo") == T0 + timedelta(minutes=4)
             assert history.open_runs() == []
-            wait_for(lambda: any("locked" in line and "retrying" in line for line in lines.lines), timeout=30,
-                     what="the writer reporting the lock and retrying")
+            wait_for(
+                lambda: any("locked" in line and "retrying" in line for line in lines.lines),
+                timeout=30,
+                what="the writer reporting the lock and retrying",
+            )
         finally:
             holder.execute("ROLLBACK")
             holder.close()
@@ -94,8 +104,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root")
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount_point)], check=True,
-                   timeout=30)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount_point)], check=True, timeout=30
+    )
     try:
         yield mount_point
     finally:
@@ -125,10 +136,18 @@ def test_rows_written_on_a_full_disk_are_kept_and_flushed_when_space_returns(sma
         big = "x" * 60_000  # rows that need new pages, so SQLite must grow its files
         for n in range(10):
             history.start_run(_record(n, message=None))
-            history.finish_run(f"run-{n:03d}", finished=T0 + timedelta(minutes=n, seconds=1), outcome=Outcome.FAILED,
-                               duration_s=1.0, message=big)
-        wait_for(lambda: any("full" in line and "retrying" in line for line in lines.lines), timeout=30,
-                 what="the writer reporting the full disk")
+            history.finish_run(
+                f"run-{n:03d}",
+                finished=T0 + timedelta(minutes=n, seconds=1),
+                outcome=Outcome.FAILED,
+                duration_s=1.0,
+                message=big,
+            )
+        wait_for(
+            lambda: any("full" in line and "retrying" in line for line in lines.lines),
+            timeout=30,
+            what="the writer reporting the full disk",
+        )
         assert history.pending > 0
         assert len(history.history("demo", limit=100)) == 10  # accounted for while the disk is full
         filler.unlink()
@@ -142,8 +161,9 @@ def test_logging_to_a_full_disk_is_one_rate_limited_line(small_tmpfs: Path) -> N
     stderr = io.StringIO()
     clock = [0.0]
     reporter = LogErrorReporter(stream=lambda: stderr, monotonic=lambda: clock[0], quiet_s=60)
-    logger = setup_supervisor_logging(small_tmpfs / "supervisor.log", max_bytes=10 << 20, backups=1, console=False,
-                                      reporter=reporter)
+    logger = setup_supervisor_logging(
+        small_tmpfs / "supervisor.log", max_bytes=10 << 20, backups=1, console=False, reporter=reporter
+    )
     task_logs = TaskLogs(small_tmpfs / "tasks", max_bytes=10 << 20, backups=1, reporter=reporter)
     try:
         filler = _fill(small_tmpfs)
@@ -196,8 +216,11 @@ def test_a_supervisor_keeps_its_cadence_while_another_process_holds_the_write_lo
             holder.execute("ROLLBACK")
             holder.close()
         # Each run's start row and its finish are queued separately: wait for the finishes, not just the rows.
-        wait_for(lambda: all(_stored(sup.paths.database).get(run_id) is not None for run_id in during), timeout=60,
-                 what="queued rows written and finished")
+        wait_for(
+            lambda: all(_stored(sup.paths.database).get(run_id) is not None for run_id in during),
+            timeout=60,
+            what="queued rows written and finished",
+        )
         stored = _stored(sup.paths.database)
         assert {stored[run_id] for run_id in during} == {"ok"}
         assert "interrupted" not in stored.values()
@@ -234,8 +257,11 @@ def test_a_supervisor_on_a_full_disk_accounts_for_every_run_and_prints_no_traceb
 
             wait_for(three_finished_on_a_full_disk, timeout=60, what="three canary runs on a full disk")
             filler.unlink()
-            wait_for(lambda: set(during) <= set(_stored(sup.paths.database)), timeout=60,
-                     what="rows kept in memory written once space returned")
+            wait_for(
+                lambda: set(during) <= set(_stored(sup.paths.database)),
+                timeout=60,
+                what="rows kept in memory written once space returned",
+            )
             assert {_stored(sup.paths.database)[run_id] for run_id in during} == {"ok"}
         console = sup.console_text()
         assert "Traceback" not in console, console[-3000:]
@@ -257,14 +283,16 @@ def test_filtered_history_and_run_lookup_see_queued_rows(tmp_path: Path, log) ->
         holder.execute("BEGIN IMMEDIATE")  # the next rows stay queued
         try:
             history.start_run(_record(1))
-            history.finish_run("run-001", finished=T0 + timedelta(minutes=1, seconds=3), outcome=Outcome.FAILED,
-                               duration_s=3.0)
+            history.finish_run(
+                "run-001", finished=T0 + timedelta(minutes=1, seconds=3), outcome=Outcome.FAILED, duration_s=3.0
+            )
             history.start_run(_record(2))
             assert _stored(path) == {"run-000": "failed"}
             failed = history.history("demo", outcomes=[Outcome.FAILED])
             assert [r.run_id for r in failed] == ["run-001", "run-000"]
-            assert [r.run_id for r in history.history("demo", outcomes=[Outcome.FAILED],
-                                                      since=T0 + timedelta(seconds=30))] == ["run-001"]
+            assert [
+                r.run_id for r in history.history("demo", outcomes=[Outcome.FAILED], since=T0 + timedelta(seconds=30))
+            ] == ["run-001"]
             assert [r.run_id for r in history.history("demo", outcomes=[Outcome.OK])] == []
             queued = history.run("run-001")
             assert queued is not None and queued.outcome is Outcome.FAILED

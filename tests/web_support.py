@@ -28,22 +28,40 @@ def make_task(home: Path, name: str, *, main: str = "def main():\n    return 'ok
     return folder
 
 
-def add_runs(home: Path, task: str, outcomes: list[Outcome | None], *, start: datetime = T0,
-             message: str = "done", step: timedelta = timedelta(minutes=1)) -> list[str]:
+def add_runs(
+    home: Path,
+    task: str,
+    outcomes: list[Outcome | None],
+    *,
+    start: datetime = T0,
+    message: str = "done",
+    step: timedelta = timedelta(minutes=1),
+) -> list[str]:
     """One history row per outcome (None = still open), ``step`` apart; returns the run ids in order."""
     ids = []
     with Records(home / "logs" / "state" / "history.sqlite3") as records:
         for i, outcome in enumerate(outcomes):
             started = start + step * i
             run_id = f"{started:%Y%m%dT%H%M%S}-{task[:8].encode().hex()}{i:04x}"
-            record = RunRecord(run_id=run_id, task=task, trigger=Trigger.SCHEDULE, started=started, due=started,
-                               log_path=home / "logs" / "tasks" / f"{task}.log")
+            record = RunRecord(
+                run_id=run_id,
+                task=task,
+                trigger=Trigger.SCHEDULE,
+                started=started,
+                due=started,
+                log_path=home / "logs" / "tasks" / f"{task}.log",
+            )
             records.start_run(record)
             if outcome is not None:
                 duration = 3.0 + (i * 7) % 11  # varied, so a sparkline has a shape
-                records.finish_run(run_id, finished=started + timedelta(seconds=duration), outcome=outcome,
-                                   duration_s=duration, exit_code=0 if outcome is Outcome.OK else 1,
-                                   message=message)
+                records.finish_run(
+                    run_id,
+                    finished=started + timedelta(seconds=duration),
+                    outcome=outcome,
+                    duration_s=duration,
+                    exit_code=0 if outcome is Outcome.OK else 1,
+                    message=message,
+                )
             ids.append(run_id)
     return ids
 
@@ -63,9 +81,13 @@ class WebProcess:
 
     def start(self) -> WebProcess:
         with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "web", "--home", str(self.home),
-                                          "--listen", "127.0.0.1:0"], cwd=REPO, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "supervisor", "web", "--home", str(self.home), "--listen", "127.0.0.1:0"],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.login_url = wait_for(self._url, timeout=20, what="the login URL printed by `web`")
         return self
 

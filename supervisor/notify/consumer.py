@@ -17,8 +17,13 @@ from .notifier import Notifier
 
 
 class RunNotifications:
-    def __init__(self, notifier: Notifier, *, secrets: SecretStore | None = None,
-                 streak_before: Callable[[str, str], int] = lambda task, run_id: 0) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        *,
+        secrets: SecretStore | None = None,
+        streak_before: Callable[[str, str], int] = lambda task, run_id: 0,
+    ) -> None:
         self.notifier = notifier
         self.secrets = secrets
         self.streak_before = streak_before  # (task, run id) -> failure streak before that run, from history
@@ -28,13 +33,23 @@ class RunNotifications:
             return
         settings = fact.spec.notify
         if not self.notifier.knows(fact.task):
-            self.notifier.seed(fact.task, consecutive_failures=self.streak_before(fact.task, fact.run_id),
-                               settings=settings)
+            self.notifier.seed(
+                fact.task, consecutive_failures=self.streak_before(fact.task, fact.run_id), settings=settings
+            )
         record = fact.record
-        run = RunFact(task=fact.task, run_id=fact.run_id, outcome=fact.outcome.value, final=fact.final,
-                      attempt=fact.attempt, consecutive_failures=fact.consecutive_failures,
-                      duration_s=record.duration_s, exit_code=record.exit_code, signal=record.signal,
-                      message=record.message, log_path=record.log_path)
+        run = RunFact(
+            task=fact.task,
+            run_id=fact.run_id,
+            outcome=fact.outcome.value,
+            final=fact.final,
+            attempt=fact.attempt,
+            consecutive_failures=fact.consecutive_failures,
+            duration_s=record.duration_s,
+            exit_code=record.exit_code,
+            signal=record.signal,
+            message=record.message,
+            log_path=record.log_path,
+        )
         secrets = self.secrets.get(fact.task)[0] if self.secrets is not None else None
         self.notifier.run_finished(run, settings=settings, secrets=secrets)
 

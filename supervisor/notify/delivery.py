@@ -29,9 +29,17 @@ DEFAULT_PAUSES_S = (2.0, 8.0)  # before the 2nd and 3rd try
 class Delivery:
     """Sends jobs off the caller's thread; ``send`` does one try, ``describe`` names a job for the log."""
 
-    def __init__(self, send: Callable[[Job], DeliveryResult], *, describe: Callable[[Job], str],
-                 logger: logging.Logger, capacity: int = DEFAULT_CAPACITY, tries: int = DEFAULT_TRIES,
-                 pauses_s: Sequence[float] = DEFAULT_PAUSES_S, name: str = "notify-delivery") -> None:
+    def __init__(
+        self,
+        send: Callable[[Job], DeliveryResult],
+        *,
+        describe: Callable[[Job], str],
+        logger: logging.Logger,
+        capacity: int = DEFAULT_CAPACITY,
+        tries: int = DEFAULT_TRIES,
+        pauses_s: Sequence[float] = DEFAULT_PAUSES_S,
+        name: str = "notify-delivery",
+    ) -> None:
         if capacity < 1 or tries < 1:
             raise ValueError("capacity and tries must be at least 1")
         self._send = send
@@ -66,9 +74,12 @@ class Delivery:
                 self.dropped += 1
                 if not self._overflowing:
                     self._overflowing = True
-                    self._log.warning("notifications: the delivery queue is full (%d waiting; a receiver is slow "
-                                      "or down): dropping the oldest, starting with %s", self._capacity,
-                                      self._describe(dropped))
+                    self._log.warning(
+                        "notifications: the delivery queue is full (%d waiting; a receiver is slow "
+                        "or down): dropping the oldest, starting with %s",
+                        self._capacity,
+                        self._describe(dropped),
+                    )
             self._queue.append(job)
             self._cond.notify()
 
@@ -87,8 +98,9 @@ class Delivery:
         self._thread.join(drain_s)
         with self._cond:
             if self._thread.is_alive() and self._queue:
-                self._log.warning("notifications: %d not sent at shutdown (a receiver did not answer in time)",
-                                  len(self._queue))
+                self._log.warning(
+                    "notifications: %d not sent at shutdown (a receiver did not answer in time)", len(self._queue)
+                )
                 self._queue.clear()
             return not self._thread.is_alive()
 
@@ -129,5 +141,10 @@ class Delivery:
                 self.delivered += 1
                 return
         self.failed += 1
-        self._log.warning("notifications: %s failed after %d %s: %s", self._describe(job), tried,
-                          "try" if tried == 1 else "tries", result.detail)
+        self._log.warning(
+            "notifications: %s failed after %d %s: %s",
+            self._describe(job),
+            tried,
+            "try" if tried == 1 else "tries",
+            result.detail,
+        )

@@ -25,10 +25,15 @@ from .senders import ping
 
 
 class Heartbeat:
-    def __init__(self, settings: HeartbeatSettings, *, logger: logging.Logger,
-                 send: Callable[[str], DeliveryResult] = ping,
-                 healthy: Callable[[], str | None] = lambda: None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: HeartbeatSettings,
+        *,
+        logger: logging.Logger,
+        send: Callable[[str], DeliveryResult] = ping,
+        healthy: Callable[[], str | None] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if settings.url is None:
             raise ValueError("a heartbeat needs a URL")
         self._url = settings.url
@@ -72,13 +77,17 @@ class Heartbeat:
                 if result.ok:
                     self.sent += 1
                     if failing:
-                        self._log.info("heartbeat: %s answers again after %d failed ping(s)",
-                                       mask_url(self._url), failing)
+                        self._log.info(
+                            "heartbeat: %s answers again after %d failed ping(s)", mask_url(self._url), failing
+                        )
                     failing = 0
                 else:
                     if not failing:
-                        self._log.warning("heartbeat: ping to %s failed: %s (logged again when it recovers)",
-                                          mask_url(self._url), result.detail)
+                        self._log.warning(
+                            "heartbeat: ping to %s failed: %s (logged again when it recovers)",
+                            mask_url(self._url),
+                            result.detail,
+                        )
                     failing += 1
             due += self._period
             now = self._monotonic()

@@ -38,7 +38,7 @@ def clip(text: str, max_bytes: int, *, keep: str = "head") -> str:
     room = max(0, max_bytes - len(marker.encode()))
     if keep == "head":
         return data[:room].decode("utf-8", "ignore") + marker
-    return marker + data[len(data) - room:].decode("utf-8", "ignore")
+    return marker + data[len(data) - room :].decode("utf-8", "ignore")
 
 
 def run_lines(log_text: str, run_id: str) -> list[str]:
@@ -126,14 +126,20 @@ def render(fact: RunFact, event: NotifyEvent, *, origin: Origin, log_lines: list
     log_tail = tail([mask(line) for line in log_lines], max_lines=TAIL_LINES, max_bytes=TAIL_MAX_BYTES)
     if log_tail:
         lines += ["", f"last {TAIL_LINES} log lines of the run:", log_tail]
-    return Notice(task=fact.task, run_id=fact.run_id, event=event, outcome=fact.outcome,
-                  title=_title(fact, event), body="\n".join(lines), message=message)
+    return Notice(
+        task=fact.task,
+        run_id=fact.run_id,
+        event=event,
+        outcome=fact.outcome,
+        title=_title(fact, event),
+        body="\n".join(lines),
+        message=message,
+    )
 
 
 def ping_body(log_lines: list[str], *, mask: Mask) -> bytes:
     """The body of an ok/fail ping: the run's log tail, masked, at most ``PING_BODY_MAX_BYTES``."""
-    return tail([mask(line) for line in log_lines], max_lines=None,
-                max_bytes=PING_BODY_MAX_BYTES).encode("utf-8")
+    return tail([mask(line) for line in log_lines], max_lines=None, max_bytes=PING_BODY_MAX_BYTES).encode("utf-8")
 
 
 def mask_url(url: str) -> str:
@@ -158,8 +164,7 @@ def mask_url(url: str) -> str:
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         return f"{scheme}://***"
-    user = f"{parts.username}:***@" if parts.password is not None else (
-        f"{parts.username}@" if parts.username else "")
+    user = f"{parts.username}:***@" if parts.password is not None else (f"{parts.username}@" if parts.username else "")
     if ":" in host:
         host = f"[{host}]"
     path = "/***" if parts.path.strip("/") or parts.query else ""

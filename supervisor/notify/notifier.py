@@ -40,18 +40,26 @@ def default_origin(home: Path) -> Origin:
 
 
 class Notifier:
-    def __init__(self, *, origin: Origin, logger: logging.Logger, env: Mapping[str, str] | None = None,
-                 read_lines: Callable[[Path | None, str], list[str]] = read_run_lines,
-                 capacity: int = DEFAULT_CAPACITY, tries: int = DEFAULT_TRIES,
-                 pauses_s: Sequence[float] = DEFAULT_PAUSES_S) -> None:
+    def __init__(
+        self,
+        *,
+        origin: Origin,
+        logger: logging.Logger,
+        env: Mapping[str, str] | None = None,
+        read_lines: Callable[[Path | None, str], list[str]] = read_run_lines,
+        capacity: int = DEFAULT_CAPACITY,
+        tries: int = DEFAULT_TRIES,
+        pauses_s: Sequence[float] = DEFAULT_PAUSES_S,
+    ) -> None:
         self.origin = origin
         self._log = logger
         self._env = dict(os.environ if env is None else env)
         self._read_lines = read_lines
         self._states: dict[str, StreakState] = {}
         self._secrets: dict[str, tuple[Secrets, Masker]] = {}
-        self.delivery = Delivery(self.send, describe=describe, logger=logger, capacity=capacity, tries=tries,
-                                 pauses_s=pauses_s)
+        self.delivery = Delivery(
+            self.send, describe=describe, logger=logger, capacity=capacity, tries=tries, pauses_s=pauses_s
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -90,8 +98,9 @@ class Notifier:
         masker = self._masker(fact.task, secrets)
         state = self._states.get(fact.task)
         if state is None:  # no seed: the streak before this run is the fact's streak minus this run
-            state = StreakState.from_streak(max(0, fact.consecutive_failures - 1),
-                                            after_failures=settings.after_failures)
+            state = StreakState.from_streak(
+                max(0, fact.consecutive_failures - 1), after_failures=settings.after_failures
+            )
         verdict = decide(fact, settings=settings, state=state)
         self._states[fact.task] = verdict.state
         url = ping_url(settings, verdict.ping_suffix) if verdict.ping_suffix is not None else None
@@ -99,8 +108,9 @@ class Notifier:
             return
         lines = self._read_lines(fact.log_path, fact.run_id)
         if url is not None:
-            self.delivery.post(PingJob(url, body=ping_body(lines, mask=masker.mask),
-                                       what=verdict.ping_suffix or "", task=fact.task))
+            self.delivery.post(
+                PingJob(url, body=ping_body(lines, mask=masker.mask), what=verdict.ping_suffix or "", task=fact.task)
+            )
         for event in verdict.events:
             notice = render(fact, event, origin=self.origin, log_lines=lines, mask=masker.mask)
             for job in jobs_for(notice, settings):
@@ -125,8 +135,13 @@ class Notifier:
     def test(self, task: str, *, settings: NotifySettings, secrets: Secrets | None = None) -> list[ChannelCheck]:
         """Send a test notice through every channel of ``task`` now, on this thread, one try each."""
         masker = self._masker(task, secrets)
-        fact = RunFact(task=task, run_id="notify-test", outcome="test", message="This is a test notice from "
-                       f"the supervisor on {self.origin.host}: if you read this, the channel works.")
+        fact = RunFact(
+            task=task,
+            run_id="notify-test",
+            outcome="test",
+            message="This is a test notice from "
+            f"the supervisor on {self.origin.host}: if you read this, the channel works.",
+        )
         notice = render(fact, NotifyEvent.TEST, origin=self.origin, log_lines=[], mask=masker.mask)
         checks = [ChannelCheck(describe_channel(job), self.send(job)) for job in jobs_for(notice, settings)]
         if settings.ping_url is not None:

@@ -41,12 +41,16 @@ def decide(fact: RunFact, *, settings: NotifySettings, state: StreakState) -> Ve
     if fact.outcome in FAILURE_OUTCOMES:
         reached = max(1, fact.consecutive_failures) >= settings.after_failures
         notify = reached and not state.alarmed and NotifyEvent.FAILURE in settings.on
-        return Verdict(events=(NotifyEvent.FAILURE,) if notify else (), ping_suffix="/fail",
-                       state=StreakState(alarmed=state.alarmed or reached))
+        return Verdict(
+            events=(NotifyEvent.FAILURE,) if notify else (),
+            ping_suffix="/fail",
+            state=StreakState(alarmed=state.alarmed or reached),
+        )
     if fact.outcome == OK_OUTCOME:
         event = NotifyEvent.RECOVERY if state.alarmed else NotifyEvent.SUCCESS
-        return Verdict(events=(event,) if event in settings.on else (), ping_suffix="",
-                       state=StreakState(alarmed=False))
+        return Verdict(
+            events=(event,) if event in settings.on else (), ping_suffix="", state=StreakState(alarmed=False)
+        )
     return Verdict(state=state)
 
 

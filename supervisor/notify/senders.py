@@ -64,8 +64,7 @@ def _reasons_handler() -> _AppriseReasons:
     return handler
 
 
-def send_apprise(url: str, notice: Notice, *, timeout_s: float = CHANNEL_TIMEOUT_S,
-                 mask: Mask = str) -> DeliveryResult:
+def send_apprise(url: str, notice: Notice, *, timeout_s: float = CHANNEL_TIMEOUT_S, mask: Mask = str) -> DeliveryResult:
     """Send ``notice`` to one Apprise URL; Apprise does the channel's protocol (never written by hand here)."""
     try:
         import apprise
@@ -79,7 +78,8 @@ def send_apprise(url: str, notice: Notice, *, timeout_s: float = CHANNEL_TIMEOUT
         plugin.socket_connect_timeout = timeout_s
         plugin.socket_read_timeout = timeout_s
         kind = {NotifyEvent.FAILURE: apprise.NotifyType.FAILURE, NotifyEvent.TEST: apprise.NotifyType.INFO}.get(
-            notice.event, apprise.NotifyType.SUCCESS)
+            notice.event, apprise.NotifyType.SUCCESS
+        )
         if plugin.notify(body=notice.body, title=notice.title, notify_type=kind):
             return DeliveryResult(True, "delivered")
         return DeliveryResult(False, _safe(reasons.take() or "the channel refused the notice", url, mask))
@@ -89,8 +89,9 @@ def send_apprise(url: str, notice: Notice, *, timeout_s: float = CHANNEL_TIMEOUT
 
 def ping(url: str, body: bytes | None = None, *, timeout_s: float = CHANNEL_TIMEOUT_S) -> DeliveryResult:
     """GET ``url`` (POST when there is a body, as healthchecks.io expects for a log). 2xx is success."""
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
-                                     headers={"User-Agent": USER_AGENT})
+    request = urllib.request.Request(
+        url, data=body, method="POST" if body is not None else "GET", headers={"User-Agent": USER_AGENT}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read(1024)
@@ -111,20 +112,38 @@ def ping(url: str, body: bytes | None = None, *, timeout_s: float = CHANNEL_TIME
 def hook_environment(base: Mapping[str, str], notice: Notice) -> dict[str, str]:
     """The Command hook's environment: the supervisor's plus the run's facts."""
     env = dict(base)
-    env.update(TASK_NAME=notice.task, TASK_RUN_ID=notice.run_id, TASK_EVENT=notice.event.value,
-               TASK_OUTCOME=notice.outcome, TASK_MESSAGE=notice.message)
+    env.update(
+        TASK_NAME=notice.task,
+        TASK_RUN_ID=notice.run_id,
+        TASK_EVENT=notice.event.value,
+        TASK_OUTCOME=notice.outcome,
+        TASK_MESSAGE=notice.message,
+    )
     return env
 
 
-def run_command(argv: Sequence[str], notice: Notice, *, env: Mapping[str, str],
-                timeout_s: float = COMMAND_TIMEOUT_S, popen: Popen = subprocess.Popen,
-                mask: Mask = str) -> DeliveryResult:
+def run_command(
+    argv: Sequence[str],
+    notice: Notice,
+    *,
+    env: Mapping[str, str],
+    timeout_s: float = COMMAND_TIMEOUT_S,
+    popen: Popen = subprocess.Popen,
+    mask: Mask = str,
+) -> DeliveryResult:
     """Run the hook (argv, never a shell) with the notice on stdin; past ``timeout_s`` its whole process
     group is killed. Exit 0 is success."""
     stdin = f"{notice.title}\n\n{notice.body}\n".encode()
     try:
-        proc = popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                     env=hook_environment(env, notice), start_new_session=True, close_fds=True)
+        proc = popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=hook_environment(env, notice),
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError as exc:
         return DeliveryResult(False, mask(f"cannot run {argv[0]!r}: {exc.strerror or exc}"))
     try:

@@ -57,8 +57,10 @@ def apprise_url_problem(url: str) -> str | None:
         return f"{stray!r} is not a URL (expected scheme://...)"
     if apprise.Apprise.instantiate(url) is None:
         scheme = url.split("://", 1)[0]
-        return (f"Apprise does not accept this URL (unknown scheme {scheme!r} or a missing or invalid part; "
-                "see the Apprise wiki for its form)")
+        return (
+            f"Apprise does not accept this URL (unknown scheme {scheme!r} or a missing or invalid part; "
+            "see the Apprise wiki for its form)"
+        )
     return None
 
 
@@ -169,5 +171,7 @@ def parse_notify(values: Mapping[str, str], *, defaults: NotifySettings, error: 
 def parse_heartbeat(values: Mapping[str, str], *, error: ErrorFactory) -> HeartbeatSettings:
     """``values`` maps the canonical names of ``HEARTBEAT_KEYS`` present in ``[Supervisor]`` to raw text."""
     base = HeartbeatSettings()
-    return HeartbeatSettings(url=_get(values, "HeartbeatUrl", _ping_url, base.url, error),
-                             seconds=_get(values, "HeartbeatSeconds", _seconds, base.seconds, error))
+    return HeartbeatSettings(
+        url=_get(values, "HeartbeatUrl", _ping_url, base.url, error),
+        seconds=_get(values, "HeartbeatSeconds", _seconds, base.seconds, error),
+    )

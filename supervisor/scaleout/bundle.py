@@ -64,8 +64,10 @@ def make_bundle(folder: Path, *, max_bytes: int = BUNDLE_MAX_BYTES) -> Bundle:
             data = path.read_bytes()
             total += len(data)
             if total > max_bytes:
-                raise BundleError(f"{folder}: more than {max_bytes} bytes of files to bundle (Output/ is left "
-                                  "out; keep data out of the task folder)")
+                raise BundleError(
+                    f"{folder}: more than {max_bytes} bytes of files to bundle (Output/ is left "
+                    "out; keep data out of the task folder)"
+                )
             info = tarfile.TarInfo(rel)
             info.size = len(data)
             info.mode = 0o755 if os.access(path, os.X_OK) else 0o644

@@ -57,17 +57,31 @@ def job_id_for(home_id: str, request: LaunchRequest) -> str:
     # RQ allows letters, digits, _ and - in ids: the task name is folded into that, plus a hash against clashes.
     name = re.sub(r"[^A-Za-z0-9_-]", "_", request.task)[:40]
     digest = hashlib.sha256(request.task.encode()).hexdigest()[:8]
-    slot = (request.due.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") if request.due is not None
-            else f"manual-{request.run_id}")
+    slot = (
+        request.due.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        if request.due is not None
+        else f"manual-{request.run_id}"
+    )
     return f"ta-{home_id}-{name}-{digest}-{slot}"
 
 
 class RQExecutor:
     """The ``Executor`` seam for a pool of RQ workers behind one Redis (see the module policy)."""
 
-    def __init__(self, *, local: Executor, redis_url: str, home_id: str, installer: str, output_cap_bytes: int,
-                 task_logs: TaskLogs, logger: logging.Logger, clock: Clock, post: Callable[[Event], None],
-                 connect: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        local: Executor,
+        redis_url: str,
+        home_id: str,
+        installer: str,
+        output_cap_bytes: int,
+        task_logs: TaskLogs,
+        logger: logging.Logger,
+        clock: Clock,
+        post: Callable[[Event], None],
+        connect: Callable[[str], Any] | None = None,
+    ) -> None:
         from redis import Redis
         from rq.serializers import JSONSerializer
 
@@ -81,8 +95,9 @@ class RQExecutor:
         self.clock = clock
         self.post = post
         self.serializer = JSONSerializer
-        self.redis = (connect or (lambda url: Redis.from_url(url, socket_timeout=1.0,
-                                                             socket_connect_timeout=1.0)))(redis_url)
+        self.redis = (connect or (lambda url: Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)))(
+            redis_url
+        )
         self.jobs: dict[str, _Job] = {}
         self.next_poll: float | None = None
         self.redis_down_since: float | None = None
@@ -100,11 +115,19 @@ class RQExecutor:
             bundle = make_bundle(request.task_dir)
             self._upload(bundle)
             if not self.redis.set(f"taskautomation:slot:{job_id}", request.run_id, nx=True, ex=SLOT_TTL_S):
-                raise SpawnError(f"task {request.task!r}: slot {job_id} was already enqueued (by another "
-                                 "supervisor on the same Redis?); not running it twice")
+                raise SpawnError(
+                    f"task {request.task!r}: slot {job_id} was already enqueued (by another "
+                    "supervisor on the same Redis?); not running it twice"
+                )
             Queue(request.queue, connection=self.redis, serializer=self.serializer).enqueue(
-                JOB_FUNCTION, self._payload(request, bundle), job_id=job_id, job_timeout=-1,
-                result_ttl=24 * 3600, failure_ttl=24 * 3600, description=f"{request.task} {request.run_id}")
+                JOB_FUNCTION,
+                self._payload(request, bundle),
+                job_id=job_id,
+                job_timeout=-1,
+                result_ttl=24 * 3600,
+                failure_ttl=24 * 3600,
+                description=f"{request.task} {request.run_id}",
+            )
         except RedisError as exc:
             raise SpawnError(f"task {request.task!r}: cannot enqueue the run on {self.safe_url()}: {exc}") from exc
         except OSError as exc:
@@ -112,8 +135,9 @@ class RQExecutor:
         mono = self.clock.monotonic()
         self.jobs[request.run_id] = _Job(request=request, job_id=job_id, started_mono=mono)
         self.next_poll = mono + POLL_S
-        self.task_logs.get(request.task).info("[run %s] queued on %s (job %s, bundle %s)", request.run_id,
-                                              request.queue, job_id, bundle.digest[:12])
+        self.task_logs.get(request.task).info(
+            "[run %s] queued on %s (job %s, bundle %s)", request.run_id, request.queue, job_id, bundle.digest[:12]
+        )
         self.log.info("task %r: run %s queued on RQ queue %r", request.task, request.run_id, request.queue)
 
     def _upload(self, bundle: Bundle) -> None:
@@ -123,9 +147,16 @@ class RQExecutor:
             self.redis.set(bundle.key, bundle.data, nx=True, ex=BUNDLE_TTL_S)
 
     def _payload(self, request: LaunchRequest, bundle: Bundle) -> dict[str, Any]:
-        return {"task": request.task, "run_id": request.run_id, "mode": request.mode.value,
-                "trigger": request.trigger.value, "bundle": bundle.digest, "limits": limits_to_json(request.limits),
-                "installer": self.installer, "output_cap_bytes": self.output_cap_bytes}
+        return {
+            "task": request.task,
+            "run_id": request.run_id,
+            "mode": request.mode.value,
+            "trigger": request.trigger.value,
+            "bundle": bundle.digest,
+            "limits": limits_to_json(request.limits),
+            "installer": self.installer,
+            "output_cap_bytes": self.output_cap_bytes,
+        }
 
     def safe_url(self) -> str:
         """The Redis URL without its password, for messages."""
@@ -156,13 +187,16 @@ class RQExecutor:
         try:
             fetched = Job.fetch_many([j.job_id for j in jobs], connection=self.redis, serializer=self.serializer)
             alive = self.redis.mget([alive_key(j.job_id) for j in jobs])
-            states = [(job, rq_job, rq_job.get_status(refresh=False) if rq_job is not None else None, beat)
-                      for job, rq_job, beat in zip(jobs, fetched, alive)]
+            states = [
+                (job, rq_job, rq_job.get_status(refresh=False) if rq_job is not None else None, beat)
+                for job, rq_job, beat in zip(jobs, fetched, alive)
+            ]
         except RedisError as exc:
             if self.redis_down_since is None:
                 self.redis_down_since = mono
-                self.log.warning("Redis at %s unreachable (%s): %d run(s) in flight wait for it", self.safe_url(),
-                                 exc, len(jobs))
+                self.log.warning(
+                    "Redis at %s unreachable (%s): %d run(s) in flight wait for it", self.safe_url(), exc, len(jobs)
+                )
             return
         if self.redis_down_since is not None:
             self.log.info("Redis at %s reachable again after %.0f s", self.safe_url(), mono - self.redis_down_since)
@@ -197,9 +231,17 @@ class RQExecutor:
         self._end(job, self._result(job, outcome, f"{outcome.value}: {why}"))
 
     def _result(self, job: _Job, outcome: Outcome, message: str) -> RunResult:
-        return RunResult(run_id=job.request.run_id, task=job.request.task, mode=job.request.mode, env_key=None,
-                         outcome=outcome, summary=message, finished=self.clock.now(),
-                         duration_s=round(self.clock.monotonic() - job.started_mono, 3), message=message)
+        return RunResult(
+            run_id=job.request.run_id,
+            task=job.request.task,
+            mode=job.request.mode,
+            env_key=None,
+            outcome=outcome,
+            summary=message,
+            finished=self.clock.now(),
+            duration_s=round(self.clock.monotonic() - job.started_mono, 3),
+            message=message,
+        )
 
     def _end(self, job: _Job, result: RunResult) -> None:
         self.jobs.pop(job.request.run_id, None)
@@ -249,5 +291,3 @@ class RQExecutor:
 
 def home_id_for(home: Path) -> str:
     return hashlib.sha256(str(home).encode()).hexdigest()[:10]
-
-

@@ -85,16 +85,18 @@ def limits_from_json(data: dict[str, Any]) -> Limits:
 
 def result_to_json(result: RunResult, log_lines: list[str]) -> dict[str, Any]:
     data = dataclasses.asdict(result)
-    data.update(mode=result.mode.value, outcome=result.outcome.value, finished=result.finished.isoformat(),
-                log=log_lines)
+    data.update(
+        mode=result.mode.value, outcome=result.outcome.value, finished=result.finished.isoformat(), log=log_lines
+    )
     return data
 
 
 def result_from_json(data: dict[str, Any]) -> tuple[RunResult, list[str]]:
     known = {f.name for f in dataclasses.fields(RunResult)}
     fields = {k: v for k, v in data.items() if k in known}
-    fields.update(mode=RunMode(data["mode"]), outcome=Outcome(data["outcome"]),
-                  finished=datetime.fromisoformat(data["finished"]))
+    fields.update(
+        mode=RunMode(data["mode"]), outcome=Outcome(data["outcome"]), finished=datetime.fromisoformat(data["finished"])
+    )
     return RunResult(**fields), [str(line) for line in data.get("log", [])]
 
 
@@ -179,9 +181,17 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             envs = EnvManager(paths, installer=str(payload.get("installer", "uv")), logger=logger)
             status = envs.ensure(task=task, requirements=folder / "requirements.txt", task_dir=folder)
         except (TaskAutomationError, BundleError, OSError) as exc:
-            result = RunResult(run_id=run_id, task=task, mode=RunMode(payload["mode"]), env_key=None,
-                               outcome=Outcome.ENV_FAILED, summary=f"env-failed on the worker: {exc}",
-                               finished=clock.now(), duration_s=clock.monotonic() - started, message=str(exc))
+            result = RunResult(
+                run_id=run_id,
+                task=task,
+                mode=RunMode(payload["mode"]),
+                env_key=None,
+                outcome=Outcome.ENV_FAILED,
+                summary=f"env-failed on the worker: {exc}",
+                finished=clock.now(),
+                duration_s=clock.monotonic() - started,
+                message=str(exc),
+            )
             return result_to_json(result, list(tail.lines))
         # The worker's own .env files (its home's and Tasks/NAME/.env, which bundles never overwrite) give the run
         # its secrets here, masked in its log lines and message exactly as on the supervisor.
@@ -189,16 +199,33 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         # Outside ``taskautomation worker`` (someone's own RQ worker) there is no prepared cgroup parent: the run
         # is then contained by rlimits and its monitor only.
         containment = _WorkerSetup.containment or Containment(paths.home, layout=Layout())
-        executor = LocalExecutor(home=paths.home, cookie_prefix=paths.run_cookie_prefix, task_logs=task_logs,
-                                 logger=logger, clock=clock, post=inbox.put,
-                                 output_cap_bytes=int(payload.get("output_cap_bytes", 1024 * 1024)), secrets=secrets,
-                                 containment=containment)
+        executor = LocalExecutor(
+            home=paths.home,
+            cookie_prefix=paths.run_cookie_prefix,
+            task_logs=task_logs,
+            logger=logger,
+            clock=clock,
+            post=inbox.put,
+            output_cap_bytes=int(payload.get("output_cap_bytes", 1024 * 1024)),
+            secrets=secrets,
+            containment=containment,
+        )
         assert status.python is not None
         limits = limits_from_json(payload["limits"])
-        executor.launch(LaunchRequest(
-            task=task, run_id=run_id, mode=RunMode(payload["mode"]), trigger=Trigger(payload["trigger"]),
-            task_dir=folder, output_dir=paths.task_output(task), env_key=status.key, python=status.python,
-            env_dir=status.python.parent.parent, limits=limits))
+        executor.launch(
+            LaunchRequest(
+                task=task,
+                run_id=run_id,
+                mode=RunMode(payload["mode"]),
+                trigger=Trigger(payload["trigger"]),
+                task_dir=folder,
+                output_dir=paths.task_output(task),
+                env_key=status.key,
+                python=status.python,
+                env_dir=status.python.parent.parent,
+                limits=limits,
+            )
+        )
         try:
             while True:
                 wake = executor.next_wakeup()

@@ -18,8 +18,9 @@ from ..paths import Paths
 from .job import WORKER_HOME_VAR
 
 
-def serve_worker(paths: Paths, *, redis_url: str, queues: Sequence[str], burst: bool = False,
-                 name: str | None = None) -> int:
+def serve_worker(
+    paths: Paths, *, redis_url: str, queues: Sequence[str], burst: bool = False, name: str | None = None
+) -> int:
     """Run an RQ worker on ``queues`` until stopped (or, with ``burst``, until the queues are empty)."""
     try:
         from redis import Redis
@@ -27,8 +28,9 @@ def serve_worker(paths: Paths, *, redis_url: str, queues: Sequence[str], burst: 
         from rq import Queue, Worker
         from rq.serializers import JSONSerializer
     except ImportError as exc:
-        raise TaskAutomationError(f"the worker needs the optional extra: pip install 'taskautomation[rq]' ({exc})") \
-            from None
+        raise TaskAutomationError(
+            f"the worker needs the optional extra: pip install 'taskautomation[rq]' ({exc})"
+        ) from None
     # Imported here, before RQ forks a work horse per job, so every horse inherits the job's modules instead
     # of importing them again (tens of ms per run).
     from . import job
@@ -36,8 +38,9 @@ def serve_worker(paths: Paths, *, redis_url: str, queues: Sequence[str], burst: 
     paths.ensure()
     os.environ[WORKER_HOME_VAR] = str(paths.home)  # read by the job in each work horse
     # Our own lines at INFO; libraries (virtualenv's chatter, RQ's per-job lines) only when they warn.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s worker: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s worker: %(message)s"
+    )
     logging.getLogger("taskautomation").setLevel(logging.INFO)
     connection = Redis.from_url(redis_url)
     try:
@@ -49,8 +52,12 @@ def serve_worker(paths: Paths, *, redis_url: str, queues: Sequence[str], burst: 
     for line in containment.start():  # the home's parent groups; stale run groups of this home are removed
         log.info("containment: %s", line)
     job.configure_worker(containment=containment)
-    worker = Worker([Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
-                    connection=connection, serializer=JSONSerializer, name=name)
+    worker = Worker(
+        [Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
+        connection=connection,
+        serializer=JSONSerializer,
+        name=name,
+    )
     log.info("worker %s: home %s, queues %s", worker.name, paths.home, ", ".join(queues))
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")

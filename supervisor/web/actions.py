@@ -41,10 +41,12 @@ Ask = Callable[[str, Mapping[str, Any]], dict[str, Any]]
 
 def control_asker(paths: Paths) -> Ask:
     """The real transport: one request over the control socket; NotRunningError when nobody listens."""
+
     def ask(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
         if not lock_is_held(paths.lock_file):
             raise NotRunningError(f"no supervisor is running on {paths.home}")
         return request(paths.control_socket, command, args)
+
     return ask
 
 

@@ -56,9 +56,9 @@ def parse_listen(text: str) -> Listen:
         host, port_text = "127.0.0.1", text
     elif text.startswith("["):
         close = text.find("]")
-        if close < 0 or text[close + 1:close + 2] != ":":
+        if close < 0 or text[close + 1 : close + 2] != ":":
             raise ListenError("an IPv6 address is written [ADDRESS]:PORT")
-        host, port_text = text[1:close], text[close + 2:]
+        host, port_text = text[1:close], text[close + 2 :]
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
@@ -75,7 +75,7 @@ def host_of(header: str) -> str:
     """The host part of a Host header, lower-case, without port or IPv6 brackets."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else header
+        return header[1 : header.find("]")] if "]" in header else header
     return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 

@@ -67,9 +67,13 @@ class Dashboard:
     def page(self, request: Request, name: str, context: dict[str, Any], *, status: int = 200) -> Response:
         now = self.clock()
         session = getattr(request.state, "session", "") or ""
-        base = {"csrf": csrf_token(self.config.token, session) if session else "", "now": now,
-                "rel": lambda iso: fmt.relative(iso, now=now), "home": str(self.config.paths.home),
-                "outcomes": [o.value for o in Outcome]}
+        base = {
+            "csrf": csrf_token(self.config.token, session) if session else "",
+            "now": now,
+            "rel": lambda iso: fmt.relative(iso, now=now),
+            "home": str(self.config.paths.home),
+            "outcomes": [o.value for o in Outcome],
+        }
         return self.templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
     def status(self) -> dict[str, Any]:
@@ -82,17 +86,29 @@ class Dashboard:
         status = self.status()
         names = svg.pick_lanes(status["tasks"])
         now = self.clock()
-        sparks = {t["name"]: self.reader.sparkline(t["name"], (t.get("last_run") or {}).get("run_id"))
-                  for t in status["tasks"]}
-        return {"status": status, "timeline": self.reader.timeline(names, now=now, mono=time.monotonic()),
-                "sparks": sparks, "lanes": len(names)}
+        sparks = {
+            t["name"]: self.reader.sparkline(t["name"], (t.get("last_run") or {}).get("run_id"))
+            for t in status["tasks"]
+        }
+        return {
+            "status": status,
+            "timeline": self.reader.timeline(names, now=now, mono=time.monotonic()),
+            "sparks": sparks,
+            "lanes": len(names),
+        }
 
     # ------------------------------------------------------------------ login
     async def login(self, request: Request) -> Response:
         if token_matches(self.config.token, request.query_params.get("token")):
             response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE_NAME, new_session(self.config.token, now=time.time()), httponly=True,
-                                samesite="strict", max_age=SESSION_SECONDS, path="/")
+            response.set_cookie(
+                COOKIE_NAME,
+                new_session(self.config.token, now=time.time()),
+                httponly=True,
+                samesite="strict",
+                max_age=SESSION_SECONDS,
+                path="/",
+            )
             return response
         given = "token" in request.query_params
         return self.page(request, "login.html", {"wrong": given}, status=401)
@@ -127,9 +143,15 @@ class Dashboard:
             history = self.reader.history(name, limit=HISTORY_PAGE, page=page, outcomes=outcomes)
             if row is None and not history["runs"] and name not in self.reader.task_names():
                 return None
-            return {"task": row, "name": name, "history": history, "files": self.reader.task_files(name),
-                    "outcome": ",".join(o.value for o in outcomes), "spark": svg.sparkline(
-                        self.reader.last_runs(name)), "supervisor": status.get("supervisor")}
+            return {
+                "task": row,
+                "name": name,
+                "history": history,
+                "files": self.reader.task_files(name),
+                "outcome": ",".join(o.value for o in outcomes),
+                "spark": svg.sparkline(self.reader.last_runs(name)),
+                "supervisor": status.get("supervisor"),
+            }
 
         context = await run_in_threadpool(load)
         if context is None:
@@ -148,10 +170,8 @@ class Dashboard:
         record = await run_in_threadpool(self.reader.run_record, run_id)
         if record is None:
             return JSONResponse({"ok": False, "error": f"no run {run_id!r}"}, status_code=404)
-        events = run_events(self.reader.log_of(record), run_id,
-                            lookup=lambda: self.reader.run_record(run_id))
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"X-Accel-Buffering": "no"})
+        events = run_events(self.reader.log_of(record), run_id, lookup=lambda: self.reader.run_record(run_id))
+        return StreamingResponse(events, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
     # ------------------------------------------------------------------ JSON API
     async def api_status(self, request: Request) -> Response:
@@ -174,8 +194,9 @@ class Dashboard:
 
         history = await run_in_threadpool(load)
         if history is None:
-            return JSONResponse({"ok": False, "error": f"no task named {name!r} and no history for it"},
-                                status_code=404)
+            return JSONResponse(
+                {"ok": False, "error": f"no task named {name!r} and no history for it"}, status_code=404
+            )
         return JSONResponse(history)
 
     async def api_run(self, request: Request) -> Response:
@@ -188,8 +209,9 @@ class Dashboard:
     async def api_action(self, request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ACTIONS:
-            return JSONResponse({"ok": False, "error": f"unknown action {action!r} (one of: "
-                                                       f"{', '.join(ACTIONS)})"}, status_code=404)
+            return JSONResponse(
+                {"ok": False, "error": f"unknown action {action!r} (one of: {', '.join(ACTIONS)})"}, status_code=404
+            )
         if not await csrf_ok(request, self.config.token):
             return self._csrf_refused(request)
         by = f"web ({request.state.auth}, {request.client.host if request.client else '?'})"
@@ -211,8 +233,10 @@ class Dashboard:
         return JSONResponse(dict(result.body), status_code=result.status)
 
     def _csrf_refused(self, request: Request) -> Response:
-        return JSONResponse({"ok": False, "error": "missing or wrong CSRF token (form field csrf or header "
-                                                   "X-CSRF-Token)"}, status_code=403)
+        return JSONResponse(
+            {"ok": False, "error": "missing or wrong CSRF token (form field csrf or header X-CSRF-Token)"},
+            status_code=403,
+        )
 
     async def favicon(self, request: Request) -> Response:
         return Response(status_code=204)
@@ -235,8 +259,13 @@ class Dashboard:
         ]
 
 
-def create_app(config: WebConfig, *, clock: Callable[[], datetime] = _utcnow, ask: Ask | None = None,
-               wall: Callable[[], float] = time.time) -> Starlette:
+def create_app(
+    config: WebConfig,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+    ask: Ask | None = None,
+    wall: Callable[[], float] = time.time,
+) -> Starlette:
     """The ASGI application of one dashboard (the Guard wraps every route)."""
     dashboard = Dashboard(config, clock=clock, ask=ask or control_asker(config.paths))
     app = Starlette(routes=dashboard.routes())
@@ -246,8 +275,6 @@ def create_app(config: WebConfig, *, clock: Callable[[], datetime] = _utcnow, as
         return JSONResponse({"ok": False, "error": str(exc)}, status_code=500)
 
     app.add_exception_handler(TaskAutomationError, task_error)
-    app.add_middleware(Guard, token=config.token, allowed=allowed_hosts(config.listen, config.extra_hosts),
-                       now=wall)
+    app.add_middleware(Guard, token=config.token, allowed=allowed_hosts(config.listen, config.extra_hosts), now=wall)
     app.state.dashboard = dashboard
     return app
-

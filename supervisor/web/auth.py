@@ -47,8 +47,10 @@ def load_or_create_token(path: Path) -> str:
 def _read_token(path: Path) -> str:
     info = os.stat(path)
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TokenFileError(f"{path}: readable by others (mode {stat.S_IMODE(info.st_mode):o}); "
-                             f"run chmod 600 {path} or delete it to make a new token")
+        raise TokenFileError(
+            f"{path}: readable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run chmod 600 {path} or delete it to make a new token"
+        )
     token = path.read_text().strip()
     if len(token) < 32:
         raise TokenFileError(f"{path}: token too short ({len(token)} characters); delete it to make a new one")

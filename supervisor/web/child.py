@@ -68,21 +68,36 @@ def web_argv(home: Path, listen: str, *, python: str = sys.executable) -> list[s
 
 def popen_spawn(log_path: Path) -> Spawn:
     """Start the child with its output appended to ``log_path`` and the pipe's read end passed on."""
+
     def spawn(argv: list[str], parent_fd: int) -> ChildProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         with open(fd, "ab") as out:
-            return subprocess.Popen([*argv, "--parent-fd", str(parent_fd)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, pass_fds=(parent_fd,),
-                                    start_new_session=True, close_fds=True)
+            return subprocess.Popen(
+                [*argv, "--parent-fd", str(parent_fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(parent_fd,),
+                start_new_session=True,
+                close_fds=True,
+            )
+
     return spawn
 
 
 class WebChild:
     """Keeps one dashboard process running until :meth:`stop`."""
 
-    def __init__(self, argv: list[str], *, spawn: Spawn, logger: logging.Logger,
-                 clock: Callable[[], float] = time.monotonic, backoff: Backoff = Backoff()) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        spawn: Spawn,
+        logger: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff = Backoff(),
+    ) -> None:
         self._argv = argv
         self._spawn = spawn
         self._log = logger
@@ -125,8 +140,7 @@ class WebChild:
                     code = self._proc.wait()
                     if self._stopping.is_set():
                         return
-                    self._log.warning("web dashboard (pid %d) exited with %s; restarting it", self._proc.pid,
-                                      code)
+                    self._log.warning("web dashboard (pid %d) exited with %s; restarting it", self._proc.pid, code)
                 delay = self._backoff.next_delay(delay, uptime=self._clock() - started)
                 self._stopping.wait(delay)  # woken at once by stop()
         finally:
@@ -142,8 +156,7 @@ class WebChild:
             try:
                 proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                self._log.warning("web dashboard (pid %d) ignored SIGTERM for %g s; killing it", proc.pid,
-                                  STOP_GRACE_S)
+                self._log.warning("web dashboard (pid %d) ignored SIGTERM for %g s; killing it", proc.pid, STOP_GRACE_S)
                 proc.kill()
                 proc.wait()
         if self._thread is not None:
@@ -156,8 +169,12 @@ class WebChild:
 def start_web_child(paths: Paths, listen: str, *, logger: logging.Logger) -> WebChild | None:
     """``[Web] Listen``: start the supervised dashboard, or log why it cannot run (the supervisor runs on)."""
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
-        logger.error("[Web] Listen = %s in %s: the dashboard needs the web extra (pip install "
-                     "'taskautomation[web]'); not starting it", listen, paths.home_config)
+        logger.error(
+            "[Web] Listen = %s in %s: the dashboard needs the web extra (pip install "
+            "'taskautomation[web]'); not starting it",
+            listen,
+            paths.home_config,
+        )
         return None
     child = WebChild(web_argv(paths.home, listen), spawn=popen_spawn(paths.logs / "web.log"), logger=logger)
     child.start()

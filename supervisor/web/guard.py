@@ -23,8 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .address import host_allowed
 from .auth import COOKIE_NAME, csrf_valid, session_valid, token_matches
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -53,14 +55,20 @@ class Guard:
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *((k, v) for k, v in SECURITY_HEADERS if k not in names)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k, v) for k, v in SECURITY_HEADERS if k not in names),
+                ]
             await send(message)
 
         request = Request(scope)
         if not host_allowed(request.headers.get("host"), self.allowed):
-            await _plain(send_secured, 400, "bad Host header: this dashboard answers only to its own address "
-                                            "(add the name to [Web] AllowedHosts in taskautomation.ini)")
+            await _plain(
+                send_secured,
+                400,
+                "bad Host header: this dashboard answers only to its own address "
+                "(add the name to [Web] AllowedHosts in taskautomation.ini)",
+            )
             return
         path: str = scope["path"]
         state = scope.setdefault("state", {})
@@ -68,8 +76,14 @@ class Guard:
             auth = self._authenticate(request)
             if auth is None:
                 if path.startswith("/api/"):
-                    await _json(send_secured, 401, {"ok": False, "error": "authentication required: "
-                                                    "Authorization: Bearer TOKEN (logs/state/web-token)"})
+                    await _json(
+                        send_secured,
+                        401,
+                        {
+                            "ok": False,
+                            "error": "authentication required: Authorization: Bearer TOKEN (logs/state/web-token)",
+                        },
+                    )
                 else:
                     await _redirect(send_secured, "/login")
                 return
@@ -112,12 +126,22 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 async def _redirect(send: Send, location: str) -> None:
-    await send({"type": "http.response.start", "status": 303,
-                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

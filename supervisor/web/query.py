@@ -34,11 +34,14 @@ class _Drawn:
     markup: Markup
     drawn: float
     cost: float
+
+
 MAX_HISTORY_LIMIT = 1000
 
 
-def load_status(paths: Paths, *, offline: OfflineStatus | None = None,
-                records: Records | None = None) -> dict[str, Any]:
+def load_status(
+    paths: Paths, *, offline: OfflineStatus | None = None, records: Records | None = None
+) -> dict[str, Any]:
     """The ``status --json`` document. The single point where the dashboard meets the status layer.
 
     Live from the supervisor when one runs; else the offline document, built with ``offline`` and
@@ -95,14 +98,19 @@ class Reader:
     def task_names(self) -> set[str]:
         return {entry.name for entry in _dirs(self.paths.tasks)} | set(self.records.tasks_with_history())
 
-    def history(self, name: str, *, limit: int = HISTORY_PAGE, page: int = 1,
-                outcomes: tuple[Outcome, ...] = ()) -> dict[str, Any]:
+    def history(
+        self, name: str, *, limit: int = HISTORY_PAGE, page: int = 1, outcomes: tuple[Outcome, ...] = ()
+    ) -> dict[str, Any]:
         """``{"runs": [...]}`` newest first (the CLI's schema) plus the page it is and whether more follow."""
         limit = min(max(limit, 1), MAX_HISTORY_LIMIT)
         page = max(page, 1)
         rows = self.records.history(name, limit=limit + 1, offset=(page - 1) * limit, outcomes=outcomes)
-        return {"runs": [record_to_json(r) for r in rows[:limit]], "page": page, "limit": limit,
-                "has_more": len(rows) > limit}
+        return {
+            "runs": [record_to_json(r) for r in rows[:limit]],
+            "page": page,
+            "limit": limit,
+            "has_more": len(rows) > limit,
+        }
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """``{"run": {...}, "log": [lines]}`` or None for an unknown run id."""
@@ -126,8 +134,9 @@ class Reader:
         version = self.records.data_version()
         key = (version, tuple(names), int(mono // 60))
         cached = self._timeline
-        if cached is not None and (cached.key == key or (cached.key[1:] == key[1:] and
-                                                         mono - cached.drawn < max(REDRAW_S, 5 * cached.cost))):
+        if cached is not None and (
+            cached.key == key or (cached.key[1:] == key[1:] and mono - cached.drawn < max(REDRAW_S, 5 * cached.cost))
+        ):
             return cached.markup
         start = mono
         markup = svg.timeline(names, self.recent(names, now=now), now=now)
@@ -171,4 +180,3 @@ def _dirs(folder: Path) -> list[os.DirEntry[str]]:
             return [e for e in entries if e.is_dir() and not e.name.startswith(".")]
     except FileNotFoundError:
         return []
-

@@ -36,9 +36,11 @@ def resolve_listen(paths: Paths, given: str | None) -> tuple[Listen, tuple[str, 
 def warning_for(listen: Listen) -> str | None:
     if listen.loopback:
         return None
-    return (f"WARNING: the dashboard listens on {listen.host}:{listen.port}, which is not loopback. It speaks plain "
-            f"HTTP: anyone on that network can see its token and session cookie. Prefer the default "
-            f"127.0.0.1 and an SSH tunnel (ssh -L {listen.port}:127.0.0.1:{listen.port} HOST).")
+    return (
+        f"WARNING: the dashboard listens on {listen.host}:{listen.port}, which is not loopback. It speaks plain "
+        f"HTTP: anyone on that network can see its token and session cookie. Prefer the default "
+        f"127.0.0.1 and an SSH tunnel (ssh -L {listen.port}:127.0.0.1:{listen.port} HOST)."
+    )
 
 
 def login_url(listen: Listen, token: str) -> str:
@@ -53,8 +55,14 @@ def print_url(paths: Paths, *, listen_text: str | None, out: TextIO = sys.stdout
     return 0
 
 
-def serve_web(paths: Paths, *, listen_text: str | None, parent_fd: int | None = None,
-              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def serve_web(
+    paths: Paths,
+    *,
+    listen_text: str | None,
+    parent_fd: int | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     """Run the dashboard in the foreground until SIGINT/SIGTERM. Returns the exit code.
 
     ``parent_fd`` (the supervised child): the read end of a pipe held open by the supervisor; at its EOF
@@ -87,18 +95,29 @@ def serve_web(paths: Paths, *, listen_text: str | None, parent_fd: int | None = 
     if parent_fd is None:
         print(f"dashboard of {paths.home}: open {login_url(bound, token)}", file=out, flush=True)
     else:  # the supervised child writes to a log file: the token stays in its 0600 file
-        print(f"dashboard of {paths.home}: listening on {bound.url()} (login URL: taskautomation web --url)",
-              file=out, flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, proxy_headers=False,
-                            server_header=False)
+        print(
+            f"dashboard of {paths.home}: listening on {bound.url()} (login URL: taskautomation web --url)",
+            file=out,
+            flush=True,
+        )
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        proxy_headers=False,
+        server_header=False,
+    )
     server = uvicorn.Server(config)
 
     async def main() -> None:
         if parent_fd is not None:
+
             def parent_gone() -> None:
                 asyncio.get_running_loop().remove_reader(parent_fd)
                 server.should_exit = True
+
             asyncio.get_running_loop().add_reader(parent_fd, parent_gone)  # readable only at EOF
         await server.serve(sockets=[sock])
 

@@ -52,8 +52,9 @@ async def run_events(log: Path, run_id: str, *, lookup: Callable[[], RunRecord |
                     for line in follower.poll():  # what was written before the row was closed
                         yield sse("line", line)
                     outcome = record.outcome.value if record is not None and record.outcome else "unknown"
-                    yield sse("end", json.dumps({"outcome": outcome,
-                                                 "duration_s": record.duration_s if record else None}))
+                    yield sse(
+                        "end", json.dumps({"outcome": outcome, "duration_s": record.duration_s if record else None})
+                    )
                     return
             if now >= next_alive:
                 next_alive = now + KEEPALIVE_S

@@ -61,8 +61,7 @@ class Segment:
         if self.total == 1:
             return f"{self.task}: {self.outcome} at {self.start.astimezone():%Y-%m-%d %H:%M:%S} (run {self.run_id})"
         parts = ", ".join(f"{n} {o}" for o, n in self.counts)
-        return (f"{self.task}: {self.total} runs {self.start.astimezone():%H:%M}–{self.end.astimezone():%H:%M}: "
-                f"{parts}")
+        return f"{self.task}: {self.total} runs {self.start.astimezone():%H:%M}–{self.end.astimezone():%H:%M}: {parts}"
 
 
 MAX_LANES = 40
@@ -71,12 +70,14 @@ MAX_LANES = 40
 def pick_lanes(tasks: list[dict[str, object]], *, limit: int = MAX_LANES) -> list[str]:
     """The tasks the timeline shows, at most ``limit`` (a taller picture is no longer an overview): running
     tasks and those whose last run failed first, then the rest by name; shown in name order."""
+
     def rank(task: dict[str, object]) -> tuple[int, str]:
         last = task.get("last_run")
         outcome = last.get("outcome") if isinstance(last, dict) else None
         running = task.get("state") == "running"
         bad = isinstance(outcome, str) and _SEVERITY.get(outcome, 3) == 3
         return (0 if bad else 1 if running else 2, str(task["name"]).casefold())
+
     chosen = sorted(tasks, key=rank)[:limit]
     return sorted((str(t["name"]) for t in chosen), key=str.casefold)
 
@@ -94,9 +95,16 @@ def segments(bins: list[OutcomeBin]) -> list[Segment]:
         if open_seg is not None:
             task, _, outcome, first, last, counts, run_id = open_seg
             total = sum(counts.values())
-            out.append(Segment(task=task, outcome=outcome, start=first, end=last,
-                               counts=tuple(sorted(counts.items(), key=lambda kv: -_SEVERITY.get(kv[0], 3))),
-                               run_id=run_id if total == 1 else None))
+            out.append(
+                Segment(
+                    task=task,
+                    outcome=outcome,
+                    start=first,
+                    end=last,
+                    counts=tuple(sorted(counts.items(), key=lambda kv: -_SEVERITY.get(kv[0], 3))),
+                    run_id=run_id if total == 1 else None,
+                )
+            )
 
     for (task, index), group in sorted(per_bin.items()):
         worst = max(group, key=lambda b: (_SEVERITY.get(b.outcome or "running", 3), b.count))
@@ -124,20 +132,25 @@ def timeline(tasks: list[str], bins: list[OutcomeBin], *, now: datetime, hours: 
     lanes = {name: i for i, name in enumerate(tasks)}
     height = LANE_H * max(len(tasks), 1) + 20
     width = LABEL_W + PLOT_W
-    parts = [f'<svg class="timeline" viewBox="0 0 {width} {height}" width="100%" role="img" '
-             f'aria-label="Runs of the last {hours:g} hours, one lane per task" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="timeline" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'aria-label="Runs of the last {hours:g} hours, one lane per task" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for name, i in lanes.items():
         y = i * LANE_H
-        parts.append(f'<text class="lane-label" x="{LABEL_W - 6}" y="{y + LANE_H - 5}" text-anchor="end">'
-                     f'{escape(_clip(name, 22))}<title>{escape(name)}</title></text>')
+        parts.append(
+            f'<text class="lane-label" x="{LABEL_W - 6}" y="{y + LANE_H - 5}" text-anchor="end">'
+            f"{escape(_clip(name, 22))}<title>{escape(name)}</title></text>"
+        )
         parts.append(f'<line class="lane" x1="{LABEL_W}" x2="{width}" y1="{y + LANE_H - 1}" y2="{y + LANE_H - 1}"/>')
     for hour in range(0, int(hours) + 1, 3):  # hour ticks, labelled with local time
         x = LABEL_W + PLOT_W * (hour * 3600) / span
         tick = (begin + timedelta(hours=hour)).astimezone()
         parts.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height - 18}"/>')
         anchor = "end" if hour == int(hours) else "middle"  # the last label must not stick out on the right
-        parts.append(f'<text class="tick-label" x="{x:.1f}" y="{height - 4}" text-anchor="{anchor}">'
-                     f'{tick:%H:%M}</text>')
+        parts.append(
+            f'<text class="tick-label" x="{x:.1f}" y="{height - 4}" text-anchor="{anchor}">{tick:%H:%M}</text>'
+        )
     for seg in segments(bins):
         lane = lanes.get(seg.task)
         if lane is None or seg.end < begin:
@@ -149,11 +162,16 @@ def timeline(tasks: list[str], bins: list[OutcomeBin], *, now: datetime, hours: 
         y = lane * LANE_H + (2 if bad else 5)
         h = LANE_H - (5 if bad else 11)
         cls = f"run {outcome_class(seg.outcome)}{' bad' if bad else ''}"
-        href = (f"/runs/{quote(seg.run_id, safe='')}" if seg.run_id else
-                f"/tasks/{quote(seg.task, safe='')}" + ("" if seg.outcome == "running" else f"?outcome={seg.outcome}"))
-        parts.append(f'<a href="{escape(href)}"><rect class="{cls}" x="{x0:.1f}" y="{y}" '
-                     f'width="{max(x1 - x0, 2.5):.1f}" height="{h}" data-outcome="{escape(seg.outcome)}">'
-                     f'<title>{escape(seg.title())}</title></rect></a>')
+        href = (
+            f"/runs/{quote(seg.run_id, safe='')}"
+            if seg.run_id
+            else f"/tasks/{quote(seg.task, safe='')}" + ("" if seg.outcome == "running" else f"?outcome={seg.outcome}")
+        )
+        parts.append(
+            f'<a href="{escape(href)}"><rect class="{cls}" x="{x0:.1f}" y="{y}" '
+            f'width="{max(x1 - x0, 2.5):.1f}" height="{h}" data-outcome="{escape(seg.outcome)}">'
+            f"<title>{escape(seg.title())}</title></rect></a>"
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -166,17 +184,21 @@ def sparkline(records: list[RunRecord]) -> Markup:
     step = SPARK_W / max(len(records), 1)
     ok = sum(1 for r in records if r.outcome is not None and r.outcome.value in GOOD)
     label = f"{ok} of {len(records)} recent runs succeeded"
-    parts = [f'<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" '
-             f'role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg"><title>{escape(label)}</title>']
+    parts = [
+        f'<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" '
+        f'role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg"><title>{escape(label)}</title>'
+    ]
     for i, r in enumerate(records):
         outcome = r.outcome.value if r.outcome is not None else "running"
         h = max(2.0, (SPARK_H - 2) * (r.duration_s or 0.0) / longest)
-        parts.append(f'<rect class="{outcome_class(outcome)}" x="{i * step + 0.5:.1f}" y="{SPARK_H - h:.1f}" '
-                     f'width="{max(step - 1, 1):.1f}" height="{h:.1f}"><title>{outcome} '
-                     f'{r.started.astimezone():%m-%d %H:%M}{_seconds(r.duration_s)}</title></rect>')
+        parts.append(
+            f'<rect class="{outcome_class(outcome)}" x="{i * step + 0.5:.1f}" y="{SPARK_H - h:.1f}" '
+            f'width="{max(step - 1, 1):.1f}" height="{h:.1f}"><title>{outcome} '
+            f"{r.started.astimezone():%m-%d %H:%M}{_seconds(r.duration_s)}</title></rect>"
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
