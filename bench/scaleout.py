@@ -144,6 +144,7 @@ def run(settings: Settings) -> list[Figure]:
     figures: list[Figure] = []
     with temp_home("scaleout", settings) as home:
         redis = RedisServer(home / "redis").start()
+        consoles = [open(home / f"worker{i}.txt", "ab") for i in (1, 2)]  # closed at the end
         workers = [
             subprocess.Popen(
                 [
@@ -158,8 +159,8 @@ def run(settings: Settings) -> list[Figure]:
                 ],
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=consoles[i - 1],
+                stderr=subprocess.STDOUT,
             )
             for i in (1, 2)
         ]
@@ -180,7 +181,8 @@ def run(settings: Settings) -> list[Figure]:
                     if found:
                         break
                     if time.monotonic() > deadline:
-                        raise AssertionError(f"run {request.run_id} wrote no first line on a worker")
+                        tails = "\n".join((home / f"worker{i}.txt").read_text()[-500:] for i in (1, 2))
+                        raise AssertionError(f"run {request.run_id} wrote no first line on a worker:\n{tails}")
                     executors.pump(time.monotonic() + 0.0005)
                 executors.wait_ended([request.run_id], 30)
                 return (found[0] - start) / 1e6
@@ -258,4 +260,6 @@ def run(settings: Settings) -> list[Figure]:
                     worker.kill()
                     worker.wait()
             redis.stop()
+            for console in consoles:
+                console.close()
     return figures

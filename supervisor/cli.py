@@ -29,7 +29,7 @@ from .render import View, format_full_time, outcome_line, render_history, render
 from .spec import Outcome
 
 TERMINATE_TIMEOUT_S = 600.0
-CREATES_HOME = ("run", "new")  # the commands that may create a missing home (saying so)
+CREATES_HOME = ("run", "new", "worker")  # the commands that may create a missing home (saying so)
 
 
 def main(

@@ -29,8 +29,7 @@ class Worker:
     """``python -m supervisor worker`` with its own home, as a user starts one on another machine."""
 
     def __init__(self, home: Path, redis_url: str, name: str) -> None:
-        self.home = home
-        home.mkdir(parents=True, exist_ok=True)
+        self.home = home  # not created here: `worker` creates a missing home (and says so)
         self.out = home / "worker-console.txt"
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
