@@ -30,7 +30,7 @@ class Worker:
 
     def __init__(self, home: Path, redis_url: str, name: str) -> None:
         self.home = home  # not created here: `worker` creates a missing home (and says so)
-        self.out = home / "worker-console.txt"
+        self.out = home.parent / f"{home.name}-console.txt"  # beside the home, which the command creates
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -125,6 +125,8 @@ def test_conflicting_pins_run_apart_on_two_workers(
             timeout=60,
             what="both workers running tasks",
         )
+        # Each worker created its own home, saying so.
+        assert all(f"created the home {w.home}" in w.out.read_text() for w in workers)
         # The worker's log lines of a run come back into the supervisor's task log.
         run_id = [r for r in sup.history("Old") if r["outcome"] == "ok"][0]["run_id"]
         assert f"[run {run_id}] started" in sup.task_log("Old")
