@@ -254,7 +254,7 @@ def run(settings: Settings) -> list[Figure]:
             "while the other blocks ran; each late start also pushes every later run back (drift)",
         ),
     ]
-    figures.extend(cron_next.run(settings))  # `next` for 1,000 cron occurrences (issue 9)
+    figures.extend(cron_next.run(settings))  # `next` for 1,000 cron occurrences
     return figures
 
 

@@ -1,4 +1,4 @@
-"""Which HOME a command works on, and whether that folder is usable (DESIGN.md 1.1, 5.0).
+"""Which HOME a command works on, and whether that folder is usable (docs/cli.md, "The home").
 
 Policy, first match wins:
 

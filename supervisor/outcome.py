@@ -34,7 +34,7 @@ _OUTCOME_OF_CAUSE = {
     StopCause.CPU: Outcome.TIMEOUT,
     StopCause.MEMORY: Outcome.MEMORY,
     StopCause.SHUTDOWN: Outcome.KILLED,
-    # No outcome of its own (issue 14): `killed`, with a message that names MaxProcesses.
+    # No outcome of its own: `killed`, with a message that names MaxProcesses.
     StopCause.PROCESSES: Outcome.KILLED,
 }
 

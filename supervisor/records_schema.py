@@ -65,7 +65,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_open ON runs (started) WHERE outcome IS NULL",
     ),
     (
-        # [Retry] (issue 9): each attempt is its own row; rows written before it are first attempts.
+        # [Retry]: each attempt is its own row; rows written before it are first attempts.
         "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE runs ADD COLUMN retry_of TEXT",
     ),

@@ -1,6 +1,6 @@
 """The [Retry] policy, pure: after an attempt of a run ended, is it retried, and when?
 
-Policy (DESIGN.md 5.1):
+Policy (docs/cli.md, "Retries"):
 
 - Attempts are numbered 1, 2, ...; attempt 1 is the scheduled (or startup, or manual) run itself.
   ``RetryPolicy.attempts`` is the number of retries, so a run has at most ``attempts + 1`` attempts.

@@ -1,7 +1,7 @@
 """Task secrets: ``HOME/.env`` and ``Tasks/NAME/.env`` (python-dotenv syntax), and the masker that keeps them
 out of everything the supervisor writes.
 
-Policy (DESIGN.md 5.2):
+Policy (README, "Being told"):
 
 - Both files are optional. The home's file applies to every task; a task's own file wins key by key.
 - The values reach ``initialize()`` and every run as environment variables, never the supervisor log: messages

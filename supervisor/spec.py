@@ -112,7 +112,7 @@ class Limits:
     max_processes: int | None = 1024  # processes + threads of one run; 0 in config.ini means None
 
 
-# Outcomes a [Retry] policy retries unless its ``On`` says otherwise (DESIGN.md 5.1).
+# Outcomes a [Retry] policy retries unless its ``On`` says otherwise (docs/cli.md, "Retries").
 DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
 # Outcomes ``On`` may name: the failures of a run, plus a run lost with its worker or supervisor.
 RETRYABLE_OUTCOMES = frozenset(

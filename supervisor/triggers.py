@@ -5,7 +5,7 @@ kind (EveryXMinutes, Cron or RunAt), reads it in the task's own TimeZone (else t
 and adds the task's JitterSeconds offset. The loop and the ``next`` command both go through it, so what
 ``next`` prints is what the loop does.
 
-Policies (DESIGN.md 5.1, README "Scheduling"):
+Policies (docs/cli.md, "DST and time zones"; README "Scheduling"):
 
 - ``anchor`` is the last *scheduled* start (a due time, jitter included; a RunOnStartup run's start
   counts too), ``None`` when the task never ran. The result is the next due time, never earlier than the

@@ -187,7 +187,7 @@ def test_run_and_new_create_a_missing_home_and_say_so(tmp_path: Path) -> None:
 
 
 def test_main_py_and_terminate_py_default_to_their_own_folder(tmp_path: Path) -> None:
-    # Seed behaviour (DESIGN.md 1.1): run from anywhere, the scripts' home is the folder they are in.
+    # Seed behaviour (docs/cli.md, "The home"): run from anywhere, the scripts' home is the folder they are in.
     stop = subprocess.run(
         [sys.executable, str(REPO / "terminate.py")],
         cwd=tmp_path,

@@ -1,6 +1,6 @@
 """config.ini scheduling keys (Cron, RunAt, TimeZone, JitterSeconds) and [Retry]: values, defaults, errors.
 
-Every bad value must name the task, the file, the section, the key and the value (DESIGN.md 5.1).
+Every bad value must name the task, the file, the section, the key and the value (README, config.ini).
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def test_memory_hog_is_stopped_and_others_keep_running(home: Path) -> None:
         sup.wait_log("ok in", task="heartbeat", count=beats + 2)  # the other task kept its schedule
         assert sup.task_status("hog")["last_run"]["outcome"] == "memory"  # and the supervisor answers
         log = sup.task_log("hog")
-        # As root on a machine with a writable memory cgroup the kernel enforces the limit (issue 14).
+        # As root on a machine with a writable memory cgroup the kernel enforces the limit.
         by_cgroup = re.search(r"containment: .*memory: cgroup", sup.log()) is not None
         assert sup.proc is not None and sup.proc.poll() is None
     assert run["outcome"] == "memory", run

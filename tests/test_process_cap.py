@@ -1,4 +1,4 @@
-"""MaxProcesses, cgroups and stops that win against forking trees (issue 14, item 2), with real processes.
+"""MaxProcesses, cgroups and stops that win against forking trees , with real processes.
 
 Every dangerous task here (a fork bomb, a memory hog, a fork-and-exit chain) runs inside an outer cap that the
 test creates itself first (tests/caps.py): a cgroup v1 pids group of 400 (memory: a memory group) holding the

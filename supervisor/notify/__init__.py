@@ -1,5 +1,5 @@
 """Telling the user when something goes wrong: notices through Apprise channels, healthchecks-style pings,
-a local Command hook and the supervisor's own heartbeat (DESIGN.md 5.2).
+a local Command hook and the supervisor's own heartbeat (README, "Being told").
 
 Split by concern: ``model`` (plain data), ``settings`` (the [Notify] / heartbeat keys, validated), ``policy``
 (pure: which events a finished run causes), ``message`` (pure: the notice's text, masked), ``senders`` (one

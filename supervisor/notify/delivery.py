@@ -1,6 +1,6 @@
 """The delivery worker: one thread, a bounded queue, a few tries per job. Posting never blocks.
 
-Policy (DESIGN.md 5.2, "delivery never hurts scheduling"):
+Policy (README, "Being told": delivery never hurts scheduling):
 
 - ``post`` appends to an in-memory queue under a lock and returns: the loop thread never waits for a
   receiver. The queue holds at most ``capacity`` jobs; when it is full the *oldest* job is dropped (a fresh

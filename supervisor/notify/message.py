@@ -1,6 +1,6 @@
 """The words of a notice, pure: title, body, a run's log tail, and URLs with their secrets masked.
 
-Policy (DESIGN.md 5.2): title ``NAME failed (OUTCOME)`` / ``NAME recovered``; the body names host, home, task,
+Policy (README, "Being told"): title ``NAME failed (OUTCOME)`` / ``NAME recovered``; the body names host, home, task,
 run id, attempt, outcome, duration, exit code or signal, the message (at most ``MESSAGE_MAX_BYTES``) and the
 last ``TAIL_LINES`` log lines of the run (at most ``TAIL_MAX_BYTES``). Everything that came from the task is
 passed through the task's masker; URLs shown in the supervisor's own messages lose their passwords and tokens.

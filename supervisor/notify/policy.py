@@ -1,7 +1,7 @@
 """Which notices and pings a finished run causes: a pure function of the run's facts, the task's settings and
 one bit of memory per task.
 
-Policy (DESIGN.md 5.2):
+Policy (README, "Being told"):
 
 - An attempt that will be retried (``final`` False) causes nothing: no notice, no ping. Its retry decides.
 - A final attempt whose outcome is a failure (failed, timeout, memory, crashed, env-failed) extends the streak.
