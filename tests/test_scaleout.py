@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -116,7 +117,9 @@ def test_conflicting_pins_run_apart_on_two_workers(
     with SupervisorProcess(rq_home(home, redis)) as sup:
         for name, version in (("Old", "1.0"), ("New", "2.0")):
             wait_for(
-                lambda: [r for r in sup.history(name) if r["outcome"] == "ok"], timeout=60, what=f"an ok run of {name}"
+                lambda name=name: [r for r in sup.history(name) if r["outcome"] == "ok"],
+                timeout=60,
+                what=f"an ok run of {name}",
             )
             runs = [r for r in sup.history(name) if r["outcome"] == "ok"]
             assert runs[0]["message"] == f"pinned {version}"
@@ -193,9 +196,9 @@ def test_a_slot_is_enqueued_once_even_when_two_supervisors_race(home: Path, redi
         # Unchanged content is uploaded once; a changed folder is a new bundle.
         assert len(first.redis.keys("taskautomation:bundle:*")) == 1
         (folder / "main.py").write_text("def main():\n    return 'changed'\n")
-        first.launch(LaunchRequest(**{**request("run-c").__dict__, "due": None}))
+        first.launch(dataclasses.replace(request("run-c"), due=None))
         assert len(first.redis.keys("taskautomation:bundle:*")) == 2
-        first.launch(LaunchRequest(**{**request("run-d").__dict__, "due": None}))
+        first.launch(dataclasses.replace(request("run-d"), due=None))
         assert len(first.redis.keys("taskautomation:bundle:*")) == 2
     finally:
         first.close()

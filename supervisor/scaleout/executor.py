@@ -19,6 +19,7 @@ Policy:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -246,7 +247,7 @@ class RQExecutor:
     def _end(self, job: _Job, result: RunResult) -> None:
         self.jobs.pop(job.request.run_id, None)
         # The loop's env bookkeeping is about this machine's envs: a worker's env is none of its business.
-        local = RunResult(**{**result.__dict__, "env_key": job.request.env_key})
+        local = dataclasses.replace(result, env_key=job.request.env_key)
         self.post(RunReported(lambda: local))
 
     # ------------------------------------------------------------------ stops and the end
