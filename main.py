@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 try:
-    from supervisor.cli import main
+    from supervisor.cli.entry import main
 except ImportError as exc:  # e.g. the system python3 without the dependencies installed
     sys.exit(
         f"main.py: cannot start: {exc}. Install the dependencies first: python3 -m venv .venv && "

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 try:
-    from supervisor.cli import main
+    from supervisor.cli.entry import main
 except ImportError as exc:  # e.g. the system python3 without the dependencies installed
     sys.exit(
         f"terminate.py: cannot start: {exc}. Use the python that runs the supervisor, "

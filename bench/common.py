@@ -1,6 +1,6 @@
 """Set-up shared by the benchmark groups: settings, temporary homes, a ready env, CPU burners, a Runner.
 
-Benchmarks drive the real code (``supervisor.runner.Runner`` and the shim, ``EnvManager``, the loop, the
+Benchmarks drive the real code (``supervisor.execution.runner.Runner`` and the shim, ``EnvManager``, the loop, the
 watcher) on real processes; this module only prepares what they need and cleans it up again. Every helper
 that starts a process also stops it, so a benchmark that fails half-way leaves nothing running.
 """
@@ -27,25 +27,26 @@ for _extra in (REPO, REPO / "tests"):
 
 from harness import pids_alive  # noqa: E402  (tests/harness.py)
 from helpers import build_wheel, wait_for, write_task  # noqa: E402  (tests/helpers.py)
-from supervisor.envs import EnvManager  # noqa: E402
+
+from supervisor.envs.manager import EnvManager  # noqa: E402
+from supervisor.execution.runner import Runner, RunProcess, child_environment  # noqa: E402
+from supervisor.model import LaunchSpec, ProcessReport, RunMode  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
-from supervisor.runner import Runner, RunProcess, child_environment  # noqa: E402
-from supervisor.spec import LaunchSpec, ProcessReport, RunMode  # noqa: E402
 
 __all__ = [
     "REPO",
+    "BenchRunner",
+    "CpuBurners",
     "Settings",
     "build_wheel",
+    "hermetic_env",
+    "kill_quietly",
+    "now_ns",
+    "pids_alive",
+    "ready_env",
+    "temp_home",
     "wait_for",
     "write_task",
-    "temp_home",
-    "ready_env",
-    "CpuBurners",
-    "BenchRunner",
-    "now_ns",
-    "hermetic_env",
-    "pids_alive",
-    "kill_quietly",
 ]
 
 
@@ -108,7 +109,7 @@ class CpuBurners:
         self.count = count
         self._procs: list[subprocess.Popen[bytes]] = []
 
-    def __enter__(self) -> "CpuBurners":
+    def __enter__(self) -> CpuBurners:
         for _ in range(self.count):
             self._procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL))
         return self
@@ -121,7 +122,7 @@ class CpuBurners:
 
 
 class BenchRunner:
-    """A ``supervisor.runner.Runner`` with callbacks that record what each run printed and when it ended.
+    """A ``supervisor.execution.runner.Runner`` with callbacks that record what each run printed and when it ended.
 
     ``launch`` must be called from one long-lived thread (the main thread here), as the loop does: the
     monitor's PDEATHSIG is tied to the spawning thread.

@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, time as clock_time, timezone
+from datetime import datetime, timezone
+from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
+from supervisor.cli.next import next_times
+from supervisor.model import TaskSpec, Window
+
 from .common import Settings
 from .stats import Figure, interleave, ratio_of, summarize
-from supervisor.cli_next import next_times
-from supervisor.spec import TaskSpec, Window
 
 GROUP = "schedule"
 OCCURRENCES = 1000

@@ -25,11 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from supervisor.envs.installer import InstallerRun
+from supervisor.envs.manager import EnvManager
+from supervisor.paths import Paths
+
 from .common import Settings, build_wheel, hermetic_env, now_ns, temp_home
 from .stats import Figure, ratio_of, summarize
-from supervisor.envs import EnvManager
-from supervisor.installer import InstallerRun
-from supervisor.paths import Paths
 
 GROUP = "envs"
 PACKAGES = ("bench-alpha", "bench-beta", "bench-gamma", "bench-delta", "bench-epsilon")

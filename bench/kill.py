@@ -23,11 +23,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+
+from supervisor.execution import _shim
+from supervisor.model import Limits
+
 from .common import BenchRunner, Settings, kill_quietly, now_ns, pids_alive, ready_env, temp_home, wait_for, write_task
 from .stats import Figure, interleave, ratio_of, summarize
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
-from supervisor import _shim
-from supervisor.spec import Limits
 
 GROUP = "kill"
 

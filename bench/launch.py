@@ -1,6 +1,6 @@
 """Launch figures: decision to run -> first line of ``main()``, and trivial runs per second.
 
-Both go through ``supervisor.runner.Runner`` and the real shim in a real env built by ``EnvManager``:
+Both go through ``supervisor.execution.runner.Runner`` and the real shim in a real env built by ``EnvManager``:
 
 * *decision -> first line*: the clock starts where the loop has decided to run (before the run id, the
   child environment and the LaunchSpec are built) and stops at the ``time.monotonic_ns()`` that the first

@@ -1,6 +1,6 @@
 """Reload figures: a file event reaching the loop, and a new task folder's first run.
 
-* *file event -> loop*: ``supervisor.watcher.TaskWatcher`` (watchdog's inotify observer, the relevance
+* *file event -> loop*: ``supervisor.discovery.watcher.TaskWatcher`` (watchdog's inotify observer, the relevance
   filter, the debounce thread) with a zero debounce, its ``on_change`` posting to a queue that a "loop" thread
   blocks on, exactly as the supervisor's ``post``/``events.get`` do. The clock starts just before a file is
   created in a task folder and stops when the loop thread wakes. Baseline: a bare inotify reader on the same
@@ -21,11 +21,13 @@ import threading
 import time
 from pathlib import Path
 
+from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+
+from supervisor.discovery.watcher import TaskWatcher
+from supervisor.model import HomeConfig
+
 from .common import Settings, now_ns, temp_home, wait_for, write_task
 from .stats import Figure, ratio_of, summarize
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
-from supervisor.spec import HomeConfig
-from supervisor.watcher import TaskWatcher
 
 GROUP = "reload"
 

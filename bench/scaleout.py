@@ -21,13 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from supervisor.cgroups import Containment, Layout
 from supervisor.clock import SystemClock
 from supervisor.events import Event, RunReported
-from supervisor.executor import LaunchRequest, LocalExecutor, new_run_id
+from supervisor.execution.cgroups import Containment, Layout
+from supervisor.execution.executor import LaunchRequest, LocalExecutor, new_run_id
 from supervisor.logsetup import TaskLogs
+from supervisor.model import Limits, RunMode, Trigger
 from supervisor.scaleout.executor import RQExecutor
-from supervisor.spec import Limits, RunMode, Trigger
 
 from .common import Settings, now_ns, ready_env, temp_home, write_task
 from .redisproc import RedisServer

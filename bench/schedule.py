@@ -23,12 +23,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from supervisor.clock import SystemClock
+from supervisor.model import TaskSpec
+from supervisor.scheduling.windows import due_after, local_zone
+
 from . import cron_next
 from .common import CpuBurners, Settings
 from .stats import Figure, Summary, summarize
-from supervisor.clock import SystemClock
-from supervisor.schedule import due_after, local_zone
-from supervisor.spec import TaskSpec
 
 GROUP = "schedule"
 PERIOD_S = 0.010
@@ -148,7 +149,7 @@ class OldPollingDesign:
                 last = now
             self._stop.wait(poll_s)
 
-    def __enter__(self) -> "OldPollingDesign":
+    def __enter__(self) -> OldPollingDesign:
         for thread in self._threads:
             thread.start()
         return self

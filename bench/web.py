@@ -35,8 +35,8 @@ import psutil
 from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
 from web_support import WebProcess  # tests/web_support.py: `web --listen 127.0.0.1:0`, as a user starts it
 
-from supervisor.control import request
-from supervisor.records import Records
+from supervisor.history.store import Records
+from supervisor.system.control import request
 
 from .common import Settings, temp_home
 from .stats import Figure, interleave, ratio_of, summarize

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from .cli.entry import main
 
 sys.exit(main(prog="python3 -m supervisor"))

@@ -6,7 +6,7 @@ import queue
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .spec import RunResult
+from .model import RunResult
 
 
 @dataclass(frozen=True)

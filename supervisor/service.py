@@ -15,32 +15,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .cgroups import Containment
 from .clock import Clock, SystemClock
-from .config import read_home_config
-from .control import ControlServer, InstanceLock
-from .envbuild import BackgroundEnvs
-from .envs import EnvManager
+from .config.schema import read_home_config
+from .core.loop import Supervisor
+from .discovery.watcher import TaskWatcher
+from .envs.builder import BackgroundEnvs
+from .envs.manager import EnvManager
 from .errors import RecordsError
 from .events import ControlRequest, Inbox
-from .executor import Executor, LocalExecutor
-from .fdlimit import raise_fd_limit
-from .history import RunHistory, RunLog
+from .execution.cgroups import Containment
+from .execution.executor import Executor, LocalExecutor
+from .execution.secrets import SecretStore
+from .history.recorder import RunHistory, RunLog
+from .history.store import Records
+from .history.writebehind import WriteBehindRecords
 from .logsetup import TaskLogs, setup_supervisor_logging
-from .loop import Supervisor
+from .model import HomeConfig, RunFinished, RunStarted
 from .notify.consumer import RunNotifications
 from .notify.heartbeat import Heartbeat
 from .notify.notifier import Notifier as NoticeNotifier
 from .notify.notifier import default_origin
 from .paths import Paths
-from .records import Records
-from .schedule import local_zone
-from .sdnotify import LoopNotifier, Notifier
-from .secretenv import SecretStore
-from .spec import HomeConfig, RunFinished, RunStarted
-from .watcher import TaskWatcher
+from .scheduling.windows import local_zone
+from .system.control import ControlServer, InstanceLock
+from .system.fdlimit import raise_fd_limit
+from .system.sdnotify import LoopNotifier, Notifier
 from .web.child import start_web_child
-from .writebehind import WriteBehindRecords
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
 

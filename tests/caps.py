@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from supervisor.cgroups import detect_layout  # noqa: E402
+from supervisor.execution.cgroups import detect_layout
 
 
 def own_v1_group(controller: str) -> Path:

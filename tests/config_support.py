@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import parse_task_config
+from supervisor.config.schema import parse_task_config
 from supervisor.errors import ConfigError
-from supervisor.spec import ConfigResult, Limits, RetryPolicy
+from supervisor.model import ConfigResult, Limits, RetryPolicy
 
 PATH = Path("/home/pi/Tasks/demo/config.ini")
 PREFIX = f"task 'demo': {PATH}: "

@@ -29,7 +29,7 @@ os.environ.pop("TASKAUTOMATION_HOME", None)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from receivers import HangingReceiver, HttpReceiver  # noqa: E402
 
-from supervisor.procscan import find_by_environ, own_start_ticks  # noqa: E402
+from supervisor.execution.procscan import find_by_environ, own_start_ticks  # noqa: E402
 
 # Every process this session starts is younger than this one: older processes are never read at all.
 SESSION_START_TICKS = own_start_ticks()

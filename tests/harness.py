@@ -18,15 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from supervisor.clock import SystemClock  # noqa: E402
-from supervisor.control import request  # noqa: E402
-from supervisor.envs import EnvManager  # noqa: E402
+from supervisor.envs.manager import EnvManager  # noqa: E402
 from supervisor.errors import TaskAutomationError  # noqa: E402
+from supervisor.execution.procscan import find_by_environ, own_start_ticks  # noqa: E402
+from supervisor.history.store import Records  # noqa: E402
 from supervisor.logsetup import TaskLogs  # noqa: E402
+from supervisor.model import HomeConfig  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
-from supervisor.procscan import find_by_environ, own_start_ticks  # noqa: E402
-from supervisor.records import Records  # noqa: E402
 from supervisor.service import build_supervisor  # noqa: E402
-from supervisor.spec import HomeConfig  # noqa: E402
+from supervisor.system.control import request  # noqa: E402
 
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -64,7 +64,7 @@ class SupervisorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.prefix = prefix  # an argv prefix (setpriv, prlimit) the supervisor is started under
 
-    def start(self, *, wait_ready: bool = True) -> "SupervisorProcess":
+    def start(self, *, wait_ready: bool = True) -> SupervisorProcess:
         out = open(self.console, "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
@@ -137,7 +137,7 @@ class SupervisorProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def __enter__(self) -> "SupervisorProcess":
+    def __enter__(self) -> SupervisorProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -187,7 +187,7 @@ class InProcessSupervisor:
         self.handler.flush()
         return (self.paths.home / "supervisor-test.log").read_text()
 
-    def __enter__(self) -> "InProcessSupervisor":
+    def __enter__(self) -> InProcessSupervisor:
         self.thread.start()
         return self
 
@@ -214,7 +214,7 @@ def pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
-__all__ = ["SupervisorProcess", "cli", "script", "pids_alive", "os"]
+__all__ = ["SupervisorProcess", "cli", "os", "pids_alive", "script"]
 
 
 RUN_COOKIE_VAR = "TASKAUTOMATION_RUN_COOKIE"

@@ -14,15 +14,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from supervisor.core.loop import Supervisor
 from supervisor.events import Event, Inbox, RunReported
-from supervisor.executor import LaunchRequest
-from supervisor.history import RunHistory
+from supervisor.execution.executor import LaunchRequest
+from supervisor.execution.outcome import StopRequest
+from supervisor.history.recorder import RunHistory
+from supervisor.history.store import Records
 from supervisor.logsetup import TaskLogs
-from supervisor.loop import Supervisor
-from supervisor.outcome import StopRequest
+from supervisor.model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult
 from supervisor.paths import Paths
-from supervisor.records import Records
-from supervisor.spec import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult
 
 UTC = timezone.utc
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -26,7 +26,7 @@ GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "sca
 def test_every_group_imports_and_has_a_run_entry_point(group: str) -> None:
     module = importlib.import_module(f"bench.{group}")
     assert callable(module.run)
-    assert module.GROUP == group
+    assert group == module.GROUP
 
 
 def test_run_py_knows_every_group() -> None:
@@ -66,7 +66,7 @@ def test_notify_queue_memory_is_measured() -> None:
 
 def test_next_for_cron_occurrences_measures_both_sides() -> None:
     from bench import cron_next
-    from supervisor.spec import Window
+    from supervisor.model import Window
 
     assert cron_next.ours_ms("*/5 * * * *", Window()) > 0
     assert cron_next.library_ms("*/5 * * * *") > 0
@@ -83,9 +83,9 @@ def test_scaleout_reads_the_first_line_of_the_right_run(tmp_path: Path) -> None:
 
 def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:
     import httpx
+    from web_support import WebProcess
 
     from bench import web
-    from web_support import WebProcess
 
     (tmp_path / "Tasks").mkdir()
     run_id = web.build_home(tmp_path, tasks=2, rows=20)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._wire import ContainmentPlan
-from supervisor.cgroups import Containment, Layout, RunGroup, containment_plan, parse_layout
-from supervisor.config import parse_home_config, parse_task_config
+from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
-from supervisor.spec import Limits
+from supervisor.execution._wire import ContainmentPlan
+from supervisor.execution.cgroups import Containment, Layout, RunGroup, containment_plan, parse_layout
+from supervisor.model import Limits
 
 PATH = Path("/home/pi/Tasks/demo/config.ini")
 HOME_PATH = Path("/home/pi/taskautomation.ini")

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from harness import REPO, SupervisorProcess, cli, pids_alive, script
 from helpers import wait_for, write_task
+
+from supervisor.history.store import INTERRUPTED_MESSAGE, Records
+from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.paths import Paths
-from supervisor.records import INTERRUPTED_MESSAGE, Records
-from supervisor.spec import Outcome, RunRecord, Trigger
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import REPO, SupervisorProcess, cli, script
 from helpers import wait_for, write_task
+
+from supervisor.history.store import Records
+from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.paths import Paths
-from supervisor.records import Records
-from supervisor.spec import Outcome, RunRecord, Trigger
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -260,7 +260,7 @@ def test_version_on_every_entry_point() -> None:
 def test_help_describes_every_option_with_an_example_per_command() -> None:
     import argparse
 
-    from supervisor.cliargs import SUBCOMMANDS, build_parser, build_single_parser
+    from supervisor.cli.args import SUBCOMMANDS, build_parser, build_single_parser
 
     parser = build_parser("taskautomation")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from config_support import PREFIX, error_of, parse
 
-from supervisor.config import parse_home_config, parse_task_config, read_home_config, read_task_config
+from supervisor.config.schema import parse_home_config, parse_task_config, read_home_config, read_task_config
 from supervisor.errors import ConfigError
-from supervisor.spec import CatchUp, HomeConfig, Limits, Window
+from supervisor.model import CatchUp, HomeConfig, Limits, Window
 
 FULL_SEED = """\
 [Frequency]

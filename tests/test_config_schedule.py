@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from config_support import PREFIX, error_of, parse
 
-from supervisor.config import parse_home_config
+from supervisor.config.schema import parse_home_config
 from supervisor.errors import ConfigError
-from supervisor.spec import Outcome, RetryPolicy
+from supervisor.model import Outcome, RetryPolicy
 
 
 def test_seed_config_is_an_interval_task_with_the_new_defaults():

@@ -23,7 +23,6 @@ from typing import Any
 
 import psutil
 import pytest
-
 from harness import SupervisorProcess, cli, cookie_processes, pids_alive, run_cookie
 from helpers import wait_for, write_task
 
@@ -677,8 +676,8 @@ def test_monitor_stops_the_tree_when_its_control_pipe_closes(tmp_path: Path) -> 
     import queue
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from supervisor.runner import Runner, child_environment
-    from supervisor.spec import LaunchSpec, RunMode
+    from supervisor.execution.runner import Runner, child_environment
+    from supervisor.model import LaunchSpec, RunMode
 
     home = tmp_path
     main = (

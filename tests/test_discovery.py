@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import write_task
 
-from supervisor.discovery import TaskDiff, TaskFolder, check_task_source, diff_tasks, scan_tasks
+from supervisor.discovery.scan import TaskDiff, TaskFolder, check_task_source, diff_tasks, scan_tasks
 from supervisor.errors import TaskLoadError
 
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()

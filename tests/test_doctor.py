@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main as cli_main
-from supervisor.doctor import Status, check_cgroups, check_inotify, doctor_command, run_checks
-from supervisor.doctor_probes import (
+from supervisor.cli.doctor import Status, check_cgroups, check_inotify, doctor_command, run_checks
+from supervisor.cli.doctor_probes import (
     CgroupInfo,
     Probes,
     SupervisorProbe,
@@ -24,7 +23,8 @@ from supervisor.doctor_probes import (
     parse_cgroups,
     probe_supervisor,
 )
-from supervisor.envs import MARKER_NAME
+from supervisor.cli.entry import main as cli_main
+from supervisor.envs.manager import MARKER_NAME
 from supervisor.paths import Paths
 
 pytestmark = pytest.mark.timeout(60)
@@ -183,7 +183,7 @@ def test_doctor_command_line_exit_codes(home: Path, tmp_path: Path) -> None:
 
 
 def test_an_installed_unit_that_cannot_start_fails_and_a_short_stop_timeout_warns(home: Path) -> None:
-    from supervisor.systemd import UnitSpec, installed_units, render_unit, unit_name_for
+    from supervisor.system.systemd import UnitSpec, installed_units, render_unit, unit_name_for
 
     config = home / "config"
     unit = config / "systemd" / "user" / f"{unit_name_for(home)}.service"

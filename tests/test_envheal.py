@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.envhealth import HealPolicy, env_interpreter_problem
-from supervisor.envs import EnvManager
+from supervisor.envs.health import HealPolicy, env_interpreter_problem
+from supervisor.envs.manager import EnvManager
 from supervisor.paths import Paths
 
 pytestmark = pytest.mark.timeout(120)

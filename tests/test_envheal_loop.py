@@ -10,7 +10,7 @@ import pytest
 from loop_harness import KEY_A, Harness, started_harness
 
 from supervisor.events import EnvBuilt
-from supervisor.spec import RunMode
+from supervisor.model import RunMode
 
 pytestmark = pytest.mark.timeout(30)
 GONE = f"env {KEY_A}: its interpreter /envs/{KEY_A}/bin/python points to /usr/bin/python3.11, which is gone"

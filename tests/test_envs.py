@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pytest
-
 from helpers import build_wheel, wait_for
-from supervisor.envs import MARKER_NAME, EnvManager
-from supervisor.installer import InstallerRun, run_installer, summarize_installer_output
-from supervisor.reqparse import normalize_requirements, references_relative_path
+
+from supervisor.envs.installer import InstallerRun, run_installer, summarize_installer_output
+from supervisor.envs.manager import MARKER_NAME, EnvManager
+from supervisor.envs.reqparse import normalize_requirements, references_relative_path
 from supervisor.errors import ConfigError, EnvBuildError
 from supervisor.paths import Paths
 

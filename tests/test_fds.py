@@ -31,7 +31,7 @@ def _child(code: str, *, nofile: str, cwd: Path = REPO) -> subprocess.CompletedP
 
 def test_soft_limit_is_raised_to_the_hard_limit() -> None:
     result = _child(
-        "import resource\nfrom supervisor.fdlimit import raise_fd_limit\n"
+        "import resource\nfrom supervisor.system.fdlimit import raise_fd_limit\n"
         "r = raise_fd_limit()\nprint(r.before, r.after, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
         "print(r.describe())",
         nofile="40:4096",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from supervisor.history import failure_streak, streak_after
-from supervisor.slots import SPAWN_RETRY_FIRST_S, SPAWN_RETRY_MAX_S, QueuedRun, RunQueue
-from supervisor.spec import Outcome, RunRecord, Trigger
+from supervisor.core.slots import SPAWN_RETRY_FIRST_S, SPAWN_RETRY_MAX_S, QueuedRun, RunQueue
+from supervisor.history.recorder import failure_streak, streak_after
+from supervisor.model import Outcome, RunRecord, Trigger
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 

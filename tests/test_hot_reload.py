@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from harness import InProcessSupervisor, SupervisorProcess, cli
 from helpers import build_wheel, wait_for, write_task
 
-from supervisor.envs import EnvManager
+from supervisor.discovery.watcher import TaskWatcher
+from supervisor.envs.manager import EnvManager
 from supervisor.paths import Paths
-
-from supervisor.watcher import TaskWatcher
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.lifecycle import TRANSITIONS, IllegalTransition, TaskState, move
-from supervisor.spec import TaskPhase
-from supervisor.status import DONE, OFFLINE_STOPPED, PAUSED
+from supervisor.core.lifecycle import TRANSITIONS, IllegalTransition, TaskState, move
+from supervisor.model import TaskPhase
+from supervisor.query.status import DONE, OFFLINE_STOPPED, PAUSED
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 DERIVED_STATES = {"running", "queued", OFFLINE_STOPPED, DONE, PAUSED}  # shown by status, not phases

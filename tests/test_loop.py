@@ -17,9 +17,9 @@ from loop_harness import KEY_A, KEY_B, START, Harness, started_harness
 
 from supervisor.errors import SpawnError
 from supervisor.events import EnvBuilt
+from supervisor.history.store import Records
+from supervisor.model import HomeConfig, Outcome, RunMode, RunRecord, Trigger
 from supervisor.paths import Paths
-from supervisor.records import Records
-from supervisor.spec import HomeConfig, Outcome, RunMode, RunRecord, Trigger
 
 pytestmark = pytest.mark.timeout(30)
 

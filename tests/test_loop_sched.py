@@ -13,8 +13,8 @@ from typing import Iterator
 import pytest
 from loop_harness import START, Harness, started_harness
 
-from supervisor.history import failure_streak
-from supervisor.spec import Outcome, RunRecord, Trigger
+from supervisor.history.recorder import failure_streak
+from supervisor.model import Outcome, RunRecord, Trigger
 
 pytestmark = pytest.mark.timeout(30)
 

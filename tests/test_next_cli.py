@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from harness import cli
 from helpers import write_task
-from supervisor.cli import main
-from supervisor.cli_next import relative
-from supervisor.triggers import jitter_offset
+
+from supervisor.cli.entry import main
+from supervisor.cli.next import relative
+from supervisor.scheduling.triggers import jitter_offset
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,8 @@ import pytest
 from helpers import wait_for, write_task
 from receivers import HangingReceiver, HttpReceiver, SmtpReceiver, free_port
 
-from supervisor import cli
+from supervisor.cli import entry as cli
+from supervisor.execution.secrets import Secrets
 from supervisor.notify.delivery import Delivery
 from supervisor.notify.heartbeat import Heartbeat
 from supervisor.notify.message import Origin
@@ -30,7 +31,6 @@ from supervisor.notify.model import (
 )
 from supervisor.notify.notifier import Notifier, describe
 from supervisor.notify.senders import ping, run_command, send_apprise
-from supervisor.secretenv import Secrets
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ from typing import Iterator
 import pytest
 from loop_harness import Harness, started_harness
 
+from supervisor.model import HomeConfig, Outcome, RunStarted
 from supervisor.notify.model import NotifyEvent, NotifySettings
-from supervisor.spec import HomeConfig, Outcome, RunStarted
 
 pytestmark = pytest.mark.timeout(60)
 HOME_URL = "json://127.0.0.1:9/home"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import parse_home_config, parse_task_config
+from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
+from supervisor.execution.secrets import Masker, load_secrets, read_env_file
 from supervisor.notify.message import Origin, mask_url, ping_body, render, run_lines, tail
 from supervisor.notify.model import NotifyEvent, NotifySettings, RunFact, StreakState
 from supervisor.notify.policy import decide, ping_url
-from supervisor.secretenv import Masker, load_secrets, read_env_file
 
 pytestmark = pytest.mark.timeout(30)
 CONFIG = Path("/h/Tasks/T/config.ini")
@@ -291,7 +291,7 @@ def test_a_fifo_env_does_not_hang(tmp_path: Path) -> None:
 
 
 def test_secret_store_rereads_a_changed_env_and_warns_once_per_change(tmp_path: Path) -> None:
-    from supervisor.secretenv import SecretStore
+    from supervisor.execution.secrets import SecretStore
 
     home_env = tmp_path / ".env"
     task_env = tmp_path / "T.env"

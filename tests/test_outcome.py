@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from supervisor._wire import parse_reports
-from supervisor.outcome import StopCause, StopRequest, decide
-from supervisor.spec import Outcome, ProcessReport
+from supervisor.execution._wire import parse_reports
+from supervisor.execution.outcome import StopCause, StopRequest, decide
+from supervisor.model import Outcome, ProcessReport
 
 
 def report(

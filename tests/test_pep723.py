@@ -7,12 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import build_wheel
-from supervisor.envs import EnvManager
+
+from supervisor.envs.manager import EnvManager
+from supervisor.envs.pep723 import ScriptMetadata, check_requires_python, parse_script_metadata
 from supervisor.errors import ConfigError
 from supervisor.paths import Paths
-from supervisor.pep723 import ScriptMetadata, check_requires_python, parse_script_metadata
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -160,7 +160,7 @@ def test_a_block_with_no_dependencies_builds_a_bare_env(home: Path) -> None:
 
 
 def test_validate_reports_block_problems(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from supervisor.cli import main as cli_main
+    from supervisor.cli.entry import main as cli_main
 
     config = "[Frequency]\nEveryXMinutes = 5\n"
     for name, source, requirements in (

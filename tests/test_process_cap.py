@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from caps import destroy, joined, outer_cap, own_v1_group, pids_peak
 from harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_processes, run_cookie
 from helpers import wait_for, write_task
 
-from supervisor import _contain
-from supervisor.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
-from supervisor.records import Records
-from supervisor.runner import Runner, child_environment
-from supervisor.spec import LaunchSpec, ProcessReport, RunMode
+from supervisor.execution import _contain
+from supervisor.execution.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
+from supervisor.execution.runner import Runner, child_environment
+from supervisor.history.store import Records
+from supervisor.model import LaunchSpec, ProcessReport, RunMode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,7 +79,7 @@ class CappedSupervisor(SupervisorProcess):
         super().__init__(home)
         self.caps = caps
 
-    def start(self, *, wait_ready: bool = True) -> "CappedSupervisor":
+    def start(self, *, wait_ready: bool = True) -> CappedSupervisor:
         enter = (
             "import os, sys\nfor f in sys.argv[1].split('\\n'):\n    open(f, 'w').write(str(os.getpid()))\n"
             "os.execv(sys.executable, [sys.executable] + sys.argv[2:])"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.procscan import find_by_environ, own_start_ticks, parse_stat
+from supervisor.execution.procscan import find_by_environ, own_start_ticks, parse_stat
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import RecordsError
-from supervisor.records import INTERRUPTED_MESSAGE, MESSAGE_CAP, SCHEMA_VERSION, Records, record_to_json
-from supervisor.spec import Outcome, RunRecord, Trigger
+from supervisor.history.store import INTERRUPTED_MESSAGE, MESSAGE_CAP, SCHEMA_VERSION, Records, record_to_json
+from supervisor.model import Outcome, RunRecord, Trigger
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -338,8 +338,8 @@ def test_row_survives_a_sigkilled_writer(tmp_path: Path) -> None:
         import os, sys
         from datetime import datetime, timezone
         sys.path.insert(0, {str(REPO)!r})
-        from supervisor.records import Records
-        from supervisor.spec import RunRecord, Trigger
+        from supervisor.history.store import Records
+        from supervisor.model import RunRecord, Trigger
         records = Records(__import__("pathlib").Path({str(path)!r}))
         started = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
         records.start_run(RunRecord(run_id="doomed", task="alpha", trigger=Trigger.SCHEDULE, started=started,

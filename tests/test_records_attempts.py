@@ -7,8 +7,8 @@ from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from supervisor.records import SCHEMA_VERSION, Records, record_to_json
-from supervisor.spec import Outcome, RunRecord, Trigger
+from supervisor.history.store import SCHEMA_VERSION, Records, record_to_json
+from supervisor.model import Outcome, RunRecord, Trigger
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 

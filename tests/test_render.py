@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cliargs import parse_since
-from supervisor.follow import LogFollower
+from supervisor.cli.args import parse_since
+from supervisor.cli.follow import LogFollower
 from supervisor.home import HomeError, choose_home, ensure_home
-from supervisor.render import Column, View, cut, fit_widths, format_duration, format_time, render_status, wants_colour
+from supervisor.cli.render import (
+    Column,
+    View,
+    cut,
+    fit_widths,
+    format_duration,
+    format_time,
+    render_status,
+    wants_colour,
+)
 
 NOW = datetime(2026, 11, 29, 15, 30, tzinfo=timezone.utc)
 UTC_VIEW = View(now=NOW, utc=True)

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from supervisor.retry import decide, retry_delay, slot_wins
-from supervisor.spec import Outcome, RetryPolicy
+from supervisor.model import Outcome, RetryPolicy
+from supervisor.scheduling.retry import decide, retry_delay, slot_wins
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 POLICY = RetryPolicy(attempts=3, delay_s=30, backoff=2.0, max_delay_s=100)

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import without_dac_override
 
 from supervisor import safefile
-from supervisor.config import read_task_config
-from supervisor.discovery import check_task_source, scan_tasks
+from supervisor.config.schema import read_task_config
+from supervisor.discovery.scan import check_task_source, scan_tasks
 from supervisor.errors import ConfigError, TaskLoadError
 from supervisor.safefile import UnsafeFileError
 

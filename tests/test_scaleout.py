@@ -15,13 +15,13 @@ from harness import REPO, SupervisorProcess, cli, pids_alive
 from helpers import build_wheel, wait_for, write_task
 
 from bench.redisproc import RedisServer
-from supervisor.cgroups import Containment, Layout
 from supervisor.clock import SystemClock
 from supervisor.errors import SpawnError
-from supervisor.executor import LaunchRequest
+from supervisor.execution.cgroups import Containment, Layout
+from supervisor.execution.executor import LaunchRequest
 from supervisor.logsetup import TaskLogs
+from supervisor.model import Limits, RunMode, Trigger
 from supervisor.scaleout.executor import RQExecutor
-from supervisor.spec import Limits, RunMode, Trigger
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,7 +143,7 @@ def test_a_slot_is_enqueued_once_even_when_two_supervisors_race(home: Path, redi
     import logging
 
     def executor() -> RQExecutor:
-        from supervisor.executor import LocalExecutor
+        from supervisor.execution.executor import LocalExecutor
 
         local = LocalExecutor(
             home=home,

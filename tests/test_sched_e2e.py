@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import SupervisorProcess
 from helpers import wait_for, write_task
 

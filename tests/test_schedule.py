@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from supervisor.schedule import due_after, in_window, initial_due, local_zone
-from supervisor.spec import CatchUp, TaskSpec, Window
+from supervisor.model import CatchUp, TaskSpec, Window
+from supervisor.scheduling.windows import due_after, in_window, initial_due, local_zone
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from supervisor.sdnotify import Notifier, socket_address, watchdog_period_s
+from supervisor.system.sdnotify import Notifier, socket_address, watchdog_period_s
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,7 +118,7 @@ def test_abstract_address_encoding() -> None:
 def test_loop_notifier_ready_once_after_scan_status_on_change_then_stopping(
     listener: tuple[str, socket.socket],
 ) -> None:
-    from supervisor.sdnotify import LoopNotifier
+    from supervisor.system.sdnotify import LoopNotifier
 
     value, sock = listener
     loop = LoopNotifier(Notifier(value, watchdog_s=4.0))

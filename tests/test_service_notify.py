@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from harness import REPO, InProcessSupervisor, script
 from helpers import wait_for
+
 from supervisor.clock import SystemClock
-from supervisor.sdnotify import LoopNotifier, Notifier
+from supervisor.system.sdnotify import LoopNotifier, Notifier
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,7 +42,7 @@ class Listener:
         while not self.done.is_set():
             try:
                 data = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main as cli_main
-from supervisor.cli import unhealthy_tasks
+from supervisor.cli.entry import main as cli_main
+from supervisor.cli.entry import unhealthy_tasks
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,15 +8,15 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from supervisor.config import read_task_config
-from supervisor.history import STREAK_LOOKBACK, failure_streak, streak_settled
-from supervisor.offline import STREAK_SLICE, OfflineStatus
+from supervisor.config.schema import read_task_config
+from supervisor.history.recorder import STREAK_LOOKBACK, failure_streak, streak_settled
+from supervisor.history.store import Records
+from supervisor.history.writebehind import WriteBehindRecords
+from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.paths import Paths
-from supervisor.records import Records
-from supervisor.spec import Outcome, RunRecord, Trigger
-from supervisor.status import offline_row, offline_status_json
-from supervisor.triggers import trigger_for
-from supervisor.writebehind import WriteBehindRecords
+from supervisor.query.offline import STREAK_SLICE, OfflineStatus
+from supervisor.query.status import offline_row, offline_status_json
+from supervisor.scheduling.triggers import trigger_for
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 OUTCOMES = (Outcome.OK, Outcome.FAILED, Outcome.TIMEOUT, Outcome.SKIPPED, Outcome.KILLED, None)
@@ -126,7 +126,7 @@ def test_streak_settled_only_when_a_final_ok_is_in_the_slice(tmp_path: Path) -> 
 
 def _per_task_document(paths: Paths, records: Records) -> dict[str, object]:
     """The offline document as it was built before the batched reads: everything read per task."""
-    from supervisor.discovery import scan_tasks
+    from supervisor.discovery.scan import scan_tasks
     from supervisor.errors import TaskAutomationError
 
     rows = []

@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from harness import SupervisorProcess, script
 from helpers import build_wheel, wait_for, write_task
 
@@ -350,7 +349,7 @@ def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
     """Hundreds of tasks must not spawn hundreds of initialize() processes at once."""
     from harness import InProcessSupervisor
 
-    from supervisor.spec import RunMode
+    from supervisor.model import RunMode
 
     gate = home / "go"
     init = f"""

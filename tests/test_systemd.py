@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main as cli_main
-from supervisor.systemd import (
+from supervisor.cli.entry import main as cli_main
+from supervisor.system.systemd import (
     UnitSpec,
     enable_unit,
     exec_quote,

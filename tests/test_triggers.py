@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from supervisor.spec import CatchUp, TaskSpec, Window
-from supervisor.triggers import (
+from supervisor.model import CatchUp, TaskSpec, Window
+from supervisor.scheduling.triggers import (
     CronTrigger,
     IntervalTrigger,
     Jittered,
@@ -21,7 +21,7 @@ from supervisor.triggers import (
     trigger_for,
     upcoming,
 )
-from supervisor.schedule import initial_due
+from supervisor.scheduling.windows import initial_due
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

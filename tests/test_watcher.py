@@ -26,8 +26,8 @@ import pytest
 from helpers import wait_for, write_task
 from watchdog.observers.api import BaseObserver
 
-from supervisor.watchcoverage import Coverage, check_coverage, watched_inodes_from_fdinfo
-from supervisor.watcher import Debouncer, TaskWatcher, is_relevant
+from supervisor.discovery.coverage import Coverage, check_coverage, watched_inodes_from_fdinfo
+from supervisor.discovery.watcher import Debouncer, TaskWatcher, is_relevant
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -580,7 +580,7 @@ def test_symlink_loops_are_reported_once_and_not_followed(home: Path, make_watch
 _NAMESPACED_WATCHER = """
 import logging, sys, time
 from pathlib import Path
-from supervisor.watcher import TaskWatcher
+from supervisor.discovery.watcher import TaskWatcher
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
 watcher = TaskWatcher(Path(sys.argv[1]), lambda: None, fallback_poll_s=0.2)
 watcher.start()

@@ -18,7 +18,7 @@ import pytest
 from harness import SupervisorProcess
 from web_support import REPO, WebProcess, add_runs, make_task
 
-from supervisor.spec import Outcome
+from supervisor.model import Outcome
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -21,10 +21,10 @@ from web_support import TOKEN, WebProcess, add_runs, log_line, make_task
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
+from supervisor.config.listen import parse_listen
+from supervisor.history.store import Records
+from supervisor.model import Outcome
 from supervisor.paths import Paths
-from supervisor.records import Records
-from supervisor.spec import Outcome
-from supervisor.web.address import parse_listen
 from supervisor.web.app import WebConfig, create_app
 from supervisor.web.auth import load_or_create_token
 

@@ -14,13 +14,13 @@ import pytest
 from helpers import wait_for
 from web_support import T0, add_runs
 
-from supervisor.config import parse_home_config
+from supervisor.config.listen import ListenError, allowed_hosts, host_allowed, parse_listen
+from supervisor.config.schema import parse_home_config
+from supervisor.core.pausing import PauseBook
 from supervisor.errors import ConfigError
-from supervisor.pausing import PauseBook
-from supervisor.records import OutcomeBin, Records
-from supervisor.spec import Outcome, RunRecord, Trigger
+from supervisor.history.store import OutcomeBin, Records
+from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.web import auth
-from supervisor.web.address import ListenError, allowed_hosts, host_allowed, parse_listen
 from supervisor.web.child import Backoff, WebChild
 from supervisor.web.fmt import relative
 from supervisor.web.runlog import LogFollower, RunLineFilter

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 
+from supervisor.history.store import Records
+from supervisor.history.writebehind import WriteBehindRecords
 from supervisor.logsetup import LogErrorReporter, TaskLogs, setup_supervisor_logging
-from supervisor.records import Records
-from supervisor.spec import Outcome, RunRecord, Trigger
-from supervisor.writebehind import WriteBehindRecords
+from supervisor.model import Outcome, RunRecord, Trigger
 
 pytestmark = pytest.mark.timeout(120)
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -13,8 +13,8 @@ from helpers import wait_for
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from supervisor.records import Records  # noqa: E402
-from supervisor.spec import Outcome, RunRecord, Trigger  # noqa: E402
+from supervisor.history.store import Records  # noqa: E402
+from supervisor.model import Outcome, RunRecord, Trigger  # noqa: E402
 
 TOKEN = "t" * 64
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)

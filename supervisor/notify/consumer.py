@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..secretenv import SecretStore
-from ..spec import RunFinished, RunStarted
+from ..execution.secrets import SecretStore
+from ..model import RunFinished, RunStarted
 from .model import RunFact
 from .notifier import Notifier
 

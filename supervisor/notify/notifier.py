@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..secretenv import NO_MASKER, Masker, Secrets
+from ..execution.secrets import NO_MASKER, Masker, Secrets
 from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
 from .message import Origin, mask_url, ping_body, read_run_lines, render
 from .model import (

@@ -31,10 +31,10 @@ from typing import Any, Callable
 from ..clock import Clock
 from ..errors import SpawnError
 from ..events import Event, RunReported
-from ..executor import Executor, LaunchRequest
+from ..execution.executor import Executor, LaunchRequest
+from ..execution.outcome import StopRequest
 from ..logsetup import TaskLogs
-from ..outcome import StopRequest
-from ..spec import Outcome, RunMode, RunResult
+from ..model import Outcome, RunMode, RunResult
 from .bundle import Bundle, make_bundle
 from .job import alive_key, limits_to_json, result_from_json, stop_key
 

@@ -30,17 +30,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..cgroups import Containment, Layout
 from ..clock import SystemClock
-from ..envs import EnvManager
+from ..envs.manager import EnvManager
 from ..errors import TaskAutomationError
 from ..events import Event, RunReported
-from ..executor import LaunchRequest, LocalExecutor
+from ..execution.cgroups import Containment, Layout
+from ..execution.executor import LaunchRequest, LocalExecutor
+from ..execution.outcome import StopCause, StopRequest
+from ..execution.secrets import SecretStore
 from ..logsetup import TaskLogs
-from ..outcome import StopCause, StopRequest
+from ..model import Limits, Outcome, RunMode, RunResult, Trigger
 from ..paths import Paths
-from ..secretenv import SecretStore
-from ..spec import Limits, Outcome, RunMode, RunResult, Trigger
 from .bundle import Bundle, BundleError, extract_bundle
 
 WORKER_HOME_VAR = "TASKAUTOMATION_WORKER_HOME"

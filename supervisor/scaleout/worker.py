@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Sequence
 
-from ..cgroups import Containment
 from ..errors import TaskAutomationError
+from ..execution.cgroups import Containment
 from ..paths import Paths
 from .job import WORKER_HOME_VAR
 

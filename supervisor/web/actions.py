@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..control import lock_is_held, request
 from ..errors import NotRunningError, TaskAutomationError
 from ..paths import Paths
+from ..system.control import lock_is_held, request
 
 ACTIONS = {"run": "run-now", "pause": "pause", "resume": "resume"}
 

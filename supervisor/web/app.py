@@ -23,12 +23,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..config.listen import Listen, allowed_hosts
 from ..errors import TaskAutomationError
+from ..model import Outcome
 from ..paths import Paths
-from ..spec import Outcome
 from . import fmt, svg
 from .actions import ACTIONS, ActionResult, Ask, act, control_asker
-from .address import Listen, allowed_hosts
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
 from .guard import Guard, csrf_ok
 from .query import HISTORY_PAGE, Reader, parse_outcomes

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .address import host_allowed
+from ..config.listen import host_allowed
 from .auth import COOKIE_NAME, csrf_valid, session_valid, token_matches
 
 CSP = (

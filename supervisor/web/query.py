@@ -17,10 +17,10 @@ from typing import Any
 from markupsafe import Markup
 
 from ..errors import TaskAutomationError
-from ..offline import OfflineStatus
+from ..history.store import OutcomeBin, Records, record_to_json
+from ..model import Outcome, RunRecord
 from ..paths import Paths
-from ..records import OutcomeBin, Records, record_to_json
-from ..spec import Outcome, RunRecord
+from ..query.offline import OfflineStatus
 from . import svg
 from .runlog import read_run_lines
 
@@ -48,7 +48,7 @@ def load_status(
     ``records`` when given (a long-lived reader: parsed configs and the document itself are reused while
     nothing changed), else from scratch exactly as the CLI does.
     """
-    from ..cli import _live, offline_status
+    from ..cli.entry import _live, offline_status
 
     reply = _live(paths, "status")
     if reply is None:

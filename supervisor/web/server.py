@@ -13,10 +13,10 @@ import socket
 import sys
 from typing import TextIO
 
-from ..config import read_home_config
+from ..config.listen import DEFAULT_LISTEN, Listen, ListenError, parse_listen
+from ..config.schema import read_home_config
 from ..errors import TaskAutomationError
 from ..paths import Paths
-from .address import DEFAULT_LISTEN, Listen, ListenError, parse_listen
 from .auth import load_or_create_token
 
 GRACEFUL_SHUTDOWN_S = 3  # open log streams are cut after this on stop

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Callable
 
-from ..spec import RunRecord
+from ..model import RunRecord
 from .runlog import LogFollower, log_files, read_run_lines
 
 POLL_S = 0.05

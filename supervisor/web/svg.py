@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
-from ..records import OutcomeBin
-from ..spec import Outcome, RunRecord
+from ..history.store import OutcomeBin
+from ..model import Outcome, RunRecord
 
 LANE_H = 18
 LABEL_W = 160

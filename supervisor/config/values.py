@@ -1,0 +1,184 @@
+"""Validators of single config values: each takes the raw text of one value and returns the parsed value, or
+raises InvalidValue whose message is the reason shown after the value (inifile.lookup puts the task, file,
+section, key and value in front of it).
+
+Generic ones (numbers, whole numbers, booleans, times of day) and those of the [Frequency], [Global],
+[Limits], [Supervisor] and [Web] keys; the scheduling and [Retry] keys are in schedule_keys.py.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import time, timedelta
+from typing import Callable
+
+from ..model import CatchUp
+
+# Longest accepted interval. Far beyond any real schedule (a huge interval is a known trick for "only on
+# startup"), but small enough that "now + every" can never overflow datetime's year 9999.
+_MAX_EVERY = timedelta(days=366 * 1000)
+
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+_HHMM = re.compile(r"(\d{1,2}):(\d{2})")
+_MAX_PROCESSES = 4194304  # PID_MAX_LIMIT on 64-bit Linux: no cap can be larger
+_INSTALLERS = ("uv", "pip")
+_EXECUTORS = ("local", "rq")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+# Below this the debounce stops coalescing an editor's save (swap file, probe, backup, write) into one reload.
+_MIN_WATCH_DEBOUNCE_S = 0.05
+
+
+class InvalidValue(ValueError):
+    """A value failed validation; the message is the reason shown after the value."""
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidValue("not a number") from None
+    if not math.isfinite(value):
+        raise InvalidValue("not a finite number")
+    return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = number(text)
+    except InvalidValue:
+        raise InvalidValue("not a positive number") from None
+    if value <= 0:
+        raise InvalidValue("not a positive number")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    value = number(text)
+    if value < 0:
+        raise InvalidValue("must be 0 or more")
+    return value
+
+
+def optional_limit(text: str) -> float | None:
+    """A limit where 0 means "no limit"."""
+    value = non_negative_number(text)
+    return None if value == 0 else value
+
+
+def max_processes(text: str) -> int | None:
+    """MaxProcesses: processes + threads of one run, a whole number; 0 means no cap (like the other limits).
+
+    1 is allowed: the task process alone, which then cannot start a thread or a subprocess."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise InvalidValue("not a whole number (processes and threads of one run; 0 = no cap)") from None
+    if value < 0:
+        raise InvalidValue("must be 0 (no cap) or more")
+    if value > _MAX_PROCESSES:
+        raise InvalidValue(f"too large (at most {_MAX_PROCESSES}, the kernel's pid limit)")
+    return None if value == 0 else value
+
+
+def every(text: str) -> timedelta:
+    minutes = positive_number(text)
+    if minutes > _MAX_EVERY / timedelta(minutes=1):
+        raise InvalidValue(f"too large (at most {_MAX_EVERY / timedelta(minutes=1):.0f} minutes)")
+    every = timedelta(minutes=minutes)
+    if every <= timedelta(0):  # below timedelta's microsecond resolution
+        raise InvalidValue("too small (the interval rounds to zero)")
+    return every
+
+
+def clock(text: str) -> time:
+    match = _HHMM.fullmatch(text)
+    if match is None:
+        raise InvalidValue("not a time of day (expected HH:MM, e.g. 08:30)")
+    hour, minute = int(match.group(1)), int(match.group(2))
+    if hour > 23 or minute > 59:
+        raise InvalidValue("not a time of day (hours 00-23, minutes 00-59)")
+    return time(hour, minute)
+
+
+def boolean(text: str) -> bool:
+    folded = text.lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise InvalidValue("not a boolean (use true/false, yes/no, on/off or 1/0)")
+
+
+def catch_up(text: str) -> CatchUp:
+    try:
+        return CatchUp(text.lower())
+    except ValueError:
+        raise InvalidValue("not a catch-up policy (use once or skip)") from None
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise InvalidValue("not a whole number") from None
+        if value < minimum:
+            raise InvalidValue(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def watch_debounce(text: str) -> float:
+    value = number(text)
+    if value < _MIN_WATCH_DEBOUNCE_S:
+        raise InvalidValue(f"must be at least {_MIN_WATCH_DEBOUNCE_S:g} (seconds)")
+    return value
+
+
+def listen(text: str) -> str:
+    from .listen import ListenError, parse_listen  # pure module: no web dependency needed
+
+    try:
+        listen = parse_listen(text)
+    except ListenError as exc:
+        raise InvalidValue(str(exc)) from None
+    return f"[{listen.host}]:{listen.port}" if ":" in listen.host else f"{listen.host}:{listen.port}"
+
+
+def host_list(text: str) -> tuple[str, ...]:
+    hosts = tuple(h for h in text.replace(",", " ").split() if h)
+    for host in hosts:
+        if "/" in host or "@" in host:
+            raise InvalidValue(f"{host!r} is not a host name (no scheme or path: just example.org)")
+    return hosts
+
+
+def installer(text: str) -> str:
+    folded = text.lower()
+    if folded not in _INSTALLERS:
+        raise InvalidValue(f"not an installer (use {' or '.join(_INSTALLERS)})")
+    return folded
+
+
+def executor(text: str) -> str:
+    value = text.strip().lower()
+    if value not in _EXECUTORS:
+        raise InvalidValue(f"must be one of {', '.join(_EXECUTORS)}")
+    return value
+
+
+def redis_url(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidValue("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def queue_name(text: str) -> str:
+    value = text.strip()
+    if not _QUEUE_NAME.fullmatch(value):
+        raise InvalidValue("must be 1-100 letters, digits and _ . : - (starting with a letter or digit)")
+    return value

@@ -1,0 +1,262 @@
+"""The one query layer: task state and history -> the ``status --json`` / ``history --json`` documents and the
+"why" lines. The live loop, the offline CLI and any other reader build their answers here, so every field
+means the same everywhere (docs/cli.md holds the schema).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Callable, Iterable, Mapping
+
+from ..core.lifecycle import InFlight, TaskState
+from ..history.store import record_to_json
+from ..model import CatchUp, RunRecord, TaskPhase, TaskSpec, Window
+from ..scheduling.retry import PendingRetry
+from ..scheduling.windows import in_window
+
+LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
+OFFLINE_STOPPED = "stopped"  # the state of a valid, enabled task while no supervisor runs
+DONE = "done"  # a loaded task with no more runs: its last RunAt has run
+PAUSED = "paused"  # the state of a scheduled task whose due runs do not start (pause NAME)
+
+
+@dataclass(frozen=True)
+class RunningView:
+    run_id: str
+    started: datetime
+    trigger: str
+    waiting_on: str | None = None  # the run is handed over but not started yet (e.g. an RQ queue's name)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the loop knows about one task at one instant (a snapshot; plain data)."""
+
+    name: str
+    phase: TaskPhase
+    spec: TaskSpec | None
+    error: str | None
+    next_due: datetime | None
+    anchor: datetime | None
+    startup_pending: bool
+    running: RunningView | None = None
+    queued_since: datetime | None = None
+    retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run
+    failures: int = 0  # consecutive failures (final attempts)
+    schedule: str | None = None  # the trigger's describe()
+    paused_since: datetime | None = None  # pause NAME: due runs do not start until resume
+
+
+@dataclass(frozen=True)
+class SupervisorView:
+    pid: int
+    started: datetime
+    home: str
+
+
+def last_run_json(record: RunRecord | None) -> Mapping[str, Any] | None:
+    if record is None:
+        return None
+    full = record_to_json(record)
+    return {key: full[key] for key in LAST_RUN_FIELDS}
+
+
+def history_json(records: Iterable[RunRecord]) -> dict[str, Any]:
+    return {"runs": [record_to_json(r) for r in records]}
+
+
+def display_state(view: TaskView) -> str:
+    """The state ``status`` shows: the phase, except ``running`` / ``queued`` for a due run in flight or
+    waiting for a run slot."""
+    if view.running is not None:
+        return "queued" if view.running.waiting_on is not None else "running"
+    if view.queued_since is not None:
+        return "queued"
+    if is_done(view):
+        return DONE
+    if view.paused_since is not None and view.phase is TaskPhase.SCHEDULED:
+        return PAUSED
+    return view.phase.value
+
+
+def is_done(view: TaskView) -> bool:
+    """Loaded, with no next due time and nothing pending: after the last RunAt (or a cron that ended)."""
+    return (
+        view.phase is TaskPhase.SCHEDULED
+        and view.next_due is None
+        and not view.startup_pending
+        and view.retry is None
+        and view.running is None
+    )
+
+
+def status_json(
+    views: Iterable[TaskView],
+    *,
+    last_finished: Callable[[str], RunRecord | None],
+    supervisor: SupervisorView,
+    tz: tzinfo,
+) -> dict[str, Any]:
+    """The live ``status --json`` document."""
+    rows = []
+    for view in sorted(views, key=lambda v: v.name.casefold()):
+        running = view.running
+        rows.append(
+            {
+                "name": view.name,
+                "enabled": bool(view.spec.enabled) if view.spec else True,
+                "state": display_state(view),
+                "next_run": view.next_due.isoformat() if view.phase is TaskPhase.SCHEDULED and view.next_due else None,
+                "last_run": last_run_json(last_finished(view.name)),
+                "error": view.error,
+                "running": {
+                    "run_id": running.run_id,
+                    "started": running.started.isoformat(),
+                    "trigger": running.trigger,
+                }
+                if running
+                else None,
+                "why": explain(view, tz=tz),
+                "consecutive_failures": view.failures,
+                "schedule": view.schedule,
+                "paused": paused_json(view.paused_since),
+            }
+        )
+    return {
+        "tasks": rows,
+        "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(), "home": supervisor.home},
+    }
+
+
+def paused_json(since: datetime | None) -> dict[str, Any] | None:
+    return {"since": since.isoformat()} if since is not None else None
+
+
+def offline_row(
+    name: str,
+    *,
+    enabled: bool,
+    error: str | None,
+    last: RunRecord | None,
+    failures: int = 0,
+    schedule: str | None = None,
+    paused_since: datetime | None = None,
+) -> dict[str, Any]:
+    """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
+    return {
+        "name": name,
+        "enabled": enabled,
+        "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
+        "next_run": None,
+        "last_run": last_run_json(last),
+        "error": error,
+        "running": None,
+        "why": "the supervisor is not running" if not error else "not loadable (see error)",
+        "consecutive_failures": failures,
+        "schedule": schedule,
+        "paused": paused_json(paused_since),
+    }
+
+
+def offline_status_json(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    return {"tasks": sorted(rows, key=lambda r: str(r["name"]).casefold()), "supervisor": None}
+
+
+def _fmt(when: datetime | None, tz: tzinfo) -> str:
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
+
+
+def explain(view: TaskView, *, tz: tzinfo) -> str:
+    """One line on why the task is in its state and when it runs next (answers "why did X not run?")."""
+    spec = view.spec
+    if view.running is not None and view.running.waiting_on is not None:
+        return f"due run {view.running.run_id} is queued: {view.running.waiting_on}"
+    if view.running is not None:
+        return "running now"
+    if view.queued_since is not None:
+        return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
+    phase = view.phase
+    if view.paused_since is not None and phase is TaskPhase.SCHEDULED:
+        return f"paused since {_fmt(view.paused_since, tz)}: due runs do not start (resume NAME to continue)"
+    if phase is TaskPhase.DISABLED:
+        return "not loaded: Enabled=False in config.ini"
+    if phase in (TaskPhase.ERROR, TaskPhase.ENV_FAILED):
+        return "not scheduled until its files change (see error)"
+    if phase is TaskPhase.ENV_BUILDING:
+        return "waiting for its environment to be built"
+    if phase is TaskPhase.INITIALIZING:
+        return "waiting for initialize() to finish"
+    if is_done(view):
+        if spec is not None and spec.cron is not None:
+            return f"done: no slot of its cron expression lies inside its window {spec.window}"
+        return "done: no more runs (its last RunAt has run)"
+    if phase is TaskPhase.SCHEDULED and view.next_due is None and view.retry is not None:
+        return (
+            f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at {_fmt(view.retry.at, tz)}; "
+            "then no more runs"
+        )
+    if phase is not TaskPhase.SCHEDULED or spec is None or view.next_due is None:
+        return phase.value
+    parts = []
+    if spec.testing:
+        parts.append("Testing=True: due runs are confirmed, main() is not executed")
+    if view.retry is not None:
+        parts.append(
+            f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at "
+            f"{_fmt(view.retry.at, tz)}, unless the next slot comes first"
+        )
+    if view.startup_pending:
+        parts.append("RunOnStartup: runs now")
+    elif spec.every is None:
+        parts.append(_explain_slots(view, spec, tz=tz))
+    elif view.anchor is None:
+        parts.append("never ran: first run as soon as it is inside its window")
+    else:
+        slot = view.anchor + spec.every
+        if view.next_due == slot:
+            parts.append(
+                f"every {spec.every / timedelta(minutes=1):g} min since its last due time {_fmt(view.anchor, tz)}"
+            )
+        elif in_window(spec.window, slot, tz=tz) != slot:
+            parts.append(f"interval elapsed at {_fmt(slot, tz)}, but it may only start within its window {spec.window}")
+        elif spec.catch_up is CatchUp.SKIP:
+            parts.append("runs missed while the supervisor was down are skipped (CatchUp=skip)")
+        else:
+            parts.append("catching up one run missed while the supervisor was down (CatchUp=once)")
+    return "; ".join(parts)
+
+
+def _explain_slots(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:
+    """Why a Cron or RunAt task waits: its next slot, and what the window and CatchUp did."""
+    assert view.next_due is not None
+    kind = "cron slot" if spec.cron is not None else "RunAt time"
+    line = f"runs only at its slots ({view.schedule}); next {kind} {_fmt(view.next_due, tz)}"
+    if spec.window != Window():
+        line += f"; slots outside its window {spec.window} do not run"
+    return line
+
+
+def view_of(
+    st: TaskState, flight: InFlight | None, *, waiting_on: str | None = None, paused_since: datetime | None = None
+) -> TaskView:
+    """The snapshot of one task; ``flight`` is its run of main() in flight, if any (``waiting_on``: what its
+    executor says it still waits for before it starts)."""
+    running = (
+        RunningView(st.main_run, flight.started, flight.trigger.value, waiting_on) if flight and st.main_run else None
+    )
+    return TaskView(
+        name=st.name,
+        phase=st.phase,
+        spec=st.spec,
+        error=st.error,
+        next_due=st.next_due,
+        anchor=st.anchor,
+        startup_pending=st.startup_pending,
+        running=running,
+        queued_since=st.queued_since,
+        retry=st.retry,
+        failures=st.failures,
+        schedule=st.trigger.describe() if st.trigger is not None else None,
+        paused_since=paused_since,
+    )
