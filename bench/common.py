@@ -29,8 +29,9 @@ from harness import pids_alive  # noqa: E402  (tests/harness.py)
 from helpers import build_wheel, wait_for, write_task  # noqa: E402  (tests/helpers.py)
 
 from supervisor.envs.manager import EnvManager  # noqa: E402
+from supervisor.execution.outcome import ProcessReport  # noqa: E402
 from supervisor.execution.runner import Runner, RunProcess, child_environment  # noqa: E402
-from supervisor.model import LaunchSpec, ProcessReport, RunMode  # noqa: E402
+from supervisor.model import LaunchSpec, RunMode  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
 
 __all__ = [

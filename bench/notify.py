@@ -68,7 +68,8 @@ def queue_memory_kb(notices: int, *, capacity: int = 200) -> tuple[float, int]:
     import logging
 
     from supervisor.notify.message import Origin
-    from supervisor.notify.model import NotifySettings, RunFact
+    from supervisor.model import NotifySettings
+    from supervisor.notify.model import RunFact
     from supervisor.notify.notifier import Notifier
 
     hanging = HangingReceiver()

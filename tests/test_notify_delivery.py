@@ -19,16 +19,8 @@ from supervisor.execution.secrets import Secrets
 from supervisor.notify.delivery import Delivery
 from supervisor.notify.heartbeat import Heartbeat
 from supervisor.notify.message import Origin
-from supervisor.notify.model import (
-    DeliveryResult,
-    HeartbeatSettings,
-    Job,
-    Notice,
-    NotifyEvent,
-    NotifySettings,
-    PingJob,
-    RunFact,
-)
+from supervisor.model import HeartbeatSettings, NotifyEvent, NotifySettings
+from supervisor.notify.model import DeliveryResult, Job, Notice, PingJob, RunFact
 from supervisor.notify.notifier import Notifier, describe
 from supervisor.notify.senders import ping, run_command, send_apprise
 

@@ -10,7 +10,7 @@ import pytest
 from loop_harness import Harness, started_harness
 
 from supervisor.model import HomeConfig, Outcome, RunStarted
-from supervisor.notify.model import NotifyEvent, NotifySettings
+from supervisor.model import NotifyEvent, NotifySettings
 
 pytestmark = pytest.mark.timeout(60)
 HOME_URL = "json://127.0.0.1:9/home"

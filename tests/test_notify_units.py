@@ -11,7 +11,8 @@ from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
 from supervisor.execution.secrets import Masker, load_secrets, read_env_file
 from supervisor.notify.message import Origin, mask_url, ping_body, render, run_lines, tail
-from supervisor.notify.model import NotifyEvent, NotifySettings, RunFact, StreakState
+from supervisor.model import NotifyEvent, NotifySettings
+from supervisor.notify.model import RunFact, StreakState
 from supervisor.notify.policy import decide, ping_url
 
 pytestmark = pytest.mark.timeout(30)

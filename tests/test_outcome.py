@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from supervisor.execution._wire import parse_reports
-from supervisor.execution.outcome import StopCause, StopRequest, decide
-from supervisor.model import Outcome, ProcessReport
+from supervisor.execution.outcome import ProcessReport, StopCause, StopRequest, decide
+from supervisor.model import Outcome
 
 
 def report(

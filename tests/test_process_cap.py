@@ -29,9 +29,10 @@ from helpers import wait_for, write_task
 
 from supervisor.execution import _contain
 from supervisor.execution.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
+from supervisor.execution.outcome import ProcessReport
 from supervisor.execution.runner import Runner, child_environment
 from supervisor.history.store import Records
-from supervisor.model import LaunchSpec, ProcessReport, RunMode
+from supervisor.model import LaunchSpec, RunMode
 
 pytestmark = pytest.mark.timeout(180)
 

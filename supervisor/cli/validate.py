@@ -21,8 +21,7 @@ from ..envs.pep723 import check_task_block
 from ..envs.reqcheck import check_file
 from ..errors import TaskAutomationError
 from ..execution.secrets import read_env_file
-from ..model import Limits, RetryPolicy
-from ..notify.model import NotifySettings
+from ..model import Limits, NotifySettings, RetryPolicy
 from ..paths import Paths
 
 

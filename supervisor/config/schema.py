@@ -30,8 +30,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
-from ..model import CatchUp, ConfigResult, HomeConfig, Limits, RetryPolicy, TaskSpec, Window
-from ..notify.model import HeartbeatSettings, NotifySettings
+from ..model import (
+    CatchUp,
+    ConfigResult,
+    HeartbeatSettings,
+    HomeConfig,
+    Limits,
+    NotifySettings,
+    RetryPolicy,
+    TaskSpec,
+    Window,
+)
 from ..notify.settings import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from . import values as values
 from .inifile import (

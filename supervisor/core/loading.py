@@ -14,8 +14,7 @@ from ..config.schema import read_task_config
 from ..discovery.scan import TaskFolder, check_task_source
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError
-from ..model import Limits, RetryPolicy, TaskSpec
-from ..notify.model import NotifySettings
+from ..model import Limits, NotifySettings, RetryPolicy, TaskSpec
 from ..paths import CONFIG_FILE, MAIN_FILE, REQUIREMENTS_FILE
 
 

@@ -35,9 +35,9 @@ from typing import Callable, Mapping, Protocol
 from ..clock import Clock
 from ..events import Event, RunReported
 from ..logsetup import TaskLogs
-from ..model import LaunchSpec, Limits, ProcessReport, RunMode, RunResult, Trigger
+from ..model import LaunchSpec, Limits, RunMode, RunResult, Trigger
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
-from .outcome import StopCause, StopRequest, decide
+from .outcome import ProcessReport, StopCause, StopRequest, decide
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
 from .secrets import NO_MASKER, Masker, SecretStore
 

@@ -15,8 +15,20 @@ import enum
 import signal as signals
 from dataclasses import dataclass
 
-from ..model import Outcome, ProcessReport
+from ..model import Outcome
 from . import _wire as wire
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    """What a finished run's processes said, before any interpretation."""
+
+    run_id: str
+    returncode: int  # the monitor's; negative = killed by that signal
+    task: wire.TaskReport | None  # the task process's report, None if it never wrote one
+    monitor: wire.MonitorReport | None  # the monitor's report, None if it died before writing
+    output_bytes: int
+    output_dropped: int
 
 
 class StopCause(str, enum.Enum):

@@ -30,10 +30,11 @@ from typing import Callable, Mapping, Sequence
 import psutil
 
 from ..errors import SpawnError
-from ..model import LaunchSpec, ProcessReport
+from ..model import LaunchSpec
 from . import _contain as contain
 from . import _wire as wire
 from ._shim import descendants
+from .outcome import ProcessReport
 from .procscan import find_by_environ
 
 SHIM_PATH = Path(__file__).resolve().with_name("_shim.py")

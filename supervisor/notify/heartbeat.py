@@ -19,8 +19,9 @@ import threading
 import time
 from typing import Callable
 
+from ..model import HeartbeatSettings
 from .message import mask_url
-from .model import DeliveryResult, HeartbeatSettings
+from .model import DeliveryResult
 from .senders import ping
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .model import Notice, NotifyEvent, RunFact
+from ..model import NotifyEvent
+from .model import Notice, RunFact
 
 MESSAGE_MAX_BYTES = 1024
 TAIL_LINES = 20

@@ -17,20 +17,10 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..execution.secrets import NO_MASKER, Masker, Secrets
+from ..model import NotifyEvent, NotifySettings
 from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
 from .message import Origin, mask_url, ping_body, read_run_lines, render
-from .model import (
-    ChannelJob,
-    CommandJob,
-    DeliveryResult,
-    Job,
-    Notice,
-    NotifyEvent,
-    NotifySettings,
-    PingJob,
-    RunFact,
-    StreakState,
-)
+from .model import ChannelJob, CommandJob, DeliveryResult, Job, Notice, PingJob, RunFact, StreakState
 from .policy import decide, ping_url
 from .senders import ping, run_command, send_apprise
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import NotifyEvent, NotifySettings, RunFact, StreakState
+from ..model import NotifyEvent, NotifySettings
+from .model import RunFact, StreakState
 
 FAILURE_OUTCOMES = frozenset({"failed", "timeout", "memory", "crashed", "env-failed"})
 OK_OUTCOME = "ok"

@@ -18,8 +18,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, Mapping, Sequence
 
+from ..model import NotifyEvent
 from .message import clip, mask_url
-from .model import DeliveryResult, Notice, NotifyEvent
+from .model import DeliveryResult, Notice
 
 CHANNEL_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0

@@ -19,8 +19,8 @@ import shlex
 import urllib.parse
 from typing import Callable, Mapping, TypeVar
 
+from ..model import HeartbeatSettings, NotifyEvent, NotifySettings
 from .message import mask_url
-from .model import HeartbeatSettings, NotifyEvent, NotifySettings
 
 NOTIFY_KEYS = ("Urls", "On", "AfterFailures", "PingUrl", "Command")
 HEARTBEAT_KEYS = ("HeartbeatUrl", "HeartbeatSeconds")

@@ -1,0 +1,146 @@
+"""What a run is and how it ended: outcomes, triggers, the history row, and the facts the loop publishes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .tasks import TaskSpec
+
+
+class Outcome(str, enum.Enum):
+    """How a run ended; exactly one per run (docs/cli.md, Outcomes)."""
+
+    OK = "ok"  # main() returned
+    FAILED = "failed"  # main() raised, or the process exited non-zero
+    TIMEOUT = "timeout"  # TimeoutSeconds (wall clock) or CPUSeconds exceeded; tree stopped
+    MEMORY = "memory"  # MemoryMB exceeded by the run's whole tree; tree SIGKILLed
+    KILLED = "killed"  # stopped on purpose: supervisor shutdown, or its monitor was SIGTERMed from outside
+    CRASHED = "crashed"  # died by a signal nobody sent on purpose (segfault, abort, OOM killer)
+    SKIPPED = "skipped"  # was due while the previous run was still running
+    TESTING = "testing"  # Testing=True: confirmation logged, main() not executed
+    ENV_FAILED = "env-failed"  # the task's environment could not be built
+    INTERRUPTED = "interrupted"  # the supervisor died while the run was open (found at next start)
+
+
+# Outcomes that count as a failure in a task's streak of consecutive failures; ``ok`` resets the streak,
+# every other outcome (skipped, testing, killed, interrupted) leaves it as it is.
+FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.MEMORY, Outcome.CRASHED, Outcome.ENV_FAILED})
+
+
+class Trigger(str, enum.Enum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"
+    STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
+    MANUAL = "manual"  # run-now
+    RETRY = "retry"  # a further attempt of a failed run ([Retry]); never moves the schedule
+
+
+class RunMode(str, enum.Enum):
+    """Which function of the task a process calls."""
+
+    MAIN = "main"  # a run of main(): recorded in the history
+    INITIALIZE = "initialize"  # initialize() after a load, code change or env switch: logged only
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of run history, as stored and as shown by `history --json`."""
+
+    run_id: str
+    task: str
+    trigger: Trigger
+    started: datetime
+    due: datetime | None = None
+    finished: datetime | None = None
+    outcome: Outcome | None = None  # None while the run is open
+    duration_s: float | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    message: str | None = None
+    peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+    log_path: Path | None = None
+    attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
+    retry_of: str | None = None  # a retry's first attempt's run id
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    """Where a task's environment stands, as the env manager reports it."""
+
+    key: str
+    python: Path | None  # the env's interpreter when ready
+    ready: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one process of a task: a run of main() or an initialize() call."""
+
+    task: str
+    run_id: str
+    mode: RunMode
+    python: Path  # the task env's interpreter
+    home: Path
+    kill_grace_s: float
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one process of a task ended, as an executor reports it to the loop."""
+
+    run_id: str
+    task: str
+    mode: RunMode
+    env_key: str | None  # the env the process ran in (it may be collected once no run uses it)
+    outcome: Outcome
+    summary: str  # one line for the logs
+    finished: datetime
+    duration_s: float
+    message: str | None = None  # returned string or full traceback
+    exit_code: int | None = None
+    signal: str | None = None
+    leftovers: int = 0
+    peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The fact that a run of main() (or a run that could not start) has ended, published to consumers.
+
+    ``record`` is the complete history row. ``consecutive_failures`` counts the task's final attempts in a
+    row whose outcome is in ``FAILURE_OUTCOMES``, this one included; ``ok`` resets it to 0. ``final`` is
+    False for an attempt that will be retried.
+    """
+
+    task: str
+    run_id: str
+    trigger: Trigger
+    outcome: Outcome
+    record: RunRecord
+    consecutive_failures: int
+    attempt: int = 1
+    final: bool = True
+    summary: str = ""
+    leftovers: int = 0
+    spec: TaskSpec | None = None  # the task's config when the run ended (None if the task is not known)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """The fact that a run of main() has just been started, published to the loop's run-started listeners
+    (the healthchecks ``/start`` ping). Listeners run on the loop thread and must not block."""
+
+    task: str
+    run_id: str
+    trigger: Trigger
+    spec: TaskSpec

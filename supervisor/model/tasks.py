@@ -1,0 +1,145 @@
+"""What a task is: its parsed config.ini (``TaskSpec`` and its parts) and the home's taskautomation.ini."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+
+from .notices import HeartbeatSettings, NotifySettings
+from .runs import Outcome
+
+
+class CatchUp(str, enum.Enum):
+    """What happens to slots missed while the supervisor was down.
+
+    ONCE: one run at the next allowed time, however many slots were missed.
+    SKIP: missed slots are dropped; the next run is the next slot on the interval grid.
+    """
+
+    ONCE = "once"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Local wall-clock window in which a run may *start*.
+
+    ``end`` is inclusive to the end of its minute, so 00:00-23:59 is the whole day; ``start > end``
+    crosses midnight (22:00-02:00). ``start == end`` is the single minute start..start+59s.
+    """
+
+    start: time = time(0, 0)
+    end: time = time(23, 59)
+
+    def contains(self, wall: time) -> bool:
+        """True when the wall-clock time ``wall`` (seconds ignored past the minute) is inside."""
+        minute = (wall.hour, wall.minute)
+        lo = (self.start.hour, self.start.minute)
+        hi = (self.end.hour, self.end.minute)
+        if lo <= hi:
+            return lo <= minute <= hi
+        return minute >= lo or minute <= hi
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run resource limits. None means no limit."""
+
+    timeout_s: float | None = 3600.0  # wall clock, monotonic; 0 in config.ini means None
+    kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL
+    memory_mb: float | None = None  # resident memory of the whole process tree
+    cpu_s: float | None = None  # CPU seconds of the whole process tree
+    max_processes: int | None = 1024  # processes + threads of one run; 0 in config.ini means None
+
+
+# Outcomes a [Retry] policy retries unless its ``On`` says otherwise (docs/cli.md, "Retries").
+DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
+
+# Outcomes ``On`` may name: the failures of a run, plus a run lost with its worker or supervisor.
+RETRYABLE_OUTCOMES = frozenset(
+    {Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.MEMORY, Outcome.ENV_FAILED, Outcome.INTERRUPTED}
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """[Retry]: how often a failed run is tried again, and when (``retry.decide`` applies it).
+
+    ``attempts`` is the number of *retries* after the first attempt (0 = never retry). The delay before
+    retry k (k = 1, 2, ...) is ``min(delay_s * backoff ** (k - 1), max_delay_s)`` after the attempt ended.
+    """
+
+    attempts: int = 0
+    delay_s: float = 30.0
+    backoff: float = 2.0
+    max_delay_s: float = 3600.0
+    on: frozenset[Outcome] = DEFAULT_RETRY_ON
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task's parsed config.ini. Built only by config.parse_task_config.
+
+    Exactly one of ``every`` (EveryXMinutes), ``cron`` (Cron) and ``run_at`` (RunAt) is set; the
+    ``triggers`` module turns them into due times. ``run_at`` holds naive wall-clock times that are read
+    in ``time_zone`` (None = the machine's zone), like the window and the cron expression.
+    """
+
+    name: str
+    every: timedelta | None = None
+    window: Window = field(default_factory=Window)
+    enabled: bool = True
+    testing: bool = False
+    run_on_startup: bool = False
+    queue: str = "default"  # [Global] Queue: the RQ queue its runs go to when the executor is rq
+    catch_up: CatchUp = CatchUp.ONCE
+    limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)  # [Notify], home defaults applied
+    cron: str | None = None  # 5 fields, @aliases already expanded
+    run_at: tuple[datetime, ...] = ()  # naive local date-times, sorted, distinct
+    time_zone: str | None = None  # IANA name
+    jitter_s: float = 0.0  # JitterSeconds: stable offset in [0, jitter_s) added to every due time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class HomeConfig:
+    """Optional HOME/taskautomation.ini: settings for the whole supervisor.
+
+    [Supervisor] Installer = uv | pip ; KeepRuns = 1000 ; LogMaxBytes ; LogBackups ; OutputCapBytes ;
+                 WatchDebounceSeconds = 1.0 (quiet time after the last change in Tasks/ before a rescan) ;
+                 MaxConcurrentRuns = 8 x cores (runs of main() in flight at once; further due runs queue)
+    [Limits]     defaults for every task's [Limits] keys
+    [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
+    [Retry]      defaults for every task's [Retry] keys
+    [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names
+    """
+
+    installer: str = "uv"
+    keep_runs: int = 1000
+    log_max_bytes: int = 5 * 1024 * 1024
+    log_backups: int = 3
+    output_cap_bytes: int = 1024 * 1024  # per run; the rest is counted and dropped
+    watch_debounce_s: float = 1.0  # long enough for a file-by-file copy or an editor's save dance
+    max_concurrent_runs: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
+    executor: str = "local"  # "local" (child processes here) or "rq" (RQ workers behind RedisUrl)
+    redis_url: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # defaults for every task's [Retry] keys
+    web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
+    web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """A parsed config plus warnings (unknown keys, defaults used) for the log."""
+
+    spec: TaskSpec
+    warnings: tuple[str, ...] = ()
