@@ -12,10 +12,10 @@ Policy, in order:
 from __future__ import annotations
 
 import enum
-import signal as signals
 from dataclasses import dataclass
 
 from ..model import Outcome
+from ..signals import signal_name
 from . import _wire as wire
 
 
@@ -65,13 +65,6 @@ class Decision:
     exit_code: int | None = None
     signal: str | None = None
     leftovers: int = 0  # processes still alive after main() returned (killed by the monitor)
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signals.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
