@@ -288,16 +288,6 @@ class Containment:
         """The mechanisms in force, one line for each concern; a warning line starts with 'WARNING'."""
         return self._describe(self.parents)
 
-    def preview(self) -> list[str]:
-        """What ``start`` would put in force, creating nothing (for a diagnosis such as ``doctor``): a
-        hierarchy counts as usable when this process may write its directories."""
-        layout = self.layout
-        if layout.v2 is not None and os.access(layout.v2, os.W_OK):
-            return self._describe({"v2": layout.v2})
-        if "pids" in layout.v1 and all(os.access(d, os.W_OK) for d in layout.v1.values()):
-            return self._describe(dict(layout.v1))
-        return self._describe({})
-
     def _describe(self, parents: Mapping[str, Path]) -> list[str]:
         why = f": {'; '.join(self.problems)}" if self.problems else ""
         if "v2" in parents:

@@ -39,7 +39,6 @@ def _seconds(duration_s: float | None) -> str:
     return f", {duration(duration_s)}" if duration_s is not None else ""
 
 
-BINS = 96  # the day in quarter hours: at most this many marks per lane, however busy the task
 _SEVERITY = {**{o.value: 3 for o in Outcome}, **dict.fromkeys(GOOD, 0), **dict.fromkeys(NEUTRAL, 1), "running": 2}
 
 
