@@ -32,7 +32,7 @@ from supervisor.execution.cgroups import Containment, Layout, containment_plan, 
 from supervisor.execution.outcome import ProcessReport
 from supervisor.execution.runner import Runner, child_environment
 from supervisor.history.store import Records
-from supervisor.model import LaunchSpec, RunMode
+from supervisor.model import ProcessLaunch, RunMode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -320,7 +320,7 @@ def test_rlimit_nproc_caps_a_fork_bomb_of_an_unprivileged_user(tmp_path: Path) -
                 popen=partial(subprocess.Popen, user=NOBODY, group=NOBODY, extra_groups=[]),
             )
             run = runner.launch(
-                LaunchSpec(
+                ProcessLaunch(
                     task="bomb", run_id="r1", mode=RunMode.MAIN, python=python, home=home, kill_grace_s=5, env=env
                 )
             )

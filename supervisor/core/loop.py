@@ -41,7 +41,7 @@ from ..discovery.scan import diff_tasks, scan_tasks
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError, TaskLoadError
 from ..events import ControlRequest, EnvBuilt, Event, Inbox, RescanRequested, RunReported, StopRequested
-from ..execution.executor import Executor, LaunchRequest, new_run_id
+from ..execution.executor import Executor, RunRequest, new_run_id
 from ..execution.outcome import StopCause, StopRequest
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
@@ -357,7 +357,7 @@ class Supervisor(RunBook):
         )
         if mode is RunMode.MAIN and not (queued and queued.run_id):
             self.history.opened(record)  # before the spawn: survives a crash
-        request = LaunchRequest(
+        request = RunRequest(
             task=st.name,
             run_id=run_id,
             mode=mode,

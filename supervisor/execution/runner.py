@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Sequence
 import psutil
 
 from ..errors import SpawnError
-from ..model import LaunchSpec
+from ..model import ProcessLaunch
 from . import _contain as contain
 from . import _wire as wire
 from ._shim import descendants
@@ -76,7 +76,7 @@ def child_environment(
 class RunProcess:
     """A live run: its monitor process, its control pipe, and the thread relaying its output."""
 
-    def __init__(self, spec: LaunchSpec, popen: subprocess.Popen[bytes], control_w: int) -> None:
+    def __init__(self, spec: ProcessLaunch, popen: subprocess.Popen[bytes], control_w: int) -> None:
         self.spec = spec
         self.popen = popen
         self.pid = popen.pid
@@ -162,8 +162,8 @@ class Runner:
         self,
         *,
         output_cap_bytes: int,
-        on_output: Callable[[LaunchSpec, str], None],
-        on_exit: Callable[[LaunchSpec, ProcessReport], None],
+        on_output: Callable[[ProcessLaunch, str], None],
+        on_exit: Callable[[ProcessLaunch, ProcessReport], None],
         popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
         shim: Path = SHIM_PATH,
     ) -> None:
@@ -176,7 +176,7 @@ class Runner:
         self._threads_lock = threading.Lock()
         _cache_shim_bytecode()
 
-    def launch(self, spec: LaunchSpec) -> RunProcess:
+    def launch(self, spec: ProcessLaunch) -> RunProcess:
         """Start the shim for ``spec``. Raises SpawnError (naming the task and the cause) if it cannot."""
         if not Path(spec.python).exists():
             raise SpawnError(f"task {spec.task!r}: interpreter {spec.python} does not exist")
@@ -332,7 +332,7 @@ def _cache_shim_bytecode() -> None:
 TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
-def _spawn_error(spec: LaunchSpec, exc: OSError) -> SpawnError:
+def _spawn_error(spec: ProcessLaunch, exc: OSError) -> SpawnError:
     return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}", transient=exc.errno in TRANSIENT_ERRNOS)
 
 

@@ -35,7 +35,7 @@ from ..envs.manager import EnvManager
 from ..errors import TaskAutomationError
 from ..events import Event, RunReported
 from ..execution.cgroups import Containment, Layout
-from ..execution.executor import LaunchRequest, LocalExecutor
+from ..execution.executor import LocalExecutor, RunRequest
 from ..execution.outcome import StopCause, StopRequest
 from ..execution.secrets import SecretStore
 from ..logsetup import TaskLogs
@@ -213,7 +213,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         assert status.python is not None
         limits = limits_from_json(payload["limits"])
         executor.launch(
-            LaunchRequest(
+            RunRequest(
                 task=task,
                 run_id=run_id,
                 mode=RunMode(payload["mode"]),
