@@ -39,7 +39,7 @@ from .paths import Paths
 from .scheduling.windows import local_zone
 from .system.control import ControlServer, InstanceLock
 from .system.fdlimit import raise_fd_limit
-from .system.sdnotify import LoopNotifier, Notifier
+from .system.sdnotify import LoopNotifier, SdNotifier
 from .web.child import start_web_child
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
@@ -48,7 +48,7 @@ CONTROL_REPLY_TIMEOUT_S = 10.0
 def serve(paths: Paths, *, console: bool = True) -> int:
     """Run the supervisor in the foreground until stopped. Returns the process exit code."""
     # Read (and take out of the environment every run inherits) systemd's NOTIFY_SOCKET / WATCHDOG_USEC first.
-    notifier = Notifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
+    notifier = SdNotifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
     paths.ensure()
     lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunningError propagates to the CLI edge as one line
