@@ -37,7 +37,7 @@ from ..events import Event, RunReported
 from ..logsetup import TaskLogs
 from ..model import Limits, ProcessLaunch, RunMode, RunResult, Trigger
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
-from .outcome import ProcessReport, StopCause, StopRequest, decide
+from .outcome import ProcessReport, StopCause, StopRequest, decide_outcome
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
 from .secrets import NO_MASKER, Masker, SecretStore
 
@@ -346,7 +346,7 @@ class LocalExecutor:
         if active.group is not None:
             self._end_group(active, active.group)
         self._maskers.pop(run_id, None)
-        decision = decide(report, stop=active.stop)
+        decision = decide_outcome(report, stop=active.stop)
         process, request, mask = active.process, active.request, active.masker.mask
         return RunResult(
             run_id=run_id,

@@ -67,7 +67,8 @@ class Decision:
     leftovers: int = 0  # processes still alive after main() returned (killed by the monitor)
 
 
-def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
+def decide_outcome(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
+    """The one outcome of a finished run, by the policy above, in its order."""
     task = report.task
     monitor = report.monitor
     status = task.status if task else None

@@ -11,7 +11,7 @@ Policy:
   (graceful) or ``K`` (kill now) to the run's control pipe. If the supervisor dies the pipe reaches EOF and the
   monitor stops the tree on its own.
 * The reader thread ends when the monitor has exited, then calls ``on_exit`` with a ``ProcessReport``; it never
-  decides the outcome (``outcome.decide`` does, on the loop thread).
+  decides the outcome (``outcome.decide_outcome`` does, on the loop thread).
 """
 
 from __future__ import annotations
