@@ -19,7 +19,7 @@ from supervisor.events import Event, Inbox, RunReported
 from supervisor.execution.executor import RunRequest
 from supervisor.execution.outcome import StopRequest
 from supervisor.history.recorder import RunHistory
-from supervisor.history.store import Records
+from supervisor.history.store import HistoryStore
 from supervisor.logsetup import TaskLogs
 from supervisor.model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult
 from supervisor.paths import Paths
@@ -161,14 +161,16 @@ class FakeEnvs:
 
 
 class Harness:
-    def __init__(self, home: Path, *, home_config: HomeConfig = HomeConfig(), records: Records | None = None) -> None:
+    def __init__(
+        self, home: Path, *, home_config: HomeConfig = HomeConfig(), records: HistoryStore | None = None
+    ) -> None:
         self.paths = Paths(home)
         self.paths.ensure()
         self.clock = FakeClock(START)
         self.inbox = Inbox()
         self.executor = FakeExecutor(self.inbox.post, self.clock)
         self.envs = FakeEnvs(self.paths.envs)
-        self.records = records or Records(self.paths.database)
+        self.records = records or HistoryStore(self.paths.database)
         logger = logging.getLogger(f"test.loop.{home.name}")
         logger.propagate = False
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)

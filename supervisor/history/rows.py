@@ -47,7 +47,7 @@ def record_to_json(record: RunRecord) -> dict[str, object]:
 
 
 def run_matches(record: RunRecord, *, outcomes: Sequence[Outcome] = (), since: datetime | None = None) -> bool:
-    """The filter of ``Records.history``, for rows that are not in SQLite yet (write-behind queue)."""
+    """The filter of ``HistoryStore.history``, for rows that are not in SQLite yet (write-behind queue)."""
     if outcomes and (record.outcome is None or Outcome(record.outcome) not in {Outcome(o) for o in outcomes}):
         return False
     return since is None or record.started >= since

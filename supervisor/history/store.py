@@ -13,7 +13,7 @@ Policies:
   read it). A missing database is an empty history, not an error; the file is looked for again on each call,
   so a reader that outlives the supervisor's first write sees the rows.
 - **Errors.** A corrupt or non-SQLite file, a database locked beyond the busy timeout, a schema newer than
-  this code, or a row that cannot be decoded raises :class:`RecordsError` naming the file and the cause.
+  this code, or a row that cannot be decoded raises :class:`HistoryStoreError` naming the file and the cause.
   Calls that break this module's contract (naive datetimes, a finish without an outcome) raise ``ValueError``:
   they are bugs in the caller, not conditions of the disk.
 - **Storage.** Datetimes are ISO-8601 UTC text with microseconds (so text order is time order and the
@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import RecordsError
+from ..errors import HistoryStoreError
 from ..model import Outcome, RunRecord, Trigger
 from .rows import MESSAGE_CAP, record_to_json, run_matches
 from .rows import cap_message as _cap_message
@@ -48,14 +48,14 @@ from .schema import NEWEST_FIRST as _NEWEST_FIRST
 from .schema import SCHEMA_VERSION, open_reader, open_writer, translate
 from .schema import SELECT as _SELECT
 
-# Names other modules import from here (the history's public face), besides Records itself.
+# Names other modules import from here (the history's public face), besides HistoryStore itself.
 __all__ = [
     "ANCHOR_TRIGGERS",
     "INTERRUPTED_MESSAGE",
     "MESSAGE_CAP",
     "SCHEMA_VERSION",
+    "HistoryStore",
     "OutcomeBin",
-    "Records",
     "record_to_json",
     "run_matches",
 ]
@@ -80,14 +80,14 @@ class OutcomeBin:
     run_id: str  # one of them (the only one when count is 1)
 
 
-class Records:
+class HistoryStore:
     """The run-history database of one home (``Paths.database``)."""
 
     def __init__(self, path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
         """Open (and unless ``readonly``, create) the database at ``path``.
 
         ``busy_timeout`` is how long, in seconds, a call waits for another connection's lock before
-        raising :class:`RecordsError`.
+        raising :class:`HistoryStoreError`.
         """
         self.path = Path(path)
         self.readonly = readonly
@@ -111,7 +111,7 @@ class Records:
     # ------------------------------------------------------------------------------------ connection use
 
     def _translate(self, action: str) -> AbstractContextManager[None]:
-        """Turn sqlite3 errors into RecordsError naming the file, the action and SQLite's cause."""
+        """Turn sqlite3 errors into HistoryStoreError naming the file, the action and SQLite's cause."""
         return translate(self.path, action, busy_timeout=self._busy_timeout)
 
     @contextmanager
@@ -130,7 +130,7 @@ class Records:
         with self._lock:
             self._ensure_open()
             if self.readonly or self._conn is None:
-                raise RecordsError(f"run history {self.path}: cannot {action}: opened read-only")
+                raise HistoryStoreError(f"run history {self.path}: cannot {action}: opened read-only")
             conn = self._conn
             with self._translate(action):
                 conn.execute("BEGIN IMMEDIATE")
@@ -154,7 +154,7 @@ class Records:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise RecordsError(f"run history {self.path}: used after close()")
+            raise HistoryStoreError(f"run history {self.path}: used after close()")
 
     def _rows(self, action: str, sql: str, params: tuple[object, ...] = ()) -> list[RunRecord]:
         with self._reading(action) as conn:
@@ -167,7 +167,7 @@ class Records:
         try:
             return _row_to_record(row)
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: run {row[0]!r} cannot be read: {exc}") from exc
+            raise HistoryStoreError(f"run history {self.path}: run {row[0]!r} cannot be read: {exc}") from exc
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -190,9 +190,9 @@ class Records:
                 conn.execute(
                     f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
                 )
-        except RecordsError as exc:
+        except HistoryStoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise RecordsError(
+                raise HistoryStoreError(
                     f"run history {self.path}: run id {record.run_id!r} of task {record.task!r} is already recorded"
                 ) from exc.__cause__
             raise
@@ -213,7 +213,7 @@ class Records:
         """Close an open row with its one outcome.
 
         A run ends exactly once: finishing a row that is unknown or already has an outcome (for instance
-        one marked interrupted) raises RecordsError instead of overwriting history.
+        one marked interrupted) raises HistoryStoreError instead of overwriting history.
         """
         outcome = Outcome(outcome)
         with self._writing(f"finish run {run_id!r}") as conn:
@@ -235,7 +235,7 @@ class Records:
             if cursor.rowcount == 0:
                 known = conn.execute("SELECT outcome FROM runs WHERE run_id = ?", (run_id,)).fetchone()
                 cause = "no such run" if known is None else f"it already ended as {known[0]!r}"
-                raise RecordsError(
+                raise HistoryStoreError(
                     f"run history {self.path}: cannot finish run {run_id!r} as {outcome.value!r}: {cause}"
                 )
 
@@ -306,7 +306,7 @@ class Records:
         try:
             return _decode_time(row[0])
         except (ValueError, TypeError) as exc:
-            raise RecordsError(
+            raise HistoryStoreError(
                 f"run history {self.path}: task {task!r} has an unreadable time {row[0]!r}: {exc}"
             ) from exc
 
@@ -425,7 +425,7 @@ class Records:
                 for task, b, o, n, first, last, run_id in rows
             ]
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
+            raise HistoryStoreError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the database (SQLite's ``data_version``)."""
@@ -462,7 +462,7 @@ class Records:
         try:
             return {str(task): _decode_time(since) for task, since in rows}
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: the paused table cannot be read: {exc}") from exc
+            raise HistoryStoreError(f"run history {self.path}: the paused table cannot be read: {exc}") from exc
 
     def tasks_with_history(self) -> list[str]:
         """Names of every task with at least one row, sorted."""
@@ -474,7 +474,7 @@ class Records:
     # --------------------------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Close the connection. Idempotent; any later call raises RecordsError."""
+        """Close the connection. Idempotent; any later call raises HistoryStoreError."""
         with self._lock:
             self._closed = True
             if self._conn is not None:
@@ -482,7 +482,7 @@ class Records:
                 with self._translate("close"):
                     conn.close()
 
-    def __enter__(self) -> Records:
+    def __enter__(self) -> HistoryStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
