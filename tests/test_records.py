@@ -306,7 +306,7 @@ def test_database_pragmas(db: HistoryStore) -> None:
         )
     assert "runs_task_started" in plan
     # synchronous is per connection, so it can only be seen on the object's own (2 = FULL).
-    assert db._conn is not None and db._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert db._db.conn is not None and db._db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 @pytest.mark.timeout(30)

@@ -92,7 +92,7 @@ def cap_message(message: str | None) -> str | None:
 
 
 def record_to_row(record: RunRecord) -> tuple[object, ...]:
-    """The values of ``records_schema.COLUMNS`` for ``record``, in that order."""
+    """The values of ``schema.COLUMNS`` for ``record``, in that order."""
     return (
         record.run_id,
         record.task,
@@ -114,7 +114,7 @@ def record_to_row(record: RunRecord) -> tuple[object, ...]:
 
 
 def row_to_record(row: tuple[object, ...]) -> RunRecord:
-    """A row of ``records_schema.COLUMNS`` back into a RunRecord; TypeError or ValueError when it cannot be."""
+    """A row of ``schema.COLUMNS`` back into a RunRecord; TypeError or ValueError when it cannot be."""
     (
         run_id,
         task,
