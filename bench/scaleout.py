@@ -23,7 +23,8 @@ from pathlib import Path
 
 from supervisor.clock import SystemClock
 from supervisor.events import Event, RunReported
-from supervisor.execution.cgroups import Containment, Layout
+from supervisor.execution.cgroup_layout import Layout
+from supervisor.execution.cgroups import Containment
 from supervisor.execution.executor import LocalExecutor, RunRequest, new_run_id
 from supervisor.logsetup import TaskLogs
 from supervisor.model import Limits, RunMode, Trigger

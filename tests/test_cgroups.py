@@ -9,7 +9,8 @@ import pytest
 from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
 from supervisor.execution._wire import ContainmentPlan
-from supervisor.execution.cgroups import Containment, Layout, RunGroup, containment_plan, parse_layout
+from supervisor.execution.cgroup_layout import Layout, parse_layout
+from supervisor.execution.cgroups import Containment, RunGroup, containment_plan
 from supervisor.model import Limits
 
 PATH = Path("/home/pi/Tasks/demo/config.ini")

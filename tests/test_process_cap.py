@@ -28,7 +28,8 @@ from harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_process
 from helpers import wait_for, write_task
 
 from supervisor.execution import _contain
-from supervisor.execution.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
+from supervisor.execution.cgroup_layout import Layout, parse_layout
+from supervisor.execution.cgroups import Containment, containment_plan, user_tasks
 from supervisor.execution.outcome import ProcessReport
 from supervisor.execution.runner import Runner, child_environment
 from supervisor.history.store import HistoryStore

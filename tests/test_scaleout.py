@@ -17,7 +17,8 @@ from helpers import build_wheel, wait_for, write_task
 from bench.redisproc import RedisServer
 from supervisor.clock import SystemClock
 from supervisor.errors import SpawnError
-from supervisor.execution.cgroups import Containment, Layout
+from supervisor.execution.cgroup_layout import Layout
+from supervisor.execution.cgroups import Containment
 from supervisor.execution.executor import RunRequest
 from supervisor.logsetup import TaskLogs
 from supervisor.model import Limits, RunMode, Trigger

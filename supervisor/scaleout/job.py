@@ -34,7 +34,8 @@ from ..clock import SystemClock
 from ..envs.manager import EnvManager
 from ..errors import TaskAutomationError
 from ..events import Event, RunReported
-from ..execution.cgroups import Containment, Layout
+from ..execution.cgroup_layout import Layout
+from ..execution.cgroups import Containment
 from ..execution.executor import LocalExecutor, RunRequest
 from ..execution.outcome import StopCause, StopRequest
 from ..execution.secrets import SecretStore
