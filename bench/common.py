@@ -31,7 +31,7 @@ from helpers import build_wheel, wait_for, write_task  # noqa: E402  (tests/help
 from supervisor.envs.manager import EnvManager  # noqa: E402
 from supervisor.execution.outcome import ProcessReport  # noqa: E402
 from supervisor.execution.runner import Runner, RunProcess, child_environment  # noqa: E402
-from supervisor.model import LaunchSpec, RunMode  # noqa: E402
+from supervisor.model import ProcessLaunch, RunMode  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
 
 __all__ = [
@@ -141,21 +141,21 @@ class BenchRunner:
         self.runner = Runner(output_cap_bytes=1 << 20, on_output=self._on_output, on_exit=self._on_exit)
         self._seq = 0
 
-    def _on_output(self, spec: LaunchSpec, line: str) -> None:
+    def _on_output(self, spec: ProcessLaunch, line: str) -> None:
         now = now_ns()
         with self._changed:
             self.first_line.setdefault(spec.run_id, (now, line))
             self.lines.setdefault(spec.run_id, []).append(line)
             self._changed.notify_all()
 
-    def _on_exit(self, spec: LaunchSpec, report: ProcessReport) -> None:
+    def _on_exit(self, spec: ProcessLaunch, report: ProcessReport) -> None:
         now = now_ns()
         with self._changed:
             self.exited[spec.run_id] = (now, report)
             self._changed.notify_all()
 
-    def spec(self, task: str, *, mode: RunMode = RunMode.MAIN, grace_s: float | None = None) -> LaunchSpec:
-        """What the loop builds before a spawn: run id, the child environment, the LaunchSpec."""
+    def spec(self, task: str, *, mode: RunMode = RunMode.MAIN, grace_s: float | None = None) -> ProcessLaunch:
+        """What the loop builds before a spawn: run id, the child environment, the ProcessLaunch."""
         self._seq += 1
         run_id = f"bench-{os.getpid()}-{self._seq}"
         env = child_environment(
@@ -167,7 +167,7 @@ class BenchRunner:
             env_dir=self.python.parent.parent,
             cookie=f"bench/{run_id}",
         )
-        return LaunchSpec(
+        return ProcessLaunch(
             task=task,
             run_id=run_id,
             mode=mode,
@@ -177,7 +177,7 @@ class BenchRunner:
             env=env,
         )
 
-    def launch(self, spec: LaunchSpec) -> RunProcess:
+    def launch(self, spec: ProcessLaunch) -> RunProcess:
         return self.runner.launch(spec)
 
     def wait(self, predicate: Callable[[], bool], *, timeout: float, what: str) -> None:

@@ -3,7 +3,7 @@
 Both go through ``supervisor.execution.runner.Runner`` and the real shim in a real env built by ``EnvManager``:
 
 * *decision -> first line*: the clock starts where the loop has decided to run (before the run id, the
-  child environment and the LaunchSpec are built) and stops at the ``time.monotonic_ns()`` that the first
+  child environment and the ProcessLaunch are built) and stops at the ``time.monotonic_ns()`` that the first
   line of the task's ``main()`` writes. Baseline: ``ENV/bin/python -c pass``, spawn to exit, interleaved.
 * *runs per second*: trivial runs (``main()`` returns at once) launched from one thread, with a fixed
   number in flight, until all have ended (the monitor exited and its report was read).

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from supervisor.clock import SystemClock
 from supervisor.events import Event, RunReported
-from supervisor.execution.cgroups import Containment, Layout
-from supervisor.execution.executor import LaunchRequest, LocalExecutor, new_run_id
+from supervisor.execution.cgroup_layout import Layout
+from supervisor.execution.cgroups import Containment
+from supervisor.execution.executor import LocalExecutor, RunRequest, new_run_id
 from supervisor.logsetup import TaskLogs
 from supervisor.model import Limits, RunMode, Trigger
 from supervisor.scaleout.executor import RQExecutor
@@ -78,9 +79,9 @@ class _Executors:
         )
         self.ended: set[str] = set()
 
-    def request(self, task: str, python: Path) -> LaunchRequest:
+    def request(self, task: str, python: Path) -> RunRequest:
         folder = self.home / "Tasks" / task
-        return LaunchRequest(
+        return RunRequest(
             task=task,
             run_id=new_run_id(SystemClock().now()),
             mode=RunMode.MAIN,

@@ -3,7 +3,7 @@
 Two processes spin on the two cores for the whole group. A job is due every ``PERIOD_S`` (10 ms) for 1000
 periods; lateness is (when the waiting thread woke) - (when it was due).
 
-* ours: the loop's mechanism with the pure scheduler: the next due time from ``schedule.due_after`` (anchored
+* ours: the loop's mechanism with the pure scheduler: the next due time from the task's trigger (anchored
   on the previous *due* time, so lateness never accumulates), the wait computed from the wall clock as in
   ``Supervisor._sleep_for`` and slept in ``queue.SimpleQueue.get(timeout=...)`` as in ``_next_event``.
 * floor: ``time.sleep`` until each absolute deadline on the monotonic clock.
@@ -25,7 +25,8 @@ from typing import Callable
 
 from supervisor.clock import SystemClock
 from supervisor.model import TaskSpec
-from supervisor.scheduling.windows import due_after, local_zone
+from supervisor.scheduling.triggers import IntervalTrigger
+from supervisor.scheduling.windows import local_zone
 
 from . import cron_next
 from .common import CpuBurners, Settings
@@ -42,7 +43,15 @@ def ours_lateness(periods: int, period_s: float = PERIOD_S) -> list[float]:
     spec = TaskSpec(name="tick", every=timedelta(seconds=period_s))
     clock, tz = SystemClock(), local_zone()
     events: queue.SimpleQueue[object] = queue.SimpleQueue()  # nothing is ever posted: pure timeouts
-    due = due_after(spec, anchor=clock.now(), tz=tz)
+    trigger = IntervalTrigger(spec, tz=tz)
+
+    def after(due: datetime) -> datetime:
+        # From the due time, not from the late start, as the loop asks after a run.
+        following = trigger.next_due(anchor=due, now=due)
+        assert following is not None  # an interval has no last run
+        return following
+
+    due = after(clock.now())
     late: list[float] = []
     for _ in range(periods):
         while True:
@@ -54,7 +63,7 @@ def ours_lateness(periods: int, period_s: float = PERIOD_S) -> list[float]:
             except queue.Empty:
                 pass
         late.append((clock.now() - due).total_seconds() * 1000)
-        due = due_after(spec, anchor=due, tz=tz)  # from the due time, not from the late start
+        due = after(due)
     return late
 
 

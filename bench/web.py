@@ -35,7 +35,7 @@ import psutil
 from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
 from web_support import WebProcess  # tests/web_support.py: `web --listen 127.0.0.1:0`, as a user starts it
 
-from supervisor.history.store import Records
+from supervisor.history.store import HistoryStore
 from supervisor.system.control import request
 
 from .common import Settings, temp_home
@@ -54,7 +54,7 @@ def build_home(home: Path, *, tasks: int, rows: int) -> str:
         # Long intervals: with the recent history as anchors, no task falls due while the live phase runs.
         (folder / "config.ini").write_text(f"[Frequency]\nEveryXMinutes = {600 + i % 55}\n")
     db = home / "logs" / "state" / "history.sqlite3"
-    Records(db).close()  # the schema, as the supervisor makes it
+    HistoryStore(db).close()  # the schema, as the supervisor makes it
     now = datetime.now(timezone.utc)
     per_task = max(rows // tasks, 1)
 

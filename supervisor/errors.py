@@ -56,5 +56,5 @@ class ControlError(TaskAutomationError):
     """The control channel to the running supervisor failed or refused a request."""
 
 
-class RecordsError(TaskAutomationError):
+class HistoryStoreError(TaskAutomationError):
     """The run-history database is unreadable, corrupt or locked."""

@@ -21,14 +21,14 @@ from .core.loop import Supervisor
 from .discovery.watcher import TaskWatcher
 from .envs.builder import BackgroundEnvs
 from .envs.manager import EnvManager
-from .errors import RecordsError
+from .errors import HistoryStoreError
 from .events import ControlRequest, Inbox
 from .execution.cgroups import Containment
 from .execution.executor import Executor, LocalExecutor
 from .execution.secrets import SecretStore
 from .history.recorder import RunHistory, RunLog
-from .history.store import Records
-from .history.writebehind import WriteBehindRecords
+from .history.store import HistoryStore
+from .history.writebehind import WriteBehindStore
 from .logsetup import TaskLogs, setup_supervisor_logging
 from .model import HomeConfig, RunFinished, RunStarted
 from .notify.consumer import RunNotifications
@@ -39,7 +39,7 @@ from .paths import Paths
 from .scheduling.windows import local_zone
 from .system.control import ControlServer, InstanceLock
 from .system.fdlimit import raise_fd_limit
-from .system.sdnotify import LoopNotifier, Notifier
+from .system.sdnotify import LoopNotifier, SdNotifier
 from .web.child import start_web_child
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
@@ -48,7 +48,7 @@ CONTROL_REPLY_TIMEOUT_S = 10.0
 def serve(paths: Paths, *, console: bool = True) -> int:
     """Run the supervisor in the foreground until stopped. Returns the process exit code."""
     # Read (and take out of the environment every run inherits) systemd's NOTIFY_SOCKET / WATCHDOG_USEC first.
-    notifier = Notifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
+    notifier = SdNotifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
     paths.ensure()
     lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunningError propagates to the CLI edge as one line
@@ -62,7 +62,7 @@ def serve(paths: Paths, *, console: bool = True) -> int:
             logger.info("systemd notification socket in use (watchdog %s)", watchdog)
         for warning in warnings:
             logger.warning("%s", warning)
-        records = WriteBehindRecords.wrap(
+        records = WriteBehindStore.wrap(
             open_history(paths.database, keep=home_config.keep_runs, logger=logger), logger=logger
         )
         fd_limit = raise_fd_limit()
@@ -120,7 +120,7 @@ def build_supervisor(
     paths: Paths,
     *,
     home_config: HomeConfig,
-    records: Records,
+    records: HistoryStore,
     envs: EnvManager,
     clock: Clock,
     logger: logging.Logger,
@@ -188,7 +188,7 @@ def build_supervisor(
     )
 
 
-def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:
+def open_history(path: Path, *, keep: int, logger: logging.Logger) -> HistoryStore:
     """Open the run history for writing and prune it to ``keep`` runs per task.
 
     Policy for a corrupt history (not an SQLite file, or a damaged one): move it aside and start an empty
@@ -204,7 +204,7 @@ def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:
     """
     try:
         return _open_and_prune(path, keep=keep, logger=logger)
-    except RecordsError as exc:
+    except HistoryStoreError as exc:
         if not _is_corruption(exc):
             raise
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -223,8 +223,8 @@ def open_history(path: Path, *, keep: int, logger: logging.Logger) -> Records:
         return _open_and_prune(path, keep=keep, logger=logger)
 
 
-def _open_and_prune(path: Path, *, keep: int, logger: logging.Logger) -> Records:
-    records = Records(path)
+def _open_and_prune(path: Path, *, keep: int, logger: logging.Logger) -> HistoryStore:
+    records = HistoryStore(path)
     try:
         pruned = records.prune(keep=keep)
     except BaseException:
@@ -235,7 +235,7 @@ def _open_and_prune(path: Path, *, keep: int, logger: logging.Logger) -> Records
     return records
 
 
-def _is_corruption(exc: RecordsError) -> bool:
+def _is_corruption(exc: HistoryStoreError) -> bool:
     """True for SQLITE_NOTADB / SQLITE_CORRUPT, which Python raises as a bare ``sqlite3.DatabaseError``
     (busy, locked, I/O and permission errors are ``OperationalError`` subclasses and are not corruption)."""
     cause = exc.__cause__

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from supervisor.execution.cgroups import detect_layout
+from supervisor.execution.cgroup_layout import detect_layout
 
 
 def own_v1_group(controller: str) -> Path:

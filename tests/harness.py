@@ -21,7 +21,7 @@ from supervisor.clock import SystemClock  # noqa: E402
 from supervisor.envs.manager import EnvManager  # noqa: E402
 from supervisor.errors import TaskAutomationError  # noqa: E402
 from supervisor.execution.procscan import find_by_environ, own_start_ticks  # noqa: E402
-from supervisor.history.store import Records  # noqa: E402
+from supervisor.history.store import HistoryStore  # noqa: E402
 from supervisor.logsetup import TaskLogs  # noqa: E402
 from supervisor.model import HomeConfig  # noqa: E402
 from supervisor.paths import Paths  # noqa: E402
@@ -162,7 +162,7 @@ class InProcessSupervisor:
         self.logger.propagate = False
         self.handler = logging.FileHandler(home / "supervisor-test.log")
         self.logger.addHandler(self.handler)
-        self.records = Records(self.paths.database)
+        self.records = HistoryStore(self.paths.database)
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
         self.supervisor = build_supervisor(
             self.paths,

@@ -16,10 +16,10 @@ from typing import Any, Iterable, Iterator
 
 from supervisor.core.loop import Supervisor
 from supervisor.events import Event, Inbox, RunReported
-from supervisor.execution.executor import LaunchRequest
+from supervisor.execution.executor import RunRequest
 from supervisor.execution.outcome import StopRequest
 from supervisor.history.recorder import RunHistory
-from supervisor.history.store import Records
+from supervisor.history.store import HistoryStore
 from supervisor.logsetup import TaskLogs
 from supervisor.model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult
 from supervisor.paths import Paths
@@ -58,13 +58,13 @@ class FakeExecutor:
     def __init__(self, post: Any, clock: FakeClock) -> None:
         self.post = post
         self.clock = clock
-        self.launched: list[LaunchRequest] = []
-        self.live: dict[str, LaunchRequest] = {}
+        self.launched: list[RunRequest] = []
+        self.live: dict[str, RunRequest] = {}
         self.stops: list[tuple[str, StopRequest]] = []
         self.init_outcome: Outcome | None = Outcome.OK  # None: initialize() calls stay in flight
         self.fail_next: tuple[RunMode, Exception] | None = None  # the next launch of that mode raises
 
-    def launch(self, request: LaunchRequest) -> None:
+    def launch(self, request: RunRequest) -> None:
         if self.fail_next is not None and self.fail_next[0] is request.mode:
             error, self.fail_next = self.fail_next[1], None
             raise error
@@ -88,7 +88,7 @@ class FakeExecutor:
         )
         self.post(RunReported(lambda: result))
 
-    def mains(self, task: str | None = None) -> list[LaunchRequest]:
+    def mains(self, task: str | None = None) -> list[RunRequest]:
         return [r for r in self.launched if r.mode is RunMode.MAIN and task in (None, r.task)]
 
     def live_main(self, task: str) -> str:
@@ -161,14 +161,16 @@ class FakeEnvs:
 
 
 class Harness:
-    def __init__(self, home: Path, *, home_config: HomeConfig = HomeConfig(), records: Records | None = None) -> None:
+    def __init__(
+        self, home: Path, *, home_config: HomeConfig = HomeConfig(), records: HistoryStore | None = None
+    ) -> None:
         self.paths = Paths(home)
         self.paths.ensure()
         self.clock = FakeClock(START)
         self.inbox = Inbox()
         self.executor = FakeExecutor(self.inbox.post, self.clock)
         self.envs = FakeEnvs(self.paths.envs)
-        self.records = records or Records(self.paths.database)
+        self.records = records or HistoryStore(self.paths.database)
         logger = logging.getLogger(f"test.loop.{home.name}")
         logger.propagate = False
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)

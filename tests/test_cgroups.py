@@ -9,7 +9,8 @@ import pytest
 from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
 from supervisor.execution._wire import ContainmentPlan
-from supervisor.execution.cgroups import Containment, Layout, RunGroup, containment_plan, parse_layout
+from supervisor.execution.cgroup_layout import Layout, parse_layout
+from supervisor.execution.cgroups import Containment, RunGroup, containment_plan
 from supervisor.model import Limits
 
 PATH = Path("/home/pi/Tasks/demo/config.ini")
@@ -160,16 +161,3 @@ def test_the_plan_the_supervisor_writes_is_the_plan_the_shim_reads() -> None:
 
 def test_default_limits_carry_the_documented_process_cap() -> None:
     assert Limits().max_processes == 1024
-
-
-def test_preview_names_what_start_would_use_and_creates_nothing(tmp_path: Path) -> None:
-    layout = Layout(v1={"pids": tmp_path / "pids", "freezer": tmp_path / "freezer"})
-    for d in layout.v1.values():
-        d.mkdir()
-    containment = Containment(tmp_path / "home", layout=layout, uid=1000)
-    assert containment.preview() == [
-        "pids: cgroup v1 pids controller; memory: sampling each run's tree (no cgroup "
-        "v1 memory controller); kill: cgroup v1 freezer"
-    ]
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["freezer", "pids"]  # no parent group was made
-    assert containment.parents == {}

@@ -23,7 +23,7 @@ import pytest
 from harness import REPO, SupervisorProcess, cli, pids_alive, script
 from helpers import wait_for, write_task
 
-from supervisor.history.store import INTERRUPTED_MESSAGE, Records
+from supervisor.history.store import INTERRUPTED_MESSAGE, HistoryStore
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.paths import Paths
 
@@ -105,7 +105,7 @@ def seed_run(home: Path, task: str, *, due: datetime, trigger: Trigger = Trigger
         exit_code=0,
         message="seeded",
     )
-    with Records(Paths(home).database) as records:
+    with HistoryStore(Paths(home).database) as records:
         records.record_instant(record)
     return record
 
@@ -478,7 +478,7 @@ def test_corrupt_database_is_reported_and_moved_aside(home: Path) -> None:
 
 def test_history_from_a_newer_version_is_refused_not_moved(home: Path) -> None:
     database = Paths(home).database
-    Records(database).close()
+    HistoryStore(database).close()
     with closing(sqlite3.connect(database)) as conn:
         conn.execute("PRAGMA user_version=99")  # as a newer taskautomation would leave it
     result = script("main.py", home, timeout=60)

@@ -26,7 +26,7 @@ import pytest
 from harness import REPO, SupervisorProcess, cli, script
 from helpers import wait_for, write_task
 
-from supervisor.history.store import Records
+from supervisor.history.store import HistoryStore
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.paths import Paths
 
@@ -109,7 +109,7 @@ def seed(
         exit_code=0 if outcome is Outcome.OK else 1,
         message=message,
     )
-    with Records(Paths(home).database) as records:
+    with HistoryStore(Paths(home).database) as records:
         records.record_instant(record)
     return record
 

@@ -677,7 +677,7 @@ def test_monitor_stops_the_tree_when_its_control_pipe_closes(tmp_path: Path) -> 
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from supervisor.execution.runner import Runner, child_environment
-    from supervisor.model import LaunchSpec, RunMode
+    from supervisor.model import ProcessLaunch, RunMode
 
     home = tmp_path
     main = (
@@ -705,7 +705,7 @@ def main():
         output_cap_bytes=1 << 20, on_output=lambda spec, line: None, on_exit=lambda spec, report: exits.put(report)
     )
     run = runner.launch(
-        LaunchSpec(
+        ProcessLaunch(
             task="orphaned",
             run_id="run-1",
             mode=RunMode.MAIN,

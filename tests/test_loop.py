@@ -17,7 +17,7 @@ from loop_harness import KEY_A, KEY_B, START, Harness, started_harness
 
 from supervisor.errors import SpawnError
 from supervisor.events import EnvBuilt
-from supervisor.history.store import Records
+from supervisor.history.store import HistoryStore
 from supervisor.model import HomeConfig, Outcome, RunMode, RunRecord, Trigger
 from supervisor.paths import Paths
 
@@ -64,7 +64,7 @@ def test_a_due_run_while_the_last_one_runs_is_skipped_and_the_next_slot_kept(h: 
 def test_missed_slots_are_caught_up_once_after_a_restart(tmp_path: Path) -> None:
     home = tmp_path / "home"
     Paths(home).ensure()
-    records = Records(Paths(home).database)
+    records = HistoryStore(Paths(home).database)
     old = START - timedelta(hours=5)
     records.record_instant(
         RunRecord(

@@ -15,7 +15,6 @@ from harness import cli
 from helpers import write_task
 
 from supervisor.cli.entry import main
-from supervisor.cli.next import relative
 from supervisor.scheduling.triggers import jitter_offset
 
 pytestmark = pytest.mark.timeout(60)
@@ -141,20 +140,3 @@ def test_next_as_a_user_types_it(home: Path) -> None:
     times = [datetime.fromisoformat(t) for t in json.loads(result.stdout)["next"]]
     assert len(times) == 2 and times[1] - times[0] == timedelta(days=1)
     assert all((t.hour, t.minute, t.utcoffset()) == (0, 0, timedelta(0)) for t in times)
-
-
-@pytest.mark.parametrize(
-    "seconds, text",
-    [
-        (0, "now"),
-        (-5, "now"),
-        (45, "in 45 s"),
-        (240, "in 4 min"),
-        (3600, "in 1 h"),
-        (7500, "in 2 h 5 min"),
-        (86400, "in 1 day"),
-        (3 * 86400 + 4 * 3600, "in 3 days 4 h"),
-    ],
-)
-def test_relative_times(seconds, text) -> None:
-    assert relative(timedelta(seconds=seconds)) == text

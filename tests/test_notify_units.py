@@ -13,7 +13,7 @@ from supervisor.execution.secrets import Masker, load_secrets, read_env_file
 from supervisor.notify.message import Origin, mask_url, ping_body, render, run_lines, tail
 from supervisor.model import NotifyEvent, NotifySettings
 from supervisor.notify.model import RunFact, StreakState
-from supervisor.notify.policy import decide, ping_url
+from supervisor.notify.policy import decide_notices, ping_url
 
 pytestmark = pytest.mark.timeout(30)
 CONFIG = Path("/h/Tasks/T/config.ini")
@@ -114,7 +114,7 @@ def replay(outcomes: list[tuple[str, bool]], settings: NotifySettings) -> list[l
             streak = 0
         elif final and outcome in ("failed", "timeout", "crashed", "memory", "env-failed"):
             streak += 1
-        verdict = decide(fact(outcome, streak, final=final), settings=settings, state=state)
+        verdict = decide_notices(fact(outcome, streak, final=final), settings=settings, state=state)
         state = verdict.state
         seen.append([e.value for e in verdict.events])
     return seen
@@ -133,7 +133,7 @@ def test_a_short_streak_below_the_threshold_is_neither_failure_nor_recovery() ->
 
 def test_retried_attempts_notify_nobody_and_ping_nothing() -> None:
     settings = NotifySettings(after_failures=1, ping_url="http://x/p", on=frozenset(NotifyEvent) - {NotifyEvent.TEST})
-    verdict = decide(fact("failed", 0, final=False), settings=settings, state=StreakState())
+    verdict = decide_notices(fact("failed", 0, final=False), settings=settings, state=StreakState())
     assert verdict.events == () and verdict.ping_suffix is None and verdict.state == StreakState()
     seq = [("failed", False), ("failed", False), ("failed", True), ("failed", False), ("ok", True)]
     assert replay(seq, NotifySettings()) == [[], [], ["failure"], [], ["recovery"]]
@@ -158,17 +158,17 @@ def test_other_outcomes_neither_extend_nor_end_a_streak() -> None:
 def test_state_after_restart_comes_from_the_recorded_streak() -> None:
     settings = NotifySettings(after_failures=2)
     alarmed = StreakState.from_streak(5, after_failures=2)
-    assert decide(fact("failed", 6), settings=settings, state=alarmed).events == ()
-    assert decide(fact("ok"), settings=settings, state=alarmed).events == (NotifyEvent.RECOVERY,)
+    assert decide_notices(fact("failed", 6), settings=settings, state=alarmed).events == ()
+    assert decide_notices(fact("ok"), settings=settings, state=alarmed).events == (NotifyEvent.RECOVERY,)
     assert not StreakState.from_streak(1, after_failures=2).alarmed
 
 
 def test_pings_follow_the_healthchecks_protocol() -> None:
     settings = NotifySettings(ping_url="https://hc.example/uuid")
     assert ping_url(settings, "/start") == "https://hc.example/uuid/start"
-    assert decide(fact("ok"), settings=settings, state=StreakState()).ping_suffix == ""
-    assert decide(fact("memory", 1), settings=settings, state=StreakState()).ping_suffix == "/fail"
-    assert decide(fact("killed"), settings=settings, state=StreakState()).ping_suffix is None
+    assert decide_notices(fact("ok"), settings=settings, state=StreakState()).ping_suffix == ""
+    assert decide_notices(fact("memory", 1), settings=settings, state=StreakState()).ping_suffix == "/fail"
+    assert decide_notices(fact("killed"), settings=settings, state=StreakState()).ping_suffix is None
     assert ping_url(NotifySettings(), "/start") is None
 
 
@@ -246,7 +246,6 @@ def test_mask_url_hides_passwords_and_tokens() -> None:
 def test_masker_masks_long_values_longest_first() -> None:
     masker = Masker(["abcdef", "abcdefghij", "12345", ""])
     assert masker.mask("x abcdefghij y abcdef z 12345") == "x *** y *** z 12345"
-    assert masker.mask_bytes(b"abcdefghij") == b"***"
     assert not Masker(["short"]) and Masker(["short"]).mask("short") == "short"
 
 

@@ -1,4 +1,4 @@
-"""outcome.decide: every combination of what the processes reported and why they were stopped -> one outcome."""
+"""outcome.decide_outcome: every combination of what the processes reported and why they were stopped -> one outcome."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from supervisor.execution._wire import parse_reports
-from supervisor.execution.outcome import ProcessReport, StopCause, StopRequest, decide
+from supervisor.execution.outcome import ProcessReport, StopCause, StopRequest, decide_outcome
 from supervisor.model import Outcome
 
 
@@ -48,23 +48,23 @@ TIMEOUT = StopRequest(StopCause.TIMEOUT, "timed out after 3 s (TimeoutSeconds=3)
 
 
 def test_returned_is_ok_with_the_first_line_as_summary() -> None:
-    d = decide(report(task=OK_TASK, monitor=monitor()), stop=None)
+    d = decide_outcome(report(task=OK_TASK, monitor=monitor()), stop=None)
     assert (d.outcome, d.summary, d.message, d.exit_code) == (Outcome.OK, "returned: all done", OK_TASK["message"], 0)
 
 
 def test_returned_none_is_ok() -> None:
-    d = decide(report(task={"kind": "task", "status": "ok", "message": None}, monitor=monitor()), stop=None)
+    d = decide_outcome(report(task={"kind": "task", "status": "ok", "message": None}, monitor=monitor()), stop=None)
     assert d.outcome is Outcome.OK and d.summary == "returned" and d.message is None
 
 
 def test_leftovers_are_counted_in_the_summary_but_the_run_stays_ok() -> None:
-    d = decide(report(task=OK_TASK, monitor=monitor(stop="leftovers", leftovers=2, signalled=2)), stop=None)
+    d = decide_outcome(report(task=OK_TASK, monitor=monitor(stop="leftovers", leftovers=2, signalled=2)), stop=None)
     assert d.outcome is Outcome.OK and d.leftovers == 2
     assert d.summary.endswith("; 2 leftover process(es) killed after main() returned")
 
 
 def test_a_return_that_races_a_stop_request_is_still_ok() -> None:
-    d = decide(report(task=OK_TASK, monitor=monitor(stop="stop")), stop=TIMEOUT)
+    d = decide_outcome(report(task=OK_TASK, monitor=monitor(stop="stop")), stop=TIMEOUT)
     assert d.outcome is Outcome.OK
 
 
@@ -78,7 +78,7 @@ def test_a_return_that_races_a_stop_request_is_still_ok() -> None:
     ],
 )
 def test_a_stopped_run_gets_the_reason_it_was_stopped(cause: StopCause, outcome: Outcome) -> None:
-    d = decide(
+    d = decide_outcome(
         report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="stop", signalled=5)),
         stop=StopRequest(cause, "because"),
     )
@@ -87,7 +87,7 @@ def test_a_stopped_run_gets_the_reason_it_was_stopped(cause: StopCause, outcome:
 
 
 def test_an_exception_is_failed_with_the_traceback_as_message_and_its_last_line_as_summary() -> None:
-    d = decide(report(task=FAILED_TASK, monitor=monitor(exit_code=1)), stop=None)
+    d = decide_outcome(report(task=FAILED_TASK, monitor=monitor(exit_code=1)), stop=None)
     assert (d.outcome, d.summary, d.message, d.exit_code) == (
         Outcome.FAILED,
         "ValueError: boom",
@@ -97,43 +97,43 @@ def test_an_exception_is_failed_with_the_traceback_as_message_and_its_last_line_
 
 
 def test_a_signal_nobody_sent_is_crashed_with_its_name() -> None:
-    d = decide(report(monitor=monitor(exit_code=None, sig=signal.SIGSEGV)), stop=None)
+    d = decide_outcome(report(monitor=monitor(exit_code=None, sig=signal.SIGSEGV)), stop=None)
     assert (d.outcome, d.signal, d.summary) == (Outcome.CRASHED, "SIGSEGV", "killed by signal SIGSEGV")
 
 
 def test_a_monitor_sigtermed_from_outside_is_killed() -> None:
-    d = decide(report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="sigterm")), stop=None)
+    d = decide_outcome(report(monitor=monitor(exit_code=None, sig=signal.SIGTERM, stop="sigterm")), stop=None)
     assert d.outcome is Outcome.KILLED
 
 
 def test_a_silent_non_zero_exit_is_failed() -> None:
-    d = decide(report(monitor=monitor(exit_code=3)), stop=None)
+    d = decide_outcome(report(monitor=monitor(exit_code=3)), stop=None)
     assert (d.outcome, d.exit_code) == (Outcome.FAILED, 3)
     assert "exited with code 3" in d.summary
 
 
 def test_a_silent_zero_exit_is_ok() -> None:
-    d = decide(report(monitor=monitor(exit_code=0)), stop=None)
+    d = decide_outcome(report(monitor=monitor(exit_code=0)), stop=None)
     assert d.outcome is Outcome.OK and "before main() returned" in d.summary
 
 
 def test_a_monitor_killed_from_outside_is_decoded_from_its_own_wait_status() -> None:
-    d = decide(report(returncode=-signal.SIGKILL), stop=None)
+    d = decide_outcome(report(returncode=-signal.SIGKILL), stop=None)
     assert (d.outcome, d.signal) == (Outcome.CRASHED, "SIGKILL")
     assert d.summary == "run monitor killed by signal SIGKILL"
 
 
 def test_a_shim_that_found_the_supervisor_gone_is_killed() -> None:
-    assert decide(report(returncode=3), stop=None).outcome is Outcome.KILLED
+    assert decide_outcome(report(returncode=3), stop=None).outcome is Outcome.KILLED
 
 
 def test_a_shim_that_could_not_start_is_crashed_with_its_exit_code() -> None:
-    d = decide(report(returncode=1), stop=None)
+    d = decide_outcome(report(returncode=1), stop=None)
     assert (d.outcome, d.exit_code) == (Outcome.CRASHED, 1) and "could not start" in d.summary
 
 
 def test_garbage_in_the_report_is_tolerated() -> None:
-    d = decide(
+    d = decide_outcome(
         report(
             task={"kind": "task", "status": "ok", "message": 42},
             monitor={"kind": "monitor", "exit_code": "0", "signal": True, "leftovers": None},

@@ -28,11 +28,12 @@ from harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_process
 from helpers import wait_for, write_task
 
 from supervisor.execution import _contain
-from supervisor.execution.cgroups import Containment, Layout, containment_plan, parse_layout, user_tasks
+from supervisor.execution.cgroup_layout import Layout, parse_layout
+from supervisor.execution.cgroups import Containment, containment_plan, user_tasks
 from supervisor.execution.outcome import ProcessReport
 from supervisor.execution.runner import Runner, child_environment
-from supervisor.history.store import Records
-from supervisor.model import LaunchSpec, RunMode
+from supervisor.history.store import HistoryStore
+from supervisor.model import ProcessLaunch, RunMode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -148,7 +149,7 @@ def test_timeout_stop_wins_against_a_fork_and_exit_chain(home: Path, mechanism: 
     with outer_cap("pids", {"pids.max": "400"}) as cap, joined([cap]):
         layout = None if mechanism == "cgroup" else Layout()
         with InProcessSupervisor(home, watcher_factory=None, containment=Containment(home, layout=layout)) as sup:
-            with Records(sup.paths.database, readonly=True) as records:
+            with HistoryStore(sup.paths.database, readonly=True) as records:
                 run = wait_for(
                     lambda: next((r for r in records.history("chain") if r.outcome), None),
                     timeout=60,
@@ -260,7 +261,7 @@ def test_without_cgroups_a_run_over_max_processes_in_threads_is_killed(home: Pat
     """
     write_task(home / "Tasks", "threads", main=main, config=config(limits="MaxProcesses = 5"))
     with InProcessSupervisor(home, watcher_factory=None, containment=Containment(home, layout=Layout())) as sup:
-        with Records(sup.paths.database, readonly=True) as records:
+        with HistoryStore(sup.paths.database, readonly=True) as records:
             run = wait_for(
                 lambda: next((r for r in records.history("threads") if r.outcome), None),
                 timeout=60,
@@ -320,7 +321,7 @@ def test_rlimit_nproc_caps_a_fork_bomb_of_an_unprivileged_user(tmp_path: Path) -
                 popen=partial(subprocess.Popen, user=NOBODY, group=NOBODY, extra_groups=[]),
             )
             run = runner.launch(
-                LaunchSpec(
+                ProcessLaunch(
                     task="bomb", run_id="r1", mode=RunMode.MAIN, python=python, home=home, kill_grace_s=5, env=env
                 )
             )

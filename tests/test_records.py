@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import RecordsError
-from supervisor.history.store import INTERRUPTED_MESSAGE, MESSAGE_CAP, SCHEMA_VERSION, Records, record_to_json
+from supervisor.errors import HistoryStoreError
+from supervisor.history.store import INTERRUPTED_MESSAGE, MESSAGE_CAP, SCHEMA_VERSION, HistoryStore, record_to_json
 from supervisor.model import Outcome, RunRecord, Trigger
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def run(
 
 @pytest.fixture
 def db(tmp_path: Path):
-    records = Records(tmp_path / "state" / "history.sqlite3")
+    records = HistoryStore(tmp_path / "state" / "history.sqlite3")
     yield records
     records.close()
 
@@ -74,10 +74,10 @@ def test_every_field_round_trips_and_reopens(tmp_path: Path) -> None:
         cpu_s=0.125,
         log_path=tmp_path / "logs" / "tasks" / "alpha.log",
     )
-    with Records(path) as records:
+    with HistoryStore(path) as records:
         records.record_instant(full)
     assert path.exists()  # parent folders were created
-    with Records(path) as records:
+    with HistoryStore(path) as records:
         [back] = records.history("alpha")
     assert back == full  # aware datetimes compare by instant
     for stamp in (back.due, back.started, back.finished):
@@ -87,13 +87,13 @@ def test_every_field_round_trips_and_reopens(tmp_path: Path) -> None:
     assert isinstance(back.log_path, Path)
 
 
-def test_sparse_record_keeps_nulls(db: Records) -> None:
+def test_sparse_record_keeps_nulls(db: HistoryStore) -> None:
     db.record_instant(run("r-1", outcome=Outcome.SKIPPED))
     [back] = db.history("alpha")
     assert back.due is None and back.exit_code is None and back.message is None and back.log_path is None
 
 
-def test_open_row_then_finish(db: Records) -> None:
+def test_open_row_then_finish(db: HistoryStore) -> None:
     db.start_run(run("r-1", due=at(0), log_path=Path("/tmp/x.log")))
     [opened] = db.open_runs()
     assert opened.outcome is None and opened.finished is None
@@ -124,19 +124,19 @@ def test_open_row_then_finish(db: Records) -> None:
     assert done.log_path == Path("/tmp/x.log") and done.due == at(0)  # start-time fields kept
 
 
-def test_a_run_ends_exactly_once(db: Records) -> None:
+def test_a_run_ends_exactly_once(db: HistoryStore) -> None:
     db.start_run(run("r-1"))
     db.finish_run("r-1", finished=at(1), outcome=Outcome.OK, duration_s=1.0)
-    with pytest.raises(RecordsError, match=r"r-1.*already ended as 'ok'"):
+    with pytest.raises(HistoryStoreError, match=r"r-1.*already ended as 'ok'"):
         db.finish_run("r-1", finished=at(2), outcome=Outcome.FAILED, duration_s=2.0)
-    with pytest.raises(RecordsError, match=r"'nope'.*no such run"):
+    with pytest.raises(HistoryStoreError, match=r"'nope'.*no such run"):
         db.finish_run("nope", finished=at(2), outcome=Outcome.OK, duration_s=1.0)
     assert db.last_finished("alpha").outcome is Outcome.OK  # type: ignore[union-attr]
-    with pytest.raises(RecordsError, match=r"'r-1'.*'alpha'.*already recorded"):
+    with pytest.raises(HistoryStoreError, match=r"'r-1'.*'alpha'.*already recorded"):
         db.start_run(run("r-1"))
 
 
-def test_contract_violations_are_rejected(db: Records) -> None:
+def test_contract_violations_are_rejected(db: HistoryStore) -> None:
     with pytest.raises(ValueError, match="outcome"):
         db.record_instant(run("r-1"))
     with pytest.raises(ValueError, match="no outcome"):
@@ -146,7 +146,7 @@ def test_contract_violations_are_rejected(db: Records) -> None:
     assert db.history("alpha") == []
 
 
-def test_long_messages_keep_head_and_tail(db: Records) -> None:
+def test_long_messages_keep_head_and_tail(db: HistoryStore) -> None:
     message = "HEAD\n" + "x" * (3 * MESSAGE_CAP) + "\nValueError: the real cause"
     db.record_instant(run("r-1", outcome=Outcome.FAILED, message=message))
     [back] = db.history("alpha")
@@ -162,14 +162,14 @@ def test_long_messages_keep_head_and_tail(db: Records) -> None:
 
 def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
-    crashed = Records(path)
+    crashed = HistoryStore(path)
     crashed.start_run(run("open-a", started=at(0)))
     crashed.start_run(run("open-b", task="beta", started=at(1), trigger=Trigger.MANUAL))
     crashed.start_run(run("done", started=at(2)))
     crashed.finish_run("done", finished=at(3), outcome=Outcome.OK, duration_s=60.0, message="fine")
     del crashed  # dropped without close(), as a dying supervisor would
 
-    with Records(path) as records:
+    with HistoryStore(path) as records:
         changed = records.mark_interrupted(now=at(30))
         assert [r.run_id for r in changed] == ["open-a", "open-b"]
         for record in changed:
@@ -186,7 +186,7 @@ def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
         assert records.mark_interrupted(now=at(40)) == []
 
 
-def test_last_anchor_ignores_manual_and_counts_skipped_and_testing(db: Records) -> None:
+def test_last_anchor_ignores_manual_and_counts_skipped_and_testing(db: HistoryStore) -> None:
     assert db.last_anchor("alpha") is None
     db.record_instant(run("s1", started=at(0), due=at(0), outcome=Outcome.OK))
     db.record_instant(run("m1", started=at(5), trigger=Trigger.MANUAL, outcome=Outcome.OK))
@@ -206,7 +206,7 @@ def test_last_anchor_ignores_manual_and_counts_skipped_and_testing(db: Records) 
     assert db.last_anchor(only_manual) is None
 
 
-def test_history_is_newest_first_and_limited(db: Records) -> None:
+def test_history_is_newest_first_and_limited(db: HistoryStore) -> None:
     # Inserted out of order; two share a start time and then insertion order decides.
     for run_id, minute in (("c", 2), ("a", 0), ("d", 3), ("b", 1), ("d2", 3)):
         db.record_instant(run(run_id, started=at(minute), outcome=Outcome.OK))
@@ -218,13 +218,13 @@ def test_history_is_newest_first_and_limited(db: Records) -> None:
     assert db.tasks_with_history() == ["alpha", "beta"]
 
 
-def test_last_finished_skips_open_rows(db: Records) -> None:
+def test_last_finished_skips_open_rows(db: HistoryStore) -> None:
     db.record_instant(run("old", started=at(0), outcome=Outcome.TIMEOUT))
     db.start_run(run("new", started=at(10)))
     assert db.last_finished("alpha").run_id == "old"  # type: ignore[union-attr]
 
 
-def test_prune_keeps_newest_per_task(db: Records) -> None:
+def test_prune_keeps_newest_per_task(db: HistoryStore) -> None:
     for i in range(6):
         db.record_instant(run(f"a{i}", started=at(i), outcome=Outcome.OK))
     for i in range(2):
@@ -237,7 +237,7 @@ def test_prune_keeps_newest_per_task(db: Records) -> None:
         db.prune(keep=-1)
 
 
-def test_prune_never_drops_open_rows_or_the_schedule_anchor(db: Records) -> None:
+def test_prune_never_drops_open_rows_or_the_schedule_anchor(db: HistoryStore) -> None:
     db.start_run(run("open", started=at(0), trigger=Trigger.MANUAL))
     db.record_instant(run("anchor", started=at(1), due=at(1), outcome=Outcome.OK))
     for i in range(5):
@@ -249,31 +249,31 @@ def test_prune_never_drops_open_rows_or_the_schedule_anchor(db: Records) -> None
 
 def test_readonly_on_a_missing_file_is_empty_and_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state" / "history.sqlite3"
-    with Records(path, readonly=True) as records:
+    with HistoryStore(path, readonly=True) as records:
         assert records.history("alpha") == []
         assert records.tasks_with_history() == []
         assert records.open_runs() == []
         assert records.last_anchor("alpha") is None
         assert records.last_finished("alpha") is None
-        with pytest.raises(RecordsError, match="read-only"):
+        with pytest.raises(HistoryStoreError, match="read-only"):
             records.start_run(run("r-1"))
         assert list(tmp_path.iterdir()) == []
 
         # The supervisor creates the history later: the same reader now sees it.
-        with Records(path) as writer:
+        with HistoryStore(path) as writer:
             writer.record_instant(run("r-1", outcome=Outcome.OK))
             assert [r.run_id for r in records.history("alpha")] == ["r-1"]
 
 
 def test_readonly_reads_existing_history_and_refuses_writes(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
-    with Records(path) as writer:
+    with HistoryStore(path) as writer:
         writer.start_run(run("r-1"))
-    with Records(path, readonly=True) as reader:
+    with HistoryStore(path, readonly=True) as reader:
         assert [r.run_id for r in reader.open_runs()] == ["r-1"]
-        with pytest.raises(RecordsError, match="read-only"):
+        with pytest.raises(HistoryStoreError, match="read-only"):
             reader.mark_interrupted(now=at(1))
-    with Records(path) as writer:
+    with HistoryStore(path) as writer:
         assert len(writer.open_runs()) == 1
 
 
@@ -281,23 +281,23 @@ def test_readonly_reads_existing_history_and_refuses_writes(tmp_path: Path) -> N
 def test_garbage_file_is_a_records_error_naming_the_file(tmp_path: Path, readonly: bool) -> None:
     path = tmp_path / "history.sqlite3"
     path.write_bytes(b"this is not a database\n" * 200)
-    with pytest.raises(RecordsError) as caught:
-        Records(path, readonly=readonly)
+    with pytest.raises(HistoryStoreError) as caught:
+        HistoryStore(path, readonly=readonly)
     assert str(path) in str(caught.value) and "not a database" in str(caught.value)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
-    with Records(path):
+    with HistoryStore(path):
         pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(RecordsError, match=rf"{path}.*schema version {SCHEMA_VERSION + 1}"):
-        Records(path)
+    with pytest.raises(HistoryStoreError, match=rf"{path}.*schema version {SCHEMA_VERSION + 1}"):
+        HistoryStore(path)
 
 
-def test_database_pragmas(db: Records) -> None:
+def test_database_pragmas(db: HistoryStore) -> None:
     with sqlite3.connect(db.path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         plan = " ".join(
@@ -306,19 +306,19 @@ def test_database_pragmas(db: Records) -> None:
         )
     assert "runs_task_started" in plan
     # synchronous is per connection, so it can only be seen on the object's own (2 = FULL).
-    assert db._conn is not None and db._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert db._db.conn is not None and db._db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 @pytest.mark.timeout(30)
 def test_locked_database_raises_within_busy_timeout(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
-    with Records(path, busy_timeout=0.2) as records:
+    with HistoryStore(path, busy_timeout=0.2) as records:
         records.record_instant(run("before", outcome=Outcome.OK))
         holder = sqlite3.connect(path, isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")
             holder.execute("DELETE FROM runs")
-            with pytest.raises(RecordsError) as caught:
+            with pytest.raises(HistoryStoreError) as caught:
                 records.start_run(run("r-1", started=at(1)))
             message = str(caught.value)
             assert str(path) in message and "locked" in message and "0.2 s" in message
@@ -338,9 +338,9 @@ def test_row_survives_a_sigkilled_writer(tmp_path: Path) -> None:
         import os, sys
         from datetime import datetime, timezone
         sys.path.insert(0, {str(REPO)!r})
-        from supervisor.history.store import Records
+        from supervisor.history.store import HistoryStore
         from supervisor.model import RunRecord, Trigger
-        records = Records(__import__("pathlib").Path({str(path)!r}))
+        records = HistoryStore(__import__("pathlib").Path({str(path)!r}))
         started = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
         records.start_run(RunRecord(run_id="doomed", task="alpha", trigger=Trigger.SCHEDULE, started=started,
                                     due=started))
@@ -348,7 +348,7 @@ def test_row_survives_a_sigkilled_writer(tmp_path: Path) -> None:
     """)
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    with Records(path) as records:
+    with HistoryStore(path) as records:
         assert [r.run_id for r in records.open_runs()] == ["doomed"]
         assert records.last_anchor("alpha") == T0
         [changed] = records.mark_interrupted(now=at(5))
@@ -356,7 +356,7 @@ def test_row_survives_a_sigkilled_writer(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_concurrent_threads_share_one_object(db: Records) -> None:
+def test_concurrent_threads_share_one_object(db: HistoryStore) -> None:
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -381,14 +381,14 @@ def test_concurrent_threads_share_one_object(db: Records) -> None:
 
 
 def test_closed_records_refuse_use(tmp_path: Path) -> None:
-    records = Records(tmp_path / "history.sqlite3")
+    records = HistoryStore(tmp_path / "history.sqlite3")
     records.close()
     records.close()  # idempotent
-    with pytest.raises(RecordsError, match="after close"):
+    with pytest.raises(HistoryStoreError, match="after close"):
         records.history("alpha")
 
 
-def test_record_to_json_is_stable(db: Records) -> None:
+def test_record_to_json_is_stable(db: HistoryStore) -> None:
     db.record_instant(
         run(
             "r-1",

@@ -7,7 +7,7 @@ from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from supervisor.history.store import SCHEMA_VERSION, Records, record_to_json
+from supervisor.history.store import SCHEMA_VERSION, HistoryStore, record_to_json
 from supervisor.model import Outcome, RunRecord, Trigger
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -24,7 +24,7 @@ PRAGMA user_version = 1;
 
 
 def test_attempt_rows_round_trip(tmp_path: Path) -> None:
-    with Records(tmp_path / "h.sqlite3") as db:
+    with HistoryStore(tmp_path / "h.sqlite3") as db:
         first = RunRecord(
             run_id="r-1",
             task="flaky",
@@ -66,12 +66,12 @@ def test_a_database_from_before_retries_is_migrated_in_place(tmp_path: Path) -> 
             (T0.isoformat(), T0.isoformat(), (T0 + timedelta(seconds=2)).isoformat()),
         )
         conn.commit()
-    with Records(path, readonly=True) as reader:  # the CLI may not migrate: it reads old rows as they are
+    with HistoryStore(path, readonly=True) as reader:  # the CLI may not migrate: it reads old rows as they are
         [seen] = reader.history("legacy")
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     assert (seen.run_id, seen.attempt, seen.retry_of, seen.outcome) == ("old-1", 1, None, Outcome.OK)
-    with Records(path) as db:  # the supervisor (the one writer) migrates, once
+    with HistoryStore(path) as db:  # the supervisor (the one writer) migrates, once
         [row] = db.history("legacy")
     assert row == seen
     with closing(sqlite3.connect(path)) as conn:

@@ -10,13 +10,12 @@ import pytest
 
 from supervisor.cli.args import parse_since
 from supervisor.cli.follow import LogFollower
-from supervisor.home import HomeError, choose_home, ensure_home
+from supervisor.cli.home import HomeError, choose_home, ensure_home
 from supervisor.cli.render import (
     Column,
     View,
     cut,
     fit_widths,
-    format_duration,
     format_time,
     render_status,
     wants_colour,
@@ -32,17 +31,6 @@ def test_times_carry_their_zone_and_the_date_when_not_today() -> None:
     assert format_time("2026-11-30T00:10:00+00:00", UTC_VIEW) == "Nov 30 00:10 UTC"
     assert format_time("2025-12-31T23:59:00+00:00", UTC_VIEW) == "2025-12-31 23:59 UTC"
     assert format_time(None, UTC_VIEW) == "-"
-
-
-def test_durations_stay_short() -> None:
-    assert [format_duration(s) for s in (None, 0.0123, 9.994, 12.34, 125, 7322)] == [
-        "-",
-        "0.01 s",
-        "9.99 s",
-        "12.3 s",
-        "2m 05s",
-        "2h 02m",
-    ]
 
 
 def test_widths_shrink_the_lowest_priority_first_and_never_below_the_minimum() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from supervisor.model import Outcome, RetryPolicy
-from supervisor.scheduling.retry import decide, retry_delay, slot_wins
+from supervisor.scheduling.retry import decide_retry, retry_delay, slot_wins
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 POLICY = RetryPolicy(attempts=3, delay_s=30, backoff=2.0, max_delay_s=100)
@@ -24,11 +24,11 @@ def test_delays_grow_by_the_backoff_and_stop_at_the_maximum():
 def test_each_failed_attempt_is_retried_at_its_delay_until_the_attempts_are_used():
     times = []
     for attempt in (1, 2, 3):
-        decision = decide(POLICY, attempt=attempt, outcome=Outcome.FAILED, finished=T0, next_slot=None)
+        decision = decide_retry(POLICY, attempt=attempt, outcome=Outcome.FAILED, finished=T0, next_slot=None)
         assert not decision.final and decision.next_attempt == attempt + 1
         times.append(decision.retry_at)
     assert times == [T0 + timedelta(seconds=30), T0 + timedelta(seconds=60), T0 + timedelta(seconds=100)]
-    last = decide(POLICY, attempt=4, outcome=Outcome.FAILED, finished=T0, next_slot=None)
+    last = decide_retry(POLICY, attempt=4, outcome=Outcome.FAILED, finished=T0, next_slot=None)
     assert last.final and last.retry_at is None and "all 3 retries used" in last.reason
 
 
@@ -36,26 +36,26 @@ def test_each_failed_attempt_is_retried_at_its_delay_until_the_attempts_are_used
     "outcome", [Outcome.OK, Outcome.SKIPPED, Outcome.TESTING, Outcome.KILLED, Outcome.MEMORY, Outcome.ENV_FAILED]
 )
 def test_outcomes_not_in_on_are_final(outcome):
-    assert decide(POLICY, attempt=1, outcome=outcome, finished=T0, next_slot=None).final
+    assert decide_retry(POLICY, attempt=1, outcome=outcome, finished=T0, next_slot=None).final
 
 
 def test_on_can_add_memory_and_env_failed():
     policy = RetryPolicy(attempts=1, on=frozenset({Outcome.MEMORY, Outcome.ENV_FAILED}))
-    assert not decide(policy, attempt=1, outcome=Outcome.MEMORY, finished=T0, next_slot=None).final
-    assert decide(policy, attempt=1, outcome=Outcome.FAILED, finished=T0, next_slot=None).final
+    assert not decide_retry(policy, attempt=1, outcome=Outcome.MEMORY, finished=T0, next_slot=None).final
+    assert decide_retry(policy, attempt=1, outcome=Outcome.FAILED, finished=T0, next_slot=None).final
 
 
 def test_no_retries_by_default():
-    decision = decide(RetryPolicy(), attempt=1, outcome=Outcome.FAILED, finished=T0, next_slot=None)
+    decision = decide_retry(RetryPolicy(), attempt=1, outcome=Outcome.FAILED, finished=T0, next_slot=None)
     assert decision.final and decision.reason == "no retries configured"
 
 
 def test_the_next_slot_wins_over_a_retry_at_or_after_it():
-    before = decide(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0, next_slot=T0 + timedelta(seconds=31))
+    before = decide_retry(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0, next_slot=T0 + timedelta(seconds=31))
     assert not before.final and before.retry_at == T0 + timedelta(seconds=30)
-    tie = decide(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0, next_slot=T0 + timedelta(seconds=30))
+    tie = decide_retry(POLICY, attempt=1, outcome=Outcome.TIMEOUT, finished=T0, next_slot=T0 + timedelta(seconds=30))
     assert tie.final and "next slot" in tie.reason
-    after = decide(POLICY, attempt=2, outcome=Outcome.CRASHED, finished=T0, next_slot=T0 + timedelta(seconds=45))
+    after = decide_retry(POLICY, attempt=2, outcome=Outcome.CRASHED, finished=T0, next_slot=T0 + timedelta(seconds=45))
     assert after.final  # retry 2 would wait 60 s: the slot at 45 s comes first
 
 
@@ -69,4 +69,4 @@ def test_slot_wins_for_a_pending_retry():
 
 def test_attempt_numbers_start_at_one():
     with pytest.raises(ValueError):
-        decide(POLICY, attempt=0, outcome=Outcome.FAILED, finished=T0, next_slot=None)
+        decide_retry(POLICY, attempt=0, outcome=Outcome.FAILED, finished=T0, next_slot=None)

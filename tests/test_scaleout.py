@@ -17,8 +17,9 @@ from helpers import build_wheel, wait_for, write_task
 from bench.redisproc import RedisServer
 from supervisor.clock import SystemClock
 from supervisor.errors import SpawnError
-from supervisor.execution.cgroups import Containment, Layout
-from supervisor.execution.executor import LaunchRequest
+from supervisor.execution.cgroup_layout import Layout
+from supervisor.execution.cgroups import Containment
+from supervisor.execution.executor import RunRequest
 from supervisor.logsetup import TaskLogs
 from supervisor.model import Limits, RunMode, Trigger
 from supervisor.scaleout.executor import RQExecutor
@@ -169,8 +170,8 @@ def test_a_slot_is_enqueued_once_even_when_two_supervisors_race(home: Path, redi
 
     due = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
-    def request(run_id: str) -> LaunchRequest:
-        return LaunchRequest(
+    def request(run_id: str) -> RunRequest:
+        return RunRequest(
             task="Once",
             run_id=run_id,
             mode=RunMode.MAIN,

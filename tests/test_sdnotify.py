@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from supervisor.system.sdnotify import Notifier, socket_address, watchdog_period_s
+from supervisor.system.sdnotify import SdNotifier, socket_address, watchdog_period_s
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,7 +47,7 @@ def _pending(sock: socket.socket) -> list[str]:
 
 def test_ready_status_stopping_arrive_as_datagrams(listener: tuple[str, socket.socket]) -> None:
     value, sock = listener
-    notifier = Notifier(value)
+    notifier = SdNotifier(value)
     try:
         assert notifier.ready("3 tasks, 0 running")
         assert sock.recv(4096) == b"READY=1\nSTATUS=3 tasks, 0 running"
@@ -61,7 +61,7 @@ def test_ready_status_stopping_arrive_as_datagrams(listener: tuple[str, socket.s
 
 def test_watchdog_cadence_is_half_the_period(listener: tuple[str, socket.socket]) -> None:
     value, sock = listener
-    notifier = Notifier(value, watchdog_s=30.0)
+    notifier = SdNotifier(value, watchdog_s=30.0)
     try:
         assert notifier.wake_interval() == 7.5
         sent = [t for t in (100.0, 101.0, 114.9, 115.0, 120.0, 129.9, 130.0, 145.0) if notifier.maybe_ping(t)]
@@ -74,7 +74,7 @@ def test_watchdog_cadence_is_half_the_period(listener: tuple[str, socket.socket]
 def test_environment_is_read_then_removed_so_tasks_do_not_inherit_it(listener: tuple[str, socket.socket]) -> None:
     value, sock = listener
     environ = {"NOTIFY_SOCKET": value, "WATCHDOG_USEC": "20000000", "WATCHDOG_PID": str(os.getpid()), "X": "1"}
-    notifier = Notifier.from_environ(environ, pid=os.getpid())
+    notifier = SdNotifier.from_environ(environ, pid=os.getpid())
     try:
         assert environ == {"X": "1"}
         assert notifier.enabled and notifier.watchdog_s == 20.0
@@ -92,14 +92,14 @@ def test_watchdog_for_another_pid_or_unset_is_off() -> None:
 
 
 def test_without_notify_socket_everything_is_a_no_op() -> None:
-    notifier = Notifier.from_environ({}, pid=os.getpid())
+    notifier = SdNotifier.from_environ({}, pid=os.getpid())
     assert not notifier.enabled
     assert not notifier.ready("x") and not notifier.maybe_ping(0.0) and not notifier.stopping()
     assert notifier.wake_interval() is None
 
 
 def test_a_vanished_manager_is_logged_once_and_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    notifier = Notifier(str(tmp_path / "gone.sock"), watchdog_s=2.0)
+    notifier = SdNotifier(str(tmp_path / "gone.sock"), watchdog_s=2.0)
     try:
         assert not notifier.ready()
         assert not notifier.maybe_ping(0.0)
@@ -121,7 +121,7 @@ def test_loop_notifier_ready_once_after_scan_status_on_change_then_stopping(
     from supervisor.system.sdnotify import LoopNotifier
 
     value, sock = listener
-    loop = LoopNotifier(Notifier(value, watchdog_s=4.0))
+    loop = LoopNotifier(SdNotifier(value, watchdog_s=4.0))
     try:
         assert loop.max_sleep() == 1.0
         loop.turn(0.0, scanned=False, tasks=0, running=0, broken=0)  # before the first scan: only the ping

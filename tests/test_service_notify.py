@@ -19,7 +19,7 @@ from harness import REPO, InProcessSupervisor, script
 from helpers import wait_for
 
 from supervisor.clock import SystemClock
-from supervisor.system.sdnotify import LoopNotifier, Notifier
+from supervisor.system.sdnotify import LoopNotifier, SdNotifier
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -138,7 +138,7 @@ class BlockableClock(SystemClock):
 def test_a_blocked_loop_sends_no_watchdog_pings_until_it_moves_again(home: Path, listener: Listener) -> None:
     _task(home, "idle", "def main():\n    return 'x'\n", every="600")
     clock = BlockableClock("in-process-supervisor")
-    notifier = LoopNotifier(Notifier(str(listener.path), watchdog_s=1.0, logger=logging.getLogger("test")))
+    notifier = LoopNotifier(SdNotifier(str(listener.path), watchdog_s=1.0, logger=logging.getLogger("test")))
     with InProcessSupervisor(home, clock=clock, notifier=notifier):
         wait_for(lambda: listener.messages("READY=1"), timeout=30, what="READY=1")
         wait_for(lambda: len(listener.messages("WATCHDOG=1")) >= 3, timeout=30, what="pings from a healthy loop")

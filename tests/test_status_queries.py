@@ -10,8 +10,8 @@ from pathlib import Path
 
 from supervisor.config.schema import read_task_config
 from supervisor.history.recorder import STREAK_LOOKBACK, failure_streak, streak_settled
-from supervisor.history.store import Records
-from supervisor.history.writebehind import WriteBehindRecords
+from supervisor.history.store import HistoryStore
+from supervisor.history.writebehind import WriteBehindStore
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.paths import Paths
 from supervisor.query.offline import STREAK_SLICE, OfflineStatus
@@ -39,14 +39,14 @@ def _row(
     )
 
 
-def _write(records: Records, row: RunRecord) -> None:
+def _write(records: HistoryStore, row: RunRecord) -> None:
     if row.outcome is None:
         records.start_run(row)
     else:
         records.record_instant(row)
 
 
-def _varied_history(records: Records) -> list[str]:
+def _varied_history(records: HistoryStore) -> list[str]:
     """Tasks with mixed outcomes, open rows (also the newest), equal start times, retries, a long failure
     run, a task with only open rows and a task with none; returns every name, including the empty one."""
     names = [f"t{i:02d}" for i in range(7)]
@@ -65,7 +65,7 @@ def _varied_history(records: Records) -> list[str]:
 
 
 def test_last_finished_each_and_newest_each_equal_the_per_task_queries(tmp_path: Path) -> None:
-    with Records(tmp_path / "history.sqlite3") as records:
+    with HistoryStore(tmp_path / "history.sqlite3") as records:
         names = _varied_history(records)
         last = records.last_finished_each(names)
         assert {n: last.get(n) for n in names} == {n: records.last_finished(n) for n in names}
@@ -76,7 +76,7 @@ def test_last_finished_each_and_newest_each_equal_the_per_task_queries(tmp_path:
 
 
 def test_batched_reads_split_many_names_into_chunks(tmp_path: Path) -> None:
-    with Records(tmp_path / "history.sqlite3") as records:
+    with HistoryStore(tmp_path / "history.sqlite3") as records:
         names = [f"task-{i:04d}" for i in range(1200)]  # more than one statement's worth of names
         for i in range(0, 1200, 7):
             _write(records, _row(f"x{i}", task=names[i], minute=i, outcome=Outcome.FAILED))
@@ -88,7 +88,7 @@ def test_batched_reads_split_many_names_into_chunks(tmp_path: Path) -> None:
 def test_the_write_behind_overlay_is_laid_over_the_batched_read(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
     logger = logging.Logger(f"test.status-queries.{uuid.uuid4().hex}")
-    history = WriteBehindRecords.wrap(Records(path), logger=logger)
+    history = WriteBehindStore.wrap(HistoryStore(path), logger=logger)
     try:
         holder = sqlite3.connect(path, isolation_level=None)
         _write(history, _row("stored", task="a", minute=1, outcome=Outcome.OK))
@@ -111,7 +111,7 @@ def test_the_write_behind_overlay_is_laid_over_the_batched_read(tmp_path: Path) 
 
 
 def test_streak_settled_only_when_a_final_ok_is_in_the_slice(tmp_path: Path) -> None:
-    with Records(tmp_path / "history.sqlite3") as records:
+    with HistoryStore(tmp_path / "history.sqlite3") as records:
         names = _varied_history(records)
         for name in names:
             full = records.history(name, limit=STREAK_LOOKBACK)
@@ -124,7 +124,7 @@ def test_streak_settled_only_when_a_final_ok_is_in_the_slice(tmp_path: Path) -> 
         assert streak_settled(records.history("t05", limit=1)) and failure_streak(records.history("t05")) == 0
 
 
-def _per_task_document(paths: Paths, records: Records) -> dict[str, object]:
+def _per_task_document(paths: Paths, records: HistoryStore) -> dict[str, object]:
     """The offline document as it was built before the batched reads: everything read per task."""
     from supervisor.discovery.scan import scan_tasks
     from supervisor.errors import TaskAutomationError
@@ -165,11 +165,11 @@ def test_offline_document_equals_the_per_task_build_and_follows_configs_and_hist
         if name in configs:
             paths.task_config(name).write_text(configs[name])
     paths.database.parent.mkdir(parents=True, exist_ok=True)
-    with Records(paths.database) as writer:
+    with HistoryStore(paths.database) as writer:
         _varied_history(writer)
         writer.pause("t05", since=T0)
     offline = OfflineStatus(paths, zone=lambda: timezone.utc)
-    with Records(paths.database, readonly=True) as records:
+    with HistoryStore(paths.database, readonly=True) as records:
         first = offline.document(records, reuse=True)
         assert first == _per_task_document(paths, records)
         assert [t["consecutive_failures"] for t in first["tasks"] if t["name"] == "t04"] == [23]
@@ -180,7 +180,7 @@ def test_offline_document_equals_the_per_task_build_and_follows_configs_and_hist
         assert second is not first and second == _per_task_document(paths, records)
         assert "50" in str(next(t for t in second["tasks"] if t["name"] == "t00")["schedule"])
 
-        with Records(paths.database) as writer:  # a commit by another connection
+        with HistoryStore(paths.database) as writer:  # a commit by another connection
             _write(writer, _row("newest", task="fresh", minute=90, outcome=Outcome.FAILED))
         third = offline.document(records, reuse=True)
         assert third == _per_task_document(paths, records)

@@ -22,7 +22,7 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
 from supervisor.config.listen import parse_listen
-from supervisor.history.store import Records
+from supervisor.history.store import HistoryStore
 from supervisor.model import Outcome
 from supervisor.paths import Paths
 from supervisor.web.app import WebConfig, create_app
@@ -224,7 +224,7 @@ def test_the_run_stream_sends_new_lines_then_the_outcome(home: Path) -> None:
         with open(log, "a") as f:
             f.write(log_line(run_id, "<live> line"))
         assert until("<live> line")
-        with Records(Paths(home).database) as records:
+        with HistoryStore(Paths(home).database) as records:
             opened = records.run(run_id)
             assert opened is not None
             records.finish_run(run_id, finished=opened.started, outcome=Outcome.OK, duration_s=1.0)

@@ -18,7 +18,7 @@ from supervisor.config.listen import ListenError, allowed_hosts, host_allowed, p
 from supervisor.config.schema import parse_home_config
 from supervisor.core.pausing import PauseBook
 from supervisor.errors import ConfigError
-from supervisor.history.store import OutcomeBin, Records
+from supervisor.history.store import HistoryStore, OutcomeBin
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.web import auth
 from supervisor.web.child import Backoff, WebChild
@@ -204,16 +204,16 @@ def test_the_follower_survives_a_rotation_and_waits_for_whole_lines(tmp_path: Pa
 def test_pauses_persist_keep_their_first_time_and_name_unknown_tasks(tmp_path: Path) -> None:
     db = tmp_path / "history.sqlite3"
     times = iter([T0, T0 + timedelta(hours=1)])
-    with Records(db) as records:
+    with HistoryStore(db) as records:
         book = PauseBook(records, now=lambda: next(times))
         first = book.handle("pause", {"name": "a"}, known=lambda n: n == "a")
         assert first == {"ok": True, "task": "a", "paused": True, "since": T0.isoformat(), "changed": True}
         again = book.handle("pause", {"name": "a"}, known=lambda n: n == "a")
         assert again["since"] == T0.isoformat() and not again["changed"]
         assert book.handle("pause", {"name": "zz"}, known=lambda n: n == "a")["code"] == "unknown-task"
-    with Records(db, readonly=True) as reader:  # another process, after a restart
+    with HistoryStore(db, readonly=True) as reader:  # another process, after a restart
         assert reader.paused() == {"a": T0}
-    with Records(db) as records:
+    with HistoryStore(db) as records:
         book = PauseBook(records, now=lambda: T0)
         assert book.since("a") == T0
         assert book.handle("resume", {"name": "a"}, known=lambda n: True)["changed"]
@@ -222,7 +222,7 @@ def test_pauses_persist_keep_their_first_time_and_name_unknown_tasks(tmp_path: P
 
 def test_history_filters_pages_and_finds_runs(tmp_path: Path) -> None:
     ids = add_runs(tmp_path, "a", [Outcome.OK, Outcome.FAILED, None])
-    with Records(tmp_path / "logs" / "state" / "history.sqlite3", readonly=True) as records:
+    with HistoryStore(tmp_path / "logs" / "state" / "history.sqlite3", readonly=True) as records:
         assert [r.run_id for r in records.history("a", limit=1, offset=1)] == [ids[1]]
         assert [r.run_id for r in records.history("a", outcomes=(Outcome.FAILED,))] == [ids[1]]
         assert records.run(ids[2]) is not None and records.run("nope") is None

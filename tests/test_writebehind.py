@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 
-from supervisor.history.store import Records
-from supervisor.history.writebehind import WriteBehindRecords
+from supervisor.history.store import HistoryStore
+from supervisor.history.writebehind import WriteBehindStore
 from supervisor.logsetup import LogErrorReporter, TaskLogs, setup_supervisor_logging
 from supervisor.model import Outcome, RunRecord, Trigger
 
@@ -65,7 +65,7 @@ def _stored(path: Path) -> dict[str, str | None]:
 def test_a_held_write_lock_does_not_stall_the_caller_nor_mislabel_a_finished_run(tmp_path: Path, log) -> None:
     logger, lines = log
     path = tmp_path / "history.sqlite3"
-    history = WriteBehindRecords.wrap(Records(path), logger=logger)
+    history = WriteBehindStore.wrap(HistoryStore(path), logger=logger)
     try:
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
@@ -130,7 +130,7 @@ def _fill(folder: Path) -> Path:
 def test_rows_written_on_a_full_disk_are_kept_and_flushed_when_space_returns(small_tmpfs: Path, log) -> None:
     logger, lines = log
     path = small_tmpfs / "history.sqlite3"
-    history = WriteBehindRecords.wrap(Records(path), logger=logger)
+    history = WriteBehindStore.wrap(HistoryStore(path), logger=logger)
     try:
         filler = _fill(small_tmpfs)
         big = "x" * 60_000  # rows that need new pages, so SQLite must grow its files
@@ -274,7 +274,7 @@ def test_filtered_history_and_run_lookup_see_queued_rows(tmp_path: Path, log) ->
     """`history --outcome/--since` and `run-now --wait` read through the queue like every other read."""
     logger, _ = log
     path = tmp_path / "history.sqlite3"
-    history = WriteBehindRecords.wrap(Records(path), logger=logger)
+    history = WriteBehindStore.wrap(HistoryStore(path), logger=logger)
     try:
         history.start_run(_record(0))
         history.finish_run("run-000", finished=T0 + timedelta(seconds=3), outcome=Outcome.FAILED, duration_s=3.0)

@@ -13,7 +13,7 @@ from helpers import wait_for
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from supervisor.history.store import Records  # noqa: E402
+from supervisor.history.store import HistoryStore  # noqa: E402
 from supervisor.model import Outcome, RunRecord, Trigger  # noqa: E402
 
 TOKEN = "t" * 64
@@ -39,7 +39,7 @@ def add_runs(
 ) -> list[str]:
     """One history row per outcome (None = still open), ``step`` apart; returns the run ids in order."""
     ids = []
-    with Records(home / "logs" / "state" / "history.sqlite3") as records:
+    with HistoryStore(home / "logs" / "state" / "history.sqlite3") as records:
         for i, outcome in enumerate(outcomes):
             started = start + step * i
             run_id = f"{started:%Y%m%dT%H%M%S}-{task[:8].encode().hex()}{i:04x}"

@@ -11,6 +11,7 @@ import argparse
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 from .. import __version__
 from ..model import Outcome
@@ -89,129 +90,170 @@ def _positive(text: str) -> float:
 # ------------------------------------------------------------------------------------------------ parsers
 def add_options(command: str, p: argparse.ArgumentParser) -> None:
     """The options of one command (shared by the COMMAND form and the main.py/terminate.py form)."""
-    if command == "status":
-        p.add_argument("--json", action="store_true", help="print the status document (stable schema)")
-        p.add_argument("--utc", action="store_true", help="show times in UTC instead of the local zone")
-        p.add_argument(
-            "--why",
-            action="store_true",
-            help="explain every task's state and next run in full (default: only tasks that are not plainly scheduled)",
-        )
-        p.add_argument(
-            "--check",
-            action="store_true",
-            help="exit 1 when any task is in error or env-failed or its last finished run failed "
-            "(for scripts and monitors)",
-        )
-    elif command == "history":
-        p.add_argument("name", help="the task (its folder name under Tasks/)")
-        p.add_argument("--json", action="store_true", help='print {"runs": [...]} (stable schema)')
-        p.add_argument(
-            "-n", "--limit", type=int, default=20, metavar="N", help="show the newest N runs that match (default 20)"
-        )
-        p.add_argument(
-            "--outcome",
-            type=_outcome_list,
-            action="append",
-            metavar="OUTCOME[,OUTCOME]",
-            help="only runs with these outcomes (repeatable), e.g. failed,timeout",
-        )
-        p.add_argument(
-            "--since",
-            type=_since,
-            metavar="WHEN",
-            help="only runs started at or after WHEN: 2026-11-01, 2026-11-01T08:00 (local unless "
-            "it has an offset), or an age such as 90m, 12h, 7d",
-        )
-        p.add_argument("--utc", action="store_true", help="show times in UTC instead of the local zone")
-    elif command == "run-now":
-        p.add_argument("name", help="the task to run")
-        p.add_argument(
-            "--wait", action="store_true", help="print the run's log lines until it ends; exit 0 if it ended ok, else 1"
-        )
-        p.add_argument(
-            "--timeout",
-            type=_positive,
-            metavar="S",
-            help="with --wait: give up waiting after S seconds (exit 1; the run goes on)",
-        )
-    elif command == "logs":
-        p.add_argument("name", help="the task whose log to print")
-        p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
-        p.add_argument(
-            "-n",
-            "--limit",
-            "--lines",
-            dest="limit",
-            type=int,
-            default=50,
-            metavar="N",
-            help="print the last N lines first (default 50; 0 for none)",
-        )
-    elif command == "validate":
-        p.add_argument("name", nargs="?", help="check only this task (default: every task and the home config)")
-    elif command == "new":
-        p.add_argument("name", help="the new task's folder name (a Python identifier, e.g. fetch_weather)")
-        p.add_argument(
-            "--enable",
-            action="store_true",
-            help="create it enabled (default: Enabled = False until you say it is ready)",
-        )
-    elif command == "worker":
-        p.add_argument(
-            "--redis",
-            required=True,
-            metavar="URL",
-            help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)",
-        )
-        p.add_argument(
-            "--queues",
-            default="default",
-            metavar="A,B",
-            help="comma-separated queues to serve, in priority order (default: default)",
-        )
-        p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
-        p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
-    elif command == "install-systemd":
-        p.add_argument(
-            "--user",
-            action="store_true",
-            help="a user unit (~/.config/systemd/user) instead of a system unit (/etc/systemd/system)",
-        )
-        p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
-        p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
-        p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR", help="write the unit into DIR instead")
-    elif command == "doctor":
-        p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
-    elif command == "notify-test":
-        p.add_argument("name", help="the task whose [Notify] channels to test")
-    elif command == "next":
-        p.add_argument("name", help="the task (its folder name under Tasks/)")
-        p.add_argument("--count", type=int, default=5, metavar="N", help="how many due times (default 5)")
-        p.add_argument(
-            "--from",
-            dest="start",
-            metavar="TIME",
-            help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
-            "without an offset TIME is read in the task's zone)",
-        )
-        p.add_argument("--json", action="store_true", help='print {"task": NAME, "next": [ISO, ...]} (stable schema)')
-    elif command in ("pause", "resume"):
+    if command in ("pause", "resume"):
         p.add_argument("name", help=f"the task to {command}")
-    elif command == "web":
-        p.add_argument(
-            "--listen",
-            default=None,
-            metavar="HOST:PORT",
-            help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)",
-        )
-        p.add_argument(
-            "--url",
-            action="store_true",
-            help="print the login URL and exit (e.g. for the dashboard the supervisor runs because of [Web] Listen)",
-        )
-        p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    elif command in _OPTIONS:
+        _OPTIONS[command](p)
 
+
+def _status_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the status document (stable schema)")
+    p.add_argument("--utc", action="store_true", help="show times in UTC instead of the local zone")
+    p.add_argument(
+        "--why",
+        action="store_true",
+        help="explain every task's state and next run in full (default: only tasks that are not plainly scheduled)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when any task is in error or env-failed or its last finished run failed "
+        "(for scripts and monitors)",
+    )
+
+
+def _history_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the task (its folder name under Tasks/)")
+    p.add_argument("--json", action="store_true", help='print {"runs": [...]} (stable schema)')
+    p.add_argument(
+        "-n", "--limit", type=int, default=20, metavar="N", help="show the newest N runs that match (default 20)"
+    )
+    p.add_argument(
+        "--outcome",
+        type=_outcome_list,
+        action="append",
+        metavar="OUTCOME[,OUTCOME]",
+        help="only runs with these outcomes (repeatable), e.g. failed,timeout",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only runs started at or after WHEN: 2026-11-01, 2026-11-01T08:00 (local unless "
+        "it has an offset), or an age such as 90m, 12h, 7d",
+    )
+    p.add_argument("--utc", action="store_true", help="show times in UTC instead of the local zone")
+
+
+def _run_now_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the task to run")
+    p.add_argument(
+        "--wait", action="store_true", help="print the run's log lines until it ends; exit 0 if it ended ok, else 1"
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="S",
+        help="with --wait: give up waiting after S seconds (exit 1; the run goes on)",
+    )
+
+
+def _logs_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the task whose log to print")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
+    p.add_argument(
+        "-n",
+        "--limit",
+        "--lines",
+        dest="limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="print the last N lines first (default 50; 0 for none)",
+    )
+
+
+def _validate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="check only this task (default: every task and the home config)")
+
+
+def _new_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the new task's folder name (a Python identifier, e.g. fetch_weather)")
+    p.add_argument(
+        "--enable",
+        action="store_true",
+        help="create it enabled (default: Enabled = False until you say it is ready)",
+    )
+
+
+def _worker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--redis",
+        required=True,
+        metavar="URL",
+        help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)",
+    )
+    p.add_argument(
+        "--queues",
+        default="default",
+        metavar="A,B",
+        help="comma-separated queues to serve, in priority order (default: default)",
+    )
+    p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
+
+
+def _install_systemd_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--user",
+        action="store_true",
+        help="a user unit (~/.config/systemd/user) instead of a system unit (/etc/systemd/system)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+    p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
+    p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR", help="write the unit into DIR instead")
+
+
+def _doctor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help='print {"checks": [...]} (stable schema)')
+
+
+def _notify_test_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the task whose [Notify] channels to test")
+
+
+def _next_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the task (its folder name under Tasks/)")
+    p.add_argument("--count", type=int, default=5, metavar="N", help="how many due times (default 5)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="compute as if now were TIME, with no history (ISO 8601, e.g. 2026-03-28T12:00; "
+        "without an offset TIME is read in the task's zone)",
+    )
+    p.add_argument("--json", action="store_true", help='print {"task": NAME, "next": [ISO, ...]} (stable schema)')
+
+
+def _web_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="address to serve on (default: [Web] Listen in taskautomation.ini, else 127.0.0.1:8765)",
+    )
+    p.add_argument(
+        "--url",
+        action="store_true",
+        help="print the login URL and exit (e.g. for the dashboard the supervisor runs because of [Web] Listen)",
+    )
+    p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+
+
+_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "status": _status_options,
+    "history": _history_options,
+    "run-now": _run_now_options,
+    "logs": _logs_options,
+    "validate": _validate_options,
+    "new": _new_options,
+    "worker": _worker_options,
+    "install-systemd": _install_systemd_options,
+    "doctor": _doctor_options,
+    "notify-test": _notify_test_options,
+    "next": _next_options,
+    "web": _web_options,
+}
 
 SUBCOMMANDS = {
     "run": "run the supervisor in the foreground",

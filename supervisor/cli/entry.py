@@ -119,10 +119,10 @@ def _live(paths: Paths, command: str, args: dict[str, Any] | None = None) -> dic
 
 def offline_status(paths: Paths) -> dict[str, Any]:
     """Status from the task folders and the history database when no supervisor runs."""
-    from ..history.store import Records
+    from ..history.store import HistoryStore
     from ..query.offline import OfflineStatus
 
-    records = Records(paths.database, readonly=True)
+    records = HistoryStore(paths.database, readonly=True)
     try:
         return OfflineStatus(paths).document(records)
     finally:
@@ -169,11 +169,11 @@ def _status_check_exit(status: dict[str, Any]) -> int:
 
 
 def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
-    from ..history.store import Records
+    from ..history.store import HistoryStore
     from ..query.status import history_json
 
     outcomes = [o for group in args.outcome or [] for o in group]
-    records = Records(paths.database, readonly=True)
+    records = HistoryStore(paths.database, readonly=True)
     try:
         runs = records.history(args.name, limit=max(1, args.limit), outcomes=outcomes, since=args.since)
         known = bool(runs) or bool(records.history(args.name, limit=1))
@@ -364,11 +364,11 @@ def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:
     reply = _live(paths, args.command, {"name": args.name, "by": "cli"})
     if reply is None:
         from ..core.pausing import PauseBook
-        from ..history.store import Records
+        from ..history.store import HistoryStore
 
         if not paths.task_dir(args.name).is_dir():
             raise TaskAutomationError(f"no task named {args.name!r} in {paths.tasks}")
-        with Records(paths.database) as records:
+        with HistoryStore(paths.database) as records:
             reply = PauseBook(records, now=lambda: datetime.now(timezone.utc)).handle(
                 args.command, {"name": args.name, "by": "cli"}, known=lambda _: True
             )

@@ -74,11 +74,3 @@ class LogFollower:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def log_size(path: Path) -> int:
-    """The current size of a log (0 when it does not exist yet): where a follower should start."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 
 from ..config.schema import read_task_config
 from ..errors import TaskAutomationError
 from ..model import TaskSpec
 from ..paths import Paths
+from ..query.timefmt import relative
 from ..scheduling.triggers import trigger_for, upcoming, zone_for
 from ..scheduling.windows import local_zone
 
@@ -71,20 +72,3 @@ def render(spec: TaskSpec, times: list[datetime], *, reference: datetime, zone: 
     width = max(len(row[0]) for row in rows)
     lines.extend(f"{a.ljust(width)}  {b}" for a, b in rows)
     return lines
-
-
-def relative(delta: timedelta) -> str:
-    """'now', 'in 45 s', 'in 4 min', 'in 2 h 5 min', 'in 3 days 4 h' (rounded down to the unit shown)."""
-    seconds = int(delta.total_seconds())
-    if seconds <= 0:
-        return "now"
-    if seconds < 60:
-        return f"in {seconds} s"
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if seconds < 3600:
-        return f"in {minutes} min"
-    if seconds < 86400:
-        rest = minutes % 60
-        return f"in {hours} h" + (f" {rest} min" if rest else "")
-    rest = hours % 24
-    return f"in {days} day{'s' if days != 1 else ''}" + (f" {rest} h" if rest else "")

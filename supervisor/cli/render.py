@@ -7,6 +7,7 @@ Policies:
 
 * Every time carries its zone (``14:05:09 CET``, ``Nov 30 02:00 EST``): local to the reader's machine (its
   ``TZ``), or UTC with ``--utc``. Times of the current day show the time only, others the date too.
+* Durations read as on the dashboard (``0.02 s``, ``2 min 5 s``: see ``query.timefmt``).
 * Tables fit the given width (80 when output is piped): the widest free-text column is cut first, with
   ``…``, down to a minimum; only a table that cannot fit even then is left wider.
 * Colour only when ``View.colour`` says so (a terminal, and ``NO_COLOR`` unset; see ``wants_colour``):
@@ -22,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence, TextIO
+
+from ..query.timefmt import duration
 
 ELLIPSIS = "…"
 RESET = "\x1b[0m"
@@ -101,20 +104,6 @@ def format_full_time(iso: str, view: View) -> str:
     """A full date and time with its zone, for sentences (``2026-11-29 14:05:09 CET``)."""
     moment = _zoned(datetime.fromisoformat(iso), view)
     return f"{moment:%Y-%m-%d %H:%M:%S} {zone_name(moment)}"
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def cut(text: str, width: int) -> str:
@@ -201,7 +190,7 @@ def render_status(status: Mapping[str, Any], view: View, *, home: str, why_all: 
                 format_time(task.get("next_run"), view),
                 format_time(last.get("started"), view),
                 outcome,
-                format_duration(last.get("duration_s")),
+                duration(last.get("duration_s")),
             ]
         )
         colours.append([None, STATE_COLOURS.get(task["state"]), None, None, OUTCOME_COLOURS.get(outcome), None])
@@ -260,7 +249,7 @@ def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
                 trigger,
                 format_time(run["started"], view),
                 outcome,
-                format_duration(run.get("duration_s")),
+                duration(run.get("duration_s")),
                 f"{peak:.0f}" if peak else "-",
                 message[-1] if message else "",
             ]
@@ -276,5 +265,5 @@ def outcome_line(run: Mapping[str, Any], view: View) -> str:
     tail = f": {message[-1]}" if message else ""
     return (
         f"run {run['run_id']} of {run['task']!r}: {paint(outcome, OUTCOME_COLOURS.get(outcome), view)} "
-        f"in {format_duration(run.get('duration_s'))}{tail}"
+        f"in {duration(run.get('duration_s'))}{tail}"
     )

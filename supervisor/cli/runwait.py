@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import TaskAutomationError
-from ..history.store import Records, record_to_json
+from ..history.store import HistoryStore, record_to_json
 from .follow import LogFollower
 
 POLL_S = 0.1
@@ -54,7 +54,7 @@ def wait_for_run(waiting: Waiting, follower: LogFollower, *, timeout: float | No
     finished: dict[str, Any] | None = None
     finished_at = 0.0
     emitted: list[str] = []
-    records = Records(waiting.database, readonly=True)
+    records = HistoryStore(waiting.database, readonly=True)
     try:
         while True:
             for line in follower.read_lines():

@@ -41,14 +41,14 @@ from ..discovery.scan import diff_tasks, scan_tasks
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError, TaskLoadError
 from ..events import ControlRequest, EnvBuilt, Event, Inbox, RescanRequested, RunReported, StopRequested
-from ..execution.executor import Executor, LaunchRequest, new_run_id
+from ..execution.executor import Executor, RunRequest, new_run_id
 from ..execution.outcome import StopCause, StopRequest
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
 from ..model import HomeConfig, Outcome, RunMode, RunRecord, RunResult, RunStarted, TaskPhase, Trigger
 from ..paths import Paths
 from ..query.status import SupervisorView, TaskView, status_json, view_of
-from ..system.sdnotify import LoopNotifier, Notifier
+from ..system.sdnotify import LoopNotifier, SdNotifier
 from .lifecycle import InFlight, TaskState, is_gone, is_scheduled
 from .pausing import PauseBook
 from .requests import answer
@@ -108,7 +108,7 @@ class Supervisor(RunBook):
         self.next_safety_rescan = clock.monotonic() + safety_rescan_s
         self.watcher_factory = watcher_factory
         # systemd (sdnotify.py): READY after the first scan, STATUS, WATCHDOG from this thread, STOPPING.
-        self.notifier = notifier if notifier is not None else LoopNotifier(Notifier(None))
+        self.notifier = notifier if notifier is not None else LoopNotifier(SdNotifier(None))
         self.watcher: Any = None
         self.started_at = clock.now()
         self.clock_steps = StepDetector(clock, tolerance_s=CLOCK_STEP_TOLERANCE_S)
@@ -357,7 +357,7 @@ class Supervisor(RunBook):
         )
         if mode is RunMode.MAIN and not (queued and queued.run_id):
             self.history.opened(record)  # before the spawn: survives a crash
-        request = LaunchRequest(
+        request = RunRequest(
             task=st.name,
             run_id=run_id,
             mode=mode,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from ..history.store import Records
+from ..history.store import HistoryStore
 
 PAUSE_COMMANDS = ("pause", "resume")
 
@@ -23,7 +23,7 @@ PAUSE_COMMANDS = ("pause", "resume")
 class PauseBook:
     """The paused tasks of one home: a cache of the ``paused`` table, written through."""
 
-    def __init__(self, records: Records, *, now: Callable[[], datetime]) -> None:
+    def __init__(self, records: HistoryStore, *, now: Callable[[], datetime]) -> None:
         self._records = records
         self._now = now
         self._paused: dict[str, datetime] = records.paused()

@@ -9,7 +9,7 @@ Policies:
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
   slots.py when every slot is taken (state ``queued``). A manual run-now bypasses the cap.
 * [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
-  ``retry.decide`` picks the time of the next attempt; the attempt is published with ``final=False`` and
+  ``retry.decide_retry`` picks the time of the next attempt; the attempt is published with ``final=False`` and
   the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
   next slot wins: a retry not due before it, or still waiting for a run slot when it comes, is dropped.
   Manual runs are not retried.
@@ -31,7 +31,7 @@ from ..history.recorder import RunHistory, streak_after
 from ..logsetup import TaskLogs
 from ..model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunStarted, Trigger
 from ..paths import Paths
-from ..scheduling.retry import PendingRetry, decide, slot_wins
+from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
 from .lifecycle import TaskState, is_scheduled
 from .slots import QueuedRun, RunQueue
 from .tasks import TaskBook
@@ -219,7 +219,7 @@ class RunBook(TaskBook):
             or record.trigger is Trigger.MANUAL
         ):
             return True
-        decision = decide(
+        decision = decide_retry(
             st.spec.retry,
             attempt=record.attempt,
             outcome=record.outcome,

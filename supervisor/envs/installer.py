@@ -48,14 +48,6 @@ def index_unreachable(output: str) -> bool:
     return _UNREACHABLE_RE.search(output) is not None
 
 
-def signal_name(number: int) -> str:
-    """``SIGKILL`` for 9; ``signal 99`` for a number that names no signal."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 def summarize_installer_output(output: str) -> str:
     """The meaningful line(s) of a failed install, for an error message; the tail when nothing matches."""
     clean = [_ANSI_RE.sub("", line).rstrip() for line in output.splitlines()]

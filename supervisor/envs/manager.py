@@ -39,6 +39,7 @@ from ..errors import ConfigError, EnvBuildError
 from ..model import EnvStatus
 from ..paths import Paths
 from ..safefile import UnsafeFileError
+from ..signals import signal_name
 from .health import env_interpreter_problem
 from .installer import (
     InstallerRunner,
@@ -47,7 +48,6 @@ from .installer import (
     python_identity,
     python_version,
     run_installer,
-    signal_name,
     summarize_installer_output,
 )
 from .locks import KeyLocks

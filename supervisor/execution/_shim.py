@@ -252,7 +252,15 @@ def _monitor(
     groups: Sequence[str] = (),
     parents: Sequence[str] = (),
 ) -> NoReturn:
-    """Parent side: supervise ``child`` and everything it starts; exit when none of it is left."""
+    """Parent side: supervise ``child`` and everything it starts; exit when none of it is left.
+
+    One function on purpose (the one exception to the package's 60-line rule, see tests/test_sizes.py): it
+    runs once per run in a fresh interpreter, and its state (the child's status, the stop reason, the kill
+    deadline, what was signalled) is shared by a signal handler, the reaper and the select loop. Kept as
+    locals and closures, that state needs no class, no module globals and no import beyond the stdlib
+    modules it already has, and the loop reads it at local-variable speed; split into module functions it
+    would have to travel in an object or in globals a signal handler writes.
+    """
     import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
     import select
     import time

@@ -35,9 +35,9 @@ from typing import Callable, Mapping, Protocol
 from ..clock import Clock
 from ..events import Event, RunReported
 from ..logsetup import TaskLogs
-from ..model import LaunchSpec, Limits, RunMode, RunResult, Trigger
+from ..model import Limits, ProcessLaunch, RunMode, RunResult, Trigger
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
-from .outcome import ProcessReport, StopCause, StopRequest, decide
+from .outcome import ProcessReport, StopCause, StopRequest, decide_outcome
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
 from .secrets import NO_MASKER, Masker, SecretStore
 
@@ -47,8 +47,12 @@ BACKSTOP_S = 5.0  # extra wait past a stop's grace before the executor kills the
 
 
 @dataclass(frozen=True)
-class LaunchRequest:
-    """One process the loop wants started: a run of main() or an initialize() call."""
+class RunRequest:
+    """What the loop asks an executor for: one run of main() or one initialize() call, wherever it executes.
+
+    A ``LocalExecutor`` turns it into a ``ProcessLaunch`` (model/runs.py) for its runner; a remote executor
+    sends it to a worker, which does the same there.
+    """
 
     task: str
     run_id: str
@@ -67,7 +71,7 @@ class LaunchRequest:
 class Executor(Protocol):
     """Runs processes for the loop. Every method is called on the loop thread only."""
 
-    def launch(self, request: LaunchRequest) -> None:
+    def launch(self, request: RunRequest) -> None:
         """Start it; raise a TaskAutomationError (``transient`` set where retrying may help) if it cannot."""
 
     def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
@@ -94,7 +98,7 @@ class Executor(Protocol):
 @dataclass
 class _Active:
     process: RunProcess
-    request: LaunchRequest
+    request: RunRequest
     started_mono: float
     deadline: float | None  # monotonic time of TimeoutSeconds
     next_sample: float
@@ -140,7 +144,7 @@ class LocalExecutor:
         # run id -> masker, read by relay threads (a dict lookup; written on the loop thread before the spawn)
         self._maskers: dict[str, Masker] = {}
 
-    def launch(self, request: LaunchRequest) -> None:
+    def launch(self, request: RunRequest) -> None:
         base: Mapping[str, str] = os.environ
         masker = NO_MASKER
         if self.secrets is not None:
@@ -153,7 +157,7 @@ class LocalExecutor:
             self._maskers.pop(request.run_id, None)
             raise
 
-    def _spawn(self, request: LaunchRequest, base: Mapping[str, str], masker: Masker) -> None:
+    def _spawn(self, request: RunRequest, base: Mapping[str, str], masker: Masker) -> None:
         env = child_environment(
             base,
             task=request.task,
@@ -164,7 +168,7 @@ class LocalExecutor:
             cookie=self.cookie_prefix + request.run_id,
         )
         group = self._contain(request.run_id, request.limits, env)
-        spec = LaunchSpec(
+        spec = ProcessLaunch(
             task=request.task,
             run_id=request.run_id,
             mode=request.mode,
@@ -331,7 +335,7 @@ class LocalExecutor:
             self._stop(active, stop)
 
     # ------------------------------------------------------------------ end
-    def _on_exit(self, spec: LaunchSpec, report: ProcessReport) -> None:
+    def _on_exit(self, spec: ProcessLaunch, report: ProcessReport) -> None:
         """Relay thread: the processes are gone; the outcome is decided on the loop thread (it owns stops)."""
         self.post(RunReported(lambda: self._settle(spec.run_id, report)))
 
@@ -342,7 +346,7 @@ class LocalExecutor:
         if active.group is not None:
             self._end_group(active, active.group)
         self._maskers.pop(run_id, None)
-        decision = decide(report, stop=active.stop)
+        decision = decide_outcome(report, stop=active.stop)
         process, request, mask = active.process, active.request, active.masker.mask
         return RunResult(
             run_id=run_id,
@@ -395,7 +399,7 @@ class LocalExecutor:
         sweep_cookie(self.cookie_prefix)
         self.containment.close()
 
-    def _on_output(self, spec: LaunchSpec, line: str) -> None:
+    def _on_output(self, spec: ProcessLaunch, line: str) -> None:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""
         line = self._maskers.get(spec.run_id, NO_MASKER).mask(line)
         self._task_line(spec.task, f"[{'run' if spec.mode is RunMode.MAIN else 'init'} {spec.run_id}] {line}")

@@ -12,10 +12,10 @@ Policy, in order:
 from __future__ import annotations
 
 import enum
-import signal as signals
 from dataclasses import dataclass
 
 from ..model import Outcome
+from ..signals import signal_name
 from . import _wire as wire
 
 
@@ -67,14 +67,8 @@ class Decision:
     leftovers: int = 0  # processes still alive after main() returned (killed by the monitor)
 
 
-def signal_name(number: int) -> str:
-    try:
-        return signals.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def decide(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
+def decide_outcome(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
+    """The one outcome of a finished run, by the policy above, in its order."""
     task = report.task
     monitor = report.monitor
     status = task.status if task else None

@@ -11,7 +11,7 @@ Policy:
   (graceful) or ``K`` (kill now) to the run's control pipe. If the supervisor dies the pipe reaches EOF and the
   monitor stops the tree on its own.
 * The reader thread ends when the monitor has exited, then calls ``on_exit`` with a ``ProcessReport``; it never
-  decides the outcome (``outcome.decide`` does, on the loop thread).
+  decides the outcome (``outcome.decide_outcome`` does, on the loop thread).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Sequence
 import psutil
 
 from ..errors import SpawnError
-from ..model import LaunchSpec
+from ..model import ProcessLaunch
 from . import _contain as contain
 from . import _wire as wire
 from ._shim import descendants
@@ -76,7 +76,7 @@ def child_environment(
 class RunProcess:
     """A live run: its monitor process, its control pipe, and the thread relaying its output."""
 
-    def __init__(self, spec: LaunchSpec, popen: subprocess.Popen[bytes], control_w: int) -> None:
+    def __init__(self, spec: ProcessLaunch, popen: subprocess.Popen[bytes], control_w: int) -> None:
         self.spec = spec
         self.popen = popen
         self.pid = popen.pid
@@ -162,8 +162,8 @@ class Runner:
         self,
         *,
         output_cap_bytes: int,
-        on_output: Callable[[LaunchSpec, str], None],
-        on_exit: Callable[[LaunchSpec, ProcessReport], None],
+        on_output: Callable[[ProcessLaunch, str], None],
+        on_exit: Callable[[ProcessLaunch, ProcessReport], None],
         popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
         shim: Path = SHIM_PATH,
     ) -> None:
@@ -176,7 +176,7 @@ class Runner:
         self._threads_lock = threading.Lock()
         _cache_shim_bytecode()
 
-    def launch(self, spec: LaunchSpec) -> RunProcess:
+    def launch(self, spec: ProcessLaunch) -> RunProcess:
         """Start the shim for ``spec``. Raises SpawnError (naming the task and the cause) if it cannot."""
         if not Path(spec.python).exists():
             raise SpawnError(f"task {spec.task!r}: interpreter {spec.python} does not exist")
@@ -236,55 +236,10 @@ class Runner:
         return not any(t.is_alive() for t in threads)
 
     def _relay(self, run: RunProcess, out_r: int, report_r: int) -> None:
-        total = kept = dropped = 0
-        pending = b""
-
-        def take(chunk: bytes) -> None:
-            nonlocal total, kept, dropped, pending
-            total += len(chunk)
-            room = self._cap - kept
-            if room <= 0:
-                dropped += len(chunk)
-                return
-            if len(chunk) > room:
-                dropped += len(chunk) - room
-                chunk = chunk[:room]
-            kept += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                self._on_output(run.spec, line.decode("utf-8", "replace"))
-
-        # Escapees that inherited stdout could hold the pipe open after the monitor died, so EOF alone cannot
-        # end the loop: the monitor's pidfd turns readable when it exits (no wake-ups while a run is quiet).
-        # Without pidfds (Linux < 5.3) a half-second select timeout polls for the exit instead.
-        pidfd = _open_pidfd(run.pid)
+        output = _CappedLines(self._cap, lambda line: self._on_output(run.spec, line))
         try:
-            watch = [out_r] if pidfd is None else [out_r, pidfd]
-            while True:
-                ready, _, _ = select.select(watch, [], [], 0.5 if pidfd is None else None)
-                if out_r in ready:
-                    chunk = os.read(out_r, 65536)
-                    if not chunk:
-                        break
-                    take(chunk)
-                    continue
-                if (pidfd is not None and pidfd in ready) or (pidfd is None and run.popen.poll() is not None):
-                    os.set_blocking(out_r, False)
-                    try:  # what the monitor's tree wrote before the end is still in the pipe (a full pipe
-                        # is 16 reads); bounded, because an escapee of a killed monitor could write forever
-                        for _ in range(64):
-                            chunk = os.read(out_r, 65536)
-                            if not chunk:
-                                break
-                            take(chunk)
-                    except BlockingIOError:
-                        pass
-                    break
-            if pending:
-                self._on_output(run.spec, pending.decode("utf-8", "replace"))
-            if dropped:
-                self._on_output(run.spec, f"[output over {self._cap} bytes: {dropped} more bytes dropped]")
+            _pump(run, out_r, output.take)
+            output.finish()
             returncode = run.popen.wait()
             task_line, monitor_line = _read_report(report_r)
             cookie = run.spec.env.get(RUN_COOKIE_VAR)
@@ -294,8 +249,6 @@ class Runner:
                 # names them, and only them.
                 sweep_cookie(cookie)
         finally:
-            if pidfd is not None:
-                os.close(pidfd)
             os.close(out_r)
             os.close(report_r)
             run.close_control()
@@ -304,14 +257,81 @@ class Runner:
             returncode=returncode,
             task=task_line,
             monitor=monitor_line,
-            output_bytes=total,
-            output_dropped=dropped,
+            output_bytes=output.total,
+            output_dropped=output.dropped,
         )
         try:
             self._on_exit(run.spec, report)
         finally:
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
+
+
+class _CappedLines:
+    """A run's output as lines, up to ``cap`` bytes in all; what comes after is counted, not kept."""
+
+    def __init__(self, cap: int, emit: Callable[[str], None]) -> None:
+        self._cap = cap
+        self._emit = emit
+        self._pending = b""
+        self.total = self.kept = self.dropped = 0
+
+    def take(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self._cap - self.kept
+        if room <= 0:
+            self.dropped += len(chunk)
+            return
+        if len(chunk) > room:
+            self.dropped += len(chunk) - room
+            chunk = chunk[:room]
+        self.kept += len(chunk)
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        for line in lines:
+            self._emit(line.decode("utf-8", "replace"))
+
+    def finish(self) -> None:
+        """The last line (without its newline), then a note of how much was dropped."""
+        if self._pending:
+            self._emit(self._pending.decode("utf-8", "replace"))
+            self._pending = b""
+        if self.dropped:
+            self._emit(f"[output over {self._cap} bytes: {self.dropped} more bytes dropped]")
+
+
+def _pump(run: RunProcess, out_r: int, take: Callable[[bytes], None]) -> None:
+    """Hand every chunk of the output pipe to ``take`` until the run's monitor has exited.
+
+    Escapees that inherited stdout could hold the pipe open after the monitor died, so EOF alone cannot end
+    the loop: the monitor's pidfd turns readable when it exits (no wake-ups while a run is quiet). Without
+    pidfds (Linux < 5.3) a half-second select timeout polls for the exit instead.
+    """
+    pidfd = _open_pidfd(run.pid)
+    try:
+        watch = [out_r] if pidfd is None else [out_r, pidfd]
+        while True:
+            ready, _, _ = select.select(watch, [], [], 0.5 if pidfd is None else None)
+            if out_r in ready:
+                chunk = os.read(out_r, 65536)
+                if not chunk:
+                    return
+                take(chunk)
+                continue
+            if (pidfd is not None and pidfd in ready) or (pidfd is None and run.popen.poll() is not None):
+                os.set_blocking(out_r, False)
+                try:  # what the monitor's tree wrote before the end is still in the pipe (a full pipe is 16
+                    # reads); bounded, because an escapee of a killed monitor could write forever
+                    for _ in range(64):
+                        chunk = os.read(out_r, 65536)
+                        if not chunk:
+                            break
+                        take(chunk)
+                except BlockingIOError:
+                    pass
+                return
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _cache_shim_bytecode() -> None:
@@ -332,7 +352,7 @@ def _cache_shim_bytecode() -> None:
 TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
-def _spawn_error(spec: LaunchSpec, exc: OSError) -> SpawnError:
+def _spawn_error(spec: ProcessLaunch, exc: OSError) -> SpawnError:
     return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}", transient=exc.errno in TRANSIENT_ERRNOS)
 
 

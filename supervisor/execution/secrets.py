@@ -42,9 +42,6 @@ class Masker:
     def __init__(self, values: Iterable[str]) -> None:
         secrets = sorted({v for v in values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
-        self._bytes_pattern = (
-            re.compile(b"|".join(re.escape(s.encode("utf-8", "surrogateescape")) for s in secrets)) if secrets else None
-        )
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -53,12 +50,6 @@ class Masker:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
-
-    def mask_bytes(self, data: bytes) -> bytes:
-        """The same for raw output; a secret split across two chunks is not seen (callers mask whole lines)."""
-        if self._bytes_pattern is None or not data:
-            return data
-        return self._bytes_pattern.sub(MASK.encode(), data)
 
 
 NO_MASKER = Masker(())
@@ -152,9 +143,6 @@ class SecretStore:
         masker = secrets.masker()
         self._cache[task] = (signature, secrets, masker)
         return secrets, masker
-
-    def forget(self, task: str) -> None:
-        self._cache.pop(task, None)
 
 
 def _signature(path: Path) -> tuple[object, ...]:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 from ..errors import TaskAutomationError
 from ..logsetup import TaskLogs
 from ..model import FAILURE_OUTCOMES, Outcome, RunFinished, RunRecord
-from .store import Records
+from .store import HistoryStore
 
 T = TypeVar("T")
 # A task's streak of consecutive failures is re-read from this many newest rows when it is loaded.
@@ -74,7 +74,7 @@ def failure_streak(newest_first: Iterable[RunRecord]) -> int:
 class RunHistory:
     """Writes run rows for the loop; as a consumer of ``RunFinished`` it closes them."""
 
-    def __init__(self, records: Records, *, logger: logging.Logger, keep_runs: int) -> None:
+    def __init__(self, records: HistoryStore, *, logger: logging.Logger, keep_runs: int) -> None:
         self.records = records
         self.log = logger
         self.keep_runs = keep_runs

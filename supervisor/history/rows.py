@@ -47,7 +47,7 @@ def record_to_json(record: RunRecord) -> dict[str, object]:
 
 
 def run_matches(record: RunRecord, *, outcomes: Sequence[Outcome] = (), since: datetime | None = None) -> bool:
-    """The filter of ``Records.history``, for rows that are not in SQLite yet (write-behind queue)."""
+    """The filter of ``HistoryStore.history``, for rows that are not in SQLite yet (write-behind queue)."""
     if outcomes and (record.outcome is None or Outcome(record.outcome) not in {Outcome(o) for o in outcomes}):
         return False
     return since is None or record.started >= since
@@ -92,7 +92,7 @@ def cap_message(message: str | None) -> str | None:
 
 
 def record_to_row(record: RunRecord) -> tuple[object, ...]:
-    """The values of ``records_schema.COLUMNS`` for ``record``, in that order."""
+    """The values of ``schema.COLUMNS`` for ``record``, in that order."""
     return (
         record.run_id,
         record.task,
@@ -114,7 +114,7 @@ def record_to_row(record: RunRecord) -> tuple[object, ...]:
 
 
 def row_to_record(row: tuple[object, ...]) -> RunRecord:
-    """A row of ``records_schema.COLUMNS`` back into a RunRecord; TypeError or ValueError when it cannot be."""
+    """A row of ``schema.COLUMNS`` back into a RunRecord; TypeError or ValueError when it cannot be."""
     (
         run_id,
         task,

@@ -2,8 +2,8 @@
 opening a connection (WAL, ``synchronous=FULL`` and migrating for the writer; ``mode=ro`` for a reader,
 which may not migrate).
 
-The Records class (records.py) runs every statement; this module knows the shape of the tables and how a
-file is brought to SCHEMA_VERSION. Errors are RecordsError naming the file and SQLite's cause.
+The HistoryStore class (store.py) runs every statement; this module knows the shape of the tables and how a
+file is brought to SCHEMA_VERSION. Errors are HistoryStoreError naming the file and SQLite's cause.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import RecordsError
+from ..errors import HistoryStoreError
 
 COLUMNS = (
     "run_id",
@@ -93,14 +93,14 @@ def open_writer(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RecordsError(f"run history {path}: cannot create its folder: {exc}") from exc
+        raise HistoryStoreError(f"run history {path}: cannot create its folder: {exc}") from exc
     conn = _connect(path, str(path), uri=False, busy_timeout=busy_timeout)
     try:
         with translate(path, "open", busy_timeout=busy_timeout):
             # journal_mode reads the header first, so a non-SQLite file fails here, not on a later call.
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise RecordsError(f"run history {path}: cannot switch to WAL journal (got {mode!r})")
+                raise HistoryStoreError(f"run history {path}: cannot switch to WAL journal (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")
             _migrate(path, conn)
     except BaseException:
@@ -133,14 +133,14 @@ def open_reader(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
 
 @contextmanager
 def translate(path: Path, action: str, *, busy_timeout: float) -> Iterator[None]:
-    """Turn sqlite3 errors into RecordsError naming the file, the action and SQLite's cause."""
+    """Turn sqlite3 errors into HistoryStoreError naming the file, the action and SQLite's cause."""
     try:
         yield
     except sqlite3.Error as exc:
         cause = str(exc)
         if "locked" in cause or "busy" in cause:
             cause += f" (another process held it for more than {busy_timeout:g} s)"
-        raise RecordsError(f"run history {path}: {action} failed: {cause}") from exc
+        raise HistoryStoreError(f"run history {path}: {action} failed: {cause}") from exc
 
 
 def _connect(path: Path, target: str, *, uri: bool, busy_timeout: float) -> sqlite3.Connection:
@@ -149,7 +149,7 @@ def _connect(path: Path, target: str, *, uri: bool, busy_timeout: float) -> sqli
         conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     except sqlite3.Error as exc:
-        raise RecordsError(f"run history {path}: cannot open: {exc}") from exc
+        raise HistoryStoreError(f"run history {path}: cannot open: {exc}") from exc
     return conn
 
 
@@ -159,7 +159,7 @@ def _user_version(conn: sqlite3.Connection) -> int:
 
 def _check_version(path: Path, version: int) -> None:
     if version > SCHEMA_VERSION:
-        raise RecordsError(
+        raise HistoryStoreError(
             f"run history {path}: schema version {version} is newer than this "
             f"supervisor understands ({SCHEMA_VERSION}); upgrade taskautomation"
         )

@@ -7,36 +7,36 @@ Policies:
   one short ``BEGIN IMMEDIATE`` transaction (taking the write lock up front, so the busy timeout applies to
   it instead of failing at once on a read-to-write upgrade).
 - **One writer, many threads.** The supervisor's loop thread writes; other threads (the control socket) may
-  read. One connection opened with ``check_same_thread=False`` is shared behind an internal lock.
+  read. One connection opened with ``check_same_thread=False`` is shared behind an internal lock
+  (connection.py).
 - **Read-only mode** (the CLI with no supervisor running) opens the file with a ``mode=ro`` URI and creates
   nothing of its own (SQLite may add its ``-wal``/``-shm`` side files next to an existing WAL database to
   read it). A missing database is an empty history, not an error; the file is looked for again on each call,
   so a reader that outlives the supervisor's first write sees the rows.
 - **Errors.** A corrupt or non-SQLite file, a database locked beyond the busy timeout, a schema newer than
-  this code, or a row that cannot be decoded raises :class:`RecordsError` naming the file and the cause.
+  this code, or a row that cannot be decoded raises :class:`HistoryStoreError` naming the file and the cause.
   Calls that break this module's contract (naive datetimes, a finish without an outcome) raise ``ValueError``:
   they are bugs in the caller, not conditions of the disk.
 - **Storage.** Datetimes are ISO-8601 UTC text with microseconds (so text order is time order and the
   ``(task, started)`` index serves "newest first"); they read back as aware UTC datetimes. Enums are stored
   as their values, paths as text. Messages (often tracebacks) are stored whole up to :data:`MESSAGE_CAP`
   characters; beyond that the head and the tail are kept around a marker, because a traceback's last lines
-  name the exception. The encodings are records_rows.py (pure).
-- **Schema** is versioned with ``PRAGMA user_version``; ``records_schema.MIGRATIONS`` holds one step per
+  name the exception. The encodings are rows.py (pure).
+- **Schema** is versioned with ``PRAGMA user_version``; ``schema.MIGRATIONS`` holds one step per
   version, and that module opens (and migrates) the connections.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import RecordsError
+from ..errors import HistoryStoreError
 from ..model import Outcome, RunRecord, Trigger
+from .connection import HistoryConnection
 from .rows import MESSAGE_CAP, record_to_json, run_matches
 from .rows import cap_message as _cap_message
 from .rows import decode_time as _decode_time
@@ -45,17 +45,17 @@ from .rows import record_to_row as _record_to_row
 from .rows import row_to_record as _row_to_record
 from .schema import COLUMNS as _COLUMNS
 from .schema import NEWEST_FIRST as _NEWEST_FIRST
-from .schema import SCHEMA_VERSION, open_reader, open_writer, translate
+from .schema import SCHEMA_VERSION
 from .schema import SELECT as _SELECT
 
-# Names other modules import from here (the history's public face), besides Records itself.
+# Names other modules import from here (the history's public face), besides HistoryStore itself.
 __all__ = [
     "ANCHOR_TRIGGERS",
     "INTERRUPTED_MESSAGE",
     "MESSAGE_CAP",
     "SCHEMA_VERSION",
+    "HistoryStore",
     "OutcomeBin",
-    "Records",
     "record_to_json",
     "run_matches",
 ]
@@ -80,84 +80,26 @@ class OutcomeBin:
     run_id: str  # one of them (the only one when count is 1)
 
 
-class Records:
+class HistoryStore:
     """The run-history database of one home (``Paths.database``)."""
 
     def __init__(self, path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
         """Open (and unless ``readonly``, create) the database at ``path``.
 
         ``busy_timeout`` is how long, in seconds, a call waits for another connection's lock before
-        raising :class:`RecordsError`.
+        raising :class:`HistoryStoreError`.
         """
         self.path = Path(path)
         self.readonly = readonly
-        self._busy_timeout = busy_timeout
-        self._lock = threading.RLock()
-        self._closed = False
-        self._conn: sqlite3.Connection | None = None
-        if not readonly:
-            self._conn = self._open_writer()
-        elif self.path.exists():
-            self._conn = self._open_reader()
-
-    # ----------------------------------------------------------------------------------------- opening
-
-    def _open_writer(self) -> sqlite3.Connection:
-        return open_writer(self.path, busy_timeout=self._busy_timeout)
-
-    def _open_reader(self) -> sqlite3.Connection:
-        return open_reader(self.path, busy_timeout=self._busy_timeout)
-
-    # ------------------------------------------------------------------------------------ connection use
-
-    def _translate(self, action: str) -> AbstractContextManager[None]:
-        """Turn sqlite3 errors into RecordsError naming the file, the action and SQLite's cause."""
-        return translate(self.path, action, busy_timeout=self._busy_timeout)
-
-    @contextmanager
-    def _reading(self, action: str) -> Iterator[sqlite3.Connection | None]:
-        """The connection for a read, or None when a read-only history does not exist (yet)."""
-        with self._lock:
-            self._ensure_open()
-            if self._conn is None and self.readonly and self.path.exists():
-                self._conn = self._open_reader()
-            with self._translate(action):
-                yield self._conn
-
-    @contextmanager
-    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed on success and rolled back on any error."""
-        with self._lock:
-            self._ensure_open()
-            if self.readonly or self._conn is None:
-                raise RecordsError(f"run history {self.path}: cannot {action}: opened read-only")
-            conn = self._conn
-            with self._translate(action):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+        self._db = HistoryConnection(self.path, readonly=readonly, busy_timeout=busy_timeout)
 
     def set_busy_timeout(self, seconds: float) -> None:
         """Change how long a call waits for another connection's lock (the write-behind writer retries
         itself, so it wants a short one)."""
-        with self._lock:
-            self._ensure_open()
-            self._busy_timeout = seconds
-            if self._conn is not None:
-                with self._translate("set the busy timeout"):
-                    self._conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise RecordsError(f"run history {self.path}: used after close()")
+        self._db.set_busy_timeout(seconds)
 
     def _rows(self, action: str, sql: str, params: tuple[object, ...] = ()) -> list[RunRecord]:
-        with self._reading(action) as conn:
+        with self._db.reading(action) as conn:
             if conn is None:
                 return []
             rows = conn.execute(sql, params).fetchall()
@@ -167,7 +109,7 @@ class Records:
         try:
             return _row_to_record(row)
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: run {row[0]!r} cannot be read: {exc}") from exc
+            raise HistoryStoreError(f"run history {self.path}: run {row[0]!r} cannot be read: {exc}") from exc
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -186,13 +128,13 @@ class Records:
     def _insert(self, action: str, record: RunRecord) -> None:
         values = _record_to_row(record)
         try:
-            with self._writing(f"{action} {record.run_id!r} of task {record.task!r}") as conn:
+            with self._db.writing(f"{action} {record.run_id!r} of task {record.task!r}") as conn:
                 conn.execute(
                     f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
                 )
-        except RecordsError as exc:
+        except HistoryStoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise RecordsError(
+                raise HistoryStoreError(
                     f"run history {self.path}: run id {record.run_id!r} of task {record.task!r} is already recorded"
                 ) from exc.__cause__
             raise
@@ -213,10 +155,10 @@ class Records:
         """Close an open row with its one outcome.
 
         A run ends exactly once: finishing a row that is unknown or already has an outcome (for instance
-        one marked interrupted) raises RecordsError instead of overwriting history.
+        one marked interrupted) raises HistoryStoreError instead of overwriting history.
         """
         outcome = Outcome(outcome)
-        with self._writing(f"finish run {run_id!r}") as conn:
+        with self._db.writing(f"finish run {run_id!r}") as conn:
             cursor = conn.execute(
                 "UPDATE runs SET finished = ?, outcome = ?, duration_s = ?, exit_code = ?, signal = ?,"
                 " message = ?, peak_rss_mb = ?, cpu_s = ? WHERE run_id = ? AND outcome IS NULL",
@@ -235,7 +177,7 @@ class Records:
             if cursor.rowcount == 0:
                 known = conn.execute("SELECT outcome FROM runs WHERE run_id = ?", (run_id,)).fetchone()
                 cause = "no such run" if known is None else f"it already ended as {known[0]!r}"
-                raise RecordsError(
+                raise HistoryStoreError(
                     f"run history {self.path}: cannot finish run {run_id!r} as {outcome.value!r}: {cause}"
                 )
 
@@ -247,7 +189,7 @@ class Records:
         run really ended is unknown.
         """
         stamp = _encode_time(now)
-        with self._writing("mark open runs interrupted") as conn:
+        with self._db.writing("mark open runs interrupted") as conn:
             rows = conn.execute(f"{_SELECT} WHERE outcome IS NULL ORDER BY started, rowid").fetchall()
             # Decoded before the update so an unreadable row rolls the whole change back.
             opened = [self._decode(row) for row in rows]
@@ -270,7 +212,7 @@ class Records:
         """
         if keep < 0:
             raise ValueError(f"prune(keep={keep}): keep must be >= 0")
-        with self._writing(f"prune history to {keep} runs per task") as conn:
+        with self._db.writing(f"prune history to {keep} runs per task") as conn:
             cursor = conn.execute(
                 f"""
                 DELETE FROM runs WHERE rowid IN (
@@ -294,7 +236,7 @@ class Records:
         """When ``task``'s schedule last advanced: ``due`` (else ``started``) of its newest scheduled or
         startup row, whatever its outcome (skipped and testing count). Manual runs never move the schedule.
         None when the task has never had such a row."""
-        with self._reading(f"read the last scheduled run of task {task!r}") as conn:
+        with self._db.reading(f"read the last scheduled run of task {task!r}") as conn:
             if conn is None:
                 return None
             row = conn.execute(
@@ -306,7 +248,7 @@ class Records:
         try:
             return _decode_time(row[0])
         except (ValueError, TypeError) as exc:
-            raise RecordsError(
+            raise HistoryStoreError(
                 f"run history {self.path}: task {task!r} has an unreadable time {row[0]!r}: {exc}"
             ) from exc
 
@@ -400,7 +342,7 @@ class Records:
             return []
         marks = ", ".join("?" * len(tasks))
         start = _encode_time(since)
-        with self._reading("count recent runs") as conn:
+        with self._db.reading("count recent runs") as conn:
             if conn is None:
                 return []
             rows = conn.execute(
@@ -425,18 +367,18 @@ class Records:
                 for task, b, o, n, first, last, run_id in rows
             ]
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
+            raise HistoryStoreError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the database (SQLite's ``data_version``)."""
-        with self._reading("read the data version") as conn:
+        with self._db.reading("read the data version") as conn:
             return -1 if conn is None else int(conn.execute("PRAGMA data_version").fetchone()[0])
 
     # ------------------------------------------------------------------------------------------ pauses
 
     def pause(self, task: str, *, since: datetime, by: str | None = None) -> datetime:
         """Mark ``task`` paused; returns since when it is paused (the earlier time if it already was)."""
-        with self._writing(f"pause task {task!r}") as conn:
+        with self._db.writing(f"pause task {task!r}") as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO paused (task, since, by) VALUES (?, ?, ?)", (task, _encode_time(since), by)
             )
@@ -445,12 +387,12 @@ class Records:
 
     def resume(self, task: str) -> bool:
         """Clear ``task``'s pause; False when it was not paused."""
-        with self._writing(f"resume task {task!r}") as conn:
+        with self._db.writing(f"resume task {task!r}") as conn:
             return conn.execute("DELETE FROM paused WHERE task = ?", (task,)).rowcount > 0
 
     def paused(self) -> dict[str, datetime]:
         """Every paused task and since when (empty for a history older than the pause table)."""
-        with self._reading("read paused tasks") as conn:
+        with self._db.reading("read paused tasks") as conn:
             # A reader may meet a file written by an older supervisor, before the step that adds the table.
             if (
                 conn is None
@@ -462,11 +404,11 @@ class Records:
         try:
             return {str(task): _decode_time(since) for task, since in rows}
         except (ValueError, TypeError) as exc:
-            raise RecordsError(f"run history {self.path}: the paused table cannot be read: {exc}") from exc
+            raise HistoryStoreError(f"run history {self.path}: the paused table cannot be read: {exc}") from exc
 
     def tasks_with_history(self) -> list[str]:
         """Names of every task with at least one row, sorted."""
-        with self._reading("list tasks with history") as conn:
+        with self._db.reading("list tasks with history") as conn:
             if conn is None:
                 return []
             return [row[0] for row in conn.execute("SELECT DISTINCT task FROM runs ORDER BY task")]
@@ -474,15 +416,10 @@ class Records:
     # --------------------------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Close the connection. Idempotent; any later call raises RecordsError."""
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                with self._translate("close"):
-                    conn.close()
+        """Close the connection. Idempotent; any later call raises HistoryStoreError."""
+        self._db.close()
 
-    def __enter__(self) -> Records:
+    def __enter__(self) -> HistoryStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

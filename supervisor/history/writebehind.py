@@ -1,4 +1,4 @@
-"""History writes that never block scheduling: a write-behind front for :class:`Records`.
+"""History writes that never block scheduling: a write-behind front for :class:`HistoryStore`.
 
 Policies:
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Sequence
 
-from ..errors import RecordsError
+from ..errors import HistoryStoreError
 from ..model import Outcome, RunRecord
-from .store import ANCHOR_TRIGGERS, OutcomeBin, Records, run_matches
+from .store import ANCHOR_TRIGGERS, HistoryStore, OutcomeBin, run_matches
 
 DEFAULT_CAPACITY = 10_000
 WRITER_BUSY_TIMEOUT_S = 0.5
@@ -51,22 +51,22 @@ class _Op:
     """One queued write: what to do, and which run's overlay row it concerns (None for a prune)."""
 
     describe: str
-    apply: Callable[[Records], object]
+    apply: Callable[[HistoryStore], object]
     run_id: str | None = None
 
 
-class WriteBehindRecords(Records):
-    """A :class:`Records` whose writes are queued for a writer thread (see the module policy).
+class WriteBehindStore(HistoryStore):
+    """A :class:`HistoryStore` whose writes are queued for a writer thread (see the module policy).
 
-    It *is* a Records so that it drops in wherever one is expected; every public method is overridden and
+    It *is* a HistoryStore so that it drops in wherever one is expected; every public method is overridden and
     delegates to the two connections it owns.
     """
 
     def __init__(
         self,
-        writer: Records,
+        writer: HistoryStore,
         *,
-        reader: Records,
+        reader: HistoryStore,
         logger: logging.Logger,
         capacity: int = DEFAULT_CAPACITY,
         close_timeout_s: float = 10.0,
@@ -95,10 +95,10 @@ class WriteBehindRecords(Records):
         self._thread.start()
 
     @classmethod
-    def wrap(cls, writer: Records, *, logger: logging.Logger) -> WriteBehindRecords:
+    def wrap(cls, writer: HistoryStore, *, logger: logging.Logger) -> WriteBehindStore:
         """Front an open writer: a short busy timeout for it, and a read-only connection for reads."""
         writer.set_busy_timeout(WRITER_BUSY_TIMEOUT_S)
-        return cls(writer, reader=Records(writer.path, readonly=True), logger=logger)
+        return cls(writer, reader=HistoryStore(writer.path, readonly=True), logger=logger)
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -181,7 +181,7 @@ class WriteBehindRecords(Records):
 
     def prune(self, *, keep: int) -> int:
         """Queued like every write; returns 0 because the count is only known once it ran (it is logged
-        by nobody: the start-up prune, whose count is shown, runs on the plain Records before wrapping)."""
+        by nobody: the start-up prune, whose count is shown, runs on the plain HistoryStore before wrapping)."""
         if keep < 0:
             raise ValueError(f"prune(keep={keep}): keep must be >= 0")
         self._enqueue(_Op(f"prune history to {keep} runs per task", lambda records: records.prune(keep=keep)), None)
@@ -232,7 +232,7 @@ class WriteBehindRecords(Records):
                 op = self._queue[0]
             try:
                 op.apply(self._writer)
-            except RecordsError as exc:
+            except HistoryStoreError as exc:
                 if _may_pass(exc):
                     self._note_failure(exc)
                     with self._cond:
@@ -257,7 +257,7 @@ class WriteBehindRecords(Records):
                         self._overlay.pop(op.run_id, None)
                 self._cond.notify_all()
 
-    def _note_failure(self, exc: RecordsError) -> None:
+    def _note_failure(self, exc: HistoryStoreError) -> None:
         if self._failing_since is None:
             self._failing_since = self._monotonic()
             self._log.warning("%s; keeping %d row write(s) in memory and retrying until it works", exc, self.pending)
@@ -379,7 +379,7 @@ class WriteBehindRecords(Records):
 
     def _ensure_open(self) -> None:
         if self._closing:
-            raise RecordsError(f"run history {self.path}: used after close()")
+            raise HistoryStoreError(f"run history {self.path}: used after close()")
 
     def close(self) -> None:
         """Drain the queue (bounded by ``close_timeout_s``), then close both connections. Idempotent."""
@@ -402,6 +402,6 @@ class WriteBehindRecords(Records):
         self._reader.close()
 
 
-def _may_pass(exc: RecordsError) -> bool:
+def _may_pass(exc: HistoryStoreError) -> bool:
     """Locked, busy, disk full, I/O error: SQLite's OperationalError family (not corruption or a bug)."""
     return isinstance(exc.__cause__, sqlite3.OperationalError)

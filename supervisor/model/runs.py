@@ -81,8 +81,12 @@ class EnvStatus:
 
 
 @dataclass(frozen=True)
-class LaunchSpec:
-    """Everything needed to start one process of a task: a run of main() or an initialize() call."""
+class ProcessLaunch:
+    """Everything the runner needs to start one process of a task: a run of main() or an initialize() call.
+
+    An executor builds it from the loop's ``RunRequest`` (execution/executor.py), adding what only the
+    machine that runs the process knows: the home there, the kill grace and the child's environment.
+    """
 
     task: str
     run_id: str

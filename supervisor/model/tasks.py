@@ -68,7 +68,7 @@ RETRYABLE_OUTCOMES = frozenset(
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """[Retry]: how often a failed run is tried again, and when (``retry.decide`` applies it).
+    """[Retry]: how often a failed run is tried again, and when (``retry.decide_retry`` applies it).
 
     ``attempts`` is the number of *retries* after the first attempt (0 = never retry). The delay before
     retry k (k = 1, 2, ...) is ``min(delay_s * backoff ** (k - 1), max_delay_s)`` after the attempt ended.

@@ -45,7 +45,6 @@ class Heartbeat:
         self._monotonic = monotonic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-        self.sent = 0
 
     def start(self) -> None:
         self._log.info("heartbeat: pinging %s every %g s", mask_url(self._url), self._period)
@@ -76,7 +75,6 @@ class Heartbeat:
                 withheld = False
                 result = self._send(self._url)
                 if result.ok:
-                    self.sent += 1
                     if failing:
                         self._log.info(
                             "heartbeat: %s answers again after %d failed ping(s)", mask_url(self._url), failing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..model.notices import NotifyEvent
@@ -78,7 +78,6 @@ class CommandJob:
 
     argv: tuple[str, ...]
     notice: Notice
-    extra_env: tuple[tuple[str, str], ...] = field(default=())
 
 
 Job = ChannelJob | PingJob | CommandJob

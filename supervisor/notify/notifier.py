@@ -21,7 +21,7 @@ from ..model import NotifyEvent, NotifySettings
 from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
 from .message import Origin, mask_url, ping_body, read_run_lines, render
 from .model import ChannelJob, CommandJob, DeliveryResult, Job, Notice, PingJob, RunFact, StreakState
-from .policy import decide, ping_url
+from .policy import decide_notices, ping_url
 from .senders import ping, run_command, send_apprise
 
 
@@ -91,7 +91,7 @@ class Notifier:
             state = StreakState.from_streak(
                 max(0, fact.consecutive_failures - 1), after_failures=settings.after_failures
             )
-        verdict = decide(fact, settings=settings, state=state)
+        verdict = decide_notices(fact, settings=settings, state=state)
         self._states[fact.task] = verdict.state
         url = ping_url(settings, verdict.ping_suffix) if verdict.ping_suffix is not None else None
         if not verdict.events and url is None:

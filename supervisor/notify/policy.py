@@ -35,7 +35,7 @@ class Verdict:
     state: StreakState = field(default_factory=StreakState)
 
 
-def decide(fact: RunFact, *, settings: NotifySettings, state: StreakState) -> Verdict:
+def decide_notices(fact: RunFact, *, settings: NotifySettings, state: StreakState) -> Verdict:
     """Apply the policy above to one finished attempt."""
     if not fact.final:
         return Verdict(state=state)

@@ -21,7 +21,7 @@ from ..config.schema import read_home_config, read_task_config
 from ..discovery.scan import task_names
 from ..errors import TaskAutomationError
 from ..history.recorder import STREAK_LOOKBACK, failure_streak, streak_settled
-from ..history.store import Records
+from ..history.store import HistoryStore
 from ..paths import Paths
 from ..scheduling.triggers import trigger_for
 from ..scheduling.windows import local_zone
@@ -63,7 +63,7 @@ class OfflineStatus:
         self._document: tuple[tuple[object, ...], dict[str, Any]] | None = None
         self._lock = threading.Lock()
 
-    def document(self, records: Records, *, reuse: bool = False) -> dict[str, Any]:
+    def document(self, records: HistoryStore, *, reuse: bool = False) -> dict[str, Any]:
         """The offline ``status --json`` document. ``reuse``: the previous document when nothing it was built
         from changed (the same task folders and config signatures, no commit to the history since)."""
         names = task_names(self.paths.tasks)

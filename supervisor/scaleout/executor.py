@@ -31,7 +31,7 @@ from typing import Any, Callable
 from ..clock import Clock
 from ..errors import SpawnError
 from ..events import Event, RunReported
-from ..execution.executor import Executor, LaunchRequest
+from ..execution.executor import Executor, RunRequest
 from ..execution.outcome import StopRequest
 from ..logsetup import TaskLogs
 from ..model import Outcome, RunMode, RunResult
@@ -46,14 +46,14 @@ JOB_FUNCTION = "supervisor.scaleout.job.run_job"
 
 @dataclass
 class _Job:
-    request: LaunchRequest
+    request: RunRequest
     job_id: str
     started_mono: float
     seen_started: bool = False
     stop: StopRequest | None = None
 
 
-def job_id_for(home_id: str, request: LaunchRequest) -> str:
+def job_id_for(home_id: str, request: RunRequest) -> str:
     """Task + due time: the same slot always maps to the same job id (manual runs: their run id)."""
     # RQ allows letters, digits, _ and - in ids: the task name is folded into that, plus a hash against clashes.
     name = re.sub(r"[^A-Za-z0-9_-]", "_", request.task)[:40]
@@ -104,7 +104,7 @@ class RQExecutor:
         self.redis_down_since: float | None = None
 
     # ------------------------------------------------------------------ launch
-    def launch(self, request: LaunchRequest) -> None:
+    def launch(self, request: RunRequest) -> None:
         if request.mode is RunMode.INITIALIZE:
             self.local.launch(request)
             return
@@ -147,7 +147,7 @@ class RQExecutor:
         if not self.redis.expire(bundle.key, BUNDLE_TTL_S):
             self.redis.set(bundle.key, bundle.data, nx=True, ex=BUNDLE_TTL_S)
 
-    def _payload(self, request: LaunchRequest, bundle: Bundle) -> dict[str, Any]:
+    def _payload(self, request: RunRequest, bundle: Bundle) -> dict[str, Any]:
         return {
             "task": request.task,
             "run_id": request.run_id,

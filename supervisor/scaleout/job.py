@@ -28,18 +28,19 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..clock import SystemClock
 from ..envs.manager import EnvManager
 from ..errors import TaskAutomationError
 from ..events import Event, RunReported
-from ..execution.cgroups import Containment, Layout
-from ..execution.executor import LaunchRequest, LocalExecutor
+from ..execution.cgroup_layout import Layout
+from ..execution.cgroups import Containment
+from ..execution.executor import LocalExecutor, RunRequest
 from ..execution.outcome import StopCause, StopRequest
 from ..execution.secrets import SecretStore
 from ..logsetup import TaskLogs
-from ..model import Limits, Outcome, RunMode, RunResult, Trigger
+from ..model import EnvStatus, Limits, Outcome, RunMode, RunResult, Trigger
 from ..paths import Paths
 from .bundle import Bundle, BundleError, extract_bundle
 
@@ -153,26 +154,13 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     redis = job.connection
     paths = Paths(Path(os.environ.get(WORKER_HOME_VAR) or os.getcwd()).resolve())
     paths.ensure()
-    task, run_id = str(payload["task"]), str(payload["run_id"])
+    task = str(payload["task"])
     logger = logging.getLogger("taskautomation.worker")
     task_logs = TaskLogs(paths.task_logs, max_bytes=5 * 1024 * 1024, backups=3)
     tail = _Tail()
     task_logs.get(task).addHandler(tail)
-    stop_flag = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop_flag.wait(HEARTBEAT_S):
-            try:
-                redis.set(alive_key(job.id), "1", px=int(ALIVE_TTL_S * 1000))
-                if redis.exists(stop_key(job.id)):
-                    inbox.put(_STOP)
-            except Exception:  # noqa: BLE001 - Redis away for a moment: the run goes on regardless
-                continue
-
     inbox: queue.SimpleQueue[Event | str] = queue.SimpleQueue()
-    redis.set(alive_key(job.id), "1", px=int(ALIVE_TTL_S * 1000))
-    beat = threading.Thread(target=heartbeat, name="job-heartbeat", daemon=True)
-    beat.start()
+    heartbeat = _Heartbeat(redis, job.id, inbox)
     clock = SystemClock()
     started = clock.monotonic()
     try:
@@ -181,69 +169,121 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             envs = EnvManager(paths, installer=str(payload.get("installer", "uv")), logger=logger)
             status = envs.ensure(task=task, requirements=folder / "requirements.txt", task_dir=folder)
         except (TaskAutomationError, BundleError, OSError) as exc:
-            result = RunResult(
-                run_id=run_id,
-                task=task,
-                mode=RunMode(payload["mode"]),
-                env_key=None,
-                outcome=Outcome.ENV_FAILED,
-                summary=f"env-failed on the worker: {exc}",
-                finished=clock.now(),
-                duration_s=clock.monotonic() - started,
-                message=str(exc),
-            )
-            return result_to_json(result, list(tail.lines))
-        # The worker's own .env files (its home's and Tasks/NAME/.env, which bundles never overwrite) give the run
-        # its secrets here, masked in its log lines and message exactly as on the supervisor.
-        secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
-        # Outside ``taskautomation worker`` (someone's own RQ worker) there is no prepared cgroup parent: the run
-        # is then contained by rlimits and its monitor only.
-        containment = _WorkerSetup.containment or Containment(paths.home, layout=Layout())
-        executor = LocalExecutor(
-            home=paths.home,
-            cookie_prefix=paths.run_cookie_prefix,
-            task_logs=task_logs,
-            logger=logger,
-            clock=clock,
-            post=inbox.put,
-            output_cap_bytes=int(payload.get("output_cap_bytes", 1024 * 1024)),
-            secrets=secrets,
-            containment=containment,
-        )
-        assert status.python is not None
-        limits = limits_from_json(payload["limits"])
-        executor.launch(
-            LaunchRequest(
-                task=task,
-                run_id=run_id,
-                mode=RunMode(payload["mode"]),
-                trigger=Trigger(payload["trigger"]),
-                task_dir=folder,
-                output_dir=paths.task_output(task),
-                env_key=status.key,
-                python=status.python,
-                env_dir=status.python.parent.parent,
-                limits=limits,
-            )
-        )
-        try:
-            while True:
-                wake = executor.next_wakeup()
-                event = _next(inbox, None if wake is None else max(0.0, wake - clock.monotonic()))
-                if event == _STOP:
-                    executor.stop_all(StopRequest(StopCause.SHUTDOWN, "stopped by supervisor shutdown"))
-                elif isinstance(event, RunReported):
-                    ended = event.settle()
-                    if ended is not None:
-                        return result_to_json(ended, list(tail.lines))
-                executor.enforce()
-        finally:
-            if executor.active:  # only when the run did not settle: close() sweeps /proc for its cookie
-                executor.close()
+            failed = _env_failed(payload, exc, finished=clock.now(), duration_s=clock.monotonic() - started)
+            return result_to_json(failed, list(tail.lines))
+        request = _request(payload, folder=folder, paths=paths, status=status)
+        executor = _executor(paths, payload, task_logs=task_logs, logger=logger, clock=clock, post=inbox.put)
+        executor.launch(request)
+        return result_to_json(_run_to_end(executor, inbox, clock), list(tail.lines))
     finally:
-        stop_flag.set()
-        beat.join(timeout=2 * HEARTBEAT_S)
+        heartbeat.stop()
         task_logs.close()
+
+
+class _Heartbeat:
+    """Refreshes the job's alive key every ``HEARTBEAT_S`` and posts ``_STOP`` once a stop is asked for."""
+
+    def __init__(self, redis: Any, job_id: str, inbox: queue.SimpleQueue[Event | str]) -> None:
+        self._redis = redis
+        self._job_id = job_id
+        self._inbox = inbox
+        self._stop = threading.Event()
+        redis.set(alive_key(job_id), "1", px=int(ALIVE_TTL_S * 1000))
+        self._thread = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._redis.set(alive_key(self._job_id), "1", px=int(ALIVE_TTL_S * 1000))
+                if self._redis.exists(stop_key(self._job_id)):
+                    self._inbox.put(_STOP)
+            except Exception:  # noqa: BLE001 - Redis away for a moment: the run goes on regardless
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * HEARTBEAT_S)
+
+
+def _env_failed(payload: dict[str, Any], exc: Exception, *, finished: datetime, duration_s: float) -> RunResult:
+    """The result of a job whose task folder or env could not be made ready on this worker."""
+    return RunResult(
+        run_id=str(payload["run_id"]),
+        task=str(payload["task"]),
+        mode=RunMode(payload["mode"]),
+        env_key=None,
+        outcome=Outcome.ENV_FAILED,
+        summary=f"env-failed on the worker: {exc}",
+        finished=finished,
+        duration_s=duration_s,
+        message=str(exc),
+    )
+
+
+def _executor(
+    paths: Paths,
+    payload: dict[str, Any],
+    *,
+    task_logs: TaskLogs,
+    logger: logging.Logger,
+    clock: SystemClock,
+    post: Callable[[Event], None],
+) -> LocalExecutor:
+    """The worker's executor for one job: the same LocalExecutor as the supervisor's, in the worker's home."""
+    # The worker's own .env files (its home's and Tasks/NAME/.env, which bundles never overwrite) give the run
+    # its secrets here, masked in its log lines and message exactly as on the supervisor.
+    secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
+    # Outside ``taskautomation worker`` (someone's own RQ worker) there is no prepared cgroup parent: the run
+    # is then contained by rlimits and its monitor only.
+    containment = _WorkerSetup.containment or Containment(paths.home, layout=Layout())
+    return LocalExecutor(
+        home=paths.home,
+        cookie_prefix=paths.run_cookie_prefix,
+        task_logs=task_logs,
+        logger=logger,
+        clock=clock,
+        post=post,
+        output_cap_bytes=int(payload.get("output_cap_bytes", 1024 * 1024)),
+        secrets=secrets,
+        containment=containment,
+    )
+
+
+def _request(payload: dict[str, Any], *, folder: Path, paths: Paths, status: EnvStatus) -> RunRequest:
+    """The supervisor's request, re-made with this worker's folder and env."""
+    assert status.python is not None  # ensure() returns a ready env or raises
+    task = str(payload["task"])
+    return RunRequest(
+        task=task,
+        run_id=str(payload["run_id"]),
+        mode=RunMode(payload["mode"]),
+        trigger=Trigger(payload["trigger"]),
+        task_dir=folder,
+        output_dir=paths.task_output(task),
+        env_key=status.key,
+        python=status.python,
+        env_dir=status.python.parent.parent,
+        limits=limits_from_json(payload["limits"]),
+    )
+
+
+def _run_to_end(executor: LocalExecutor, inbox: queue.SimpleQueue[Event | str], clock: SystemClock) -> RunResult:
+    """Drive the one launched run to its result: limits enforced, a stop passed on, as the loop does locally."""
+    try:
+        while True:
+            wake = executor.next_wakeup()
+            event = _next(inbox, None if wake is None else max(0.0, wake - clock.monotonic()))
+            if event == _STOP:
+                executor.stop_all(StopRequest(StopCause.SHUTDOWN, "stopped by supervisor shutdown"))
+            elif isinstance(event, RunReported):
+                ended = event.settle()
+                if ended is not None:
+                    return ended
+            executor.enforce()
+    finally:
+        if executor.active:  # only when the run did not settle: close() sweeps /proc for its cookie
+            executor.close()
 
 
 _STOP = "stop"

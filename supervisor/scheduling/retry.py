@@ -57,7 +57,7 @@ def retry_delay(policy: RetryPolicy, *, retry: int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def decide(
+def decide_retry(
     policy: RetryPolicy, *, attempt: int, outcome: Outcome, finished: datetime, next_slot: datetime | None
 ) -> RetryDecision:
     """Retry or final, for attempt number ``attempt`` that ended with ``outcome`` at ``finished``.

@@ -92,16 +92,6 @@ def initial_due(spec: TaskSpec, *, last_anchor: datetime | None, now: datetime, 
     return in_window(spec.window, anchor + missed * every, tz=tz)
 
 
-def due_after(spec: TaskSpec, *, anchor: datetime, tz: tzinfo) -> datetime:
-    """The next due time after the run (or Testing confirmation, or skip) that was due at ``anchor``.
-
-    ``anchor`` is the *due* time, not the actual start: a loop that starts a run late does not push
-    every later run back by the same amount.
-    """
-    anchor = _utc(anchor, "anchor")
-    return _next_slot(spec.window, anchor=anchor, every=_interval(spec), now=anchor, tz=tz)
-
-
 def resolve_wall(wall: datetime, *, tz: tzinfo) -> datetime:
     """The UTC instant of the naive wall-clock time ``wall`` in ``tz``, by the cron rules of DST.
 

@@ -50,7 +50,7 @@ def watchdog_period_s(environ: MutableMapping[str, str], *, pid: int) -> float |
     return usec / 1_000_000
 
 
-class Notifier:
+class SdNotifier:
     """Sends state changes to the service manager; a no-op without ``NOTIFY_SOCKET``.
 
     Not thread-safe by design: only the loop thread uses it (the watchdog ping must prove that thread lives).
@@ -69,7 +69,7 @@ class Notifier:
     @classmethod
     def from_environ(
         cls, environ: MutableMapping[str, str], *, pid: int, logger: logging.Logger | None = None
-    ) -> Notifier:
+    ) -> SdNotifier:
         """Read (and remove) the notification variables from ``environ`` (``os.environ`` in the service)."""
         watchdog_s = watchdog_period_s(environ, pid=pid)
         address = environ.get(ENV_SOCKET) or None
@@ -157,10 +157,10 @@ class LoopNotifier:
     """What the loop tells systemd and when: the loop calls ``turn`` once per wake, from its own thread.
 
     ``READY=1`` once, at the first turn after the first scan; ``STATUS=`` whenever the counts change;
-    ``WATCHDOG=1`` through ``Notifier.maybe_ping``; ``STOPPING=1`` once when shutdown begins.
+    ``WATCHDOG=1`` through ``SdNotifier.maybe_ping``; ``STOPPING=1`` once when shutdown begins.
     """
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: SdNotifier) -> None:
         self.notifier = notifier
         self._ready = False
         self._stopping = False

@@ -27,6 +27,7 @@ from ..config.listen import Listen, allowed_hosts
 from ..errors import TaskAutomationError
 from ..model import Outcome
 from ..paths import Paths
+from ..query import timefmt
 from . import fmt, svg
 from .actions import ACTIONS, ActionResult, Ask, act, control_asker
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
@@ -60,7 +61,7 @@ class Dashboard:
         self.ask = ask
         self.reader = Reader(config.paths)
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
-        env.filters.update(absolute=fmt.absolute, duration=fmt.duration, oclass=svg.outcome_class)
+        env.filters.update(absolute=fmt.absolute, duration=timefmt.duration, oclass=svg.outcome_class)
         self.templates = Jinja2Templates(env=env)
 
     # ------------------------------------------------------------------ helpers

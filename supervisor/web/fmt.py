@@ -1,8 +1,14 @@
-"""How times and durations read on the pages (pure; ``now`` is passed in, never read here)."""
+"""How times read on the pages (pure; ``now`` is passed in, never read here).
+
+Durations and relative times are worded by ``query.timefmt``, the same as in the CLI; this module only adapts
+the ISO strings and missing keys that templates hand over.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+
+from ..query import timefmt
 
 
 def parse_time(iso: object) -> datetime | None:
@@ -17,30 +23,6 @@ def absolute(iso: object) -> str:
 
 
 def relative(iso: object, *, now: datetime) -> str:
-    """``in 4 min`` / ``3 h ago`` / ``now``."""
+    """``in 4 min`` / ``3 h ago`` / ``now`` from ``now``; empty for no time."""
     when = parse_time(iso)
-    if when is None:
-        return ""
-    delta = (when - now).total_seconds()
-    span = abs(delta)
-    if span < 5:
-        return "now"
-    if span < 60:
-        text = f"{span:.0f} s"
-    elif span < 3600:
-        text = f"{span / 60:.0f} min"
-    elif span < 86400 * 2:
-        text = f"{span / 3600:.1f} h".replace(".0 h", " h")
-    else:
-        text = f"{span / 86400:.0f} days"
-    return f"in {text}" if delta > 0 else f"{text} ago"
-
-
-def duration(seconds: object) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
-    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
+    return timefmt.relative(when - now) if when else ""

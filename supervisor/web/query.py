@@ -17,7 +17,7 @@ from typing import Any
 from markupsafe import Markup
 
 from ..errors import TaskAutomationError
-from ..history.store import OutcomeBin, Records, record_to_json
+from ..history.store import HistoryStore, OutcomeBin, record_to_json
 from ..model import Outcome, RunRecord
 from ..paths import Paths
 from ..query.offline import OfflineStatus
@@ -40,7 +40,7 @@ MAX_HISTORY_LIMIT = 1000
 
 
 def load_status(
-    paths: Paths, *, offline: OfflineStatus | None = None, records: Records | None = None
+    paths: Paths, *, offline: OfflineStatus | None = None, records: HistoryStore | None = None
 ) -> dict[str, Any]:
     """The ``status --json`` document. The single point where the dashboard meets the status layer.
 
@@ -83,7 +83,7 @@ class Reader:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
-        self.records = Records(paths.database, readonly=True)
+        self.records = HistoryStore(paths.database, readonly=True)
         self.offline = OfflineStatus(paths)
         self._sparks: dict[str, tuple[str | None, Markup]] = {}
         self._timeline: _Drawn | None = None

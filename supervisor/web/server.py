@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..config.listen import DEFAULT_LISTEN, Listen, ListenError, parse_listen
 from ..config.schema import read_home_config
 from ..errors import TaskAutomationError
 from ..paths import Paths
 from .auth import load_or_create_token
+
+if TYPE_CHECKING:
+    import uvicorn
 
 GRACEFUL_SHUTDOWN_S = 3  # open log streams are cut after this on stop
 
@@ -79,18 +82,7 @@ def serve_web(
     warning = warning_for(listen)
     if warning:
         print("\n" + "!" * 78 + f"\n{warning}\n" + "!" * 78 + "\n", file=err, flush=True)
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio turns Nagle off only on sockets that say so, and with Nagle on, a
-    # response written as headers + body waits ~40 ms for the client's delayed ACK on a keep-alive connection.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((listen.host, listen.port))
-    except OSError as exc:
-        sock.close()
-        raise TaskAutomationError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
+    sock = _bind(listen)
     bound = Listen(host=listen.host, port=sock.getsockname()[1])  # port 0 = any free port
     if parent_fd is None:
         print(f"dashboard of {paths.home}: open {login_url(bound, token)}", file=out, flush=True)
@@ -109,20 +101,37 @@ def serve_web(
         proxy_headers=False,
         server_header=False,
     )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        if parent_fd is not None:
-
-            def parent_gone() -> None:
-                asyncio.get_running_loop().remove_reader(parent_fd)
-                server.should_exit = True
-
-            asyncio.get_running_loop().add_reader(parent_fd, parent_gone)  # readable only at EOF
-        await server.serve(sockets=[sock])
-
     try:
-        asyncio.run(main())
+        asyncio.run(_serve(uvicorn.Server(config), sock, parent_fd=parent_fd))
     finally:
         sock.close()
     return 0
+
+
+def _bind(listen: Listen) -> socket.socket:
+    """A listening TCP socket on ``listen``, inheritable (uvicorn serves it as it is)."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off only on sockets that say so, and with Nagle on, a
+    # response written as headers + body waits ~40 ms for the client's delayed ACK on a keep-alive connection.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+    except OSError as exc:
+        sock.close()
+        raise TaskAutomationError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, *, parent_fd: int | None) -> None:
+    """Serve until SIGINT/SIGTERM, or until ``parent_fd`` turns readable (it does only at EOF)."""
+    if parent_fd is not None:
+
+        def parent_gone() -> None:
+            asyncio.get_running_loop().remove_reader(parent_fd)
+            server.should_exit = True
+
+        asyncio.get_running_loop().add_reader(parent_fd, parent_gone)
+    await server.serve(sockets=[sock])

@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 
 from ..history.store import OutcomeBin
 from ..model import Outcome, RunRecord
+from ..query.timefmt import duration
 
 LANE_H = 18
 LABEL_W = 160
@@ -35,10 +36,9 @@ def outcome_class(outcome: object) -> str:
 
 
 def _seconds(duration_s: float | None) -> str:
-    return f", {duration_s:.1f} s" if duration_s is not None else ""
+    return f", {duration(duration_s)}" if duration_s is not None else ""
 
 
-BINS = 96  # the day in quarter hours: at most this many marks per lane, however busy the task
 _SEVERITY = {**{o.value: 3 for o in Outcome}, **dict.fromkeys(GOOD, 0), **dict.fromkeys(NEUTRAL, 1), "running": 2}
 
 
