@@ -21,7 +21,7 @@ from supervisor.errors import ConfigError
 from supervisor.history.store import OutcomeBin, Records
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.web import auth
-from supervisor.web.child import Backoff, WebChild
+from supervisor.system.webchild import Backoff, WebChild
 from supervisor.web.fmt import relative
 from supervisor.web.runlog import LogFollower, RunLineFilter
 
