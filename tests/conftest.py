@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,8 +11,6 @@ from typing import Iterator
 
 import psutil
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Every process a test starts inherits this cookie through the environment, including processes
 # that escaped their parents (setsid + double fork), so /proc can be searched for all of them.
@@ -26,10 +23,8 @@ os.environ.setdefault("PIP_NO_INDEX", "1")
 # Hermetic: a home the user exported for their own supervisor must not leak into tests that omit --home.
 os.environ.pop("TASKAUTOMATION_HOME", None)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from receivers import HangingReceiver, HttpReceiver  # noqa: E402
-
 from supervisor.execution.procscan import find_by_environ, own_start_ticks  # noqa: E402
+from tests.support.receivers import HangingReceiver, HttpReceiver  # noqa: E402
 
 # Every process this session starts is younger than this one: older processes are never read at all.
 SESSION_START_TICKS = own_start_ticks()

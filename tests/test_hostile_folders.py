@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from harness import SupervisorProcess
-from helpers import wait_for, without_dac_override, write_task
+from tests.support.harness import SupervisorProcess
+from tests.support.helpers import wait_for, without_dac_override, write_task
 
 from supervisor import safefile
 
