@@ -10,7 +10,7 @@ import pytest
 
 from supervisor.cli.args import parse_since
 from supervisor.cli.follow import LogFollower
-from supervisor.home import HomeError, choose_home, ensure_home
+from supervisor.cli.home import HomeError, choose_home, ensure_home
 from supervisor.cli.render import (
     Column,
     View,
