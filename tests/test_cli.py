@@ -1,8 +1,8 @@
-"""Issue 5 end to end: history that survives restarts, and the CLI as a user types it.
+"""End to end: history that survives restarts, and the CLI as a user types it.
 
 Every command runs as a subprocess (``python -m supervisor ...``); supervisors are real processes on a
-temporary home (tests/support/harness.py). Times in the JSON documents are compared with each other (due + interval
-== next_run), never against how long something took.
+temporary home (tests/support/harness.py). Times in the JSON documents are compared with each other (due +
+interval == next_run), never against how long something took.
 """
 
 from __future__ import annotations

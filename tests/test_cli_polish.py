@@ -1,4 +1,4 @@
-"""Issue 16: the CLI as a newcomer meets it — the right home, times with zones, --version and help, run-now
+"""The CLI as a newcomer meets it — the right home, times with zones, --version and help, run-now
 --wait, history filters, strict requirements validation, `new` that starts disabled, an 80-column coloured
 status, and task logs whose every line names its run.
 
