@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
-for _extra in (REPO, REPO / "tests"):
-    if str(_extra) not in sys.path:
-        sys.path.insert(0, str(_extra))
+if str(REPO) not in sys.path:  # run as a script: the repository's tests.support helpers and the package
+    sys.path.insert(0, str(REPO))
 
-from harness import pids_alive  # noqa: E402  (tests/harness.py)
-from helpers import build_wheel, wait_for, write_task  # noqa: E402  (tests/helpers.py)
+from tests.support.harness import pids_alive  # noqa: E402
+from tests.support.helpers import build_wheel, wait_for, write_task  # noqa: E402
 
 from supervisor.envs.manager import EnvManager  # noqa: E402
 from supervisor.execution.outcome import ProcessReport  # noqa: E402

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+from tests.support.harness import SupervisorProcess  # main.py --home HOME, as a user starts it
 
 from .common import Settings, build_wheel, temp_home, wait_for, write_task
 from .stats import Figure, ratio_of, summarize

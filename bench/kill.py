@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+from tests.support.harness import SupervisorProcess  # main.py --home HOME, as a user starts it
 
 from supervisor.execution import _shim
 from supervisor.model import Limits

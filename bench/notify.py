@@ -19,8 +19,8 @@ import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
-from receivers import HangingReceiver  # tests/receivers.py: accepts connections, never answers
+from tests.support.harness import SupervisorProcess  # main.py --home HOME, as a user starts it
+from tests.support.receivers import HangingReceiver  # accepts connections, never answers
 
 from .common import Settings, temp_home, wait_for, write_task
 from .stats import Figure, summarize

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
+from tests.support.harness import SupervisorProcess  # main.py --home HOME, as a user starts it
 
 from supervisor.discovery.watcher import TaskWatcher
 from supervisor.model import HomeConfig

@@ -6,7 +6,7 @@ A real ``taskautomation web`` process on a home with 500 task folders and 500,00
 
 * offline (no supervisor): /api/status is the offline document, built from every task's config.ini (kept
   parsed by file signature) and the history (a few statements for all tasks).
-* live: a real supervisor (tests/harness.py ``SupervisorProcess``) on the same home answers /api/status over
+* live: a real supervisor (tests/support/harness.py ``SupervisorProcess``) on the same home answers /api/status over
   its control socket. Every task's schedule anchor is recent and its interval long, so no task runs: what
   the supervisor does is answer the dashboard.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import httpx
 import psutil
-from harness import SupervisorProcess  # tests/harness.py: main.py --home HOME, as a user starts it
-from web_support import WebProcess  # tests/web_support.py: `web --listen 127.0.0.1:0`, as a user starts it
+from tests.support.harness import SupervisorProcess  # main.py --home HOME, as a user starts it
+from tests.support.web_support import WebProcess  # `web --listen 127.0.0.1:0`, as a user starts it
 
 from supervisor.history.store import HistoryStore
 from supervisor.system.control import request

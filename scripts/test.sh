@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
+bash scripts/wheelhouse.sh  # what tests/test_wheel.py installs the built wheel's dependencies from
 exec .venv/bin/python -m pytest "$@"

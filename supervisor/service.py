@@ -40,7 +40,7 @@ from .scheduling.windows import local_zone
 from .system.control import ControlServer, InstanceLock
 from .system.fdlimit import raise_fd_limit
 from .system.sdnotify import LoopNotifier, SdNotifier
-from .web.child import start_web_child
+from .system.webchild import start_web_child
 
 CONTROL_REPLY_TIMEOUT_S = 10.0
 

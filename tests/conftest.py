@@ -1,10 +1,12 @@
-"""Shared fixtures. The autouse leftover check fails any test that leaves a process behind."""
+"""Shared fixtures, and the one table that puts every test file in a layer (README, "Testing").
+
+The autouse leftover check fails any test that leaves a process behind.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,8 +14,6 @@ from typing import Iterator
 
 import psutil
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Every process a test starts inherits this cookie through the environment, including processes
 # that escaped their parents (setsid + double fork), so /proc can be searched for all of them.
@@ -26,13 +26,89 @@ os.environ.setdefault("PIP_NO_INDEX", "1")
 # Hermetic: a home the user exported for their own supervisor must not leak into tests that omit --home.
 os.environ.pop("TASKAUTOMATION_HOME", None)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from receivers import HangingReceiver, HttpReceiver  # noqa: E402
-
 from supervisor.execution.procscan import find_by_environ, own_start_ticks  # noqa: E402
+from tests.support.receivers import HangingReceiver, HttpReceiver  # noqa: E402
 
 # Every process this session starts is younger than this one: older processes are never read at all.
 SESSION_START_TICKS = own_start_ticks()
+
+
+# The layer of every test file, by the heaviest kind of test in it: each file's tests get that marker, so
+# `pytest -m unit` runs the fast pure tests only. tests/test_suite_layout.py fails when a file is missing here.
+#   unit     pure logic, one process (a helper child or a linter run at most), no real waits
+#   loop     the loop and its books in-process, on a fake clock and a fake executor
+#   e2e      real supervisors, CLI commands, task runs, env builds, watchers, receivers, the built wheel
+#   browser  the dashboard in a real browser (chromium through Playwright)
+#   redis    scale-out against a real Redis server
+LAYERS = ("unit", "loop", "e2e", "browser", "redis")
+TEST_FILE_LAYERS: dict[str, str] = {
+    "test_bench_smoke.py": "e2e",
+    "test_bundle.py": "unit",
+    "test_cgroups.py": "unit",
+    "test_cli.py": "e2e",
+    "test_cli_polish.py": "e2e",
+    "test_clock_step.py": "e2e",
+    "test_config.py": "unit",
+    "test_config_schedule.py": "unit",
+    "test_containment.py": "e2e",
+    "test_discovery.py": "unit",
+    "test_doctor.py": "e2e",
+    "test_envheal.py": "e2e",
+    "test_envheal_loop.py": "loop",
+    "test_envs.py": "e2e",
+    "test_examples.py": "e2e",
+    "test_fds.py": "e2e",
+    "test_history_facts.py": "unit",
+    "test_hostile_folders.py": "e2e",
+    "test_hot_reload.py": "e2e",
+    "test_layers.py": "unit",
+    "test_lifecycle.py": "unit",
+    "test_lint.py": "unit",
+    "test_loop.py": "loop",
+    "test_loop_sched.py": "loop",
+    "test_next_cli.py": "e2e",
+    "test_notify_delivery.py": "e2e",
+    "test_notify_e2e.py": "e2e",
+    "test_notify_loop.py": "loop",
+    "test_notify_units.py": "unit",
+    "test_outcome.py": "unit",
+    "test_pep723.py": "e2e",
+    "test_process_cap.py": "e2e",
+    "test_procscan.py": "unit",
+    "test_records.py": "unit",
+    "test_records_attempts.py": "unit",
+    "test_render.py": "unit",
+    "test_retry.py": "unit",
+    "test_safefile.py": "unit",
+    "test_scaleout.py": "redis",
+    "test_sched_e2e.py": "e2e",
+    "test_schedule.py": "unit",
+    "test_sdnotify.py": "unit",
+    "test_service_notify.py": "e2e",
+    "test_status_check.py": "unit",
+    "test_status_queries.py": "unit",
+    "test_status_source.py": "unit",
+    "test_suite_layout.py": "unit",
+    "test_supervisor.py": "e2e",
+    "test_systemd.py": "unit",
+    "test_triggers.py": "unit",
+    "test_typecheck.py": "unit",
+    "test_watcher.py": "e2e",
+    "test_web_browser.py": "browser",
+    "test_web_http.py": "e2e",
+    "test_web_supervised.py": "e2e",
+    "test_web_units.py": "unit",
+    "test_wheel.py": "e2e",
+    "test_writebehind.py": "e2e",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = TEST_FILE_LAYERS.get(item.path.name)
+        if layer is not None:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 def processes_with_cookie() -> list[psutil.Process]:

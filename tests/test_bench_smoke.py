@@ -13,10 +13,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 pytestmark = pytest.mark.timeout(60)
 
 GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout", "web")
@@ -83,7 +79,7 @@ def test_scaleout_reads_the_first_line_of_the_right_run(tmp_path: Path) -> None:
 
 def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:
     import httpx
-    from web_support import WebProcess
+    from tests.support.web_support import WebProcess
 
     from bench import web
 

@@ -1,8 +1,8 @@
-"""Issue 5 end to end: history that survives restarts, and the CLI as a user types it.
+"""End to end: history that survives restarts, and the CLI as a user types it.
 
 Every command runs as a subprocess (``python -m supervisor ...``); supervisors are real processes on a
-temporary home (tests/harness.py). Times in the JSON documents are compared with each other (due + interval
-== next_run), never against how long something took.
+temporary home (tests/support/harness.py). Times in the JSON documents are compared with each other (due +
+interval == next_run), never against how long something took.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from harness import REPO, SupervisorProcess, cli, pids_alive, script
-from helpers import wait_for, write_task
+from tests.support.harness import REPO, SupervisorProcess, cli, pids_alive, script
+from tests.support.helpers import wait_for, write_task
 
 from supervisor.history.store import INTERRUPTED_MESSAGE, HistoryStore
 from supervisor.model import Outcome, RunRecord, Trigger

@@ -1,9 +1,9 @@
-"""Issue 16: the CLI as a newcomer meets it — the right home, times with zones, --version and help, run-now
+"""The CLI as a newcomer meets it — the right home, times with zones, --version and help, run-now
 --wait, history filters, strict requirements validation, `new` that starts disabled, an 80-column coloured
 status, and task logs whose every line names its run.
 
 Commands run as subprocesses, as a user types them; TTY behaviour is checked on a real pseudo-terminal
-(pty) and piped. Supervisors are real processes (tests/harness.py).
+(pty) and piped. Supervisors are real processes (tests/support/harness.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, SupervisorProcess, cli, script
-from helpers import wait_for, write_task
+from tests.support.harness import REPO, SupervisorProcess, cli, script
+from tests.support.helpers import wait_for, write_task
 
 from supervisor.history.store import HistoryStore
 from supervisor.model import Outcome, RunRecord, Trigger

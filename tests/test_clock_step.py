@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from harness import SupervisorProcess
-from helpers import wait_for, write_task
+from tests.support.harness import SupervisorProcess
+from tests.support.helpers import wait_for, write_task
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 

@@ -7,7 +7,7 @@ from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
-from config_support import PREFIX, error_of, parse
+from tests.support.config_support import PREFIX, error_of, parse
 
 from supervisor.config.schema import parse_home_config, parse_task_config, read_home_config, read_task_config
 from supervisor.errors import ConfigError

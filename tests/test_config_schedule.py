@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from config_support import PREFIX, error_of, parse
+from tests.support.config_support import PREFIX, error_of, parse
 
 from supervisor.config.schema import parse_home_config
 from supervisor.errors import ConfigError

@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 import pytest
-from harness import SupervisorProcess, cli, cookie_processes, pids_alive, run_cookie
-from helpers import wait_for, write_task
+from tests.support.harness import SupervisorProcess, cli, cookie_processes, pids_alive, run_cookie
+from tests.support.helpers import wait_for, write_task
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -675,7 +675,6 @@ def test_monitor_stops_the_tree_when_its_control_pipe_closes(tmp_path: Path) -> 
     """The supervisor-gone path without a supervisor: closing the control pipe is all a crash does to it."""
     import queue
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from supervisor.execution.runner import Runner, child_environment
     from supervisor.model import ProcessLaunch, RunMode
 

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from helpers import write_task
+from tests.support.helpers import write_task
 
 from supervisor.discovery.scan import TaskDiff, TaskFolder, check_task_source, diff_tasks, scan_tasks
 from supervisor.errors import TaskLoadError

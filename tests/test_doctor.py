@@ -215,7 +215,7 @@ def test_an_installed_unit_that_cannot_start_fails_and_a_short_stop_timeout_warn
 
 
 def test_a_healthy_running_supervisor_passes(home: Path) -> None:
-    from harness import SupervisorProcess
+    from tests.support.harness import SupervisorProcess
 
     task = home / "Tasks" / "t"
     task.mkdir()

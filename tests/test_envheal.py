@@ -91,8 +91,8 @@ def test_heal_policy_rebuilds_once_until_a_build_succeeds() -> None:
 
 def test_a_running_supervisor_rebuilds_the_env_once_and_runs_go_on(home: Path) -> None:
     """End to end: real envs, real runs. The base interpreter is replaced under a running supervisor."""
-    from harness import InProcessSupervisor
-    from helpers import wait_for
+    from tests.support.harness import InProcessSupervisor
+    from tests.support.helpers import wait_for
 
     base = home / "base"
     _install_python(base, "python3-old")

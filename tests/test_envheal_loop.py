@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from loop_harness import KEY_A, Harness, started_harness
+from tests.support.loop_harness import KEY_A, Harness, started_harness
 
 from supervisor.events import EnvBuilt
 from supervisor.model import RunMode
@@ -133,7 +133,7 @@ def test_a_rebuild_that_comes_out_broken_is_not_repeated(h: Harness) -> None:
 
 
 def test_a_broken_serving_env_while_a_new_one_builds_waits_for_the_new_one(h: Harness) -> None:
-    from loop_harness import KEY_B
+    from tests.support.loop_harness import KEY_B
 
     h.write("t", every=1)
     h.settle()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pytest
-from helpers import build_wheel, wait_for
+from tests.support.helpers import build_wheel, wait_for
 
 from supervisor.envs.installer import InstallerRun, run_installer, summarize_installer_output
 from supervisor.envs.manager import MARKER_NAME, EnvManager

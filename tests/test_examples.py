@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from harness import REPO, SupervisorProcess, cli
+from tests.support.harness import REPO, SupervisorProcess, cli
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import SupervisorProcess
-from helpers import wait_for, write_task
+from tests.support.harness import SupervisorProcess
+from tests.support.helpers import wait_for, write_task
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Hostile task folders against a real supervisor: each is that task's error, and a 3 s canary keeps its cadence.
 
-Every file kind the issue names (FIFO main.py, FIFO config.ini, a directory requirements.txt, an unreadable
+Every hostile file kind (FIFO main.py, FIFO config.ini, a directory requirements.txt, an unreadable
 file, a symlink loop, an oversized file, bad encoding), present at start and hot-added, plus a task folder
 whose name is near NAME_MAX (its log file name must still be valid).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from harness import SupervisorProcess
-from helpers import wait_for, without_dac_override, write_task
+from tests.support.harness import SupervisorProcess
+from tests.support.helpers import wait_for, without_dac_override, write_task
 
 from supervisor import safefile
 

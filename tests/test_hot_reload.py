@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from harness import InProcessSupervisor, SupervisorProcess, cli
-from helpers import build_wheel, wait_for, write_task
+from tests.support.harness import InProcessSupervisor, SupervisorProcess, cli
+from tests.support.helpers import build_wheel, wait_for, write_task
 
 from supervisor.discovery.watcher import TaskWatcher
 from supervisor.envs.manager import EnvManager

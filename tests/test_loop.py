@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from loop_harness import KEY_A, KEY_B, START, Harness, started_harness
+from tests.support.loop_harness import KEY_A, KEY_B, START, Harness, started_harness
 
 from supervisor.errors import SpawnError
 from supervisor.events import EnvBuilt

@@ -1,4 +1,4 @@
-"""Scheduling kinds and [Retry] inside the loop, on a fake clock and a fake executor (tests/loop_harness.py):
+"""Scheduling kinds and [Retry] inside the loop, on a fake clock and a fake executor (tests/support/loop_harness.py):
 retries as their own rows that never move the schedule, "the next slot wins", the streak of final
 attempts, `why` and `status` fields, cron slots and RunAt's `done`. No processes, no sleeps.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from loop_harness import START, Harness, started_harness
+from tests.support.loop_harness import START, Harness, started_harness
 
 from supervisor.history.recorder import failure_streak
 from supervisor.model import Outcome, RunRecord, Trigger

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from harness import cli
-from helpers import write_task
+from tests.support.harness import cli
+from tests.support.helpers import write_task
 
 from supervisor.cli.entry import main
 from supervisor.scheduling.triggers import jitter_offset

@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import wait_for, write_task
-from receivers import HangingReceiver, HttpReceiver, SmtpReceiver, free_port
+from tests.support.helpers import wait_for, write_task
+from tests.support.receivers import HangingReceiver, HttpReceiver, SmtpReceiver, free_port
 
 from supervisor.cli import entry as cli
 from supervisor.execution.secrets import Secrets

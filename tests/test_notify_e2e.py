@@ -7,9 +7,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from harness import SupervisorProcess
-from helpers import wait_for, write_task
-from receivers import HangingReceiver, HttpReceiver
+from tests.support.harness import SupervisorProcess
+from tests.support.helpers import wait_for, write_task
+from tests.support.receivers import HangingReceiver, HttpReceiver
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""The loop's side of notifications, on a fake clock and a fake executor (tests/loop_harness.py):
+"""The loop's side of notifications, on a fake clock and a fake executor (tests/support/loop_harness.py):
 run-started listeners, the task spec on run facts, home-wide [Notify] defaults, and the loop's health."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from loop_harness import Harness, started_harness
+from tests.support.loop_harness import Harness, started_harness
 
 from supervisor.model import HomeConfig, Outcome, RunStarted
 from supervisor.model import NotifyEvent, NotifySettings

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import build_wheel
+from tests.support.helpers import build_wheel
 
 from supervisor.envs.manager import EnvManager
 from supervisor.envs.pep723 import ScriptMetadata, check_requires_python, parse_script_metadata
@@ -191,8 +191,8 @@ def _live_status(running) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_a_supervisor_runs_a_pep723_task_and_reports_a_conflicting_one(home: Path, local_index: Path) -> None:
-    from harness import InProcessSupervisor
-    from helpers import wait_for
+    from tests.support.harness import InProcessSupervisor
+    from tests.support.helpers import wait_for
 
     config = "[Frequency]\nEveryXMinutes = 60\n"
     body = (

@@ -1,7 +1,7 @@
 """MaxProcesses, cgroups and stops that win against forking trees , with real processes.
 
 Every dangerous task here (a fork bomb, a memory hog, a fork-and-exit chain) runs inside an outer cap that the
-test creates itself first (tests/caps.py): a cgroup v1 pids group of 400 (memory: a memory group) holding the
+test creates itself first (tests/support/caps.py): a cgroup v1 pids group of 400 (memory: a memory group) holding the
 supervisor that runs it, torn down in a ``finally``. The cgroup cases need root and writable cgroup v1
 hierarchies (these machines and CI); elsewhere they skip. The fallback (no cgroup) is exercised by injecting an
 empty cgroup layout, and RLIMIT_NPROC by running the task as the unprivileged user ``nobody``.
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caps import destroy, joined, outer_cap, own_v1_group, pids_peak
-from harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_processes, run_cookie
-from helpers import wait_for, write_task
+from tests.support.caps import destroy, joined, outer_cap, own_v1_group, pids_peak
+from tests.support.harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_processes, run_cookie
+from tests.support.helpers import wait_for, write_task
 
 from supervisor.execution import _contain
 from supervisor.execution.cgroup_layout import Layout, parse_layout

@@ -18,7 +18,6 @@ from supervisor.errors import HistoryStoreError
 from supervisor.history.store import INTERRUPTED_MESSAGE, MESSAGE_CAP, SCHEMA_VERSION, HistoryStore, record_to_json
 from supervisor.model import Outcome, RunRecord, Trigger
 
-REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -335,9 +334,8 @@ def test_locked_database_raises_within_busy_timeout(tmp_path: Path) -> None:
 def test_row_survives_a_sigkilled_writer(tmp_path: Path) -> None:
     path = tmp_path / "state" / "history.sqlite3"
     child = textwrap.dedent(f"""
-        import os, sys
+        import os
         from datetime import datetime, timezone
-        sys.path.insert(0, {str(REPO)!r})
         from supervisor.history.store import HistoryStore
         from supervisor.model import RunRecord, Trigger
         records = HistoryStore(__import__("pathlib").Path({str(path)!r}))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import without_dac_override
+from tests.support.helpers import without_dac_override
 
 from supervisor import safefile
 from supervisor.config.schema import read_task_config

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from harness import REPO, SupervisorProcess, cli, pids_alive
-from helpers import build_wheel, wait_for, write_task
+from tests.support.harness import REPO, SupervisorProcess, cli, pids_alive
+from tests.support.helpers import build_wheel, wait_for, write_task
 
 from bench.redisproc import RedisServer
 from supervisor.clock import SystemClock

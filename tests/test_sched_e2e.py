@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import SupervisorProcess
-from helpers import wait_for, write_task
+from tests.support.harness import SupervisorProcess
+from tests.support.helpers import wait_for, write_task
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -144,7 +144,7 @@ def test_window_start_inside_spring_forward_gap_opens_at_the_first_instant_after
 
 
 def test_window_wholly_inside_the_gap_opens_at_the_first_instant_after_it():
-    # Issue 14 item 8: the day keeps its window; it opens for the first instant after the gap (like cron).
+    # A DST gap: the day keeps its window; it opens for the first instant after the gap (like cron).
     window = Window(time(2, 0), time(2, 30))  # never exists on 2024-03-31 in Berlin
     result = in_window(window, utc(2024, 3, 30, 22, 0), tz=BERLIN)
     assert result == utc(2024, 3, 31, 1, 0)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from harness import REPO, InProcessSupervisor, script
-from helpers import wait_for
+from tests.support.harness import REPO, InProcessSupervisor, script
+from tests.support.helpers import wait_for
 
 from supervisor.clock import SystemClock
 from supervisor.system.sdnotify import LoopNotifier, SdNotifier

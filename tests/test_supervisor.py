@@ -7,8 +7,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from harness import SupervisorProcess, script
-from helpers import build_wheel, wait_for, write_task
+from tests.support.harness import SupervisorProcess, script
+from tests.support.helpers import build_wheel, wait_for, write_task
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -336,7 +336,7 @@ def test_clean_stop_kills_running_children(home: Path, how: str) -> None:
         assert sup.proc.wait(timeout=30) == 0
     finally:
         sup.kill()
-    from harness import pids_alive
+    from tests.support.harness import pids_alive
 
     assert pids_alive([int(p) for p in pids_file.read_text().split()]) == []
     log = sup.log()
@@ -347,7 +347,7 @@ def test_clean_stop_kills_running_children(home: Path, how: str) -> None:
 
 def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
     """Hundreds of tasks must not spawn hundreds of initialize() processes at once."""
-    from harness import InProcessSupervisor
+    from tests.support.harness import InProcessSupervisor
 
     from supervisor.model import RunMode
 

@@ -180,7 +180,7 @@ def test_cron_whose_slots_never_meet_the_window_has_no_runs():
 
 
 def test_daily_interval_task_never_skips_a_day_at_spring_forward():
-    # Issue 14 item 8: window 01:00-01:59, every 24 h. 03-29 01:00 CET + 24 real hours is 03-30 02:00 CEST,
+    # Spring forward: window 01:00-01:59, every 24 h. 03-29 01:00 CET + 24 real hours is 03-30 02:00 CEST,
     # outside the window: the wall-clock slot 03-30 01:00 CEST is used instead of skipping to 03-31.
     spec = TaskSpec(
         name="t", every=timedelta(hours=24), window=Window(time(1, 0), time(1, 59)), time_zone="Europe/Berlin"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from helpers import wait_for, write_task
+from tests.support.helpers import wait_for, write_task
 from watchdog.observers.api import BaseObserver
 
 from supervisor.discovery.coverage import Coverage, check_coverage, watched_inodes_from_fdinfo

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from harness import SupervisorProcess
-from web_support import REPO, WebProcess, add_runs, make_task
+from tests.support.harness import SupervisorProcess
+from tests.support.web_support import REPO, WebProcess, add_runs, make_task
 
 from supervisor.model import Outcome
 

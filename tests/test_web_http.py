@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from harness import SupervisorProcess, cli
-from helpers import wait_for
-from web_support import TOKEN, WebProcess, add_runs, log_line, make_task
+from tests.support.harness import SupervisorProcess, cli
+from tests.support.helpers import wait_for
+from tests.support.web_support import TOKEN, WebProcess, add_runs, log_line, make_task
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient
@@ -291,7 +291,7 @@ def test_the_supervised_dashboard_exits_when_the_supervisor_is_gone(home: Path) 
     import subprocess
     import sys
 
-    from web_support import REPO
+    from tests.support.web_support import REPO
 
     r, w = os.pipe()
     out = home / "child.txt"

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from harness import SupervisorProcess, cli
-from helpers import wait_for
-from web_support import make_task
+from tests.support.harness import SupervisorProcess, cli
+from tests.support.helpers import wait_for
+from tests.support.web_support import make_task
 
 from supervisor.paths import Paths
 from supervisor.web.auth import load_or_create_token

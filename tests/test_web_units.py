@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
-from web_support import T0, add_runs
+from tests.support.helpers import wait_for
+from tests.support.web_support import T0, add_runs
 
 from supervisor.config.listen import ListenError, allowed_hosts, host_allowed, parse_listen
 from supervisor.config.schema import parse_home_config
@@ -21,7 +21,7 @@ from supervisor.errors import ConfigError
 from supervisor.history.store import HistoryStore, OutcomeBin
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.web import auth
-from supervisor.web.child import Backoff, WebChild
+from supervisor.system.webchild import Backoff, WebChild
 from supervisor.web.fmt import relative
 from supervisor.web.runlog import LogFollower, RunLineFilter
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from tests.support.helpers import wait_for
 
 from supervisor.history.store import HistoryStore
 from supervisor.history.writebehind import WriteBehindStore
@@ -190,8 +190,8 @@ def test_logging_to_a_full_disk_is_one_rate_limited_line(small_tmpfs: Path) -> N
 def test_a_supervisor_keeps_its_cadence_while_another_process_holds_the_write_lock(home: Path) -> None:
     """End to end: a 3 s canary completes three runs while another connection holds the write lock, and
     every one of them is recorded as it ended (never `interrupted`) once the lock is released."""
-    from harness import SupervisorProcess
-    from helpers import write_task
+    from tests.support.harness import SupervisorProcess
+    from tests.support.helpers import write_task
 
     write_task(home / "Tasks", "canary", config="[Frequency]\nEveryXMinutes = 0.05\n")
     with SupervisorProcess(home) as sup:
@@ -230,8 +230,8 @@ def test_a_supervisor_keeps_its_cadence_while_another_process_holds_the_write_lo
 def test_a_supervisor_on_a_full_disk_accounts_for_every_run_and_prints_no_traceback(tmp_path: Path) -> None:
     """End to end on a 48 MiB tmpfs home: the disk fills while a 3 s canary runs; its runs are still counted
     (status), written once space returns, and the console gets at most a few rate-limited lines."""
-    from harness import SupervisorProcess
-    from helpers import write_task
+    from tests.support.harness import SupervisorProcess
+    from tests.support.helpers import write_task
 
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")

@@ -24,6 +24,7 @@ from ..errors import NotRunningError, TaskAutomationError
 from ..model import Outcome
 from ..paths import Paths
 from .args import build_parser, build_single_parser
+from .edges import call_edge
 from .home import choose_home, ensure_home
 from .next import cmd_next
 from .render import View, format_full_time, outcome_line, render_history, render_status, wants_colour
@@ -106,34 +107,22 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
 
 # ---------------------------------------------------------------------------------------------------- status
 def _live(paths: Paths, command: str, args: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """Ask the running supervisor; None when none is running."""
-    from ..system.control import lock_is_held, request
+    """Ask the running supervisor; None when none is running (a busy one raises ControlError)."""
+    from ..system.control import ask_supervisor
 
-    if not lock_is_held(paths.lock_file):
-        return None
     try:
-        return request(paths.control_socket, command, args)
+        return ask_supervisor(paths, command, args)
     except NotRunningError:
         return None
 
 
-def offline_status(paths: Paths) -> dict[str, Any]:
-    """Status from the task folders and the history database when no supervisor runs."""
-    from ..history.store import HistoryStore
-    from ..query.offline import OfflineStatus
-
-    records = HistoryStore(paths.database, readonly=True)
-    try:
-        return OfflineStatus(paths).document(records)
-    finally:
-        records.close()
-
-
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
-    reply = _live(paths, "status")
-    if reply is not None and not reply.get("ok"):
-        raise TaskAutomationError(str(reply.get("error")))
-    status = reply["status"] if reply is not None else offline_status(paths)
+    from ..query.source import StatusSource
+
+    reading = StatusSource(paths).read()
+    if reading.note:
+        print(f"warning: {reading.note}", file=sys.stderr)
+    status = reading.document
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -291,10 +280,10 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
 
 # ---------------------------------------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
-    from ..scaleout.worker import serve_worker
-
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    return serve_worker(paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name)
+    return call_edge(
+        "worker.serve", paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- operations
@@ -348,15 +337,9 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
 # ---------------------------------------------------------------------------------------------------- web
 def cmd_web(args: argparse.Namespace, paths: Paths) -> int:
     """Serve the dashboard in the foreground; prints the login URL once it listens."""
-    try:
-        from ..web.server import print_url, serve_web
-    except ModuleNotFoundError as exc:
-        raise TaskAutomationError(
-            f"the dashboard needs the web extra ({exc.name} is missing): pip install 'taskautomation[web]'"
-        ) from None
     if args.url:
-        return print_url(paths, listen_text=args.listen)
-    return serve_web(paths, listen_text=args.listen, parent_fd=args.parent_fd)
+        return call_edge("web.print_url", paths, listen_text=args.listen)
+    return call_edge("web.serve", paths, listen_text=args.listen, parent_fd=args.parent_fd)
 
 
 def cmd_pause_resume(args: argparse.Namespace, paths: Paths) -> int:

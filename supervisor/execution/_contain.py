@@ -4,7 +4,7 @@ The task process enters the run's groups (and takes its RLIMIT_NPROC) before any
 it starts can be outside (``enter_containment``). A tree that forks faster than it can be listed (a fork bomb)
 never runs out of new pids for a kill loop, so a cgroup's processes are signalled while none of them can run
 (``signal_group``: cgroup.kill, or the group frozen first). A monitor that outlives its supervisor removes
-the run's groups (``remove_groups``). The supervisor (supervisor/cgroups.py) uses the same functions for its
+the run's groups (``remove_groups``). The supervisor (execution/cgroups.py) uses the same functions for its
 own last-resort kill.
 
 Like _shim.py and _wire.py this runs in the task's interpreter: no third-party imports, and nothing heavy at
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ._wire import ContainmentPlan
 
-try:  # imported as part of the package (by supervisor/cgroups.py and the shim's package import)
+try:  # imported as part of the package (by execution/cgroups.py and runner.py, and the shim's package import)
     from ._wire import KILL_V2
 except ImportError:  # loaded by the shim run by path: its folder is sys.path[0]
     from _wire import KILL_V2  # type: ignore[no-redef]
@@ -174,3 +174,73 @@ def remove_groups(groups: Iterable[str], parents: Iterable[str]) -> None:
             os.rmdir(directory)
         except OSError:
             pass
+
+
+# --- the process tree below a pid, read from /proc (the shim's monitor and the runner's tree measure) ------
+
+
+def descendants(root: int) -> list[int]:
+    """PIDs of every live (non-zombie) descendant of ``root`` (no psutil in the task env).
+
+    Walks the tree down from ``root`` through the kernel's per-thread ``children`` lists: the cost grows
+    with the tree, not with every process on the machine (a stop on a busy host spent over a millisecond in
+    the full /proc pass, several times the ``killpg`` floor). Kernels without those files get the full pass.
+    Either way a process forked during the walk can be missed; callers look again before they give up.
+    """
+    try:
+        return _descendants_walk(root)
+    except OSError:
+        return _descendants_scan(root)
+
+
+def _descendants_walk(root: int) -> list[int]:
+    """The tree below ``root`` from /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN); OSError without it."""
+    os.stat("/proc/%d/task/%d/children" % (root, root))  # raises where the kernel lacks the files
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            threads = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue  # gone meanwhile: its children were re-parented to us and show up on a later look
+        for tid in threads:
+            try:
+                with open("/proc/%d/task/%s/children" % (pid, tid), "rb") as f:
+                    kids = f.read().split()
+            except OSError:
+                continue
+            for kid in map(int, kids):
+                try:
+                    with open("/proc/%d/stat" % kid, "rb") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                if stat[stat.rfind(b")") + 2 :][:1] == b"Z":
+                    continue  # a zombie is already dead (and has no children left)
+                found.append(kid)
+                stack.append(kid)
+    return found
+
+
+def _descendants_scan(root: int) -> list[int]:
+    """PIDs of every live descendant of ``root``, from one pass over all of /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/" + name + "/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces and parentheses: the fields after the last ')' are unambiguous.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] == b"Z":
+            continue  # a zombie is already dead; reaping it is all that is left
+        children.setdefault(int(fields[1]), []).append(int(name))
+    found, stack = [], [root]
+    while stack:
+        for pid in children.get(stack.pop(), ()):
+            found.append(pid)
+            stack.append(pid)
+    return found

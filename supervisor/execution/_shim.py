@@ -37,7 +37,7 @@ TYPE_CHECKING = False  # typing itself costs an import before main(); only the t
 if TYPE_CHECKING:
     from typing import Any, Callable, NoReturn, Sequence
 
-try:  # imported as part of the package (the runner uses ``descendants``)
+try:  # imported as part of the package (the benchmarks read its constants)
     from . import _contain as contain
     from . import _wire as wire
 except ImportError:  # run by path: this file's folder is sys.path[0], so these modules are top-level
@@ -151,73 +151,6 @@ def _run_task(mode: str, task: str, home: str, report_fd: int) -> NoReturn:
     sys.exit(code)
 
 
-def descendants(root: int) -> list[int]:
-    """PIDs of every live (non-zombie) descendant of ``root`` (no psutil in the task env).
-
-    Walks the tree down from ``root`` through the kernel's per-thread ``children`` lists: the cost grows
-    with the tree, not with every process on the machine (a stop on a busy host spent over a millisecond in
-    the full /proc pass, several times the ``killpg`` floor). Kernels without those files get the full pass.
-    Either way a process forked during the walk can be missed; callers look again before they give up.
-    """
-    try:
-        return _descendants_walk(root)
-    except OSError:
-        return _descendants_scan(root)
-
-
-def _descendants_walk(root: int) -> list[int]:
-    """The tree below ``root`` from /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN); OSError without it."""
-    os.stat("/proc/%d/task/%d/children" % (root, root))  # raises where the kernel lacks the files
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        try:
-            threads = os.listdir("/proc/%d/task" % pid)
-        except OSError:
-            continue  # gone meanwhile: its children were re-parented to us and show up on a later look
-        for tid in threads:
-            try:
-                with open("/proc/%d/task/%s/children" % (pid, tid), "rb") as f:
-                    kids = f.read().split()
-            except OSError:
-                continue
-            for kid in map(int, kids):
-                try:
-                    with open("/proc/%d/stat" % kid, "rb") as f:
-                        stat = f.read()
-                except OSError:
-                    continue
-                if stat[stat.rfind(b")") + 2 :][:1] == b"Z":
-                    continue  # a zombie is already dead (and has no children left)
-                found.append(kid)
-                stack.append(kid)
-    return found
-
-
-def _descendants_scan(root: int) -> list[int]:
-    """PIDs of every live descendant of ``root``, from one pass over all of /proc."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/" + name + "/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # comm may contain spaces and parentheses: the fields after the last ')' are unambiguous.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] == b"Z":
-            continue  # a zombie is already dead; reaping it is all that is left
-        children.setdefault(int(fields[1]), []).append(int(name))
-    found, stack = [], [root]
-    while stack:
-        for pid in children.get(stack.pop(), ()):
-            found.append(pid)
-            stack.append(pid)
-    return found
-
-
 # --- containment without a cgroup: SIGSTOP passes over the tree (the cgroup side is _contain.py) ----------
 
 
@@ -231,7 +164,7 @@ def signal_stopped_tree(root: int, sig: int) -> list[int]:
     """
     stopped = {}
     for _ in range(200):
-        fresh = [pid for pid in descendants(root) if pid not in stopped]
+        fresh = [pid for pid in contain.descendants(root) if pid not in stopped]
         if not fresh:
             break
         for pid in contain.signal_all(fresh, SIGSTOP):
@@ -311,7 +244,7 @@ def _monitor(
         # below the monitor (anything outside the group) is stopped with SIGSTOP before it is killed.
         if sig != signal.SIGKILL:
             pids = contain.signal_all(contain.group_pids(kill[1]) if kill is not None else [], sig)
-            pids += contain.signal_all(descendants(me), sig)
+            pids += contain.signal_all(contain.descendants(me), sig)
         else:
             pids = contain.signal_group(kill[0], kill[1], sig) if kill is not None else []
             pids += signal_stopped_tree(me, sig)
@@ -335,7 +268,7 @@ def _monitor(
             break
         if child_status is not None and stop_reason is None:
             # main() is done but something it started lives on: that is a leak, end it.
-            leftovers = len(descendants(me))
+            leftovers = len(contain.descendants(me))
             begin_stop(min(grace_s, ORPHAN_GRACE_S), wire.STOP_LEFTOVERS)
         while requests:
             begin_stop(*requests.pop(0))

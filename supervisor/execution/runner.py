@@ -33,7 +33,6 @@ from ..errors import SpawnError
 from ..model import ProcessLaunch
 from . import _contain as contain
 from . import _wire as wire
-from ._shim import descendants
 from .outcome import ProcessReport
 from .procscan import find_by_environ
 
@@ -116,7 +115,7 @@ class RunProcess:
         # The tree is walked down from the monitor (its descendants include escapees: it is their
         # subreaper). psutil's children(recursive=True) reads every process on the machine instead: ~50x
         # the cost, paid every second for every run in flight.
-        tree = descendants(self.pid)
+        tree = contain.descendants(self.pid)
         rss = 0
         cpu = 0.0
         threads = 0

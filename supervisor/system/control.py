@@ -5,6 +5,9 @@
   The file also records the holder's pid and start time, for messages. Its fd is close-on-exec, so no task
   inherits it.
 * The control socket is a Unix socket (mode 0600) under HOME: one JSON request line, one JSON reply line.
+* ``ask_supervisor`` is the one client call every reader and actor uses: no supervisor holding the home's lock
+  or listening on its socket is ``NotRunningError``; one that does not answer in time is ``ControlError``; a
+  refusal (``"ok": false``) is a reply like any other, for the caller to map to its own answer.
 * ``terminate`` asks over the socket; if the socket does not answer it signals the lock holder, but only a pid
   that ``/proc/locks`` proves holds this very lock file.
 """
@@ -234,6 +237,21 @@ def request(
     if not isinstance(reply, dict):
         raise ControlError(f"control socket {path}: unreadable reply to {command!r}")
     return reply
+
+
+def ask_supervisor(
+    paths: Paths, command: str, args: Mapping[str, Any] | None = None, *, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Send one request to the supervisor running on ``paths.home`` and return its reply.
+
+    The lock is probed first, so a home without a supervisor answers at once without touching the socket (a
+    stale socket file of a crashed supervisor never answers). Raises NotRunningError when no supervisor holds
+    the lock or none listens yet (one starting or stopping), ControlError when it does not answer within
+    ``timeout``.
+    """
+    if not lock_is_held(paths.lock_file):
+        raise NotRunningError(f"no supervisor is running on {paths.home}")
+    return request(paths.control_socket, command, args, timeout=timeout)
 
 
 def terminate(paths: Paths, *, timeout: float, on_progress: Callable[[str], None] = lambda _: None) -> int:

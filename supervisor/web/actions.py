@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import NotRunningError, TaskAutomationError
 from ..paths import Paths
-from ..system.control import lock_is_held, request
+from ..system.control import ask_supervisor
 
 ACTIONS = {"run": "run-now", "pause": "pause", "resume": "resume"}
 
@@ -43,9 +43,7 @@ def control_asker(paths: Paths) -> Ask:
     """The real transport: one request over the control socket; NotRunningError when nobody listens."""
 
     def ask(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        if not lock_is_held(paths.lock_file):
-            raise NotRunningError(f"no supervisor is running on {paths.home}")
-        return request(paths.control_socket, command, args)
+        return ask_supervisor(paths, command, args)
 
     return ask
 

@@ -1,8 +1,8 @@
 """What the dashboard reads: the status document, history pages, one run with its log, recent runs.
 
-The status document comes from :func:`load_status`, the one adapter to the query layer the CLI uses (live
-from the supervisor over its control socket, else built offline from the folders and the history), so the
-JSON API has the CLI's schemas. Everything else is read from the history database, opened read-only.
+The status document comes from the query layer's one status source, the CLI's too (live from the supervisor
+over its control socket, else built offline from the folders and the history), so the JSON API has the CLI's
+schemas. Everything else is read from the history database, opened read-only.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..errors import TaskAutomationError
 from ..history.store import HistoryStore, OutcomeBin, record_to_json
 from ..model import Outcome, RunRecord
 from ..paths import Paths
-from ..query.offline import OfflineStatus
+from ..query.source import StatusSource
 from . import svg
 from .runlog import read_run_lines
 
@@ -37,28 +36,6 @@ class _Drawn:
 
 
 MAX_HISTORY_LIMIT = 1000
-
-
-def load_status(
-    paths: Paths, *, offline: OfflineStatus | None = None, records: HistoryStore | None = None
-) -> dict[str, Any]:
-    """The ``status --json`` document. The single point where the dashboard meets the status layer.
-
-    Live from the supervisor when one runs; else the offline document, built with ``offline`` and
-    ``records`` when given (a long-lived reader: parsed configs and the document itself are reused while
-    nothing changed), else from scratch exactly as the CLI does.
-    """
-    from ..cli.entry import _live, offline_status
-
-    reply = _live(paths, "status")
-    if reply is None:
-        if offline is None or records is None:
-            return offline_status(paths)
-        return offline.document(records, reuse=True)
-    if not reply.get("ok"):
-        raise TaskAutomationError(str(reply.get("error")))
-    status: dict[str, Any] = reply["status"]
-    return status
 
 
 def parse_outcomes(text: str | None) -> tuple[Outcome, ...]:
@@ -84,7 +61,7 @@ class Reader:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.records = HistoryStore(paths.database, readonly=True)
-        self.offline = OfflineStatus(paths)
+        self.source = StatusSource(paths, records=self.records)
         self._sparks: dict[str, tuple[str | None, Markup]] = {}
         self._timeline: _Drawn | None = None
 
@@ -93,7 +70,7 @@ class Reader:
 
     def status(self) -> dict[str, Any]:
         """The status document (the CLI's, live or offline)."""
-        return load_status(self.paths, offline=self.offline, records=self.records)
+        return self.source.read().document
 
     def task_names(self) -> set[str]:
         return {entry.name for entry in _dirs(self.paths.tasks)} | set(self.records.tasks_with_history())

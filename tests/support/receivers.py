@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from helpers import wait_for
+from .helpers import wait_for
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,11 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from helpers import wait_for
+from supervisor.history.store import HistoryStore
+from supervisor.model import Outcome, RunRecord, Trigger
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from supervisor.history.store import HistoryStore  # noqa: E402
-from supervisor.model import Outcome, RunRecord, Trigger  # noqa: E402
+from . import REPO
+from .helpers import wait_for
 
 TOKEN = "t" * 64
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)

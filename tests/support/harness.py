@@ -12,21 +12,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from helpers import wait_for
+from supervisor.clock import SystemClock
+from supervisor.envs.manager import EnvManager
+from supervisor.errors import TaskAutomationError
+from supervisor.execution.procscan import find_by_environ, own_start_ticks
+from supervisor.history.store import HistoryStore
+from supervisor.logsetup import TaskLogs
+from supervisor.model import HomeConfig
+from supervisor.paths import Paths
+from supervisor.service import build_supervisor
+from supervisor.system.control import request
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from supervisor.clock import SystemClock  # noqa: E402
-from supervisor.envs.manager import EnvManager  # noqa: E402
-from supervisor.errors import TaskAutomationError  # noqa: E402
-from supervisor.execution.procscan import find_by_environ, own_start_ticks  # noqa: E402
-from supervisor.history.store import HistoryStore  # noqa: E402
-from supervisor.logsetup import TaskLogs  # noqa: E402
-from supervisor.model import HomeConfig  # noqa: E402
-from supervisor.paths import Paths  # noqa: E402
-from supervisor.service import build_supervisor  # noqa: E402
-from supervisor.system.control import request  # noqa: E402
+from . import REPO
+from .helpers import wait_for
 
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

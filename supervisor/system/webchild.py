@@ -1,5 +1,8 @@
 """The dashboard as a supervised child of the supervisor (``[Web] Listen`` in taskautomation.ini).
 
+It lives here, below the composition root, and knows the dashboard only as a command line: ``service`` starts
+it without importing an edge, and it needs no web framework.
+
 Policy:
 
 * The child is ``python -m supervisor web --home HOME --listen ADDR --parent-fd N``: the same program a user

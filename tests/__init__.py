@@ -1,0 +1,1 @@
+"""The test suite (a package, so its shared helpers are importable as ``tests.support``)."""
