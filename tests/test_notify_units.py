@@ -10,7 +10,8 @@ import pytest
 from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
 from supervisor.execution.secrets import Masker, load_secrets, read_env_file
-from supervisor.notify.message import Origin, mask_url, ping_body, render, run_lines, tail
+from supervisor.config.notify_keys import mask_url
+from supervisor.notify.message import Origin, ping_body, render, run_lines, tail
 from supervisor.model import NotifyEvent, NotifySettings
 from supervisor.notify.model import RunFact, StreakState
 from supervisor.notify.policy import decide_notices, ping_url

@@ -41,7 +41,6 @@ from ..model import (
     TaskSpec,
     Window,
 )
-from ..notify.settings import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from . import values as values
 from .inifile import (
     Context,
@@ -53,6 +52,7 @@ from .inifile import (
     read_text,
     unknown_warnings,
 )
+from .notify_keys import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from .schedule_keys import (
     backoff,
     cron_expression,
@@ -114,7 +114,7 @@ def _parse_limits(sections: Mapping[str, Section], defaults: Limits, ctx: Contex
 
 
 def _parse_notify(sections: Mapping[str, Section], defaults: NotifySettings, ctx: Context) -> NotifySettings:
-    """[Notify] (notify/settings.py validates): each key present wins over ``defaults`` (the home's)."""
+    """[Notify] (config/notify_keys.py validates): each key present wins over ``defaults`` (the home's)."""
     return parse_notify(
         present_values(sections, "Notify", NOTIFY_KEYS),
         defaults=defaults,

@@ -19,8 +19,8 @@ import threading
 import time
 from typing import Callable
 
+from ..config.notify_keys import mask_url
 from ..model import HeartbeatSettings
-from .message import mask_url
 from .model import DeliveryResult
 from .senders import ping
 

@@ -9,7 +9,6 @@ passed through the task's masker; URLs shown in the supervisor's own messages lo
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -141,32 +140,3 @@ def render(fact: RunFact, event: NotifyEvent, *, origin: Origin, log_lines: list
 def ping_body(log_lines: list[str], *, mask: Mask) -> bytes:
     """The body of an ok/fail ping: the run's log tail, masked, at most ``PING_BODY_MAX_BYTES``."""
     return tail([mask(line) for line in log_lines], max_lines=None, max_bytes=PING_BODY_MAX_BYTES).encode("utf-8")
-
-
-def mask_url(url: str) -> str:
-    """``url`` safe for a log line: no password, no token.
-
-    Apprise knows which parts of each of its URLs are secret (a Telegram bot token sits where a host would
-    be), so its privacy form is used for the URLs it accepts, without the query. Anything else (http pings,
-    a URL Apprise refuses) keeps only scheme, user, host and port: the path of a ping URL *is* its secret.
-    """
-    if "://" not in url:
-        return url  # not a URL at all: nothing in it has the shape of a credential
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in ("http", "https"):
-        import apprise
-
-        plugin = apprise.Apprise.instantiate(url)
-        if plugin is not None:
-            return plugin.url(privacy=True).split("?", 1)[0]
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return f"{scheme}://***"
-    user = f"{parts.username}:***@" if parts.password is not None else (f"{parts.username}@" if parts.username else "")
-    if ":" in host:
-        host = f"[{host}]"
-    path = "/***" if parts.path.strip("/") or parts.query else ""
-    return f"{parts.scheme}://{user}{host}{port}{path}"

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from ..config.notify_keys import mask_url
 from ..execution.secrets import NO_MASKER, Masker, Secrets
 from ..model import NotifyEvent, NotifySettings
 from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
-from .message import Origin, mask_url, ping_body, read_run_lines, render
+from .message import Origin, ping_body, read_run_lines, render
 from .model import ChannelJob, CommandJob, DeliveryResult, Job, Notice, PingJob, RunFact, StreakState
 from .policy import decide_notices, ping_url
 from .senders import ping, run_command, send_apprise

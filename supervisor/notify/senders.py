@@ -18,8 +18,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, Mapping, Sequence
 
+from ..config.notify_keys import mask_url
 from ..model import NotifyEvent
-from .message import clip, mask_url
+from .message import clip
 from .model import DeliveryResult, Notice
 
 CHANNEL_TIMEOUT_S = 10.0

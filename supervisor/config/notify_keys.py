@@ -20,7 +20,6 @@ import urllib.parse
 from typing import Callable, Mapping, TypeVar
 
 from ..model import HeartbeatSettings, NotifyEvent, NotifySettings
-from .message import mask_url
 
 NOTIFY_KEYS = ("Urls", "On", "AfterFailures", "PingUrl", "Command")
 HEARTBEAT_KEYS = ("HeartbeatUrl", "HeartbeatSeconds")
@@ -175,3 +174,32 @@ def parse_heartbeat(values: Mapping[str, str], *, error: ErrorFactory) -> Heartb
         url=_get(values, "HeartbeatUrl", _ping_url, base.url, error),
         seconds=_get(values, "HeartbeatSeconds", _seconds, base.seconds, error),
     )
+
+
+def mask_url(url: str) -> str:
+    """``url`` safe for a log line: no password, no token.
+
+    Apprise knows which parts of each of its URLs are secret (a Telegram bot token sits where a host would
+    be), so its privacy form is used for the URLs it accepts, without the query. Anything else (http pings,
+    a URL Apprise refuses) keeps only scheme, user, host and port: the path of a ping URL *is* its secret.
+    """
+    if "://" not in url:
+        return url  # not a URL at all: nothing in it has the shape of a credential
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        import apprise
+
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is not None:
+            return plugin.url(privacy=True).split("?", 1)[0]
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return f"{scheme}://***"
+    user = f"{parts.username}:***@" if parts.password is not None else (f"{parts.username}@" if parts.username else "")
+    if ":" in host:
+        host = f"[{host}]"
+    path = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{user}{host}{port}{path}"
