@@ -24,9 +24,9 @@ from pathlib import Path
 from supervisor.clock import SystemClock
 from supervisor.events import Event, RunReported
 from supervisor.execution.cgroups import Containment, Layout
-from supervisor.execution.executor import LaunchRequest, LocalExecutor, new_run_id
+from supervisor.execution.executor import LaunchRequest, LocalExecutor
 from supervisor.logsetup import TaskLogs
-from supervisor.model import Limits, RunMode, Trigger
+from supervisor.model import Limits, RunMode, Trigger, new_run_id
 from supervisor.scaleout.executor import RQExecutor
 
 from .common import Settings, now_ns, ready_env, temp_home, write_task

@@ -41,11 +41,11 @@ from ..discovery.scan import diff_tasks, scan_tasks
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError, TaskLoadError
 from ..events import ControlRequest, EnvBuilt, Event, Inbox, RescanRequested, RunReported, StopRequested
-from ..execution.executor import Executor, LaunchRequest, new_run_id
+from ..execution.executor import Executor, LaunchRequest
 from ..execution.outcome import StopCause, StopRequest
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
-from ..model import HomeConfig, Outcome, RunMode, RunRecord, RunResult, RunStarted, TaskPhase, Trigger
+from ..model import HomeConfig, Outcome, RunMode, RunRecord, RunResult, RunStarted, TaskPhase, Trigger, new_run_id
 from ..paths import Paths
 from ..query.status import SupervisorView, TaskView, status_json, view_of
 from ..system.sdnotify import LoopNotifier, Notifier

@@ -26,10 +26,9 @@ from typing import Callable, Sequence
 
 from ..clock import Clock
 from ..envs.builder import EnvBuilder
-from ..execution.executor import new_run_id
 from ..history.recorder import RunHistory, streak_after
 from ..logsetup import TaskLogs
-from ..model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunStarted, Trigger
+from ..model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunStarted, Trigger, new_run_id
 from ..paths import Paths
 from ..scheduling.retry import PendingRetry, decide, slot_wins
 from .lifecycle import TaskState, is_scheduled

@@ -32,10 +32,9 @@ from ..discovery.scan import TaskFolder
 from ..envs.builder import EnvBuilder
 from ..envs.health import HealPolicy
 from ..events import EnvBuilt
-from ..execution.executor import new_run_id
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
-from ..model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger
+from ..model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult, TaskPhase, Trigger, new_run_id
 from ..paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
 from ..scheduling.triggers import trigger_for
 from .lifecycle import InFlight, TaskState, is_gone, is_idle, is_parked, is_scheduled, move

@@ -18,6 +18,7 @@ from .runs import (
     RunResult,
     RunStarted,
     Trigger,
+    new_run_id,
 )
 from .tasks import (
     DEFAULT_RETRY_ON,
@@ -56,4 +57,5 @@ __all__ = [
     "TaskSpec",
     "Trigger",
     "Window",
+    "new_run_id",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +69,11 @@ class RunRecord:
     log_path: Path | None = None
     attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
     retry_of: str | None = None  # a retry's first attempt's run id
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: start time plus random bits (two runs can start in the same second)."""
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
