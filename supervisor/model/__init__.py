@@ -6,7 +6,7 @@ be in. It may import only the standard library and the other kernel modules (err
 """
 
 from .notices import DEFAULT_ON, HeartbeatSettings, NotifyEvent, NotifySettings
-from .phases import TaskPhase
+from .phases import ShownState, TaskPhase
 from .runs import (
     FAILURE_OUTCOMES,
     EnvStatus,
@@ -53,6 +53,7 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "RunStarted",
+    "ShownState",
     "TaskPhase",
     "TaskSpec",
     "Trigger",
