@@ -6,7 +6,7 @@ be in. It may import only the standard library and the other kernel modules (err
 """
 
 from .notices import DEFAULT_ON, HeartbeatSettings, NotifyEvent, NotifySettings
-from .phases import ShownState, TaskPhase
+from .phases import PhaseChanged, RunStage, ShownState, TaskPhase
 from .runs import (
     FAILURE_OUTCOMES,
     EnvStatus,
@@ -47,11 +47,13 @@ __all__ = [
     "NotifyEvent",
     "NotifySettings",
     "Outcome",
+    "PhaseChanged",
     "RetryPolicy",
     "RunFinished",
     "RunMode",
     "RunRecord",
     "RunResult",
+    "RunStage",
     "RunStarted",
     "ShownState",
     "TaskPhase",
