@@ -15,6 +15,7 @@ from supervisor.model import HomeConfig, Outcome, PhaseChanged, RunMode, RunStag
 
 pytestmark = pytest.mark.timeout(30)
 S, P = RunStage, TaskPhase
+RETRY_ONCE = "[Retry]\nAttempts = 1\nDelaySeconds = 30\n"
 
 
 @pytest.fixture
@@ -46,6 +47,14 @@ def assert_one_event_per_move(h: Harness) -> None:
         assert current.get((name, RunStage), S.IDLE) is st.stage
 
 
+def fail_the_first_attempt(h: Harness) -> None:
+    """Task ``t`` (one retry after 30 s) ran once and failed: its retry is pending."""
+    h.write("t", extra=RETRY_ONCE)
+    h.settle()
+    h.executor.finish(h.executor.live_main("t"), Outcome.FAILED)
+    h.settle()
+
+
 def test_a_run_waiting_for_a_slot_is_queued_and_idle_again_once_it_starts(tmp_path: Path) -> None:
     h = Harness(tmp_path / "home", home_config=HomeConfig(max_concurrent_runs=1))
     h.sup.start()
@@ -73,10 +82,7 @@ def test_a_transient_spawn_failure_backs_off_shown_as_queued_then_starts(h: Harn
 
 
 def test_a_failed_attempt_leaves_a_retry_pending_which_queues_when_due(h: Harness) -> None:
-    h.write("t", extra="[Retry]\nAttempts = 1\nDelaySeconds = 30\n")
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"), Outcome.FAILED)
-    h.settle()
+    fail_the_first_attempt(h)
     assert h.sup.book.tasks["t"].stage is S.RETRY_PENDING and h.state("t") == "scheduled"
     h.tick(30)
     assert h.sup.book.tasks["t"].stage is S.IDLE and h.state("t") == "running"
@@ -86,7 +92,7 @@ def test_a_failed_attempt_leaves_a_retry_pending_which_queues_when_due(h: Harnes
 
 def test_a_start_that_fails_for_good_from_the_queue_is_a_failed_attempt_with_its_retry(h: Harness) -> None:
     h.executor.fail_next = (RunMode.MAIN, SpawnError("task 't': cannot start: bad interpreter"))
-    h.write("t", extra="[Retry]\nAttempts = 1\nDelaySeconds = 30\n")
+    h.write("t", extra=RETRY_ONCE)
     h.settle()
     assert h.sup.book.tasks["t"].stage is S.RETRY_PENDING
     assert (S.QUEUED, S.RETRY_PENDING) in stage_moves(h, "t")
@@ -94,10 +100,7 @@ def test_a_start_that_fails_for_good_from_the_queue_is_a_failed_attempt_with_its
 
 
 def test_an_unloaded_task_drops_its_pending_retry_and_returns_to_idle(h: Harness) -> None:
-    h.write("t", extra="[Retry]\nAttempts = 1\nDelaySeconds = 30\n")
-    h.settle()
-    h.executor.finish(h.executor.live_main("t"), Outcome.FAILED)
-    h.settle()
+    fail_the_first_attempt(h)
     h.write("t", extra="[Global]\nEnabled = False\n")
     h.settle()
     st = h.sup.book.tasks["t"]
