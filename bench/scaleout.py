@@ -25,9 +25,9 @@ from supervisor.clock import SystemClock
 from supervisor.events import Event, RunReported
 from supervisor.execution.cgroup_layout import Layout
 from supervisor.execution.cgroups import Containment
-from supervisor.execution.executor import LocalExecutor, RunRequest, new_run_id
+from supervisor.execution.executor import RunRequest, LocalExecutor
 from supervisor.logsetup import TaskLogs
-from supervisor.model import Limits, RunMode, Trigger
+from supervisor.model import Limits, RunMode, Trigger, new_run_id
 from supervisor.scaleout.executor import RQExecutor
 
 from .common import Settings, now_ns, ready_env, temp_home, write_task

@@ -139,6 +139,7 @@ def setup_supervisor_logging(
     logger.addHandler(_rotating(path, max_bytes=max_bytes, backups=backups, reporter=reporter))
     if console:
         stream = _Console(sys.stderr)
+        stream.setLevel(logging.INFO)  # DEBUG lines (one per lifecycle move) go to the file only
         stream.reporter = reporter
         stream.setFormatter(ZonedFormatter(FORMAT))
         logger.addHandler(stream)

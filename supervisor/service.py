@@ -13,11 +13,13 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .clock import Clock, SystemClock
 from .config.schema import read_home_config
+from .core.lifecycle import MoveListener, move_log_line
 from .core.loop import Supervisor
+from .core.snapshot import StatusReader
 from .discovery.watcher import TaskWatcher
 from .envs.builder import BackgroundEnvs
 from .envs.manager import EnvManager
@@ -30,11 +32,10 @@ from .history.recorder import RunHistory, RunLog
 from .history.store import HistoryStore
 from .history.writebehind import WriteBehindStore
 from .logsetup import TaskLogs, setup_supervisor_logging
-from .model import HomeConfig, RunFinished, RunStarted
+from .model import HomeConfig, PhaseChanged, RunFinished, RunStarted
 from .notify.consumer import RunNotifications
 from .notify.heartbeat import Heartbeat
-from .notify.notifier import Notifier as NoticeNotifier
-from .notify.notifier import default_origin
+from .notify.notifier import Notifier, default_origin
 from .paths import Paths
 from .scheduling.windows import local_zone
 from .system.control import ControlServer, InstanceLock
@@ -65,55 +66,78 @@ def serve(paths: Paths, *, console: bool = True) -> int:
         records = WriteBehindStore.wrap(
             open_history(paths.database, keep=home_config.keep_runs, logger=logger), logger=logger
         )
-        fd_limit = raise_fd_limit()
-        logger.info("%s", fd_limit.describe())
         try:
-            envs = EnvManager(paths, installer=home_config.installer, logger=logging.getLogger("taskautomation.envs"))
-            task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes, backups=home_config.log_backups)
-            notices = NoticeNotifier(origin=default_origin(paths.home), logger=logger)
-            secrets = SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning)
-            supervisor = build_supervisor(
-                paths,
-                home_config=home_config,
-                records=records,
-                envs=envs,
-                clock=SystemClock(),
-                logger=logger,
-                task_logs=task_logs,
-                notices=notices,
-                secrets=secrets,
-                containment=Containment(
-                    paths.home, task_nofile=fd_limit.before if fd_limit.after != fd_limit.before else None
-                ),
-                watcher_factory=lambda on_change: TaskWatcher(
-                    paths.tasks, on_change, debounce_s=home_config.watch_debounce_s, logger=logger
-                ),
-                notifier=LoopNotifier(notifier),
-            )
-            server = ControlServer(paths.control_socket, lambda cmd, args: _ask_loop(supervisor, cmd, args))
-            server.start()
-            web = start_web_child(paths, home_config.web_listen, logger=logger) if home_config.web_listen else None
-            previous = _install_signal_handlers(supervisor)
-            notices.start()
-            heartbeat = None
-            if home_config.heartbeat.url is not None:
-                heartbeat = Heartbeat(home_config.heartbeat, logger=logger, healthy=supervisor.health)
-                heartbeat.start()
-            try:
-                supervisor.run()
-            finally:
-                _restore_signal_handlers(previous)
-                if web is not None:
-                    web.stop()
-                server.stop()
-                if heartbeat is not None:
-                    heartbeat.stop()
-                notices.close(drain_s=2.0)  # queued notices get 2 s; a hanging receiver cannot hold the exit
+            _serve_with(paths, home_config=home_config, records=records, logger=logger, notifier=notifier)
         finally:
             records.close()
     finally:
         lock.release()
     return 0
+
+
+def _serve_with(
+    paths: Paths, *, home_config: HomeConfig, records: HistoryStore, logger: logging.Logger, notifier: SdNotifier
+) -> None:
+    """The supervisor and its threads (control socket, dashboard child, notices, heartbeat) for one run."""
+    fd_limit = raise_fd_limit()
+    logger.info("%s", fd_limit.describe())
+    notices = Notifier(origin=default_origin(paths.home), logger=logger)
+    supervisor = build_supervisor(
+        paths,
+        home_config=home_config,
+        records=records,
+        envs=EnvManager(paths, installer=home_config.installer, logger=logging.getLogger("taskautomation.envs")),
+        clock=SystemClock(),
+        logger=logger,
+        task_logs=TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes, backups=home_config.log_backups),
+        notices=notices,
+        secrets=SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning),
+        containment=Containment(paths.home, task_nofile=fd_limit.before if fd_limit.after != fd_limit.before else None),
+        watcher_factory=lambda on_change: TaskWatcher(
+            paths.tasks, on_change, debounce_s=home_config.watch_debounce_s, logger=logger
+        ),
+        notifier=LoopNotifier(notifier),
+    )
+    server, status = control_server(paths, supervisor, logger=logger)
+    server.start()
+    web = start_web_child(paths, home_config.web_listen, logger=logger) if home_config.web_listen else None
+    previous = _install_signal_handlers(supervisor)
+    notices.start()
+    heartbeat = None
+    if home_config.heartbeat.url is not None:
+        heartbeat = Heartbeat(home_config.heartbeat, logger=logger, healthy=supervisor.health)
+        heartbeat.start()
+    try:
+        supervisor.run()
+    finally:
+        _restore_signal_handlers(previous)
+        if web is not None:
+            web.stop()
+        server.stop()
+        status.close()
+        if heartbeat is not None:
+            heartbeat.stop()
+        notices.close(drain_s=2.0)  # queued notices get 2 s; a hanging receiver cannot hold the exit
+
+
+def control_server(
+    paths: Paths, supervisor: Supervisor, *, logger: logging.Logger
+) -> tuple[ControlServer, StatusReader]:
+    """The control socket of ``supervisor`` (not started). ``status`` is answered on the socket's own thread
+    from the loop's latest snapshot, with its own read-only history connection; every other request is
+    handed to the loop thread and waits for its reply."""
+    status = StatusReader(
+        supervisor.board,
+        open_records=lambda: HistoryStore(paths.database, readonly=True),
+        tz=supervisor.tz,
+        logger=logger,
+        wait_s=CONTROL_REPLY_TIMEOUT_S,
+    )
+
+    def handle(command: str, args: Mapping[str, Any]) -> Mapping[str, Any] | bytes:
+        return status.reply() if command == "status" else _ask_loop(supervisor, command, args)
+
+    return ControlServer(paths.control_socket, handle), status
 
 
 def build_supervisor(
@@ -125,44 +149,29 @@ def build_supervisor(
     clock: Clock,
     logger: logging.Logger,
     task_logs: TaskLogs,
-    notices: NoticeNotifier | None = None,
+    notices: Notifier | None = None,
     secrets: SecretStore | None = None,
     containment: Containment | None = None,
+    move_listeners: Sequence[MoveListener] = (),
     **options: Any,
 ) -> Supervisor:
     """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
     builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
-    notifications), and the run-started listeners (the /start ping). ``containment`` None = the cgroups this
-    machine offers (detected)."""
+    notifications), the run-started listeners (the /start ping), and the move listener that writes one DEBUG
+    line per lifecycle move to the supervisor log (a child logger: the file gets it, the console does not).
+    ``containment`` None = the cgroups this machine offers (detected)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
-    executor: Executor = LocalExecutor(
-        home=paths.home,
-        cookie_prefix=paths.run_cookie_prefix,
-        task_logs=task_logs,
-        logger=logger,
+    executor = _executor(
+        paths,
+        home_config=home_config,
+        inbox=inbox,
         clock=clock,
-        post=inbox.post,
-        output_cap_bytes=home_config.output_cap_bytes,
+        logger=logger,
+        task_logs=task_logs,
         secrets=secrets,
         containment=containment if containment is not None else Containment(paths.home),
     )
-    if home_config.executor == "rq":
-        from .scaleout.executor import RQExecutor, home_id_for  # the optional extra: imported only when used
-
-        assert home_config.redis_url is not None  # config.py refuses Executor=rq without RedisUrl
-        executor = RQExecutor(
-            local=executor,
-            redis_url=home_config.redis_url,
-            home_id=home_id_for(paths.home),
-            installer=home_config.installer,
-            output_cap_bytes=home_config.output_cap_bytes,
-            task_logs=task_logs,
-            logger=logger,
-            clock=clock,
-            post=inbox.post,
-        )
-        logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)", executor.safe_url())
     consumers: list[Callable[[RunFinished], None]] = [history, RunLog(logger=logger, task_logs=task_logs)]
     listeners: list[Callable[[RunStarted], None]] = []
     if notices is not None:
@@ -184,8 +193,59 @@ def build_supervisor(
         history=history,
         consumers=consumers,
         start_listeners=listeners,
+        move_listeners=[_move_log(logger), *move_listeners],
         **options,
     )
+
+
+def _executor(
+    paths: Paths,
+    *,
+    home_config: HomeConfig,
+    inbox: Inbox,
+    clock: Clock,
+    logger: logging.Logger,
+    task_logs: TaskLogs,
+    secrets: SecretStore | None,
+    containment: Containment,
+) -> Executor:
+    """Where runs execute: here (``LocalExecutor``), or for ``Executor = rq`` runs of main() on RQ workers
+    (initialize() still runs here)."""
+    executor: Executor = LocalExecutor(
+        home=paths.home,
+        cookie_prefix=paths.run_cookie_prefix,
+        task_logs=task_logs,
+        logger=logger,
+        clock=clock,
+        post=inbox.post,
+        output_cap_bytes=home_config.output_cap_bytes,
+        secrets=secrets,
+        containment=containment,
+    )
+    if home_config.executor != "rq":
+        return executor
+    from .scaleout.executor import RQExecutor, home_id_for  # the optional extra: imported only when used
+
+    assert home_config.redis_url is not None  # config.py refuses Executor=rq without RedisUrl
+    remote = RQExecutor(
+        local=executor,
+        redis_url=home_config.redis_url,
+        home_id=home_id_for(paths.home),
+        installer=home_config.installer,
+        output_cap_bytes=home_config.output_cap_bytes,
+        task_logs=task_logs,
+        logger=logger,
+        clock=clock,
+        post=inbox.post,
+    )
+    logger.info("executor: rq on %s (runs of main() go to RQ workers; initialize() runs here)", remote.safe_url())
+    return remote
+
+
+def _move_log(logger: logging.Logger) -> Callable[[PhaseChanged], None]:
+    moves = logger.getChild("moves")
+    moves.setLevel(logging.DEBUG)
+    return lambda fact: moves.debug("%s", move_log_line(fact))
 
 
 def open_history(path: Path, *, keep: int, logger: logging.Logger) -> HistoryStore:

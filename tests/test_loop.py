@@ -132,10 +132,10 @@ def test_a_removed_task_disappears_its_run_finishes_and_is_recorded(h: Harness) 
     shutil.rmtree(h.paths.task_dir("t"))
     h.settle()
     assert [t["name"] for t in h.sup.status()["tasks"]] == []
-    assert "t" in h.sup.tasks, "kept until its run has ended"
+    assert "t" in h.sup.book.tasks, "kept until its run has ended"
     h.executor.finish(run_id, Outcome.FAILED)
     h.settle()
-    assert "t" not in h.sup.tasks
+    assert "t" not in h.sup.book.tasks
     assert [r.outcome for r in h.rows("t")] == [Outcome.FAILED]
 
 

@@ -118,10 +118,10 @@ def test_a_pending_retry_is_dropped_when_the_slot_comes_first_and_never_overlaps
     assert h.sup.sleep_for() == 10.0  # until the slot; no busy wait on the overdue retry
     h.tick(10)  # +60 s: the slot comes first; the retry is dropped, the slot is skipped (manual still runs)
     assert [r.trigger for r in h.executor.mains("t")] == [Trigger.SCHEDULE, Trigger.MANUAL]
-    assert h.sup.tasks["t"].retry is None
+    assert h.sup.book.tasks["t"].retry is None
     h.executor.finish(manual, Outcome.FAILED)  # a manual run is never retried
     h.tick(1)
-    assert h.sup.tasks["t"].retry is None and h.facts[-1].final
+    assert h.sup.book.tasks["t"].retry is None and h.facts[-1].final
 
 
 def test_cron_task_waits_for_its_slot_and_reports_its_schedule(h: Harness) -> None:

@@ -29,7 +29,7 @@ def test_run_started_listeners_and_run_facts_carry_the_spec_with_home_defaults(h
     def broken(fact: RunStarted) -> None:
         raise RuntimeError("a listener bug")
 
-    h.sup.start_listeners = (broken, started.append)  # a failing listener must not stop the others or the run
+    h.sup.facts.start_listeners = (broken, started.append)  # a failing listener must not stop the others or the run
     h.write("t", extra="[Notify]\nOn = failure, success\n")
     h.settle()
     run_id = h.executor.live_main("t")

@@ -178,16 +178,8 @@ def test_validate_reports_block_problems(home: Path, capsys: pytest.CaptureFixtu
 
 
 def _live_status(running) -> dict:  # type: ignore[no-untyped-def]
-    """Ask the loop thread for its status the way the control socket does (its state is that thread's)."""
-    import threading
-
-    from supervisor.events import ControlRequest
-
-    box: list = []
-    done = threading.Event()
-    running.supervisor.post(ControlRequest("status", {}, lambda reply: (box.append(reply), done.set())))
-    assert done.wait(timeout=10), "the loop did not answer"
-    return box[0]["status"]
+    """The loop's status from its latest snapshot (safe from any thread, as the control socket reads it)."""
+    return running.supervisor.status()
 
 
 def test_a_supervisor_runs_a_pep723_task_and_reports_a_conflicting_one(home: Path, local_index: Path) -> None:

@@ -366,7 +366,7 @@ def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
     with InProcessSupervisor(home, watcher_factory=None, max_inits=3) as sup:
         wait_for(lambda: started() == 3, timeout=30, what="three initialize() calls running")
         states = {t["name"]: t["state"] for t in sup.supervisor.status()["tasks"]}
-        assert sum(1 for a in sup.supervisor.in_flight.values() if a.mode is RunMode.INITIALIZE) == 3
+        assert sum(1 for a in sup.supervisor.launcher.in_flight.values() if a.mode is RunMode.INITIALIZE) == 3
         assert set(states.values()) == {"initializing"}
         gate.write_text("go")
         wait_for(
@@ -397,3 +397,54 @@ def test_terminate_signals_the_proven_lock_holder_when_the_socket_is_gone(home: 
     finally:
         sup.kill()
     assert "received SIGTERM" in sup.log()
+
+
+def test_status_is_answered_from_the_snapshot_while_the_loop_is_busy(home: Path) -> None:
+    """The control socket answers ``status`` on its own thread: a loop held inside a listener still gets the
+    dashboard its answer, while requests that need the loop wait for it."""
+    import threading
+
+    from tests.support.harness import InProcessSupervisor
+
+    from supervisor.errors import ControlError
+    from supervisor.events import RescanRequested
+    from supervisor.model import PhaseChanged
+    from supervisor.service import control_server
+    from supervisor.system.control import request
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_loop(fact: PhaseChanged) -> None:
+        if fact.task == "slow":
+            held.set()
+            release.wait(timeout=60)
+
+    write_task(home / "Tasks", "quick")
+    with InProcessSupervisor(home, watcher_factory=None, move_listeners=[hold_the_loop]) as sup:
+        server, status = control_server(sup.paths, sup.supervisor, logger=sup.logger)
+        server.start()
+        try:
+            socket = sup.paths.control_socket
+
+            def quick_state() -> str | None:
+                tasks = request(socket, "status", timeout=5)["status"]["tasks"]
+                return next((t["state"] for t in tasks if t["name"] == "quick"), None)
+
+            wait_for(lambda: quick_state() == "scheduled", timeout=30, what="quick loaded")
+            write_task(home / "Tasks", "slow")
+            sup.supervisor.post(RescanRequested())
+            assert held.wait(timeout=30), "the loop reached the listener"
+            reply = request(socket, "status", timeout=5)  # answered while the loop is held
+            assert reply["ok"] and [t["name"] for t in reply["status"]["tasks"]] == ["quick"]
+            with pytest.raises(ControlError, match="did not answer"):
+                request(socket, "rescan", timeout=0.5)  # this one needs the loop
+            release.set()
+            wait_for(
+                lambda: any(t["name"] == "slow" for t in request(socket, "status", timeout=5)["status"]["tasks"]),
+                timeout=30,
+                what="slow loaded once the loop goes on",
+            )
+        finally:
+            release.set()
+            server.stop()
+            status.close()

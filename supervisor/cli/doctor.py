@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..model import ShownState
 from ..paths import Paths
 from ..system.systemd import unit_setting
 from .doctor_probes import CgroupInfo, Probes, SupervisorProbe
@@ -215,7 +216,7 @@ def check_supervisor(probe: SupervisorProbe, *, home: Path) -> Check:
             "it may be hung: restart it (systemctl restart, or terminate.py and start again)",
         )
     tasks = probe.status.get("tasks", [])
-    bad = [t["name"] for t in tasks if t.get("state") in ("error", "env-failed")]
+    bad = [t["name"] for t in tasks if t.get("state") in (ShownState.ERROR, ShownState.ENV_FAILED)]
     pid = (probe.status.get("supervisor") or {}).get("pid")
     detail = f"running (pid {pid}), {len(tasks)} task(s)"
     if bad:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import NotRunningError, TaskAutomationError
-from ..model import Outcome
+from ..model import Outcome, ShownState
 from ..paths import Paths
 from .args import build_parser, build_single_parser
 from .edges import call_edge
@@ -143,7 +143,7 @@ def unhealthy_tasks(status: dict[str, Any]) -> list[str]:
     problems = []
     for task in status.get("tasks", []):
         last = task.get("last_run") or {}
-        if task.get("state") in ("error", "env-failed"):
+        if task.get("state") in (ShownState.ERROR, ShownState.ENV_FAILED):
             problems.append(f"{task['name']}: {task['state']}")
         elif task.get("enabled", True) and last.get("outcome") in failing:
             problems.append(f"{task['name']}: last run {last['outcome']}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
+from ..model import ShownState
 from ..query.timefmt import duration
 
 ELLIPSIS = "…"
@@ -40,7 +41,7 @@ OUTCOME_COLOURS = {
     "killed": YELLOW,
     "interrupted": YELLOW,
 }
-STATE_COLOURS = {"error": RED, "env-failed": RED}
+STATE_COLOURS = {ShownState.ERROR.value: RED, ShownState.ENV_FAILED.value: RED}
 GAP = "  "
 
 
@@ -167,7 +168,8 @@ STATUS_COLUMNS = (
 
 def plainly_scheduled(task: Mapping[str, Any]) -> bool:
     """Scheduled (or running) as usual after an earlier run, with no error: its "why" says nothing new."""
-    return task.get("state") in ("scheduled", "running") and not task.get("error") and task.get("last_run") is not None
+    shown = task.get("state") in (ShownState.SCHEDULED, ShownState.RUNNING)
+    return shown and not task.get("error") and task.get("last_run") is not None
 
 
 def render_status(status: Mapping[str, Any], view: View, *, home: str, why_all: bool = False) -> list[str]:
@@ -215,7 +217,7 @@ def _why_lines(tasks: Iterable[Mapping[str, Any]], view: View, *, why_all: bool,
             continue
         if not why_all:
             # Offline every line says "the supervisor is not running"; errors are printed above.
-            if not live or plainly_scheduled(task) or task.get("state") in ("error", "env-failed"):
+            if not live or plainly_scheduled(task) or task.get("state") in (ShownState.ERROR, ShownState.ENV_FAILED):
                 continue
             yield cut(f"  {task['name']}: {why}", view.width)
         else:

@@ -1,4 +1,5 @@
-"""Read one task folder into what the loop needs to load it: its spec, its env key, or the problem.
+"""Read Tasks/ and one task folder into what the loop needs to load it: what changed, its spec, its env key,
+or the problem.
 
 The per-task error boundary of loading: whatever goes wrong while reading one folder (an invalid config.ini,
 a broken main.py, an unreadable requirements.txt, any unexpected exception) becomes that task's problem,
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
 
 from ..config.schema import read_task_config
-from ..discovery.scan import TaskFolder, check_task_source
+from ..discovery.scan import TaskDiff, TaskFolder, check_task_source, diff_tasks, scan_tasks
 from ..envs.builder import EnvBuilder
-from ..errors import TaskAutomationError
+from ..errors import TaskAutomationError, TaskLoadError
 from ..model import Limits, NotifySettings, RetryPolicy, TaskSpec
 from ..paths import CONFIG_FILE, MAIN_FILE, REQUIREMENTS_FILE
 
@@ -63,3 +66,22 @@ def read_folder(
     except Exception as exc:  # noqa: BLE001 - one folder must never take the loop down
         return FolderReading(problem=f"task {name!r}: {folder.path}: cannot be loaded: {type(exc).__name__}: {exc}")
     return FolderReading(spec=result.spec, wanted_key=wanted, warnings=result.warnings)
+
+
+def scan_changes(
+    tasks_dir: Path, loaded: Mapping[str, TaskFolder], *, logger: logging.Logger, first: bool
+) -> tuple[dict[str, TaskFolder], TaskDiff] | None:
+    """Scan ``tasks_dir`` and diff it against the ``loaded`` folders; None when it cannot be scanned now
+    (Tasks/ unlistable for a moment: permissions, a remount), and then every loaded task stays as it is."""
+    try:
+        scanned = scan_tasks(tasks_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever the scan hit, the loaded tasks keep running
+        detail = exc if isinstance(exc, TaskLoadError) else f"{tasks_dir}: cannot be scanned: {exc!r}"
+        logger.error("%s; keeping the loaded tasks as they are", detail)
+        return None
+    if not scanned and first:
+        logger.warning(
+            "no task folders in %s yet: add one (python3 -m supervisor new NAME); it is picked up without a restart",
+            tasks_dir,
+        )
+    return scanned, diff_tasks(loaded, scanned)

@@ -60,8 +60,3 @@ class PauseBook:
             return {"ok": True, "task": name, "paused": True, "since": since.isoformat(), "changed": before is None}
         changed = self.resume(name)
         return {"ok": True, "task": name, "paused": False, "since": None, "changed": changed}
-
-
-def describe_pause(since: datetime, *, fmt: Callable[[datetime], str]) -> str:
-    """The ``why`` line of a paused task."""
-    return f"paused since {fmt(since)}: due runs do not start (resume NAME to continue)"

@@ -1,7 +1,8 @@
-"""Control requests (from the CLI over the control socket, later the web API) answered on the loop thread.
+"""Control requests (from the CLI over the control socket, and the dashboard) answered on the loop thread.
 
 Every request gets exactly one reply; a request that fails, for whatever reason, is answered with its error
-and never takes the loop down.
+and never takes the loop down. ``status`` is not among them: the control socket answers it from the latest
+status snapshot on its own thread (snapshot.py), so a polling dashboard never waits for the loop.
 """
 
 from __future__ import annotations
@@ -10,16 +11,13 @@ import logging
 import os
 from typing import Any, Mapping, Protocol
 
-from ..events import ControlRequest
 from .pausing import PAUSE_COMMANDS
 
 _LOG = logging.getLogger("taskautomation")
 
 
-class CommandTarget(Protocol):
+class RequestTarget(Protocol):
     """What the loop offers to control requests."""
-
-    def status(self) -> dict[str, Any]: ...
 
     def run_now(self, name: str) -> tuple[bool, str]: ...
 
@@ -30,23 +28,21 @@ class CommandTarget(Protocol):
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
-def answer(request: ControlRequest, target: CommandTarget) -> None:
+def answer(command: str, args: Mapping[str, Any], target: RequestTarget) -> Mapping[str, Any]:
+    """The reply to one control request."""
     try:
-        if request.command == "status":
-            request.reply({"ok": True, "status": target.status()})
-        elif request.command == "run-now":
-            started, detail = target.run_now(str(request.args.get("name", "")))
-            request.reply({"ok": started, "run_id" if started else "error": detail})
-        elif request.command == "stop":
-            target.begin_shutdown(f"stop requested ({request.args.get('by', 'control socket')})")
-            request.reply({"ok": True, "pid": os.getpid()})
-        elif request.command == "rescan":
+        if command == "run-now":
+            started, detail = target.run_now(str(args.get("name", "")))
+            return {"ok": started, "run_id" if started else "error": detail}
+        if command == "stop":
+            target.begin_shutdown(f"stop requested ({args.get('by', 'control socket')})")
+            return {"ok": True, "pid": os.getpid()}
+        if command == "rescan":
             target.request_rescan()
-            request.reply({"ok": True})
-        elif request.command in PAUSE_COMMANDS:
-            request.reply(target.pause_command(request.command, request.args))
-        else:
-            request.reply({"ok": False, "error": f"unknown command {request.command!r}"})
+            return {"ok": True}
+        if command in PAUSE_COMMANDS:
+            return target.pause_command(command, args)
+        return {"ok": False, "error": f"unknown command {command!r}"}
     except Exception as exc:  # noqa: BLE001 - a bad request must not take the loop down
-        _LOG.exception("control request %r failed", request.command)
-        request.reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        _LOG.exception("control request %r failed", command)
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

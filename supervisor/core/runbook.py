@@ -1,82 +1,116 @@
-"""The loop's book of runs of main(): due runs started or skipped, run slots, [Retry] attempts, and the facts
-published when runs start and end.
+"""The loop's book of runs of main(): due runs started or skipped, run slots, [Retry] attempts, manual runs,
+and how a run's end is settled.
 
-``RunBook`` extends ``TaskBook`` (tasks.py); the loop (loop.py) derives from it and provides ``_launch``.
+``RunBook`` works on the task book's states (tasks.py) through the parts the supervisor (loop.py) hands it:
+the run slots, the launcher, the facts and the lifecycle; all of it runs on the loop thread.
 
 Policies:
+* Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
+  started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
 * A due run while the previous one is still running (or still waiting for a run slot) is recorded as
   ``skipped``; the next due time is the next slot. A Testing=True confirmation counts as a start.
+* pause NAME moves a loaded task to ``paused`` (resume NAME back to ``scheduled``). A paused task's slots
+  pass without a run (nothing is recorded: ``why`` says it is paused), so after resume
+  it waits for its next slot instead of making up what it missed; its retries wait too.
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
   slots.py when every slot is taken (state ``queued``). A manual run-now bypasses the cap.
+* A start that fails transiently (``TaskAutomationError.transient``) puts a queued run back in the queue
+  after a back-off; any other failure is a failed run.
 * [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
   ``retry.decide_retry`` picks the time of the next attempt; the attempt is published with ``final=False`` and
   the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
   next slot wins: a retry not due before it, or still waiting for a run slot when it comes, is dropped.
   Manual runs are not retried.
-* Facts: ``RunStarted`` goes to the run-started listeners, ``RunFinished`` (with the failure streak, which an
-  attempt that will be retried leaves alone) to the consumers, history first. A listener's or consumer's
-  exception is logged; it never stops the loop or the others.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, tzinfo
-from typing import Callable, Sequence
+from datetime import datetime
+from typing import Any, Callable, Mapping
 
 from ..clock import Clock
-from ..envs.builder import EnvBuilder
-from ..execution.executor import new_run_id
-from ..history.recorder import RunHistory, streak_after
-from ..logsetup import TaskLogs
-from ..model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunStarted, Trigger
-from ..paths import Paths
+from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
-from .lifecycle import TaskState, is_scheduled
-from .slots import QueuedRun, RunQueue
+from .facts import RunFacts
+from .launch import Launcher, LaunchFailed
+from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_scheduled
+from .pausing import PauseBook
+from .reporting import Reporter
+from .slots import QueuedRun, RunSlots
 from .tasks import TaskBook
 
-Consumer = Callable[[RunFinished], None]
-StartListener = Callable[[RunStarted], None]
 
-
-class RunBook(TaskBook):
+class RunBook:
     def __init__(
         self,
-        paths: Paths,
+        book: TaskBook,
         *,
-        home_config: HomeConfig,
+        slots: RunSlots,
+        launcher: Launcher,
+        facts: RunFacts,
+        machine: Lifecycle,
+        report: Reporter,
         clock: Clock,
-        tz: tzinfo,
-        logger: logging.Logger,
-        task_logs: TaskLogs,
-        envs: EnvBuilder,
-        history: RunHistory,
-        max_inits: int,
-        consumers: Sequence[Consumer],
-        start_listeners: Sequence[StartListener],
+        pauses: PauseBook,
+        stopping: Callable[[], str | None],
     ) -> None:
-        super().__init__(
-            paths,
-            home_config=home_config,
-            clock=clock,
-            tz=tz,
-            logger=logger,
-            task_logs=task_logs,
-            envs=envs,
-            history=history,
-            max_inits=max_inits,
-        )
-        self.consumers = tuple(consumers)
-        self.start_listeners = tuple(start_listeners)
-        self.queue = RunQueue(self.config.max_concurrent_runs)  # due runs waiting for a run slot
+        self.book = book
+        self.pauses = pauses
+        self.slots = slots
+        self.launcher = launcher
+        self.facts = facts
+        self.machine = machine
+        self.report = report
+        self.clock = clock
+        self.stopping = stopping
 
-    def _launch(
-        self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
-    ) -> str | None:
-        raise NotImplementedError  # the loop's
+    # ------------------------------------------------------------------ phase: start_due
+    def start_due(self) -> None:
+        now = self.clock.now()
+        for st in list(self.book.tasks.values()):
+            if not is_loaded(st) or st.trigger is None:
+                continue
+            paused = not is_scheduled(st)
+            if st.retry is not None and not paused:
+                self.book.guarded(st.name, self._start_retry, st, now)
+            if st.startup_pending:
+                st.startup_pending = False
+                st.anchor = now
+                st.next_due = st.trigger.next_due(anchor=now, now=now)
+                if not paused:
+                    self.book.guarded(st.name, self._start, st, Trigger.STARTUP, now)
+            elif st.next_due is not None and st.next_due <= now:
+                due = st.anchor = st.next_due
+                # Advance before anything can fail, so a spawn error cannot make the task hot-loop.
+                st.next_due = st.trigger.next_due(anchor=due, now=now)
+                if not paused:
+                    self.book.guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
-    # ------------------------------------------------------------------ due runs
+    def recompute_due(self) -> None:
+        """After a step of the wall clock: every due time again from its anchor."""
+        now = self.clock.now()
+        for st in self.book.tasks.values():
+            if is_loaded(st) and st.trigger is not None:
+                if st.anchor is not None and st.anchor > now:
+                    st.anchor = now  # a start "in the future" would hold the next one back
+                st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
+
+    def next_due_in(self, now: datetime, longest: float) -> float:
+        """Seconds until the earliest due run or retry, at most ``longest`` (0 for a startup run)."""
+        wait = longest
+        for st in self.book.tasks.values():
+            if not is_loaded(st):
+                continue
+            if st.startup_pending:
+                return 0.0
+            if st.next_due is not None:
+                wait = min(wait, (st.next_due - now).total_seconds())
+            if st.retry is not None and st.main_run is None:
+                # (A retry waiting for a manual run is woken by that run's end, not by polling.)
+                wait = min(wait, (st.retry.at - now).total_seconds())
+        return wait
+
     def _start_retry(self, st: TaskState, now: datetime) -> None:
         """Start a pending retry that is due, or drop it when the next slot comes first (never overlap)."""
         pending = st.retry
@@ -86,127 +120,164 @@ class RunBook(TaskBook):
         slot_came = st.next_due is not None and st.next_due <= now
         if slot_wins(retry_at=pending.at, next_slot=st.next_due) or slot_came:
             st.retry = None
-            self._say(
+            self.machine.move(st, RunStage.IDLE, "dropped: the next slot comes first")
+            self.report.say(
                 st.name,
                 logging.INFO,
                 f"task {st.name!r}: retry (attempt {pending.attempt}) dropped: "
-                f"the next slot {self._fmt(st.next_due)} comes first",
+                f"the next slot {self.report.fmt(st.next_due)} comes first",
             )
             return
-        if pending.at > now or st.main_run is not None or st.name in self.queue:
+        if pending.at > now or st.main_run is not None or st.name in self.slots:
             return  # not yet; or a manual run is in flight: the retry waits for it to end
         st.retry = None
         # A retry takes a run slot like any due run (MaxConcurrentRuns).
-        st.queued_since = now
-        self.queue.add(
-            QueuedRun(
-                task=st.name,
-                trigger=Trigger.RETRY,
-                due=pending.at,
-                since=now,
-                attempt=pending.attempt,
-                retry_of=pending.retry_of,
-            )
+        queued = QueuedRun(
+            task=st.name,
+            trigger=Trigger.RETRY,
+            due=pending.at,
+            since=now,
+            attempt=pending.attempt,
+            retry_of=pending.retry_of,
         )
-        self._start_queued()
+        self.slots.add(st, queued)
+        self.start_queued()
 
     def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
         assert st.spec is not None
-        waiting = self.queue.get(st.name)
+        waiting = self.slots.get(st.name)
         if waiting is not None and waiting.trigger is Trigger.RETRY:
             # The next slot wins over a retry still waiting for a run slot: the retry is dropped.
-            self._drop_queued(st, "the next slot came first")
-            self._say(
+            self.slots.drop(st, "the next slot came first")
+            self.report.say(
                 st.name,
                 logging.INFO,
                 f"task {st.name!r}: retry (attempt {waiting.attempt}) dropped: the next slot came first",
             )
-        if st.main_run is not None or st.name in self.queue:
+        if st.main_run is not None or st.name in self.slots:
             why = (
                 f"previous run {st.main_run} still running"
                 if st.main_run
                 else "the previous due run is still waiting for a run slot"
             )
             self._instant(st, trigger, due, Outcome.SKIPPED, why)
-            self._say(
-                st.name, logging.WARNING, f"task {st.name!r}: due run skipped: {why}; next run {self._fmt(st.next_due)}"
+            self.report.say(
+                st.name,
+                logging.WARNING,
+                f"task {st.name!r}: due run skipped: {why}; next run {self.report.fmt(st.next_due)}",
             )
             return
         if st.spec.testing:
             self._instant(st, trigger, due, Outcome.TESTING, "Testing=True: main() not executed")
-            self._say(
+            self.report.say(
                 st.name,
                 logging.INFO,
                 f"task {st.name!r}: [Testing] run confirmed ({trigger.value}); "
-                f"main() not executed; next run {self._fmt(st.next_due)}",
+                f"main() not executed; next run {self.report.fmt(st.next_due)}",
             )
             return
-        st.queued_since = self.clock.now()
-        self.queue.add(QueuedRun(task=st.name, trigger=trigger, due=due, since=st.queued_since))
-        self._start_queued()
+        self.slots.add(st, QueuedRun(task=st.name, trigger=trigger, due=due, since=self.clock.now()))
+        self.start_queued()
 
-    def _start_queued(self) -> None:
+    def start_queued(self) -> None:
         """Start the queued runs that have a free slot, first come first served."""
-        for run in self.queue.take(in_flight=self._mains_in_flight(), now_mono=self.clock.monotonic()):
-            st = self.tasks.get(run.task)
-            if st is None or not is_scheduled(st) or st.main_run is not None:
+        for run in self.slots.take(in_flight=self.launcher.count(RunMode.MAIN)):
+            st = self.book.tasks.get(run.task)
+            if st is None or not is_loaded(st):
                 continue  # unloaded meanwhile (its open row, if any, was closed then)
-            st.queued_since = None
-            self._guarded(st.name, self._launch, st, mode=RunMode.MAIN, trigger=run.trigger, due=run.due, queued=run)
+            if st.main_run is None:
+                self.book.guarded(st.name, self._launch, st, trigger=run.trigger, due=run.due, queued=run)
+            self.slots.left(st)
 
     def _instant(self, st: TaskState, trigger: Trigger, due: datetime | None, outcome: Outcome, message: str) -> str:
         """A run that starts no process (skipped, testing): one complete history row at once."""
-        now = self.clock.now()
-        record = RunRecord(
-            run_id=new_run_id(now),
+        record = RunRecord.instant(
             task=st.name,
             trigger=trigger,
-            started=now,
-            due=due or now,
-            finished=now,
+            at=self.clock.now(),
+            due=due,
             outcome=outcome,
-            duration_s=0.0,
             message=message,
-            log_path=self.task_logs.path(st.name),
+            log_path=self.report.task_logs.path(st.name),
         )
-        self.history.instant(record)
+        self.facts.instant(record)
         return record.run_id
 
-    # ------------------------------------------------------------------ facts
-    def _announce(self, fact: RunStarted) -> None:
-        """A run of main() has started: tell every run-started listener (they only queue work)."""
-        for listener in self.start_listeners:
-            try:
-                listener(fact)
-            except Exception:  # a listener's bug must not stop the loop or the run (logged with its traceback)
-                self.log.exception("run %s: a run-started listener failed", fact.run_id)
+    # ------------------------------------------------------------------ manual runs
+    def run_now(self, name: str) -> tuple[bool, str]:
+        """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
+        st = self.book.tasks.get(name)
+        if st is None or is_gone(st):
+            return False, f"no task named {name!r} in {self.book.paths.tasks}"
+        if self.stopping() is not None:
+            return False, "the supervisor is shutting down"
+        if not is_loaded(st):
+            return False, f"task {name!r} is not loaded ({st.phase.value}{': ' + st.error if st.error else ''})"
+        if st.main_run is not None:
+            return False, f"task {name!r} is already running (run {st.main_run})"
+        if name in self.slots:
+            return False, f"task {name!r} has a due run waiting for a run slot (MaxConcurrentRuns)"
+        if st.spec is not None and st.spec.testing:
+            # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
+            run_id = self._instant(st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed")
+            self.report.say(name, logging.INFO, f"task {name!r}: [Testing] run confirmed (manual); main() not executed")
+            return True, run_id
+        launched = self._launch(st, trigger=Trigger.MANUAL, due=None)
+        if launched is None:
+            return False, f"task {name!r}: the run could not start (see its log)"
+        return True, launched
 
-    def _publish(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
-        """A run of main() has ended: hand the fact to every consumer (history first)."""
-        assert record.outcome is not None
+    def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``pause`` / ``resume`` NAME (pausing.py): stored in the history; a loaded task moves between
+        ``scheduled`` and ``paused``; logged when it changed anything."""
+        tasks = self.book.tasks
+        reply = self.pauses.handle(command, args, known=lambda n: n in tasks and not is_gone(tasks[n]))
+        if reply.get("changed"):
+            name, by = reply["task"], args.get("by") or "control socket"
+            st = tasks[name]
+            if is_loaded(st):
+                self.machine.move(
+                    st, TaskPhase.PAUSED if reply["paused"] else TaskPhase.SCHEDULED, f"{command} by {by}"
+                )
+            self.report.say(name, logging.INFO, f"task {name!r}: {'paused' if reply['paused'] else 'resumed'} by {by}")
+        return reply
+
+    # ------------------------------------------------------------------ starts and ends
+    def _launch(
+        self, st: TaskState, *, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
+    ) -> str | None:
+        """Start ``main()`` of ``st``; its run id, or None if it could not start (see the module policies)."""
+        assert st.env_key is not None
+        key = st.env_key
+        if self.book.broken_env(st, key):
+            if queued is not None:
+                self.slots.close_unstarted(st, queued, "its env broke")
+            return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
+        started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued)
+        if not isinstance(started, LaunchFailed):
+            return started
+        if started.transient and self.stopping() is None and queued is not None:
+            again = self.slots.back_off(st, queued, run_id=started.record.run_id)
+            delay = again.not_before - self.clock.monotonic()
+            self.report.say(st.name, logging.WARNING, f"{started.message}; retrying in {delay:g} s")
+            return None
+        self.report.say(st.name, logging.ERROR, started.message)
+        failed = started.record.closed_unstarted(Outcome.FAILED, at=self.clock.now(), message=started.message)
+        self.settle(st, failed, summary="")
+        if not is_gone(st):
+            self.book.broken_env(st, key)  # the interpreter vanished between check and spawn
+        return None
+
+    def on_main_ended(self, st: TaskState | None, record: RunRecord, result: RunResult) -> None:
+        if st is not None and st.main_run == result.run_id:
+            st.main_run = None
+        self.settle(st, record.finished_with(result), summary=result.summary, leftovers=result.leftovers)
+        self.start_queued()
+
+    def settle(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
+        """A run of main() has ended: apply [Retry], then publish the fact."""
         final = self._decide_retry(st, record)
-        # An attempt that will be retried does not count in the streak.
-        failures = streak_after(st.failures if st is not None else 0, record.outcome, final=final)
-        if st is not None:
-            st.failures = failures
-        fact = RunFinished(
-            task=record.task,
-            run_id=record.run_id,
-            trigger=record.trigger,
-            outcome=record.outcome,
-            record=record,
-            consecutive_failures=failures,
-            summary=summary,
-            leftovers=leftovers,
-            spec=st.spec if st is not None else None,
-            attempt=record.attempt,
-            final=final,
-        )
-        for consumer in self.consumers:
-            try:
-                consumer(fact)
-            except Exception:  # a consumer's bug must not stop the loop or the other consumers
-                self.log.exception("run %s: a run-finished consumer failed", record.run_id)
+        self.facts.publish(st, record, final=final, summary=summary, leftovers=leftovers)
 
     def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
         """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""
@@ -214,8 +285,8 @@ class RunBook(TaskBook):
         if (
             st is None
             or st.spec is None
-            or not is_scheduled(st)
-            or self.stopping is not None
+            or not is_loaded(st)
+            or self.stopping() is not None
             or record.trigger is Trigger.MANUAL
         ):
             return True
@@ -228,7 +299,7 @@ class RunBook(TaskBook):
         )
         if decision.final:
             if record.attempt > 1 or "next slot" in decision.reason:
-                self._say(
+                self.report.say(
                     st.name,
                     logging.INFO,
                     f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}: final ({decision.reason})",
@@ -238,40 +309,12 @@ class RunBook(TaskBook):
         st.retry = PendingRetry(
             at=decision.retry_at, attempt=decision.next_attempt, retry_of=record.retry_of or record.run_id
         )
-        self._say(
+        self.machine.move(st, RunStage.RETRY_PENDING)
+        self.report.say(
             st.name,
             logging.INFO,
             f"task {st.name!r}: attempt {record.attempt} {record.outcome.value}; "
             f"retry (attempt {decision.next_attempt} of {st.spec.retry.attempts + 1}) "
-            f"at {self._fmt(decision.retry_at)}",
+            f"at {self.report.fmt(decision.retry_at)}",
         )
         return False
-
-    def _drop_queued(self, st: TaskState, why: str) -> None:
-        """Forget the task's queued run (closing its history row if it has one)."""
-        queued = self.queue.get(st.name)
-        if queued is None:
-            return
-        self.queue.drop(st.name)
-        st.queued_since = None
-        self._close_unstarted(st, queued, why)
-
-    def _close_unstarted(self, st: TaskState, queued: QueuedRun, why: str) -> None:
-        """A start being retried has an open history row: close it, the run will not start."""
-        if queued.run_id is not None:
-            self._publish(
-                st,
-                RunRecord(
-                    run_id=queued.run_id,
-                    task=st.name,
-                    trigger=queued.trigger,
-                    started=queued.since,
-                    due=queued.due,
-                    finished=self.clock.now(),
-                    outcome=Outcome.KILLED,
-                    duration_s=0.0,
-                    log_path=self.task_logs.path(st.name),
-                    message=f"never started: {why} while its start was retried",
-                ),
-                summary="",
-            )

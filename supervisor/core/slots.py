@@ -1,5 +1,7 @@
 """Run slots: how many runs of main() may be in flight, and the first-in, first-out queue of due runs that
-wait for one (``[Supervisor] MaxConcurrentRuns``). Pure bookkeeping; the loop owns it.
+wait for one (``[Supervisor] MaxConcurrentRuns``). ``RunQueue`` is pure bookkeeping; ``RunSlots`` is the queue
+as the loop uses it: every change also moves the task's run stage (lifecycle.py), and a dropped run whose
+history row is open gets that row closed.
 
 Policies:
 * A due run that finds every slot taken waits in the queue; it keeps its place and its due time, and the
@@ -15,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from ..model import Trigger
+from ..clock import Clock
+from ..logsetup import TaskLogs
+from ..model import Outcome, RunRecord, RunStage, Trigger
+from .facts import RunFacts
+from .lifecycle import Lifecycle, TaskState
 
 SPAWN_RETRY_FIRST_S = 2.0
 SPAWN_RETRY_MAX_S = 60.0
@@ -77,3 +83,77 @@ class RunQueue:
         if in_flight >= self.capacity or not self._queue:
             return None
         return min(run.not_before for run in self._queue.values())
+
+
+class RunSlots:
+    """The run queue of one loop, kept in step with every task's run stage."""
+
+    def __init__(
+        self, capacity: int, *, machine: Lifecycle, facts: RunFacts, clock: Clock, task_logs: TaskLogs
+    ) -> None:
+        self.queue = RunQueue(capacity)
+        self._machine = machine
+        self._facts = facts
+        self._clock = clock
+        self._task_logs = task_logs
+
+    def __contains__(self, task: object) -> bool:
+        return task in self.queue
+
+    def get(self, task: str) -> QueuedRun | None:
+        return self.queue.get(task)
+
+    def since(self, task: str) -> datetime | None:
+        """When the task's queued run became due, or None when none waits."""
+        queued = self.queue.get(task)
+        return queued.since if queued is not None else None
+
+    def add(self, st: TaskState, run: QueuedRun) -> None:
+        self.queue.add(run)
+        self._machine.move(st, RunStage.QUEUED)
+
+    def take(self, *, in_flight: int) -> list[QueuedRun]:
+        """The queued runs that may start now (their tasks stay ``queued`` until ``left`` or ``back_off``)."""
+        return self.queue.take(in_flight=in_flight, now_mono=self._clock.monotonic())
+
+    def left(self, st: TaskState) -> None:
+        """A taken run started, or will not start: the task no longer waits for a slot."""
+        if st.name not in self.queue and st.stage in (RunStage.QUEUED, RunStage.BACKING_OFF):
+            self._machine.move(st, RunStage.IDLE)
+
+    def back_off(self, st: TaskState, run: QueuedRun, *, run_id: str) -> QueuedRun:
+        """A taken run's start failed transiently: back at the head of the queue after a back-off."""
+        again = self.queue.retry(run, run_id=run_id, now_mono=self._clock.monotonic())
+        self._machine.move(st, RunStage.BACKING_OFF)
+        return again
+
+    def next_wakeup(self, *, in_flight: int) -> float | None:
+        return self.queue.next_wakeup(in_flight=in_flight)
+
+    def drop(self, st: TaskState, why: str) -> QueuedRun | None:
+        """Forget the task's queued run (closing its history row if it has one); returns it."""
+        queued = self.queue.get(st.name)
+        if queued is None:
+            return None
+        self.queue.drop(st.name)
+        self._machine.move(st, RunStage.IDLE, f"dropped: {why}")
+        self.close_unstarted(st, queued, why)
+        return queued
+
+    def close_unstarted(self, st: TaskState, queued: QueuedRun, why: str) -> None:
+        """A start being retried has an open history row: close it, the run will not start (a run that
+        never started is final: it is not an attempt [Retry] could repeat)."""
+        if queued.run_id is None:
+            return
+        opened = RunRecord(
+            run_id=queued.run_id,
+            task=st.name,
+            trigger=queued.trigger,
+            started=queued.since,
+            due=queued.due,
+            log_path=self._task_logs.path(st.name),
+            attempt=queued.attempt,
+            retry_of=queued.retry_of,
+        )
+        message = f"never started: {why} while its start was retried"
+        self._facts.publish(st, opened.closed_unstarted(Outcome.KILLED, at=self._clock.now(), message=message))

@@ -413,13 +413,6 @@ class LocalExecutor:
             pass
 
 
-def new_run_id(now: datetime) -> str:
-    """Sortable and unique: start time plus random bits (two runs can start in the same second)."""
-    import secrets
-
-    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-
-
 def _oom_detail(group: RunGroup, kills: int) -> str:
     return (
         f"memory limit exceeded: the kernel's OOM killer ended {kills} process(es) at MemoryMB="

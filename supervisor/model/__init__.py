@@ -6,7 +6,7 @@ be in. It may import only the standard library and the other kernel modules (err
 """
 
 from .notices import DEFAULT_ON, HeartbeatSettings, NotifyEvent, NotifySettings
-from .phases import TaskPhase
+from .phases import PhaseChanged, RunStage, ShownState, TaskPhase
 from .runs import (
     FAILURE_OUTCOMES,
     EnvStatus,
@@ -18,6 +18,7 @@ from .runs import (
     RunResult,
     RunStarted,
     Trigger,
+    new_run_id,
 )
 from .tasks import (
     DEFAULT_RETRY_ON,
@@ -45,15 +46,19 @@ __all__ = [
     "NotifyEvent",
     "NotifySettings",
     "Outcome",
+    "PhaseChanged",
     "ProcessLaunch",
     "RetryPolicy",
     "RunFinished",
     "RunMode",
     "RunRecord",
     "RunResult",
+    "RunStage",
     "RunStarted",
+    "ShownState",
     "TaskPhase",
     "TaskSpec",
     "Trigger",
     "Window",
+    "new_run_id",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -68,6 +69,59 @@ class RunRecord:
     log_path: Path | None = None
     attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
     retry_of: str | None = None  # a retry's first attempt's run id
+
+    # A row is opened with the plain constructor (run id, task, trigger, start, due, log, attempt) before its
+    # process starts, and completed by one of the two derivations below; ``instant`` is a row that never had
+    # a process. Every row the loop writes is made this way, so the fields of an ending mean the same
+    # everywhere.
+    @classmethod
+    def instant(
+        cls,
+        *,
+        task: str,
+        trigger: Trigger,
+        at: datetime,
+        outcome: Outcome,
+        message: str,
+        log_path: Path | None,
+        due: datetime | None = None,
+    ) -> RunRecord:
+        """A run that starts no process (skipped, testing, env-failed): complete at once, zero duration."""
+        return cls(
+            run_id=new_run_id(at),
+            task=task,
+            trigger=trigger,
+            started=at,
+            due=due or at,
+            finished=at,
+            outcome=outcome,
+            duration_s=0.0,
+            message=message,
+            log_path=log_path,
+        )
+
+    def closed_unstarted(self, outcome: Outcome, *, at: datetime, message: str) -> RunRecord:
+        """This open row ends without its process having run (its start failed, or it was dropped)."""
+        return replace(self, finished=at, outcome=outcome, duration_s=0.0, message=message)
+
+    def finished_with(self, result: RunResult) -> RunRecord:
+        """This open row completed by how its process ended."""
+        return replace(
+            self,
+            finished=result.finished,
+            outcome=result.outcome,
+            duration_s=result.duration_s,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            message=result.message,
+            peak_rss_mb=result.peak_rss_mb,
+            cpu_s=result.cpu_s,
+        )
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: start time plus random bits (two runs can start in the same second)."""
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

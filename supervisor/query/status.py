@@ -9,16 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Iterable, Mapping
 
-from ..core.lifecycle import InFlight, TaskState
 from ..history.store import record_to_json
-from ..model import CatchUp, RunRecord, TaskPhase, TaskSpec, Window
+from ..model import CatchUp, PhaseChanged, RunRecord, ShownState, TaskPhase, TaskSpec, Window
 from ..scheduling.retry import PendingRetry
 from ..scheduling.windows import in_window
 
 LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
-OFFLINE_STOPPED = "stopped"  # the state of a valid, enabled task while no supervisor runs
-DONE = "done"  # a loaded task with no more runs: its last RunAt has run
-PAUSED = "paused"  # the state of a scheduled task whose due runs do not start (pause NAME)
+LOADED = frozenset({TaskPhase.SCHEDULED, TaskPhase.PAUSED})  # the phases in which due times advance
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,8 @@ class RunningView:
 
 @dataclass(frozen=True)
 class TaskView:
-    """What the loop knows about one task at one instant (a snapshot; plain data)."""
+    """What the loop knows about one task at one instant (a snapshot; plain data). The loop builds these
+    (core/snapshot.py); this layer only reads them."""
 
     name: str
     phase: TaskPhase
@@ -46,6 +44,7 @@ class TaskView:
     failures: int = 0  # consecutive failures (final attempts)
     schedule: str | None = None  # the trigger's describe()
     paused_since: datetime | None = None  # pause NAME: due runs do not start until resume
+    moves: tuple[PhaseChanged, ...] = ()  # its last few moves, oldest first
 
 
 @dataclass(frozen=True)
@@ -66,24 +65,22 @@ def history_json(records: Iterable[RunRecord]) -> dict[str, Any]:
     return {"runs": [record_to_json(r) for r in records]}
 
 
-def display_state(view: TaskView) -> str:
+def display_state(view: TaskView) -> ShownState:
     """The state ``status`` shows: the phase, except ``running`` / ``queued`` for a due run in flight or
-    waiting for a run slot."""
+    waiting for a run slot, and ``done`` for a loaded task with no more runs."""
     if view.running is not None:
-        return "queued" if view.running.waiting_on is not None else "running"
+        return ShownState.QUEUED if view.running.waiting_on is not None else ShownState.RUNNING
     if view.queued_since is not None:
-        return "queued"
+        return ShownState.QUEUED
     if is_done(view):
-        return DONE
-    if view.paused_since is not None and view.phase is TaskPhase.SCHEDULED:
-        return PAUSED
-    return view.phase.value
+        return ShownState.DONE
+    return ShownState(view.phase.value)
 
 
 def is_done(view: TaskView) -> bool:
     """Loaded, with no next due time and nothing pending: after the last RunAt (or a cron that ended)."""
     return (
-        view.phase is TaskPhase.SCHEDULED
+        view.phase in LOADED
         and view.next_due is None
         and not view.startup_pending
         and view.retry is None
@@ -106,8 +103,8 @@ def status_json(
             {
                 "name": view.name,
                 "enabled": bool(view.spec.enabled) if view.spec else True,
-                "state": display_state(view),
-                "next_run": view.next_due.isoformat() if view.phase is TaskPhase.SCHEDULED and view.next_due else None,
+                "state": display_state(view).value,
+                "next_run": view.next_due.isoformat() if view.phase in LOADED and view.next_due else None,
                 "last_run": last_run_json(last_finished(view.name)),
                 "error": view.error,
                 "running": {
@@ -147,7 +144,7 @@ def offline_row(
     return {
         "name": name,
         "enabled": enabled,
-        "state": "error" if error else (OFFLINE_STOPPED if enabled else TaskPhase.DISABLED.value),
+        "state": (ShownState.ERROR if error else ShownState.STOPPED if enabled else ShownState.DISABLED).value,
         "next_run": None,
         "last_run": last_run_json(last),
         "error": error,
@@ -177,7 +174,7 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     if view.queued_since is not None:
         return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
     phase = view.phase
-    if view.paused_since is not None and phase is TaskPhase.SCHEDULED:
+    if phase is TaskPhase.PAUSED:
         return f"paused since {_fmt(view.paused_since, tz)}: due runs do not start (resume NAME to continue)"
     if phase is TaskPhase.DISABLED:
         return "not loaded: Enabled=False in config.ini"
@@ -191,12 +188,12 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
         if spec is not None and spec.cron is not None:
             return f"done: no slot of its cron expression lies inside its window {spec.window}"
         return "done: no more runs (its last RunAt has run)"
-    if phase is TaskPhase.SCHEDULED and view.next_due is None and view.retry is not None:
+    if phase in LOADED and view.next_due is None and view.retry is not None:
         return (
             f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at {_fmt(view.retry.at, tz)}; "
             "then no more runs"
         )
-    if phase is not TaskPhase.SCHEDULED or spec is None or view.next_due is None:
+    if phase not in LOADED or spec is None or view.next_due is None:
         return phase.value
     parts = []
     if spec.testing:
@@ -235,28 +232,3 @@ def _explain_slots(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:
     if spec.window != Window():
         line += f"; slots outside its window {spec.window} do not run"
     return line
-
-
-def view_of(
-    st: TaskState, flight: InFlight | None, *, waiting_on: str | None = None, paused_since: datetime | None = None
-) -> TaskView:
-    """The snapshot of one task; ``flight`` is its run of main() in flight, if any (``waiting_on``: what its
-    executor says it still waits for before it starts)."""
-    running = (
-        RunningView(st.main_run, flight.started, flight.trigger.value, waiting_on) if flight and st.main_run else None
-    )
-    return TaskView(
-        name=st.name,
-        phase=st.phase,
-        spec=st.spec,
-        error=st.error,
-        next_due=st.next_due,
-        anchor=st.anchor,
-        startup_pending=st.startup_pending,
-        running=running,
-        queued_since=st.queued_since,
-        retry=st.retry,
-        failures=st.failures,
-        schedule=st.trigger.describe() if st.trigger is not None else None,
-        paused_since=paused_since,
-    )

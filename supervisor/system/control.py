@@ -115,10 +115,14 @@ def pid_holding_lock(path: Path) -> int | None:
     return None
 
 
-class ControlServer:
-    """Serves control requests from the CLI on a Unix socket; ``handle`` runs on the server's thread."""
+Handler = Callable[[str, Mapping[str, Any]], "Mapping[str, Any] | bytes"]
 
-    def __init__(self, path: Path, handle: Callable[[str, Mapping[str, Any]], Mapping[str, Any]]) -> None:
+
+class ControlServer:
+    """Serves control requests from the CLI on a Unix socket; ``handle`` runs on a thread of the server's,
+    one per connection, and returns the reply (or the reply line already encoded, for a cached answer)."""
+
+    def __init__(self, path: Path, handle: Handler) -> None:
         self.path = path
         self._handle = handle
         self._sock: socket.socket | None = None
@@ -191,7 +195,7 @@ class ControlServer:
             except (OSError, ValueError) as exc:
                 reply = {"ok": False, "error": f"bad request: {exc}"}
             try:
-                conn.sendall((json.dumps(reply) + "\n").encode())
+                conn.sendall(reply if isinstance(reply, bytes) else (json.dumps(reply) + "\n").encode())
             except OSError:
                 pass
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import NotRunningError, TaskAutomationError
+from ..model import ShownState
 from ..paths import Paths
 from ..system.control import ask_supervisor
 
@@ -60,7 +61,7 @@ def act(action: str, name: str, *, ask: Ask, status: Callable[[], Mapping[str, A
                 return _refuse(503, f"no supervisor is running; start it to run {name!r}")
             if current is None:
                 return _refuse(404, f"no task named {name!r}")
-            if current.get("state") == "running" or current.get("running"):
+            if current.get("state") == ShownState.RUNNING or current.get("running"):
                 run = (current.get("running") or {}).get("run_id")
                 return _refuse(409, f"task {name!r} is already running" + (f" (run {run})" if run else ""))
         reply = ask(command, {"name": name, "by": by})

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from markupsafe import Markup, escape
 
 from ..history.store import OutcomeBin
-from ..model import Outcome, RunRecord
+from ..model import Outcome, RunRecord, ShownState
 from ..query.timefmt import duration
 
 LANE_H = 18
@@ -74,7 +74,7 @@ def pick_lanes(tasks: list[dict[str, object]], *, limit: int = MAX_LANES) -> lis
     def rank(task: dict[str, object]) -> tuple[int, str]:
         last = task.get("last_run")
         outcome = last.get("outcome") if isinstance(last, dict) else None
-        running = task.get("state") == "running"
+        running = task.get("state") == ShownState.RUNNING
         bad = isinstance(outcome, str) and _SEVERITY.get(outcome, 3) == 3
         return (0 if bad else 1 if running else 2, str(task["name"]).casefold())
 

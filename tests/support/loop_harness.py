@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from supervisor.core.loop import Supervisor
-from supervisor.events import Event, Inbox, RunReported
+from supervisor.events import ControlRequest, Event, Inbox, RunReported
 from supervisor.execution.executor import RunRequest
 from supervisor.execution.outcome import StopRequest
 from supervisor.history.recorder import RunHistory
 from supervisor.history.store import HistoryStore
 from supervisor.logsetup import TaskLogs
-from supervisor.model import HomeConfig, Outcome, RunFinished, RunMode, RunRecord, RunResult
+from supervisor.model import HomeConfig, Outcome, PhaseChanged, RunFinished, RunMode, RunRecord, RunResult
 from supervisor.paths import Paths
 
 UTC = timezone.utc
@@ -176,6 +176,7 @@ class Harness:
         self.task_logs = TaskLogs(self.paths.task_logs, max_bytes=1 << 20, backups=0)
         self.history = RunHistory(self.records, logger=logger, keep_runs=1000)
         self.facts: list[RunFinished] = []
+        self.moves: list[PhaseChanged] = []  # every lifecycle move, as the move listeners get them
         self.sup = Supervisor(
             self.paths,
             home_config=home_config,
@@ -189,6 +190,7 @@ class Harness:
             history=self.history,
             consumers=[self.history, self.facts.append],
             max_inits=2,
+            move_listeners=[self.moves.append],
         )
 
     def write(
@@ -219,6 +221,14 @@ class Harness:
             if before == 0:
                 return
         raise AssertionError("the loop did not settle")
+
+    def request(self, command: str, **args: Any) -> Any:
+        """A control request as the control socket hands it to the loop; returns the reply."""
+        replies: list[Any] = []
+        self.post(ControlRequest(command, args, replies.append))
+        self.settle()
+        (reply,) = replies
+        return reply
 
     def tick(self, seconds: float) -> None:
         self.clock.advance(seconds)
