@@ -20,11 +20,15 @@ check, token check, empty answer), interleaved with the measured ones.
   by the loop thread from the same queue wait that wakes it for a due run, so it measures how long the loop
   is busy elsewhere), sent every 20 ms; blocks with the tasks page polled 10x/s by another thread alternate
   with blocks without polling. The schedule's own due times are minutes apart, too sparse to measure here.
+  A second row asks for ``status`` 10x/s from a separate process over the raw control socket: the
+  supervisor's own share, without the dashboard's page rendering competing for the two cores.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -216,6 +220,12 @@ def run(settings: Settings) -> list[Figure]:
                     with _client(web) as other, Poller(other, "/", rate=10) as poller:
                         polled += loop_probes(sup, probes)
                     polls += poller.done
+                direct: list[float] = []
+                direct_polls = 0
+                for _ in range(rounds):
+                    with StatusPoller(sup.paths.control_socket, rate=10) as status_poller:
+                        direct += loop_probes(sup, probes)
+                    direct_polls += status_poller.done()
             rss_end = process.memory_info().rss / 1048576
     base = summarize(floor)
     figures = []
@@ -288,7 +298,73 @@ def run(settings: Settings) -> list[Figure]:
             f"{polls} page loads while polled",
         )
     )
+    asked = summarize(direct)
+    direct_ratio = asked.p99 / calm.p99 if calm.p99 else None
+    figures.append(
+        Figure(
+            GROUP,
+            "supervisor loop lateness while status is asked 10×/s by another process",
+            "ms",
+            asked,
+            "p99 ≤ 1.5× not polled",
+            direct_ratio is not None and direct_ratio <= 1.5,
+            baseline=calm,
+            baseline_name="same supervisor, not polled",
+            ratio=direct_ratio,
+            tail=True,
+            note="the supervisor's own share of the row above: raw `status` requests on the control socket from a "
+            f"separate process (no dashboard rendering on the shared cores); {direct_polls} answers",
+        )
+    )
     return figures
+
+
+# A separate interpreter asks for status over the raw control socket (the reply is read, not parsed), so the
+# figure holds only what answering costs the supervisor, not the asker's own CPU or GIL.
+_STATUS_POLLER = r"""
+import socket, sys, time
+path, period = sys.argv[1], float(sys.argv[2])
+answers = 0
+sys.stdin.readline()  # the bench says "go" once the probes are about to start
+while True:
+    started = time.monotonic()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b'{"command": "status"}\n')
+    while not s.recv(1 << 20).endswith(b"\n"):
+        pass
+    s.close()
+    answers += 1
+    print(answers, flush=True)
+    time.sleep(max(0.0, period - (time.monotonic() - started)))
+"""
+
+
+class StatusPoller:
+    """``status`` asked ``rate`` times a second by another process for the duration of a ``with`` block."""
+
+    def __init__(self, socket_path: Path, *, rate: float) -> None:
+        self._argv = [sys.executable, "-c", _STATUS_POLLER, str(socket_path), str(1.0 / rate)]
+        self._proc: subprocess.Popen[str] | None = None
+        self._answers = 0
+
+    def __enter__(self) -> StatusPoller:
+        self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.flush()
+        self._proc.stdout.readline()  # the first answer: polling has begun
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=10)
+        lines = out.split()
+        self._answers = int(lines[-1]) if lines else 1
+
+    def done(self) -> int:
+        return self._answers
 
 
 def _wait_live(http: httpx.Client, tasks: int, timeout: float = 120) -> None:
