@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from supervisor.execution.cgroups import Containment
 from supervisor.history.store import HistoryStore
 from supervisor.paths import Paths
 from tests.support.caps import joined, outer_cap, own_v1_group
-from tests.support.harness import cookie_processes, run_cookie
+from tests.support.harness import REPO, cookie_processes, run_cookie
 from tests.support.helpers import wait_for, write_task
 from tests.test_process_cap import BOMB, CappedSupervisor, finished, sleeper_inside, wait_finished
 
@@ -200,3 +202,32 @@ def test_a_fork_bomb_stopped_by_an_outer_cap_is_killed_naming_that_cap(home: Pat
     ), run
     assert cookie_processes(run_cookie(home, run["run_id"])) == []
     assert os.geteuid() == 0  # (outer_cap skips otherwise)
+
+
+def test_a_process_scan_without_threads_reads_inline(home: Path) -> None:
+    """The cookie sweep (stop, close, a monitor that died) must work exactly when no thread can start."""
+    marker = f"TASKAUTOMATION_TEST_SCAN={home.name}"
+    probe = (
+        "import os, sys\n"
+        "open(sys.argv[1], 'w').write(str(os.getpid()))\n"  # alone in a group of pids.max 1: no thread, no fork
+        "import threading\n"
+        "try:\n    threading.Thread(target=print).start()\nexcept RuntimeError as exc:\n    print('refused:', exc)\n"
+        "from supervisor.execution.procscan import find_by_environ\n"
+        "print('found', *find_by_environ(sys.argv[2].encode()).matches)\n"
+    )
+    with outer_cap("pids", {"pids.max": "400"}) as cap:
+        tight = tight_group(cap)
+        target = subprocess.Popen(["sleep", "300"], env={**os.environ, marker.split("=")[0]: home.name})
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", probe, str(tight / "cgroup.procs"), marker],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            target.kill()
+            target.wait()
+    assert "refused: can't start new thread" in out.stdout, out.stdout + out.stderr
+    assert f"found {target.pid}" in out.stdout, out.stdout + out.stderr
