@@ -87,6 +87,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_sdnotify.py": "unit",
     "test_service_notify.py": "e2e",
     "test_sizes.py": "unit",
+    "test_start_failures.py": "e2e",
     "test_status_check.py": "unit",
     "test_status_queries.py": "unit",
     "test_status_source.py": "unit",

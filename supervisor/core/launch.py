@@ -6,7 +6,8 @@ Policies:
   transient failure reuses its run id and its open row.
 * A start that fails is returned as a ``LaunchFailed`` (its message, whether it is ``transient``, its row);
   what follows (a back-off, the task's error, a failed run) is the caller's policy: the run book's for
-  main(), the task book's for initialize().
+  main(), the task book's for initialize(). Transient is what the executor says it is, and any shortage of
+  processes, threads, memory or files (``is_transient_start_failure``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from ..clock import Clock
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError
-from ..execution.executor import Executor, RunRequest
+from ..execution.executor import Executor, RunRequest, is_transient_start_failure
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
 from ..model import RunMode, RunRecord, RunStarted, Trigger, new_run_id
@@ -99,8 +100,14 @@ class Launcher:
             self.executor.launch(request)
         except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
             message = str(exc) if isinstance(exc, TaskAutomationError) else f"task {st.name!r}: {exc!r}"
-            return LaunchFailed(message, bool(getattr(exc, "transient", False)), record)
-        self.in_flight[record.run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, record=record)
+            return LaunchFailed(message, is_transient_start_failure(exc), record)
+        self.in_flight[record.run_id] = InFlight(
+            task=st.name,
+            mode=mode,
+            env_key=st.env_key,
+            record=record,
+            spawn_failures=queued.spawn_failures if queued is not None else 0,
+        )
         if mode is RunMode.MAIN:
             st.main_run = record.run_id
             self.facts.announce(RunStarted(task=st.name, run_id=record.run_id, trigger=trigger, spec=st.spec))

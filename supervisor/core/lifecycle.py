@@ -133,6 +133,7 @@ class InFlight:
     mode: RunMode
     env_key: str
     record: RunRecord
+    spawn_failures: int = 0  # transient start failures of this run so far (its back-off grows with them)
 
 
 class IllegalTransition(TaskAutomationError):

@@ -320,7 +320,7 @@ class Supervisor:
             return
         st = self.book.tasks.get(result.task)
         if result.mode is RunMode.MAIN:
-            self.runs.on_main_ended(st, flight.record, result)
+            self.runs.on_main_ended(st, flight.record, result, spawn_failures=flight.spawn_failures)
             if flight.env_key not in keys_in_use(self.book.tasks.values(), self.launcher.in_flight.values()):
                 self.book.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         elif st is not None and st.init_run == result.run_id:

@@ -14,8 +14,13 @@ Policies:
   it waits for its next slot instead of making up what it missed; its retries wait too.
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
   slots.py when every slot is taken (state ``queued``). A manual run-now bypasses the cap.
-* A start that fails transiently (``TaskAutomationError.transient``) puts a queued run back in the queue
-  after a back-off; any other failure is a failed run.
+* A start that fails transiently (``TaskAutomationError.transient``, or a lack of processes, threads, memory
+  or files, at the spawn or reported by the shim once it ran) puts the run back at the head of the queue
+  after a back-off (2 s doubling to 60 s; state ``queued``, stage ``backing-off``), with its run id and open
+  history row; a manual run too. It is no outcome: nothing is recorded, counted in the failure streak or
+  notified. Only when it cannot be retried (the supervisor is stopping, the task was unloaded, another
+  attempt of it waits already) is its row closed as ``killed`` ("never started"). Any other failure to
+  start is a failed run.
 * [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
   ``retry.decide_retry`` picks the time of the next attempt; the attempt is published with ``final=False`` and
   the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
@@ -246,7 +251,8 @@ class RunBook:
     def _launch(
         self, st: TaskState, *, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
     ) -> str | None:
-        """Start ``main()`` of ``st``; its run id, or None if it could not start (see the module policies)."""
+        """Start ``main()`` of ``st``; its run id (started, or retried after a back-off), or None if it could not
+        start (see the module policies)."""
         assert st.env_key is not None
         key = st.env_key
         if self.book.broken_env(st, key):
@@ -256,10 +262,10 @@ class RunBook:
         started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued)
         if not isinstance(started, LaunchFailed):
             return started
-        if started.transient and self.stopping() is None and queued is not None:
-            again = self.slots.back_off(st, queued, run_id=started.record.run_id)
-            delay = again.not_before - self.clock.monotonic()
-            self.report.say(st.name, logging.WARNING, f"{started.message}; retrying in {delay:g} s")
+        if started.transient:
+            if self._back_off_start(st, started.record, started.message, queued=queued):
+                return started.record.run_id
+            self._never_started(st, started.record, started.message)
             return None
         self.report.say(st.name, logging.ERROR, started.message)
         failed = started.record.closed_unstarted(Outcome.FAILED, at=self.clock.now(), message=started.message)
@@ -268,11 +274,51 @@ class RunBook:
             self.book.broken_env(st, key)  # the interpreter vanished between check and spawn
         return None
 
-    def on_main_ended(self, st: TaskState | None, record: RunRecord, result: RunResult) -> None:
+    def _back_off_start(
+        self, st: TaskState, record: RunRecord, message: str, *, queued: QueuedRun | None, spawn_failures: int = 0
+    ) -> bool:
+        """Put a run whose start failed transiently back at the head of the queue after a back-off; False
+        when it cannot be retried (stopping, unloaded, another attempt of the task waits already)."""
+        if self.stopping() is not None or not is_loaded(st):
+            return False
+        if queued is None:  # a manual run, or a run whose process could not start: it queues again
+            if st.stage is not RunStage.IDLE or st.name in self.slots:
+                return False
+            queued = QueuedRun(
+                task=st.name,
+                trigger=record.trigger,
+                due=record.due,
+                since=record.started,
+                attempt=record.attempt,
+                retry_of=record.retry_of,
+                spawn_failures=spawn_failures,
+            )
+            self.slots.add(st, queued)
+        again = self.slots.back_off(st, queued, run_id=record.run_id)
+        delay = again.not_before - self.clock.monotonic()
+        self.report.say(st.name, logging.WARNING, f"{message}; retrying in {delay:g} s")
+        return True
+
+    def on_main_ended(
+        self, st: TaskState | None, record: RunRecord, result: RunResult, *, spawn_failures: int = 0
+    ) -> None:
         if st is not None and st.main_run == result.run_id:
             st.main_run = None
-        self.settle(st, record.finished_with(result), summary=result.summary, leftovers=result.leftovers)
+        if result.start_failure is None:
+            self.settle(st, record.finished_with(result), summary=result.summary, leftovers=result.leftovers)
+        else:
+            why = f"task {record.task!r}: run {record.run_id} could not start: {result.start_failure}"
+            if st is None or not self._back_off_start(st, record, why, queued=None, spawn_failures=spawn_failures):
+                self._never_started(st, record, why)
         self.start_queued()
+
+    def _never_started(self, st: TaskState | None, record: RunRecord, why: str) -> None:
+        """A transient start failure that is not retried: the row is closed as ``killed`` ("never started"),
+        which is no failure (no streak, no notice)."""
+        self.report.say(record.task, logging.WARNING, f"{why}; not retried")
+        self.facts.publish(
+            st, record.closed_unstarted(Outcome.KILLED, at=self.clock.now(), message=f"never started: {why}")
+        )
 
     def settle(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         """A run of main() has ended: apply [Retry], then publish the fact."""

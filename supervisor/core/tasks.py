@@ -13,7 +13,7 @@ Policies:
   CPU-bound by then anyway.
 * Problems are logged once per folder content (reporting.py). Envs nothing refers to are collected (envgc.py).
 * A paused task (pause NAME) is activated as ``paused``: loaded, its due runs do not start.
-* Transient failures are retried: an initialize() that could not spawn (2 s doubling to 60 s), an env build
+* Transient failures are retried: an initialize() that could not spawn or start (2 s doubling to 60 s), an env build
   that failed transiently (1 min doubling to 1 h). New folder content is a fresh start, not a retry.
 """
 
@@ -397,6 +397,8 @@ class TaskBook:
             return
         if again:
             self.initialize(st)
+        elif result.start_failure is not None:  # no process, thread, memory or file: not initialize()'s fault
+            self.back_off(st, BackoffKind.INITIALIZE, f"task {st.name!r}: initialize(): {result.start_failure}")
         elif result.outcome is Outcome.OK:
             st.backoffs.pop(BackoffKind.INITIALIZE, None)
             if result.message:
