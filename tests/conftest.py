@@ -51,6 +51,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_config.py": "unit",
     "test_config_schedule.py": "unit",
     "test_containment.py": "e2e",
+    "test_control_socket.py": "e2e",
     "test_discovery.py": "unit",
     "test_doctor.py": "e2e",
     "test_envheal.py": "e2e",
