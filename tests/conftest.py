@@ -101,6 +101,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_watcher.py": "e2e",
     "test_web_browser.py": "browser",
     "test_web_http.py": "e2e",
+    "test_web_load.py": "e2e",
     "test_web_supervised.py": "e2e",
     "test_web_units.py": "unit",
     "test_wheel.py": "e2e",
