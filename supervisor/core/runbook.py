@@ -257,8 +257,7 @@ class RunBook:
 
     def start_promised(self) -> None:
         """Start the promised manual runs whose task is loaded; record those that can never start."""
-        busy = lambda st: st.main_run is not None or st.name in self.slots  # noqa: E731
-        for promised, st, why in self.promised.settle(self.book.tasks, busy=busy):
+        for promised, st, why in self.promised.settle(self.book.tasks, busy=self._busy):
             if why is None and st is not None and st.env_key is not None and self.book.broken_env(st, st.env_key):
                 if is_loading(st):  # its env is being rebuilt: the promise waits for it
                     self.promised.promise(st.name, run_id=promised.run_id, now=promised.since)
@@ -268,6 +267,10 @@ class RunBook:
                 self.book.guarded(st.name, self._manual, st, promised.run_id)
             else:
                 self._never_started(promised.task, promised.run_id, why or "")
+
+    def _busy(self, st: TaskState) -> bool:
+        """A run of the task is in flight or waits for a run slot: a promised run waits behind it."""
+        return st.main_run is not None or st.name in self.slots
 
     def drop_promised(self, why: str) -> None:
         """Record every promised run as never started (the supervisor stops)."""
