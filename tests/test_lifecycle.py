@@ -24,7 +24,7 @@ from supervisor.model import PhaseChanged, RunStage, ShownState, TaskPhase
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 # Shown by status, but not phases: derived from a run in flight or queued, from the schedule, or offline.
-DERIVED_STATES = {ShownState.RUNNING, ShownState.QUEUED, ShownState.DONE, ShownState.STOPPED}
+DERIVED_STATES = {ShownState.RUNNING, ShownState.QUEUED, ShownState.DONE, ShownState.STOPPED, ShownState.UNKNOWN}
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
 

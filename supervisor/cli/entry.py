@@ -193,7 +193,11 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
         if not reply.get("ok"):
             raise TaskAutomationError(str(reply.get("error")))
         run_id = str(reply["run_id"])
-        print(f"started run {run_id} of {args.name!r}", flush=True)
+        if reply.get("waiting_for"):  # a task still loading: its run starts once it is loaded
+            then = f"it starts once the task is loaded (now {reply['waiting_for']})"
+            print(f"accepted run {run_id} of {args.name!r}: {then}", flush=True)
+        else:
+            print(f"started run {run_id} of {args.name!r}", flush=True)
         if not args.wait:
             return 0
         waiting = Waiting(

@@ -64,14 +64,22 @@ class Launcher:
         return sum(1 for flight in self.in_flight.values() if flight.mode is mode)
 
     def start(
-        self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
+        self,
+        st: TaskState,
+        *,
+        mode: RunMode,
+        trigger: Trigger,
+        due: datetime | None,
+        queued: QueuedRun | None = None,
+        run_id: str | None = None,
     ) -> str | LaunchFailed:
-        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; its run id, or why not."""
+        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; its run id, or why not.
+        ``run_id``: the id already promised for this run (a manual run accepted while the task loaded)."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         now = self.clock.now()
         reused = queued.run_id if queued is not None else None
         record = RunRecord(
-            run_id=reused or new_run_id(now),
+            run_id=reused or run_id or new_run_id(now),
             task=st.name,
             trigger=trigger,
             started=now,

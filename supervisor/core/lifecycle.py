@@ -104,6 +104,7 @@ STAGE_MOVES: dict[RunStage, dict[RunStage, str]] = {
 }
 
 LOADED = frozenset({P.SCHEDULED, P.PAUSED})  # due times advance; in scheduled, due runs start
+LOADING = frozenset({P.LOADING, P.ENV_BUILDING, P.INITIALIZING})  # on the way to loaded, nothing failed yet
 # Phases in which nothing the background reports (a finished build or initialize()) may move the task on:
 # it waits for its files to change.
 PARKED = frozenset({P.DISABLED, P.ERROR, P.REMOVED})
@@ -219,6 +220,11 @@ def is_scheduled(st: TaskState) -> bool:
 def is_loaded(st: TaskState) -> bool:
     """Scheduled or paused: its due times advance, a manual run may start."""
     return st.phase in LOADED
+
+
+def is_loading(st: TaskState) -> bool:
+    """On its way to loaded (read, env being built, initialize() running); nothing has failed yet."""
+    return st.phase in LOADING
 
 
 def is_gone(st: TaskState) -> bool:

@@ -48,6 +48,7 @@ from .envgc import keys_in_use
 from .facts import Consumer, RunFacts, StartListener
 from .launch import Launcher
 from .lifecycle import Lifecycle, MoveListener, is_gone
+from .manual import RunNowAnswer
 from .pausing import PauseBook
 from .reporting import Reporter
 from .requests import answer
@@ -188,11 +189,12 @@ class Supervisor:
         self.executor.stop_all(StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
         for st in list(self.book.tasks.values()):
             self.slots.drop(st, "the supervisor stopped")
+        self.runs.drop_promised("the supervisor stopped")
 
     def request_rescan(self) -> None:
         self.rescan_wanted = True
 
-    def run_now(self, name: str) -> tuple[bool, str]:
+    def run_now(self, name: str) -> RunNowAnswer:
         return self.runs.run_now(name)
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:

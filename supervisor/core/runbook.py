@@ -31,15 +31,17 @@ Policies:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
-from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger
+from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, new_run_id
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
 from .facts import RunFacts
 from .launch import Launcher, LaunchFailed
-from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_scheduled
+from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
+from .manual import NOT_LOADED, NOT_STARTED, QUEUED, RUNNING, STOPPING, UNKNOWN_TASK, PromisedRuns, RunNowAnswer
 from .pausing import PauseBook
 from .reporting import Reporter
 from .slots import QueuedRun, RunSlots
@@ -69,9 +71,12 @@ class RunBook:
         self.report = report
         self.clock = clock
         self.stopping = stopping
+        self.promised = PromisedRuns()  # manual runs accepted while their task loaded (manual.py)
 
     # ------------------------------------------------------------------ phase: start_due
     def start_due(self) -> None:
+        if self.promised:  # first: the user asked for these; a due run that finds one in flight is skipped
+            self.start_promised()
         now = self.clock.now()
         for st in list(self.book.tasks.values()):
             if not is_loaded(st) or st.trigger is None:
@@ -194,7 +199,16 @@ class RunBook:
                 self.book.guarded(st.name, self._launch, st, trigger=run.trigger, due=run.due, queued=run)
             self.slots.left(st)
 
-    def _instant(self, st: TaskState, trigger: Trigger, due: datetime | None, outcome: Outcome, message: str) -> str:
+    def _instant(
+        self,
+        st: TaskState,
+        trigger: Trigger,
+        due: datetime | None,
+        outcome: Outcome,
+        message: str,
+        *,
+        run_id: str | None = None,
+    ) -> str:
         """A run that starts no process (skipped, testing): one complete history row at once."""
         record = RunRecord.instant(
             task=st.name,
@@ -205,32 +219,85 @@ class RunBook:
             message=message,
             log_path=self.report.task_logs.path(st.name),
         )
+        if run_id is not None:
+            record = replace(record, run_id=run_id)
         self.facts.instant(record)
         return record.run_id
 
     # ------------------------------------------------------------------ manual runs
-    def run_now(self, name: str) -> tuple[bool, str]:
-        """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
+    def run_now(self, name: str) -> RunNowAnswer:
+        """Start a manual run (does not move the schedule), or promise one to a loading task (manual.py)."""
         st = self.book.tasks.get(name)
         if st is None or is_gone(st):
-            return False, f"no task named {name!r} in {self.book.paths.tasks}"
+            return RunNowAnswer.refused(UNKNOWN_TASK, f"no task named {name!r} in {self.book.paths.tasks}")
         if self.stopping() is not None:
-            return False, "the supervisor is shutting down"
+            return RunNowAnswer.refused(STOPPING, "the supervisor is shutting down")
+        if is_loading(st):
+            promised = self.promised.promise(name, run_id=new_run_id(self.clock.now()), now=self.clock.now())
+            return RunNowAnswer(True, promised.run_id, waiting_for=st.phase.value)
         if not is_loaded(st):
-            return False, f"task {name!r} is not loaded ({st.phase.value}{': ' + st.error if st.error else ''})"
+            why = f"{st.phase.value}{': ' + st.error if st.error else ''}"
+            return RunNowAnswer.refused(NOT_LOADED, f"task {name!r} is not loaded ({why})")
         if st.main_run is not None:
-            return False, f"task {name!r} is already running (run {st.main_run})"
+            return RunNowAnswer.refused(RUNNING, f"task {name!r} is already running (run {st.main_run})")
         if name in self.slots:
-            return False, f"task {name!r} has a due run waiting for a run slot (MaxConcurrentRuns)"
+            why = "has a due run waiting for a run slot (MaxConcurrentRuns)"
+            return RunNowAnswer.refused(QUEUED, f"task {name!r} {why}")
+        return self._manual(st)
+
+    def _manual(self, st: TaskState, run_id: str | None = None) -> RunNowAnswer:
         if st.spec is not None and st.spec.testing:
             # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
-            run_id = self._instant(st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed")
-            self.report.say(name, logging.INFO, f"task {name!r}: [Testing] run confirmed (manual); main() not executed")
-            return True, run_id
-        launched = self._launch(st, trigger=Trigger.MANUAL, due=None)
+            run_id = self._instant(
+                st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed", run_id=run_id
+            )
+            self.report.say(
+                st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed (manual); main() not executed"
+            )
+            return RunNowAnswer(True, run_id)
+        launched = self._launch(st, trigger=Trigger.MANUAL, due=None, run_id=run_id)
         if launched is None:
-            return False, f"task {name!r}: the run could not start (see its log)"
-        return True, launched
+            return RunNowAnswer.refused(NOT_STARTED, f"task {st.name!r}: the run could not start (see its log)")
+        return RunNowAnswer(True, launched)
+
+    def start_promised(self) -> None:
+        """Start the promised manual runs whose task is loaded; record those that can never start."""
+        for promised, st, why in self.promised.settle(self.book.tasks, busy=self._busy):
+            if why is None and st is not None and st.env_key is not None and self.book.broken_env(st, st.env_key):
+                if is_loading(st):  # its env is being rebuilt: the promise waits for it
+                    self.promised.promise(st.name, run_id=promised.run_id, now=promised.since)
+                    continue
+                why = f"its env broke ({st.error})"
+            if why is None and st is not None:
+                self.book.guarded(st.name, self._manual, st, promised.run_id)
+            else:
+                self._never_started(promised.task, promised.run_id, why or "")
+
+    def _busy(self, st: TaskState) -> bool:
+        """A run of the task is in flight or waits for a run slot: a promised run waits behind it."""
+        return st.main_run is not None or st.name in self.slots
+
+    def drop_promised(self, why: str) -> None:
+        """Record every promised run as never started (the supervisor stops)."""
+        for promised in self.promised.drop_all():
+            self._never_started(promised.task, promised.run_id, why)
+
+    def _never_started(self, task: str, run_id: str, why: str) -> None:
+        """A promised run that can never start: one closed history row (outcome killed) says why."""
+        message = f"never started: {why}"
+        record = replace(
+            RunRecord.instant(
+                task=task,
+                trigger=Trigger.MANUAL,
+                at=self.clock.now(),
+                outcome=Outcome.KILLED,
+                message=message,
+                log_path=self.report.task_logs.path(task),
+            ),
+            run_id=run_id,
+        )
+        self.facts.instant(record)
+        self.report.say(task, logging.WARNING, f"task {task!r}: manual run {run_id} {message}")
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """``pause`` / ``resume`` NAME (pausing.py): stored in the history; a loaded task moves between
@@ -249,7 +316,13 @@ class RunBook:
 
     # ------------------------------------------------------------------ starts and ends
     def _launch(
-        self, st: TaskState, *, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
+        self,
+        st: TaskState,
+        *,
+        trigger: Trigger,
+        due: datetime | None,
+        queued: QueuedRun | None = None,
+        run_id: str | None = None,
     ) -> str | None:
         """Start ``main()`` of ``st``; its run id (started, or retried after a back-off), or None if it could not
         start (see the module policies)."""
@@ -259,7 +332,7 @@ class RunBook:
             if queued is not None:
                 self.slots.close_unstarted(st, queued, "its env broke")
             return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
-        started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued)
+        started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued, run_id=run_id)
         if not isinstance(started, LaunchFailed):
             return started
         if started.transient:

@@ -199,7 +199,7 @@ class StatusReader:
         snapshot = self._board.latest(wait_s=self._wait_s)
         if snapshot is None:
             error = f"the supervisor's loop did not answer within {self._wait_s:g} s"
-            return _line({"ok": False, "error": error})
+            return _line({"ok": False, "error": error, "code": "busy"})
         with self._lock:
             version: int = self._read(lambda records: records.data_version(), -1)
             cached = self._cached

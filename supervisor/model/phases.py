@@ -43,7 +43,8 @@ class RunStage(str, enum.Enum):
 class ShownState(str, enum.Enum):
     """The states ``status`` shows (docs/cli.md, States): a task's phase, except ``running`` (a run of main()
     in flight), ``queued`` (a due run waiting for a run slot), ``done`` (loaded, no more runs) and, offline,
-    ``stopped``. Values are the documented strings; compare a status document's ``state`` with these."""
+    ``stopped`` or ``unknown``. Values are the documented strings; compare a status document's ``state``
+    with these."""
 
     LOADING = TaskPhase.LOADING.value
     ENV_BUILDING = TaskPhase.ENV_BUILDING.value
@@ -58,6 +59,7 @@ class ShownState(str, enum.Enum):
     ENV_FAILED = TaskPhase.ENV_FAILED.value
     REMOVED = TaskPhase.REMOVED.value
     STOPPED = "stopped"  # offline only: a valid, enabled task while no supervisor runs
+    UNKNOWN = "unknown"  # offline only: a valid, enabled task while a supervisor runs but did not answer
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ def status_json(
     return {
         "tasks": rows,
         "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(), "home": supervisor.home},
+        "offline": None,  # a live answer (query/source.py fills it in for an offline one)
     }
 
 
