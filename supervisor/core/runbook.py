@@ -338,7 +338,7 @@ class RunBook:
         if started.transient:
             if self._back_off_start(st, started.record, started.message, queued=queued):
                 return started.record.run_id
-            self._never_started(st, started.record, started.message)
+            self._close_unretried(st, started.record, started.message)
             return None
         self.report.say(st.name, logging.ERROR, started.message)
         failed = started.record.closed_unstarted(Outcome.FAILED, at=self.clock.now(), message=started.message)
@@ -382,10 +382,10 @@ class RunBook:
         else:
             why = f"task {record.task!r}: run {record.run_id} could not start: {result.start_failure}"
             if st is None or not self._back_off_start(st, record, why, queued=None, spawn_failures=spawn_failures):
-                self._never_started(st, record, why)
+                self._close_unretried(st, record, why)
         self.start_queued()
 
-    def _never_started(self, st: TaskState | None, record: RunRecord, why: str) -> None:
+    def _close_unretried(self, st: TaskState | None, record: RunRecord, why: str) -> None:
         """A transient start failure that is not retried: the row is closed as ``killed`` ("never started"),
         which is no failure (no streak, no notice)."""
         self.report.say(record.task, logging.WARNING, f"{why}; not retried")
