@@ -1,5 +1,7 @@
 """The shipped artifact is the tested one: build the wheel, install it (not editable) with ``[web,rq]`` into a
-fresh venv, import every module of the package from there and run the console script.
+fresh venv, import every module of the package from there and run the console script — as a tool installed
+with pipx or ``uv tool install`` is run: only that venv's ``bin/taskautomation``, from a folder outside the
+checkout, from crontab to a validated home.
 
 Hermetic: the wheel's dependencies come from ``.cache/wheelhouse`` (``scripts/wheelhouse.sh``, run by
 ``scripts/test.sh``) with ``--no-index``; the wheel is built without build isolation, by the setuptools of the
@@ -118,14 +120,29 @@ def test_the_console_script_runs_from_the_installed_wheel(installed: tuple[Path,
     assert "--listen" in _run([script, "web", "--help"], cwd=tmp_path).stdout
 
 
-def test_the_dashboards_templates_and_static_files_are_in_the_wheel(installed: tuple[Path, Path]) -> None:
+def test_the_package_data_is_in_the_wheel(installed: tuple[Path, Path]) -> None:
     wheel, _ = installed
+    folders = ("supervisor/web/templates/", "supervisor/web/static/", "supervisor/cli/templates/")
     with zipfile.ZipFile(wheel) as archive:
-        shipped = {
-            name
-            for name in archive.namelist()
-            if name.startswith(("supervisor/web/templates/", "supervisor/web/static/"))
-        }
-    web = REPO / "supervisor" / "web"
-    expected = _data_files(web / "templates") | _data_files(web / "static")
+        shipped = {name for name in archive.namelist() if name.startswith(folders) and not name.endswith(".py")}
+    expected = set().union(*(_data_files(REPO / folder) for folder in folders))
+    expected = {name for name in expected if not name.endswith(".py")}
     assert expected and shipped == expected
+
+
+def test_the_installed_tool_goes_from_crontab_to_a_validated_home(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    _, venv = installed
+    tool = str(venv / "bin" / "taskautomation")
+    home = tmp_path / "ta"
+    made = _run([tool, "init", str(home)], cwd=tmp_path).stdout
+    assert f"taskautomation import-crontab --home {home}" in made and (home / "taskautomation.ini").is_file()
+    crontab = REPO / "tests" / "data" / "crontab" / "debian-crontab.5-example"
+    imported = _run([tool, "import-crontab", str(crontab), "--home", str(home)], cwd=tmp_path).stdout
+    assert "created 6 task(s)" in imported
+    checked = _run([tool, "validate", "--home", str(home)], cwd=tmp_path).stdout
+    assert checked.strip().endswith("7 task(s) checked, 0 problem(s)")  # the 6 jobs and init's example
+    script = _run([tool, "completion", "bash"], cwd=tmp_path).stdout
+    assert "complete " in script and "taskautomation" in script
+    # The unit for this install kind runs the tool's own interpreter with -m supervisor (there is no main.py).
+    unit = _run([tool, "install-systemd", "--user", "--dry-run", "--home", str(home)], cwd=tmp_path).stdout
+    assert f"ExecStart={venv / 'bin' / 'python'} -m supervisor run --home {home}" in unit.splitlines()
