@@ -109,7 +109,7 @@ def test_a_second_import_creates_nothing_a_dry_run_writes_nothing(tmp_path: Path
     home = tmp_path / "home"
     crontab = str(DATA / "user-crontab")
     plan = _cli(home, "import-crontab", crontab, "--dry-run")
-    assert "dry run: 7 task(s) would be created" in plan.stdout and not (home / "Tasks").exists()
+    assert "dry run: 7 task(s) would be created" in plan.stdout and not home.exists()
     header = plan.stdout.splitlines()[0].split()
     assert header == ["LINE", "TASK", "SCHEDULE", "KIND", "STATUS", "COMMAND"]
     for number, reason in ((18, "'L' (last day)"), (19, "'#'"), (20, "bad minute"), (21, "@every")):
@@ -127,6 +127,8 @@ def test_a_second_import_creates_nothing_a_dry_run_writes_nothing(tmp_path: Path
     assert sorted(p.name for p in (home / "Tasks").iterdir()) == names  # no staging folder left behind
     env = home / "Tasks" / "curl_ping" / ".env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    for private in (env.parent, env.parent / "Output", env.parent / "main.py", env.parent / "config.ini"):
+        assert stat.S_IMODE(private.stat().st_mode) & 0o077 == 0, f"{private} is readable by others"
     assert "BACKUP_DIR='/srv/backup '" in env.read_text() and "MAILTO" not in env.read_text()
     config = (home / "Tasks" / "curl_ping" / "config.ini").read_text()
     assert "Urls = mailto://localhost?to=ops@example.org" in config and "TimeZone = Europe/Berlin" in config

@@ -10,10 +10,10 @@ Policy (docs/cli.md, "import-crontab" says what differs from cron):
 - ``CRON_TZ`` (or, without it, ``TZ``) is ``TimeZone``; ``TZ`` also reaches the command, as under cron.
 - ``MAILTO`` is a ``mailto://`` entry in ``[Notify] Urls`` through the local mail server with
   ``On = failure``; an empty MAILTO is no notice at all.
-- Every other variable goes to the task's ``.env`` (mode 0600: it may hold secrets); ``SHELL`` and ``HOME``
-  are cron's own and are written into main.py; ``LOGNAME`` cannot be set in cron and is dropped. A value
-  holding ``${`` cannot be written to a .env as it is (python-dotenv would expand it) and is dropped with
-  a note.
+- Every other variable goes to the task's ``.env`` (like every file here, mode 0600: it may hold secrets);
+  ``SHELL`` and ``HOME`` are cron's own and are written into main.py; ``LOGNAME`` cannot be set in cron and is
+  dropped. A value holding ``${`` cannot be written to a .env as it is (python-dotenv would expand it) and is
+  dropped with a note.
 - A task starts disabled (``Enabled = False`` with a comment) unless the import says ``enable``.
 """
 
@@ -40,9 +40,8 @@ _DISABLED = (
 
 @dataclass(frozen=True)
 class TaskFile:
-    name: str  # relative to the task folder
+    name: str  # relative to the task folder; written with mode 0600
     text: str
-    mode: int = 0o644
 
 
 @dataclass(frozen=True)

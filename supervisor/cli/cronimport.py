@@ -10,7 +10,8 @@ Policy (docs/cli.md, "import-crontab"):
   it is), so importing the same crontab again finds every job already imported, creates nothing new and
   says so. Names come from the command (cronjob.py) and never reuse a folder that exists.
 - A folder is written into a hidden sibling and renamed into place, so a running supervisor never sees a
-  half-written task. ``--dry-run`` prints the plan and writes nothing.
+  half-written task. It is private to its owner (folders 0700, files 0600), as cron keeps a crontab: a
+  command line may hold a password. ``--dry-run`` prints the plan and writes nothing, not even the home.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _plan_job(
     if known is not None:
         return JobPlan(job=job, name=known, kind=kind, existing=True, files=(), notes=())
     name = unique_name(job_slug(command, python), taken)
-    notes = _notes(job, settings, python=python, account=account, me=me)
+    notes = _notes(job, python=python, account=account, me=me)
     if settings.notify_url is not None and apprise_url_problem(settings.notify_url) is not None:
         notes.append(f"MAILTO {job.variable('MAILTO')!r} is not an address a notice can go to: no [Notify] written")
         settings = replace(settings, notify_url=None)
@@ -172,13 +173,12 @@ def _plan_job(
     ]
     env = cronfiles.env_text(settings)
     if env is not None:
-        files.append(cronfiles.TaskFile(cronfiles.ENV_FILE, env, mode=0o600))
+        files.append(cronfiles.TaskFile(cronfiles.ENV_FILE, env))
     return JobPlan(job=job, name=name, kind=kind, existing=False, files=tuple(files), notes=tuple(notes))
 
 
 def _notes(
     job: CronJob,
-    settings: cronfiles.JobSettings,
     *,
     python: PythonCall | None,
     account: pwd.struct_passwd,
@@ -221,9 +221,11 @@ def write_job(tasks: Path, plan: JobPlan) -> Path:
     staging = tasks / f".import-{plan.name}"
     if staging.exists():
         shutil.rmtree(staging)
-    (staging / OUTPUT_DIR).mkdir(parents=True)
+    # Private like the crontab it came from (cron keeps crontabs 0600): commands may hold passwords.
+    staging.mkdir(mode=0o700)
+    (staging / OUTPUT_DIR).mkdir(mode=0o700)
     for item in plan.files:
-        fd = os.open(staging / item.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, item.mode)
+        fd = os.open(staging / item.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(item.text)
     staging.rename(folder)

@@ -60,7 +60,9 @@ def main(
             return HOMELESS[args.command](args)
         handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
         choice = choose_home(getattr(args, "home", None), environ=os.environ, cwd=Path.cwd(), default=default_home)
-        created = ensure_home(choice, may_create=args.command in CREATES_HOME)
+        # A plan (import-crontab --dry-run) writes nothing, not even a missing home.
+        planning = args.command == "import-crontab" and args.dry_run and not choice.path.exists()
+        created = None if planning else ensure_home(choice, may_create=args.command in CREATES_HOME)
         if created:
             print(f"{prog}: {created}", file=sys.stderr)
         return handler(args, Paths(choice.path))
