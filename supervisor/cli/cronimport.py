@@ -260,7 +260,8 @@ def comment_out_hint(plan: ImportPlan, lines: list[int], *, given: str | None, s
     return f"so cron stops running them, comment lines {numbers} out: sed -i '{script}' {plan.source}"
 
 
-def cmd_import_crontab(args: argparse.Namespace, paths: Paths) -> int:
+def import_crontab(args: argparse.Namespace, paths: Paths) -> int:
+    """The command: read, plan, print the plan, write the new folders (unless --dry-run), say what is next."""
     text, source = read_crontab(args.file, system=args.system, run=subprocess.run)
     plan = plan_import(text, source=source, system=args.system, tasks=paths.tasks, enable=args.enable)
     for line in plan_lines(plan):

@@ -25,7 +25,6 @@ from ..model import Outcome, ShownState
 from ..paths import Paths
 from .args import build_parser, build_single_parser
 from .completion import cmd_completion, complete_if_asked
-from .cronimport import cmd_import_crontab
 from .edges import call_edge
 from .home import choose_home, ensure_home
 from .init import cmd_init
@@ -341,6 +340,13 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
     for check in checks:
         print(f"{'ok    ' if check.result.ok else 'FAILED'}  {check.channel}: {check.result.detail}")
     return 0 if all(check.result.ok for check in checks) else 1
+
+
+# ---------------------------------------------------------------------------------------------------- import-crontab
+def cmd_import_crontab(args: argparse.Namespace, paths: Paths) -> int:
+    from .cronimport import import_crontab
+
+    return import_crontab(args, paths)
 
 
 # ---------------------------------------------------------------------------------------------------- web
