@@ -268,7 +268,7 @@ def test_help_describes_every_option_with_an_example_per_command() -> None:
     for name, command in sub.choices.items():
         for action in command._actions:
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
-        assert f"supervisor {name}" in (command.epilog or ""), f"{name} has no example"
+        assert f"taskautomation {name}" in (command.epilog or ""), f"{name} has no example"
     main_help = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     ).stdout

@@ -205,3 +205,17 @@ def test_install_systemd_enable_runs_systemctl_and_reports_it(
     monkeypatch.setenv("FAIL", "1")
     assert cli_main(["install-systemd", "--user", "--enable", "--unit-dir", str(units), "--home", str(home)]) == 1
     assert "enable --now" in capsys.readouterr().err
+
+
+def test_the_unit_runs_a_clones_main_py_and_an_installed_tool_with_dash_m(tmp_path: Path) -> None:
+    from supervisor.system.systemd import clone_main_py
+
+    module = tmp_path / "supervisor" / "system" / "systemd.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("")
+    assert clone_main_py(module) is None  # site-packages: no seed scripts beside the package
+    (tmp_path / "main.py").write_text("")
+    assert clone_main_py(module) is None  # another distribution's main.py is not ours
+    (tmp_path / "terminate.py").write_text("")
+    assert clone_main_py(module) == tmp_path / "main.py"
+    assert clone_main_py(ROOT / "supervisor" / "system" / "systemd.py") == ROOT / "main.py"

@@ -24,13 +24,15 @@ from ..errors import NotRunningError, TaskAutomationError
 from ..model import Outcome, ShownState
 from ..paths import Paths
 from .args import build_parser, build_single_parser
+from .completion import cmd_completion, complete_if_asked
 from .edges import call_edge
 from .home import choose_home, ensure_home
+from .init import cmd_init
 from .next import cmd_next
 from .render import View, format_full_time, outcome_line, render_history, render_status, wants_colour
 
 TERMINATE_TIMEOUT_S = 600.0
-CREATES_HOME = ("run", "new", "worker")  # the commands that may create a missing home (saying so)
+CREATES_HOME = ("run", "new", "worker", "import-crontab")  # the commands that may create a missing home (saying so)
 
 
 def main(
@@ -46,14 +48,20 @@ def main(
         args = build_single_parser(prog, command).parse_args(argv)
         args.command = command
     else:
-        args = build_parser(prog).parse_args(argv)
+        parser = build_parser(prog)
+        complete_if_asked(parser)  # a shell computing a completion: answered there, the process exits
+        args = parser.parse_args(argv)
     if args.command == "run-now" and args.timeout is not None and not args.wait:
         print(f"{prog}: --timeout needs --wait", file=sys.stderr)
         return 2
-    handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
     try:
+        if args.command in HOMELESS:
+            return HOMELESS[args.command](args)
+        handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
         choice = choose_home(getattr(args, "home", None), environ=os.environ, cwd=Path.cwd(), default=default_home)
-        created = ensure_home(choice, may_create=args.command in CREATES_HOME)
+        # A plan (import-crontab --dry-run) writes nothing, not even a missing home.
+        planning = args.command == "import-crontab" and args.dry_run and not choice.path.exists()
+        created = None if planning else ensure_home(choice, may_create=args.command in CREATES_HOME)
         if created:
             print(f"{prog}: {created}", file=sys.stderr)
         return handler(args, Paths(choice.path))
@@ -189,7 +197,7 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
             follower.read_lines()  # from the log's current end: every line of the run comes after this
         reply = _live(paths, "run-now", {"name": args.name})
         if reply is None:
-            raise NotRunningError(f"no supervisor is running on {paths.home}; start it with main.py")
+            raise NotRunningError(f"no supervisor is running on {paths.home}; start it with: taskautomation run")
         if not reply.get("ok"):
             raise TaskAutomationError(str(reply.get("error")))
         run_id = str(reply["run_id"])
@@ -267,7 +275,7 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
         print(
             "the running supervisor picks it up now and runs it at once (it never ran)"
             if running
-            else f"no supervisor is running on {paths.home}: it runs once you start one (python3 main.py)"
+            else f"no supervisor is running on {paths.home}: it runs once you start one (taskautomation run)"
         )
     else:
         print(
@@ -338,6 +346,13 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
     return 0 if all(check.result.ok for check in checks) else 1
 
 
+# ---------------------------------------------------------------------------------------------------- import-crontab
+def cmd_import_crontab(args: argparse.Namespace, paths: Paths) -> int:
+    from .cronimport import import_crontab
+
+    return import_crontab(args, paths)
+
+
 # ---------------------------------------------------------------------------------------------------- web
 def cmd_web(args: argparse.Namespace, paths: Paths) -> int:
     """Serve the dashboard in the foreground; prints the login URL once it listens."""
@@ -386,4 +401,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "web": cmd_web,
     "pause": cmd_pause_resume,
     "resume": cmd_pause_resume,
+    "import-crontab": cmd_import_crontab,
 }
+# The commands that choose their folder themselves (init) or need none (completion).
+HOMELESS: dict[str, Callable[[argparse.Namespace], int]] = {"init": cmd_init, "completion": cmd_completion}

@@ -12,6 +12,8 @@ Policy:
 - A user manager has no ``network-online.target`` (ordering on it silently does nothing), so only the system
   unit orders itself after the network.
 - Everything is absolute: this interpreter (the venv that has the dependencies), ``main.py`` and ``--home``.
+  From a clone the unit runs the clone's ``main.py``; from an installed tool (pipx, ``uv tool``, a wheel) the
+  tool's own interpreter runs ``-m supervisor run``: both work for as long as that install does.
 """
 
 from __future__ import annotations
@@ -278,6 +280,14 @@ def plan_install(
     return UnitPlan(unit_path=target_dir / f"{unit_name}.service", text=render_unit(spec))
 
 
+def clone_main_py(module: Path) -> Path | None:
+    """The clone's ``main.py`` when this package runs from a clone (main.py and terminate.py beside the
+    package folder), None for an installed package: a ``main.py`` some other distribution put in
+    site-packages must not become the unit's program."""
+    root = module.resolve().parents[2]
+    return root / "main.py" if (root / "main.py").is_file() and (root / "terminate.py").is_file() else None
+
+
 def install_command(
     paths: Paths,
     *,
@@ -291,12 +301,11 @@ def install_command(
 ) -> int:
     """``install-systemd``: render the unit for this home and this interpreter; print, write or also enable it."""
     # The interpreter running this command is the one that has the dependencies: the unit must use it.
-    main_py = Path(__file__).resolve().parents[2] / "main.py"
     user = pwd.getpwuid(os.getuid()).pw_name
     plan = plan_install(
         home=paths.home,
         python=Path(os.path.abspath(sys.executable)),
-        main_py=main_py if main_py.is_file() else None,
+        main_py=clone_main_py(Path(__file__)),
         user_mode=user_mode,
         graces=home_kill_graces(paths),
         default_grace_s=0.0,
