@@ -76,6 +76,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_pep723.py": "e2e",
     "test_process_cap.py": "e2e",
     "test_procscan.py": "unit",
+    "test_readable_errors.py": "e2e",
     "test_records.py": "unit",
     "test_records_attempts.py": "unit",
     "test_render.py": "unit",

@@ -258,8 +258,7 @@ class RunBook:
             return started
         if started.transient and self.stopping() is None and queued is not None:
             again = self.slots.back_off(st, queued, run_id=started.record.run_id)
-            delay = again.not_before - self.clock.monotonic()
-            self.report.say(st.name, logging.WARNING, f"{started.message}; retrying in {delay:g} s")
+            self.report.retrying(st.name, started.message, delay_s=again.not_before - self.clock.monotonic())
             return None
         self.report.say(st.name, logging.ERROR, started.message)
         failed = started.record.closed_unstarted(Outcome.FAILED, at=self.clock.now(), message=started.message)
