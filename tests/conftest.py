@@ -74,6 +74,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_notify_units.py": "unit",
     "test_outcome.py": "unit",
     "test_pep723.py": "e2e",
+    "test_permission_fix.py": "e2e",
     "test_private_files.py": "e2e",
     "test_process_cap.py": "e2e",
     "test_procscan.py": "unit",
