@@ -87,7 +87,7 @@ def test_existing_modes_are_kept_and_doctor_warns_with_path_mode_and_fix(home: P
     result = _doctor(home)
     lines = result.stdout.splitlines()
     warn = next(line for line in lines if line.startswith("WARN  private files:"))
-    assert f"{paths.logs} is 0755" in warn and "readable by others" in warn, warn
+    assert f"{paths.logs} (mode 0755)" in warn and "readable by group/others" in warn, warn
     assert f"fix: chmod -R go= {paths.logs}" in lines[lines.index(warn) + 1]
     assert result.returncode == 0  # a WARN, not a FAIL
 
@@ -101,5 +101,5 @@ def test_doctor_names_a_group_readable_history_file(home: Path) -> None:
     paths.database.write_bytes(b"")
     paths.database.chmod(0o640)
     result = _doctor(home)
-    assert f"{paths.database} is 0640" in result.stdout, result.stdout
+    assert f"{paths.database} (mode 0640)" in result.stdout, result.stdout
     assert os.access(paths.database, os.R_OK)

@@ -139,12 +139,12 @@ def check_private(exposed: Sequence[tuple[Path, int]], *, logs: Path) -> Check:
     0700/0600 by the supervisor, but an older home (or a copied one) may have them readable by others."""
     if not exposed:
         return Check("private files", Status.PASS, f"{logs} is private to its owner (folders 0700, files 0600)")
-    shown = ", ".join(f"{path} is {mode:04o}" for path, mode in exposed[:3])
+    shown = ", ".join(f"{path} (mode {mode:04o})" for path, mode in exposed[:3])
     more = f" and {len(exposed) - 3} more" if len(exposed) > 3 else ""
     return Check(
         "private files",
         Status.WARN,
-        f"readable by others (they hold every run's messages and output): {shown}{more}",
+        f"readable by group/others (they hold every run's messages and output): {shown}{more}",
         f"chmod -R go= {shlex.quote(str(logs))}",
     )
 
