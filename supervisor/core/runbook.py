@@ -368,8 +368,7 @@ class RunBook:
             )
             self.slots.add(st, queued)
         again = self.slots.back_off(st, queued, run_id=record.run_id)
-        delay = again.not_before - self.clock.monotonic()
-        self.report.say(st.name, logging.WARNING, f"{message}; retrying in {delay:g} s")
+        self.report.retrying(st.name, message, delay_s=again.not_before - self.clock.monotonic())
         return True
 
     def on_main_ended(

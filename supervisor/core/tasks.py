@@ -236,7 +236,7 @@ class TaskBook:
         attempts = st.backoffs[kind].attempts if kind in st.backoffs else 0
         delay = min(first * 2**attempts, most)
         st.backoffs[kind] = Backoff(attempts + 1, self.clock.monotonic() + delay)
-        self.report.say(st.name, logging.WARNING, f"{message}; a transient failure: trying again in {delay:g} s")
+        self.report.retrying(st.name, message, delay_s=delay)
 
     def next_backoff(self) -> float | None:
         moments = [b.at for st in self.tasks.values() for b in st.backoffs.values() if b.at is not None]
