@@ -107,7 +107,9 @@ def test_eagain_in_the_shims_fork_is_retried_as_queued_and_ends_ok_once_the_cap_
     assert run["outcome"] == "ok", run
     assert state["consecutive_failures"] == 0 and state["state"] == "scheduled", state
     assert_no_failure_rows(home, "t")
-    retries = re.findall(rf"run {run['run_id']} could not start: .*; a transient failure: trying again in (\d+) s", sup.log())
+    retries = re.findall(
+        rf"run {run['run_id']} could not start: .*; a transient failure: trying again in (\d+) s", sup.log()
+    )
     assert len(retries) >= 2 and float(retries[1]) > float(retries[0]), retries  # 2 s, doubling
     assert "Traceback" not in sup.task_log("t"), sup.task_log("t")
 
