@@ -66,6 +66,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_lifecycle.py": "unit",
     "test_lint.py": "unit",
     "test_loop.py": "loop",
+    "test_loop_clock.py": "loop",
     "test_loop_damping.py": "loop",
     "test_loop_sched.py": "loop",
     "test_loop_states.py": "loop",

@@ -1,8 +1,10 @@
 """A real supervisor whose wall clock steps back an hour (libfaketime) keeps its tasks' cadence.
 
 The loop notices the step (wall vs monotonic time) and recomputes every due time: without that, a due time
-computed before the step lies an hour ahead and the task would not run again for an hour. Monotonic time is
-left alone, as the kernel does on a real step.
+computed before the step lies an hour ahead and the task would not run again for an hour. The interval still
+counts in real time from the last start: the first run after the step is due one interval after the last one
+before it, whenever the step came and however long its detection took. Monotonic time is left alone, as the
+kernel does on a real step.
 """
 
 from __future__ import annotations
@@ -49,3 +51,7 @@ def test_a_backward_wall_clock_step_does_not_stop_scheduling(home: Path, tmp_pat
     assert "skipped" not in {r["outcome"] for r in runs}
     stepped = [r for r in runs if datetime.fromisoformat(r["started"]) < first_started - timedelta(minutes=30)]
     assert len(stepped) >= 2, "the runs after the step carry the stepped wall-clock time"
+    before = max(datetime.fromisoformat(r["due"]) for r in runs if r not in stepped)
+    after = min(datetime.fromisoformat(r["due"]) for r in stepped)
+    gap = (after - before).total_seconds() + 3600
+    assert gap == pytest.approx(3, abs=0.5), f"one interval (3 s) between the dues across the step, not {gap:.2f} s"
