@@ -31,6 +31,9 @@ from .paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, task_log_name
 
 ROOT_LOGGER = "taskautomation"
 FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+# ``extra=`` of a supervisor-log record that stays off the console (a run's start: the console shows each
+# run once, by its outcome line, so a task failing in a loop costs one console line per failure).
+FILE_ONLY = {"file_only": True}
 
 
 class ZonedFormatter(logging.Formatter):
@@ -161,6 +164,7 @@ def setup_supervisor_logging(
     if console:
         stream = _Console(sys.stderr)
         stream.setLevel(logging.INFO)  # DEBUG lines (one per lifecycle move) go to the file only
+        stream.addFilter(lambda record: not getattr(record, "file_only", False))
         stream.reporter = reporter
         stream.setFormatter(ZonedFormatter(FORMAT))
         logger.addHandler(stream)

@@ -41,7 +41,7 @@ OUTCOME_COLOURS = {
     "killed": YELLOW,
     "interrupted": YELLOW,
 }
-STATE_COLOURS = {ShownState.ERROR.value: RED, ShownState.ENV_FAILED.value: RED}
+STATE_COLOURS = {ShownState.ERROR.value: RED, ShownState.ENV_FAILED.value: RED, ShownState.BACKING_OFF.value: YELLOW}
 GAP = "  "
 
 

@@ -23,9 +23,11 @@ class Reporter:
         self.task_logs = task_logs
         self.tz = tz
 
-    def say(self, task: str, level: int, message: str) -> None:
-        """Log to the supervisor log and to the task's own log."""
-        self.log.log(level, "%s", message)
+    def say(self, task: str, level: int, message: str, *, everywhere: bool = True) -> None:
+        """Log to the supervisor log and to the task's own log (only the latter when not ``everywhere``:
+        detail that would repeat on the console with every run of a task)."""
+        if everywhere:
+            self.log.log(level, "%s", message)
         try:
             self.task_logs.get(task).log(level, "%s", message)
         except Exception as exc:  # noqa: BLE001 - the supervisor log has the line already

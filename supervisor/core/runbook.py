@@ -26,18 +26,21 @@ Policies:
   the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
   next slot wins: a retry not due before it, or still waiting for a run slot when it comes, is dropped.
   Manual runs are not retried.
+* FailureBackoff (damping.py): after a final attempt, the next due time of a task that keeps failing is
+  held back; when it comes, the task runs like any due run.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
 from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, new_run_id
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
+from . import damping
 from .facts import RunFacts
 from .launch import Launcher, LaunchFailed
 from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
@@ -91,20 +94,33 @@ class RunBook:
                 if not paused:
                     self.book.guarded(st.name, self._start, st, Trigger.STARTUP, now)
             elif st.next_due is not None and st.next_due <= now:
+                damping.release(st, machine=self.machine, now=None, why="its next try is due")
                 due = st.anchor = st.next_due
                 # Advance before anything can fail, so a spawn error cannot make the task hot-loop.
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
                 if not paused:
                     self.book.guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
-    def recompute_due(self) -> None:
-        """After a step of the wall clock: every due time again from its anchor."""
+    def recompute_due(self, step_s: float) -> None:
+        """After a step of the wall clock by ``step_s`` seconds: every due time again from its anchor.
+
+        After a backward step an interval task's anchor and a pending retry move back with the clock, so
+        the interval still counts in real time from the last start (no task waits more than one interval);
+        a Cron or RunAt task's slots are wall-clock times, read on the new clock. After a forward step the
+        anchors stay: the missed slot is caught up once (CatchUp).
+        """
         now = self.clock.now()
+        back = timedelta(seconds=min(step_s, 0.0))
         for st in self.book.tasks.values():
-            if is_loaded(st) and st.trigger is not None:
-                if st.anchor is not None and st.anchor > now:
-                    st.anchor = now  # a start "in the future" would hold the next one back
-                st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
+            if not is_loaded(st) or st.trigger is None or st.spec is None:
+                continue
+            if st.anchor is not None and st.spec.every is not None:
+                st.anchor += back
+            if st.anchor is not None and st.anchor > now:
+                st.anchor = now  # a start "in the future" would hold the next one back
+            if st.retry is not None:
+                st.retry = replace(st.retry, at=st.retry.at + back)
+            st.next_due = damping.next_due(st, now)
 
     def next_due_in(self, now: datetime, longest: float) -> float:
         """Seconds until the earliest due run or retry, at most ``longest`` (0 for a startup run)."""
@@ -396,6 +412,8 @@ class RunBook:
         """A run of main() has ended: apply [Retry], then publish the fact."""
         final = self._decide_retry(st, record)
         self.facts.publish(st, record, final=final, summary=summary, leftovers=leftovers)
+        if final and st is not None:
+            damping.hold(st, machine=self.machine, report=self.report, now=self.clock.now())
 
     def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
         """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""

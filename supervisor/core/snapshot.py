@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 from ..errors import TaskAutomationError
 from ..execution.executor import Executor
 from ..history.store import HistoryStore
-from ..model import PhaseChanged, RunRecord
+from ..model import PhaseChanged, RunRecord, RunStage
 from ..query.status import RunningView, SupervisorView, TaskView, status_json
 from .facts import RunFacts
 from .launch import Launcher
@@ -157,6 +157,7 @@ class SnapshotMaker:
             schedule=st.trigger.describe() if st.trigger is not None else None,
             paused_since=paused_since,
             moves=tuple(self.board.moves.get(st.name, ())),
+            backing_off=st.stage is RunStage.DAMPED,
         )
 
 

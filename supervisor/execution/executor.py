@@ -40,7 +40,7 @@ from typing import Callable, Mapping, Protocol
 from ..clock import Clock
 from ..errors import SpawnError
 from ..events import Event, RunReported
-from ..logsetup import TaskLogs
+from ..logsetup import FILE_ONLY, TaskLogs
 from ..model import Limits, ProcessLaunch, RunMode, RunResult, Trigger
 from ._wire import resource_shortage
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
@@ -210,7 +210,8 @@ class LocalExecutor:
             group=group,
         )
         if request.mode is RunMode.MAIN:
-            self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
+            line = "task %r: run %s started (%s)"
+            self.log.info(line, request.task, request.run_id, request.trigger.value, extra=FILE_ONLY)
         # The process runs now: a task log that cannot be written must not make it look as if it did not.
         self._task_line(
             request.task,
