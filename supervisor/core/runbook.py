@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
 from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, new_run_id
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
 from . import damping
+from .clocksteps import recompute_after_step
 from .facts import RunFacts
 from .launch import Launcher, LaunchFailed
 from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
@@ -102,25 +103,8 @@ class RunBook:
                     self.book.guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
     def recompute_due(self, step_s: float) -> None:
-        """After a step of the wall clock by ``step_s`` seconds: every due time again from its anchor.
-
-        After a backward step an interval task's anchor and a pending retry move back with the clock, so
-        the interval still counts in real time from the last start (no task waits more than one interval);
-        a Cron or RunAt task's slots are wall-clock times, read on the new clock. After a forward step the
-        anchors stay: the missed slot is caught up once (CatchUp).
-        """
-        now = self.clock.now()
-        back = timedelta(seconds=min(step_s, 0.0))
-        for st in self.book.tasks.values():
-            if not is_loaded(st) or st.trigger is None or st.spec is None:
-                continue
-            if st.anchor is not None and st.spec.every is not None:
-                st.anchor += back
-            if st.anchor is not None and st.anchor > now:
-                st.anchor = now  # a start "in the future" would hold the next one back
-            if st.retry is not None:
-                st.retry = replace(st.retry, at=st.retry.at + back)
-            st.next_due = damping.next_due(st, now)
+        """After a step of the wall clock by ``step_s`` seconds: every due time again (clocksteps.py)."""
+        recompute_after_step(self.book.tasks.values(), now=self.clock.now(), step_s=step_s)
 
     def next_due_in(self, now: datetime, longest: float) -> float:
         """Seconds until the earliest due run or retry, at most ``longest`` (0 for a startup run)."""
