@@ -82,6 +82,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_retry.py": "unit",
     "test_safefile.py": "unit",
     "test_scaleout.py": "redis",
+    "test_scaleout_outage.py": "redis",
     "test_sched_e2e.py": "e2e",
     "test_schedule.py": "unit",
     "test_sdnotify.py": "unit",

@@ -191,6 +191,13 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
+    p.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest wait between two tries while Redis is unreachable (default: 30)",
+    )
 
 
 def _install_systemd_options(p: argparse.ArgumentParser) -> None:

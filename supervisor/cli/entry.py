@@ -282,7 +282,13 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     return call_edge(
-        "worker.serve", paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name
+        "worker.serve",
+        paths,
+        redis_url=args.redis,
+        queues=queues or ["default"],
+        burst=args.burst,
+        name=args.name,
+        max_backoff_s=args.max_backoff,
     )
 
 
