@@ -125,13 +125,19 @@ def test_the_backstop_ends_a_run_not_heard_from_and_ignores_its_late_result(
     executor = rq_executor(
         home, redis.url, task_logs=logs, home_id="backstop", logger=log, post=posted.append, lost_after_s=2.0
     )
-    worker = Worker(tmp_path / "worker", redis.url, f"late-{tmp_path.name[-12:]}", extra=FAST_BACKOFF)
+    # A worker started while Redis is down waits for it (and takes its URL from the environment, as its
+    # systemd unit starts it).
+    redis.stop()
+    worker = Worker(tmp_path / "worker", redis.url, f"late-{tmp_path.name[-12:]}", extra=FAST_BACKOFF, url_in_env=True)
 
     def ended() -> RunResult | None:
         executor.enforce()
         return next((r for e in posted if isinstance(e, RunReported) and (r := e.settle()) is not None), None)
 
     try:
+        wait_for(lambda: "unreachable" in worker.console(), timeout=30, what="the worker waiting for Redis")
+        assert worker.proc.poll() is None
+        redis.start()
         executor.launch(main_request(folder, "run-late"))
         task_pid = wait_for(lambda: _started(worker, "Late"), timeout=90, what="the run started on the worker")
         wait_for(lambda: (executor.enforce(), executor.waiting_on("run-late") is None)[1], timeout=10, what="started")

@@ -190,7 +190,10 @@ def serve_worker(
         raise TaskAutomationError(f"worker: --max-backoff must be a positive number of seconds, not {max_backoff_s}")
     outage = Outage(safe_url(redis_url), log=log, backoff=Backoff(max_s=max_backoff_s))
     # A connect timeout: a Redis behind a silent network is an outage noticed in seconds, not minutes.
-    connection = Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        connection = Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    except ValueError as exc:  # not a redis://, rediss:// or unix:// URL
+        raise TaskAutomationError(f"worker: --redis {outage.where!r} is not a Redis URL: {exc}") from None
     try:
         outage.retry(connection.ping, doing="starting")
     except AuthenticationError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -26,14 +27,20 @@ from tests.support.harness import REPO
 class Worker:
     """``python -m supervisor worker`` with its own home, as a user starts one on another machine."""
 
-    def __init__(self, home: Path, redis_url: str, name: str, *, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, home: Path, redis_url: str, name: str, *, extra: Sequence[str] = (), url_in_env: bool = False
+    ) -> None:
         self.home = home  # not created here: `worker` creates a missing home (and says so)
         self.out = home.parent / f"{home.name}-console.txt"  # beside the home, which the command creates
-        argv = [sys.executable, "-m", "supervisor", "worker", "--redis", redis_url, "--home", str(home)]
+        # As its systemd unit starts it, the URL can come from the environment instead of the command line.
+        env = {**os.environ, "TASKAUTOMATION_REDIS_URL": redis_url} if url_in_env else None
+        url = [] if url_in_env else ["--redis", redis_url]
+        argv = [sys.executable, "-m", "supervisor", "worker", *url, "--home", str(home)]
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [*argv, "--name", name, *extra],
                 cwd=REPO,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
