@@ -72,6 +72,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_notify_e2e.py": "e2e",
     "test_notify_loop.py": "loop",
     "test_notify_units.py": "unit",
+    "test_outage_units.py": "unit",
     "test_outcome.py": "unit",
     "test_pep723.py": "e2e",
     "test_process_cap.py": "e2e",

@@ -18,7 +18,7 @@ from supervisor.model import Outcome, RunResult
 from supervisor.scaleout.worker import WATCH_INTERVAL_S
 from tests.support.harness import SupervisorProcess, cli, pids_alive
 from tests.support.helpers import wait_for, write_task
-from tests.support.rqworkers import Worker, main_request, rq_executor, running_redis
+from tests.support.rqworkers import LogLines, Worker, main_request, rq_executor, running_redis
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -102,22 +102,13 @@ def test_a_busy_and_an_idle_worker_survive_a_redis_restart(home: Path, tmp_path:
         idle.stop()
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def test_the_backstop_ends_a_run_not_heard_from_and_ignores_its_late_result(
     home: Path, tmp_path: Path, redis: RedisServer
 ) -> None:
     """The supervisor's side, with a backstop of 2 s instead of 300 s: a real Redis, a real worker."""
     folder = write_task(home / "Tasks", "Late", main=GATED_MAIN)
     logs = TaskLogs(home / "logs" / "tasks", max_bytes=10**6, backups=1)
-    records = _Records()
+    records = LogLines()
     log = logging.getLogger(f"backstop-{os.getpid()}")
     log.addHandler(records)
     log.setLevel(logging.DEBUG)
