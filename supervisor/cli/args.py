@@ -186,9 +186,8 @@ def _new_options(p: argparse.ArgumentParser) -> None:
 def _worker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis",
-        required=True,
         metavar="URL",
-        help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)",
+        help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl; default: $TASKAUTOMATION_REDIS_URL)",
     )
     p.add_argument(
         "--queues",
@@ -198,6 +197,13 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
+    p.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest wait between two tries while Redis is unreachable (default: 30)",
+    )
 
 
 def _install_systemd_options(p: argparse.ArgumentParser) -> None:
@@ -209,6 +215,13 @@ def _install_systemd_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
     p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
     p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR", help="write the unit into DIR instead")
+    worker = p.add_argument_group("a worker's unit (this home is an RQ worker's home)")
+    worker.add_argument(
+        "--worker", action="store_true", help="a unit for `taskautomation worker` (Restart=always) instead"
+    )
+    worker.add_argument("--redis", metavar="URL", help="with --worker: the Redis URL (kept in HOME/worker.env, 0600)")
+    worker.add_argument("--queues", default="default", metavar="A,B", help="with --worker: the queues to serve")
+    worker.add_argument("--name", help="with --worker: the worker's name in Redis (default: a random one per start)")
 
 
 def _doctor_options(p: argparse.ArgumentParser) -> None:

@@ -292,25 +292,38 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
 
 # ---------------------------------------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
+    from ..system.worker_unit import REDIS_URL_VAR
+
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    redis_url = args.redis or os.environ.get(REDIS_URL_VAR)
+    if not redis_url:
+        raise TaskAutomationError(f"worker: give the Redis URL with --redis URL (or {REDIS_URL_VAR})")
     return call_edge(
-        "worker.serve", paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name
+        "worker.serve",
+        paths,
+        redis_url=redis_url,
+        queues=queues or ["default"],
+        burst=args.burst,
+        name=args.name,
+        max_backoff_s=args.max_backoff,
     )
 
 
 # ---------------------------------------------------------------------------------------------------- operations
 def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
-    from ..system.systemd import install_command
+    from ..system.systemd import InstallOptions, install_command
 
-    return install_command(
-        paths,
-        user_mode=args.user,
-        dry_run=args.dry_run,
-        enable=args.enable,
-        target_dir=args.unit_dir,
-        environ=os.environ,
-        out=print,
-    )
+    options = InstallOptions(user_mode=args.user, dry_run=args.dry_run, enable=args.enable, target_dir=args.unit_dir)
+    if args.worker:
+        from ..system.worker_unit import install_worker_command
+
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        return install_worker_command(
+            paths, options, redis_url=args.redis, queues=queues, worker_name=args.name, environ=os.environ, out=print
+        )
+    if args.redis or args.name or args.queues != "default":
+        raise TaskAutomationError("install-systemd: --redis, --queues and --name belong with --worker")
+    return install_command(paths, options, environ=os.environ, out=print)
 
 
 def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:

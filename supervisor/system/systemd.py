@@ -66,14 +66,14 @@ def stop_timeout_for(kill_graces_s: Iterable[float], *, default_grace_s: float) 
     return int(math.ceil(largest)) + STOP_MARGIN_S
 
 
-def _escape(value: str) -> str:
+def escape_literal(value: str) -> str:
     """Escape systemd's specifier (``%``) and variable (``$``) characters in a literal."""
     return value.replace("%", "%%").replace("$", "$$")
 
 
 def exec_quote(arg: str) -> str:
     """One ExecStart word: double-quoted (with C-style escapes) when it holds spaces or quotes."""
-    escaped = _escape(arg)
+    escaped = escape_literal(arg)
     if escaped and not re.search(r"[\s\"'\\;]", escaped):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -85,10 +85,10 @@ def render_unit(spec: UnitSpec) -> str:
     exec_start = " ".join(exec_quote(part) for part in (str(spec.python), *program, "--home", str(spec.home)))
     unit = [
         "[Unit]",
-        f"Description=Task Automation supervisor for {_escape(str(spec.home))}",
+        f"Description=Task Automation supervisor for {escape_literal(str(spec.home))}",
     ]
     if spec.main_py is not None and (spec.main_py.parent / "docs" / "running.md").is_file():
-        unit.append(f"Documentation={_escape((spec.main_py.parent / 'docs' / 'running.md').as_uri())}")
+        unit.append(f"Documentation={escape_literal((spec.main_py.parent / 'docs' / 'running.md').as_uri())}")
     if not spec.user_mode:
         # Tasks often need the network at their first run; only the system manager has this target.
         unit += ["Wants=network-online.target", "After=network-online.target"]
@@ -98,7 +98,7 @@ def render_unit(spec: UnitSpec) -> str:
         "Type=notify",
         "NotifyAccess=main",
         f"ExecStart={exec_start}",
-        f"WorkingDirectory={_escape(str(spec.home))}",
+        f"WorkingDirectory={escape_literal(str(spec.home))}",
     ]
     if spec.run_as is not None and not spec.user_mode:
         service.append(f"User={spec.run_as}")
@@ -288,20 +288,30 @@ def clone_main_py(module: Path) -> Path | None:
     return root / "main.py" if (root / "main.py").is_file() and (root / "terminate.py").is_file() else None
 
 
+@dataclass(frozen=True)
+class InstallOptions:
+    """What every ``install-systemd`` takes: where the unit goes and what is done with it."""
+
+    user_mode: bool
+    dry_run: bool
+    enable: bool
+    target_dir: Path | None  # None: the system or user unit folder
+
+    def unit_folder(self, environ: Mapping[str, str]) -> Path:
+        return self.target_dir or unit_dir(user_mode=self.user_mode, environ=environ, user_home=Path.home())
+
+
 def install_command(
     paths: Paths,
+    options: InstallOptions,
     *,
-    user_mode: bool,
-    dry_run: bool,
-    enable: bool,
-    target_dir: Path | None,
     environ: Mapping[str, str],
     out: Callable[[str], None],
     run: CommandRunner = run_command,
 ) -> int:
     """``install-systemd``: render the unit for this home and this interpreter; print, write or also enable it."""
+    user_mode = options.user_mode
     # The interpreter running this command is the one that has the dependencies: the unit must use it.
-    user = pwd.getpwuid(os.getuid()).pw_name
     plan = plan_install(
         home=paths.home,
         python=Path(os.path.abspath(sys.executable)),
@@ -310,8 +320,16 @@ def install_command(
         graces=home_kill_graces(paths),
         default_grace_s=0.0,
         run_as=owner_of(paths.home),
-        target_dir=target_dir or unit_dir(user_mode=user_mode, environ=environ, user_home=Path.home()),
+        target_dir=options.unit_folder(environ),
     )
+    return finish_install(plan, options, out=out, run=run)
+
+
+def finish_install(
+    plan: UnitPlan, options: InstallOptions, *, out: Callable[[str], None], run: CommandRunner = run_command
+) -> int:
+    """Print (``--dry-run``) or write the unit, then enable it or say how; the linger hint for a user unit."""
+    user_mode, dry_run, enable = options.user_mode, options.dry_run, options.enable
     if dry_run:
         out(f"# {plan.unit_path} (not written: --dry-run{'; --enable ignored' if enable else ''})")
         out(plan.text.rstrip("\n"))
@@ -328,5 +346,5 @@ def install_command(
         flag = "--user " if user_mode else ""
         out(f"next: systemctl {flag}daemon-reload && systemctl {flag}enable --now {name} (or re-run with --enable)")
     if user_mode:
-        out(linger_hint(user))
+        out(linger_hint(pwd.getpwuid(os.getuid()).pw_name))
     return 0
