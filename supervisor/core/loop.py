@@ -20,11 +20,9 @@ Policies the loop enforces:
   the new one is complete, then switches between runs (a run keeps the interpreter it started with) and runs
   initialize() again. A failed build keeps the old env serving.
 * Wall-clock steps (NTP, a board without RTC, suspend): when wall time and monotonic time disagree by more
-  than ``CLOCK_STEP_TOLERANCE_S`` between two wakes, every due time is recomputed from its anchor; after a
-  backward step an interval task's anchor moves back with the clock (runbook.py), so its interval counts in
-  real time. The sleep is measured from the clock as the turn's step check read it, so a step during a
-  turn or a sleep never makes the loop wake later than a due time; that wake notices it. Timeouts run on
-  the monotonic clock and do not move.
+  than ``CLOCK_STEP_TOLERANCE_S`` between two wakes, every due time is recomputed (clocksteps.py). The sleep
+  is measured from the clock as the turn's step check read it, so a step during a turn or a sleep never
+  makes the loop wake later than a due time; that wake notices it. Timeouts run on the monotonic clock.
 * Rescans happen on a watcher hint, on a ``rescan`` request, and every ``safety_rescan_s`` regardless:
   inotify can silently miss sub-folders or overflow, so a lost hint delays a reload by at most that long.
 """
