@@ -85,6 +85,12 @@ def write_task(
     return folder
 
 
+def wall_clock_offset() -> float:
+    """``time.time() - time.monotonic()``: constant unless the wall clock is stepped (a fresh CI machine's
+    NTP sync steps it by minutes), so two readings tell a test how far the clock jumped in between."""
+    return time.time() - time.monotonic()
+
+
 def without_dac_override() -> list[str]:
     """An argv prefix that runs a command as root *without* the right to read any file (util-linux setpriv),
     so "unreadable file" tests mean something when the suite runs as root."""
