@@ -39,6 +39,8 @@ EXAMPLES = {
     "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
     "pause": "example:\n  python3 -m supervisor pause backup",
     "resume": "example:\n  python3 -m supervisor resume backup",
+    "metrics": "examples:\n  python3 -m supervisor metrics\n"
+    "  python3 -m supervisor metrics --textfile /var/lib/prometheus/node-exporter/taskautomation.prom",
     "web": "examples:\n  python3 -m supervisor web\n  python3 -m supervisor web --url\n"
     "  (from another machine: ssh -L 8765:127.0.0.1:8765 HOST, then open the printed URL)",
 }
@@ -240,6 +242,17 @@ def _web_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
 
 
+def _metrics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--textfile",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write to PATH (a *.prom file in node_exporter's --collector.textfile.directory) by an atomic "
+        "rename instead of printing",
+    )
+
+
 _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "status": _status_options,
     "history": _history_options,
@@ -253,6 +266,7 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "notify-test": _notify_test_options,
     "next": _next_options,
     "web": _web_options,
+    "metrics": _metrics_options,
 }
 
 SUBCOMMANDS = {
@@ -272,6 +286,7 @@ SUBCOMMANDS = {
     "pause": "stop starting the due runs of a task (kept across restarts) until resume",
     "resume": "let a paused task's due runs start again",
     "web": "serve the web dashboard and print its login URL (needs taskautomation[web])",
+    "metrics": "print the Prometheus metrics of this home (or write them for node_exporter's textfile collector)",
 }
 
 

@@ -26,6 +26,7 @@ from ..paths import Paths
 from .args import build_parser, build_single_parser
 from .edges import call_edge
 from .home import choose_home, ensure_home
+from .metrics import cmd_metrics
 from .next import cmd_next
 from .render import View, format_full_time, outcome_line, render_history, render_status, wants_colour
 
@@ -382,4 +383,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "web": cmd_web,
     "pause": cmd_pause_resume,
     "resume": cmd_pause_resume,
+    "metrics": cmd_metrics,
 }

@@ -23,11 +23,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from .. import __version__
 from ..config.listen import Listen, allowed_hosts
 from ..errors import TaskAutomationError
 from ..model import Outcome
 from ..paths import Paths
 from ..query import timefmt
+from ..query.scrape import CONTENT_TYPE, Scraper
 from . import fmt, svg
 from .actions import ACTIONS, ActionResult, Ask, act, control_asker
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
@@ -46,6 +48,7 @@ class WebConfig:
     listen: Listen
     token: str
     extra_hosts: tuple[str, ...] = ()
+    metrics_token: str | None = None  # [Web] MetricsToken: also good for GET /metrics
 
 
 def _utcnow() -> datetime:
@@ -60,6 +63,9 @@ class Dashboard:
         self.clock = clock
         self.ask = ask
         self.reader = Reader(config.paths)
+        self.scraper = Scraper(
+            config.paths, records=self.reader.records, source=self.reader.source, version=__version__
+        )
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
         env.filters.update(absolute=fmt.absolute, duration=timefmt.duration, oclass=svg.outcome_class)
         self.templates = Jinja2Templates(env=env)
@@ -239,6 +245,9 @@ class Dashboard:
             status_code=403,
         )
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(await run_in_threadpool(self.scraper.exposition), media_type=CONTENT_TYPE)
+
     async def favicon(self, request: Request) -> Response:
         return Response(status_code=204)
 
@@ -255,6 +264,7 @@ class Dashboard:
             Route("/api/tasks/{name}/history", self.api_history),
             Route("/api/runs/{run_id}", self.api_run),
             Route("/api/tasks/{name}/{action:str}", self.api_action, methods=["POST"]),
+            Route("/metrics", self.metrics),
             Route("/favicon.ico", self.favicon),
             Mount("/static", app=StaticFiles(directory=PACKAGE / "static"), name="static"),
         ]
@@ -276,6 +286,12 @@ def create_app(
         return JSONResponse({"ok": False, "error": str(exc)}, status_code=500)
 
     app.add_exception_handler(TaskAutomationError, task_error)
-    app.add_middleware(Guard, token=config.token, allowed=allowed_hosts(config.listen, config.extra_hosts), now=wall)
+    app.add_middleware(
+        Guard,
+        token=config.token,
+        metrics_token=config.metrics_token,
+        allowed=allowed_hosts(config.listen, config.extra_hosts),
+        now=wall,
+    )
     app.state.dashboard = dashboard
     return app
