@@ -22,6 +22,7 @@ from supervisor.history.store import HistoryStore
 from supervisor.history.totals import DURATION_BOUNDS, LATENESS_BOUNDS, HistoryTotals, Observations, empty
 from supervisor.model import Outcome, RunRecord, ShownState, Trigger
 from supervisor.query.metrics import MISSED_REASONS, Exposition, exposition, figures
+from supervisor.query.scrape import accepts_gzip
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 TOKEN = "m" * 40
@@ -204,19 +205,19 @@ def test_figures_come_from_the_totals_and_the_status_document() -> None:
 
 def test_the_cached_exposition_is_the_whole_one_as_tasks_change_come_and_go() -> None:
     cached = Exposition()
+    odd = 'c "quoted"\nname'
     totals = HistoryTotals(runs={"a": {"ok": 1}})
     steps = [
-        _status(_row("a"), _row("b")),
-        _status(_row("a"), _row("b")),  # nothing changed: all from the cache
-        _status(_row("a", failures=1), _row("b"), _row('c "quoted"\nname')),  # one changed, one new
-        _status(_row('c "quoted"\nname')),  # two gone
+        (_status(_row("a"), _row("b")), totals),
+        (_status(_row("a"), _row("b")), totals),  # nothing changed: all from the cache
+        (_status(_row("a", failures=1), _row("b", "running"), _row(odd)), totals),  # one changed, one new
+        (_status(_row("a", failures=1), _row("b"), _row(odd)), HistoryTotals(runs={"a": {"ok": 1}})),  # equal
+        (_status(_row(odd)), totals),  # two gone
+        (_status(_row(odd), _row("a")), HistoryTotals(runs={odd: {"failed": 4}, "a": {"missed": 1}})),
     ]
-    for status in steps:
-        home, tasks = figures(status, totals, live=True, version="1")
-        assert cached.render(home, tasks) == exposition(home, tasks)
-    totals = HistoryTotals(runs={'c "quoted"\nname': {"failed": 4}})
-    home, tasks = figures(steps[-1], totals, live=False, version="1")
-    assert cached.render(home, tasks) == exposition(home, tasks)
+    for live, (status, step_totals) in enumerate(steps):
+        home, tasks = figures(status, step_totals, live=bool(live % 2), version="1")
+        assert cached.render(status, step_totals, live=bool(live % 2), version="1") == exposition(home, tasks)
     assert b'task="c \\"quoted\\"\\nname"' in exposition(home, tasks)
 
 
@@ -226,6 +227,11 @@ def test_a_task_without_history_has_an_empty_histogram_of_every_bucket() -> None
     text = exposition(*figures(_status(_row("a")), HistoryTotals(), live=True, version="1")).decode()
     buckets = re.findall(r'taskautomation_run_duration_seconds_bucket\{le="([^"]+)"', text)
     assert buckets == [repr(float(b)) for b in DURATION_BOUNDS] + ["+Inf"]
+
+
+def test_gzip_is_sent_only_where_the_client_accepts_it() -> None:
+    assert accepts_gzip("gzip") and accepts_gzip("identity, GZIP;q=0.5") and accepts_gzip("deflate, x-gzip")
+    assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
 
 
 # ----------------------------------------------------------------------------------- [Web] MetricsToken

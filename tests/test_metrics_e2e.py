@@ -69,6 +69,12 @@ def test_metrics_answer_to_the_dashboard_token_and_the_metrics_token_only_there(
         r = c.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.headers["content-type"] == CONTENT_TYPE
         assert _value(r.text, "taskautomation_runs_total", task="a", outcome="failed") == 1
+    # Compressed for a scraper that accepts it (Prometheus does), plain otherwise: the same text.
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    packed = c.get("/metrics", headers={**headers, "Accept-Encoding": "gzip"})
+    plain = c.get("/metrics", headers={**headers, "Accept-Encoding": "identity"})
+    assert packed.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert packed.text == plain.text  # httpx decodes the gzip body
     # The scrape secret reads metrics and nothing else.
     scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     assert c.get("/api/status", headers=scraper).status_code == 401

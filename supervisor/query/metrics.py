@@ -72,29 +72,46 @@ def figures(
 ) -> tuple[HomeFigures, tuple[TaskFigures, ...]]:
     """The figures of one scrape: the status document's tasks (in its order) and the home's series."""
     rows = status.get("tasks", [])
-    outcomes = _with_extra([o.value for o in Outcome], (o for runs in totals.runs.values() for o in runs))
-    reasons = _with_extra(MISSED_REASONS, (r or OTHER_REASON for m in totals.missed.values() for r in m))
+    labels = _Labels.of(totals)
+    tasks = tuple(labels.task(row, totals) for row in rows)
+    return home_figures(rows, totals, live=live, version=version), tasks
+
+
+def home_figures(rows: Sequence[Mapping[str, Any]], totals: HistoryTotals, *, live: bool, version: str) -> HomeFigures:
     states = {s.value: 0 for s in ShownState}
-    tasks = []
     for row in rows:
-        name = str(row["name"])
         states[str(row["state"])] = states.get(str(row["state"]), 0) + 1
-        runs, missed = totals.runs.get(name, {}), totals.missed.get(name, {})
-        missed_by = {(r or OTHER_REASON): n for r, n in missed.items()}
-        last_ok = totals.last_ok.get(name)
-        tasks.append(
-            TaskFigures(
-                name=name,
-                runs=tuple((o, runs.get(o, 0)) for o in outcomes),
-                missed=tuple((r, missed_by.get(r, 0)) for r in reasons),
-                durations=totals.durations.get(name) or empty(DURATION_BOUNDS),
-                last_success=last_ok.timestamp() if last_ok else 0.0,
-                next_run=_timestamp(row.get("next_run")),
-                failures=int(row.get("consecutive_failures") or 0),
-            )
+    return HomeFigures(version=version, up=live, states=tuple(states.items()), lateness=totals.lateness)
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The outcomes and reasons every task gets a series of: the known ones, then any other the totals hold."""
+
+    outcomes: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+    @classmethod
+    def of(cls, totals: HistoryTotals) -> _Labels:
+        return cls(
+            outcomes=_with_extra([o.value for o in Outcome], (o for runs in totals.runs.values() for o in runs)),
+            reasons=_with_extra(MISSED_REASONS, (r or OTHER_REASON for m in totals.missed.values() for r in m)),
         )
-    home = HomeFigures(version=version, up=live, states=tuple(states.items()), lateness=totals.lateness)
-    return home, tuple(tasks)
+
+    def task(self, row: Mapping[str, Any], totals: HistoryTotals) -> TaskFigures:
+        name = str(row["name"])
+        runs = totals.runs.get(name, {})
+        missed = {(r or OTHER_REASON): n for r, n in totals.missed.get(name, {}).items()}
+        last_ok = totals.last_ok.get(name)
+        return TaskFigures(
+            name=name,
+            runs=tuple((o, runs.get(o, 0)) for o in self.outcomes),
+            missed=tuple((r, missed.get(r, 0)) for r in self.reasons),
+            durations=totals.durations.get(name) or empty(DURATION_BOUNDS),
+            last_success=last_ok.timestamp() if last_ok else 0.0,
+            next_run=_timestamp(row.get("next_run")),
+            failures=int(row.get("consecutive_failures") or 0),
+        )
 
 
 def _with_extra(known: Sequence[str], found: Iterable[str]) -> tuple[str, ...]:
@@ -197,32 +214,49 @@ def exposition(home: HomeFigures, tasks: Sequence[TaskFigures]) -> bytes:
     return generate_latest(MetricsCollector(home, tasks))
 
 
+@dataclass(frozen=True)
+class _Formatted:
+    key: tuple[object, ...]  # what the figures were built from besides the totals
+    figures: TaskFigures
+    texts: tuple[bytes, ...]  # the task's samples in each of task_families(), headers dropped
+
+
 class Exposition:
-    """:func:`exposition`'s bytes, formatting only the tasks whose figures changed since the last call.
+    """:func:`exposition` of :func:`figures`, formatting only the tasks whose figures changed since the last call.
 
     The text format puts a family's samples together under its header: the per-task text of each family is
     formatted by ``generate_latest`` for that task alone (its two header lines dropped) and kept until the
-    task's figures change; a task gone from the status document is forgotten.
+    task's figures change; while the totals are the same object as last time, a task whose status row says
+    the same is not even looked up again. A task gone from the status document is forgotten.
     """
 
     def __init__(self) -> None:
-        self._headers = [_text([family]) for family in task_families(())]
-        self._tasks: dict[str, tuple[TaskFigures, tuple[str, ...]]] = {}
+        self._headers = [generate_latest(_Families([family])) for family in task_families(())]
+        self._tasks: dict[str, _Formatted] = {}
+        self._totals: HistoryTotals | None = None
+        self._labels = _Labels.of(HistoryTotals())
 
-    def render(self, home: HomeFigures, tasks: Sequence[TaskFigures]) -> bytes:
-        kept: dict[str, tuple[TaskFigures, tuple[str, ...]]] = {}
-        for task in tasks:
-            cached = self._tasks.get(task.name)
-            if cached is None or cached[0] != task:
-                cached = (task, tuple(_text([f]).split("\n", 2)[2] for f in task_families((task,))))
-            kept[task.name] = cached
+    def render(self, status: Mapping[str, Any], totals: HistoryTotals, *, live: bool, version: str) -> bytes:
+        rows = status.get("tasks", [])
+        same_totals = totals is self._totals
+        if not same_totals:
+            self._totals, self._labels = totals, _Labels.of(totals)
+        kept: dict[str, _Formatted] = {}
+        for row in rows:
+            name = str(row["name"])
+            key = (row.get("next_run"), row.get("consecutive_failures"))
+            cached = self._tasks.get(name)
+            if cached is None or not same_totals or cached.key != key:
+                task = self._labels.task(row, totals)
+                if cached is None or cached.figures != task:
+                    texts = tuple(generate_latest(_Families([f])).split(b"\n", 2)[2] for f in task_families((task,)))
+                    cached = _Formatted(key, task, texts)
+                else:
+                    cached = _Formatted(key, task, cached.texts)
+            kept[name] = cached
         self._tasks = kept
-        parts = [_text(home_families(home))]
+        parts = [generate_latest(_Families(home_families(home_figures(rows, totals, live=live, version=version))))]
         for i, header in enumerate(self._headers):
             parts.append(header)
-            parts.extend(kept[task.name][1][i] for task in tasks)
-        return "".join(parts).encode()
-
-
-def _text(families: Sequence[Metric]) -> str:
-    return generate_latest(_Families(families)).decode()
+            parts.extend(kept[str(row["name"])].texts[i] for row in rows)
+        return b"".join(parts)

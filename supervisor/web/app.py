@@ -29,7 +29,7 @@ from ..errors import TaskAutomationError
 from ..model import Outcome
 from ..paths import Paths
 from ..query import timefmt
-from ..query.scrape import CONTENT_TYPE, Scraper
+from ..query.scrape import CONTENT_TYPE, Scraper, accepts_gzip
 from . import fmt, svg
 from .actions import ACTIONS, ActionResult, Ask, act, control_asker
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
@@ -246,7 +246,10 @@ class Dashboard:
         )
 
     async def metrics(self, request: Request) -> Response:
-        return Response(await run_in_threadpool(self.scraper.exposition), media_type=CONTENT_TYPE)
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+        body = await run_in_threadpool(lambda: self.scraper.exposition(gzipped=gzipped))
+        headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzipped else {})}
+        return Response(body, media_type=CONTENT_TYPE, headers=headers)
 
     async def favicon(self, request: Request) -> Response:
         return Response(status_code=204)
