@@ -30,13 +30,12 @@ class StepDetector:
     def __init__(self, clock: Clock, *, tolerance_s: float) -> None:
         self.clock = clock
         self.tolerance_s = tolerance_s
-        self._offset = self._wall_minus_mono()
-
-    def _wall_minus_mono(self) -> float:
-        return self.clock.now().timestamp() - self.clock.monotonic()
+        self.wall, self.mono = clock.now(), clock.monotonic()  # the last look
+        self._offset = self.wall.timestamp() - self.mono
 
     def step(self) -> float:
         """Seconds the wall clock stepped since the last look (negative = back); 0.0 within the tolerance."""
-        offset = self._wall_minus_mono()
+        self.wall, self.mono = self.clock.now(), self.clock.monotonic()
+        offset = self.wall.timestamp() - self.mono
         step, self._offset = offset - self._offset, offset
         return step if abs(step) > self.tolerance_s else 0.0

@@ -9,6 +9,7 @@ Hardening policies:
 - A task's log file is opened for each record and closed right after, so an idle task holds no file
   descriptor (500 tasks must not cost 500 fds). Task logs get a few lifecycle lines per run; run output is
   written by the run's monitor, not through these handlers.
+- Log files are created 0600 and their folders 0700 (they hold every run's messages and output).
 - A failed write (disk full, EMFILE, a removed folder) never prints a traceback: every handler reports
   through one :class:`LogErrorReporter`, which writes one line to stderr and then stays quiet for a minute,
   counting what it suppressed. Logging resumes by itself when the cause goes away.
@@ -16,18 +17,23 @@ Hardening policies:
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .paths import task_log_name
+from .paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, task_log_name
 
 ROOT_LOGGER = "taskautomation"
 FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+# ``extra=`` of a supervisor-log record that stays off the console (a run's start: the console shows each
+# run once, by its outcome line, so a task failing in a loop costs one console line per failure).
+FILE_ONLY = {"file_only": True}
 
 
 class ZonedFormatter(logging.Formatter):
@@ -90,11 +96,29 @@ class _ReportingMixin:
         self.reporter.report(getattr(self, "baseFilename", "<console>"), sys.exc_info()[1])
 
 
-class _RotatingFile(_ReportingMixin, logging.handlers.RotatingFileHandler):
+class _PrivateFileMixin:
+    """Open (and, after a rotation, re-open) the log file 0600 whatever the umask: it holds every run's
+    messages and output. A file that exists keeps its mode (``doctor`` reports a loose one)."""
+
+    baseFilename: str
+    encoding: str | None
+    errors: str | None
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        try:
+            # Always append: a rotating handler never truncates (it rotates instead).
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+class _RotatingFile(_PrivateFileMixin, _ReportingMixin, logging.handlers.RotatingFileHandler):
     pass
 
 
-class _ClosingRotatingFile(_ReportingMixin, logging.handlers.RotatingFileHandler):
+class _ClosingRotatingFile(_PrivateFileMixin, _ReportingMixin, logging.handlers.RotatingFileHandler):
     """A rotating file handler that holds no file descriptor between records."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -116,7 +140,7 @@ class _Console(_ReportingMixin, logging.StreamHandler):  # type: ignore[type-arg
 def _rotating(
     path: Path, *, max_bytes: int, backups: int, reporter: LogErrorReporter, keep_open: bool = True
 ) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     kind = _RotatingFile if keep_open else _ClosingRotatingFile
     handler = kind(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=not keep_open)
     handler.reporter = reporter
@@ -140,6 +164,7 @@ def setup_supervisor_logging(
     if console:
         stream = _Console(sys.stderr)
         stream.setLevel(logging.INFO)  # DEBUG lines (one per lifecycle move) go to the file only
+        stream.addFilter(lambda record: not getattr(record, "file_only", False))
         stream.reporter = reporter
         stream.setFormatter(ZonedFormatter(FORMAT))
         logger.addHandler(stream)

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV_VAR = "TASKAUTOMATION_HOME"
+# logs/ and its state hold every run's messages and output, the history and the control socket: only the
+# user who runs the supervisor may read them. Created with these modes (see docs/running.md); an existing
+# home's looser modes are left alone and reported by ``doctor``.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 # A folder name may use all of NAME_MAX (255 bytes); its log file adds ".log" and rotation adds ".N".
 _LITERAL_LOG_STEM_MAX = 200
@@ -162,6 +167,17 @@ class Paths:
         return self.home / "taskautomation.ini"
 
     def ensure(self) -> None:
-        """Create the folders the supervisor writes to (Tasks/ too, so a fresh home works)."""
-        for folder in (self.tasks, self.envs, self.logs, self.task_logs, self.state):
+        """Create the folders the supervisor writes to (Tasks/ too, so a fresh home works).
+
+        logs/, logs/tasks/ and logs/state/ are created private (``PRIVATE_DIR_MODE``); Tasks/ and envs/ get
+        the user's umask (the user's own files, and interpreters that other tools may run). A folder that
+        exists already keeps its mode.
+        """
+        for folder in (self.tasks, self.envs):
             folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.logs, self.task_logs, self.state):
+            folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+
+    def private_places(self) -> tuple[Path, ...]:
+        """The folders whose content must stay private (``doctor`` checks them and everything inside)."""
+        return (self.logs,)

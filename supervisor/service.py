@@ -46,8 +46,11 @@ from .system.webchild import start_web_child
 CONTROL_REPLY_TIMEOUT_S = 10.0
 
 
-def serve(paths: Paths, *, console: bool = True) -> int:
-    """Run the supervisor in the foreground until stopped. Returns the process exit code."""
+def serve(paths: Paths, *, console: bool = True, before_answer: Callable[[str], None] | None = None) -> int:
+    """Run the supervisor in the foreground until stopped. Returns the process exit code.
+
+    ``before_answer`` is a test seam (a slowed control socket): called with each control command before its
+    reply is computed; None in the product."""
     # Read (and take out of the environment every run inherits) systemd's NOTIFY_SOCKET / WATCHDOG_USEC first.
     notifier = SdNotifier.from_environ(os.environ, pid=os.getpid(), logger=logging.getLogger("taskautomation"))
     paths.ensure()
@@ -67,7 +70,14 @@ def serve(paths: Paths, *, console: bool = True) -> int:
             open_history(paths.database, keep=home_config.keep_runs, logger=logger), logger=logger
         )
         try:
-            _serve_with(paths, home_config=home_config, records=records, logger=logger, notifier=notifier)
+            _serve_with(
+                paths,
+                home_config=home_config,
+                records=records,
+                logger=logger,
+                notifier=notifier,
+                before_answer=before_answer,
+            )
         finally:
             records.close()
     finally:
@@ -76,7 +86,13 @@ def serve(paths: Paths, *, console: bool = True) -> int:
 
 
 def _serve_with(
-    paths: Paths, *, home_config: HomeConfig, records: HistoryStore, logger: logging.Logger, notifier: SdNotifier
+    paths: Paths,
+    *,
+    home_config: HomeConfig,
+    records: HistoryStore,
+    logger: logging.Logger,
+    notifier: SdNotifier,
+    before_answer: Callable[[str], None] | None,
 ) -> None:
     """The supervisor and its threads (control socket, dashboard child, notices, heartbeat) for one run."""
     fd_limit = raise_fd_limit()
@@ -98,7 +114,7 @@ def _serve_with(
         ),
         notifier=LoopNotifier(notifier),
     )
-    server, status = control_server(paths, supervisor, logger=logger)
+    server, status = control_server(paths, supervisor, logger=logger, before_answer=before_answer)
     server.start()
     web = start_web_child(paths, home_config.web_listen, logger=logger) if home_config.web_listen else None
     previous = _install_signal_handlers(supervisor)
@@ -121,7 +137,11 @@ def _serve_with(
 
 
 def control_server(
-    paths: Paths, supervisor: Supervisor, *, logger: logging.Logger
+    paths: Paths,
+    supervisor: Supervisor,
+    *,
+    logger: logging.Logger,
+    before_answer: Callable[[str], None] | None = None,
 ) -> tuple[ControlServer, StatusReader]:
     """The control socket of ``supervisor`` (not started). ``status`` is answered on the socket's own thread
     from the loop's latest snapshot, with its own read-only history connection; every other request is
@@ -137,7 +157,7 @@ def control_server(
     def handle(command: str, args: Mapping[str, Any]) -> Mapping[str, Any] | bytes:
         return status.reply() if command == "status" else _ask_loop(supervisor, command, args)
 
-    return ControlServer(paths.control_socket, handle), status
+    return ControlServer(paths.control_socket, handle, before_answer=before_answer), status
 
 
 def build_supervisor(
@@ -316,7 +336,8 @@ def _ask_loop(supervisor: Supervisor, command: str, args: Mapping[str, Any]) -> 
 
     supervisor.post(ControlRequest(command=command, args=args, reply=reply))
     if not done.wait(CONTROL_REPLY_TIMEOUT_S):
-        return {"ok": False, "error": f"the supervisor's loop did not answer within {CONTROL_REPLY_TIMEOUT_S:g} s"}
+        error = f"the supervisor's loop did not answer within {CONTROL_REPLY_TIMEOUT_S:g} s"
+        return {"ok": False, "error": error, "code": "busy"}  # readers fall back, the dashboard answers 503
     return box[0]
 
 

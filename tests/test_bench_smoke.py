@@ -92,3 +92,24 @@ def test_web_figures_measure_a_real_dashboard(tmp_path: Path) -> None:
         assert web._timed(http, "/") > 0 and web._timed(http, f"/runs/{run_id}") > 0
         (latency,) = web.line_latencies(http, tmp_path / "logs" / "tasks" / "task-000.log", run_id, 1)
     assert math.isfinite(latency) and latency > 0
+
+
+def test_the_soak_is_a_long_group_run_only_when_named() -> None:
+    from bench import run, soak
+
+    assert soak.GROUP == "soak" and callable(soak.run)
+    assert "soak" in run.LONG_GROUPS and "soak" not in run.GROUPS
+
+
+def test_the_soak_in_a_tiny_configuration_produces_every_figure(tmp_path: Path) -> None:
+    from bench import soak
+    from bench.common import Settings
+
+    plan = soak.SoakPlan.tiny()
+    figures = soak.run(Settings(quick=True, scratch=tmp_path), plan)
+    names = [figure.name for figure in figures]
+    assert len(names) == 6 and all(name.startswith("soak: ") for name in names)
+    assert all(figure.ours is not None and math.isfinite(figure.ours.median) for figure in figures)
+    assert "runs in" in figures[0].note
+    samples = (tmp_path / "ta-bench-soak-samples.tsv").read_text().splitlines()
+    assert samples[0].startswith("elapsed_s\truns") and int(samples[-1].split("\t")[1]) >= plan.target_runs

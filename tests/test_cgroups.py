@@ -1,16 +1,20 @@
-"""MaxProcesses and cgroup detection without processes: config keys, the layout choice, the shim's plan."""
+"""MaxProcesses and cgroup detection without processes: config keys, the layout choice, the shim's plan, which
+pids cap refused a fork, what counts as a transient start failure."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
 from supervisor.config.schema import parse_home_config, parse_task_config
 from supervisor.errors import ConfigError
-from supervisor.execution._wire import ContainmentPlan
+from supervisor.execution._wire import ContainmentPlan, resource_shortage
 from supervisor.execution.cgroup_layout import Layout, parse_layout
 from supervisor.execution.cgroups import Containment, RunGroup, containment_plan
+from supervisor.execution.executor import is_transient_start_failure
+from supervisor.execution.pidcaps import PidsCap, caps_from, refusal_detail, refusing_cap
 from supervisor.model import Limits
 
 PATH = Path("/home/pi/Tasks/demo/config.ini")
@@ -161,3 +165,61 @@ def test_the_plan_the_supervisor_writes_is_the_plan_the_shim_reads() -> None:
 
 def test_default_limits_carry_the_documented_process_cap() -> None:
     assert Limits().max_processes == 1024
+
+
+# ------------------------------------------------------------------------- which pids cap refused a fork
+def _caps(*caps: tuple[str, int, int]) -> list[PidsCap]:
+    return [PidsCap(path=Path(path), limit=limit, current=current) for path, limit, current in caps]
+
+
+def test_the_cap_with_no_room_left_refused_the_forks_nearest_first_on_a_tie() -> None:
+    run, home, outer = "/cg/outer/home/run", "/cg/outer/home", "/cg/outer"
+    assert refusing_cap(_caps((run, 1024, 390), (outer, 400, 400))) == PidsCap(Path(outer), 400, 400)
+    assert refusing_cap(_caps((run, 64, 64), (outer, 400, 80))) == PidsCap(Path(run), 64, 64)
+    assert refusing_cap(_caps((run, 64, 64), (home, 100, 100))) == PidsCap(Path(run), 64, 64)  # tie: the run's own
+    assert refusing_cap([]) is None
+
+
+def test_the_kill_message_names_max_processes_or_the_outer_cgroup_with_its_path() -> None:
+    run = Path("/cg/outer/home/run")
+    own = refusal_detail(run, refused=3, max_processes=64, caps=_caps((str(run), 64, 64), ("/cg/outer", 400, 70)))
+    assert own == "process limit reached: 3 fork(s) refused at MaxProcesses=64 (cgroup pids controller)"
+    outer = refusal_detail(
+        run, refused=5, max_processes=1024, caps=_caps((str(run), 1024, 399), ("/cg/outer", 400, 400))
+    )
+    assert outer == (
+        "process limit reached: 5 fork(s) refused at pids.max=400 of the outer cgroup /cg/outer "
+        "(cgroup pids controller; the run's MaxProcesses=1024 was not reached)"
+    )
+
+
+def test_caps_are_read_from_the_run_group_up_to_the_hierarchy_root(tmp_path: Path) -> None:
+    """Real files in a fake tree: the root (no pids.max) ends the walk; "max" is no cap."""
+    groups = {"outer": ("400", "12"), "outer/home": ("max", "12"), "outer/home/run": ("1024", "10")}
+    for rel, (limit, current) in groups.items():
+        (tmp_path / rel).mkdir(parents=True)
+        (tmp_path / rel / "pids.max").write_text(limit + "\n")
+        (tmp_path / rel / "pids.current").write_text(current + "\n")
+    assert caps_from(tmp_path / "outer/home/run") == [
+        PidsCap(tmp_path / "outer/home/run", 1024, 10),
+        PidsCap(tmp_path / "outer", 400, 12),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("exc", "shortage"),
+    [
+        (BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable"), True),
+        (OSError(errno.EMFILE, "Too many open files"), True),
+        (OSError(errno.ENOMEM, "Cannot allocate memory"), True),
+        (MemoryError(), True),
+        (RuntimeError("can't start new thread"), True),
+        (OSError(errno.ENOENT, "No such file or directory"), False),
+        (RuntimeError("something else"), False),
+    ],
+)
+def test_a_lack_of_processes_threads_memory_or_files_is_a_transient_start_failure(
+    exc: BaseException, shortage: bool
+) -> None:
+    assert resource_shortage(exc) is shortage
+    assert is_transient_start_failure(exc) is shortage

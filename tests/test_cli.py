@@ -33,7 +33,7 @@ HOURLY = "[Frequency]\nEveryXMinutes = 60\n"
 DAILY = "[Frequency]\nEveryXMinutes = 1440\n"
 OUTCOMES = {"ok", "failed", "timeout", "memory", "killed", "crashed", "skipped", "testing", "env-failed", "interrupted"}
 # The contract keys of docs/cli.md, plus the documented additions (docs/cli.md): "running" per task, "supervisor" on top.
-STATUS_KEYS = {"tasks", "supervisor"}
+STATUS_KEYS = {"tasks", "supervisor", "offline"}
 TASK_KEYS = {
     "name",
     "enabled",

@@ -268,7 +268,7 @@ def test_help_describes_every_option_with_an_example_per_command() -> None:
     for name, command in sub.choices.items():
         for action in command._actions:
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
-        assert f"supervisor {name}" in (command.epilog or ""), f"{name} has no example"
+        assert f"taskautomation {name}" in (command.epilog or ""), f"{name} has no example"
     main_help = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     ).stdout
@@ -587,6 +587,8 @@ def test_every_log_line_of_a_run_names_it_and_tracebacks_start_in_the_task(home:
     write_task(home / "Tasks", "failing", config=HOURLY, main=LOGGED, extra={"helper.py": HELPER})
     with SupervisorProcess(home) as sup:
         lines = sup.wait_log("failed in", task="failing", timeout=60).splitlines()
+        # The outcome line is logged as the row is queued for the history writer: wait for the row itself.
+        wait_for(lambda: [r for r in sup.history("failing") if r["outcome"]], what="the run's history row")
         (run,) = sup.history("failing")
     tag = f"[run {run['run_id']}]"
     first = next(i for i, line in enumerate(lines) if f"{tag} started" in line)

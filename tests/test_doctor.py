@@ -46,6 +46,7 @@ def test_healthy_home_has_no_fail_and_json_schema(home: Path, capsys: pytest.Cap
         "cgroups",
         "disk",
         "home writable",
+        "private files",
         "time zones",
         "clock",
         "envs",

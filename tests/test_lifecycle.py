@@ -23,8 +23,16 @@ from supervisor.core.lifecycle import (
 from supervisor.model import PhaseChanged, RunStage, ShownState, TaskPhase
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-# Shown by status, but not phases: derived from a run in flight or queued, from the schedule, or offline.
-DERIVED_STATES = {ShownState.RUNNING, ShownState.QUEUED, ShownState.DONE, ShownState.STOPPED}
+# Shown by status, but not phases: derived from a run in flight or queued, a run held back after failures in
+# a row, from the schedule, or offline.
+DERIVED_STATES = {
+    ShownState.RUNNING,
+    ShownState.QUEUED,
+    ShownState.BACKING_OFF,
+    ShownState.DONE,
+    ShownState.STOPPED,
+    ShownState.UNKNOWN,
+}
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
 

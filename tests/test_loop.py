@@ -219,7 +219,7 @@ def test_due_runs_beyond_the_cap_wait_in_order_and_start_as_slots_free(tmp_path:
     h.executor.finish(h.executor.live_main("b"))
     h.settle()
     assert [h.state(n) for n in "cd"] == ["running", "queued"], "first in, first out"
-    assert h.sup.run_now("d")[0] is False
+    assert h.sup.run_now("d").accepted is False
     h.executor.finish(h.executor.live_main("a"))
     h.settle()
     assert h.state("d") == "running"

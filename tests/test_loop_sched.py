@@ -111,15 +111,15 @@ def test_a_pending_retry_is_dropped_when_the_slot_comes_first_and_never_overlaps
     h.executor.finish(h.executor.live_main("t"), Outcome.FAILED)  # retry due at +50 s, before the +60 s slot
     h.settle()
     h.tick(20)
-    started, manual = h.sup.run_now("t")  # a manual run in flight when the retry comes due
-    assert started
+    manual = h.sup.run_now("t")  # a manual run in flight when the retry comes due
+    assert manual.accepted
     h.tick(20)  # +50 s: the retry waits for the manual run, it never overlaps
     assert len(h.executor.mains("t")) == 2
     assert h.sup.sleep_for() == 10.0  # until the slot; no busy wait on the overdue retry
     h.tick(10)  # +60 s: the slot comes first; the retry is dropped, the slot is skipped (manual still runs)
     assert [r.trigger for r in h.executor.mains("t")] == [Trigger.SCHEDULE, Trigger.MANUAL]
     assert h.sup.book.tasks["t"].retry is None
-    h.executor.finish(manual, Outcome.FAILED)  # a manual run is never retried
+    h.executor.finish(manual.detail, Outcome.FAILED)  # a manual run is never retried
     h.tick(1)
     assert h.sup.book.tasks["t"].retry is None and h.facts[-1].final
 

@@ -14,13 +14,23 @@ from supervisor.model import Outcome
 
 
 def report(
-    *, task: dict[str, Any] | None = None, monitor: dict[str, Any] | None = None, returncode: int = 0
+    *,
+    task: dict[str, Any] | None = None,
+    monitor: dict[str, Any] | None = None,
+    start: dict[str, Any] | None = None,
+    returncode: int = 0,
 ) -> ProcessReport:
     """The report as the runner builds it: the JSON lines on the report pipe, decoded once."""
-    lines = b"".join(json.dumps(line).encode() + b"\n" for line in (task, monitor) if line is not None)
-    task_report, monitor_report = parse_reports(b"garbage\n" + lines)
+    lines = b"".join(json.dumps(line).encode() + b"\n" for line in (start, task, monitor) if line is not None)
+    task_report, monitor_report, start_report = parse_reports(b"garbage\n" + lines)
     return ProcessReport(
-        run_id="r", returncode=returncode, task=task_report, monitor=monitor_report, output_bytes=0, output_dropped=0
+        run_id="r",
+        returncode=returncode,
+        task=task_report,
+        monitor=monitor_report,
+        output_bytes=0,
+        output_dropped=0,
+        start=start_report,
     )
 
 
@@ -130,6 +140,33 @@ def test_a_shim_that_found_the_supervisor_gone_is_killed() -> None:
 def test_a_shim_that_could_not_start_is_crashed_with_its_exit_code() -> None:
     d = decide_outcome(report(returncode=1), stop=None)
     assert (d.outcome, d.exit_code) == (Outcome.CRASHED, 1) and "could not start" in d.summary
+    assert d.start_failure is None
+
+
+START = {"kind": "start", "stage": "fork", "message": "the shim could not fork the task process: [Errno 11] x"}
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [
+        {"start": START, "returncode": 4},  # the shim's own fork() failed
+        {"start": {**START, "stage": "contain"}, "monitor": monitor(exit_code=4)},  # the task process could not enter
+        {"start": START, "returncode": 4, "stop": True},  # even while a stop was asked for
+    ],
+)
+def test_a_start_that_failed_for_lack_of_a_resource_is_no_outcome_but_a_start_failure(reports: dict[str, Any]) -> None:
+    stop = StopRequest(StopCause.SHUTDOWN, "stopped by supervisor shutdown") if reports.pop("stop", False) else None
+    d = decide_outcome(report(**reports), stop=stop)
+    assert d.start_failure == START["message"]
+    assert d.outcome is Outcome.KILLED and d.summary == "never started: " + START["message"]
+
+
+def test_a_task_that_reported_wins_over_a_start_line() -> None:
+    """A start line next to the task's own report cannot be a start failure: main() ran."""
+    d = decide_outcome(
+        report(start=START, task={"kind": "task", "status": "ok", "message": None}, monitor=monitor()), stop=None
+    )
+    assert d.outcome is Outcome.OK and d.start_failure is None
 
 
 def test_garbage_in_the_report_is_tolerated() -> None:

@@ -29,7 +29,7 @@ from tests.support.helpers import wait_for, write_task
 
 from supervisor.execution import _contain
 from supervisor.execution.cgroup_layout import Layout, parse_layout
-from supervisor.execution.cgroups import Containment, containment_plan, user_tasks
+from supervisor.execution.cgroups import Containment, RunGroup, containment_plan, user_tasks
 from supervisor.execution.outcome import ProcessReport
 from supervisor.execution.runner import Runner, child_environment
 from supervisor.history.store import HistoryStore
@@ -196,23 +196,32 @@ def test_memory_limit_is_the_kernels_inside_an_outer_memory_cap(home: Path) -> N
     assert outer_peak < 1 << 30
 
 
+def sleeper_inside(group: RunGroup) -> subprocess.Popen[bytes]:
+    """A process that sleeps inside ``group`` (every hierarchy of it), once it is in."""
+    plan = containment_plan(group=group, nproc=None)
+    joins = [line.split(" ", 1)[1] for line in plan.splitlines() if line.startswith("join ")]
+    enter = "import os, sys, time\nfor f in sys.argv[1:]:\n    open(f, 'w').write(str(os.getpid()))\ntime.sleep(300)"
+    sleeper = subprocess.Popen([sys.executable, "-c", enter, *joins])
+    try:
+        wait_for(
+            lambda: sleeper.pid in [int(p) for p in (group.pids_dir / "cgroup.procs").read_text().split()],
+            what="the sleeper inside the group",
+        )
+    except BaseException:
+        sleeper.kill()
+        sleeper.wait()
+        raise
+    return sleeper
+
+
 def test_stale_run_groups_of_this_home_are_killed_and_removed_at_start(home: Path) -> None:
     with outer_cap("pids", {"pids.max": "50"}) as cap, joined([cap]):
         first = Containment(home)
         first.start()
         group = first.create("stale-run", max_processes=10, memory_mb=None)
         assert group is not None
-        plan = containment_plan(group=group, nproc=None)
-        joins = [line.split(" ", 1)[1] for line in plan.splitlines() if line.startswith("join ")]
-        enter = (
-            "import os, sys, time\nfor f in sys.argv[1:]:\n    open(f, 'w').write(str(os.getpid()))\ntime.sleep(300)"
-        )
-        sleeper = subprocess.Popen([sys.executable, "-c", enter, *joins])
+        sleeper = sleeper_inside(group)
         try:
-            wait_for(
-                lambda: sleeper.pid in [int(p) for p in (group.pids_dir / "cgroup.procs").read_text().split()],
-                what="the sleeper inside the stale group",
-            )
             # A crashed supervisor leaves the group and its process; the next start of the same home:
             second = Containment(home)
             lines = second.start()

@@ -246,6 +246,19 @@ def test_prune_never_drops_open_rows_or_the_schedule_anchor(db: HistoryStore) ->
     assert db.last_anchor("alpha") == at(1)
 
 
+def test_prune_of_one_task_leaves_the_others_and_keeps_its_anchor(db: HistoryStore) -> None:
+    """The prune the running supervisor does after a task's rows: that task's rows only, same survivors."""
+    db.start_run(run("open", started=at(0), trigger=Trigger.MANUAL))
+    db.record_instant(run("anchor", started=at(1), due=at(1), outcome=Outcome.OK))
+    for i in range(5):
+        db.record_instant(run(f"m{i}", started=at(10 + i), trigger=Trigger.MANUAL, outcome=Outcome.OK))
+        db.record_instant(run(f"b{i}", task="beta", started=at(10 + i), outcome=Outcome.OK))
+    assert db.prune(keep=2, task="alpha") == 3
+    assert {r.run_id for r in db.history("alpha")} == {"m4", "m3", "anchor", "open"}
+    assert len(db.history("beta")) == 5
+    assert db.prune(keep=2, task="beta") == 3 and db.prune(keep=2, task="gamma") == 0
+
+
 def test_readonly_on_a_missing_file_is_empty_and_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state" / "history.sqlite3"
     with HistoryStore(path, readonly=True) as records:

@@ -92,6 +92,9 @@ def test_status_rendering_orders_errors_before_why_and_filters_plain_tasks() -> 
     assert [line.split(":")[0].strip() for line in full[full.index("why:") + 1 :]] == ["plain", "new", "bad"]
     offline = render_status({**doc, "supervisor": None}, UTC_VIEW, home="/h")
     assert offline[0] == "supervisor: not running on /h" and "why:" not in offline
+    busy = {"supervisor_running": True, "pid": 7, "reason": "the supervisor did not answer 'status' within 10 s"}
+    unanswered = render_status({**doc, "supervisor": None, "offline": busy}, UTC_VIEW, home="/h")
+    assert unanswered[0] == "supervisor: running (pid 7) but did not answer; states unknown, figures from the history"
 
 
 class _Terminal(io.StringIO):

@@ -5,83 +5,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import subprocess
-import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tests.support.harness import REPO, SupervisorProcess, cli, pids_alive
-from tests.support.helpers import build_wheel, wait_for, write_task
 
 from bench.redisproc import RedisServer
-from supervisor.clock import SystemClock
 from supervisor.errors import SpawnError
-from supervisor.execution.cgroup_layout import Layout
-from supervisor.execution.cgroups import Containment
 from supervisor.execution.executor import RunRequest
 from supervisor.logsetup import TaskLogs
-from supervisor.model import Limits, RunMode, Trigger
+from supervisor.model import Trigger
 from supervisor.scaleout.executor import RQExecutor
+from tests.support.harness import SupervisorProcess, cli, pids_alive
+from tests.support.helpers import build_wheel, wait_for, write_task
+from tests.support.rqworkers import Worker, main_request, rq_executor, running_redis
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class Worker:
-    """``python -m supervisor worker`` with its own home, as a user starts one on another machine."""
-
-    def __init__(self, home: Path, redis_url: str, name: str) -> None:
-        self.home = home  # not created here: `worker` creates a missing home (and says so)
-        self.out = home.parent / f"{home.name}-console.txt"  # beside the home, which the command creates
-        with open(self.out, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "supervisor",
-                    "worker",
-                    "--redis",
-                    redis_url,
-                    "--home",
-                    str(home),
-                    "--name",
-                    name,
-                ],
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def task_log(self, task: str) -> str:
-        path = self.home / "logs" / "tasks" / f"{task}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def horse_pids(self) -> list[int]:
-        import psutil
-
-        try:
-            return [c.pid for c in psutil.Process(self.proc.pid).children()]
-        except psutil.Error:
-            return []
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # RQ: warm shutdown, then (second signal) cold
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -137,53 +83,17 @@ def test_conflicting_pins_run_apart_on_two_workers(
 
 
 def test_a_slot_is_enqueued_once_even_when_two_supervisors_race(home: Path, redis: RedisServer) -> None:
-    from datetime import datetime, timezone
 
     folder = write_task(home / "Tasks", "Once")
     logs = TaskLogs(home / "logs" / "tasks", max_bytes=10**6, backups=1)
-    import logging
 
     def executor() -> RQExecutor:
-        from supervisor.execution.executor import LocalExecutor
-
-        local = LocalExecutor(
-            home=home,
-            cookie_prefix="x/",
-            task_logs=logs,
-            logger=logging.getLogger("t"),
-            clock=SystemClock(),
-            post=lambda e: None,
-            output_cap_bytes=1024,
-            containment=Containment(home, layout=Layout()),
-        )
-        return RQExecutor(
-            local=local,
-            redis_url=redis.url,
-            home_id="samehome",
-            installer="uv",
-            output_cap_bytes=1024,
-            task_logs=logs,
-            logger=logging.getLogger("t"),
-            clock=SystemClock(),
-            post=lambda e: None,
-        )
+        return rq_executor(home, redis.url, task_logs=logs, home_id="samehome")
 
     due = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
     def request(run_id: str) -> RunRequest:
-        return RunRequest(
-            task="Once",
-            run_id=run_id,
-            mode=RunMode.MAIN,
-            trigger=Trigger.SCHEDULE,
-            task_dir=folder,
-            output_dir=folder / "Output",
-            env_key="k",
-            python=Path(sys.executable),
-            env_dir=Path(sys.prefix),
-            limits=Limits(),
-            due=due,
-        )
+        return main_request(folder, run_id, trigger=Trigger.SCHEDULE, due=due)
 
     first, second = executor(), executor()
     try:
@@ -261,6 +171,16 @@ def test_redis_down_fails_runs_clearly_and_the_supervisor_recovers(
     write_task(home / "Tasks", "Tick", config="[Frequency]\nEveryXMinutes = 0.02\n")
     with SupervisorProcess(rq_home(home, redis)) as sup:
         wait_for(lambda: [r for r in sup.history("Tick") if r["outcome"] == "ok"], timeout=60, what="an ok run")
+
+        def between_runs() -> bool:
+            # No run in flight, and the next one far enough away: a run in flight would rightly wait for Redis
+            # (up to the 300 s backstop) and hold the next ones back as overlaps.
+            status = sup.task_status("Tick")
+            if status["running"] or status["state"] in ("running", "queued") or not status["next_run"]:
+                return False
+            return datetime.fromisoformat(status["next_run"]) - datetime.now(timezone.utc) > timedelta(seconds=0.5)
+
+        wait_for(between_runs, timeout=30, what="a moment between two runs")
         redis.stop()
         failed = wait_for(
             lambda: [r for r in sup.history("Tick") if r["outcome"] == "failed"],

@@ -14,6 +14,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "supervisor"
 MODULE_MAX_LINES = 450
 FUNCTION_MAX_LINES = 60
+# The loop module is dispatch and the turn's phases only (docs/architecture.md, "The core"): a tighter limit
+# keeps new concerns in the parts it owns.
+LOOP_MODULE = "core/loop.py"
+LOOP_MAX_LINES = 350
 
 # The one documented exception: the shim's monitor is a hot path whose state lives in locals shared by a
 # signal handler and its loop (its docstring says why it stays one function).
@@ -58,7 +62,7 @@ def too_long(sizes: dict[str, int]) -> list[str]:
     """What breaks the limits, outside the one documented exception."""
     out = []
     for key, lines in sorted(sizes.items()):
-        limit = FUNCTION_MAX_LINES if "::" in key else MODULE_MAX_LINES
+        limit = FUNCTION_MAX_LINES if "::" in key else LOOP_MAX_LINES if key == LOOP_MODULE else MODULE_MAX_LINES
         if lines <= limit or key in EXCEPTIONS:
             continue
         out.append(f"{key}: {lines} lines (limit {limit})")
@@ -84,5 +88,5 @@ def test_the_measure_counts_methods_and_nested_functions() -> None:
 
 
 def test_a_long_function_is_reported_with_its_limit() -> None:
-    sizes = {"x.py": 10, "x.py::f": 61, "core/loop.py": 531, "core/tasks.py": 400}
-    assert too_long(sizes) == ["core/loop.py: 531 lines (limit 450)", "x.py::f: 61 lines (limit 60)"]
+    sizes = {"x.py": 10, "x.py::f": 61, "core/loop.py": 351, "core/tasks.py": 400}
+    assert too_long(sizes) == ["core/loop.py: 351 lines (limit 350)", "x.py::f: 61 lines (limit 60)"]

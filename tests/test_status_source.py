@@ -1,5 +1,6 @@
-"""The one status source: live when the supervisor answers, offline when none does or it is busy, and a
-refusal is an error; the real transport (``ask_supervisor``) says "not running" without a lock holder."""
+"""The one status source: live when the supervisor answers, offline when none does or it is busy (and then the
+document says whether a supervisor runs), and a refusal is an error; the real transport
+(``ask_supervisor``) says "not running" without a lock holder."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def test_no_supervisor_gives_the_offline_document_without_a_note(home: Path) -> 
     reading = StatusSource(Paths(home), ask=_asking(NotRunningError("nobody"))).read()
     assert not reading.live and reading.note is None
     assert reading.document["supervisor"] is None
+    assert reading.document["offline"] == {"supervisor_running": False, "pid": None, "reason": "nobody"}
     assert [(t["name"], t["state"]) for t in reading.document["tasks"]] == [("a", "stopped")]
 
 
@@ -59,6 +61,29 @@ def test_a_busy_supervisor_gives_the_offline_document_with_a_note(home: Path) ->
     assert not reading.live
     assert reading.note is not None and "did not answer" in reading.note and "offline" in reading.note
     assert [t["name"] for t in reading.document["tasks"]] == ["a"]
+    # A supervisor runs: the document says so and never claims the task is stopped.
+    assert reading.document["offline"]["supervisor_running"] is True
+    assert reading.document["offline"]["reason"] == str(busy)
+    (task,) = reading.document["tasks"]
+    assert task["state"] == "unknown" and "running but did not answer" in task["why"]
+
+
+def test_a_supervisor_that_says_it_is_busy_gives_the_offline_document(home: Path) -> None:
+    _task(home, "a")
+    starting = {"ok": False, "error": "the supervisor's loop did not answer within 10 s", "code": "busy"}
+    reading = StatusSource(Paths(home), ask=_asking(starting), running=lambda: True).read()
+    assert not reading.live and reading.note is not None and "did not answer" in reading.note
+    assert reading.document["offline"]["supervisor_running"] is True
+    assert [t["state"] for t in reading.document["tasks"]] == ["unknown"]
+
+
+def test_a_held_lock_without_a_listening_socket_is_a_running_supervisor(home: Path) -> None:
+    _task(home, "a")
+    source = StatusSource(Paths(home), ask=_asking(NotRunningError("no supervisor is listening")), running=lambda: True)
+    reading = source.read()
+    assert reading.document["offline"]["supervisor_running"] is True
+    assert "starting or stopping" in reading.document["offline"]["reason"]
+    assert [t["state"] for t in reading.document["tasks"]] == ["unknown"]
 
 
 def test_a_refusal_is_an_error_not_an_offline_answer(home: Path) -> None:

@@ -21,6 +21,7 @@ from supervisor.system.systemd import (
     unit_dir,
     unit_name_for,
 )
+from supervisor.system.worker_unit import WorkerUnitSpec, env_file_text, render_worker_unit, worker_unit_name_for
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,3 +206,79 @@ def test_install_systemd_enable_runs_systemctl_and_reports_it(
     monkeypatch.setenv("FAIL", "1")
     assert cli_main(["install-systemd", "--user", "--enable", "--unit-dir", str(units), "--home", str(home)]) == 1
     assert "enable --now" in capsys.readouterr().err
+
+
+def test_the_unit_runs_a_clones_main_py_and_an_installed_tool_with_dash_m(tmp_path: Path) -> None:
+    from supervisor.system.systemd import clone_main_py
+
+    module = tmp_path / "supervisor" / "system" / "systemd.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("")
+    assert clone_main_py(module) is None  # site-packages: no seed scripts beside the package
+    (tmp_path / "main.py").write_text("")
+    assert clone_main_py(module) is None  # another distribution's main.py is not ours
+    (tmp_path / "terminate.py").write_text("")
+    assert clone_main_py(module) == tmp_path / "main.py"
+    assert clone_main_py(ROOT / "supervisor" / "system" / "systemd.py") == ROOT / "main.py"
+
+
+def _worker_spec(home: Path, *, user_mode: bool) -> WorkerUnitSpec:
+    return WorkerUnitSpec(
+        home=home,
+        python=Path(sys.executable),
+        pythonpath=ROOT,
+        queues=("default", "gpu"),
+        worker_name="box 1",
+        user_mode=user_mode,
+        run_as=None,
+    )
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze missing (Debian package 'systemd')")
+@pytest.mark.parametrize("user_mode", [False, True], ids=["system", "user"])
+def test_worker_unit_passes_systemd_analyze_verify(tmp_path: Path, user_mode: bool) -> None:
+    home = tmp_path / "worker home %h"
+    home.mkdir()
+    (home / "worker.env").write_text(env_file_text("redis://:pw@10.0.0.5:6379/0"))
+    unit = tmp_path / "units" / f"{worker_unit_name_for(home)}.service"
+    unit.parent.mkdir()
+    unit.write_text(render_worker_unit(_worker_spec(home, user_mode=user_mode)))
+    assert _verify(unit, user_mode=user_mode, tmp_path=tmp_path) == ""
+
+
+def test_worker_unit_restarts_always_and_keeps_the_redis_url_out(tmp_path: Path) -> None:
+    text = render_worker_unit(_worker_spec(tmp_path, user_mode=False))
+    lines = text.splitlines()
+    for expected in ("Restart=always", "RestartSec=10", "StartLimitIntervalSec=0", "KillMode=mixed", "Type=simple"):
+        assert expected in lines
+    assert f"EnvironmentFile={tmp_path / 'worker.env'}" in lines
+    assert f"Environment=PYTHONPATH={ROOT}" in lines  # a clone: works without a pip install too
+    exec_start = next(line for line in lines if line.startswith("ExecStart="))
+    assert exec_start == (
+        f'ExecStart={sys.executable} -m supervisor worker --home {tmp_path} --queues default,gpu --name "box 1"'
+    )
+    assert "redis://" not in text and "--redis" not in text  # the URL (and its password) lives in worker.env
+    assert worker_unit_name_for(Path("/srv/ta worker")) == "taskautomation-worker-ta-worker"
+
+
+def test_install_systemd_worker_writes_a_private_env_file(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = home / "units"
+    argv = ["install-systemd", "--worker", "--user", "--unit-dir", str(units), "--home", str(home)]
+    monkeypatch.delenv("TASKAUTOMATION_REDIS_URL", raising=False)
+    assert cli_main(argv) == 1
+    assert "--redis URL" in capsys.readouterr().err
+    assert cli_main([*argv, "--dry-run", "--redis", "redis://me:s3cret@10.0.0.5:6379/0"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "redis://me:***@10.0.0.5:6379/0" in out
+    assert "Restart=always" in out and not units.exists() and not (home / "worker.env").exists()
+    assert cli_main([*argv, "--redis", "redis://me:s3cret@10.0.0.5:6379/0", "--queues", "a,b"]) == 0
+    unit = units / f"{worker_unit_name_for(home)}.service"
+    assert "--queues a,b" in unit.read_text() and "s3cret" not in unit.read_text()
+    env_file = home / "worker.env"
+    assert (env_file.stat().st_mode & 0o777) == 0o600
+    assert env_file.read_text() == 'TASKAUTOMATION_REDIS_URL="redis://me:s3cret@10.0.0.5:6379/0"\n'
+    # The supervisor's unit takes none of the worker's options.
+    assert cli_main(["install-systemd", "--dry-run", "--name", "x", "--home", str(home)]) == 1
+    assert "belong with --worker" in capsys.readouterr().err

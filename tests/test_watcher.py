@@ -62,9 +62,20 @@ def test_folder_modified_is_noise(rel: str) -> None:
     assert not relevant("modified", rel, is_directory=True)
 
 
-@pytest.mark.parametrize("event_type", ["opened", "closed_no_write", "attrib", "some_future_type"])
-def test_reads_metadata_and_unknown_types_are_noise(event_type: str) -> None:
+@pytest.mark.parametrize("event_type", ["opened", "closed_no_write", "some_future_type"])
+def test_reads_and_unknown_types_are_noise(event_type: str) -> None:
     assert not relevant(event_type, "a/main.py")
+
+
+@pytest.mark.parametrize("rel", ["a/main.py", "a/requirements.txt", "a/config.ini", "a/helpers/mod.py", "a"])
+def test_a_mode_change_of_task_files_and_folders_is_relevant(rel: str) -> None:
+    """chmod (IN_ATTRIB, watchdog's "attrib") turns an unreadable file readable without changing a byte."""
+    assert relevant("attrib", rel, is_directory="." not in rel)
+
+
+@pytest.mark.parametrize("rel", ["a/Output/result.csv", "a/Output", "a/__pycache__/m.pyc", "a/.main.py.swp"])
+def test_a_mode_change_of_ignored_paths_is_noise(rel: str) -> None:
+    assert not relevant("attrib", rel)
 
 
 @pytest.mark.parametrize(

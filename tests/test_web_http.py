@@ -328,3 +328,43 @@ def test_the_supervised_dashboard_exits_when_the_supervisor_is_gone(home: Path) 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ------------------------------------------------------------------------------------------ 5xx answers
+def test_an_action_without_a_supervisor_is_503_with_retry_after_html_for_a_form_and_logged(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_task(home, "a")
+    caplog.set_level("ERROR", logger="taskautomation.web")
+    api = client(home).post("/api/tasks/a/run", headers=BEARER)
+    assert api.status_code == 503 and api.headers["retry-after"] == "30"
+    assert api.json() == {"ok": False, "error": f"no supervisor is running on {home}; start it to run 'a'"}
+    browser, csrf = logged_in(home)
+    form = browser.post("/api/tasks/a/pause?next=/", data={"csrf": csrf})
+    assert form.status_code == 503 and form.headers["retry-after"] == "30"
+    assert form.headers["content-type"].startswith("text/html") and "<html" in form.text
+    assert "Nothing was changed" in form.text and "no supervisor is running" in form.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskautomation.web"]
+    assert lines == [
+        f"503 POST /api/tasks/a/run: no supervisor is running on {home}; start it to run 'a'",
+        f"503 POST /api/tasks/a/pause: no supervisor is running on {home}; start it to pause 'a'",
+    ]
+
+
+def test_an_unreadable_history_is_a_500_page_for_a_browser_json_for_the_api_and_one_log_line(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_task(home, "a")
+    browser, _ = logged_in(home)  # no history yet: the dashboard opens it when it appears
+    database = Paths(home).database
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.write_bytes(b"this is not a database" * 4096)
+    caplog.set_level("ERROR", logger="taskautomation.web")
+    page = browser.get("/tasks/a")
+    assert page.status_code == 500 and page.headers["content-type"].startswith("text/html"), page.text[:300]
+    assert "<html" in page.text and "Something went wrong" in page.text
+    api = browser.get("/api/tasks/a/history", headers=BEARER)  # a script, on the same dashboard
+    assert api.status_code == 500 and api.json()["ok"] is False
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskautomation.web"]
+    assert [line.split(":")[0] for line in lines] == ["500 GET /tasks/a", "500 GET /api/tasks/a/history"]
+    assert all("\n" not in line and line.endswith("open failed: file is not a database") for line in lines), lines

@@ -1,5 +1,6 @@
 """Pure parts of the dashboard: listen addresses and the Host allowlist, sessions and CSRF, the SVG, the
-restart policy of the supervised child, the pause table, the run-log filter, and the [Web] keys."""
+restart policy of the supervised child, the pause table, the run-log filter, the [Web] keys, how an action
+maps the supervisor's reply to HTTP, and which errors are JSON."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from tests.support.web_support import T0, add_runs
 from supervisor.config.listen import ListenError, allowed_hosts, host_allowed, parse_listen
 from supervisor.config.schema import parse_home_config
 from supervisor.core.pausing import PauseBook
-from supervisor.errors import ConfigError
+from supervisor.errors import ConfigError, ControlError, NotRunningError
 from supervisor.history.store import HistoryStore, OutcomeBin
 from supervisor.model import Outcome, RunRecord, Trigger
 from supervisor.web import auth
+from supervisor.web.actions import act
+from supervisor.web.faults import wants_json
 from supervisor.system.webchild import Backoff, WebChild
 from supervisor.web.fmt import relative
 from supervisor.web.runlog import LogFollower, RunLineFilter
@@ -271,3 +274,49 @@ def test_the_web_child_is_restarted_when_it_dies_and_stopped_on_request(tmp_path
         child.stop()
     assert all(p.poll() is not None for p in started)
     assert len(started) == 2 and child.starts == 2
+
+
+# ------------------------------------------------------------------------------------------ actions and errors
+@pytest.mark.parametrize(
+    "outcome, status, retry_after",
+    [
+        ({"ok": True, "run_id": "r1"}, 200, None),
+        ({"ok": True, "run_id": "r1", "waiting_for": "initializing"}, 200, None),
+        ({"ok": False, "error": "no task named 'a'", "code": "unknown-task"}, 404, None),
+        ({"ok": False, "error": "task 'a' is already running (run r0)", "code": "running"}, 409, None),
+        ({"ok": False, "error": "task 'a' is not loaded (error: x)", "code": "not-loaded"}, 409, None),
+        ({"ok": False, "error": "the supervisor is shutting down", "code": "stopping"}, 409, None),
+        ({"ok": False, "error": "the supervisor's loop did not answer within 10 s", "code": "busy"}, 503, 5),
+        ({"ok": False, "error": "ValueError: odd"}, 502, None),
+        ({"ok": False, "error": "task 'a' is already running (run r0)"}, 409, None),  # a supervisor without codes
+        (ControlError("the supervisor did not answer 'run-now' within 5 s"), 503, 5),
+        (NotRunningError("no supervisor is running on /h"), 503, 30),
+    ],
+)
+def test_an_actions_answer_follows_the_supervisors_reply(
+    outcome: dict[str, object] | Exception, status: int, retry_after: int | None
+) -> None:
+    def ask(command: str, args: object) -> dict[str, object]:
+        assert command == "run-now"
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    result = act("run", "a", ask=ask, by="test")  # type: ignore[arg-type]
+    assert (result.status, result.retry_after) == (status, retry_after)
+    if status == 200:
+        assert result.body["task"] == "a" and result.message.startswith(
+            "run r1 of 'a' starts once it is loaded" if "waiting_for" in result.body else "started run r1"
+        )
+    else:
+        assert result.body["ok"] is False and result.message
+
+
+def test_errors_are_json_for_the_api_and_html_for_pages_and_the_dashboards_forms() -> None:
+    def scope(path: str, method: str = "GET", auth: str = "cookie") -> dict[str, object]:
+        return {"type": "http", "path": path, "method": method, "state": {"auth": auth}}
+
+    assert wants_json(scope("/api/status")) and wants_json(scope("/api/tasks/a/run", "POST", "bearer"))
+    assert wants_json(scope("/runs/r1/events"))
+    assert not wants_json(scope("/api/tasks/a/run", "POST", "cookie")), "a form post from a page gets a page"
+    assert not wants_json(scope("/")) and not wants_json(scope("/tasks/a"))

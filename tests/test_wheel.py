@@ -1,5 +1,7 @@
 """The shipped artifact is the tested one: build the wheel, install it (not editable) with ``[web,rq]`` into a
-fresh venv, import every module of the package from there and run the console script.
+fresh venv, import every module of the package from there and run the console script; and install it as a
+tool (``uv tool install``, pipx's kind of install) and go, with only the command it puts on PATH and from a
+folder outside the checkout, from a crontab to a validated home.
 
 Hermetic: the wheel's dependencies come from ``.cache/wheelhouse`` (``scripts/wheelhouse.sh``, run by
 ``scripts/test.sh``) with ``--no-index``; the wheel is built without build isolation, by the setuptools of the
@@ -118,14 +120,52 @@ def test_the_console_script_runs_from_the_installed_wheel(installed: tuple[Path,
     assert "--listen" in _run([script, "web", "--help"], cwd=tmp_path).stdout
 
 
-def test_the_dashboards_templates_and_static_files_are_in_the_wheel(installed: tuple[Path, Path]) -> None:
+def test_the_package_data_is_in_the_wheel(installed: tuple[Path, Path]) -> None:
     wheel, _ = installed
+    folders = ("supervisor/web/templates/", "supervisor/web/static/", "supervisor/cli/templates/")
     with zipfile.ZipFile(wheel) as archive:
-        shipped = {
-            name
-            for name in archive.namelist()
-            if name.startswith(("supervisor/web/templates/", "supervisor/web/static/"))
-        }
-    web = REPO / "supervisor" / "web"
-    expected = _data_files(web / "templates") | _data_files(web / "static")
+        shipped = {name for name in archive.namelist() if name.startswith(folders) and not name.endswith(".py")}
+    expected = set().union(*(_data_files(REPO / folder) for folder in folders))
+    expected = {name for name in expected if not name.endswith(".py")}
     assert expected and shipped == expected
+
+
+@pytest.fixture(scope="module")
+def tool(installed: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``uv tool install WHEEL[web,rq]`` (pipx's way: a venv of its own, one command on PATH), offline:
+    (the command as it lands on PATH, the tool's venv)."""
+    wheel, _ = installed
+    tmp = tmp_path_factory.mktemp("tool")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "UV_PYTHON")}
+    env.update(UV_TOOL_DIR=str(tmp / "tools"), UV_TOOL_BIN_DIR=str(tmp / "bin"), UV_PYTHON_DOWNLOADS="never")
+    result = subprocess.run(
+        [find_uv_bin(), "tool", "install", "--no-index", "--find-links", str(WHEELHOUSE), "--python", sys.executable]
+        + [f"{wheel}[web,rq]"],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    return tmp / "bin" / "taskautomation", tmp / "tools" / "taskautomation"
+
+
+def test_the_installed_tool_goes_from_crontab_to_a_validated_home(tool: tuple[Path, Path], tmp_path: Path) -> None:
+    command, venv = tool
+    run = str(command)
+    home = tmp_path / "ta"
+    made = _run([run, "init", str(home)], cwd=tmp_path).stdout
+    assert f"taskautomation import-crontab --home {home}" in made and (home / "taskautomation.ini").is_file()
+    crontab = REPO / "tests" / "data" / "crontab" / "debian-crontab.5-example"
+    imported = _run([run, "import-crontab", str(crontab), "--home", str(home)], cwd=tmp_path).stdout
+    assert "created 6 task(s)" in imported
+    checked = _run([run, "validate", "--home", str(home)], cwd=tmp_path).stdout
+    assert checked.strip().endswith("7 task(s) checked, 0 problem(s)")  # the 6 jobs and init's example
+    script = _run([run, "completion", "bash"], cwd=tmp_path).stdout
+    assert "complete " in script and "taskautomation" in script
+    assert "--redis URL" in _run([run, "worker", "--help"], cwd=tmp_path).stdout  # the extras came along
+    # The unit for this install kind runs the tool's own interpreter with -m supervisor (there is no main.py).
+    unit = _run([run, "install-systemd", "--user", "--dry-run", "--home", str(home)], cwd=tmp_path).stdout
+    assert f"ExecStart={venv / 'bin' / 'python'} -m supervisor run --home {home}" in unit.splitlines()

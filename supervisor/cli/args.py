@@ -1,6 +1,6 @@
 """The command line's grammar: every command's options, their help texts and one example per command.
 
-Shared by ``python3 -m supervisor COMMAND`` and the single-command scripts ``main.py`` (``run``) and
+Shared by ``taskautomation COMMAND`` and the single-command scripts ``main.py`` (``run``) and
 ``terminate.py`` (``stop``), which take that command's options without the command word. Value parsers
 (``--outcome``, ``--since``, ``--timeout``) turn bad input into a usage error (exit 2) naming the value.
 """
@@ -21,28 +21,35 @@ _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhd])$")
 
 # One example per command, shown at the end of its --help.
 EXAMPLES = {
-    "run": "example:\n  python3 -m supervisor run --home /srv/ta",
-    "stop": "example:\n  python3 -m supervisor stop --home /srv/ta",
-    "status": "examples:\n  python3 -m supervisor status --why --utc\n  python3 -m supervisor status --json",
-    "history": "example:\n  python3 -m supervisor history backup --outcome failed --since 2026-11-01 -n 5",
-    "run-now": "example:\n  python3 -m supervisor run-now backup --wait --timeout 600",
-    "logs": "example:\n  python3 -m supervisor logs backup -n 100 -f",
-    "validate": "example:\n  python3 -m supervisor validate backup",
-    "new": "example:\n  python3 -m supervisor new fetch_weather --enable",
-    "worker": "example:\n  python3 -m supervisor worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
+    "run": "example:\n  taskautomation run --home /srv/ta",
+    "stop": "example:\n  taskautomation stop --home /srv/ta",
+    "status": "examples:\n  taskautomation status --why --utc\n  taskautomation status --json",
+    "history": "example:\n  taskautomation history backup --outcome failed --since 2026-11-01 -n 5",
+    "run-now": "example:\n  taskautomation run-now backup --wait --timeout 600",
+    "logs": "example:\n  taskautomation logs backup -n 100 -f",
+    "validate": "example:\n  taskautomation validate backup",
+    "new": "example:\n  taskautomation new fetch_weather --enable",
+    "worker": "example:\n  taskautomation worker --redis redis://:PASSWORD@10.0.0.5:6379/0 --home ~/ta-worker "
     "--queues default,gpu",
-    "install-systemd": "examples:\n  .venv/bin/python -m supervisor install-systemd --user --enable\n"
-    "  sudo .venv/bin/python -m supervisor install-systemd --dry-run",
-    "doctor": "example:\n  python3 -m supervisor doctor --json",
-    "notify-test": "example:\n  python3 -m supervisor notify-test backup",
-    "next": "examples:\n  python3 -m supervisor next backup --count 10\n"
-    "  python3 -m supervisor next backup --from 2026-03-28T12:00 --json",
-    "pause": "example:\n  python3 -m supervisor pause backup",
-    "resume": "example:\n  python3 -m supervisor resume backup",
-    "metrics": "examples:\n  python3 -m supervisor metrics\n"
-    "  python3 -m supervisor metrics --textfile /var/lib/prometheus/node-exporter/taskautomation.prom",
-    "web": "examples:\n  python3 -m supervisor web\n  python3 -m supervisor web --url\n"
+    "install-systemd": "examples:\n  taskautomation install-systemd --user --enable\n"
+    "  sudo taskautomation install-systemd --dry-run",
+    "doctor": "example:\n  taskautomation doctor --json",
+    "notify-test": "example:\n  taskautomation notify-test backup",
+    "next": "examples:\n  taskautomation next backup --count 10\n"
+    "  taskautomation next backup --from 2026-03-28T12:00 --json",
+    "pause": "example:\n  taskautomation pause backup",
+    "resume": "example:\n  taskautomation resume backup",
+    "metrics": "examples:\n  taskautomation metrics\n"
+    "  taskautomation metrics --textfile /var/lib/prometheus/node-exporter/taskautomation.prom",
+    "web": "examples:\n  taskautomation web\n  taskautomation web --url\n"
     "  (from another machine: ssh -L 8765:127.0.0.1:8765 HOST, then open the printed URL)",
+    "import-crontab": "examples:\n  taskautomation import-crontab --dry-run\n"
+    "  taskautomation import-crontab --home ~/ta --enable\n"
+    "  sudo taskautomation import-crontab --system /etc/cron.d/backup --home /srv/ta",
+    "init": "example:\n  taskautomation init ~/ta",
+    "completion": "examples:\n  taskautomation completion bash > "
+    "~/.local/share/bash-completion/completions/taskautomation\n"
+    "  taskautomation completion fish > ~/.config/fish/completions/taskautomation.fish",
 }
 HOME_HELP = (
     "the folder holding Tasks/, envs/, logs/ (default: $TASKAUTOMATION_HOME, else the current folder "
@@ -181,9 +188,8 @@ def _new_options(p: argparse.ArgumentParser) -> None:
 def _worker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis",
-        required=True,
         metavar="URL",
-        help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl)",
+        help="the Redis the supervisor enqueues on (its [Supervisor] RedisUrl; default: $TASKAUTOMATION_REDIS_URL)",
     )
     p.add_argument(
         "--queues",
@@ -193,6 +199,13 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.add_argument("--name", help="the worker's name in Redis (default: a random one)")
+    p.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest wait between two tries while Redis is unreachable (default: 30)",
+    )
 
 
 def _install_systemd_options(p: argparse.ArgumentParser) -> None:
@@ -204,6 +217,13 @@ def _install_systemd_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
     p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload and enable --now")
     p.add_argument("--unit-dir", type=Path, default=None, metavar="DIR", help="write the unit into DIR instead")
+    worker = p.add_argument_group("a worker's unit (this home is an RQ worker's home)")
+    worker.add_argument(
+        "--worker", action="store_true", help="a unit for `taskautomation worker` (Restart=always) instead"
+    )
+    worker.add_argument("--redis", metavar="URL", help="with --worker: the Redis URL (kept in HOME/worker.env, 0600)")
+    worker.add_argument("--queues", default="default", metavar="A,B", help="with --worker: the queues to serve")
+    worker.add_argument("--name", help="with --worker: the worker's name in Redis (default: a random one per start)")
 
 
 def _doctor_options(p: argparse.ArgumentParser) -> None:
@@ -242,6 +262,40 @@ def _web_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
 
 
+def _import_crontab_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="the crontab to import, - for standard input (default: the output of `crontab -l`; "
+        "with --system: /etc/crontab)",
+    )
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="FILE is a system crontab (/etc/crontab, /etc/cron.d/*): a user name before each command",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan as a table, write nothing")
+    p.add_argument(
+        "--enable",
+        action="store_true",
+        help="create the tasks enabled (default: Enabled = False until you have commented the lines out in cron)",
+    )
+
+
+def _init_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "dir",
+        nargs="?",
+        metavar="DIR",
+        help="the folder to make a home (default: --home, $TASKAUTOMATION_HOME, else the current folder)",
+    )
+
+
+def _completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to print the completion script for")
+
+
 def _metrics_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--textfile",
@@ -267,6 +321,9 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "next": _next_options,
     "web": _web_options,
     "metrics": _metrics_options,
+    "import-crontab": _import_crontab_options,
+    "init": _init_options,
+    "completion": _completion_options,
 }
 
 SUBCOMMANDS = {
@@ -287,6 +344,9 @@ SUBCOMMANDS = {
     "resume": "let a paused task's due runs start again",
     "web": "serve the web dashboard and print its login URL (needs taskautomation[web])",
     "metrics": "print the Prometheus metrics of this home (or write them for node_exporter's textfile collector)",
+    "import-crontab": "make one task folder per job of a crontab (created disabled; the crontab is not changed)",
+    "init": "make a folder a home: Tasks/ with a disabled example, a commented taskautomation.ini",
+    "completion": "print the shell completion script for bash, zsh or fish",
 }
 
 
@@ -330,7 +390,7 @@ def build_single_parser(prog: str, command: str) -> argparse.ArgumentParser:
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"{SUBCOMMANDS[command][0].upper()}{SUBCOMMANDS[command][1:]} (the same as "
-        f"`python3 -m supervisor {command}`).",
+        f"`taskautomation {command}`).",
         epilog=script_examples.get(command, EXAMPLES[command]),
     )
     parser.add_argument(

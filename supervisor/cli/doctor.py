@@ -134,6 +134,21 @@ def check_home_writable(error: str | None, *, home: Path) -> Check:
     return Check("home writable", Status.PASS, f"{home} is writable")
 
 
+def check_private(exposed: Sequence[tuple[Path, int]], *, logs: Path) -> Check:
+    """logs/ holds every run's messages and output, the history, the control socket and tokens: created
+    0700/0600 by the supervisor, but an older home (or a copied one) may have them readable by others."""
+    if not exposed:
+        return Check("private files", Status.PASS, f"{logs} is private to its owner (folders 0700, files 0600)")
+    shown = ", ".join(f"{path} (mode {mode:04o})" for path, mode in exposed[:3])
+    more = f" and {len(exposed) - 3} more" if len(exposed) > 3 else ""
+    return Check(
+        "private files",
+        Status.WARN,
+        f"readable by group/others (they hold every run's messages and output): {shown}{more}",
+        f"chmod -R go= {shlex.quote(str(logs))}",
+    )
+
+
 def check_timezone(error: str | None, *, local_zone: str | None) -> Check:
     if error is not None:
         return Check(
@@ -238,6 +253,7 @@ def run_checks(paths: Paths, *, probes: Probes = Probes()) -> list[Check]:
     if paths.home.is_dir():
         checks.append(check_disk(probes.free_bytes(paths.home), home=paths.home))
         checks.append(check_home_writable(probes.home_write_error(paths.home), home=paths.home))
+        checks.append(check_private(probes.exposed(paths), logs=paths.logs))
     else:
         checks.append(check_home_writable("it does not exist", home=paths.home))
     checks.append(check_timezone(probes.timezone_error(), local_zone=probes.local_zone()))

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -200,6 +201,28 @@ def broken_envs(envs_dir: Path) -> tuple[list[tuple[str, str]], int]:
     return broken, total
 
 
+def exposed_paths(paths: Paths, *, limit: int = 1000) -> list[tuple[Path, int]]:
+    """(path, permission bits) of every folder and file under the home's private places (logs/: the
+    history, the logs, the control socket, tokens) that its group or others may access, at most ``limit``.
+
+    Symlinks are not followed (their own mode means nothing); a path that vanishes meanwhile is skipped.
+    """
+    found: list[tuple[Path, int]] = []
+    for place in paths.private_places():
+        for root, folders, files in os.walk(place, onerror=lambda _exc: None):
+            for name in [".", *folders, *files]:
+                path = Path(root) if name == "." else Path(root) / name
+                try:
+                    info = path.lstat()
+                except OSError:
+                    continue
+                if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o077:
+                    found.append((path, stat.S_IMODE(info.st_mode)))
+                    if len(found) >= limit:
+                        return found
+    return found
+
+
 def _stop_needed(paths: Paths) -> int:
     """The TimeoutStopSec this home's tasks need (an unreadable home config counts with the default grace)."""
     from ..errors import TaskAutomationError  # noqa: PLC0415
@@ -255,3 +278,4 @@ class Probes:
     stop_needed: Callable[[Paths], int] = lambda paths: _stop_needed(paths)
     executable: Callable[[str], bool] = lambda path: os.access(path, os.X_OK)
     supervisor: Callable[[Paths], SupervisorProbe] = probe_supervisor
+    exposed: Callable[[Paths], list[tuple[Path, int]]] = exposed_paths

@@ -24,14 +24,16 @@ from ..errors import NotRunningError, TaskAutomationError
 from ..model import Outcome, ShownState
 from ..paths import Paths
 from .args import build_parser, build_single_parser
+from .completion import cmd_completion, complete_if_asked
 from .edges import call_edge
 from .home import choose_home, ensure_home
+from .init import cmd_init
 from .metrics import cmd_metrics
 from .next import cmd_next
 from .render import View, format_full_time, outcome_line, render_history, render_status, wants_colour
 
 TERMINATE_TIMEOUT_S = 600.0
-CREATES_HOME = ("run", "new", "worker")  # the commands that may create a missing home (saying so)
+CREATES_HOME = ("run", "new", "worker", "import-crontab")  # the commands that may create a missing home (saying so)
 
 
 def main(
@@ -47,14 +49,20 @@ def main(
         args = build_single_parser(prog, command).parse_args(argv)
         args.command = command
     else:
-        args = build_parser(prog).parse_args(argv)
+        parser = build_parser(prog)
+        complete_if_asked(parser)  # a shell computing a completion: answered there, the process exits
+        args = parser.parse_args(argv)
     if args.command == "run-now" and args.timeout is not None and not args.wait:
         print(f"{prog}: --timeout needs --wait", file=sys.stderr)
         return 2
-    handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
     try:
+        if args.command in HOMELESS:
+            return HOMELESS[args.command](args)
+        handler: Callable[[argparse.Namespace, Paths], int] = COMMANDS[args.command]
         choice = choose_home(getattr(args, "home", None), environ=os.environ, cwd=Path.cwd(), default=default_home)
-        created = ensure_home(choice, may_create=args.command in CREATES_HOME)
+        # A plan (import-crontab --dry-run) writes nothing, not even a missing home.
+        planning = args.command == "import-crontab" and args.dry_run and not choice.path.exists()
+        created = None if planning else ensure_home(choice, may_create=args.command in CREATES_HOME)
         if created:
             print(f"{prog}: {created}", file=sys.stderr)
         return handler(args, Paths(choice.path))
@@ -190,11 +198,15 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
             follower.read_lines()  # from the log's current end: every line of the run comes after this
         reply = _live(paths, "run-now", {"name": args.name})
         if reply is None:
-            raise NotRunningError(f"no supervisor is running on {paths.home}; start it with main.py")
+            raise NotRunningError(f"no supervisor is running on {paths.home}; start it with: taskautomation run")
         if not reply.get("ok"):
             raise TaskAutomationError(str(reply.get("error")))
         run_id = str(reply["run_id"])
-        print(f"started run {run_id} of {args.name!r}", flush=True)
+        if reply.get("waiting_for"):  # a task still loading: its run starts once it is loaded
+            then = f"it starts once the task is loaded (now {reply['waiting_for']})"
+            print(f"accepted run {run_id} of {args.name!r}: {then}", flush=True)
+        else:
+            print(f"started run {run_id} of {args.name!r}", flush=True)
         if not args.wait:
             return 0
         waiting = Waiting(
@@ -264,7 +276,7 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
         print(
             "the running supervisor picks it up now and runs it at once (it never ran)"
             if running
-            else f"no supervisor is running on {paths.home}: it runs once you start one (python3 main.py)"
+            else f"no supervisor is running on {paths.home}: it runs once you start one (taskautomation run)"
         )
     else:
         print(
@@ -281,25 +293,38 @@ def cmd_new(args: argparse.Namespace, paths: Paths) -> int:
 
 # ---------------------------------------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace, paths: Paths) -> int:
+    from ..system.worker_unit import REDIS_URL_VAR
+
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    redis_url = args.redis or os.environ.get(REDIS_URL_VAR)
+    if not redis_url:
+        raise TaskAutomationError(f"worker: give the Redis URL with --redis URL (or {REDIS_URL_VAR})")
     return call_edge(
-        "worker.serve", paths, redis_url=args.redis, queues=queues or ["default"], burst=args.burst, name=args.name
+        "worker.serve",
+        paths,
+        redis_url=redis_url,
+        queues=queues or ["default"],
+        burst=args.burst,
+        name=args.name,
+        max_backoff_s=args.max_backoff,
     )
 
 
 # ---------------------------------------------------------------------------------------------------- operations
 def cmd_install_systemd(args: argparse.Namespace, paths: Paths) -> int:
-    from ..system.systemd import install_command
+    from ..system.systemd import InstallOptions, install_command
 
-    return install_command(
-        paths,
-        user_mode=args.user,
-        dry_run=args.dry_run,
-        enable=args.enable,
-        target_dir=args.unit_dir,
-        environ=os.environ,
-        out=print,
-    )
+    options = InstallOptions(user_mode=args.user, dry_run=args.dry_run, enable=args.enable, target_dir=args.unit_dir)
+    if args.worker:
+        from ..system.worker_unit import install_worker_command
+
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        return install_worker_command(
+            paths, options, redis_url=args.redis, queues=queues, worker_name=args.name, environ=os.environ, out=print
+        )
+    if args.redis or args.name or args.queues != "default":
+        raise TaskAutomationError("install-systemd: --redis, --queues and --name belong with --worker")
+    return install_command(paths, options, environ=os.environ, out=print)
 
 
 def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
@@ -333,6 +358,13 @@ def cmd_notify_test(args: argparse.Namespace, paths: Paths) -> int:
     for check in checks:
         print(f"{'ok    ' if check.result.ok else 'FAILED'}  {check.channel}: {check.result.detail}")
     return 0 if all(check.result.ok for check in checks) else 1
+
+
+# ---------------------------------------------------------------------------------------------------- import-crontab
+def cmd_import_crontab(args: argparse.Namespace, paths: Paths) -> int:
+    from .cronimport import import_crontab
+
+    return import_crontab(args, paths)
 
 
 # ---------------------------------------------------------------------------------------------------- web
@@ -384,4 +416,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "pause": cmd_pause_resume,
     "resume": cmd_pause_resume,
     "metrics": cmd_metrics,
+    "import-crontab": cmd_import_crontab,
 }
+# The commands that choose their folder themselves (init) or need none (completion).
+HOMELESS: dict[str, Callable[[argparse.Namespace], int]] = {"init": cmd_init, "completion": cmd_completion}

@@ -41,7 +41,7 @@ OUTCOME_COLOURS = {
     "killed": YELLOW,
     "interrupted": YELLOW,
 }
-STATE_COLOURS = {ShownState.ERROR.value: RED, ShownState.ENV_FAILED.value: RED}
+STATE_COLOURS = {ShownState.ERROR.value: RED, ShownState.ENV_FAILED.value: RED, ShownState.BACKING_OFF.value: YELLOW}
 GAP = "  "
 
 
@@ -172,14 +172,20 @@ def plainly_scheduled(task: Mapping[str, Any]) -> bool:
     return shown and not task.get("error") and task.get("last_run") is not None
 
 
+def supervisor_line(sup: Mapping[str, Any] | None, offline: Mapping[str, Any] | None, view: View, *, home: str) -> str:
+    """The first line of ``status``: running (live), running but not answering (offline), or not running."""
+    if sup:
+        return f"supervisor: running (pid {sup['pid']}, since {format_full_time(sup['started'], view)})"
+    if offline and offline.get("supervisor_running"):
+        pid = f" (pid {offline['pid']})" if offline.get("pid") else ""
+        return f"supervisor: running{pid} but did not answer; states unknown, figures from the history"
+    return f"supervisor: not running on {home}"
+
+
 def render_status(status: Mapping[str, Any], view: View, *, home: str, why_all: bool = False) -> list[str]:
     """The human ``status``: supervisor line, task table, errors, then the "why" block."""
     sup = status.get("supervisor")
-    lines = [
-        f"supervisor: running (pid {sup['pid']}, since {format_full_time(sup['started'], view)})"
-        if sup
-        else f"supervisor: not running on {home}"
-    ]
+    lines = [supervisor_line(sup, status.get("offline"), view, home=home)]
     tasks: list[Mapping[str, Any]] = status.get("tasks", [])
     rows, colours = [], []
     for task in tasks:

@@ -35,6 +35,7 @@ from typing import Mapping
 from ..model import (
     CatchUp,
     ConfigResult,
+    FailureBackoff,
     HeartbeatSettings,
     HomeConfig,
     Limits,
@@ -66,13 +67,14 @@ from .schedule_keys import (
 )
 
 _SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt")
+_BACKOFF_KEYS = ("FailureBackoff", "FailureBackoffAfter")
 
 
 # --- the schema: canonical spellings, used in every message ------------------------------------------
 
 _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
     "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone", "JitterSeconds"),
-    "Global": ("Enabled", "Testing", "RunOnStartup", "Queue"),
+    "Global": ("Enabled", "Testing", "RunOnStartup", "Queue", *_BACKOFF_KEYS),
     "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds", "MaxProcesses"),
     "Notify": NOTIFY_KEYS,
     "Retry": ("Attempts", "DelaySeconds", "Backoff", "MaxDelaySeconds", "On"),
@@ -98,6 +100,7 @@ _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Limits": _TASK_SCHEMA["Limits"],
     "Notify": NOTIFY_KEYS,
     "Retry": _TASK_SCHEMA["Retry"],
+    "Global": _BACKOFF_KEYS,
     "Web": ("Listen", "AllowedHosts", "MetricsToken"),
 }
 
@@ -139,6 +142,15 @@ def _parse_retry(sections: Mapping[str, Section], defaults: RetryPolicy, ctx: Co
         backoff=lookup(sections, "Retry", "Backoff", backoff, defaults.backoff, ctx),
         max_delay_s=lookup(sections, "Retry", "MaxDelaySeconds", values.non_negative_number, defaults.max_delay_s, ctx),
         on=lookup(sections, "Retry", "On", retry_on, defaults.on, ctx),
+    )
+
+
+def _parse_failure_backoff(sections: Mapping[str, Section], defaults: FailureBackoff, ctx: Context) -> FailureBackoff:
+    """[Global] FailureBackoff (on/off) and FailureBackoffAfter (failures in a row, at least 1): each missing
+    key takes the default (the home config's [Global] for a task)."""
+    return FailureBackoff(
+        enabled=lookup(sections, "Global", "FailureBackoff", values.boolean, defaults.enabled, ctx),
+        after=lookup(sections, "Global", "FailureBackoffAfter", values.integer(1), defaults.after, ctx),
     )
 
 
@@ -185,13 +197,14 @@ def parse_task_config(
     defaults: Limits = Limits(),
     notify_defaults: NotifySettings = NotifySettings(),
     retry_defaults: RetryPolicy = RetryPolicy(),
+    backoff_defaults: FailureBackoff = FailureBackoff(),
 ) -> ConfigResult:
     """Parse a task's config.ini text. ``path`` is only used in messages.
 
     Raises ConfigError for a syntax error, a duplicate section/key, no or several schedule keys or any
     present but invalid value (the first one found, in schema order). Missing [Limits] keys take
-    ``defaults``, missing [Notify] keys ``notify_defaults``, missing [Retry] keys ``retry_defaults`` (all
-    from the home config).
+    ``defaults``, missing [Notify] keys ``notify_defaults``, missing [Retry] keys ``retry_defaults``, missing
+    FailureBackoff keys ``backoff_defaults`` (all from the home config).
     """
     ctx = Context(path, task)
     sections = parse_sections(text, ctx)
@@ -228,6 +241,7 @@ def parse_task_config(
         time_zone=lookup(sections, "Frequency", "TimeZone", time_zone, None, ctx),
         jitter_s=lookup(sections, "Frequency", "JitterSeconds", jitter_seconds, 0.0, ctx),
         retry=_parse_retry(sections, retry_defaults, ctx),
+        failure_backoff=_parse_failure_backoff(sections, backoff_defaults, ctx),
     )
     warnings = unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
     return ConfigResult(spec=spec, warnings=tuple(warnings))
@@ -240,6 +254,7 @@ def read_task_config(
     defaults: Limits = Limits(),
     notify_defaults: NotifySettings = NotifySettings(),
     retry_defaults: RetryPolicy = RetryPolicy(),
+    backoff_defaults: FailureBackoff = FailureBackoff(),
 ) -> ConfigResult:
     """Read and parse ``path``; unreadable or non-UTF-8 files are a ConfigError naming the cause."""
     return parse_task_config(
@@ -249,6 +264,7 @@ def read_task_config(
         defaults=defaults,
         notify_defaults=notify_defaults,
         retry_defaults=retry_defaults,
+        backoff_defaults=backoff_defaults,
     )
 
 
@@ -257,7 +273,7 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
 
     Unknown sections/keys are returned as warnings; invalid values raise ConfigError naming the file,
     section, key and value. [Limits] becomes HomeConfig.limits, the defaults for every task's [Limits];
-    [Retry] becomes HomeConfig.retry likewise.
+    [Retry] becomes HomeConfig.retry likewise, and [Global] FailureBackoff(After) HomeConfig.failure_backoff.
     """
     ctx = Context(path, None)
     sections = parse_sections(text, ctx)
@@ -282,6 +298,7 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         notify=_parse_notify(sections, base.notify, ctx),
         heartbeat=_parse_heartbeat(sections, ctx),
         retry=_parse_retry(sections, base.retry, ctx),
+        failure_backoff=_parse_failure_backoff(sections, base.failure_backoff, ctx),
         web_listen=lookup(sections, "Web", "Listen", values.listen, base.web_listen, ctx),
         web_allowed_hosts=lookup(sections, "Web", "AllowedHosts", values.host_list, base.web_allowed_hosts, ctx),
         web_metrics_token=lookup(

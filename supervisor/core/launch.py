@@ -6,7 +6,8 @@ Policies:
   transient failure reuses its run id and its open row.
 * A start that fails is returned as a ``LaunchFailed`` (its message, whether it is ``transient``, its row);
   what follows (a back-off, the task's error, a failed run) is the caller's policy: the run book's for
-  main(), the task book's for initialize().
+  main(), the task book's for initialize(). Transient is what the executor says it is, and any shortage of
+  processes, threads, memory or files (``is_transient_start_failure``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from ..clock import Clock
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError
-from ..execution.executor import Executor, RunRequest
+from ..execution.executor import Executor, RunRequest, is_transient_start_failure
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
 from ..model import RunMode, RunRecord, RunStarted, Trigger, new_run_id
@@ -63,14 +64,22 @@ class Launcher:
         return sum(1 for flight in self.in_flight.values() if flight.mode is mode)
 
     def start(
-        self, st: TaskState, *, mode: RunMode, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
+        self,
+        st: TaskState,
+        *,
+        mode: RunMode,
+        trigger: Trigger,
+        due: datetime | None,
+        queued: QueuedRun | None = None,
+        run_id: str | None = None,
     ) -> str | LaunchFailed:
-        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; its run id, or why not."""
+        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; its run id, or why not.
+        ``run_id``: the id already promised for this run (a manual run accepted while the task loaded)."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         now = self.clock.now()
         reused = queued.run_id if queued is not None else None
         record = RunRecord(
-            run_id=reused or new_run_id(now),
+            run_id=reused or run_id or new_run_id(now),
             task=st.name,
             trigger=trigger,
             started=now,
@@ -99,8 +108,14 @@ class Launcher:
             self.executor.launch(request)
         except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
             message = str(exc) if isinstance(exc, TaskAutomationError) else f"task {st.name!r}: {exc!r}"
-            return LaunchFailed(message, bool(getattr(exc, "transient", False)), record)
-        self.in_flight[record.run_id] = InFlight(task=st.name, mode=mode, env_key=st.env_key, record=record)
+            return LaunchFailed(message, is_transient_start_failure(exc), record)
+        self.in_flight[record.run_id] = InFlight(
+            task=st.name,
+            mode=mode,
+            env_key=st.env_key,
+            record=record,
+            spawn_failures=queued.spawn_failures if queued is not None else 0,
+        )
         if mode is RunMode.MAIN:
             st.main_run = record.run_id
             self.facts.announce(RunStarted(task=st.name, run_id=record.run_id, trigger=trigger, spec=st.spec))

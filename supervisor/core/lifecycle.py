@@ -2,10 +2,10 @@
 
 A task has two regions: its *phase* (``TRANSITIONS``: from its folder to ``scheduled`` and back) and, while it
 is loaded, the *stage* of its next run of main() (``STAGE_MOVES``: waiting for a run slot, backing off after
-a transient spawn failure, a retry pending). The tables are the documentation: every move the loop makes goes
-through ``Lifecycle.move``, which refuses one that is not listed (a bug, reported as that task's error, never
-a crash of the loop) and emits exactly one ``PhaseChanged`` per move. docs/cli.md lists the same phases (a
-test checks it against ``TRANSITIONS``).
+a transient spawn failure, a retry pending, held back after failures in a row). The tables are the
+documentation: every move the loop makes goes through ``Lifecycle.move``, which refuses one that is not
+listed (a bug, reported as that task's error, never a crash of the loop) and emits exactly one
+``PhaseChanged`` per move. docs/cli.md lists the same phases (a test checks it against ``TRANSITIONS``).
 
 initialize() and env builds that failed for a transient reason are tried again after a back-off; those
 timers (``Backoff``, per ``BackoffKind``) are kept with the task, they do not change its phase.
@@ -82,20 +82,28 @@ TRANSITIONS: dict[TaskPhase, dict[TaskPhase, str]] = {
     P.REMOVED: {},  # final: a folder that reappears is a new task
 }
 
+_DAMPED = "a final attempt failed, the Nth in a row (FailureBackoff): its next run waits a growing delay"
 # stage -> the stages it may move to, with why. Only a loaded task leaves ``idle``; unloading returns it there.
 STAGE_MOVES: dict[RunStage, dict[RunStage, str]] = {
     S.IDLE: {
         S.QUEUED: "a due run (schedule, startup or retry) waits for a free run slot",
         S.RETRY_PENDING: "an attempt failed with a retried outcome: its next attempt waits for its time",
+        S.DAMPED: _DAMPED,
     },
     S.QUEUED: {
         S.IDLE: "it started, or was dropped (unloaded, stopping, its env broke, the next slot came first)",
         S.BACKING_OFF: "its start failed transiently: it waits at the head of the queue, then starts again",
         S.RETRY_PENDING: "its start failed: a failed attempt, whose retry waits for its time",
+        S.DAMPED: f"its start failed: {_DAMPED}",
     },
     S.BACKING_OFF: {
         S.IDLE: "it started after its back-off, or was dropped (unloaded, stopping, the next slot came first)",
         S.RETRY_PENDING: "its start failed for good: a failed attempt, whose retry waits for its time",
+        S.DAMPED: f"its start failed for good: {_DAMPED}",
+    },
+    S.DAMPED: {
+        S.IDLE: "its next try is due (or passed while paused); or reset: an ok run, a change of its files, "
+        "the task was unloaded",
     },
     S.RETRY_PENDING: {
         S.QUEUED: "the retry is due: it waits for a free run slot",
@@ -104,6 +112,7 @@ STAGE_MOVES: dict[RunStage, dict[RunStage, str]] = {
 }
 
 LOADED = frozenset({P.SCHEDULED, P.PAUSED})  # due times advance; in scheduled, due runs start
+LOADING = frozenset({P.LOADING, P.ENV_BUILDING, P.INITIALIZING})  # on the way to loaded, nothing failed yet
 # Phases in which nothing the background reports (a finished build or initialize()) may move the task on:
 # it waits for its files to change.
 PARKED = frozenset({P.DISABLED, P.ERROR, P.REMOVED})
@@ -133,6 +142,7 @@ class InFlight:
     mode: RunMode
     env_key: str
     record: RunRecord
+    spawn_failures: int = 0  # transient start failures of this run so far (its back-off grows with them)
 
 
 class IllegalTransition(TaskAutomationError):
@@ -163,6 +173,7 @@ class TaskState:
     init_run: str | None = None
     init_again: bool = False  # the folder changed while initialize() ran: run it once more after
     failures: int = 0  # consecutive failures (see model.RunFinished)
+    damp_from: int = 0  # ``failures`` when its files last changed: FailureBackoff counts from there
     retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run (stage retry-pending)
     backoffs: dict[BackoffKind, Backoff] = field(default_factory=dict)  # steps tried again after a back-off
     reported: set[str] = field(default_factory=set)  # "fingerprint:message" already logged
@@ -218,6 +229,11 @@ def is_scheduled(st: TaskState) -> bool:
 def is_loaded(st: TaskState) -> bool:
     """Scheduled or paused: its due times advance, a manual run may start."""
     return st.phase in LOADED
+
+
+def is_loading(st: TaskState) -> bool:
+    """On its way to loaded (read, env being built, initialize() running); nothing has failed yet."""
+    return st.phase in LOADING
 
 
 def is_gone(st: TaskState) -> bool:

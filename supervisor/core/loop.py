@@ -20,8 +20,9 @@ Policies the loop enforces:
   the new one is complete, then switches between runs (a run keeps the interpreter it started with) and runs
   initialize() again. A failed build keeps the old env serving.
 * Wall-clock steps (NTP, a board without RTC, suspend): when wall time and monotonic time disagree by more
-  than ``CLOCK_STEP_TOLERANCE_S`` between two wakes, every due time is recomputed from its anchor. Timeouts
-  run on the monotonic clock and do not move.
+  than ``CLOCK_STEP_TOLERANCE_S`` between two wakes, every due time is recomputed (clocksteps.py). The sleep
+  is measured from the clock as the turn's step check read it, so a step during a turn or a sleep never
+  makes the loop wake later than a due time; that wake notices it. Timeouts run on the monotonic clock.
 * Rescans happen on a watcher hint, on a ``rescan`` request, and every ``safety_rescan_s`` regardless:
   inotify can silently miss sub-folders or overflow, so a lost hint delays a reload by at most that long.
 """
@@ -48,6 +49,7 @@ from .envgc import keys_in_use
 from .facts import Consumer, RunFacts, StartListener
 from .launch import Launcher
 from .lifecycle import Lifecycle, MoveListener, is_gone
+from .manual import RunNowAnswer
 from .pausing import PauseBook
 from .reporting import Reporter
 from .requests import answer
@@ -188,11 +190,12 @@ class Supervisor:
         self.executor.stop_all(StopRequest(StopCause.SHUTDOWN, f"stopped by supervisor shutdown ({reason})"))
         for st in list(self.book.tasks.values()):
             self.slots.drop(st, "the supervisor stopped")
+        self.runs.drop_promised("the supervisor stopped")
 
     def request_rescan(self) -> None:
         self.rescan_wanted = True
 
-    def run_now(self, name: str) -> tuple[bool, str]:
+    def run_now(self, name: str) -> RunNowAnswer:
         return self.runs.run_now(name)
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,15 +275,18 @@ class Supervisor:
         """Seconds until the next thing the loop must do by itself."""
         wait = IDLE_WAKE_S
         moments = [self.executor.next_wakeup()]  # monotonic times
+        mono = self.clock.monotonic()
         if self.stopping is None:
-            wait = self.runs.next_due_in(self.clock.now(), IDLE_WAKE_S)
+            # Due times are measured against the wall clock as this turn's step check read it: a step since
+            # then cannot stretch the sleep (the next turn's check notices it and recomputes).
+            looked = self.clock_steps
+            wait = self.runs.next_due_in(looked.wall, IDLE_WAKE_S) - (mono - looked.mono)
             # The safety rescan adds no wake-up of its own: it is longer than IDLE_WAKE_S.
             moments += [
                 self.next_safety_rescan,
                 self.book.next_backoff(),
                 self.slots.next_wakeup(in_flight=self.launcher.count(RunMode.MAIN)),
             ]
-        mono = self.clock.monotonic()
         watchdog = self.notifier.max_sleep()
         if watchdog is not None:
             wait = min(wait, watchdog)  # wake in time to ping systemd's watchdog from this thread
@@ -312,7 +318,7 @@ class Supervisor:
             "forward" if step > 0 else "back",
             timedelta(seconds=round(abs(step))),
         )
-        self.runs.recompute_due()
+        self.runs.recompute_due(step)
 
     def _on_run_ended(self, result: RunResult) -> None:
         flight = self.launcher.in_flight.pop(result.run_id, None)
@@ -320,7 +326,7 @@ class Supervisor:
             return
         st = self.book.tasks.get(result.task)
         if result.mode is RunMode.MAIN:
-            self.runs.on_main_ended(st, flight.record, result)
+            self.runs.on_main_ended(st, flight.record, result, spawn_failures=flight.spawn_failures)
             if flight.env_key not in keys_in_use(self.book.tasks.values(), self.launcher.in_flight.values()):
                 self.book.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         elif st is not None and st.init_run == result.run_id:

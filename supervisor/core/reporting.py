@@ -11,6 +11,7 @@ import logging
 from datetime import datetime, tzinfo
 
 from ..logsetup import TaskLogs
+from ..query.timefmt import span
 from .lifecycle import TaskState
 
 
@@ -22,13 +23,23 @@ class Reporter:
         self.task_logs = task_logs
         self.tz = tz
 
-    def say(self, task: str, level: int, message: str) -> None:
-        """Log to the supervisor log and to the task's own log."""
-        self.log.log(level, "%s", message)
+    def say(self, task: str, level: int, message: str, *, everywhere: bool = True) -> None:
+        """Log to the supervisor log and to the task's own log (only the latter when not ``everywhere``:
+        detail that would repeat on the console with every run of a task)."""
+        if everywhere:
+            self.log.log(level, "%s", message)
         try:
             self.task_logs.get(task).log(level, "%s", message)
         except Exception as exc:  # noqa: BLE001 - the supervisor log has the line already
             self.log.warning("task %r: its log file cannot be written: %s", task, exc)
+
+    def retrying(self, task: str, message: str, *, delay_s: float) -> None:
+        """One warning for a transient failure that will be tried again: the same words for a run, an
+        ``initialize()`` and an env build, the delay in whole seconds (a back-off read off the monotonic
+        clock is 1.99987 s, which says nothing more than "2 s")."""
+        self.say(
+            task, logging.WARNING, f"{message}; a transient failure: trying again in {span(max(1, round(delay_s)))}"
+        )
 
     def fmt(self, when: datetime | None) -> str:
         return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"

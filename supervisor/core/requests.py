@@ -1,8 +1,10 @@
 """Control requests (from the CLI over the control socket, and the dashboard) answered on the loop thread.
 
 Every request gets exactly one reply; a request that fails, for whatever reason, is answered with its error
-and never takes the loop down. ``status`` is not among them: the control socket answers it from the latest
-status snapshot on its own thread (snapshot.py), so a polling dashboard never waits for the loop.
+and never takes the loop down. ``run-now`` is one code path for the CLI, the dashboard and its API: a task
+still loading is promised its run, which starts once the task is loaded (core/manual.py). ``status`` is not
+among them: the control socket answers it from the latest status snapshot on its own thread (snapshot.py),
+so a polling dashboard never waits for the loop.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 from typing import Any, Mapping, Protocol
 
+from .manual import RunNowAnswer
 from .pausing import PAUSE_COMMANDS
 
 _LOG = logging.getLogger("taskautomation")
@@ -19,7 +22,7 @@ _LOG = logging.getLogger("taskautomation")
 class RequestTarget(Protocol):
     """What the loop offers to control requests."""
 
-    def run_now(self, name: str) -> tuple[bool, str]: ...
+    def run_now(self, name: str) -> RunNowAnswer: ...
 
     def begin_shutdown(self, reason: str) -> None: ...
 
@@ -32,8 +35,9 @@ def answer(command: str, args: Mapping[str, Any], target: RequestTarget) -> Mapp
     """The reply to one control request."""
     try:
         if command == "run-now":
-            started, detail = target.run_now(str(args.get("name", "")))
-            return {"ok": started, "run_id" if started else "error": detail}
+            # Accepted (``run_id``, and ``waiting_for`` when the task is still loading) or refused (``error``
+            # and ``code``): core/manual.py has the policy, docs/cli.md the reply.
+            return target.run_now(str(args.get("name", ""))).reply()
         if command == "stop":
             target.begin_shutdown(f"stop requested ({args.get('by', 'control socket')})")
             return {"ok": True, "pid": os.getpid()}

@@ -14,27 +14,38 @@ Policies:
   it waits for its next slot instead of making up what it missed; its retries wait too.
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
   slots.py when every slot is taken (state ``queued``). A manual run-now bypasses the cap.
-* A start that fails transiently (``TaskAutomationError.transient``) puts a queued run back in the queue
-  after a back-off; any other failure is a failed run.
+* A start that fails transiently (``TaskAutomationError.transient``, or a lack of processes, threads, memory
+  or files, at the spawn or reported by the shim once it ran) puts the run back at the head of the queue
+  after a back-off (2 s doubling to 60 s; state ``queued``, stage ``backing-off``), with its run id and open
+  history row; a manual run too. It is no outcome: nothing is recorded, counted in the failure streak or
+  notified. Only when it cannot be retried (the supervisor is stopping, the task was unloaded, another
+  attempt of it waits already) is its row closed as ``killed`` ("never started"). Any other failure to
+  start is a failed run.
 * [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
   ``retry.decide_retry`` picks the time of the next attempt; the attempt is published with ``final=False`` and
   the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
   next slot wins: a retry not due before it, or still waiting for a run slot when it comes, is dropped.
   Manual runs are not retried.
+* FailureBackoff (damping.py): after a final attempt, the next due time of a task that keeps failing is
+  held back; when it comes, the task runs like any due run.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
-from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger
+from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, new_run_id
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
+from . import damping
+from .clocksteps import recompute_after_step
 from .facts import RunFacts
 from .launch import Launcher, LaunchFailed
-from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_scheduled
+from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
+from .manual import NOT_LOADED, NOT_STARTED, QUEUED, RUNNING, STOPPING, UNKNOWN_TASK, PromisedRuns, RunNowAnswer
 from .pausing import PauseBook
 from .reporting import Reporter
 from .slots import QueuedRun, RunSlots
@@ -64,9 +75,12 @@ class RunBook:
         self.report = report
         self.clock = clock
         self.stopping = stopping
+        self.promised = PromisedRuns()  # manual runs accepted while their task loaded (manual.py)
 
     # ------------------------------------------------------------------ phase: start_due
     def start_due(self) -> None:
+        if self.promised:  # first: the user asked for these; a due run that finds one in flight is skipped
+            self.start_promised()
         now = self.clock.now()
         for st in list(self.book.tasks.values()):
             if not is_loaded(st) or st.trigger is None:
@@ -81,20 +95,16 @@ class RunBook:
                 if not paused:
                     self.book.guarded(st.name, self._start, st, Trigger.STARTUP, now)
             elif st.next_due is not None and st.next_due <= now:
+                damping.release(st, machine=self.machine, now=None, why="its next try is due")
                 due = st.anchor = st.next_due
                 # Advance before anything can fail, so a spawn error cannot make the task hot-loop.
                 st.next_due = st.trigger.next_due(anchor=due, now=now)
                 if not paused:
                     self.book.guarded(st.name, self._start, st, Trigger.SCHEDULE, due)
 
-    def recompute_due(self) -> None:
-        """After a step of the wall clock: every due time again from its anchor."""
-        now = self.clock.now()
-        for st in self.book.tasks.values():
-            if is_loaded(st) and st.trigger is not None:
-                if st.anchor is not None and st.anchor > now:
-                    st.anchor = now  # a start "in the future" would hold the next one back
-                st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
+    def recompute_due(self, step_s: float) -> None:
+        """After a step of the wall clock by ``step_s`` seconds: every due time again (clocksteps.py)."""
+        recompute_after_step(self.book.tasks.values(), now=self.clock.now(), step_s=step_s)
 
     def next_due_in(self, now: datetime, longest: float) -> float:
         """Seconds until the earliest due run or retry, at most ``longest`` (0 for a startup run)."""
@@ -189,7 +199,16 @@ class RunBook:
                 self.book.guarded(st.name, self._launch, st, trigger=run.trigger, due=run.due, queued=run)
             self.slots.left(st)
 
-    def _instant(self, st: TaskState, trigger: Trigger, due: datetime | None, outcome: Outcome, message: str) -> str:
+    def _instant(
+        self,
+        st: TaskState,
+        trigger: Trigger,
+        due: datetime | None,
+        outcome: Outcome,
+        message: str,
+        *,
+        run_id: str | None = None,
+    ) -> str:
         """A run that starts no process (skipped, testing): one complete history row at once."""
         record = RunRecord.instant(
             task=st.name,
@@ -200,32 +219,85 @@ class RunBook:
             message=message,
             log_path=self.report.task_logs.path(st.name),
         )
+        if run_id is not None:
+            record = replace(record, run_id=run_id)
         self.facts.instant(record)
         return record.run_id
 
     # ------------------------------------------------------------------ manual runs
-    def run_now(self, name: str) -> tuple[bool, str]:
-        """Start a manual run (does not move the schedule). Returns (started, reason or run id)."""
+    def run_now(self, name: str) -> RunNowAnswer:
+        """Start a manual run (does not move the schedule), or promise one to a loading task (manual.py)."""
         st = self.book.tasks.get(name)
         if st is None or is_gone(st):
-            return False, f"no task named {name!r} in {self.book.paths.tasks}"
+            return RunNowAnswer.refused(UNKNOWN_TASK, f"no task named {name!r} in {self.book.paths.tasks}")
         if self.stopping() is not None:
-            return False, "the supervisor is shutting down"
+            return RunNowAnswer.refused(STOPPING, "the supervisor is shutting down")
+        if is_loading(st):
+            promised = self.promised.promise(name, run_id=new_run_id(self.clock.now()), now=self.clock.now())
+            return RunNowAnswer(True, promised.run_id, waiting_for=st.phase.value)
         if not is_loaded(st):
-            return False, f"task {name!r} is not loaded ({st.phase.value}{': ' + st.error if st.error else ''})"
+            why = f"{st.phase.value}{': ' + st.error if st.error else ''}"
+            return RunNowAnswer.refused(NOT_LOADED, f"task {name!r} is not loaded ({why})")
         if st.main_run is not None:
-            return False, f"task {name!r} is already running (run {st.main_run})"
+            return RunNowAnswer.refused(RUNNING, f"task {name!r} is already running (run {st.main_run})")
         if name in self.slots:
-            return False, f"task {name!r} has a due run waiting for a run slot (MaxConcurrentRuns)"
+            why = "has a due run waiting for a run slot (MaxConcurrentRuns)"
+            return RunNowAnswer.refused(QUEUED, f"task {name!r} {why}")
+        return self._manual(st)
+
+    def _manual(self, st: TaskState, run_id: str | None = None) -> RunNowAnswer:
         if st.spec is not None and st.spec.testing:
             # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
-            run_id = self._instant(st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed")
-            self.report.say(name, logging.INFO, f"task {name!r}: [Testing] run confirmed (manual); main() not executed")
-            return True, run_id
-        launched = self._launch(st, trigger=Trigger.MANUAL, due=None)
+            run_id = self._instant(
+                st, Trigger.MANUAL, None, Outcome.TESTING, "Testing=True: main() not executed", run_id=run_id
+            )
+            self.report.say(
+                st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed (manual); main() not executed"
+            )
+            return RunNowAnswer(True, run_id)
+        launched = self._launch(st, trigger=Trigger.MANUAL, due=None, run_id=run_id)
         if launched is None:
-            return False, f"task {name!r}: the run could not start (see its log)"
-        return True, launched
+            return RunNowAnswer.refused(NOT_STARTED, f"task {st.name!r}: the run could not start (see its log)")
+        return RunNowAnswer(True, launched)
+
+    def start_promised(self) -> None:
+        """Start the promised manual runs whose task is loaded; record those that can never start."""
+        for promised, st, why in self.promised.settle(self.book.tasks, busy=self._busy):
+            if why is None and st is not None and st.env_key is not None and self.book.broken_env(st, st.env_key):
+                if is_loading(st):  # its env is being rebuilt: the promise waits for it
+                    self.promised.promise(st.name, run_id=promised.run_id, now=promised.since)
+                    continue
+                why = f"its env broke ({st.error})"
+            if why is None and st is not None:
+                self.book.guarded(st.name, self._manual, st, promised.run_id)
+            else:
+                self._never_started(promised.task, promised.run_id, why or "")
+
+    def _busy(self, st: TaskState) -> bool:
+        """A run of the task is in flight or waits for a run slot: a promised run waits behind it."""
+        return st.main_run is not None or st.name in self.slots
+
+    def drop_promised(self, why: str) -> None:
+        """Record every promised run as never started (the supervisor stops)."""
+        for promised in self.promised.drop_all():
+            self._never_started(promised.task, promised.run_id, why)
+
+    def _never_started(self, task: str, run_id: str, why: str) -> None:
+        """A promised run that can never start: one closed history row (outcome killed) says why."""
+        message = f"never started: {why}"
+        record = replace(
+            RunRecord.instant(
+                task=task,
+                trigger=Trigger.MANUAL,
+                at=self.clock.now(),
+                outcome=Outcome.KILLED,
+                message=message,
+                log_path=self.report.task_logs.path(task),
+            ),
+            run_id=run_id,
+        )
+        self.facts.instant(record)
+        self.report.say(task, logging.WARNING, f"task {task!r}: manual run {run_id} {message}")
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """``pause`` / ``resume`` NAME (pausing.py): stored in the history; a loaded task moves between
@@ -244,22 +316,29 @@ class RunBook:
 
     # ------------------------------------------------------------------ starts and ends
     def _launch(
-        self, st: TaskState, *, trigger: Trigger, due: datetime | None, queued: QueuedRun | None = None
+        self,
+        st: TaskState,
+        *,
+        trigger: Trigger,
+        due: datetime | None,
+        queued: QueuedRun | None = None,
+        run_id: str | None = None,
     ) -> str | None:
-        """Start ``main()`` of ``st``; its run id, or None if it could not start (see the module policies)."""
+        """Start ``main()`` of ``st``; its run id (started, or retried after a back-off), or None if it could not
+        start (see the module policies)."""
         assert st.env_key is not None
         key = st.env_key
         if self.book.broken_env(st, key):
             if queued is not None:
                 self.slots.close_unstarted(st, queued, "its env broke")
             return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
-        started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued)
+        started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued, run_id=run_id)
         if not isinstance(started, LaunchFailed):
             return started
-        if started.transient and self.stopping() is None and queued is not None:
-            again = self.slots.back_off(st, queued, run_id=started.record.run_id)
-            delay = again.not_before - self.clock.monotonic()
-            self.report.say(st.name, logging.WARNING, f"{started.message}; retrying in {delay:g} s")
+        if started.transient:
+            if self._back_off_start(st, started.record, started.message, queued=queued):
+                return started.record.run_id
+            self._close_unretried(st, started.record, started.message)
             return None
         self.report.say(st.name, logging.ERROR, started.message)
         failed = started.record.closed_unstarted(Outcome.FAILED, at=self.clock.now(), message=started.message)
@@ -268,16 +347,57 @@ class RunBook:
             self.book.broken_env(st, key)  # the interpreter vanished between check and spawn
         return None
 
-    def on_main_ended(self, st: TaskState | None, record: RunRecord, result: RunResult) -> None:
+    def _back_off_start(
+        self, st: TaskState, record: RunRecord, message: str, *, queued: QueuedRun | None, spawn_failures: int = 0
+    ) -> bool:
+        """Put a run whose start failed transiently back at the head of the queue after a back-off; False
+        when it cannot be retried (stopping, unloaded, another attempt of the task waits already)."""
+        if self.stopping() is not None or not is_loaded(st):
+            return False
+        if queued is None:  # a manual run, or a run whose process could not start: it queues again
+            if st.stage is not RunStage.IDLE or st.name in self.slots:
+                return False
+            queued = QueuedRun(
+                task=st.name,
+                trigger=record.trigger,
+                due=record.due,
+                since=record.started,
+                attempt=record.attempt,
+                retry_of=record.retry_of,
+                spawn_failures=spawn_failures,
+            )
+            self.slots.add(st, queued)
+        again = self.slots.back_off(st, queued, run_id=record.run_id)
+        self.report.retrying(st.name, message, delay_s=again.not_before - self.clock.monotonic())
+        return True
+
+    def on_main_ended(
+        self, st: TaskState | None, record: RunRecord, result: RunResult, *, spawn_failures: int = 0
+    ) -> None:
         if st is not None and st.main_run == result.run_id:
             st.main_run = None
-        self.settle(st, record.finished_with(result), summary=result.summary, leftovers=result.leftovers)
+        if result.start_failure is None:
+            self.settle(st, record.finished_with(result), summary=result.summary, leftovers=result.leftovers)
+        else:
+            why = f"task {record.task!r}: run {record.run_id} could not start: {result.start_failure}"
+            if st is None or not self._back_off_start(st, record, why, queued=None, spawn_failures=spawn_failures):
+                self._close_unretried(st, record, why)
         self.start_queued()
+
+    def _close_unretried(self, st: TaskState | None, record: RunRecord, why: str) -> None:
+        """A transient start failure that is not retried: the row is closed as ``killed`` ("never started"),
+        which is no failure (no streak, no notice)."""
+        self.report.say(record.task, logging.WARNING, f"{why}; not retried")
+        self.facts.publish(
+            st, record.closed_unstarted(Outcome.KILLED, at=self.clock.now(), message=f"never started: {why}")
+        )
 
     def settle(self, st: TaskState | None, record: RunRecord, *, summary: str, leftovers: int = 0) -> None:
         """A run of main() has ended: apply [Retry], then publish the fact."""
         final = self._decide_retry(st, record)
         self.facts.publish(st, record, final=final, summary=summary, leftovers=leftovers)
+        if final and st is not None:
+            damping.hold(st, machine=self.machine, report=self.report, now=self.clock.now())
 
     def _decide_retry(self, st: TaskState | None, record: RunRecord) -> bool:
         """Apply [Retry] to an attempt that ended; returns whether it is final (see the module docstring)."""

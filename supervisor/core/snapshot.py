@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 from ..errors import TaskAutomationError
 from ..execution.executor import Executor
 from ..history.store import HistoryStore
-from ..model import PhaseChanged, RunRecord
+from ..model import PhaseChanged, RunRecord, RunStage
 from ..query.status import RunningView, SupervisorView, TaskView, status_json
 from .facts import RunFacts
 from .launch import Launcher
@@ -157,6 +157,7 @@ class SnapshotMaker:
             schedule=st.trigger.describe() if st.trigger is not None else None,
             paused_since=paused_since,
             moves=tuple(self.board.moves.get(st.name, ())),
+            backing_off=st.stage is RunStage.DAMPED,
         )
 
 
@@ -199,7 +200,7 @@ class StatusReader:
         snapshot = self._board.latest(wait_s=self._wait_s)
         if snapshot is None:
             error = f"the supervisor's loop did not answer within {self._wait_s:g} s"
-            return _line({"ok": False, "error": error})
+            return _line({"ok": False, "error": error, "code": "busy"})
         with self._lock:
             version: int = self._read(lambda records: records.data_version(), -1)
             cached = self._cached

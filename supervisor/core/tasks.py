@@ -13,7 +13,7 @@ Policies:
   CPU-bound by then anyway.
 * Problems are logged once per folder content (reporting.py). Envs nothing refers to are collected (envgc.py).
 * A paused task (pause NAME) is activated as ``paused``: loaded, its due runs do not start.
-* Transient failures are retried: an initialize() that could not spawn (2 s doubling to 60 s), an env build
+* Transient failures are retried: an initialize() that could not spawn or start (2 s doubling to 60 s), an env build
   that failed transiently (1 min doubling to 1 h). New folder content is a fresh start, not a retry.
 """
 
@@ -31,19 +31,11 @@ from ..history.recorder import RunHistory
 from ..model import HomeConfig, Outcome, RunMode, RunResult, RunStage, TaskPhase, Trigger
 from ..paths import MAIN_FILE, REQUIREMENTS_FILE, Paths
 from ..scheduling.triggers import trigger_for
+from . import damping
 from .envgc import collect_unused_envs
 from .facts import RunFacts
 from .launch import Launcher, LaunchFailed
-from .lifecycle import (
-    Backoff,
-    BackoffKind,
-    Lifecycle,
-    TaskState,
-    is_gone,
-    is_idle,
-    is_loaded,
-    is_parked,
-)
+from .lifecycle import Backoff, BackoffKind, Lifecycle, TaskState, is_gone, is_idle, is_loaded, is_parked
 from .loading import read_folder, scan_changes
 from .reporting import Reporter
 from .slots import RunSlots
@@ -129,6 +121,8 @@ class TaskBook:
         st = self.tasks.get(name)
         if st is None or is_gone(st):
             st = self.tasks[name] = TaskState(name)
+        elif st.folder is not None:  # new content of a task it knew: FailureBackoff counts afresh
+            damping.files_changed(st, machine=self.machine, now=self.clock.now())
         st.folder = folder
         st.backoffs.clear()  # new content: a fresh start, not a retry
         reading = read_folder(
@@ -137,6 +131,7 @@ class TaskBook:
             envs=self.envs,
             notify_defaults=self.config.notify,
             retry_defaults=self.config.retry,
+            backoff_defaults=self.config.failure_backoff,
         )
         if reading.problem is not None:
             self.set_broken(st, reading.problem, level=reading.level)
@@ -220,6 +215,7 @@ class TaskBook:
         if st.retry is not None:  # an unloaded task's pending retry is dropped with its schedule
             st.retry = None
             self.machine.move(st, RunStage.IDLE, "dropped: the task was unloaded")
+        damping.release(st, machine=self.machine, now=None, why="reset: the task was unloaded")
         st.backoffs = {kind: Backoff(b.attempts, None) for kind, b in st.backoffs.items()}
         self.slots.drop(st, f"the task was unloaded ({phase.value})")
 
@@ -236,7 +232,7 @@ class TaskBook:
         attempts = st.backoffs[kind].attempts if kind in st.backoffs else 0
         delay = min(first * 2**attempts, most)
         st.backoffs[kind] = Backoff(attempts + 1, self.clock.monotonic() + delay)
-        self.report.say(st.name, logging.WARNING, f"{message}; a transient failure: trying again in {delay:g} s")
+        self.report.retrying(st.name, message, delay_s=delay)
 
     def next_backoff(self) -> float | None:
         moments = [b.at for st in self.tasks.values() for b in st.backoffs.values() if b.at is not None]
@@ -397,6 +393,8 @@ class TaskBook:
             return
         if again:
             self.initialize(st)
+        elif result.start_failure is not None:  # no process, thread, memory or file: not initialize()'s fault
+            self.back_off(st, BackoffKind.INITIALIZE, f"task {st.name!r}: initialize(): {result.start_failure}")
         elif result.outcome is Outcome.OK:
             st.backoffs.pop(BackoffKind.INITIALIZE, None)
             if result.message:
@@ -425,6 +423,7 @@ class TaskBook:
             st.startup_pending = st.spec.run_on_startup
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=now)
         if loading:
+            damping.hold(st, machine=self.machine, report=self.report, now=now, loud=True)
             when = (
                 "now (RunOnStartup)"
                 if st.startup_pending

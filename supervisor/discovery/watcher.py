@@ -43,6 +43,8 @@ from ..paths import is_task_content
 from .coverage import Coverage, check_coverage
 
 _LOG = logging.getLogger(__name__)
+# Recent watchdog releases report IN_ATTRIB as its own event type; older ones as a file's "modified".
+EVENT_TYPE_ATTRIB: str = getattr(wd_events, "EVENT_TYPE_ATTRIB", "attrib")
 
 
 # stop() must return promptly even if a watchdog thread misbehaves; what is still alive then is logged.
@@ -59,15 +61,20 @@ def is_relevant(event_type: str, src: str, dest: str | None, *, tasks_dir: Path,
     """Whether one watchdog event under ``tasks_dir`` may change what the supervisor loads.
 
     Relevant: ``created``, ``deleted`` and ``moved`` of files and folders, ``modified`` and ``closed``
-    (closed after a write; ``touch`` produces only that and an attrib event) of files. A move counts when
-    either end is relevant, so a write-temp-then-rename save (``.main.py.tmp`` -> ``main.py``) counts.
+    (closed after a write; ``touch`` produces only that and an attrib event) of files, and ``attrib`` (a
+    mode, owner or time change: inotify's IN_ATTRIB, which watchdog reports as its own type) of files and
+    folders: ``chmod 644 requirements.txt`` makes an unreadable file readable without changing a byte, and
+    the scan's hash of an unreadable file differs from its content's, so the rescan sees the change. A move
+    counts when either end is relevant, so a write-temp-then-rename save (``.main.py.tmp`` -> ``main.py``)
+    counts.
 
     Ignored: paths outside ``tasks_dir``; anything in a task's ``Output/`` (the folder itself too, tasks
     recreate it), in ``__pycache__/`` or in a hidden folder; hidden files (``.main.py.swp``, ``.#main.py``);
     ``*.pyc``/``*.pyo``; editor temp/backup files (``*~``, ``*.swp``, ``*.swo``, ``*.swx``, ``*.tmp``,
     ``#name#``, vim's ``4913`` probe); ``modified`` of a folder (its mtime moves whenever an entry does);
-    ``opened``, ``closed_no_write`` and ``attrib`` (reads and metadata: every run and every scan produce
-    them); and event types this module does not know (watchdog has grown noise types before).
+    ``opened`` and ``closed_no_write`` (reads: every run and every scan produce them; reading changes no
+    attribute inotify reports); and event types this module does not know (watchdog has grown noise types
+    before).
     """
     if event_type == EVENT_TYPE_MOVED:
         return _path_relevant(src, tasks_dir) or (bool(dest) and _path_relevant(dest or "", tasks_dir))
@@ -75,6 +82,8 @@ def is_relevant(event_type: str, src: str, dest: str | None, *, tasks_dir: Path,
         return _path_relevant(src, tasks_dir)
     if event_type in (EVENT_TYPE_MODIFIED, EVENT_TYPE_CLOSED):
         return not is_directory and _path_relevant(src, tasks_dir)
+    if event_type == EVENT_TYPE_ATTRIB:
+        return _path_relevant(src, tasks_dir)
     return False
 
 
@@ -296,6 +305,8 @@ class TaskWatcher:
                 "DirMovedEvent",
                 "FileModifiedEvent",
                 "FileClosedEvent",
+                "FileAttribEvent",  # chmod, chown, touch: a permission fix changes no content
+                "DirAttribEvent",
             )
             if hasattr(wd_events, name)
         ]

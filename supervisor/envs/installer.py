@@ -48,6 +48,29 @@ def index_unreachable(output: str) -> bool:
     return _UNREACHABLE_RE.search(output) is not None
 
 
+def describe_virtualenv_error(exc: BaseException) -> str:
+    """virtualenv's failure in words, on one line.
+
+    Its ``ProcessCallFailedError`` (a command it ran itself failed) prints as the raw tuple of its arguments,
+    ``(2, '', "[Errno 2] No such file or directory: ...", [...])``; it is read by attribute instead. A
+    command that could not be started at all (virtualenv then puts the errno where the exit code goes and
+    the OS error, ``[Errno 2] ...``, as stderr) reads "cannot run PROGRAM: ERROR", one that failed reads
+    "PROGRAM failed (exit N): REASON". Any other exception is its message on one line, or its type.
+    """
+    code, err, out, cmd = (getattr(exc, name, None) for name in ("code", "err", "out", "cmd"))
+    if isinstance(code, int) and isinstance(cmd, list) and cmd:
+        program = str(cmd[0])
+        said = " ".join(str(text) for text in (err, out) if text).strip()
+        if said.startswith("[Errno"):
+            return f"cannot run {program}: {said.splitlines()[-1]}"
+        reason = summarize_installer_output(said) if said else "no output"
+        return f"{program} failed (exit {code}): {reason}"
+    if isinstance(exc, SystemExit):  # its argument parser: the reason went to stderr, the code is all we have
+        return f"virtualenv refused its command line (exit {exc.code})"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def summarize_installer_output(output: str) -> str:
     """The meaningful line(s) of a failed install, for an error message; the tail when nothing matches."""
     clean = [_ANSI_RE.sub("", line).rstrip() for line in output.splitlines()]

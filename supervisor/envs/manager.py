@@ -43,6 +43,7 @@ from ..signals import signal_name
 from .health import env_interpreter_problem
 from .installer import (
     InstallerRunner,
+    describe_virtualenv_error,
     find_uv,
     index_unreachable,
     python_identity,
@@ -299,7 +300,7 @@ class EnvManager:
             except (Exception, SystemExit) as exc:  # SystemExit: virtualenv's argument parser
                 raise EnvBuildError(
                     f"task {task!r}: cannot create the virtualenv {folder} for {requirements} "
-                    f"from {self._base_python}: {exc}"
+                    f"from {self._base_python}: {describe_virtualenv_error(exc)}"
                 ) from exc
 
     def _install(self, key: str, *, task: str, requirements: Path, task_dir: Path, lock_fd: int) -> None:

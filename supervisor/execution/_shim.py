@@ -17,6 +17,11 @@ now) on CONTROL_FD, when CONTROL_FD reaches EOF or PDEATHSIG fires (the supervis
 it gets SIGTERM itself, and after ``main()`` returns if anything the run started is still alive. It exits only
 once it has no descendants left, then writes its own JSON line to REPORT_FD.
 
+A run that cannot start for lack of a process, thread, memory or file (the shim's own ``fork()`` gets EAGAIN,
+the task process cannot enter its cgroups for lack of memory, the monitor has no memory to set itself up)
+is reported as such, a ``start`` line and exit code ``EXIT_CANNOT_START``, never as a crash: main() did not
+begin, and the supervisor retries the start after a back-off.
+
 Containment (``_wire.ContainmentPlan`` in the environment, ``_contain.py``): the child enters the run's cgroups
 and takes its RLIMIT_NPROC right after the fork, before any task code; the monitor stays outside them. A
 SIGKILL of the tree signals the run's cgroup at one instant (cgroup.kill, or frozen first) and stops the rest
@@ -181,6 +186,7 @@ def _monitor(
     report_fd: int,
     control_fd: int,
     grace_s: float,
+    wake: tuple[int, int],
     kill: tuple[str, str] | None = None,
     groups: Sequence[str] = (),
     parents: Sequence[str] = (),
@@ -194,12 +200,15 @@ def _monitor(
     modules it already has, and the loop reads it at local-variable speed; split into module functions it
     would have to travel in an object or in globals a signal handler writes.
     """
-    import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
-    import select
-    import time
+    try:
+        import _signal as signal  # the C module: ``signal`` itself imports enum, milliseconds per run
+        import select
+        import time
+    except MemoryError as exc:  # no memory for the monitor: the run cannot be supervised, so it does not start
+        _cannot_start(report_fd, wire.STAGE_MONITOR, exc, child=child)
 
     me = os.getpid()
-    wake_r, wake_w = os.pipe()
+    wake_r, wake_w = wake
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     requests = []  # (grace_s, reason) asked for by signals; the loop acts on them
@@ -319,37 +328,71 @@ def _monitor(
     os._exit(0)
 
 
+def _cannot_start(report_fd: int, stage: str, exc: BaseException, *, child: int | None = None) -> NoReturn:
+    """The run cannot start for lack of a process, thread, memory or file: say so and exit with
+    EXIT_CANNOT_START, so the supervisor retries the start instead of recording a crash. A task process that
+    was already forked is killed first (it has not got past the shim's own set-up)."""
+    if child is not None:
+        try:
+            os.kill(child, SIGKILL)
+            os.waitpid(child, 0)
+        except OSError:
+            pass
+    try:
+        os.write(report_fd, wire.start_failure_line(stage, exc))
+    except OSError:
+        pass
+    os._exit(wire.EXIT_CANNOT_START)
+
+
+def _enter_containment(plan: wire.ContainmentPlan, *, mode: str, report_fd: int) -> None:
+    """Task process side, before any task code: enter the run's cgroups and rlimits, or exit."""
+    try:
+        contain.enter_containment(plan, os.getpid())
+    except (OSError, ValueError) as exc:
+        if wire.resource_shortage(exc):
+            _cannot_start(report_fd, wire.STAGE_CONTAIN, exc)
+        # Never run a task outside the limits it was promised: the run fails with the reason.
+        os.write(
+            report_fd,
+            wire.json_line(
+                {
+                    "kind": wire.KIND_TASK,
+                    "mode": mode,
+                    "status": wire.STATUS_FAILED,
+                    "phase": "contain",
+                    "message": "cannot contain the run: %s" % (exc,),
+                }
+            ),
+        )
+        os._exit(1)
+
+
 def main() -> None:
     mode, task, report_fd, control_fd, grace_s, supervisor_pid = wire.parse_argv(sys.argv[1:])
     home = os.getcwd()
-    prctl = _load_prctl()
-    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
-    if os.getppid() != supervisor_pid:
-        # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
-        os._exit(wire.EXIT_SUPERVISOR_GONE)
-    plan = wire.ContainmentPlan.decode(os.environ.pop(wire.CONTAIN_VAR, None))
     monitor_pid = os.getpid()
-    pid = os.fork()
+    try:
+        prctl = _load_prctl()
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
+        if os.getppid() != supervisor_pid:
+            # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
+            os._exit(wire.EXIT_SUPERVISOR_GONE)
+        plan = wire.ContainmentPlan.decode(os.environ.pop(wire.CONTAIN_VAR, None))
+        # The monitor's wake-up pipe exists before the fork: a full fd table is then a start failure, not a
+        # monitor that dies after main() began.
+        wake = os.pipe()
+        pid = os.fork()
+    except (OSError, MemoryError) as exc:
+        if not wire.resource_shortage(exc):
+            raise
+        _cannot_start(report_fd, wire.STAGE_FORK, exc)
     if pid == 0:
         os.close(control_fd)
-        try:
-            contain.enter_containment(plan, os.getpid())
-        except (OSError, ValueError) as exc:
-            # Never run a task outside the limits it was promised: the run fails with the reason.
-            os.write(
-                report_fd,
-                wire.json_line(
-                    {
-                        "kind": wire.KIND_TASK,
-                        "mode": mode,
-                        "status": wire.STATUS_FAILED,
-                        "phase": "contain",
-                        "message": "cannot contain the run: %s" % (exc,),
-                    }
-                ),
-            )
-            os._exit(1)
+        os.close(wake[0])
+        os.close(wake[1])
+        _enter_containment(plan, mode=mode, report_fd=report_fd)
         # Own process group: a task that kills its own group (killpg(0, ...)) must not take its monitor.
         os.setpgid(0, 0)
         # Only the monitor should hold the report pipe's lifetime; the task's own subprocesses must not.
@@ -365,6 +408,7 @@ def main() -> None:
             report_fd=report_fd,
             control_fd=control_fd,
             grace_s=grace_s,
+            wake=wake,
             kill=plan.kill,
             groups=[path.rsplit("/", 1)[0] for path in plan.join],
             parents=plan.parents,

@@ -13,6 +13,9 @@ The protocol:
 * report pipe (task and monitor -> supervisor): one JSON line each, ``{"kind": "task", ...}`` and
   ``{"kind": "monitor", ...}``, decoded once into ``TaskReport`` / ``MonitorReport``.
 * exit code ``EXIT_SUPERVISOR_GONE``: the shim found its parent gone before it could arm PDEATHSIG.
+* exit code ``EXIT_CANNOT_START`` with a ``{"kind": "start", ...}`` line (``StartFailure``): the run could not
+  start for lack of processes, threads, memory or files (the shim's own ``fork()``, the monitor's set-up, the
+  task process entering its cgroups). main() never began: the supervisor retries the start, it is no outcome.
 * environment ``CONTAIN_VAR``: the run's ``ContainmentPlan`` (its cgroups, RLIMIT_NPROC, how to kill it),
   popped by the shim before any task code runs.
 """
@@ -22,9 +25,11 @@ from __future__ import annotations
 CONTROL_STOP = b"T"
 CONTROL_KILL = b"K"
 EXIT_SUPERVISOR_GONE = 3
+EXIT_CANNOT_START = 4
 
 KIND_TASK = "task"
 KIND_MONITOR = "monitor"
+KIND_START = "start"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
@@ -34,6 +39,28 @@ STOP_KILL = "kill"  # CONTROL_KILL from the supervisor
 STOP_SIGTERM = "sigterm"  # the monitor itself got SIGTERM from outside the supervisor
 STOP_SUPERVISOR_GONE = "supervisor-gone"  # control pipe EOF, PDEATHSIG, or re-parented at start
 STOP_LEFTOVERS = "leftovers"  # main() returned but processes it started lived on
+
+# Where a start failed (StartFailure.stage).
+STAGE_FORK = "fork"  # the shim's fork() of the task process, or what it sets up before it
+STAGE_MONITOR = "monitor"  # the monitor's own set-up after the fork (the task process is killed)
+STAGE_CONTAIN = "contain"  # the task process entering its cgroups and rlimits
+
+# Linux errnos that mean "not now" rather than "never": the process table, memory or the fd table is full
+# for a moment (EAGAIN, ENOMEM, ENFILE, EMFILE). Numbers, so the shim needs no import for them.
+SHORTAGE_ERRNOS = frozenset({11, 12, 23, 24})
+
+
+def resource_shortage(exc: BaseException) -> bool:
+    """Whether ``exc`` says a process, thread, memory or file was lacking (a transient start failure).
+
+    ``threading.Thread.start`` raises RuntimeError("can't start new thread") when the kernel refuses the
+    thread (EAGAIN), the one shortage that does not arrive as an OSError.
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in SHORTAGE_ERRNOS
+    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
 
 
 def shim_argv(
@@ -138,6 +165,28 @@ KILL_V2 = "v2"  # a cgroup v2 group: cgroup.kill, cgroup.freeze
 KILL_V1_FREEZER = "v1-freezer"  # a cgroup v1 freezer group: freezer.state
 
 
+class StartFailure(_Frozen):
+    """What the shim said when the run could not start for lack of a resource (main() never began)."""
+
+    __slots__ = ("stage", "message")
+    stage: str | None  # one of the STAGE_* names
+    message: str  # the cause in words, e.g. "the shim's fork() failed: [Errno 11] Resource temporarily ..."
+
+    def __init__(self, *, stage: str | None, message: str) -> None:
+        self._set(stage=stage, message=message)
+
+
+def start_failure_line(stage: str, exc: BaseException) -> bytes:
+    """The report line of a start that failed at ``stage`` because of ``exc``."""
+    what = {
+        STAGE_FORK: "the shim could not fork the task process",
+        STAGE_MONITOR: "the run's monitor could not set itself up",
+        STAGE_CONTAIN: "the task process could not enter its cgroups",
+    }.get(stage, "the run could not start")
+    cause = str(exc) or type(exc).__name__
+    return json_line({"kind": KIND_START, "stage": stage, "message": "%s: %s" % (what, cause)})
+
+
 class ContainmentPlan(_Frozen):
     """How one run is contained, as the supervisor tells the shim (supervisor/cgroups.py makes it).
 
@@ -209,12 +258,13 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_reports(data: bytes) -> tuple[TaskReport | None, MonitorReport | None]:
+def parse_reports(data: bytes) -> tuple[TaskReport | None, MonitorReport | None, StartFailure | None]:
     """Decode the report pipe's content; garbage and missing lines are tolerated (the parent decides)."""
     import json
 
     task: TaskReport | None = None
     monitor: MonitorReport | None = None
+    start: StartFailure | None = None
     for raw in data.splitlines():
         try:
             parsed = json.loads(raw)
@@ -232,4 +282,6 @@ def parse_reports(data: bytes) -> tuple[TaskReport | None, MonitorReport | None]
                 leftovers=_int(parsed.get("leftovers")) or 0,
                 signalled=_int(parsed.get("signalled")) or 0,
             )
-    return task, monitor
+        elif parsed.get("kind") == KIND_START:
+            start = StartFailure(stage=_str(parsed.get("stage")), message=_str(parsed.get("message")) or "")
+    return task, monitor, start

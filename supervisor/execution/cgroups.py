@@ -172,12 +172,24 @@ class Containment:
             _write(parent / "cgroup.subtree_control", "+pids +memory")
 
     def close(self) -> None:
-        """Remove the home's parent groups (each run's own group is removed when the run ends)."""
-        for parent in self.parents.values():
+        """Remove the home's parent groups, whatever happened before.
+
+        Each run's group is removed when the run ends; one that could not be (a killed task not torn down in
+        time) is still below its parent here, and would keep the parent too. Every run is over when this is
+        called, so such a group is killed and removed first (the freezer hierarchy first, as at start). A
+        group that still cannot go (a process stuck in the kernel) keeps its parent; the next start cleans up.
+        """
+        for name, parent in sorted(self.parents.items(), key=lambda item: item[0] != "freezer"):
+            try:
+                left = sorted(p for p in parent.iterdir() if p.is_dir())
+            except OSError:
+                left = []
+            for group in left:
+                self._destroy(group, version=2 if name == "v2" else 1)
             try:
                 parent.rmdir()
             except OSError:
-                pass  # a run group is still there (a stuck run); the next start cleans it
+                pass
 
     @property
     def version(self) -> int | None:

@@ -14,8 +14,13 @@ LocalExecutor's policies:
 * If a monitor has not ended its run ``BACKSTOP_S`` after the grace of a stop, the executor kills the run's
   session, its cgroup and every process carrying the run's cookie itself.
 * MaxProcesses and, where a cgroup enforces it, MemoryMB are the kernel's (cgroups.py): each sample reads the
-  run's group; a fork refused at the cap is a SIGKILL at once with outcome ``killed``, an OOM kill in the group
-  a SIGKILL at once with outcome ``memory``. Without a cgroup the sample counts processes + threads instead.
+  run's group; a fork refused at the cap is a SIGKILL at once with outcome ``killed`` (the message names the
+  cap that refused: MaxProcesses, or an outer cgroup's pids.max with its path, pidcaps.py), an OOM kill in
+  the group a SIGKILL at once with outcome ``memory``. Without a cgroup the sample counts processes + threads.
+* A start that fails for lack of processes, threads, memory or files (``is_transient_start_failure``) is
+  transient: at launch it raises a ``SpawnError`` with ``transient`` set; reported by the shim after the
+  spawn, its ``RunResult`` carries ``start_failure``. Either way the loop retries the start. A run's cgroup
+  is never given up for the RLIMIT_NPROC fallback because of such a shortage: the start is retried instead.
 * The first stop reason given is the one the outcome reports.
 * Secrets (``secrets``: the task's .env files) are added to the environment of every process, and every line
   the run prints, its message and its summary are masked before they reach the task log or the history. The
@@ -33,11 +38,14 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 from ..clock import Clock
+from ..errors import SpawnError
 from ..events import Event, RunReported
-from ..logsetup import TaskLogs
+from ..logsetup import FILE_ONLY, TaskLogs
 from ..model import Limits, ProcessLaunch, RunMode, RunResult, Trigger
+from ._wire import resource_shortage
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
 from .outcome import ProcessReport, StopCause, StopRequest, decide_outcome
+from .pidcaps import refusal_detail
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
 from .secrets import NO_MASKER, Masker, SecretStore
 
@@ -106,6 +114,12 @@ class _Active:
     backstop: float | None = None  # monotonic time after which the executor kills the session itself
     group: RunGroup | None = None  # the run's cgroup(s), if cgroups contain it
     masker: Masker = NO_MASKER
+
+
+def is_transient_start_failure(exc: BaseException) -> bool:
+    """Whether a failed launch is worth retrying: the error says so (``transient``), or it is a shortage of
+    processes, threads, memory or files wherever in the launch it happened."""
+    return bool(getattr(exc, "transient", False)) or resource_shortage(exc)
 
 
 def _has_tree_limits(limits: Limits) -> bool:
@@ -196,7 +210,8 @@ class LocalExecutor:
             group=group,
         )
         if request.mode is RunMode.MAIN:
-            self.log.info("task %r: run %s started (%s)", request.task, request.run_id, request.trigger.value)
+            line = "task %r: run %s started (%s)"
+            self.log.info(line, request.task, request.run_id, request.trigger.value, extra=FILE_ONLY)
         # The process runs now: a task log that cannot be written must not make it look as if it did not.
         self._task_line(
             request.task,
@@ -210,6 +225,8 @@ class LocalExecutor:
         try:
             group = self.containment.create(run_id, max_processes=limits.max_processes, memory_mb=limits.memory_mb)
         except OSError as exc:
+            if resource_shortage(exc):  # a moment's shortage: retried, never a run with a weaker cap
+                raise SpawnError(f"run {run_id}: cannot create its cgroup: {exc}", transient=True) from exc
             self.log.warning("run %s: cannot create its cgroup (%s); capping it with RLIMIT_NPROC instead", run_id, exc)
         plan = containment_plan(
             group=group,
@@ -307,15 +324,8 @@ class LocalExecutor:
         if usage.oom_kills and group.memory_mb is not None:
             self._stop(active, StopRequest(StopCause.MEMORY, _oom_detail(group, usage.oom_kills)), kill_now=True)
         elif usage.fork_failures and group.max_processes is not None:
-            self._stop(
-                active,
-                StopRequest(
-                    StopCause.PROCESSES,
-                    f"process limit reached: {usage.fork_failures} fork(s) refused at "
-                    f"MaxProcesses={group.max_processes} (cgroup pids controller)",
-                ),
-                kill_now=True,
-            )
+            detail = refusal_detail(group.pids_dir, refused=usage.fork_failures, max_processes=group.max_processes)
+            self._stop(active, StopRequest(StopCause.PROCESSES, detail), kill_now=True)
 
     def stop(self, run_id: str, stop: StopRequest, *, kill_now: bool = False) -> None:
         active = self.active.get(run_id)
@@ -363,6 +373,7 @@ class LocalExecutor:
             leftovers=decision.leftovers,
             peak_rss_mb=round(process.peak_rss_bytes / 1048576, 1) if process.peak_rss_bytes else None,
             cpu_s=round(process.peak_cpu_s, 3) if process.peak_cpu_s else None,
+            start_failure=mask(decision.start_failure) if decision.start_failure is not None else None,
         )
 
     def _end_group(self, active: _Active, group: RunGroup) -> None:
@@ -391,13 +402,17 @@ class LocalExecutor:
         return killed
 
     def close(self) -> None:
-        for active in self.active.values():
-            active.process.stop(kill_now=True)
-            if active.group is not None:
-                self.containment.kill(active.group)
-        self.runner.join(timeout=5.0)
-        sweep_cookie(self.cookie_prefix)
-        self.containment.close()
+        """Whatever happens on the way, the home's cgroups are removed last (a run group left behind by a
+        failed removal goes with them)."""
+        try:
+            for active in self.active.values():
+                active.process.stop(kill_now=True)
+                if active.group is not None:
+                    self.containment.kill(active.group)
+            self.runner.join(timeout=5.0)
+            sweep_cookie(self.cookie_prefix)
+        finally:
+            self.containment.close()
 
     def _on_output(self, spec: ProcessLaunch, line: str) -> None:
         """Called from relay threads: logging is thread-safe, and no loop state is touched."""

@@ -1,6 +1,9 @@
 """Pure decision of a run's one outcome from what its processes reported and why it was stopped.
 
 Policy, in order:
+0. The shim reported that the run could not start (``_wire.StartFailure``: no process, thread, memory or file
+   for it) and main() never reported: no outcome of the run at all. ``Decision.start_failure`` carries the
+   reason; the loop retries the start (``killed``, "never started", only if it cannot: stopping, unloaded).
 1. The task reported that ``main()`` returned: ``ok``, even if a stop request raced with the return.
 2. The supervisor stopped the run: the reason it stopped it (``timeout``, ``memory``, ``killed``).
 3. ``main()`` raised: ``failed``, with the traceback as the message.
@@ -29,6 +32,7 @@ class ProcessReport:
     monitor: wire.MonitorReport | None  # the monitor's report, None if it died before writing
     output_bytes: int
     output_dropped: int
+    start: wire.StartFailure | None = None  # the shim's report that the run could not start
 
 
 class StopCause(str, enum.Enum):
@@ -65,6 +69,7 @@ class Decision:
     exit_code: int | None = None
     signal: str | None = None
     leftovers: int = 0  # processes still alive after main() returned (killed by the monitor)
+    start_failure: str | None = None  # the run never started, for lack of a resource (policy 0): why
 
 
 def decide_outcome(report: ProcessReport, *, stop: StopRequest | None) -> Decision:
@@ -86,6 +91,9 @@ def decide_outcome(report: ProcessReport, *, stop: StopRequest | None) -> Decisi
             outcome=outcome, summary=summary, message=msg, exit_code=exit_code, signal=sig, leftovers=leftovers
         )
 
+    if report.start is not None and task is None:
+        why = report.start.message or "the run could not start"
+        return Decision(outcome=Outcome.KILLED, summary=f"never started: {why}", start_failure=why)
     if status == wire.STATUS_OK and (exit_code in (0, None)) and signum is None:
         return done(Outcome.OK, "returned" if message is None else f"returned: {_first_line(message)}")
     if stop is not None:

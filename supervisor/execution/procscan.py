@@ -13,7 +13,7 @@ Policy:
 - The environment is read on a helper thread and waited for with a per-process deadline; a read that
   does not answer in time is abandoned (the helper is a daemon thread, replaced by a fresh one) and the
   process is reported in ``FoundProcesses.unreadable`` instead of blocking the caller. A whole scan also
-  has an overall deadline.
+  has an overall deadline. Where no thread can be started, the environment is read inline.
 """
 
 from __future__ import annotations
@@ -69,12 +69,20 @@ def own_start_ticks(*, proc: Path = Path("/proc")) -> int | None:
 
 
 class _EnvironReader:
-    """One daemon thread that reads files on request; abandoned (and replaced) when a read hangs."""
+    """One daemon thread that reads files on request; abandoned (and replaced) when a read hangs.
+
+    When the kernel refuses the thread (no processes or memory left: exactly when a sweep is needed most),
+    the reads are made inline: a scan that could hang on a stuck process beats one that cannot run at all.
+    """
 
     def __init__(self) -> None:
         self._requests: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="environ-reader", daemon=True).start()
+        self._inline = False
+        try:
+            threading.Thread(target=self._serve, name="environ-reader", daemon=True).start()
+        except RuntimeError:  # "can't start new thread"
+            self._inline = True
 
     def _serve(self) -> None:
         while True:
@@ -89,6 +97,12 @@ class _EnvironReader:
 
     def read(self, path: Path, *, timeout: float) -> tuple[bool, bytes | None]:
         """(answered, content); content None when the file could not be read."""
+        if self._inline:
+            try:
+                with open(path, "rb") as handle:
+                    return True, handle.read()
+            except OSError:
+                return True, None
         self._requests.put(path)
         try:
             return True, self._answers.get(timeout=max(timeout, 0.0))

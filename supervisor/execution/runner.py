@@ -11,13 +11,17 @@ Policy:
   (graceful) or ``K`` (kill now) to the run's control pipe. If the supervisor dies the pipe reaches EOF and the
   monitor stops the tree on its own.
 * The reader thread ends when the monitor has exited, then calls ``on_exit`` with a ``ProcessReport``; it never
-  decides the outcome (``outcome.decide_outcome`` does, on the loop thread).
+  decides the outcome (``outcome.decide_outcome`` does, on the loop thread). It is started *before* the
+  process, so a refused thread start ("can't start new thread") is a transient ``SpawnError`` with nothing to
+  undo, never a process nobody relays; and ``on_exit`` is called whatever goes wrong after the process began.
+* A start that fails for lack of processes, threads, memory or files, here (EAGAIN, ENOMEM, EMFILE, ENFILE,
+  a refused thread) or in the shim (its ``start`` report), is transient: the caller retries it.
 """
 
 from __future__ import annotations
 
-import errno
 import os
+import queue
 import select
 import signal
 import subprocess
@@ -179,6 +183,28 @@ class Runner:
         """Start the shim for ``spec``. Raises SpawnError (naming the task and the cause) if it cannot."""
         if not Path(spec.python).exists():
             raise SpawnError(f"task {spec.task!r}: interpreter {spec.python} does not exist")
+        handoff: queue.SimpleQueue[tuple[RunProcess, int, int] | None] = queue.SimpleQueue()
+        thread = threading.Thread(
+            target=self._relay_when_given, args=(handoff,), name=f"run-{spec.run_id}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the kernel refused the thread (EAGAIN): no process was started yet
+            raise SpawnError(
+                f"task {spec.task!r}: cannot start a thread to relay the run's output: {exc}", transient=True
+            ) from exc
+        with self._threads_lock:
+            self._threads.add(thread)
+        try:
+            run, out_r, report_r = self._spawn(spec)
+        except BaseException:
+            handoff.put(None)  # the relay thread ends without a run
+            raise
+        handoff.put((run, out_r, report_r))
+        return run
+
+    def _spawn(self, spec: ProcessLaunch) -> tuple[RunProcess, int, int]:
+        """The shim's process, with the read ends of its output and report pipes."""
         fds: list[int] = []
         try:
             for _ in range(3):
@@ -216,14 +242,7 @@ class Runner:
             raise _spawn_error(spec, exc) from exc
         for fd in (report_w, control_r, out_w):
             os.close(fd)
-        run = RunProcess(spec, popen, control_w)
-        thread = threading.Thread(
-            target=self._relay, args=(run, out_r, report_r), name=f"run-{spec.run_id}", daemon=True
-        )
-        with self._threads_lock:
-            self._threads.add(thread)
-        thread.start()
-        return run
+        return RunProcess(spec, popen, control_w), out_r, report_r
 
     def join(self, timeout: float) -> bool:
         """Wait for every relay thread to finish (each finishes when its monitor exits)."""
@@ -231,22 +250,34 @@ class Runner:
         with self._threads_lock:
             threads = list(self._threads)
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:  # (only started threads are kept; a join of another one raises)
+                thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in threads)
+
+    def _relay_when_given(self, handoff: queue.SimpleQueue[tuple[RunProcess, int, int] | None]) -> None:
+        given = handoff.get()
+        if given is None:  # the process could not be started
+            with self._threads_lock:
+                self._threads.discard(threading.current_thread())
+            return
+        self._relay(*given)
 
     def _relay(self, run: RunProcess, out_r: int, report_r: int) -> None:
         output = _CappedLines(self._cap, lambda line: self._on_output(run.spec, line))
+        task_line = monitor_line = start_line = None
         try:
             _pump(run, out_r, output.take)
             output.finish()
             returncode = run.popen.wait()
-            task_line, monitor_line = _read_report(report_r)
+            task_line, monitor_line, start_line = _read_report(report_r)
             cookie = run.spec.env.get(RUN_COOKIE_VAR)
-            if monitor_line is None and cookie:
+            if monitor_line is None and start_line is None and cookie:
                 # The monitor died without reporting (SIGKILLed from outside, the OOM killer): nothing stopped
                 # the tree, and its escapees and grandchildren now belong to init. The run's cookie still
                 # names them, and only them.
                 sweep_cookie(cookie)
+        except Exception:  # noqa: BLE001 - a run whose end is never reported would stay in flight for ever
+            returncode = run.popen.wait()
         finally:
             os.close(out_r)
             os.close(report_r)
@@ -258,6 +289,7 @@ class Runner:
             monitor=monitor_line,
             output_bytes=output.total,
             output_dropped=output.dropped,
+            start=start_line,
         )
         try:
             self._on_exit(run.spec, report)
@@ -346,13 +378,10 @@ def _cache_shim_bytecode() -> None:
             pass
 
 
-# Spawn failures that say "not now" rather than "never": the fd table, the process table or memory is full
-# for a moment. The loop retries these after a few seconds.
-TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
-
-
 def _spawn_error(spec: ProcessLaunch, exc: OSError) -> SpawnError:
-    return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}", transient=exc.errno in TRANSIENT_ERRNOS)
+    # Spawn failures that say "not now" rather than "never" (the fd table, the process table or memory full
+    # for a moment) are transient: the loop retries them after a few seconds.
+    return SpawnError(f"task {spec.task!r}: cannot start {spec.python}: {exc}", transient=wire.resource_shortage(exc))
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -363,7 +392,7 @@ def _open_pidfd(pid: int) -> int | None:
         return None
 
 
-def _read_report(fd: int) -> tuple[wire.TaskReport | None, wire.MonitorReport | None]:
+def _read_report(fd: int) -> tuple[wire.TaskReport | None, wire.MonitorReport | None, wire.StartFailure | None]:
     """Read what the task and the monitor wrote to the report pipe and decode it once."""
     os.set_blocking(fd, False)
     data = b""

@@ -7,10 +7,13 @@ Policies:
 * ``RunHistory`` is the consumer that closes rows: a ``RunFinished`` whose row was opened finishes it; any
   other (a run that could not start its env) is inserted complete.
 * History writes never stop the loop: a full disk or a locked database is logged and runs go on.
-* Retention while running: the history is pruned after every ``max(1, KeepRuns // 10)`` finished rows (the
-  start-up prune is service.py's). The prune is one whole-table statement, so running it once per
-  KeepRuns/10 rows costs about ten rows' worth of work per run, and no task ever holds more than
-  KeepRuns + KeepRuns/10 finished rows (plus its schedule anchor, which records.prune always keeps).
+* Retention while running: a task's rows are pruned after every ``max(1, KeepRuns // 10)`` rows *of that
+  task* (the start-up prune of the whole table is service.py's). Each prune reads only that task's rows
+  through the (task, started) index, about KeepRuns + KeepRuns/10 of them, so it costs about ten rows' worth
+  of work per run whatever the size of the history; no task ever holds more than KeepRuns + KeepRuns/10
+  finished rows (plus its schedule anchor, which records.prune always keeps). A whole-table prune at that
+  cadence cost work in proportion to every task's history at every prune: with 500 tasks the writer fell
+  behind, and the queued writes and SQLite's sorts grew the supervisor's memory with the history.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class RunHistory:
         self.keep_runs = keep_runs
         self.counts: dict[str, int] = {}  # outcomes since start, for the shutdown summary
         self._open: set[str] = set()
-        self._rows_since_prune = 0
+        self._rows_since_prune: dict[str, int] = {}  # task -> its rows since its last prune
         self._writes = 0  # bumped by every write of ours: queued (write-behind) rows change no data_version
         self._last_each: tuple[tuple[object, ...], dict[str, RunRecord]] | None = None
 
@@ -91,7 +94,7 @@ class RunHistory:
 
     def instant(self, record: RunRecord) -> None:
         self._write(lambda: self.records.record_instant(record))
-        self._count(record.outcome)
+        self._count(record.task, record.outcome)
 
     def __call__(self, fact: RunFinished) -> None:
         record = fact.record
@@ -112,7 +115,7 @@ class RunHistory:
                     cpu_s=record.cpu_s,
                 )
             )
-            self._count(outcome)
+            self._count(record.task, outcome)
         else:
             self.instant(record)
 
@@ -160,13 +163,14 @@ class RunHistory:
             return default
 
     # ------------------------------------------------------------------ bookkeeping
-    def _count(self, outcome: Outcome | None) -> None:
+    def _count(self, task: str, outcome: Outcome | None) -> None:
         if outcome is not None:
             self.counts[outcome.value] = self.counts.get(outcome.value, 0) + 1
-        self._rows_since_prune += 1
-        if self._rows_since_prune >= max(1, self.keep_runs // 10):
-            self._rows_since_prune = 0
-            self._write(lambda: self.records.prune(keep=self.keep_runs))
+        since = self._rows_since_prune.get(task, 0) + 1
+        if since >= max(1, self.keep_runs // 10):
+            since = 0
+            self._write(lambda: self.records.prune(keep=self.keep_runs, task=task))
+        self._rows_since_prune[task] = since
 
     def _write(self, action: Callable[[], object]) -> None:
         self._writes += 1

@@ -8,6 +8,7 @@ file is brought to SCHEMA_VERSION. Errors are HistoryStoreError naming the file 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import HistoryStoreError
+from ..paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from .totals import MIGRATION as TOTALS_MIGRATION
 
 COLUMNS = (
@@ -93,11 +95,23 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def open_writer(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
-    """The writer's connection: the folder and file created, WAL on, ``synchronous=FULL``, migrated."""
+    """The writer's connection: the folder and file created, WAL on, ``synchronous=FULL``, migrated.
+
+    A new database is created 0600 in a 0700 folder before SQLite opens it: SQLite gives its -wal and -shm
+    files the database file's mode, so all three stay private whatever the umask (they hold every run's
+    messages). An existing file keeps its mode.
+    """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:
         raise HistoryStoreError(f"run history {path}: cannot create its folder: {exc}") from exc
+    try:
+        # An empty file is a valid empty database. An existing one is left to SQLite (and its errors).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise HistoryStoreError(f"run history {path}: cannot create it: {exc}") from exc
     conn = _connect(path, str(path), uri=False, busy_timeout=busy_timeout)
     try:
         with translate(path, "open", busy_timeout=busy_timeout):

@@ -204,8 +204,9 @@ class HistoryStore:
             for record in opened
         ]
 
-    def prune(self, *, keep: int) -> int:
-        """Keep the newest ``keep`` rows of each task; return how many rows were deleted.
+    def prune(self, *, keep: int, task: str | None = None) -> int:
+        """Keep the newest ``keep`` rows of each task (of ``task`` only, read through its index, when
+        given); return how many rows were deleted.
 
         Two kinds of row survive regardless of ``keep``: open rows (their run will still be finished) and
         each task's schedule anchor (the row :meth:`last_anchor` reads), so retention never makes a task
@@ -213,6 +214,7 @@ class HistoryStore:
         """
         if keep < 0:
             raise ValueError(f"prune(keep={keep}): keep must be >= 0")
+        where, only = ("WHERE task = ?", (task,)) if task is not None else ("", ())
         with self._db.writing(f"prune history to {keep} runs per task") as conn:
             cursor = conn.execute(
                 f"""
@@ -223,11 +225,11 @@ class HistoryStore:
                                ROW_NUMBER() OVER (PARTITION BY task, trigger IN (?, ?) {_NEWEST_FIRST})
                                    AS anchor_rank,
                                trigger IN (?, ?) AS moves_schedule
-                        FROM runs)
+                        FROM runs {where})
                     WHERE newest_rank > ? AND outcome IS NOT NULL
                           AND NOT (moves_schedule AND anchor_rank = 1))
                 """,
-                (*_ANCHOR_TRIGGERS, *_ANCHOR_TRIGGERS, keep),
+                (*_ANCHOR_TRIGGERS, *_ANCHOR_TRIGGERS, *only, keep),
             )
             return cursor.rowcount
 

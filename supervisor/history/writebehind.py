@@ -179,12 +179,13 @@ class WriteBehindStore(HistoryStore):
             done,
         )
 
-    def prune(self, *, keep: int) -> int:
+    def prune(self, *, keep: int, task: str | None = None) -> int:
         """Queued like every write; returns 0 because the count is only known once it ran (it is logged
         by nobody: the start-up prune, whose count is shown, runs on the plain HistoryStore before wrapping)."""
         if keep < 0:
             raise ValueError(f"prune(keep={keep}): keep must be >= 0")
-        self._enqueue(_Op(f"prune history to {keep} runs per task", lambda records: records.prune(keep=keep)), None)
+        what = f"prune history to {keep} runs" + (f" of task {task!r}" if task is not None else " per task")
+        self._enqueue(_Op(what, lambda records: records.prune(keep=keep, task=task)), None)
         return 0
 
     def mark_interrupted(self, *, now: datetime) -> list[RunRecord]:

@@ -38,12 +38,16 @@ class RunStage(str, enum.Enum):
     QUEUED = "queued"  # a due run waits for a free run slot (MaxConcurrentRuns)
     BACKING_OFF = "backing-off"  # its start failed transiently: it waits at the head of the queue, then retries
     RETRY_PENDING = "retry-pending"  # [Retry]: the next attempt of a failed run waits for its time
+    # FailureBackoff: after N failures in a row the next run waits a growing delay (shown as backing-off;
+    # not the spawn back-off above, which shows as queued).
+    DAMPED = "damped"
 
 
 class ShownState(str, enum.Enum):
     """The states ``status`` shows (docs/cli.md, States): a task's phase, except ``running`` (a run of main()
-    in flight), ``queued`` (a due run waiting for a run slot), ``done`` (loaded, no more runs) and, offline,
-    ``stopped``. Values are the documented strings; compare a status document's ``state`` with these."""
+    in flight), ``queued`` (a due run waiting for a run slot), ``backing-off`` (its next run is held back
+    after failures in a row, stage ``damped``), ``done`` (loaded, no more runs) and, offline, ``stopped`` or
+    ``unknown``. Values are the documented strings; compare a status document's ``state`` with these."""
 
     LOADING = TaskPhase.LOADING.value
     ENV_BUILDING = TaskPhase.ENV_BUILDING.value
@@ -51,6 +55,7 @@ class ShownState(str, enum.Enum):
     SCHEDULED = TaskPhase.SCHEDULED.value
     RUNNING = "running"
     QUEUED = "queued"
+    BACKING_OFF = "backing-off"
     PAUSED = TaskPhase.PAUSED.value
     DONE = "done"
     DISABLED = TaskPhase.DISABLED.value
@@ -58,6 +63,7 @@ class ShownState(str, enum.Enum):
     ENV_FAILED = TaskPhase.ENV_FAILED.value
     REMOVED = TaskPhase.REMOVED.value
     STOPPED = "stopped"  # offline only: a valid, enabled task while no supervisor runs
+    UNKNOWN = "unknown"  # offline only: a valid, enabled task while a supervisor runs but did not answer
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,10 @@ class RunResult:
     leftovers: int = 0
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
+    # Set when the process could not start for lack of processes, threads, memory or files (main() never
+    # began): a transient start failure the loop retries, not an outcome (``outcome`` is then ``killed``,
+    # recorded only when the start is not retried).
+    start_failure: str | None = None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,18 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class FailureBackoff:
+    """[Global] FailureBackoff / FailureBackoffAfter: crash-loop damping (``scheduling.damping`` applies it).
+
+    After ``after`` failures in a row a task's next scheduled runs are spaced out, twice as far after each
+    further failure, at most an hour; ``enabled=False`` runs it on its schedule however often it fails.
+    """
+
+    enabled: bool = True
+    after: int = 5
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A task's parsed config.ini. Built only by config.parse_task_config.
 
@@ -105,6 +117,7 @@ class TaskSpec:
     time_zone: str | None = None  # IANA name
     jitter_s: float = 0.0  # JitterSeconds: stable offset in [0, jitter_s) added to every due time
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class HomeConfig:
     [Limits]     defaults for every task's [Limits] keys
     [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
     [Retry]      defaults for every task's [Retry] keys
+    [Global]     FailureBackoff, FailureBackoffAfter: defaults for every task
     [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names ;
                  MetricsToken = a bearer token good for GET /metrics only (Prometheus' scrape secret)
     """
@@ -134,6 +148,7 @@ class HomeConfig:
     notify: NotifySettings = field(default_factory=NotifySettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # defaults for every task's [Retry] keys
+    failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # defaults for every task
     web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
     web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
     web_metrics_token: str | None = None  # [Web] MetricsToken: a second bearer token, good for /metrics only

@@ -45,6 +45,7 @@ class TaskView:
     schedule: str | None = None  # the trigger's describe()
     paused_since: datetime | None = None  # pause NAME: due runs do not start until resume
     moves: tuple[PhaseChanged, ...] = ()  # its last few moves, oldest first
+    backing_off: bool = False  # FailureBackoff holds its next run back (``next_due`` is the next try)
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,14 @@ def history_json(records: Iterable[RunRecord]) -> dict[str, Any]:
 
 def display_state(view: TaskView) -> ShownState:
     """The state ``status`` shows: the phase, except ``running`` / ``queued`` for a due run in flight or
-    waiting for a run slot, and ``done`` for a loaded task with no more runs."""
+    waiting for a run slot, ``backing-off`` while failures in a row hold its next run back, and ``done`` for
+    a loaded task with no more runs."""
     if view.running is not None:
         return ShownState.QUEUED if view.running.waiting_on is not None else ShownState.RUNNING
     if view.queued_since is not None:
         return ShownState.QUEUED
+    if view.backing_off and view.phase in LOADED:
+        return ShownState.BACKING_OFF
     if is_done(view):
         return ShownState.DONE
     return ShownState(view.phase.value)
@@ -123,6 +127,7 @@ def status_json(
     return {
         "tasks": rows,
         "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(), "home": supervisor.home},
+        "offline": None,  # a live answer (query/source.py fills it in for an offline one)
     }
 
 
@@ -164,6 +169,15 @@ def _fmt(when: datetime | None, tz: tzinfo) -> str:
     return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
 
 
+_WAITING_WHY = {
+    TaskPhase.DISABLED: "not loaded: Enabled=False in config.ini",
+    TaskPhase.ERROR: "not scheduled until its files change (see error)",
+    TaskPhase.ENV_FAILED: "not scheduled until its files change (see error)",
+    TaskPhase.ENV_BUILDING: "waiting for its environment to be built",
+    TaskPhase.INITIALIZING: "waiting for initialize() to finish",
+}
+
+
 def explain(view: TaskView, *, tz: tzinfo) -> str:
     """One line on why the task is in its state and when it runs next (answers "why did X not run?")."""
     spec = view.spec
@@ -174,16 +188,16 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     if view.queued_since is not None:
         return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
     phase = view.phase
+    if view.backing_off and phase is TaskPhase.SCHEDULED:
+        return (
+            f"backing off after {view.failures} failures in a row: next try at {_fmt(view.next_due, tz)} "
+            "(FailureBackoff: each further failure doubles the wait, up to an hour; an ok run or a change of "
+            "its files ends it)"
+        )
     if phase is TaskPhase.PAUSED:
         return f"paused since {_fmt(view.paused_since, tz)}: due runs do not start (resume NAME to continue)"
-    if phase is TaskPhase.DISABLED:
-        return "not loaded: Enabled=False in config.ini"
-    if phase in (TaskPhase.ERROR, TaskPhase.ENV_FAILED):
-        return "not scheduled until its files change (see error)"
-    if phase is TaskPhase.ENV_BUILDING:
-        return "waiting for its environment to be built"
-    if phase is TaskPhase.INITIALIZING:
-        return "waiting for initialize() to finish"
+    if phase in _WAITING_WHY:
+        return _WAITING_WHY[phase]
     if is_done(view):
         if spec is not None and spec.cron is not None:
             return f"done: no slot of its cron expression lies inside its window {spec.window}"

@@ -8,9 +8,15 @@ Policy:
 * The task folder travels as a content-addressed bundle, uploaded only when its content changed (``SET NX``
   on the digest; a known bundle's TTL is refreshed instead).
 * Jobs are polled every ``POLL_S`` from the loop thread with short socket timeouts, so a slow or vanished
-  Redis cannot hold the loop up for long. A finished job reports the worker's ``RunResult``; a started job
-  whose worker stopped heart-beating (its alive key expired), a job RQ failed (work horse killed) and a job
-  that vanished (Redis restarted empty) end as ``interrupted`` — the retry policy decides what follows.
+  Redis cannot hold the loop up for long. The horse's result key (or, from a worker of an earlier version,
+  RQ's return value) reports the worker's ``RunResult``. A live alive key means the run goes on, whatever RQ's
+  own record says. Without one, a started job (its worker stopped heart-beating), a job RQ failed (work horse
+  killed) and a job that vanished (Redis restarted empty) end as ``interrupted`` — the retry policy decides
+  what follows. Right after an outage the beats get ``ALIVE_TTL_S`` to resume before their absence counts.
+* The in-flight backstop: while Redis cannot be reached, a run waits for it up to ``lost_after_s``
+  (``WORKER_SILENT_AFTER_S``, 300 s) from the last poll that reached it, then ends as ``interrupted``. Its job
+  is still followed once Redis is back: a late result is logged once and ignored, a job still queued is
+  cancelled.
 * A run that cannot be enqueued (Redis down) fails at once with a message naming the Redis URL; the loop
   records it as ``failed`` and goes on, and the next launch reconnects.
 * Stops (shutdown) reach a started run through its stop key, and it is stopped with its own grace on the
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -36,9 +43,10 @@ from ..execution.outcome import StopRequest
 from ..logsetup import TaskLogs
 from ..model import Outcome, RunMode, RunResult
 from .bundle import Bundle, make_bundle
-from .job import alive_key, limits_to_json, result_from_json, stop_key
+from .job import ALIVE_TTL_S, RESULT_TTL_S, alive_key, limits_to_json, result_from_json, result_key, stop_key
 
 POLL_S = 0.2
+WORKER_SILENT_AFTER_S = 300.0  # the in-flight backstop: a run not heard from for this long ends interrupted
 BUNDLE_TTL_S = 7 * 24 * 3600
 SLOT_TTL_S = 7 * 24 * 3600
 JOB_FUNCTION = "supervisor.scaleout.job.run_job"
@@ -49,8 +57,29 @@ class _Job:
     request: RunRequest
     job_id: str
     started_mono: float
+    heard_mono: float  # the last poll that reached Redis (the backstop counts from there)
     seen_started: bool = False
     stop: StopRequest | None = None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What one poll found about one job."""
+
+    rq_job: Any  # rq's Job, or None when Redis has no such job
+    status: str | None
+    beat: bytes | None  # the horse's alive key
+    result: bytes | None  # the horse's result key
+
+
+@dataclass(frozen=True)
+class _Abandoned:
+    """A run the backstop ended: followed only to log a late result once, or to cancel a job still queued."""
+
+    task: str
+    run_id: str
+    job_id: str
+    until_mono: float
 
 
 def job_id_for(home_id: str, request: RunRequest) -> str:
@@ -82,6 +111,7 @@ class RQExecutor:
         clock: Clock,
         post: Callable[[Event], None],
         connect: Callable[[str], Any] | None = None,
+        lost_after_s: float = WORKER_SILENT_AFTER_S,
     ) -> None:
         from redis import Redis
         from rq.serializers import JSONSerializer
@@ -102,6 +132,9 @@ class RQExecutor:
         self.jobs: dict[str, _Job] = {}
         self.next_poll: float | None = None
         self.redis_down_since: float | None = None
+        self.grace_until = 0.0  # after an outage: beats that are missing need not mean a lost worker yet
+        self.lost_after_s = lost_after_s
+        self.abandoned: dict[str, _Abandoned] = {}
 
     # ------------------------------------------------------------------ launch
     def launch(self, request: RunRequest) -> None:
@@ -134,7 +167,7 @@ class RQExecutor:
         except OSError as exc:
             raise SpawnError(f"task {request.task!r}: cannot bundle {request.task_dir}: {exc}") from exc
         mono = self.clock.monotonic()
-        self.jobs[request.run_id] = _Job(request=request, job_id=job_id, started_mono=mono)
+        self.jobs[request.run_id] = _Job(request=request, job_id=job_id, started_mono=mono, heard_mono=mono)
         self.next_poll = mono + POLL_S
         self.task_logs.get(request.task).info(
             "[run %s] queued on %s (job %s, bundle %s)", request.run_id, request.queue, job_id, bundle.digest[:12]
@@ -172,60 +205,130 @@ class RQExecutor:
 
     # ------------------------------------------------------------------ polling
     def next_wakeup(self) -> float | None:
-        moments = [m for m in (self.local.next_wakeup(), self.next_poll if self.jobs else None) if m is not None]
+        following = self.jobs or self.abandoned
+        moments = [m for m in (self.local.next_wakeup(), self.next_poll if following else None) if m is not None]
         return min(moments) if moments else None
 
     def enforce(self) -> None:
         self.local.enforce()
         mono = self.clock.monotonic()
-        if not self.jobs or self.next_poll is None or mono < self.next_poll:
+        if not (self.jobs or self.abandoned) or self.next_poll is None or mono < self.next_poll:
             return
         self.next_poll = mono + POLL_S
         from redis.exceptions import RedisError
-        from rq.job import Job
 
-        jobs = list(self.jobs.values())
+        jobs, abandoned = list(self.jobs.values()), list(self.abandoned.values())
         try:
-            fetched = Job.fetch_many([j.job_id for j in jobs], connection=self.redis, serializer=self.serializer)
-            alive = self.redis.mget([alive_key(j.job_id) for j in jobs])
-            states = [
-                (job, rq_job, rq_job.get_status(refresh=False) if rq_job is not None else None, beat)
-                for job, rq_job, beat in zip(jobs, fetched, alive)
-            ]
+            seen = self._fetch([j.job_id for j in jobs] + [a.job_id for a in abandoned])
         except RedisError as exc:
-            if self.redis_down_since is None:
-                self.redis_down_since = mono
-                self.log.warning(
-                    "Redis at %s unreachable (%s): %d run(s) in flight wait for it", self.safe_url(), exc, len(jobs)
-                )
+            self._unreachable(exc, mono, jobs)
             return
         if self.redis_down_since is not None:
             self.log.info("Redis at %s reachable again after %.0f s", self.safe_url(), mono - self.redis_down_since)
             self.redis_down_since = None
-        for job, rq_job, status, beat in states:
-            self._check(job, rq_job, None if status is None else str(getattr(status, "value", status)), beat)
+            # Beats could not be written while Redis was away (or were lost with it): give them time to resume.
+            self.grace_until = mono + ALIVE_TTL_S
+        for job, state in zip(jobs, seen):
+            job.heard_mono = mono
+            self._check(job, state)
+        for gone, state in zip(abandoned, seen[len(jobs) :]):
+            self._check_abandoned(gone, state)
 
-    def _check(self, job: _Job, rq_job: Any, status: str | None, beat: bytes | None) -> None:
-        if status == "finished":
-            value = rq_job.return_value()
+    def _fetch(self, job_ids: list[str]) -> list[_Seen]:
+        """One round trip per kind: the RQ jobs, their alive keys and their result keys."""
+        from rq.job import Job
+
+        fetched = Job.fetch_many(job_ids, connection=self.redis, serializer=self.serializer)
+        alive = self.redis.mget([alive_key(i) for i in job_ids]) if job_ids else []
+        results = self.redis.mget([result_key(i) for i in job_ids]) if job_ids else []
+        seen = []
+        for rq_job, beat, result in zip(fetched, alive, results):
+            status = rq_job.get_status(refresh=False) if rq_job is not None else None
+            text = None if status is None else str(getattr(status, "value", status))
+            seen.append(_Seen(rq_job=rq_job, status=text, beat=beat, result=result))
+        return seen
+
+    def _unreachable(self, exc: Exception, mono: float, jobs: list[_Job]) -> None:
+        """Redis is away: runs in flight wait for it, up to the backstop each."""
+        if self.redis_down_since is None:
+            self.redis_down_since = mono
+            self.log.warning(
+                "Redis at %s unreachable (%s): %d run(s) in flight wait for it (for up to %.0f s each)",
+                self.safe_url(),
+                exc,
+                len(jobs),
+                self.lost_after_s,
+            )
+        for job in jobs:
+            if mono - job.heard_mono >= self.lost_after_s:
+                why = (
+                    f"its worker could not be heard from for {mono - job.heard_mono:.0f} s (Redis at "
+                    f"{self.safe_url()} unreachable); a result that arrives later is ignored"
+                )
+                self._interrupted(job, why)
+                self.abandoned[job.job_id] = _Abandoned(
+                    task=job.request.task, run_id=job.request.run_id, job_id=job.job_id, until_mono=mono + RESULT_TTL_S
+                )
+
+    def _check(self, job: _Job, seen: _Seen) -> None:
+        mono = self.clock.monotonic()
+        if seen.result is not None:  # the horse's own report comes first: RQ's bookkeeping may have failed
+            value = _decoded(seen.result)
+            if value is None:
+                self._interrupted(job, "the worker's result could not be read (not a JSON object)")
+            else:
+                self._finished(job, value)
+        elif seen.status == "finished":  # a worker of an earlier version: its result is RQ's return value
+            value = seen.rq_job.return_value()
             if isinstance(value, dict):
-                result, lines = result_from_json(value)
-                logger = self.task_logs.get(job.request.task)
-                for line in lines:
-                    logger.info("%s", line)
-                self._end(job, result)
-                return
-            self._interrupted(job, "the worker returned no result")
-        elif status in ("failed", "stopped", "canceled"):
-            detail = (rq_job.exc_info or "").strip().splitlines()
-            self._interrupted(job, f"the RQ job {status}: {detail[-1] if detail else 'no detail'}")
-        elif status is None:
+                self._finished(job, value)
+            else:
+                self._interrupted(job, "the worker returned no result")
+        elif seen.beat is not None:  # the horse lives, whatever RQ's own record says
+            job.seen_started = True
+        elif mono < self.grace_until:
+            return
+        elif seen.status in ("failed", "stopped", "canceled"):
+            detail = (seen.rq_job.exc_info or "").strip().splitlines()
+            self._interrupted(job, f"the RQ job {seen.status}: {detail[-1] if detail else 'no detail'}")
+        elif seen.status is None:
             self._interrupted(job, "the RQ job vanished from Redis (restarted without persistence?)")
-        elif status == "started":
-            if beat is not None:
-                job.seen_started = True
-            elif job.seen_started or self.clock.monotonic() - job.started_mono > 10.0:
-                self._interrupted(job, "its worker stopped responding (killed or lost mid-run)")
+        elif seen.status == "started" and (job.seen_started or mono - job.started_mono > 10.0):
+            self._interrupted(job, "its worker stopped responding (killed or lost mid-run)")
+
+    def _finished(self, job: _Job, value: dict[str, Any]) -> None:
+        result, lines = result_from_json(value)
+        logger = self.task_logs.get(job.request.task)
+        for line in lines:
+            logger.info("%s", line)
+        self._end(job, result)
+
+    def _check_abandoned(self, gone: _Abandoned, seen: _Seen) -> None:
+        """A run ended by the backstop: its late result is logged once and ignored; a job still queued is
+        cancelled (nobody waits for it any more); anything else is forgotten once RQ is done with it."""
+        mono = self.clock.monotonic()
+        if seen.result is not None:
+            outcome = str((_decoded(seen.result) or {}).get("outcome", "?"))
+            self.log.warning(
+                "task %r: run %s reported %r from its worker after it was recorded interrupted (the worker could "
+                "not be heard from for %.0f s); the late result is ignored",
+                gone.task,
+                gone.run_id,
+                outcome,
+                self.lost_after_s,
+            )
+        elif seen.status in ("queued", "deferred", "scheduled"):
+            from rq.job import Job
+
+            try:
+                Job.fetch(gone.job_id, connection=self.redis, serializer=self.serializer).cancel()
+            except Exception as exc:  # noqa: BLE001 - taken by a worker meanwhile, or Redis gone again: next poll
+                self.log.debug("cancel of job %s: %s", gone.job_id, exc)
+                return
+            self.log.info("task %r: cancelled the queued job of run %s (recorded interrupted)", gone.task, gone.run_id)
+        elif (seen.beat is not None or mono < self.grace_until) and mono < gone.until_mono:
+            return  # the horse still runs (or may yet resume its beats): its result may still come
+        self.abandoned.pop(gone.job_id, None)
 
     def _interrupted(self, job: _Job, why: str) -> None:
         outcome = Outcome.KILLED if job.stop is not None else Outcome.INTERRUPTED
@@ -288,6 +391,14 @@ class RQExecutor:
             self.redis.close()
         except Exception:  # noqa: BLE001 - closing a dead connection
             pass
+
+
+def _decoded(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def home_id_for(home: Path) -> str:

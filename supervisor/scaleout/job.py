@@ -14,6 +14,11 @@ Runs inside an RQ work horse (a process the worker forks per job). Policy:
   watches ``stop_key(job_id)``: the supervisor asks for a stop (shutdown) by setting it, and the run is
   stopped with its own grace, like a local run.
 * The result is a JSON-able dict (``RunResult`` fields plus the run's log lines, at most ``LOG_TAIL_BYTES``).
+  The horse writes it to ``result_key(job_id)`` itself before RQ records the job: the supervisor reads that
+  key first, so a result survives RQ's own bookkeeping failing and a Redis restarted empty under the run.
+* A Redis outage never ends a run here: the task goes on, the heartbeat skips its beats (the supervisor's
+  backstop decides how long it waits), and fetching the bundle and delivering the result wait for Redis with
+  the worker's backoff (``outage.py``), however long it takes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import json
 import logging
 import os
 import queue
@@ -43,11 +49,13 @@ from ..logsetup import TaskLogs
 from ..model import EnvStatus, Limits, Outcome, RunMode, RunResult, Trigger
 from ..paths import Paths
 from .bundle import Bundle, BundleError, extract_bundle
+from .outage import Outage, outage_errors
 
 WORKER_HOME_VAR = "TASKAUTOMATION_WORKER_HOME"
 HEARTBEAT_S = 1.0
 ALIVE_TTL_S = 5.0  # a started job whose alive key is older than this is taken as lost by the supervisor
 LOG_TAIL_BYTES = 64 * 1024
+RESULT_TTL_S = 24 * 3600  # as long as RQ keeps the job's own result
 PR_SET_PDEATHSIG = 1
 
 
@@ -59,11 +67,28 @@ class _WorkerSetup:
     """
 
     containment: Containment | None = None
+    outage: Outage | None = None
 
 
-def configure_worker(*, containment: Containment) -> None:
-    """Called by ``serve_worker`` before it starts taking jobs."""
+def configure_worker(*, containment: Containment, outage: Outage) -> None:
+    """Called once by ``serve_worker`` before it starts taking jobs."""
     _WorkerSetup.containment = containment
+    _WorkerSetup.outage = outage
+    os.register_at_fork(after_in_child=_fresh_outage)
+
+
+def _fresh_outage() -> None:
+    # A thread of the worker may hold the outage's lock at the moment RQ forks: the horse starts its own, and
+    # leaves saying so to its worker (one line per outage, not one per process).
+    if _WorkerSetup.outage is not None:
+        _WorkerSetup.outage = _WorkerSetup.outage.fresh(quiet=True)
+
+
+def current_outage() -> Outage:
+    """This process's outage tracker (outside ``taskautomation worker``: one of its own, logging as the worker)."""
+    if _WorkerSetup.outage is None:
+        _WorkerSetup.outage = Outage("Redis", log=logging.getLogger("taskautomation.worker"))
+    return _WorkerSetup.outage
 
 
 def alive_key(job_id: str) -> str:
@@ -72,6 +97,10 @@ def alive_key(job_id: str) -> str:
 
 def stop_key(job_id: str) -> str:
     return f"taskautomation:stop:{job_id}"
+
+
+def result_key(job_id: str) -> str:
+    return f"taskautomation:result:{job_id}"
 
 
 def limits_to_json(limits: Limits) -> dict[str, Any]:
@@ -135,7 +164,7 @@ def _checkout(redis: Any, paths: Paths, task: str, digest: str) -> Path:
     marker = paths.state / "bundles" / f"{task}.sha256"
     if folder.is_dir() and marker.is_file() and marker.read_text().strip() == digest:
         return folder
-    data = redis.get(Bundle(digest=digest, data=b"").key)
+    data = current_outage().retry(lambda: redis.get(Bundle(digest=digest, data=b"").key), doing=f"fetching {task!r}")
     if data is None:
         raise BundleError(f"task {task!r}: bundle {digest[:12]} is not in Redis (expired?)")
     extract_bundle(data, folder, digest=digest)
@@ -170,14 +199,22 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             status = envs.ensure(task=task, requirements=folder / "requirements.txt", task_dir=folder)
         except (TaskAutomationError, BundleError, OSError) as exc:
             failed = _env_failed(payload, exc, finished=clock.now(), duration_s=clock.monotonic() - started)
-            return result_to_json(failed, list(tail.lines))
+            return _deliver(redis, job.id, result_to_json(failed, list(tail.lines)))
         request = _request(payload, folder=folder, paths=paths, status=status)
         executor = _executor(paths, payload, task_logs=task_logs, logger=logger, clock=clock, post=inbox.put)
         executor.launch(request)
-        return result_to_json(_run_to_end(executor, inbox, clock), list(tail.lines))
+        return _deliver(redis, job.id, result_to_json(_run_to_end(executor, inbox, clock), list(tail.lines)))
     finally:
         heartbeat.stop()
         task_logs.close()
+
+
+def _deliver(redis: Any, job_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Write the result where the supervisor looks first, waiting for Redis as long as it takes (the heartbeat
+    goes on meanwhile); RQ gets the same dict as the job's return value (what an older supervisor reads)."""
+    text = json.dumps(data)
+    current_outage().retry(lambda: redis.set(result_key(job_id), text, ex=RESULT_TTL_S), doing=f"delivering {job_id}")
+    return data
 
 
 class _Heartbeat:
@@ -188,18 +225,27 @@ class _Heartbeat:
         self._job_id = job_id
         self._inbox = inbox
         self._stop = threading.Event()
-        redis.set(alive_key(job_id), "1", px=int(ALIVE_TTL_S * 1000))
+        self._outage = current_outage()
+        self._beat_once()
         self._thread = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._redis.set(alive_key(self._job_id), "1", px=int(ALIVE_TTL_S * 1000))
-                if self._redis.exists(stop_key(self._job_id)):
-                    self._inbox.put(_STOP)
-            except Exception:  # noqa: BLE001 - Redis away for a moment: the run goes on regardless
-                continue
+            self._beat_once()
+
+    def _beat_once(self) -> None:
+        try:
+            self._redis.set(alive_key(self._job_id), "1", px=int(ALIVE_TTL_S * 1000))
+            stop = self._redis.exists(stop_key(self._job_id))
+        except outage_errors() as exc:  # Redis away: the run goes on; the beats resume when it is back
+            self._outage.down(exc, doing=f"running job {self._job_id}")
+            return
+        except Exception:  # noqa: BLE001 - any other Redis trouble must not end the heartbeat thread either
+            return
+        self._outage.up()
+        if stop:
+            self._inbox.put(_STOP)
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,6 +5,8 @@
   The file also records the holder's pid and start time, for messages. Its fd is close-on-exec, so no task
   inherits it.
 * The control socket is a Unix socket (mode 0600) under HOME: one JSON request line, one JSON reply line.
+  Its backlog holds a thousand waiting clients, and a client waits (up to its timeout) for room in it rather
+  than failing with ``EAGAIN`` (see ``_connect``).
 * ``ask_supervisor`` is the one client call every reader and actor uses: no supervisor holding the home's lock
   or listening on its socket is ``NotRunningError``; one that does not answer in time is ``ControlError``; a
   refusal (``"ok": false``) is a reply like any other, for the caller to map to its own answer.
@@ -30,6 +32,10 @@ from ..errors import AlreadyRunningError, ControlError, NotRunningError
 from ..paths import Paths
 
 REQUEST_LIMIT = 64 * 1024
+LISTEN_BACKLOG = 1024
+# accept() failures that pass by themselves: out of file descriptors or memory for a moment
+ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE_S = 0.1
 
 
 class InstanceLock:
@@ -120,13 +126,23 @@ Handler = Callable[[str, Mapping[str, Any]], "Mapping[str, Any] | bytes"]
 
 class ControlServer:
     """Serves control requests from the CLI on a Unix socket; ``handle`` runs on a thread of the server's,
-    one per connection, and returns the reply (or the reply line already encoded, for a cached answer)."""
+    one per connection, and returns the reply (or the reply line already encoded, for a cached answer).
 
-    def __init__(self, path: Path, handle: Handler) -> None:
+    Accept-path policy: the accept thread only accepts and hands over, so hundreds of clients at once wait
+    in the backlog (``LISTEN_BACKLOG``) for a moment instead of being refused. A failure to accept for lack of
+    file descriptors or memory pauses accepting for ``ACCEPT_PAUSE_S`` (the clients wait in the backlog) and
+    never ends the thread; a thread that cannot be started for a connection (``can't start new thread``)
+    means that connection is answered on the accept thread itself. ``before_answer`` (a test seam; None in
+    the product) is called with the command before each reply is computed.
+    """
+
+    def __init__(self, path: Path, handle: Handler, *, before_answer: Callable[[str], None] | None = None) -> None:
         self.path = path
         self._handle = handle
+        self._before_answer = before_answer
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,12 +156,15 @@ class ControlServer:
             sock.bind(str(self.path))
         finally:
             os.umask(old_umask)
-        sock.listen(16)
+        # Sized for hundreds of clients at once (a dashboard under load plus CLI calls): the kernel queues
+        # that many connections while the accept thread catches up (capped by net.core.somaxconn).
+        sock.listen(LISTEN_BACKLOG)
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopped.set()
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
@@ -161,15 +180,23 @@ class ControlServer:
             pass
 
     def _serve(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             sock = self._sock
             if sock is None:
                 return
             try:
                 conn, _ = sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), name="control-conn", daemon=True).start()
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:  # the client gave up before it was accepted
+                    continue
+                if exc.errno in ACCEPT_TRANSIENT:
+                    self._stopped.wait(ACCEPT_PAUSE_S)  # out of fds or memory for a moment: clients wait
+                    continue
+                return  # the socket was closed by stop()
+            try:
+                threading.Thread(target=self._answer, args=(conn,), name="control-conn", daemon=True).start()
+            except RuntimeError:  # no thread for it now: answer it here rather than drop it
+                self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:
@@ -191,7 +218,10 @@ class ControlServer:
                 request = json.loads(data or b"{}")
                 if not isinstance(request, dict):
                     raise ValueError("request is not a JSON object")
-                reply = self._handle(str(request.get("command", "")), request.get("args") or {})
+                command = str(request.get("command", ""))
+                if self._before_answer is not None:
+                    self._before_answer(command)
+                reply = self._handle(command, request.get("args") or {})
             except (OSError, ValueError) as exc:
                 reply = {"ok": False, "error": f"bad request: {exc}"}
             try:
@@ -215,12 +245,9 @@ def request(
 ) -> dict[str, Any]:
     """Send one request to the running supervisor. NotRunningError when nobody listens."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NotRunningError(f"no supervisor is listening on {path}") from exc
+        _connect(sock, path, timeout=timeout)
+        sock.settimeout(timeout)
         sock.sendall((json.dumps({"command": command, "args": dict(args or {})}) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):
@@ -241,6 +268,26 @@ def request(
     if not isinstance(reply, dict):
         raise ControlError(f"control socket {path}: unreadable reply to {command!r}")
     return reply
+
+
+def _connect(sock: socket.socket, path: Path, *, timeout: float) -> None:
+    """Connect, waiting up to ``timeout`` for room in the server's backlog.
+
+    A Unix socket in timeout mode connects without blocking, and then a full backlog is ``EAGAIN`` at once
+    (unlike TCP, there is no connection in progress to wait for). Connecting in blocking mode, bounded by
+    the kernel's send timeout, makes a busy supervisor's client wait its turn instead of failing.
+    """
+    sock.setblocking(True)
+    seconds = max(timeout, 0.001)
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+    )
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise NotRunningError(f"no supervisor is listening on {path}") from exc
+    except BlockingIOError as exc:  # the send timeout ran out with the backlog still full
+        raise ControlError(f"the supervisor did not accept a connection within {timeout:g} s") from exc
 
 
 def ask_supervisor(

@@ -12,6 +12,8 @@ Policy:
 - A user manager has no ``network-online.target`` (ordering on it silently does nothing), so only the system
   unit orders itself after the network.
 - Everything is absolute: this interpreter (the venv that has the dependencies), ``main.py`` and ``--home``.
+  From a clone the unit runs the clone's ``main.py``; from an installed tool (pipx, ``uv tool``, a wheel) the
+  tool's own interpreter runs ``-m supervisor run``: both work for as long as that install does.
 """
 
 from __future__ import annotations
@@ -64,14 +66,14 @@ def stop_timeout_for(kill_graces_s: Iterable[float], *, default_grace_s: float) 
     return int(math.ceil(largest)) + STOP_MARGIN_S
 
 
-def _escape(value: str) -> str:
+def escape_literal(value: str) -> str:
     """Escape systemd's specifier (``%``) and variable (``$``) characters in a literal."""
     return value.replace("%", "%%").replace("$", "$$")
 
 
 def exec_quote(arg: str) -> str:
     """One ExecStart word: double-quoted (with C-style escapes) when it holds spaces or quotes."""
-    escaped = _escape(arg)
+    escaped = escape_literal(arg)
     if escaped and not re.search(r"[\s\"'\\;]", escaped):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -83,10 +85,10 @@ def render_unit(spec: UnitSpec) -> str:
     exec_start = " ".join(exec_quote(part) for part in (str(spec.python), *program, "--home", str(spec.home)))
     unit = [
         "[Unit]",
-        f"Description=Task Automation supervisor for {_escape(str(spec.home))}",
+        f"Description=Task Automation supervisor for {escape_literal(str(spec.home))}",
     ]
     if spec.main_py is not None and (spec.main_py.parent / "docs" / "running.md").is_file():
-        unit.append(f"Documentation={_escape((spec.main_py.parent / 'docs' / 'running.md').as_uri())}")
+        unit.append(f"Documentation={escape_literal((spec.main_py.parent / 'docs' / 'running.md').as_uri())}")
     if not spec.user_mode:
         # Tasks often need the network at their first run; only the system manager has this target.
         unit += ["Wants=network-online.target", "After=network-online.target"]
@@ -96,7 +98,7 @@ def render_unit(spec: UnitSpec) -> str:
         "Type=notify",
         "NotifyAccess=main",
         f"ExecStart={exec_start}",
-        f"WorkingDirectory={_escape(str(spec.home))}",
+        f"WorkingDirectory={escape_literal(str(spec.home))}",
     ]
     if spec.run_as is not None and not spec.user_mode:
         service.append(f"User={spec.run_as}")
@@ -278,31 +280,56 @@ def plan_install(
     return UnitPlan(unit_path=target_dir / f"{unit_name}.service", text=render_unit(spec))
 
 
+def clone_main_py(module: Path) -> Path | None:
+    """The clone's ``main.py`` when this package runs from a clone (main.py and terminate.py beside the
+    package folder), None for an installed package: a ``main.py`` some other distribution put in
+    site-packages must not become the unit's program."""
+    root = module.resolve().parents[2]
+    return root / "main.py" if (root / "main.py").is_file() and (root / "terminate.py").is_file() else None
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    """What every ``install-systemd`` takes: where the unit goes and what is done with it."""
+
+    user_mode: bool
+    dry_run: bool
+    enable: bool
+    target_dir: Path | None  # None: the system or user unit folder
+
+    def unit_folder(self, environ: Mapping[str, str]) -> Path:
+        return self.target_dir or unit_dir(user_mode=self.user_mode, environ=environ, user_home=Path.home())
+
+
 def install_command(
     paths: Paths,
+    options: InstallOptions,
     *,
-    user_mode: bool,
-    dry_run: bool,
-    enable: bool,
-    target_dir: Path | None,
     environ: Mapping[str, str],
     out: Callable[[str], None],
     run: CommandRunner = run_command,
 ) -> int:
     """``install-systemd``: render the unit for this home and this interpreter; print, write or also enable it."""
+    user_mode = options.user_mode
     # The interpreter running this command is the one that has the dependencies: the unit must use it.
-    main_py = Path(__file__).resolve().parents[2] / "main.py"
-    user = pwd.getpwuid(os.getuid()).pw_name
     plan = plan_install(
         home=paths.home,
         python=Path(os.path.abspath(sys.executable)),
-        main_py=main_py if main_py.is_file() else None,
+        main_py=clone_main_py(Path(__file__)),
         user_mode=user_mode,
         graces=home_kill_graces(paths),
         default_grace_s=0.0,
         run_as=owner_of(paths.home),
-        target_dir=target_dir or unit_dir(user_mode=user_mode, environ=environ, user_home=Path.home()),
+        target_dir=options.unit_folder(environ),
     )
+    return finish_install(plan, options, out=out, run=run)
+
+
+def finish_install(
+    plan: UnitPlan, options: InstallOptions, *, out: Callable[[str], None], run: CommandRunner = run_command
+) -> int:
+    """Print (``--dry-run``) or write the unit, then enable it or say how; the linger hint for a user unit."""
+    user_mode, dry_run, enable = options.user_mode, options.dry_run, options.enable
     if dry_run:
         out(f"# {plan.unit_path} (not written: --dry-run{'; --enable ignored' if enable else ''})")
         out(plan.text.rstrip("\n"))
@@ -319,5 +346,5 @@ def install_command(
         flag = "--user " if user_mode else ""
         out(f"next: systemctl {flag}daemon-reload && systemctl {flag}enable --now {name} (or re-run with --enable)")
     if user_mode:
-        out(linger_hint(user))
+        out(linger_hint(pwd.getpwuid(os.getuid()).pw_name))
     return 0

@@ -1,8 +1,15 @@
 """Acting on tasks: run now, pause, resume, through the supervisor's control socket (like the CLI).
 
-Policy for the HTTP answer: 200 with the supervisor's reply when it acted; 404 for a task it does not know;
-409 when a run is asked for while one is running; 503 when no supervisor runs on the home (the dashboard
-never writes the history itself); 502 when the supervisor refused for another reason (its error is passed on).
+Policy for the HTTP answer:
+
+* 200 with the supervisor's reply when it acted. A run-now for a task still loading is accepted too (the
+  reply's ``waiting_for`` names its phase): the run starts once the task is loaded (core/manual.py).
+* 404 for a task it does not know.
+* 409 with the reason when it refused for the task's sake: a run in flight or waiting for a run slot, a
+  task that is not loaded (``error``, ``env-failed``, ``disabled``), a supervisor shutting down.
+* 503 with ``Retry-After`` when the action needs a supervisor and gets none: none runs on the home (the
+  dashboard never writes the history itself), or the one running is busy (it did not answer in time).
+* 502 when the supervisor refused for a reason it gave no code for (its error is passed on).
 """
 
 from __future__ import annotations
@@ -10,27 +17,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..errors import NotRunningError, TaskAutomationError
-from ..model import ShownState
+from ..errors import ControlError, NotRunningError, TaskAutomationError
 from ..paths import Paths
 from ..system.control import ask_supervisor
 
 ACTIONS = {"run": "run-now", "pause": "pause", "resume": "resume"}
+CONTROL_TIMEOUT_S = 5.0  # an action waits this long for the supervisor before answering 503
+RETRY_BUSY_S = 5  # Retry-After when the supervisor is busy
+RETRY_NOT_RUNNING_S = 30  # Retry-After when none runs (someone has to start it)
+# The supervisor's refusal codes (core/manual.py, and "busy" from the control socket) -> HTTP status.
+REFUSALS = {
+    "unknown-task": 404,
+    "running": 409,
+    "queued": 409,
+    "not-loaded": 409,
+    "stopping": 409,
+    "not-started": 409,
+    "busy": 503,
+}
 
 
 @dataclass(frozen=True)
 class ActionResult:
-    """What the dashboard answers: an HTTP status and a JSON body (``ok``, and ``error`` or the reply)."""
+    """What the dashboard answers: an HTTP status, a JSON body (``ok``, and ``error`` or the reply), and for
+    a 503 the seconds to wait before trying again."""
 
     status: int
     body: Mapping[str, Any]
+    retry_after: int | None = None
 
     @property
     def message(self) -> str:
         if self.status != 200:
             return str(self.body.get("error"))
         if "run_id" in self.body:
-            return f"started run {self.body['run_id']} of {self.body.get('task')!r}"
+            task = self.body.get("task")
+            if self.body.get("waiting_for"):
+                return f"run {self.body['run_id']} of {task!r} starts once it is loaded ({self.body['waiting_for']})"
+            return f"started run {self.body['run_id']} of {task!r}"
         if "paused" in self.body:
             verb = "paused" if self.body["paused"] else "resumed"
             return f"{self.body.get('task')!r} {verb}" + ("" if self.body.get("changed", True) else " (already)")
@@ -40,44 +64,33 @@ class ActionResult:
 Ask = Callable[[str, Mapping[str, Any]], dict[str, Any]]
 
 
-def control_asker(paths: Paths) -> Ask:
+def control_asker(paths: Paths, *, timeout: float = CONTROL_TIMEOUT_S) -> Ask:
     """The real transport: one request over the control socket; NotRunningError when nobody listens."""
 
     def ask(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        return ask_supervisor(paths, command, args)
+        return ask_supervisor(paths, command, args, timeout=timeout)
 
     return ask
 
 
-def act(action: str, name: str, *, ask: Ask, status: Callable[[], Mapping[str, Any]], by: str) -> ActionResult:
-    """Carry out ``action`` (run, pause, resume) on task ``name``."""
-    command = ACTIONS[action]
+def act(action: str, name: str, *, ask: Ask, by: str) -> ActionResult:
+    """Carry out ``action`` (run, pause, resume) on task ``name`` (see the module's policy)."""
     try:
-        if action == "run":
-            # The common refusals are answered from the status document, so each has its own HTTP code.
-            doc = status()
-            current = next((t for t in doc.get("tasks", []) if t["name"] == name), None)
-            if not doc.get("supervisor"):
-                return _refuse(503, f"no supervisor is running; start it to run {name!r}")
-            if current is None:
-                return _refuse(404, f"no task named {name!r}")
-            if current.get("state") == ShownState.RUNNING or current.get("running"):
-                run = (current.get("running") or {}).get("run_id")
-                return _refuse(409, f"task {name!r} is already running" + (f" (run {run})" if run else ""))
-        reply = ask(command, {"name": name, "by": by})
+        reply = ask(ACTIONS[action], {"name": name, "by": by})
     except NotRunningError as exc:
-        return _refuse(503, str(exc))
+        return _refuse(503, f"{exc}; start it to {action} {name!r}", retry_after=RETRY_NOT_RUNNING_S)
+    except ControlError as exc:
+        return _refuse(503, f"the supervisor is busy: {exc}; try again shortly", retry_after=RETRY_BUSY_S)
     except TaskAutomationError as exc:
         return _refuse(502, str(exc))
     if reply.get("ok"):
         return ActionResult(200, {**reply, "task": name})
     error = str(reply.get("error"))
-    if reply.get("code") == "unknown-task" or error.startswith("no task named"):
-        return _refuse(404, error)
-    if "already running" in error:  # lost a race with a scheduled start
-        return _refuse(409, error)
-    return _refuse(502, error)
+    status = REFUSALS.get(str(reply.get("code")))
+    if status is None:  # a supervisor without codes (older): the two refusals it had are recognised by text
+        status = 404 if error.startswith("no task named") else 409 if "already running" in error else 502
+    return _refuse(status, error, retry_after=RETRY_BUSY_S if status == 503 else None)
 
 
-def _refuse(status: int, error: str) -> ActionResult:
-    return ActionResult(status, {"ok": False, "error": error})
+def _refuse(status: int, error: str, *, retry_after: int | None = None) -> ActionResult:
+    return ActionResult(status, {"ok": False, "error": error}, retry_after)

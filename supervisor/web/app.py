@@ -1,7 +1,11 @@
 """The dashboard's routes: pages, the JSON API (the CLI's schemas), the actions and the run log stream.
 
 Reads go through :class:`~supervisor.web.query.Reader` (history opened read-only); actions go through the
-control socket (:mod:`supervisor.web.actions`). Every route sits behind :class:`~supervisor.web.guard.Guard`.
+control socket (:mod:`supervisor.web.actions`). Every route sits behind :class:`~supervisor.web.guard.Guard`,
+then :class:`~supervisor.web.faults.Faults` (every 5xx logged with its cause; a route that raised still
+answers). An error is answered in the asker's format: an HTML page (or, for htmx, the flash fragment) for a
+browser, JSON for the API; a 503 carries ``Retry-After``. While the supervisor runs but does not answer, the
+status is the offline one and every page shows a banner saying its figures are from the history.
 Templates are Jinja2 with autoescaping on for every file, so task names, messages and log lines are always
 escaped; the only markup inserted unescaped is the SVG built (and escaped) by :mod:`supervisor.web.svg`.
 """
@@ -25,7 +29,6 @@ from starlette.templating import Jinja2Templates
 
 from .. import __version__
 from ..config.listen import Listen, allowed_hosts
-from ..errors import TaskAutomationError
 from ..model import Outcome
 from ..paths import Paths
 from ..query import timefmt
@@ -33,6 +36,7 @@ from ..query.scrape import CONTENT_TYPE, Scraper, accepts_gzip
 from . import fmt, svg
 from .actions import ACTIONS, ActionResult, Ask, act, control_asker
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
+from .faults import Faults, blame, wants_json
 from .guard import Guard, csrf_ok
 from .query import HISTORY_PAGE, Reader, parse_outcomes
 from .stream import run_events
@@ -82,6 +86,24 @@ class Dashboard:
             "outcomes": [o.value for o in Outcome],
         }
         return self.templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
+
+    def refuse(self, request: Request, status: int, message: str, retry_after: int | None = None) -> Response:
+        """An error answer in the asker's format (see the module docstring); a 5xx names its cause for the log."""
+        if status >= 500:
+            blame(request, message)
+        result = ActionResult(status, {"ok": False, "error": message}, retry_after)
+        response: Response
+        if request.headers.get("hx-request") == "true":
+            response = self.page(request, "_flash.html", {"result": result}, status=status)
+        elif wants_json(request.scope):
+            response = JSONResponse(dict(result.body), status_code=status)
+        elif status == 503:
+            response = self.page(request, "unavailable.html", {"error": message, "retry": retry_after}, status=status)
+        else:
+            response = self.page(request, "error.html", {"error": message, "status": status}, status=status)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     def status(self) -> dict[str, Any]:
         return self.reader.status()
@@ -142,7 +164,7 @@ class Dashboard:
             outcomes = parse_outcomes(request.query_params.get("outcome"))
             page = int(request.query_params.get("page", "1"))
         except ValueError as exc:
-            return self.page(request, "error.html", {"error": str(exc)}, status=400)
+            return self.refuse(request, 400, str(exc))
 
         def load() -> dict[str, Any] | None:
             status = self.status()
@@ -158,25 +180,26 @@ class Dashboard:
                 "outcome": ",".join(o.value for o in outcomes),
                 "spark": svg.sparkline(self.reader.last_runs(name)),
                 "supervisor": status.get("supervisor"),
+                "offline": status.get("offline"),
             }
 
         context = await run_in_threadpool(load)
         if context is None:
-            return self.page(request, "error.html", {"error": f"no task named {name!r}"}, status=404)
+            return self.refuse(request, 404, f"no task named {name!r}")
         return self.page(request, "task.html", context)
 
     async def run_page(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         found = await run_in_threadpool(self.reader.run, run_id)
         if found is None:
-            return self.page(request, "error.html", {"error": f"no run {run_id!r}"}, status=404)
+            return self.refuse(request, 404, f"no run {run_id!r}")
         return self.page(request, "run.html", {"run": found["run"], "log": found["log"]})
 
     async def run_stream(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         record = await run_in_threadpool(self.reader.run_record, run_id)
         if record is None:
-            return JSONResponse({"ok": False, "error": f"no run {run_id!r}"}, status_code=404)
+            return self.refuse(request, 404, f"no run {run_id!r}")
         events = run_events(self.reader.log_of(record), run_id, lookup=lambda: self.reader.run_record(run_id))
         return StreamingResponse(events, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
@@ -191,7 +214,7 @@ class Dashboard:
             limit = int(request.query_params.get("limit", str(HISTORY_PAGE)))
             page = int(request.query_params.get("page", "1"))
         except ValueError as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+            return self.refuse(request, 400, str(exc))
 
         def load() -> dict[str, Any] | None:
             history = self.reader.history(name, limit=limit, page=page, outcomes=outcomes)
@@ -201,31 +224,32 @@ class Dashboard:
 
         history = await run_in_threadpool(load)
         if history is None:
-            return JSONResponse(
-                {"ok": False, "error": f"no task named {name!r} and no history for it"}, status_code=404
-            )
+            return self.refuse(request, 404, f"no task named {name!r} and no history for it")
         return JSONResponse(history)
 
     async def api_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         found = await run_in_threadpool(self.reader.run, run_id)
         if found is None:
-            return JSONResponse({"ok": False, "error": f"no run {run_id!r}"}, status_code=404)
+            return self.refuse(request, 404, f"no run {run_id!r}")
         return JSONResponse(found)
 
     async def api_action(self, request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ACTIONS:
-            return JSONResponse(
-                {"ok": False, "error": f"unknown action {action!r} (one of: {', '.join(ACTIONS)})"}, status_code=404
-            )
+            return self.refuse(request, 404, f"unknown action {action!r} (one of: {', '.join(ACTIONS)})")
         if not await csrf_ok(request, self.config.token):
             return self._csrf_refused(request)
         by = f"web ({request.state.auth}, {request.client.host if request.client else '?'})"
-        result = await run_in_threadpool(lambda: act(action, name, ask=self.ask, status=self.status, by=by))
+        result = await run_in_threadpool(lambda: act(action, name, ask=self.ask, by=by))
         return self._action_response(request, result)
 
     def _action_response(self, request: Request, result: ActionResult) -> Response:
+        if result.status != 200:
+            response = self.refuse(request, result.status, result.message, result.retry_after)
+            if request.headers.get("hx-request") == "true":
+                response.headers["HX-Trigger"] = "refresh"
+            return response
         if request.headers.get("hx-request") == "true":
             response = self.page(request, "_flash.html", {"result": result}, status=result.status)
             response.headers["HX-Trigger"] = "refresh"
@@ -233,17 +257,11 @@ class Dashboard:
         target = request.query_params.get("next")
         # Only a path on this site: "//host" and "/\host" would send the browser elsewhere.
         if request.state.auth == "cookie" and target and target.startswith("/") and target[1:2] not in ("/", "\\"):
-            # A plain form post (no script): back to the page when it worked, else a page that says why.
-            if result.status == 200:
-                return RedirectResponse(target, status_code=303)
-            return self.page(request, "error.html", {"error": result.message}, status=result.status)
+            return RedirectResponse(target, status_code=303)  # a plain form post (no script): back to the page
         return JSONResponse(dict(result.body), status_code=result.status)
 
     def _csrf_refused(self, request: Request) -> Response:
-        return JSONResponse(
-            {"ok": False, "error": "missing or wrong CSRF token (form field csrf or header X-CSRF-Token)"},
-            status_code=403,
-        )
+        return self.refuse(request, 403, "missing or wrong CSRF token (form field csrf or header X-CSRF-Token)")
 
     async def metrics(self, request: Request) -> Response:
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
@@ -283,12 +301,7 @@ def create_app(
     """The ASGI application of one dashboard (the Guard wraps every route)."""
     dashboard = Dashboard(config, clock=clock, ask=ask or control_asker(config.paths))
     app = Starlette(routes=dashboard.routes())
-
-    async def task_error(request: Request, exc: Exception) -> Response:
-        # The history or the supervisor failed us (a locked or newer database...): say so in one line.
-        return JSONResponse({"ok": False, "error": str(exc)}, status_code=500)
-
-    app.add_exception_handler(TaskAutomationError, task_error)
+    app.add_middleware(Faults, respond=dashboard.refuse)  # inside the Guard: its answers get the headers
     app.add_middleware(
         Guard,
         token=config.token,

@@ -24,6 +24,8 @@ from . import svg
 from .runlog import read_run_lines
 
 HISTORY_PAGE = 50
+# How long a page waits for the supervisor's live status before it shows the offline one (with a banner).
+STATUS_TIMEOUT_S = 3.0
 REDRAW_S = 0.5
 
 
@@ -61,7 +63,7 @@ class Reader:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.records = HistoryStore(paths.database, readonly=True)
-        self.source = StatusSource(paths, records=self.records)
+        self.source = StatusSource(paths, records=self.records, timeout=STATUS_TIMEOUT_S)
         self._sparks: dict[str, tuple[str | None, Markup]] = {}
         self._timeline: _Drawn | None = None
 
@@ -69,7 +71,7 @@ class Reader:
         self.records.close()
 
     def status(self) -> dict[str, Any]:
-        """The status document (the CLI's, live or offline)."""
+        """The status document (the CLI's, live or offline; its ``offline`` field says which and why)."""
         return self.source.read().document
 
     def task_names(self) -> set[str]:

@@ -9,6 +9,7 @@ once the socket is bound, so a script or a test can read it and know the server 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 from typing import TYPE_CHECKING, TextIO
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from ..config.listen import DEFAULT_LISTEN, Listen, ListenError, parse_listen
 from ..config.schema import read_home_config
 from ..errors import TaskAutomationError
+from ..logsetup import FORMAT, ZonedFormatter
 from ..paths import Paths
 from .auth import load_or_create_token
 
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     import uvicorn
 
 GRACEFUL_SHUTDOWN_S = 3  # open log streams are cut after this on stop
+# Connections the kernel queues while the server catches up: hundreds of clients at once are slow, never
+# refused (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 1024
 
 
 def resolve_listen(paths: Paths, given: str | None) -> tuple[Listen, tuple[str, ...]]:
@@ -78,6 +83,7 @@ def serve_web(
     listen, extra_hosts = resolve_listen(paths, listen_text)
     paths.state.mkdir(parents=True, exist_ok=True)
     token = load_or_create_token(paths.state / "web-token")
+    _log_errors_to(err)
     metrics_token = read_home_config(paths.home_config)[0].web_metrics_token
     app = create_app(
         WebConfig(paths=paths, listen=listen, token=token, extra_hosts=extra_hosts, metrics_token=metrics_token)
@@ -111,6 +117,18 @@ def serve_web(
     return 0
 
 
+def _log_errors_to(err: TextIO) -> None:
+    """The web log: the dashboard's own lines (every 5xx with its cause) go to ``err``, which is
+    ``logs/web.log`` for the supervised dashboard."""
+    logger = logging.getLogger("taskautomation.web")
+    if not logger.handlers:
+        handler = logging.StreamHandler(err)
+        handler.setFormatter(ZonedFormatter(FORMAT))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def _bind(listen: Listen) -> socket.socket:
     """A listening TCP socket on ``listen``, inheritable (uvicorn serves it as it is)."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
@@ -123,7 +141,7 @@ def _bind(listen: Listen) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise TaskAutomationError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from None
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 

@@ -54,18 +54,26 @@ def script(name: str, home: Path, *args: str, timeout: float = 60) -> subprocess
 class SupervisorProcess:
     """A supervisor started as a user would start it, with helpers to wait on what it logs."""
 
-    def __init__(self, home: Path, *, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        entry: tuple[str, ...] = (),
+    ) -> None:
         self.home = home
         self.env = env  # the supervisor's environment; None = the test's own
         self.paths = Paths(home)
         self.console = home / "console.txt"
         self.proc: subprocess.Popen[bytes] | None = None
         self.prefix = prefix  # an argv prefix (setpriv, prlimit) the supervisor is started under
+        self.entry = entry or (str(REPO / "main.py"),)  # what the interpreter runs (a test wrapper, e.g. slowed)
 
     def start(self, *, wait_ready: bool = True) -> SupervisorProcess:
         out = open(self.console, "ab")
         self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, str(REPO / "main.py"), "--home", str(self.home)],
+            [*self.prefix, sys.executable, *self.entry, "--home", str(self.home)],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=out,
