@@ -1,5 +1,5 @@
-"""Web dashboard figures: request latency of /api/status, / and a run page; log line to open run page; RSS;
-the supervisor's responsiveness while the page is polled.
+"""Web dashboard figures: request latency of /api/status, /, a run page and /metrics; log line to open run page;
+RSS; the supervisor's responsiveness while the page is polled.
 
 A real ``taskautomation web`` process on a home with 500 task folders and 500,000 history rows (quick: 50 and
 20,000), spread over the last days with a share in the last 24 hours (the timeline draws those). Two phases:
@@ -14,6 +14,11 @@ The baseline in the same run is the same server's cheapest authenticated request
 check, token check, empty answer), interleaved with the measured ones.
 
 * latency: p99 over sequential requests on one keep-alive connection.
+* /metrics: the Prometheus exposition of every task (about 34 samples each). Nothing changes between the
+  requests, so after the process's first scrape each one reads the status and the database's data version
+  and formats no task again (query/metrics.py keeps each task's text until its figures change). A scrape
+  that formats every task (the process's first; the first live one, when every next run changed) is its own
+  row.
 * log line to page: a line appended to an open run's log, until it arrives on the run's event stream.
 * RSS: the web process after all requests, against the same process just after start.
 * supervisor lateness while polled: the round trip of a no-op control request (an unknown command, answered
@@ -21,7 +26,8 @@ check, token check, empty answer), interleaved with the measured ones.
   is busy elsewhere), sent every 20 ms; blocks with the tasks page polled 10x/s by another thread alternate
   with blocks without polling. The schedule's own due times are minutes apart, too sparse to measure here.
   A second row asks for ``status`` 10x/s from a separate process over the raw control socket: the
-  supervisor's own share, without the dashboard's page rendering competing for the two cores.
+  supervisor's own share, without the dashboard's page rendering competing for the two cores. A third
+  alternates blocks with /metrics scraped 10x/s (far above any real scrape rate) with blocks without.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from supervisor.history.store import HistoryStore
 from supervisor.system.control import request
 
 from .common import Settings, temp_home
-from .stats import Figure, interleave, ratio_of, summarize
+from .stats import Figure, Summary, interleave, ratio_of, summarize
 
 GROUP = "web"
 OUTCOMES = ("ok",) * 8 + ("failed", "timeout")
@@ -182,15 +188,18 @@ def _client(web: WebProcess) -> httpx.Client:
     return httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}, timeout=60)
 
 
-def _latencies(http: httpx.Client, run_id: str, requests: int) -> list[list[float]]:
+def _latencies(http: httpx.Client, run_id: str, requests: int) -> tuple[float, list[list[float]]]:
+    """The first /metrics of this web process (every task formatted), then the interleaved latencies."""
+    first_scrape = _timed(http, "/metrics")
     for path in ("/api/status", "/", f"/runs/{run_id}"):  # warm caches and imports once
         _timed(http, path)
-    return interleave(
+    return first_scrape, interleave(
         requests,
         lambda: _floor(http),
         lambda: _timed(http, "/api/status"),
         lambda: _timed(http, "/"),
         lambda: _timed(http, f"/runs/{run_id}"),
+        lambda: _timed(http, "/metrics"),
     )
 
 
@@ -205,36 +214,33 @@ def run(settings: Settings) -> list[Figure]:
             process = psutil.Process(web.proc.pid)
             rss_start = process.memory_info().rss / 1048576
             with _client(web) as http:
-                floor, status, index, page = _latencies(http, run_id, requests)
+                first_scrape, (floor, status, index, page, scrape) = _latencies(http, run_id, requests)
                 lines = line_latencies(
                     http, home / "logs" / "tasks" / "task-000.log", run_id, int(settings.pick(10, 50))
                 )
             with SupervisorProcess(home) as sup, _client(web) as http:
                 _wait_live(http, tasks)
-                live_floor, live_status, live_index, live_page = _latencies(http, run_id, requests)
-                quiet: list[float] = []
-                polled: list[float] = []
-                polls = 0
-                for _ in range(rounds):
-                    quiet += loop_probes(sup, probes)
-                    with _client(web) as other, Poller(other, "/", rate=10) as poller:
-                        polled += loop_probes(sup, probes)
-                    polls += poller.done
+                live_first_scrape, (live_floor, live_status, live_index, live_page, live_scrape) = _latencies(
+                    http, run_id, requests
+                )
+                quiet, polled, polls = _loop_while_polled(sup, web, "/", probes=probes, rounds=rounds)
                 direct: list[float] = []
                 direct_polls = 0
                 for _ in range(rounds):
                     with StatusPoller(sup.paths.control_socket, rate=10) as status_poller:
                         direct += loop_probes(sup, probes)
                     direct_polls += status_poller.done()
+                unscraped, scraped, scrapes = _loop_while_polled(sup, web, "/metrics", probes=probes, rounds=rounds)
             rss_end = process.memory_info().rss / 1048576
     base = summarize(floor)
     figures = []
-    for phase, floor_of, measured in (
-        ("offline", base, (status, index, page)),
-        ("live", summarize(live_floor), (live_status, live_index, live_page)),
+    for phase, floor_of, measured, first in (
+        ("offline", base, (status, index, page, scrape), first_scrape),
+        ("live", summarize(live_floor), (live_status, live_index, live_page, live_scrape), live_first_scrape),
     ):
         note = f"{tasks} tasks, {rows:,} history rows, {requests} requests each, interleaved; {phase} status"
-        for name, values, bound in zip(("/api/status", "/ (tasks page)", "run page"), measured, (50.0, 150.0, 100.0)):
+        names = ("/api/status", "/ (tasks page)", "run page", "/metrics")
+        for name, values, bound in zip(names, measured, (50.0, 150.0, 100.0, 20.0)):
             ours = summarize(values)
             figures.append(
                 Figure(
@@ -251,6 +257,21 @@ def run(settings: Settings) -> list[Figure]:
                     note=note,
                 )
             )
+        figures.append(
+            Figure(
+                GROUP,
+                f"/metrics first scrape, {phase}",
+                "ms",
+                summarize([first]),
+                "— (informative)",
+                None,
+                baseline=floor_of,
+                baseline_name="favicon (auth only)",
+                ratio=first / floor_of.median if floor_of.median else None,
+                note=f"{tasks} tasks, every one formatted: offline, the web process's first scrape; live, the first "
+                "after the supervisor came (every task's next run and state changed)",
+            )
+        )
     arrived = summarize(lines)
     figures.append(
         Figure(
@@ -280,43 +301,70 @@ def run(settings: Settings) -> list[Figure]:
             ratio=rss_end / rss_start if rss_start else None,
         )
     )
-    loud, calm = summarize(polled), summarize(quiet)
-    ratio = loud.p99 / calm.p99 if calm.p99 else None
+    calm = summarize(quiet)
     figures.append(
-        Figure(
-            GROUP,
+        _lateness(
             "supervisor loop lateness while / is polled 10×/s",
-            "ms",
-            loud,
-            "p99 ≤ 1.5× not polled",
-            ratio is not None and ratio <= 1.5,
-            baseline=calm,
-            baseline_name="same supervisor, not polled",
-            ratio=ratio,
-            tail=True,
-            note=f"no-op control round trip every 20 ms, {rounds} alternating rounds of {probes}; "
+            summarize(polled),
+            calm,
+            f"no-op control round trip every 20 ms, {rounds} alternating rounds of {probes}; "
             f"{polls} page loads while polled",
         )
     )
-    asked = summarize(direct)
-    direct_ratio = asked.p99 / calm.p99 if calm.p99 else None
     figures.append(
-        Figure(
-            GROUP,
+        _lateness(
             "supervisor loop lateness while status is asked 10×/s by another process",
-            "ms",
-            asked,
-            "p99 ≤ 1.5× not polled",
-            direct_ratio is not None and direct_ratio <= 1.5,
-            baseline=calm,
-            baseline_name="same supervisor, not polled",
-            ratio=direct_ratio,
-            tail=True,
-            note="the supervisor's own share of the row above: raw `status` requests on the control socket from a "
+            summarize(direct),
+            calm,
+            "the supervisor's own share of the row above: raw `status` requests on the control socket from a "
             f"separate process (no dashboard rendering on the shared cores); {direct_polls} answers",
         )
     )
+    figures.append(
+        _lateness(
+            "supervisor loop lateness while /metrics is scraped 10×/s",
+            summarize(scraped),
+            summarize(unscraped),
+            f"no-op control round trip every 20 ms, {rounds} alternating rounds of {probes}; {scrapes} scrapes "
+            "(a Prometheus server scrapes every 15–60 s: this is 150–600 of them at once)",
+            quiet_name="not scraped",
+        )
+    )
     return figures
+
+
+def _lateness(name: str, loud: Summary, calm: Summary, note: str, *, quiet_name: str = "not polled") -> Figure:
+    """A loop-lateness row: p99 while something polls against the same supervisor left alone."""
+    ratio = loud.p99 / calm.p99 if calm.p99 else None
+    return Figure(
+        GROUP,
+        name,
+        "ms",
+        loud,
+        f"p99 ≤ 1.5× {quiet_name}",
+        ratio is not None and ratio <= 1.5,
+        baseline=calm,
+        baseline_name=f"same supervisor, {quiet_name}",
+        ratio=ratio,
+        tail=True,
+        note=note,
+    )
+
+
+def _loop_while_polled(
+    sup: SupervisorProcess, web: WebProcess, path: str, *, probes: int, rounds: int
+) -> tuple[list[float], list[float], int]:
+    """Loop probes in blocks alternating between ``path`` polled 10×/s by another thread and not polled; the
+    quiet probes, the polled probes and how many requests the poller made."""
+    quiet: list[float] = []
+    polled: list[float] = []
+    requests = 0
+    for _ in range(rounds):
+        quiet += loop_probes(sup, probes)
+        with _client(web) as other, Poller(other, path, rate=10) as poller:
+            polled += loop_probes(sup, probes)
+        requests += poller.done
+    return quiet, polled, requests
 
 
 # A separate interpreter asks for status over the raw control socket (the reply is read, not parsed), so the

@@ -74,6 +74,8 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_loop_manual.py": "loop",
     "test_loop_sched.py": "loop",
     "test_loop_states.py": "loop",
+    "test_metrics.py": "unit",
+    "test_metrics_e2e.py": "e2e",
     "test_next_cli.py": "e2e",
     "test_notify_delivery.py": "e2e",
     "test_notify_e2e.py": "e2e",

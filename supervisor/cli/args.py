@@ -39,6 +39,8 @@ EXAMPLES = {
     "  taskautomation next backup --from 2026-03-28T12:00 --json",
     "pause": "example:\n  taskautomation pause backup",
     "resume": "example:\n  taskautomation resume backup",
+    "metrics": "examples:\n  taskautomation metrics\n"
+    "  taskautomation metrics --textfile /var/lib/prometheus/node-exporter/taskautomation.prom",
     "web": "examples:\n  taskautomation web\n  taskautomation web --url\n"
     "  (from another machine: ssh -L 8765:127.0.0.1:8765 HOST, then open the printed URL)",
     "import-crontab": "examples:\n  taskautomation import-crontab --dry-run\n"
@@ -294,6 +296,17 @@ def _completion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to print the completion script for")
 
 
+def _metrics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--textfile",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write to PATH (a *.prom file in node_exporter's --collector.textfile.directory) by an atomic "
+        "rename instead of printing",
+    )
+
+
 _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "status": _status_options,
     "history": _history_options,
@@ -307,6 +320,7 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "notify-test": _notify_test_options,
     "next": _next_options,
     "web": _web_options,
+    "metrics": _metrics_options,
     "import-crontab": _import_crontab_options,
     "init": _init_options,
     "completion": _completion_options,
@@ -329,6 +343,7 @@ SUBCOMMANDS = {
     "pause": "stop starting the due runs of a task (kept across restarts) until resume",
     "resume": "let a paused task's due runs start again",
     "web": "serve the web dashboard and print its login URL (needs taskautomation[web])",
+    "metrics": "print the Prometheus metrics of this home (or write them for node_exporter's textfile collector)",
     "import-crontab": "make one task folder per job of a crontab (created disabled; the crontab is not changed)",
     "init": "make a folder a home: Tasks/ with a disabled example, a commented taskautomation.ini",
     "completion": "print the shell completion script for bash, zsh or fish",

@@ -28,6 +28,7 @@ from .completion import cmd_completion, complete_if_asked
 from .edges import call_edge
 from .home import choose_home, ensure_home
 from .init import cmd_init
+from .metrics import cmd_metrics
 from .next import cmd_next
 from .render import View, format_full_time, outcome_line, render_history, render_status, wants_colour
 
@@ -414,6 +415,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "web": cmd_web,
     "pause": cmd_pause_resume,
     "resume": cmd_pause_resume,
+    "metrics": cmd_metrics,
     "import-crontab": cmd_import_crontab,
 }
 # The commands that choose their folder themselves (init) or need none (completion).

@@ -143,9 +143,17 @@ def unknown_warnings(sections: Mapping[str, Section], schema: Mapping[str, tuple
 
 
 def lookup(
-    sections: Mapping[str, Section], section: str, key: str, parse: Callable[[str], T], default: T, ctx: Context
+    sections: Mapping[str, Section],
+    section: str,
+    key: str,
+    parse: Callable[[str], T],
+    default: T,
+    ctx: Context,
+    *,
+    shown: Callable[[str], str] | None = None,
 ) -> T:
-    """``[section] key`` parsed by ``parse``; ``default`` when absent; ConfigError when invalid."""
+    """``[section] key`` parsed by ``parse``; ``default`` when absent; ConfigError when invalid, showing the
+    value as ``shown`` makes it (a secret's error must not print the secret)."""
     found = sections.get(section.lower())
     entry = found.entries.get(key.lower()) if found is not None else None
     if entry is None:
@@ -153,7 +161,7 @@ def lookup(
     try:
         return parse(entry.value)
     except InvalidValue as exc:
-        raise ctx.error(section, key, entry.value, str(exc)) from None
+        raise ctx.error(section, key, shown(entry.value) if shown else entry.value, str(exc)) from None
 
 
 def has_key(sections: Mapping[str, Section], section: str, key: str) -> bool:

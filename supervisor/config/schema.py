@@ -26,6 +26,8 @@ single values are config_values.py and schedule_keys.py.
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping
@@ -99,7 +101,7 @@ _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Notify": NOTIFY_KEYS,
     "Retry": _TASK_SCHEMA["Retry"],
     "Global": _BACKOFF_KEYS,
-    "Web": ("Listen", "AllowedHosts"),
+    "Web": ("Listen", "AllowedHosts", "MetricsToken"),
 }
 
 
@@ -299,6 +301,15 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         failure_backoff=_parse_failure_backoff(sections, base.failure_backoff, ctx),
         web_listen=lookup(sections, "Web", "Listen", values.listen, base.web_listen, ctx),
         web_allowed_hosts=lookup(sections, "Web", "AllowedHosts", values.host_list, base.web_allowed_hosts, ctx),
+        web_metrics_token=lookup(
+            sections,
+            "Web",
+            "MetricsToken",
+            values.metrics_token,
+            base.web_metrics_token,
+            ctx,
+            shown=values.secret_shown,
+        ),
     )
     if config.executor == "rq" and not config.redis_url:
         raise ctx.error("Supervisor", "Executor", "rq", "needs [Supervisor] RedisUrl (e.g. redis://127.0.0.1:6379/0)")
@@ -312,4 +323,16 @@ def read_home_config(path: Path) -> tuple[HomeConfig, tuple[str, ...]]:
         text = read_text(path, ctx, missing_ok=True)
     except FileNotFoundError:
         return HomeConfig(), ()
-    return parse_home_config(text, path=path)
+    config, warnings = parse_home_config(text, path=path)
+    if config.web_metrics_token is not None and _readable_by_others(path):
+        warnings += (
+            ctx.warning(f"[Web] MetricsToken is a secret but the file is readable by others; run chmod 600 {path}"),
+        )
+    return config, warnings
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    except OSError:
+        return False

@@ -26,6 +26,8 @@ _MAX_PROCESSES = 4194304  # PID_MAX_LIMIT on 64-bit Linux: no cap can be larger
 _INSTALLERS = ("uv", "pip")
 _EXECUTORS = ("local", "rq")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+_MIN_METRICS_TOKEN = 16
 # Below this the debounce stops coalescing an editor's save (swap file, probe, backup, write) into one reload.
 _MIN_WATCH_DEBOUNCE_S = 0.05
 
@@ -154,6 +156,23 @@ def host_list(text: str) -> tuple[str, ...]:
         if "/" in host or "@" in host:
             raise InvalidValue(f"{host!r} is not a host name (no scheme or path: just example.org)")
     return hosts
+
+
+def metrics_token(text: str) -> str:
+    """[Web] MetricsToken: a bearer token as RFC 6750 spells one, long enough not to be guessed."""
+    token = text.strip()
+    if not _BEARER_TOKEN.fullmatch(token):
+        raise InvalidValue("not a bearer token (letters, digits and - . _ ~ + / = only, no spaces)")
+    if len(token) < _MIN_METRICS_TOKEN:
+        raise InvalidValue(
+            f"too short ({len(token)} characters; at least {_MIN_METRICS_TOKEN}, e.g. from `openssl rand -hex 32`)"
+        )
+    return token
+
+
+def secret_shown(text: str) -> str:
+    """How an error shows a secret's value: its length only."""
+    return f"<secret, {len(text.strip())} characters>"
 
 
 def installer(text: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import HistoryStoreError
 from ..paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+from .totals import MIGRATION as TOTALS_MIGRATION
 
 COLUMNS = (
     "run_id",
@@ -86,6 +87,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # runs_task_started that walked every old row of the task, this partial index holds only open ones.
         "CREATE INDEX runs_open_task ON runs (task, started) WHERE outcome IS NULL",
     ),
+    # Run totals that pruning never lowers (the Prometheus counters), kept by triggers and backfilled from the
+    # rows present: totals.py.
+    TOTALS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

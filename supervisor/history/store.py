@@ -47,6 +47,7 @@ from .schema import COLUMNS as _COLUMNS
 from .schema import NEWEST_FIRST as _NEWEST_FIRST
 from .schema import SCHEMA_VERSION
 from .schema import SELECT as _SELECT
+from .totals import HistoryTotals, read_totals
 
 # Names other modules import from here (the history's public face), besides HistoryStore itself.
 __all__ = [
@@ -370,6 +371,11 @@ class HistoryStore:
             ]
         except (ValueError, TypeError) as exc:
             raise HistoryStoreError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
+
+    def totals(self) -> HistoryTotals:
+        """Run totals per task that pruning never lowers (totals.py): the Prometheus counters' source."""
+        with self._db.reading("read the run totals") as conn:
+            return HistoryTotals() if conn is None else read_totals(conn, path=self.path)
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the database (SQLite's ``data_version``)."""

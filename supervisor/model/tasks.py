@@ -131,7 +131,8 @@ class HomeConfig:
     [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
     [Retry]      defaults for every task's [Retry] keys
     [Global]     FailureBackoff, FailureBackoffAfter: defaults for every task
-    [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names
+    [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names ;
+                 MetricsToken = a bearer token good for GET /metrics only (Prometheus' scrape secret)
     """
 
     installer: str = "uv"
@@ -150,6 +151,7 @@ class HomeConfig:
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # defaults for every task
     web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
     web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
+    web_metrics_token: str | None = None  # [Web] MetricsToken: a second bearer token, good for /metrics only
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from .. import __version__
 from ..config.listen import Listen, allowed_hosts
 from ..model import Outcome
 from ..paths import Paths
 from ..query import timefmt
+from ..query.scrape import CONTENT_TYPE, Scraper, accepts_gzip
 from . import fmt, svg
 from .actions import ACTIONS, ActionResult, Ask, act, control_asker
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
@@ -50,6 +52,7 @@ class WebConfig:
     listen: Listen
     token: str
     extra_hosts: tuple[str, ...] = ()
+    metrics_token: str | None = None  # [Web] MetricsToken: also good for GET /metrics
 
 
 def _utcnow() -> datetime:
@@ -64,6 +67,9 @@ class Dashboard:
         self.clock = clock
         self.ask = ask
         self.reader = Reader(config.paths)
+        self.scraper = Scraper(
+            config.paths, records=self.reader.records, source=self.reader.source, version=__version__
+        )
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
         env.filters.update(absolute=fmt.absolute, duration=timefmt.duration, oclass=svg.outcome_class)
         self.templates = Jinja2Templates(env=env)
@@ -257,6 +263,12 @@ class Dashboard:
     def _csrf_refused(self, request: Request) -> Response:
         return self.refuse(request, 403, "missing or wrong CSRF token (form field csrf or header X-CSRF-Token)")
 
+    async def metrics(self, request: Request) -> Response:
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+        body = await run_in_threadpool(lambda: self.scraper.exposition(gzipped=gzipped))
+        headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzipped else {})}
+        return Response(body, media_type=CONTENT_TYPE, headers=headers)
+
     async def favicon(self, request: Request) -> Response:
         return Response(status_code=204)
 
@@ -273,6 +285,7 @@ class Dashboard:
             Route("/api/tasks/{name}/history", self.api_history),
             Route("/api/runs/{run_id}", self.api_run),
             Route("/api/tasks/{name}/{action:str}", self.api_action, methods=["POST"]),
+            Route("/metrics", self.metrics),
             Route("/favicon.ico", self.favicon),
             Mount("/static", app=StaticFiles(directory=PACKAGE / "static"), name="static"),
         ]
@@ -289,6 +302,12 @@ def create_app(
     dashboard = Dashboard(config, clock=clock, ask=ask or control_asker(config.paths))
     app = Starlette(routes=dashboard.routes())
     app.add_middleware(Faults, respond=dashboard.refuse)  # inside the Guard: its answers get the headers
-    app.add_middleware(Guard, token=config.token, allowed=allowed_hosts(config.listen, config.extra_hosts), now=wall)
+    app.add_middleware(
+        Guard,
+        token=config.token,
+        metrics_token=config.metrics_token,
+        allowed=allowed_hosts(config.listen, config.extra_hosts),
+        now=wall,
+    )
     app.state.dashboard = dashboard
     return app

@@ -2,8 +2,10 @@
 
 Order of refusals: a foreign Host header is 400 before anything else (DNS rebinding: the page that sent it
 must learn nothing, not even whether a login exists). Then authentication: ``Authorization: Bearer TOKEN``
-(scripts) or the session cookie (browsers); without either, ``/api/*`` answers 401 and pages redirect to
-``/login``. ``/login`` and ``/static/*`` (the vendored htmx and the stylesheet, no data) are open.
+(scripts) or the session cookie (browsers); without either, ``/api/*`` and ``/metrics`` answer 401 and pages
+redirect to ``/login``. ``[Web] MetricsToken``, when set, is a second bearer token good for ``/metrics`` only
+(a Prometheus server's scrape secret, which must not be able to act on tasks). ``/login`` and ``/static/*``
+(the vendored htmx and the stylesheet, no data) are open.
 CSRF is checked by the POST endpoints themselves (they read the form), through :func:`csrf_ok`.
 
 Every response carries a strict Content-Security-Policy (scripts, styles and connections from this origin
@@ -35,15 +37,25 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
+METRICS_PATH = "/metrics"
 FORM_LIMIT = 64 * 1024
 
 
 class Guard:
     """ASGI middleware; sets ``scope["state"]["auth"]`` to ``"bearer"`` or ``"cookie"`` and the session."""
 
-    def __init__(self, app: ASGIApp, *, token: str, allowed: frozenset[str], now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        allowed: frozenset[str],
+        now: Callable[[], float],
+        metrics_token: str | None = None,
+    ) -> None:
         self.app = app
         self.token = token
+        self.metrics_token = metrics_token
         self.allowed = allowed
         self.now = now
 
@@ -73,9 +85,9 @@ class Guard:
         path: str = scope["path"]
         state = scope.setdefault("state", {})
         if not path.startswith(OPEN_PATHS):
-            auth = self._authenticate(request)
+            auth = self._authenticate(request, path)
             if auth is None:
-                if path.startswith("/api/"):
+                if path.startswith("/api/") or path == METRICS_PATH:
                     await _json(
                         send_secured,
                         401,
@@ -90,10 +102,14 @@ class Guard:
             state["auth"], state["session"] = auth
         await self.app(scope, receive, send_secured)
 
-    def _authenticate(self, request: Request) -> tuple[str, str] | None:
+    def _authenticate(self, request: Request, path: str) -> tuple[str, str] | None:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            return ("bearer", "") if token_matches(self.token, header[7:]) else None
+            if token_matches(self.token, header[7:]):
+                return "bearer", ""
+            if path == METRICS_PATH and self.metrics_token and token_matches(self.metrics_token, header[7:]):
+                return "metrics", ""
+            return None
         cookie = request.cookies.get(COOKIE_NAME)
         if session_valid(self.token, cookie, now=self.now()):
             assert cookie is not None

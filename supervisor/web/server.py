@@ -84,7 +84,10 @@ def serve_web(
     paths.state.mkdir(parents=True, exist_ok=True)
     token = load_or_create_token(paths.state / "web-token")
     _log_errors_to(err)
-    app = create_app(WebConfig(paths=paths, listen=listen, token=token, extra_hosts=extra_hosts))
+    metrics_token = read_home_config(paths.home_config)[0].web_metrics_token
+    app = create_app(
+        WebConfig(paths=paths, listen=listen, token=token, extra_hosts=extra_hosts, metrics_token=metrics_token)
+    )
     warning = warning_for(listen)
     if warning:
         print("\n" + "!" * 78 + f"\n{warning}\n" + "!" * 78 + "\n", file=err, flush=True)
