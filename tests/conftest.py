@@ -44,6 +44,7 @@ LAYERS = ("unit", "loop", "e2e", "browser", "redis")
 TEST_FILE_LAYERS: dict[str, str] = {
     "test_bench_smoke.py": "e2e",
     "test_bundle.py": "unit",
+    "test_calendar.py": "unit",
     "test_cgroups.py": "unit",
     "test_cli.py": "e2e",
     "test_cli_polish.py": "e2e",
@@ -69,6 +70,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_lifecycle.py": "unit",
     "test_lint.py": "unit",
     "test_loop.py": "loop",
+    "test_loop_calendar.py": "loop",
     "test_loop_clock.py": "loop",
     "test_loop_damping.py": "loop",
     "test_loop_manual.py": "loop",

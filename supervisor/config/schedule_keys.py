@@ -1,4 +1,5 @@
-"""Validators for the scheduling keys ([Frequency] Cron, RunAt, TimeZone, JitterSeconds) and [Retry].
+"""Validators for the scheduling keys ([Frequency] Cron, RunAt, TimeZone, JitterSeconds, SkipDates,
+SkipHolidays) and [Retry].
 
 Each takes the raw text of one value and returns the parsed value, or raises InvalidValue whose message
 is the reason; ``config`` puts the task, file, section, key and value in front of it.
@@ -6,13 +7,16 @@ is the reason; ``config`` puts the task, file, section, key and value in front o
 
 from __future__ import annotations
 
+import difflib
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import holidays
 from cronsim import CronSim, CronSimError
 
-from ..model import RETRYABLE_OUTCOMES, Outcome, Window
+from ..model import RETRYABLE_OUTCOMES, Calendar, Outcome, Window
+from ..scheduling.calendar import split_code
 from .values import InvalidValue, non_negative_number, number
 
 _RUN_AT = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{1,2}):(\d{2})")
@@ -125,3 +129,72 @@ def cron_meets_window(expression: str, window: Window) -> bool:
         if window.contains(slot.time()):
             return True
     return False
+
+
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_MONTH_DAY = re.compile(r"(\d{2})-(\d{2})")
+
+
+def skip_dates(text: str) -> Calendar:
+    """Comma-separated ``YYYY-MM-DD`` dates, ``MM-DD`` month-days (every year) and inclusive ranges
+    ``YYYY-MM-DD..YYYY-MM-DD``; returned as a Calendar without holidays."""
+    dates: set[date] = set()
+    yearly: set[tuple[int, int]] = set()
+    ranges: list[tuple[date, date]] = []
+    for part in text.split(","):
+        item = part.strip()
+        if ".." in item:
+            first, _, last = (side.strip() for side in item.partition(".."))
+            start, end = _iso_date(first, item), _iso_date(last, item)
+            if end < start:
+                raise InvalidValue(f"{item!r}: the range ends before it starts")
+            ranges.append((start, end))
+        elif _MONTH_DAY.fullmatch(item):
+            month, day = (int(g) for g in item.split("-"))
+            try:
+                date(2000, month, day)  # a leap year, so 02-29 is allowed
+            except ValueError:
+                raise InvalidValue(f"{item!r} is not a real month-day") from None
+            yearly.add((month, day))
+        else:
+            dates.add(_iso_date(item, item))
+    return Calendar(dates=frozenset(dates), yearly=frozenset(yearly), ranges=tuple(sorted(ranges)))
+
+
+def _iso_date(text: str, item: str) -> date:
+    match = _ISO_DATE.fullmatch(text)
+    if match is None:
+        raise InvalidValue(
+            f"{item!r} is not a date (expected YYYY-MM-DD, MM-DD for every year, or FIRST..LAST, e.g. "
+            "2026-12-24, 12-25, 2026-12-28..2027-01-03; separate several with commas)"
+        )
+    try:
+        return date(*(int(g) for g in match.groups()))
+    except ValueError as exc:
+        raise InvalidValue(f"{item!r} is not a real date ({exc})") from None
+
+
+def skip_holidays(text: str) -> tuple[str, ...]:
+    """Comma-separated ``COUNTRY`` or ``COUNTRY-SUBDIVISION`` codes known to the ``holidays`` package;
+    an unknown one is an error listing the closest known codes."""
+    supported = holidays.list_supported_countries()
+    codes: list[str] = []
+    for part in text.split(","):
+        item = part.strip().upper()
+        if not item:
+            raise InvalidValue("empty code (use a country such as DE or a country-subdivision such as DE-BY)")
+        country, subdiv = split_code(item)
+        if country not in supported:
+            raise InvalidValue(f"unknown country {country!r}{_close(country, list(supported))}")
+        if subdiv is not None and subdiv not in supported[country]:
+            known = [f"{country}-{s}" for s in supported[country]]
+            hint = _close(item, known) or (" (it has no subdivisions)" if not known else "")
+            raise InvalidValue(f"unknown subdivision {item!r}{hint}")
+        if item not in codes:
+            codes.append(item)
+    return tuple(codes)
+
+
+def _close(word: str, known: list[str]) -> str:
+    matches = difflib.get_close_matches(word, known, n=5, cutoff=0.4)
+    return f" (close matches: {', '.join(matches)})" if matches else ""

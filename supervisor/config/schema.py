@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
 from ..model import (
+    Calendar,
     CatchUp,
     ConfigResult,
     FailureBackoff,
@@ -63,6 +65,8 @@ from .schedule_keys import (
     jitter_seconds,
     retry_on,
     run_at_times,
+    skip_dates,
+    skip_holidays,
     time_zone,
 )
 
@@ -73,7 +77,18 @@ _BACKOFF_KEYS = ("FailureBackoff", "FailureBackoffAfter")
 # --- the schema: canonical spellings, used in every message ------------------------------------------
 
 _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
-    "Frequency": ("EveryXMinutes", "Cron", "RunAt", "AllowedFrom", "AllowedTo", "CatchUp", "TimeZone", "JitterSeconds"),
+    "Frequency": (
+        "EveryXMinutes",
+        "Cron",
+        "RunAt",
+        "AllowedFrom",
+        "AllowedTo",
+        "CatchUp",
+        "TimeZone",
+        "JitterSeconds",
+        "SkipDates",
+        "SkipHolidays",
+    ),
     "Global": ("Enabled", "Testing", "RunOnStartup", "Queue", *_BACKOFF_KEYS),
     "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds", "MaxProcesses"),
     "Notify": NOTIFY_KEYS,
@@ -152,6 +167,13 @@ def _parse_failure_backoff(sections: Mapping[str, Section], defaults: FailureBac
         enabled=lookup(sections, "Global", "FailureBackoff", values.boolean, defaults.enabled, ctx),
         after=lookup(sections, "Global", "FailureBackoffAfter", values.integer(1), defaults.after, ctx),
     )
+
+
+def _parse_calendar(sections: Mapping[str, Section], ctx: Context) -> Calendar:
+    days = lookup(sections, "Frequency", "SkipDates", skip_dates, Calendar(), ctx)
+    no_codes: tuple[str, ...] = ()
+    codes = lookup(sections, "Frequency", "SkipHolidays", skip_holidays, no_codes, ctx)
+    return replace(days, holidays=codes)
 
 
 def _schedule_key(sections: Mapping[str, Section], ctx: Context) -> str:
@@ -242,6 +264,7 @@ def parse_task_config(
         jitter_s=lookup(sections, "Frequency", "JitterSeconds", jitter_seconds, 0.0, ctx),
         retry=_parse_retry(sections, retry_defaults, ctx),
         failure_backoff=_parse_failure_backoff(sections, backoff_defaults, ctx),
+        calendar=_parse_calendar(sections, ctx),
     )
     warnings = unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
     return ConfigResult(spec=spec, warnings=tuple(warnings))

@@ -23,6 +23,7 @@ from .runs import (
 from .tasks import (
     DEFAULT_RETRY_ON,
     RETRYABLE_OUTCOMES,
+    Calendar,
     CatchUp,
     ConfigResult,
     FailureBackoff,
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_RETRY_ON",
     "FAILURE_OUTCOMES",
     "RETRYABLE_OUTCOMES",
+    "Calendar",
     "CatchUp",
     "ConfigResult",
     "EnvStatus",

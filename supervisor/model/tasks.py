@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from .notices import HeartbeatSettings, NotifySettings
 from .runs import Outcome
@@ -44,6 +44,24 @@ class Window:
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """[Frequency] SkipDates / SkipHolidays: local dates (in the task's zone) on which no slot runs.
+
+    ``dates`` are single dates, ``yearly`` month-days that repeat every year, ``ranges`` inclusive
+    (first, last) date pairs; ``holidays`` are ``COUNTRY`` or ``COUNTRY-SUBDIVISION`` codes of the
+    ``holidays`` package (``scheduling.calendar`` looks them up). Empty = every date runs.
+    """
+
+    dates: frozenset[date] = frozenset()
+    yearly: frozenset[tuple[int, int]] = frozenset()
+    ranges: tuple[tuple[date, date], ...] = ()
+    holidays: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.dates or self.yearly or self.ranges or self.holidays)
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,7 @@ class TaskSpec:
     jitter_s: float = 0.0  # JitterSeconds: stable offset in [0, jitter_s) added to every due time
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)
+    calendar: Calendar = field(default_factory=Calendar)  # SkipDates / SkipHolidays
 
 
 @dataclass(frozen=True)

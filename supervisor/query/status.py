@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ..history.store import record_to_json
 from ..model import CatchUp, PhaseChanged, RunRecord, ShownState, TaskPhase, TaskSpec, Window
 from ..scheduling.retry import PendingRetry
+from ..scheduling.triggers import skipped_before, zone_for
 from ..scheduling.windows import in_window
 
 LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
@@ -235,7 +236,19 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
             parts.append("runs missed while the supervisor was down are skipped (CatchUp=skip)")
         else:
             parts.append("catching up one run missed while the supervisor was down (CatchUp=once)")
+    if spec.calendar:
+        parts.extend(_calendar_why(spec, view.next_due, tz=tz))
     return "; ".join(parts)
+
+
+def _calendar_why(spec: TaskSpec, due: datetime, *, tz: tzinfo) -> list[str]:
+    """The skipped dates the next run waits out (the ones right before its date), with their reasons."""
+    skipped = skipped_before(spec.calendar, due, tz=zone_for(spec, default=tz))
+    if not skipped:
+        return []
+    shown = ", ".join(f"{day.isoformat()} ({reason})" for day, reason in skipped[:5])
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return [f"skips {shown}{more}"]
 
 
 def _explain_slots(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:

@@ -26,20 +26,26 @@ Policies (docs/cli.md, "DST and time zones"; README "Scheduling"):
   than one interval or its next slot.
 - Jitter: a stable offset in [0, JitterSeconds) from a hash of the task name. The kind computes slots on
   the un-jittered grid (the window filters un-jittered slots) and the offset is added to every result.
+- Calendars (SkipDates, SkipHolidays): a slot whose wall date in the task's zone is skipped does not
+  run. The schedule resumes on the next date that is not skipped as if the skipped dates had not been
+  there: a Cron or RunAt task at its first slot of that date or later; an interval task as soon as it is
+  inside its window that date (its grid starts afresh there). Like the window, the calendar looks at the
+  un-jittered slot.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from itertools import islice
 from typing import Iterator, Protocol
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
-from ..model import CatchUp, TaskSpec, Window
+from ..model import Calendar, CatchUp, TaskSpec, Window
+from .calendar import skip_reason
 from .windows import in_window, initial_due, resolve_wall
 
 UTC = timezone.utc
@@ -50,6 +56,8 @@ UTC = timezone.utc
 _MAX_CRON_SLOTS = 200_000
 _MAX_CRON_YEARS = 10
 _TICK = timedelta(microseconds=1)
+# Consecutive skipped dates one search steps over before it reports "no more runs": ten years.
+_MAX_SKIPPED_DAYS = 3660
 
 
 class Trigger(Protocol):
@@ -75,6 +83,8 @@ def trigger_for(spec: TaskSpec, *, tz: tzinfo) -> Trigger:
         base = RunAtTrigger(spec.run_at, window=spec.window, catch_up=spec.catch_up, tz=zone)
     else:
         base = IntervalTrigger(spec, tz=zone)
+    if spec.calendar:
+        base = Calendared(base, spec.calendar, tz=zone)
     offset = jitter_offset(spec.name, spec.jitter_s)
     return Jittered(base, offset) if offset else base
 
@@ -254,6 +264,61 @@ class Jittered:
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, +{self.offset.total_seconds():g} s jitter"
+
+
+@dataclass(frozen=True)
+class Calendared:
+    """Drops the due times of ``inner`` whose wall date in ``tz`` is skipped by ``calendar``."""
+
+    inner: Trigger
+    calendar: Calendar
+    tz: tzinfo
+
+    def next_due(self, *, anchor: datetime | None, now: datetime) -> datetime | None:
+        due = self.inner.next_due(anchor=anchor, now=now)
+        for _ in range(_MAX_SKIPPED_DAYS):
+            if due is None:
+                return None
+            day = due.astimezone(self.tz).date()
+            if skip_reason(self.calendar, day) is None:
+                return due
+            due = self._resume(day + timedelta(days=1))
+        return None
+
+    def _resume(self, day: date) -> datetime | None:
+        """The first due time on or after the start of ``day``, as if the dates before had no slots."""
+        start = resolve_wall(datetime.combine(day, time(0, 0)), tz=self.tz)
+        if isinstance(self.inner, IntervalTrigger):
+            return self.inner.next_due(anchor=None, now=start)
+        return self.inner.next_due(anchor=start - _TICK, now=start - _TICK)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, {calendar_words(self.calendar)}"
+
+
+def calendar_words(calendar: Calendar) -> str:
+    """``except SkipDates 12-25, 2026-12-28..2027-01-03 and holidays DE-BY``: the calendar in words."""
+    dates = [d.isoformat() for d in sorted(calendar.dates)]
+    dates += [f"{m:02d}-{d:02d}" for m, d in sorted(calendar.yearly)]
+    dates += [f"{a.isoformat()}..{b.isoformat()}" for a, b in calendar.ranges]
+    parts = [f"SkipDates {', '.join(dates)}"] if dates else []
+    if calendar.holidays:
+        parts.append(f"holidays {', '.join(calendar.holidays)}")
+    return "except " + " and ".join(parts)
+
+
+def skipped_before(calendar: Calendar, due: datetime, *, tz: tzinfo) -> list[tuple[date, str]]:
+    """The skipped dates right before ``due``'s wall date (the run of days it waits out), oldest first,
+    each with its reason; at most a year of them."""
+    found: list[tuple[date, str]] = []
+    day = due.astimezone(tz).date()
+    for _ in range(366):
+        day -= timedelta(days=1)
+        reason = skip_reason(calendar, day)
+        if reason is None:
+            break
+        found.append((day, reason))
+    return found[::-1]
 
 
 # --- helpers --------------------------------------------------------------------------------------------
