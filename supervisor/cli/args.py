@@ -155,6 +155,11 @@ def _run_now_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="with --wait: give up waiting after S seconds (exit 1; the run goes on)",
     )
+    p.add_argument(
+        "--respect-gates",
+        action="store_true",
+        help="refuse the run while a start gate ([Limits] StartIfFreeMemoryMB, StartIfLoadBelow) is closed",
+    )
 
 
 def _logs_options(p: argparse.ArgumentParser) -> None:

@@ -196,7 +196,10 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
     try:
         if args.wait:
             follower.read_lines()  # from the log's current end: every line of the run comes after this
-        reply = _live(paths, "run-now", {"name": args.name})
+        request: dict[str, Any] = {"name": args.name}
+        if args.respect_gates:
+            request["respect_gates"] = True
+        reply = _live(paths, "run-now", request)
         if reply is None:
             raise NotRunningError(f"no supervisor is running on {paths.home}; start it with: taskautomation run")
         if not reply.get("ok"):

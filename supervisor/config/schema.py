@@ -90,7 +90,15 @@ _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
         "SkipHolidays",
     ),
     "Global": ("Enabled", "Testing", "RunOnStartup", "Queue", *_BACKOFF_KEYS),
-    "Limits": ("TimeoutSeconds", "KillGraceSeconds", "MemoryMB", "CPUSeconds", "MaxProcesses"),
+    "Limits": (
+        "TimeoutSeconds",
+        "KillGraceSeconds",
+        "MemoryMB",
+        "CPUSeconds",
+        "MaxProcesses",
+        "StartIfFreeMemoryMB",
+        "StartIfLoadBelow",
+    ),
     "Notify": NOTIFY_KEYS,
     "Retry": ("Attempts", "DelaySeconds", "Backoff", "MaxDelaySeconds", "On"),
 }
@@ -130,6 +138,12 @@ def _parse_limits(sections: Mapping[str, Section], defaults: Limits, ctx: Contex
         memory_mb=lookup(sections, "Limits", "MemoryMB", values.optional_limit, defaults.memory_mb, ctx),
         cpu_s=lookup(sections, "Limits", "CPUSeconds", values.optional_limit, defaults.cpu_s, ctx),
         max_processes=lookup(sections, "Limits", "MaxProcesses", values.max_processes, defaults.max_processes, ctx),
+        start_if_free_memory_mb=lookup(
+            sections, "Limits", "StartIfFreeMemoryMB", values.optional_limit, defaults.start_if_free_memory_mb, ctx
+        ),
+        start_if_load_below=lookup(
+            sections, "Limits", "StartIfLoadBelow", values.optional_limit, defaults.start_if_load_below, ctx
+        ),
     )
 
 

@@ -44,9 +44,11 @@ from ..logsetup import TaskLogs
 from ..model import HomeConfig, RunMode, RunResult, TaskPhase
 from ..paths import Paths
 from ..query.status import SupervisorView
+from ..scheduling.gates import HostProbe, Probe
 from ..system.sdnotify import LoopNotifier, SdNotifier
 from .envgc import keys_in_use
 from .facts import Consumer, RunFacts, StartListener
+from .gating import GateKeeper
 from .launch import Launcher
 from .lifecycle import Lifecycle, MoveListener, is_gone
 from .manual import RunNowAnswer
@@ -91,6 +93,7 @@ class Supervisor:
         start_listeners: Sequence[StartListener] = (),
         move_listeners: Sequence[MoveListener] = (),
         board: StatusBoard | None = None,
+        gate_probe: Probe | None = None,  # what the start gates read (scheduling/gates.py); the machine by default
     ) -> None:
         self.paths, self.clock, self.tz, self.log = paths, clock, tz, logger
         self.inbox, self.executor, self.envs, self.history = inbox, executor, envs, history
@@ -116,9 +119,9 @@ class Supervisor:
             paths, executor=executor, envs=envs, history=history, facts=self.facts, task_logs=task_logs, clock=clock
         )
         self.pauses = PauseBook(history.records, now=clock.now)
-        self._assemble_books(home_config, max_inits=max_inits)
+        self._assemble_books(home_config, max_inits=max_inits, gate_probe=gate_probe or HostProbe())
 
-    def _assemble_books(self, home_config: HomeConfig, *, max_inits: int) -> None:
+    def _assemble_books(self, home_config: HomeConfig, *, max_inits: int, gate_probe: Probe) -> None:
         """The books and the snapshots, each handed the parts it uses (see the module docstring)."""
         paths, clock, history = self.paths, self.clock, self.history
         self.book = TaskBook(
@@ -144,6 +147,7 @@ class Supervisor:
             report=self.report,
             clock=clock,
             pauses=self.pauses,
+            gates=GateKeeper(self.book, probe=gate_probe, slots=self.slots, report=self.report),
             stopping=lambda: self.stopping,
         )
         self.snapshots = SnapshotMaker(
@@ -195,8 +199,8 @@ class Supervisor:
     def request_rescan(self) -> None:
         self.rescan_wanted = True
 
-    def run_now(self, name: str) -> RunNowAnswer:
-        return self.runs.run_now(name)
+    def run_now(self, name: str, *, respect_gates: bool = False) -> RunNowAnswer:
+        return self.runs.run_now(name, respect_gates=respect_gates)
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return self.runs.pause_command(command, args)

@@ -32,6 +32,7 @@ RUNNING = "running"
 QUEUED = "queued"
 STOPPING = "stopping"
 NOT_STARTED = "not-started"
+GATED = "gated"  # run-now --respect-gates while a start gate is closed
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ _LOG = logging.getLogger("taskautomation")
 class RequestTarget(Protocol):
     """What the loop offers to control requests."""
 
-    def run_now(self, name: str) -> RunNowAnswer: ...
+    def run_now(self, name: str, *, respect_gates: bool = False) -> RunNowAnswer: ...
 
     def begin_shutdown(self, reason: str) -> None: ...
 
@@ -37,7 +37,8 @@ def answer(command: str, args: Mapping[str, Any], target: RequestTarget) -> Mapp
         if command == "run-now":
             # Accepted (``run_id``, and ``waiting_for`` when the task is still loading) or refused (``error``
             # and ``code``): core/manual.py has the policy, docs/cli.md the reply.
-            return target.run_now(str(args.get("name", ""))).reply()
+            # ``respect_gates``: a closed start gate refuses the run instead of being ignored (core/gating.py).
+            return target.run_now(str(args.get("name", "")), respect_gates=args.get("respect_gates") is True).reply()
         if command == "stop":
             target.begin_shutdown(f"stop requested ({args.get('by', 'control socket')})")
             return {"ok": True, "pid": os.getpid()}

@@ -13,7 +13,8 @@ Policies:
   pass without a run (nothing is recorded: ``why`` says it is paused), so after resume
   it waits for its next slot instead of making up what it missed; its retries wait too.
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
-  slots.py when every slot is taken (state ``queued``). A manual run-now bypasses the cap.
+  slots.py when every slot is taken (state ``queued``), or while a start gate is closed (gating.py). A
+  manual run-now bypasses the cap and the gates (unless it asks to respect the gates).
 * A start that fails transiently (``TaskAutomationError.transient``, or a lack of processes, threads, memory
   or files, at the spawn or reported by the shim once it ran) puts the run back at the head of the queue
   after a back-off (2 s doubling to 60 s; state ``queued``, stage ``backing-off``), with its run id and open
@@ -43,9 +44,10 @@ from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
 from . import damping
 from .clocksteps import recompute_after_step
 from .facts import RunFacts
+from .gating import GateKeeper
 from .launch import Launcher, LaunchFailed
 from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
-from .manual import NOT_LOADED, NOT_STARTED, QUEUED, RUNNING, STOPPING, UNKNOWN_TASK, PromisedRuns, RunNowAnswer
+from .manual import GATED, NOT_LOADED, NOT_STARTED, QUEUED, RUNNING, STOPPING, UNKNOWN_TASK, PromisedRuns, RunNowAnswer
 from .pausing import PauseBook
 from .reporting import Reporter
 from .slots import QueuedRun, RunSlots
@@ -64,9 +66,10 @@ class RunBook:
         report: Reporter,
         clock: Clock,
         pauses: PauseBook,
+        gates: GateKeeper,
         stopping: Callable[[], str | None],
     ) -> None:
-        self.book = book
+        self.book, self.gates = book, gates
         self.pauses = pauses
         self.slots = slots
         self.launcher = launcher
@@ -164,6 +167,7 @@ class RunBook:
                 logging.INFO,
                 f"task {st.name!r}: retry (attempt {waiting.attempt}) dropped: the next slot came first",
             )
+        self.gates.slot_came(st)  # a run still held by a start gate gives way to this one (gating.py)
         if st.main_run is not None or st.name in self.slots:
             why = (
                 f"previous run {st.main_run} still running"
@@ -191,7 +195,7 @@ class RunBook:
 
     def start_queued(self) -> None:
         """Start the queued runs that have a free slot, first come first served."""
-        for run in self.slots.take(in_flight=self.launcher.count(RunMode.MAIN)):
+        for run in self.slots.take(in_flight=self.launcher.count(RunMode.MAIN), held=self.gates.held):
             st = self.book.tasks.get(run.task)
             if st is None or not is_loaded(st):
                 continue  # unloaded meanwhile (its open row, if any, was closed then)
@@ -225,8 +229,9 @@ class RunBook:
         return record.run_id
 
     # ------------------------------------------------------------------ manual runs
-    def run_now(self, name: str) -> RunNowAnswer:
-        """Start a manual run (does not move the schedule), or promise one to a loading task (manual.py)."""
+    def run_now(self, name: str, *, respect_gates: bool = False) -> RunNowAnswer:
+        """Start a manual run (does not move the schedule), or promise one to a loading task (manual.py);
+        with ``respect_gates`` a closed start gate refuses it (gating.py)."""
         st = self.book.tasks.get(name)
         if st is None or is_gone(st):
             return RunNowAnswer.refused(UNKNOWN_TASK, f"no task named {name!r} in {self.book.paths.tasks}")
@@ -243,6 +248,8 @@ class RunBook:
         if name in self.slots:
             why = "has a due run waiting for a run slot (MaxConcurrentRuns)"
             return RunNowAnswer.refused(QUEUED, f"task {name!r} {why}")
+        if respect_gates and (gate := self.gates.closed(st)) is not None:
+            return RunNowAnswer.refused(GATED, f"task {name!r}: {gate} (without --respect-gates it starts anyway)")
         return self._manual(st)
 
     def _manual(self, st: TaskState, run_id: str | None = None) -> RunNowAnswer:

@@ -10,12 +10,16 @@ Policies:
 * A run whose start failed for a transient reason (too many open files, no memory or processes for a
   moment) goes back to the head of the queue with a not-before time: ``SPAWN_RETRY_FIRST_S`` doubling up to
   ``SPAWN_RETRY_MAX_S``. Its history row stays open meanwhile and the retry reuses its run id.
+* A run whose start gate is closed (``[Limits] StartIfFreeMemoryMB`` / ``StartIfLoadBelow``, judged by the
+  caller of ``take``) stays where it is and takes no slot, so the runs behind it are not held up; the gate
+  is looked at again every ``GATE_POLL_S`` seconds and the run starts on the first turn that finds it open.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Callable
 
 from ..clock import Clock
 from ..logsetup import TaskLogs
@@ -25,6 +29,7 @@ from .lifecycle import Lifecycle, TaskState
 
 SPAWN_RETRY_FIRST_S = 2.0
 SPAWN_RETRY_MAX_S = 60.0
+GATE_POLL_S = 5.0  # how often a run held by a start gate looks at the gate again (a few reads of /proc)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class QueuedRun:
     run_id: str | None = None  # set once a start failed transiently: its history row is already open
     spawn_failures: int = 0  # transient spawn failures so far
     not_before: float = 0.0  # monotonic time before which it must not start
+    gate: str | None = None  # the start gate that held it back at the last look (status's ``why``)
 
 
 class RunQueue:
@@ -67,19 +73,28 @@ class RunQueue:
         self._queue = {run.task: again, **{k: v for k, v in self._queue.items() if k != run.task}}
         return again
 
-    def take(self, *, in_flight: int, now_mono: float) -> list[QueuedRun]:
-        """Remove and return the runs that may start now, in order, while slots last."""
+    def take(
+        self, *, in_flight: int, now_mono: float, held: Callable[[QueuedRun], str | None] | None = None
+    ) -> list[QueuedRun]:
+        """Remove and return the runs that may start now, in order, while slots last. ``held`` says why a
+        run's start gate keeps it back (None: open); such a run keeps its place and takes no slot."""
         taken: list[QueuedRun] = []
         for run in list(self._queue.values()):
             if in_flight + len(taken) >= self.capacity:
                 break
-            if run.not_before <= now_mono:
-                taken.append(run)
-                del self._queue[run.task]
+            if run.not_before > now_mono:
+                continue
+            gate = held(run) if held is not None else None
+            if gate is not None:
+                self._queue[run.task] = replace(run, gate=gate, not_before=now_mono + GATE_POLL_S)
+                continue
+            taken.append(run)
+            del self._queue[run.task]
         return taken
 
     def next_wakeup(self, *, in_flight: int) -> float | None:
-        """The monotonic time at which a queued run may start; None when none can (or none waits)."""
+        """The monotonic time at which a queued run may start (or its gate be looked at again); None when
+        none can (or none waits)."""
         if in_flight >= self.capacity or not self._queue:
             return None
         return min(run.not_before for run in self._queue.values())
@@ -112,9 +127,15 @@ class RunSlots:
         self.queue.add(run)
         self._machine.move(st, RunStage.QUEUED)
 
-    def take(self, *, in_flight: int) -> list[QueuedRun]:
-        """The queued runs that may start now (their tasks stay ``queued`` until ``left`` or ``back_off``)."""
-        return self.queue.take(in_flight=in_flight, now_mono=self._clock.monotonic())
+    def take(self, *, in_flight: int, held: Callable[[QueuedRun], str | None] | None = None) -> list[QueuedRun]:
+        """The queued runs that may start now (their tasks stay ``queued`` until ``left`` or ``back_off``);
+        ``held`` is the start gates' verdict on a run (RunQueue.take)."""
+        return self.queue.take(in_flight=in_flight, now_mono=self._clock.monotonic(), held=held)
+
+    def gate(self, task: str) -> str | None:
+        """The start gate that holds the task's queued run back, or None."""
+        queued = self.queue.get(task)
+        return queued.gate if queued is not None else None
 
     def left(self, st: TaskState) -> None:
         """A taken run started, or will not start: the task no longer waits for a slot."""

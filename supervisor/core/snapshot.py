@@ -111,7 +111,7 @@ class SnapshotMaker:
                 continue
             waiting = self._executor.waiting_on(st.main_run) if st.main_run else None
             paused = self._pauses.since(st.name)
-            key = (st.revision, waiting, paused)
+            key = (st.revision, waiting, paused, self._slots.gate(st.name))  # a gate's reading is no move
             cached = self._views.get(st.name)
             if cached is None or cached[0] != key:
                 cached = self._views[st.name] = (key, self._view(st, waiting, paused))
@@ -152,6 +152,7 @@ class SnapshotMaker:
             startup_pending=st.startup_pending,
             running=running,
             queued_since=self._slots.since(st.name),
+            queued_gate=self._slots.gate(st.name),
             retry=st.retry,
             failures=st.failures,
             schedule=st.trigger.describe() if st.trigger is not None else None,

@@ -73,6 +73,10 @@ class Limits:
     memory_mb: float | None = None  # resident memory of the whole process tree
     cpu_s: float | None = None  # CPU seconds of the whole process tree
     max_processes: int | None = 1024  # processes + threads of one run; 0 in config.ini means None
+    # Start gates (scheduling/gates.py): a due run waits in the queue until the machine has this much free
+    # memory (MemAvailable) and a 1-minute load per core below this; None means no gate.
+    start_if_free_memory_mb: float | None = None
+    start_if_load_below: float | None = None
 
 
 # Outcomes a [Retry] policy retries unless its ``On`` says otherwise (docs/cli.md, "Retries").

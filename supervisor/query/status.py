@@ -41,6 +41,7 @@ class TaskView:
     startup_pending: bool
     running: RunningView | None = None
     queued_since: datetime | None = None
+    queued_gate: str | None = None  # the start gate its queued run waits for (core/gating.py)
     retry: PendingRetry | None = None  # [Retry]: the next attempt of a failed run
     failures: int = 0  # consecutive failures (final attempts)
     schedule: str | None = None  # the trigger's describe()
@@ -186,6 +187,8 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
         return f"due run {view.running.run_id} is queued: {view.running.waiting_on}"
     if view.running is not None:
         return "running now"
+    if view.queued_since is not None and view.queued_gate is not None:
+        return f"due since {_fmt(view.queued_since, tz)}; waiting for its {view.queued_gate}"
     if view.queued_since is not None:
         return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
     phase = view.phase

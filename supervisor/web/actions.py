@@ -33,6 +33,7 @@ REFUSALS = {
     "not-loaded": 409,
     "stopping": 409,
     "not-started": 409,
+    "gated": 409,
     "busy": 503,
 }
 

@@ -23,6 +23,7 @@ from supervisor.history.store import HistoryStore
 from supervisor.logsetup import TaskLogs
 from supervisor.model import HomeConfig, Outcome, PhaseChanged, RunFinished, RunMode, RunRecord, RunResult
 from supervisor.paths import Paths
+from supervisor.scheduling.gates import Probe
 
 UTC = timezone.utc
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -50,6 +51,20 @@ class FakeClock:
     def step_wall(self, seconds: float) -> None:
         """The wall clock jumps (NTP, a board without RTC); monotonic time does not."""
         self.wall += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeProbe:
+    """What the start gates read, set by the test (None: cannot be read)."""
+
+    free_mb: float | None = 100_000.0
+    load: float | None = 0.0
+
+    def free_memory_mb(self) -> float | None:
+        return self.free_mb
+
+    def load_per_core(self) -> float | None:
+        return self.load
 
 
 class FakeExecutor:
@@ -162,7 +177,12 @@ class FakeEnvs:
 
 class Harness:
     def __init__(
-        self, home: Path, *, home_config: HomeConfig = HomeConfig(), records: HistoryStore | None = None
+        self,
+        home: Path,
+        *,
+        home_config: HomeConfig = HomeConfig(),
+        records: HistoryStore | None = None,
+        gate_probe: Probe | None = None,
     ) -> None:
         self.paths = Paths(home)
         self.paths.ensure()
@@ -191,6 +211,7 @@ class Harness:
             consumers=[self.history, self.facts.append],
             max_inits=2,
             move_listeners=[self.moves.append],
+            gate_probe=gate_probe,
         )
 
     def write(
