@@ -5,11 +5,9 @@ publishes a status snapshot, then sleeps until the earliest of: the next due run
 check, a back-off, or an event; the events that arrived are handled before the next turn. An idle supervisor
 wakes at least once a minute however many tasks it holds, to notice wall-clock steps.
 
-``Supervisor`` owns its parts and hands each what it needs (service.py wires the real collaborators; tests
-pass fakes): the lifecycle (lifecycle.py: every move, and its event to the move listeners), the task book
-(tasks.py: folders to ``scheduled``), the run book (runbook.py: runs of main()), the run slots (slots.py),
-the launcher (launch.py: processes in flight), the facts (facts.py: ``RunStarted`` / ``RunFinished`` to the
-listeners and consumers), the pauses (pausing.py) and the status snapshot (snapshot.py).
+``Supervisor`` owns its parts and hands each what it needs (service.py wires the real ones; tests pass fakes):
+lifecycle.py (every move), tasks.py (folders to ``scheduled``), runbook.py (runs of main()), slots.py,
+launch.py (processes in flight), facts.py (run starts/ends to listeners), pausing.py, gating.py, snapshot.py.
 
 Policies the loop enforces:
 * "Not loaded -> loaded" (start, folder added, re-enabled, fixed) is the only move that applies RunOnStartup
@@ -23,8 +21,7 @@ Policies the loop enforces:
   than ``CLOCK_STEP_TOLERANCE_S`` between two wakes, every due time is recomputed (clocksteps.py). The sleep
   is measured from the clock as the turn's step check read it, so a step during a turn or a sleep never
   makes the loop wake later than a due time; that wake notices it. Timeouts run on the monotonic clock.
-* Rescans happen on a watcher hint, on a ``rescan`` request, and every ``safety_rescan_s`` regardless:
-  inotify can silently miss sub-folders or overflow, so a lost hint delays a reload by at most that long.
+* Rescans happen on a watcher hint, a ``rescan`` request, and every ``safety_rescan_s``: inotify can miss.
 """
 
 from __future__ import annotations
@@ -69,8 +66,7 @@ MAX_CONCURRENT_INITS = max(4, 4 * (os.cpu_count() or 1))
 
 
 class Supervisor:
-    """Owns the loop and its parts. Construct, then call ``run()`` from the thread that should own every
-    child."""
+    """Owns the loop and its parts. Construct, then call ``run()`` from the thread that owns every child."""
 
     def __init__(
         self,

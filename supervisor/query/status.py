@@ -183,14 +183,9 @@ _WAITING_WHY = {
 def explain(view: TaskView, *, tz: tzinfo) -> str:
     """One line on why the task is in its state and when it runs next (answers "why did X not run?")."""
     spec = view.spec
-    if view.running is not None and view.running.waiting_on is not None:
-        return f"due run {view.running.run_id} is queued: {view.running.waiting_on}"
-    if view.running is not None:
-        return "running now"
-    if view.queued_since is not None and view.queued_gate is not None:
-        return f"due since {_fmt(view.queued_since, tz)}; waiting for its {view.queued_gate}"
-    if view.queued_since is not None:
-        return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
+    waiting = _explain_in_flight(view, tz=tz)
+    if waiting is not None:
+        return waiting
     phase = view.phase
     if view.backing_off and phase is TaskPhase.SCHEDULED:
         return (
@@ -242,6 +237,19 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
     if spec.calendar:
         parts.extend(_calendar_why(spec, view.next_due, tz=tz))
     return "; ".join(parts)
+
+
+def _explain_in_flight(view: TaskView, *, tz: tzinfo) -> str | None:
+    """Why a running or queued task is not starting (``None`` when it is neither)."""
+    if view.running is not None and view.running.waiting_on is not None:
+        return f"due run {view.running.run_id} is queued: {view.running.waiting_on}"
+    if view.running is not None:
+        return "running now"
+    if view.queued_since is not None and view.queued_gate is not None:
+        return f"due since {_fmt(view.queued_since, tz)}; waiting for its {view.queued_gate}"
+    if view.queued_since is not None:
+        return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
+    return None
 
 
 def _calendar_why(spec: TaskSpec, due: datetime, *, tz: tzinfo) -> list[str]:
