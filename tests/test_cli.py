@@ -616,7 +616,8 @@ def test_run_now_respects_testing_mode(home: Path) -> None:
         wait_for(lambda: sup.task_status("dry")["state"] == "scheduled", timeout=30, what="dry loaded")
         result = cli(home, "run-now", "dry")
         assert result.returncode == 0, result.stderr
-        runs = sup.history("dry")
+        # run-now answers once the run is accepted; its row follows on the loop's next turn.
+        runs = wait_for(lambda: sup.history("dry"), timeout=30, what="the manual run's row")
     assert [(r["trigger"], r["outcome"]) for r in runs][0] == ("manual", "testing")
     assert not (home / "ran").exists()
 
