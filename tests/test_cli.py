@@ -65,6 +65,10 @@ RUN_KEYS = {
     "log_path",
     "attempt",
     "retry_of",
+    "reason",
+    "slots",
+    "upstream",
+    "params",
 }
 
 # main() that blocks until the test creates Output/release (bounded, so a failing test cannot hang it).

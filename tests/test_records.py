@@ -430,6 +430,10 @@ def test_record_to_json_is_stable(db: HistoryStore) -> None:
         "log_path",
         "attempt",
         "retry_of",
+        "reason",
+        "slots",
+        "upstream",
+        "params",
     ]
     assert data["trigger"] == "schedule" and data["outcome"] == "env-failed"
     assert data["due"] == "2024-03-01T12:00:00+00:00" and data["finished"] == "2024-03-01T12:00:01+00:00"

@@ -8,11 +8,12 @@ name the exception.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..model import Outcome, RunRecord, Trigger
+from ..model import MissedReason, Outcome, RunRecord, Trigger
 
 MESSAGE_CAP = 64 * 1024
 """Longest message stored, in characters; longer ones keep their head and tail around a marker."""
@@ -43,6 +44,10 @@ def record_to_json(record: RunRecord) -> dict[str, object]:
         "log_path": None if record.log_path is None else str(record.log_path),
         "attempt": record.attempt,
         "retry_of": record.retry_of,
+        "reason": None if record.reason is None else MissedReason(record.reason).value,
+        "slots": record.slots,
+        "upstream": record.upstream,
+        "params": dict(record.params),
     }
 
 
@@ -110,6 +115,10 @@ def record_to_row(record: RunRecord) -> tuple[object, ...]:
         None if record.log_path is None else str(record.log_path),
         record.attempt,
         record.retry_of,
+        None if record.reason is None else MissedReason(record.reason).value,
+        record.slots,
+        record.upstream,
+        json.dumps(dict(record.params)) if record.params else None,
     )
 
 
@@ -132,6 +141,10 @@ def row_to_record(row: tuple[object, ...]) -> RunRecord:
         log_path,
         attempt,
         retry_of,
+        reason,
+        slots,
+        upstream,
+        params,
     ) = row
     return RunRecord(
         run_id=str(run_id),
@@ -150,4 +163,18 @@ def row_to_record(row: tuple[object, ...]) -> RunRecord:
         log_path=None if log_path is None else Path(str(log_path)),
         attempt=int(attempt),  # type: ignore[call-overload]
         retry_of=None if retry_of is None else str(retry_of),
+        reason=None if reason is None else MissedReason(reason),
+        slots=None if slots is None else int(slots),  # type: ignore[call-overload]
+        upstream=None if upstream is None else str(upstream),
+        params=decode_params(params),
     )
+
+
+def decode_params(text: object) -> tuple[tuple[str, str], ...]:
+    """The stored ``params`` (a JSON object of text, or NULL) -> sorted pairs; ValueError when it is not one."""
+    if text is None or text == "":
+        return ()
+    value = json.loads(str(text))
+    if not isinstance(value, dict):
+        raise ValueError(f"params stored as {text!r}, expected a JSON object")
+    return tuple((str(k), str(v)) for k, v in value.items())

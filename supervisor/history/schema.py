@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import HistoryStoreError
 from ..paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from .totals import MIGRATION as TOTALS_MIGRATION
+from .totals import MISSED_MIGRATION as MISSED_TOTALS_MIGRATION
 
 COLUMNS = (
     "run_id",
@@ -36,7 +37,13 @@ COLUMNS = (
     "log_path",
     "attempt",
     "retry_of",
+    "reason",
+    "slots",
+    "upstream",
+    "params",
 )
+# What a column reads as in a file older than the step that added it (a reader may not migrate).
+_DEFAULTS = {"attempt": "1"}
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM runs"
 # Same-second starts are ordered by insertion, so "newest" is total even when the clock repeats a value.
 NEWEST_FIRST = "ORDER BY started DESC, rowid DESC"
@@ -90,6 +97,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Run totals that pruning never lowers (the Prometheus counters), kept by triggers and backfilled from the
     # rows present: totals.py.
     TOTALS_MIGRATION,
+    # Missed rows (reason, slots), runs started by After (upstream), run-now --env (params, JSON), and the totals
+    # triggers rebuilt to count a missed row's slots under its reason: totals.py.
+    (
+        "ALTER TABLE runs ADD COLUMN reason TEXT",
+        "ALTER TABLE runs ADD COLUMN slots INTEGER",
+        "ALTER TABLE runs ADD COLUMN upstream TEXT",
+        "ALTER TABLE runs ADD COLUMN params TEXT",
+        *MISSED_TOTALS_MIGRATION,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -135,14 +151,13 @@ def open_reader(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
         with translate(path, "open", busy_timeout=busy_timeout):
             version = _user_version(conn)
             _check_version(path, version)
-            if version == 1:
+            present = {str(row[1]) for row in conn.execute("PRAGMA main.table_info(runs)")}
+            if present and not present.issuperset(COLUMNS):
                 # A reader may not migrate (the CLI before the upgraded supervisor first ran): a
-                # temporary view, which shadows the table for this connection only, shows the rows
-                # as first attempts.
-                conn.execute(
-                    f"CREATE TEMP VIEW runs AS SELECT {', '.join(COLUMNS[:-2])}, "
-                    "1 AS attempt, NULL AS retry_of FROM main.runs"
-                )
+                # temporary view, which shadows the table for this connection only, shows the columns a
+                # later step added with what they mean for older rows (first attempts, no reason, ...).
+                shown = (c if c in present else f"{_DEFAULTS.get(c, 'NULL')} AS {c}" for c in COLUMNS)
+                conn.execute(f"CREATE TEMP VIEW runs AS SELECT {', '.join(shown)} FROM main.runs")
     except BaseException:
         conn.close()
         raise

@@ -182,6 +182,24 @@ class HistoryStore:
                     f"run history {self.path}: cannot finish run {run_id!r} as {outcome.value!r}: {cause}"
                 )
 
+    def grow_missed(self, run_id: str, *, slots: int, finished: datetime) -> None:
+        """A ``missed`` row's incident goes on: it now stands for ``slots`` slots, the last one due at ``finished``.
+
+        Only a missed row can grow, and only upwards (the totals add the difference); anything else raises
+        HistoryStoreError naming the run.
+        """
+        with self._db.writing(f"grow missed run {run_id!r}") as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET slots = ?, finished = ? WHERE run_id = ? AND outcome = 'missed' "
+                "AND COALESCE(slots, 1) <= ?",
+                (slots, _encode_time(finished), run_id, slots),
+            )
+            if cursor.rowcount == 0:
+                raise HistoryStoreError(
+                    f"run history {self.path}: cannot grow run {run_id!r} to {slots} missed slots: "
+                    "no missed row with fewer slots"
+                )
+
     def mark_interrupted(self, *, now: datetime) -> list[RunRecord]:
         """Close every open row as interrupted; returns the rows as changed.
 

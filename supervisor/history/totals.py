@@ -17,7 +17,9 @@ Policies:
 - **Durations** count runs of ``main()`` that ended with a duration (:data:`RAN`); rows that started no
   process (skipped, testing, env-failed, missed) have none worth counting. **Lateness** is ``started - due``
   of scheduled rows that started a run (:data:`STARTED`), clamped at 0 (a start a moment early is on time).
-- **Missed runs** keep their reason in the ``reason`` key; rows that carry none are counted under ``""``.
+- **Missed runs** are counted by slot, not by row (one row stands for an outage's or an incident's slots), under
+  the row's reason; a row whose ``slots`` grows (an incident that goes on) adds the difference. Rows written
+  before the step that added ``reason`` and ``slots`` are counted as one slot under ``""``.
 - A reader that meets a database older than these tables (it may not migrate) gets the same figures computed
   from the rows present, with the same SQL the migration backfills with.
 """
@@ -129,6 +131,22 @@ _COUNT_NEW_OUTCOME = (
 )
 
 
+# A missed row counts its slots under its reason (schema step 6); every other row counts one under ''.
+_REASON = "CASE WHEN NEW.outcome = 'missed' THEN COALESCE(NEW.reason, '') ELSE '' END"
+_WEIGHT = "CASE WHEN NEW.outcome = 'missed' THEN MAX(COALESCE(NEW.slots, 1), 1) ELSE 1 END"
+_COUNT_NEW_OUTCOME_BY_REASON = (
+    f"INSERT OR IGNORE INTO run_totals (task, outcome, reason, runs) VALUES (NEW.task, NEW.outcome, {_REASON}, 0); "
+    f"UPDATE run_totals SET runs = runs + {_WEIGHT}, "
+    "last_finished = NULLIF(MAX(COALESCE(last_finished, ''), COALESCE(NEW.finished, '')), '') "
+    f"WHERE task = NEW.task AND outcome = NEW.outcome AND reason = {_REASON}; "
+    + _observe(
+        "duration",
+        "NEW.duration_s",
+        DURATION_BOUNDS,
+        when=f"NEW.outcome IN ({_listed(RAN)}) AND NEW.duration_s IS NOT NULL",
+    )
+)
+
 # The schema step that adds the totals (schema.MIGRATIONS appends it; never edit it once shipped).
 MIGRATION: tuple[str, ...] = (
     """
@@ -160,6 +178,22 @@ MIGRATION: tuple[str, ...] = (
     f"CREATE TRIGGER runs_count_lateness AFTER INSERT ON runs WHEN NEW.trigger = 'schedule' AND NEW.due IS NOT NULL "
     f"AND (NEW.outcome IS NULL OR NEW.outcome IN ({_listed(STARTED)})) "
     f"BEGIN {_observe('lateness', _lateness('NEW.'), LATENESS_BOUNDS)} END",
+)
+
+
+# Schema step 6 (after the runs table got reason and slots): the outcome triggers rebuilt to count a missed row's
+# slots under its reason, and one more for a missed row whose slot count grows.
+MISSED_MIGRATION: tuple[str, ...] = (
+    "DROP TRIGGER runs_count_instant",
+    "DROP TRIGGER runs_count_finished",
+    f"CREATE TRIGGER runs_count_instant AFTER INSERT ON runs WHEN NEW.outcome IS NOT NULL "
+    f"BEGIN {_COUNT_NEW_OUTCOME_BY_REASON} END",
+    f"CREATE TRIGGER runs_count_finished AFTER UPDATE OF outcome ON runs "
+    f"WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL BEGIN {_COUNT_NEW_OUTCOME_BY_REASON} END",
+    "CREATE TRIGGER runs_count_more_slots AFTER UPDATE OF slots ON runs "
+    "WHEN OLD.outcome = 'missed' AND NEW.outcome = 'missed' AND COALESCE(NEW.slots, 1) > COALESCE(OLD.slots, 1) "
+    "BEGIN UPDATE run_totals SET runs = runs + COALESCE(NEW.slots, 1) - COALESCE(OLD.slots, 1) "
+    "WHERE task = NEW.task AND outcome = 'missed' AND reason = COALESCE(NEW.reason, ''); END",
 )
 
 

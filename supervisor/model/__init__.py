@@ -10,6 +10,7 @@ from .phases import PhaseChanged, RunStage, ShownState, TaskPhase
 from .runs import (
     FAILURE_OUTCOMES,
     EnvStatus,
+    MissedReason,
     Outcome,
     ProcessLaunch,
     RunFinished,
@@ -47,6 +48,7 @@ __all__ = [
     "HeartbeatSettings",
     "HomeConfig",
     "Limits",
+    "MissedReason",
     "NotifyEvent",
     "NotifySettings",
     "Outcome",

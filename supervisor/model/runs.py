@@ -26,6 +26,17 @@ class Outcome(str, enum.Enum):
     TESTING = "testing"  # Testing=True: confirmation logged, main() not executed
     ENV_FAILED = "env-failed"  # the task's environment could not be built
     INTERRUPTED = "interrupted"  # the supervisor died while the run was open (found at next start)
+    MISSED = "missed"  # a slot that should have started and could not, for a reason the user did not choose
+
+
+class MissedReason(str, enum.Enum):
+    """Why a ``missed`` row's slots did not run (the ``reason`` of its row; a label of the missed-runs metric)."""
+
+    DOWN = "down"  # the supervisor was not running
+    ERROR = "error"  # the task was in error (initialize() failed, a config it cannot run with)
+    ENV = "env"  # its env could not be built, or is missing
+    QUEUE = "queue"  # a queued run (MaxConcurrentRuns) was dropped because its next slot came
+    GATE = "gate"  # a start gate stayed closed until the next slot came
 
 
 # Outcomes that count as a failure in a task's streak of consecutive failures; ``ok`` resets the streak,
@@ -40,6 +51,7 @@ class Trigger(str, enum.Enum):
     STARTUP = "startup"  # RunOnStartup, when the task went from not loaded to loaded
     MANUAL = "manual"  # run-now
     RETRY = "retry"  # a further attempt of a failed run ([Retry]); never moves the schedule
+    AFTER = "after"  # [Frequency] After: a run of an upstream task ended (its run id is the row's ``upstream``)
 
 
 class RunMode(str, enum.Enum):
@@ -69,6 +81,10 @@ class RunRecord:
     log_path: Path | None = None
     attempt: int = 1  # 1 = the run itself; 2, 3, ... = its retries
     retry_of: str | None = None  # a retry's first attempt's run id
+    reason: MissedReason | None = None  # a ``missed`` row: why its slots did not run
+    slots: int | None = None  # a ``missed`` row: how many slots it stands for (one row per outage or incident)
+    upstream: str | None = None  # a run triggered by ``After``: the upstream run's id
+    params: tuple[tuple[str, str], ...] = ()  # run-now --env KEY=VALUE, as shown (secret values masked)
 
     # A row is opened with the plain constructor (run id, task, trigger, start, due, log, attempt) before its
     # process starts, and completed by one of the two derivations below; ``instant`` is a row that never had
