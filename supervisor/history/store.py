@@ -13,24 +13,18 @@ Policies:
   nothing of its own (SQLite may add its ``-wal``/``-shm`` side files next to an existing WAL database to
   read it). A missing database is an empty history, not an error; the file is looked for again on each call,
   so a reader that outlives the supervisor's first write sees the rows.
-- **Errors.** A corrupt or non-SQLite file, a database locked beyond the busy timeout, a schema newer than
-  this code, or a row that cannot be decoded raises :class:`HistoryStoreError` naming the file and the cause.
-  Calls that break this module's contract (naive datetimes, a finish without an outcome) raise ``ValueError``:
-  they are bugs in the caller, not conditions of the disk.
-- **Storage.** Datetimes are ISO-8601 UTC text with microseconds (so text order is time order and the
-  ``(task, started)`` index serves "newest first"); they read back as aware UTC datetimes. Enums are stored
-  as their values, paths as text. Messages (often tracebacks) are stored whole up to :data:`MESSAGE_CAP`
-  characters; beyond that the head and the tail are kept around a marker, because a traceback's last lines
-  name the exception. The encodings are rows.py (pure).
-- **Schema** is versioned with ``PRAGMA user_version``; ``schema.MIGRATIONS`` holds one step per
-  version, and that module opens (and migrates) the connections.
+- **Errors.** A corrupt or non-SQLite file, a lock held beyond the busy timeout, a newer schema, or a row that
+  cannot be decoded raises :class:`HistoryStoreError` naming the file and the cause; a call that breaks this
+  module's contract (naive datetimes, a finish without an outcome) raises ``ValueError`` (a caller's bug).
+- **Storage** encodings (UTC text times, enum values, messages capped at :data:`MESSAGE_CAP` keeping head and
+  tail) are rows.py; the schema, its ``PRAGMA user_version`` steps and opening connections are schema.py.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -47,6 +41,7 @@ from .schema import COLUMNS as _COLUMNS
 from .schema import NEWEST_FIRST as _NEWEST_FIRST
 from .schema import SCHEMA_VERSION
 from .schema import SELECT as _SELECT
+from .timeline import OutcomeBin, read_outcome_bins
 from .totals import HistoryTotals, read_totals
 
 # Names other modules import from here (the history's public face), besides HistoryStore itself.
@@ -66,19 +61,6 @@ INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 # Triggers whose runs move the schedule. Manual runs (run-now) never do.
 ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
 _ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
-
-
-@dataclass(frozen=True)
-class OutcomeBin:
-    """How many runs of one task started in one time bin with one outcome (None: still open)."""
-
-    task: str
-    bin: int
-    outcome: str | None
-    count: int
-    first: datetime  # earliest start in the bin
-    last: datetime  # latest end in the bin
-    run_id: str  # one of them (the only one when count is 1)
 
 
 class HistoryStore:
@@ -353,42 +335,9 @@ class HistoryStore:
         return rows[0] if rows else None
 
     def outcome_bins(self, tasks: list[str], since: datetime, *, bin_s: float, now: datetime) -> list[OutcomeBin]:
-        """Runs of ``tasks`` that started at or after ``since`` (or are open), counted per task, time bin and
-        outcome. Bin ``k`` covers ``[since + k*bin_s, since + (k+1)*bin_s)``; open runs end at ``now``.
-
-        Grouping happens in SQLite (through the ``(task, started)`` index), so a busy day comes back as a few
-        rows per task.
-        """
-        if not tasks:
-            return []
-        marks = ", ".join("?" * len(tasks))
-        start = _encode_time(since)
+        """Runs of ``tasks`` started at or after ``since`` (or open), counted per task, time bin and outcome."""
         with self._db.reading("count recent runs") as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(
-                "SELECT task, CAST(MAX(julianday(started) - julianday(?), 0) * 86400 / ? AS INTEGER) AS bin, "
-                "outcome, COUNT(*), MIN(started), MAX(COALESCE(finished, ?)), MIN(run_id) FROM ("
-                f"  SELECT * FROM runs WHERE task IN ({marks}) AND started >= ?"
-                f"  UNION ALL SELECT * FROM runs WHERE task IN ({marks}) AND outcome IS NULL AND started < ?"
-                ") GROUP BY task, bin, outcome ORDER BY task, bin",
-                (start, bin_s, _encode_time(now), *tasks, start, *tasks, start),
-            ).fetchall()
-        try:
-            return [
-                OutcomeBin(
-                    task=str(task),
-                    bin=int(b),
-                    outcome=None if o is None else str(o),
-                    count=int(n),
-                    first=_decode_time(first),
-                    last=_decode_time(last),
-                    run_id=str(run_id),
-                )
-                for task, b, o, n, first, last, run_id in rows
-            ]
-        except (ValueError, TypeError) as exc:
-            raise HistoryStoreError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
+            return [] if conn is None else read_outcome_bins(conn, tasks, since, bin_s=bin_s, now=now, path=self.path)
 
     def totals(self) -> HistoryTotals:
         """Run totals per task that pruning never lowers (totals.py): the Prometheus counters' source."""
