@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import stat
 from pathlib import Path
 from urllib.parse import quote
@@ -368,3 +369,26 @@ def test_an_unreadable_history_is_a_500_page_for_a_browser_json_for_the_api_and_
     lines = [r.getMessage() for r in caplog.records if r.name == "taskautomation.web"]
     assert [line.split(":")[0] for line in lines] == ["500 GET /tasks/a", "500 GET /api/tasks/a/history"]
     assert all("\n" not in line and line.endswith("open failed: file is not a database") for line in lines), lines
+
+
+def test_a_history_locked_by_another_process_is_a_503_with_retry_after_not_a_500(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_task(home, "a")
+    add_runs(home, "a", [Outcome.OK])
+    # Exclusive locking mode, taken before the dashboard first opens the file: even WAL readers are refused.
+    locker = sqlite3.connect(Paths(home).database, isolation_level=None)
+    try:
+        locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+        locker.execute("UPDATE runs SET message = 'held'")
+        browser = client(home)  # a dashboard started while the history is locked starts all the same
+        caplog.set_level("ERROR", logger="taskautomation.web")
+        api = browser.get("/api/tasks/a/history", headers=BEARER)
+        page = browser.get("/tasks/a", headers=BEARER)
+    finally:
+        locker.close()
+    assert api.status_code == 503 and api.headers["retry-after"] == "5", api.text[:300]
+    assert api.json()["ok"] is False and "locked" in api.json()["error"]
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskautomation.web"]
+    assert [line.split(":")[0] for line in lines] == ["503 GET /api/tasks/a/history", "503 GET /tasks/a"], lines

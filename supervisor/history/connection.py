@@ -38,8 +38,8 @@ class HistoryConnection:
         self.conn: sqlite3.Connection | None = None
         if not readonly:
             self.conn = open_writer(self.path, busy_timeout=busy_timeout)
-        elif self.path.exists():
-            self.conn = open_reader(self.path, busy_timeout=busy_timeout)
+        # A reader opens the file at its first read (reading()): a history that is locked or missing when a
+        # long-lived reader (the dashboard) starts is that read's answer, never a failure to start.
 
     def translate(self, action: str) -> AbstractContextManager[None]:
         """Turn sqlite3 errors into HistoryStoreError naming the file, the action and SQLite's cause."""

@@ -171,9 +171,11 @@ def translate(path: Path, action: str, *, busy_timeout: float) -> Iterator[None]
         yield
     except sqlite3.Error as exc:
         cause = str(exc)
-        if "locked" in cause or "busy" in cause:
+        locked = "locked" in cause or "busy" in cause
+        if locked:
             cause += f" (another process held it for more than {busy_timeout:g} s)"
-        raise HistoryStoreError(f"run history {path}: {action} failed: {cause}") from exc
+        # A lock is another process's doing and passes (the dashboard answers 503 with Retry-After, not 500).
+        raise HistoryStoreError(f"run history {path}: {action} failed: {cause}", transient=locked) from exc
 
 
 def _connect(path: Path, target: str, *, uri: bool, busy_timeout: float) -> sqlite3.Connection:
