@@ -366,3 +366,40 @@ def test_the_timer_forgets_a_task_that_is_no_longer_scheduled_once_its_run_ends(
     n.run_finished(ok("r1", clock.at), settings=settings)
     clock.at = T0 + timedelta(hours=5)
     assert timer.tick() is None and timer.watch_of("T") is None  # and never told silent
+
+
+def test_seeds_come_from_the_history_and_a_missed_row_is_no_sign_of_life(tmp_path: Path) -> None:
+    import logging
+
+    from supervisor.history.store import HistoryStore
+    from supervisor.notify.timers import history_seeds
+
+    def row(run: str, outcome: Outcome, started: datetime, duration_s: float, **extra: object) -> RunRecord:
+        return RunRecord(
+            run_id=run, task="T", trigger=Trigger.SCHEDULE, started=started, due=started, outcome=outcome,
+            finished=started + timedelta(seconds=duration_s), duration_s=duration_s, **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    with HistoryStore(tmp_path / "h.sqlite3") as store:
+        for i, seconds in enumerate((30.0, 10.0, 20.0)):
+            store.record_instant(row(f"ok{i}", Outcome.OK, T0 + timedelta(hours=i), seconds))
+        store.record_instant(row("f", Outcome.FAILED, T0 + timedelta(hours=5), 1.0))
+        store.record_instant(row("m", Outcome.MISSED, T0 + timedelta(hours=40), 0.0, reason=MissedReason.DOWN, slots=9))
+    opened: list[HistoryStore] = []
+
+    def open_records() -> HistoryStore:
+        opened.append(HistoryStore(tmp_path / "h.sqlite3", readonly=True))
+        return opened[-1]
+
+    seed = history_seeds(open_records, logger=logging.getLogger("t"))
+    got = seed("T")
+    assert got == WatchSeed(
+        last_ok=T0 + timedelta(hours=2, seconds=20),
+        ok_durations=(30.0, 10.0, 20.0),
+        newest_started=T0 + timedelta(hours=5),
+    )
+    assert seed("Other") == WatchSeed() and len(opened) == 1  # one connection for every task
+    now = T0 + timedelta(hours=41)  # silent since 2:00:20 + 26 h; the previous supervisor's last row is 5:00
+    w = rules.seeded(TaskWatch(SILENT, since=now), got, now)
+    assert events(rules.due("T", w, now)[1]) == [("silent", False)]  # it was down at the deadline: sent now
+    opened[0].close()

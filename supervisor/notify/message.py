@@ -211,6 +211,4 @@ def _slow_why(notice: TimedNotice) -> str:
     settings = notice.watch.settings
     if settings.slow_after_s is not None and notice.threshold_s == settings.slow_after_s:
         return f"SlowAfterSeconds = {settings.slow_after_s:g}"
-    return (
-        f"SlowFactor = {settings.slow_factor:g} x the median of the last {len(notice.watch.ok_durations[-20:])} ok runs"
-    )
+    return f"SlowFactor = {settings.slow_factor:g} x the median of the last {len(notice.watch.ok_durations)} ok runs"

@@ -24,6 +24,7 @@ from .model import RunFact
 from .watch import OK_RUNS_KEPT, TaskWatch, TimedNotice, WatchSeed
 
 REFRESH_S = 2.0
+_RAN = tuple(o for o in Outcome if o is not Outcome.MISSED)
 
 
 class TimedNotices:
@@ -149,7 +150,8 @@ def history_seeds(open_records: Callable[[], HistoryStore], *, logger: logging.L
                 opened.append(open_records())
             records = opened[0]
             oks = records.history(task, limit=OK_RUNS_KEPT, outcomes=(Outcome.OK,))
-            newest = records.history(task, limit=1)
+            # A missed row is written after the fact (at start, for an outage): no sign the supervisor was up.
+            newest = records.history(task, limit=1, outcomes=_RAN)
         except Exception as exc:  # noqa: BLE001 - any reading problem: watch the task without its past
             logger.warning("notifications: cannot read the history of task %r for timed notices: %s", task, exc)
             return WatchSeed()

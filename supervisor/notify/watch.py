@@ -17,8 +17,9 @@ Policy (README, "Being told"):
 - ``On`` decides: without ``silent`` (or ``slow``) in it, the deadline is not even watched.
 - After a restart: the last ok run and the ok durations come from the history (``seeded``). A silent notice
   whose deadline passed while the supervisor was still writing rows of the task (a row started after the
-  deadline) was sent by the previous supervisor and is not repeated; one whose deadline passed while
-  nothing ran (the supervisor was down) is sent now, late rather than lost.
+  deadline; missed rows do not count, they are written after an outage) was sent by the previous supervisor
+  and is not repeated; one whose deadline passed while nothing ran (the supervisor was down) is sent now,
+  late rather than lost.
 """
 
 from __future__ import annotations
