@@ -403,3 +403,23 @@ def test_seeds_come_from_the_history_and_a_missed_row_is_no_sign_of_life(tmp_pat
     w = rules.seeded(TaskWatch(SILENT, since=now), got, now)
     assert events(rules.due("T", w, now)[1]) == [("silent", False)]  # it was down at the deadline: sent now
     opened[0].close()
+
+
+def test_a_reminder_overtaken_by_the_ok_run_is_dropped_not_sent_after_the_recovery() -> None:
+    n, clock = notifier(), FakeClock()
+    posted = collecting(n)
+    settings = NotifySettings(urls=(URL,), repeat_every=timedelta(hours=1))
+    timer = n.watch(now=clock, tasks=lambda: {"T": settings}, seed=lambda t: WatchSeed(), start=False)
+    timer.tick()
+    n.run_finished(failed("f1"), settings=settings)
+    clock.at = T0 + timedelta(hours=1)
+    prepare = n.prepare_timed
+
+    def ok_run_meanwhile(notice: rules.TimedNotice) -> object:
+        queue = prepare(notice)  # rendered; before it is queued the loop records the ok run
+        n.run_finished(ok("r2", clock.at), settings=settings)
+        return queue
+
+    timer._prepare = ok_run_meanwhile  # type: ignore[assignment]
+    timer.tick()
+    assert [j.notice.title for j in posted if isinstance(j, ChannelJob)] == ["T failed (failed)", "T recovered"]

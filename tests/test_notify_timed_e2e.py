@@ -84,3 +84,40 @@ def test_a_task_without_an_ok_run_goes_silent_once_then_recovers(home: Path, htt
         notices = http.wait(2, path="/notify", timeout=40)
     assert notices[1].json()["title"] == "Feed recovered"
     assert "last ok run ended: none since" in silent.json()["message"]
+
+
+def test_a_failing_task_is_reminded_every_repeat_period_until_it_recovers(home: Path, http: HttpReceiver) -> None:
+    flag = home / "fixed"
+    write_task(
+        home / "Tasks",
+        "Sync",
+        main=f"""
+        import pathlib
+        def main():
+            if not pathlib.Path({str(flag)!r}).exists():
+                raise RuntimeError('still broken')
+            return 'synced'
+        """,
+        config=f"""
+        [Frequency]
+        EveryXMinutes = 0.02
+        [Notify]
+        Urls = {http.url("/notify", scheme="json")}
+        RepeatEvery = 2s
+        """,
+    )
+    with SupervisorProcess(home) as sup:
+        notices = http.wait(3, path="/notify", timeout=40)
+        titles = [n.json()["title"] for n in notices]
+        assert titles == ["Sync failed (failed)", "Sync still failing (failed)", "Sync still failing (failed)"]
+        assert "still broken" in notices[2].json()["message"]
+        flag.write_text("")
+        wait_for(
+            lambda: any(n.json()["title"] == "Sync recovered" for n in http.received("/notify")),
+            timeout=40,
+            what="the recovery notice",
+        )
+    after = [n.json()["title"] for n in http.received("/notify")]
+    # One failure notice, then only reminders; nothing after the recovery (the reminders stopped with it).
+    assert after[0] == "Sync failed (failed)" and after[-1] == "Sync recovered"
+    assert set(after[1:-1]) == {"Sync still failing (failed)"}

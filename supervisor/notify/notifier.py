@@ -75,7 +75,7 @@ class Notifier:
         """Turn on the timed notices: ``tasks`` names the loaded tasks with a timed key, ``seed`` reads a
         task's past from the history (both called on the timer thread)."""
         self._now = now
-        self.timed = TimedNotices(emit=self.emit_timed, now=now, logger=self._log, tasks=tasks, seed=seed)
+        self.timed = TimedNotices(prepare=self.prepare_timed, now=now, logger=self._log, tasks=tasks, seed=seed)
         if start:
             self.timed.start()
         return self.timed
@@ -141,8 +141,8 @@ class Notifier:
             for job in jobs_for(notice, settings):
                 self.delivery.post(job)
 
-    def emit_timed(self, notice: TimedNotice) -> None:
-        """Render and queue a timed notice (on the timer thread: the run's log is read there)."""
+    def prepare_timed(self, notice: TimedNotice) -> Callable[[], None]:
+        """Render a timed notice (on the timer thread: the run's log is read there); returns what queues it."""
         _, masker = self._secrets.get(notice.task, (None, NO_MASKER))
         failing = notice.watch.failing
         if notice.event is NotifyEvent.FAILURE and failing is not None:  # a repeat of the failure notice
@@ -152,8 +152,13 @@ class Notifier:
         else:
             lines = self._read_lines(self._task_log(notice.task), notice.run.run_id) if notice.run else []
             rendered = render_timed(notice, now=self._now(), origin=self.origin, log_lines=lines, mask=masker.mask)
-        for job in jobs_for(rendered, notice.watch.settings):
-            self.delivery.post(job)
+        jobs = jobs_for(rendered, notice.watch.settings)
+
+        def queue() -> None:
+            for job in jobs:
+                self.delivery.post(job)
+
+        return queue
 
     def forget(self, task: str) -> None:
         """The task was removed: drop its memory."""

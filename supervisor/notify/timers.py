@@ -4,8 +4,10 @@ nothing of it runs any more, and the loop thread never waits for a history read 
 - The loop thread only records facts (``started``, ``finished``) under the lock and pokes the timer.
 - The timer thread reads which tasks to watch (``tasks``: the loaded ones with a timed key, from the loop's
   published snapshot), seeds each new one from the history (``seed``: its own read-only connection), sleeps
-  until the earliest deadline (at most ``REFRESH_S``, to see new tasks) and hands every notice that fell due
-  to ``emit`` (the notifier renders and queues it; sending is the delivery thread's business).
+  until the earliest deadline (at most ``REFRESH_S``, to see new tasks) and has every notice that fell due
+  rendered by ``prepare`` (outside the lock: it reads the run's log). The prepared notice is queued under
+  the lock, and only if it still holds (``watch.still_due``): a reminder rendered while the loop recorded the
+  ok run is dropped instead of arriving after the recovery. Sending is the delivery thread's business.
 - Time is the injected ``now``; tests call ``tick()`` with a fake clock and no thread at all.
 """
 
@@ -31,13 +33,13 @@ class TimedNotices:
     def __init__(
         self,
         *,
-        emit: Callable[[TimedNotice], None],
+        prepare: Callable[[TimedNotice], Callable[[], None]],
         now: Callable[[], datetime],
         logger: logging.Logger,
         tasks: Callable[[], Mapping[str, NotifySettings]] = dict,
         seed: Callable[[str], WatchSeed] = lambda task: WatchSeed(),
     ) -> None:
-        self._emit = emit
+        self._prepare = prepare
         self._now = now
         self._log = logger
         self._tasks = tasks
@@ -108,11 +110,15 @@ class TimedNotices:
             wake = min((at for w in self._watches.values() if (at := rules.next_at(w)) is not None), default=None)
         for notice in notices:
             try:
-                self._emit(notice)
+                queue = self._prepare(notice)
             except Exception:  # noqa: BLE001 - one bad notice must not stop the timer for every task
                 self._log.exception(
-                    "notifications: cannot queue the %s notice of task %r", notice.event.value, notice.task
+                    "notifications: cannot render the %s notice of task %r", notice.event.value, notice.task
                 )
+                continue
+            with self._lock:
+                if rules.still_due(self._watches.get(notice.task), notice):
+                    queue()
         return wake
 
     def _refresh(self, now: datetime) -> None:

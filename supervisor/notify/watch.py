@@ -181,6 +181,17 @@ def due(task: str, watch: TaskWatch, now: datetime) -> tuple[TaskWatch, list[Tim
     return watch, [replace(n, watch=watch) for n in notices]
 
 
+def still_due(watch: TaskWatch | None, notice: TimedNotice) -> bool:
+    """Whether ``notice`` still holds for the task's memory now (a fact may have come in since it fell due)."""
+    if watch is None:
+        return False
+    if notice.event is NotifyEvent.SLOW:
+        return notice.run is not None and any(r.run_id == notice.run.run_id for r in watch.runs)
+    if notice.event is NotifyEvent.SILENT:
+        return watch.silent
+    return watch.failing is not None
+
+
 def next_at(watch: TaskWatch) -> datetime | None:
     """The earliest moment something may be due for this task (None: nothing, until a fact changes it)."""
     moments = [watch.repeat_at] if watch.repeat_at is not None else []
