@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 
 from ..model import NotifyEvent, NotifySettings
 from .model import RunFact
-from .policy import FAILURE_OUTCOMES
+from .policy import FAILURE_OUTCOMES, OK_OUTCOME
 
 OK_RUNS_KEPT = 20
 MIN_OK_RUNS = 3  # a median of one or two runs says little about "usual"
@@ -138,7 +138,7 @@ def finished(watch: TaskWatch, fact: RunFact, now: datetime, *, failure_standing
     runs = tuple(r for r in watch.runs if r.run_id != fact.run_id)
     if not fact.final:
         return replace(watch, runs=runs), False
-    if fact.outcome == "ok":
+    if fact.outcome == OK_OUTCOME:
         durations = watch.ok_durations
         if fact.duration_s is not None:
             durations = (*durations, fact.duration_s)[-OK_RUNS_KEPT:]
