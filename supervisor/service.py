@@ -19,7 +19,7 @@ from .clock import Clock, SystemClock
 from .config.schema import read_home_config
 from .core.lifecycle import MoveListener, move_log_line
 from .core.loop import Supervisor
-from .core.snapshot import StatusReader
+from .core.snapshot import StatusBoard, StatusReader
 from .discovery.watcher import TaskWatcher
 from .envs.builder import BackgroundEnvs
 from .envs.manager import EnvManager
@@ -32,10 +32,12 @@ from .history.recorder import RunHistory, RunLog
 from .history.store import HistoryStore
 from .history.writebehind import WriteBehindStore
 from .logsetup import TaskLogs, setup_supervisor_logging
-from .model import HomeConfig, PhaseChanged, RunFinished, RunStarted
+from .model import HomeConfig, NotifySettings, PhaseChanged, RunFinished, RunStarted, TaskPhase
 from .notify.consumer import RunNotifications
 from .notify.heartbeat import Heartbeat
 from .notify.notifier import Notifier, default_origin
+from .notify.timers import history_seeds
+from .notify.watch import watched as timed_keys_set
 from .paths import Paths
 from .scheduling.windows import local_zone
 from .system.control import ControlServer, InstanceLock
@@ -97,7 +99,7 @@ def _serve_with(
     """The supervisor and its threads (control socket, dashboard child, notices, heartbeat) for one run."""
     fd_limit = raise_fd_limit()
     logger.info("%s", fd_limit.describe())
-    notices = Notifier(origin=default_origin(paths.home), logger=logger)
+    notices = Notifier(origin=default_origin(paths.home), logger=logger, task_log=paths.task_log)
     supervisor = build_supervisor(
         paths,
         home_config=home_config,
@@ -119,6 +121,11 @@ def _serve_with(
     web = start_web_child(paths, home_config.web_listen, logger=logger) if home_config.web_listen else None
     previous = _install_signal_handlers(supervisor)
     notices.start()
+    notices.watch(
+        now=supervisor.clock.now,
+        tasks=timed_tasks(supervisor.board),
+        seed=history_seeds(lambda: HistoryStore(paths.database, readonly=True), logger=logger),
+    )
     heartbeat = None
     if home_config.heartbeat.url is not None:
         heartbeat = Heartbeat(home_config.heartbeat, logger=logger, healthy=supervisor.health)
@@ -134,6 +141,27 @@ def _serve_with(
         if heartbeat is not None:
             heartbeat.stop()
         notices.close(drain_s=2.0)  # queued notices get 2 s; a hanging receiver cannot hold the exit
+
+
+def timed_tasks(board: StatusBoard) -> Callable[[], Mapping[str, NotifySettings]]:
+    """The tasks the timer of timed notices watches: scheduled (not paused), with a channel and a timed key
+    (ExpectOkWithin, SlowAfterSeconds, SlowFactor, RepeatEvery). Rebuilt only when a new snapshot is out."""
+    seen: list[object] = [None]
+    watched: dict[str, NotifySettings] = {}
+
+    def tasks() -> Mapping[str, NotifySettings]:
+        nonlocal watched
+        snapshot = board.latest()
+        if snapshot is not seen[0] and snapshot is not None:
+            seen[0] = snapshot
+            watched = {
+                view.name: view.spec.notify
+                for view in snapshot.tasks
+                if view.spec is not None and view.phase is TaskPhase.SCHEDULED and timed_keys_set(view.spec.notify)
+            }
+        return watched
+
+    return tasks
 
 
 def control_server(

@@ -84,6 +84,8 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_notify_delivery.py": "e2e",
     "test_notify_e2e.py": "e2e",
     "test_notify_loop.py": "loop",
+    "test_notify_timed.py": "unit",
+    "test_notify_timed_e2e.py": "e2e",
     "test_notify_units.py": "unit",
     "test_onboarding.py": "e2e",
     "test_outage_units.py": "unit",

@@ -7,6 +7,9 @@ Policy:
   "none" (``Urls =`` in a task silences the home's channels for it).
 - Every URL in ``Urls`` must be one Apprise accepts; ``PingUrl`` and ``HeartbeatUrl`` must be http(s) URLs with a
   host. ``Command`` is split like a shell would split it (shlex) but is never run by a shell.
+- ``ExpectOkWithin`` and ``RepeatEvery`` are durations with a unit (``26h``, ``90m``); ``SlowAfterSeconds`` a
+  number of seconds, ``SlowFactor`` a factor above 1. Each takes ``off`` (or empty, or 0) for "none", so a task
+  can turn off a home-wide default.
 - A bad value raises through the caller's ``error`` factory, so the message names task, file, section, key
   and value like every other config error. A password in a URL is shown as ``***`` even there.
 """
@@ -17,11 +20,24 @@ import math
 import re
 import shlex
 import urllib.parse
+from datetime import timedelta
 from typing import Callable, Mapping, TypeVar
 
 from ..model import HeartbeatSettings, NotifyEvent, NotifySettings
+from .values import InvalidValue, duration
 
-NOTIFY_KEYS = ("Urls", "On", "AfterFailures", "PingUrl", "Command")
+NOTIFY_KEYS = (
+    "Urls",
+    "On",
+    "AfterFailures",
+    "PingUrl",
+    "Command",
+    "ExpectOkWithin",
+    "SlowAfterSeconds",
+    "SlowFactor",
+    "RepeatEvery",
+)
+_OFF = frozenset({"", "off", "never", "none", "0"})
 HEARTBEAT_KEYS = ("HeartbeatUrl", "HeartbeatSeconds")
 MIN_HEARTBEAT_S = 1.0
 
@@ -129,6 +145,39 @@ def _command(text: str) -> tuple[str, ...]:
         raise _Invalid(f"cannot be split into arguments ({exc})") from None
 
 
+def _optional_duration(text: str) -> timedelta | None:
+    if text.strip().lower() in _OFF:
+        return None
+    try:
+        return duration(text)
+    except InvalidValue as exc:
+        raise _Invalid(f"{exc} (or off for none)") from None
+
+
+def _slow_after(text: str) -> float | None:
+    if text.strip().lower() in _OFF:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Invalid("not a number of seconds (or off for none)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise _Invalid("must be a number of seconds above 0 (or off for none)")
+    return value
+
+
+def _slow_factor(text: str) -> float | None:
+    if text.strip().lower() in _OFF:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Invalid("not a number (a factor such as 3, or off for none)") from None
+    if not math.isfinite(value) or value <= 1:
+        raise _Invalid("must be more than 1 (slow = still running after this many times the usual duration)")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -164,6 +213,10 @@ def parse_notify(values: Mapping[str, str], *, defaults: NotifySettings, error: 
         after_failures=_get(values, "AfterFailures", _after_failures, defaults.after_failures, error),
         ping_url=_get(values, "PingUrl", _ping_url, defaults.ping_url, error),
         command=_get(values, "Command", _command, defaults.command, error),
+        expect_ok_within=_get(values, "ExpectOkWithin", _optional_duration, defaults.expect_ok_within, error),
+        slow_after_s=_get(values, "SlowAfterSeconds", _slow_after, defaults.slow_after_s, error),
+        slow_factor=_get(values, "SlowFactor", _slow_factor, defaults.slow_factor, error),
+        repeat_every=_get(values, "RepeatEvery", _optional_duration, defaults.repeat_every, error),
     )
 
 

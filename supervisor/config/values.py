@@ -22,6 +22,8 @@ _MAX_EVERY = timedelta(days=366 * 1000)
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _MAX_PROCESSES = 4194304  # PID_MAX_LIMIT on 64-bit Linux: no cap can be larger
 _INSTALLERS = ("uv", "pip")
 _EXECUTORS = ("local", "rq")
@@ -92,6 +94,25 @@ def every(text: str) -> timedelta:
     if every <= timedelta(0):  # below timedelta's microsecond resolution
         raise InvalidValue("too small (the interval rounds to zero)")
     return every
+
+
+def duration(text: str) -> timedelta:
+    """A span with units: ``26h``, ``90m``, ``45s``, ``2d``, ``1w``, or parts together (``1h30m``).
+
+    A bare number is refused rather than guessed: minutes elsewhere in the config (EveryXMinutes), seconds
+    in others, and a wrong guess would be off by a factor of 60."""
+    words = text.strip().replace(" ", "")
+    if not words:
+        raise InvalidValue("empty (expected a duration such as 26h, 90m, 45s or 2d)")
+    if _DURATION_PART.sub("", words):
+        hint = " (add a unit: s, m, h, d or w)" if re.fullmatch(r"\d+(\.\d+)?", words) else ""
+        raise InvalidValue(f"not a duration{hint}; expected e.g. 26h, 90m, 45s, 2d or 1h30m")
+    seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(words))
+    if seconds <= 0:
+        raise InvalidValue("must be more than zero")
+    if seconds > _MAX_EVERY.total_seconds():
+        raise InvalidValue(f"too large (at most {_MAX_EVERY.days} days)")
+    return timedelta(seconds=seconds)
 
 
 def clock(text: str) -> time:

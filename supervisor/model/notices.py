@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 class NotifyEvent(str, enum.Enum):
@@ -12,10 +13,15 @@ class NotifyEvent(str, enum.Enum):
     FAILURE = "failure"  # a streak of final failed runs reached AfterFailures
     RECOVERY = "recovery"  # the first ok run after such a streak
     SUCCESS = "success"  # any other final ok run
+    MISSED = "missed"  # a missed row was written (slots that could not start: supervisor down, error, ...)
+    SILENT = "silent"  # no ok run for ExpectOkWithin (once; recovery when an ok run comes)
+    SLOW = "slow"  # a run still going after SlowAfterSeconds / SlowFactor x its usual duration (once per run)
     TEST = "test"  # notify-test; never configured in On
 
 
-DEFAULT_ON = frozenset({NotifyEvent.FAILURE, NotifyEvent.RECOVERY})
+# silent and slow only fire for a task that sets their keys, so having them on by default changes nothing
+# for anyone else; missed is opt-in (an outage of the supervisor would otherwise notify every task).
+DEFAULT_ON = frozenset({NotifyEvent.FAILURE, NotifyEvent.RECOVERY, NotifyEvent.SILENT, NotifyEvent.SLOW})
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,10 @@ class NotifySettings:
     after_failures: int = 1
     ping_url: str | None = None
     command: tuple[str, ...] = ()
+    expect_ok_within: timedelta | None = None  # ExpectOkWithin: silent after this long without an ok run
+    slow_after_s: float | None = None  # SlowAfterSeconds: a run still going after this is slow
+    slow_factor: float | None = None  # SlowFactor: ... or after this x the median of the last 20 ok runs
+    repeat_every: timedelta | None = None  # RepeatEvery: repeat failure / silent notices at this period
 
     @property
     def any_channel(self) -> bool:

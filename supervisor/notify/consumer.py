@@ -49,6 +49,10 @@ class RunNotifications:
             signal=record.signal,
             message=record.message,
             log_path=record.log_path,
+            due=record.due,
+            finished=record.finished,
+            reason=record.reason.value if record.reason is not None else None,
+            slots=record.slots,
         )
         secrets = self.secrets.get(fact.task)[0] if self.secrets is not None else None
         self.notifier.run_finished(run, settings=settings, secrets=secrets)

@@ -1,6 +1,7 @@
 """The words of a notice, pure: title, body, a run's log tail, and URLs with their secrets masked.
 
-Policy (README, "Being told"): title ``NAME failed (OUTCOME)`` / ``NAME recovered``; the body names host, home, task,
+Policy (README, "Being told"): title ``NAME failed (OUTCOME)`` / ``NAME recovered`` / ``NAME missed N run(s)
+(REASON)`` / ``NAME silent: no ok run for SPAN`` / ``NAME is slow: running for SPAN``; the body names host, home, task,
 run id, attempt, outcome, duration, exit code or signal, the message (at most ``MESSAGE_MAX_BYTES``) and the
 last ``TAIL_LINES`` log lines of the run (at most ``TAIL_MAX_BYTES``). Everything that came from the task is
 passed through the task's masker; URLs shown in the supervisor's own messages lose their passwords and tokens.
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..model import NotifyEvent
 from .model import Notice, RunFact
+
+if TYPE_CHECKING:
+    from .watch import TimedNotice
 
 MESSAGE_MAX_BYTES = 1024
 TAIL_LINES = 20
@@ -98,7 +103,40 @@ def _title(fact: RunFact, event: NotifyEvent) -> str:
         return f"{fact.task} recovered"
     if event is NotifyEvent.SUCCESS:
         return f"{fact.task} succeeded"
+    if event is NotifyEvent.MISSED:
+        slots = fact.slots or 1
+        return f"{fact.task} missed {slots} run{'s' if slots != 1 else ''} ({fact.reason or 'no reason recorded'})"
     return f"{fact.task}: test notice"
+
+
+_REASONS = {
+    "down": "the supervisor was not running",
+    "error": "the task was in error",
+    "env": "its environment failed or is missing",
+    "queue": "a queued run was dropped when its next slot came",
+    "gate": "a start gate stayed closed",
+}
+
+
+def span(seconds: float) -> str:
+    """A duration for people: ``45 s``, ``90 min``, ``26 h``, ``3 d`` (to one decimal where it matters)."""
+    for unit, size, up_to in (("s", 1, 120), ("min", 60, 120 * 60), ("h", 3600, 72 * 3600), ("d", 86400, None)):
+        if up_to is None or seconds < up_to:
+            return f"{seconds / size:.1f}".removesuffix(".0") + f" {unit}"
+    raise AssertionError("unreachable")
+
+
+def _at(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "unknown"
+
+
+def _missed_lines(fact: RunFact) -> list[str]:
+    why = _REASONS.get(fact.reason or "", "")
+    lines = [f"reason: {fact.reason or 'unknown'}" + (f" ({why})" if why else ""), f"missed slots: {fact.slots or 1}"]
+    lines.append(f"first slot (due): {_at(fact.due)}")
+    if fact.finished is not None and fact.due is not None and fact.finished != fact.due:
+        lines.append(f"last slot: {_at(fact.finished)} (span {span((fact.finished - fact.due).total_seconds())})")
+    return lines
 
 
 def render(fact: RunFact, event: NotifyEvent, *, origin: Origin, log_lines: list[str], mask: Mask) -> Notice:
@@ -115,7 +153,9 @@ def render(fact: RunFact, event: NotifyEvent, *, origin: Origin, log_lines: list
         f"attempt: {fact.attempt}",
         f"outcome: {outcome}",
     ]
-    if fact.duration_s is not None:
+    if event is NotifyEvent.MISSED:
+        lines += _missed_lines(fact)
+    elif fact.duration_s is not None:
         lines.append(f"duration: {fact.duration_s:.2f} s")
     if fact.signal:
         lines.append(f"signal: {fact.signal}")
@@ -140,3 +180,35 @@ def render(fact: RunFact, event: NotifyEvent, *, origin: Origin, log_lines: list
 def ping_body(log_lines: list[str], *, mask: Mask) -> bytes:
     """The body of an ok/fail ping: the run's log tail, masked, at most ``PING_BODY_MAX_BYTES``."""
     return tail([mask(line) for line in log_lines], max_lines=None, max_bytes=PING_BODY_MAX_BYTES).encode("utf-8")
+
+
+def render_timed(notice: TimedNotice, *, now: datetime, origin: Origin, log_lines: list[str], mask: Mask) -> Notice:
+    """A silent or slow notice (watch.py decided it); a slow one ends with the run's lines so far."""
+    watch = notice.watch
+    lines = [f"host: {origin.host}", f"home: {origin.home}", f"task: {notice.task}"]
+    if notice.event is NotifyEvent.SLOW and notice.run is not None:
+        running = span((now - notice.run.started).total_seconds())
+        title = f"{notice.task} is slow: running for {running}"
+        lines += [f"run: {notice.run.run_id}", f"started: {_at(notice.run.started)}", f"running for: {running}"]
+        lines.append(f"slow after: {span(notice.threshold_s or 0.0)} ({_slow_why(notice)})")
+        run_id, outcome = notice.run.run_id, "running"
+    else:
+        within = watch.settings.expect_ok_within or timedelta(0)
+        title = f"{notice.task} {'still ' if notice.repeat else ''}silent: no ok run for {span(within.total_seconds())}"
+        last = _at(watch.last_ok) if watch.last_ok is not None else f"none since {_at(watch.since)} (watched since)"
+        lines += [f"expected: an ok run at least every {span(within.total_seconds())} (ExpectOkWithin)"]
+        lines += [f"last ok run ended: {last}"]
+        run_id, outcome = "", "silent"
+    log_tail = tail([mask(line) for line in log_lines], max_lines=TAIL_LINES, max_bytes=TAIL_MAX_BYTES)
+    if log_tail:
+        lines += ["", f"last {TAIL_LINES} log lines of the run so far:", log_tail]
+    return Notice(
+        task=notice.task, run_id=run_id, event=notice.event, outcome=outcome, title=title, body="\n".join(lines)
+    )
+
+
+def _slow_why(notice: TimedNotice) -> str:
+    settings = notice.watch.settings
+    if settings.slow_after_s is not None and notice.threshold_s == settings.slow_after_s:
+        return f"SlowAfterSeconds = {settings.slow_after_s:g}"
+    return f"SlowFactor = {settings.slow_factor:g} x the median of the last {len(notice.watch.ok_durations)} ok runs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from ..model.notices import NotifyEvent
@@ -27,18 +28,30 @@ class RunFact:
     signal: str | None = None
     message: str | None = None
     log_path: Path | None = None
+    due: datetime | None = None  # a missed row: its first slot
+    finished: datetime | None = None  # when the run ended (a missed row: its last slot)
+    reason: str | None = None  # a missed row: a MissedReason value (down, error, env, queue, gate)
+    slots: int | None = None  # a missed row: how many slots it stands for
 
 
 @dataclass(frozen=True)
 class StreakState:
-    """Per task memory of the policy: whether the current failure streak already caused a failure notice."""
+    """Per task memory of the policy: whether the current failure streak already caused a failure notice,
+    and the last missed row notified (a row that grows is published again under the same run id)."""
 
     alarmed: bool = False
+    last_missed: str | None = None
 
     @classmethod
     def from_streak(cls, consecutive_failures: int, *, after_failures: int) -> StreakState:
         """The state after a restart: a streak already at the threshold was notified before the restart."""
         return cls(alarmed=consecutive_failures >= after_failures)
+
+    def but(self, *, alarmed: bool | None = None, last_missed: str | None = None) -> StreakState:
+        return StreakState(
+            alarmed=self.alarmed if alarmed is None else alarmed,
+            last_missed=self.last_missed if last_missed is None else last_missed,
+        )
 
 
 @dataclass(frozen=True)

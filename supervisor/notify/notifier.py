@@ -4,7 +4,8 @@ The loop thread calls ``run_started`` and ``run_finished``; both only compute (p
 of the task's log) and post jobs, so a dead receiver never delays a run, a stop or a reload. The one piece of
 state is the policy's memory per task (is the current failure streak already notified?), seeded from the
 history at start so a restart in the middle of a streak neither repeats the failure notice nor loses the
-recovery.
+recovery. The timed notices (silent, slow, repeats) have their own timer thread (``timers.py``), started by
+``watch``; the loop thread only tells it about runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -20,10 +22,12 @@ from ..config.notify_keys import mask_url
 from ..execution.secrets import NO_MASKER, Masker, Secrets
 from ..model import NotifyEvent, NotifySettings
 from .delivery import DEFAULT_CAPACITY, DEFAULT_PAUSES_S, DEFAULT_TRIES, Delivery
-from .message import Origin, ping_body, read_run_lines, render
+from .message import Origin, ping_body, read_run_lines, render, render_timed
 from .model import ChannelJob, CommandJob, DeliveryResult, Job, Notice, PingJob, RunFact, StreakState
 from .policy import decide_notices, ping_url
 from .senders import ping, run_command, send_apprise
+from .timers import TimedNotices
+from .watch import TimedNotice, WatchSeed, watched
 
 
 def default_origin(home: Path) -> Origin:
@@ -41,8 +45,11 @@ class Notifier:
         capacity: int = DEFAULT_CAPACITY,
         tries: int = DEFAULT_TRIES,
         pauses_s: Sequence[float] = DEFAULT_PAUSES_S,
+        task_log: Callable[[str], Path | None] = lambda task: None,
     ) -> None:
         self.origin = origin
+        self._task_log = task_log  # where a running task's lines are (the tail of a slow notice)
+        self._now: Callable[[], datetime] = lambda: datetime.now().astimezone()
         self._log = logger
         self._env = dict(os.environ if env is None else env)
         self._read_lines = read_lines
@@ -51,12 +58,31 @@ class Notifier:
         self.delivery = Delivery(
             self.send, describe=describe, logger=logger, capacity=capacity, tries=tries, pauses_s=pauses_s
         )
+        self.timed: TimedNotices | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.delivery.start()
 
+    def watch(
+        self,
+        *,
+        now: Callable[[], datetime],
+        tasks: Callable[[], Mapping[str, NotifySettings]],
+        seed: Callable[[str], WatchSeed],
+        start: bool = True,
+    ) -> TimedNotices:
+        """Turn on the timed notices: ``tasks`` names the loaded tasks with a timed key, ``seed`` reads a
+        task's past from the history (both called on the timer thread)."""
+        self._now = now
+        self.timed = TimedNotices(prepare=self.prepare_timed, now=now, logger=self._log, tasks=tasks, seed=seed)
+        if start:
+            self.timed.start()
+        return self.timed
+
     def close(self, *, drain_s: float = 5.0) -> None:
+        if self.timed is not None:
+            self.timed.stop()
         self.delivery.close(drain_s=drain_s)
 
     def knows(self, task: str) -> bool:
@@ -72,6 +98,8 @@ class Notifier:
         url = ping_url(settings, "/start")
         if url is not None:
             self.delivery.post(PingJob(url, what=" /start", task=task))
+        if self.timed is not None and watched(settings):
+            self.timed.started(task, run_id, settings)
 
     def _masker(self, task: str, secrets: Secrets | None) -> Masker:
         """The task's masker, compiled once per set of secrets (the loop hands the same object until a reload)."""
@@ -94,18 +122,43 @@ class Notifier:
             )
         verdict = decide_notices(fact, settings=settings, state=state)
         self._states[fact.task] = verdict.state
+        events = verdict.events
+        if self.timed is not None and watched(settings):
+            standing = verdict.state.alarmed and NotifyEvent.FAILURE in settings.on
+            ends_silence = self.timed.finished(fact, settings, failure_standing=standing)
+            if ends_silence and NotifyEvent.RECOVERY in settings.on and NotifyEvent.RECOVERY not in events:
+                events = (*events, NotifyEvent.RECOVERY)
         url = ping_url(settings, verdict.ping_suffix) if verdict.ping_suffix is not None else None
-        if not verdict.events and url is None:
+        if not events and url is None:
             return
         lines = self._read_lines(fact.log_path, fact.run_id)
         if url is not None:
             self.delivery.post(
                 PingJob(url, body=ping_body(lines, mask=masker.mask), what=verdict.ping_suffix or "", task=fact.task)
             )
-        for event in verdict.events:
+        for event in events:
             notice = render(fact, event, origin=self.origin, log_lines=lines, mask=masker.mask)
             for job in jobs_for(notice, settings):
                 self.delivery.post(job)
+
+    def prepare_timed(self, notice: TimedNotice) -> Callable[[], None]:
+        """Render a timed notice (on the timer thread: the run's log is read there); returns what queues it."""
+        _, masker = self._secrets.get(notice.task, (None, NO_MASKER))
+        failing = notice.watch.failing
+        if notice.event is NotifyEvent.FAILURE and failing is not None:  # a repeat of the failure notice
+            lines = self._read_lines(failing.log_path, failing.run_id)
+            rendered = render(failing, NotifyEvent.FAILURE, origin=self.origin, log_lines=lines, mask=masker.mask)
+            rendered = replace(rendered, title=f"{failing.task} still failing ({failing.outcome})")
+        else:
+            lines = self._read_lines(self._task_log(notice.task), notice.run.run_id) if notice.run else []
+            rendered = render_timed(notice, now=self._now(), origin=self.origin, log_lines=lines, mask=masker.mask)
+        jobs = jobs_for(rendered, notice.watch.settings)
+
+        def queue() -> None:
+            for job in jobs:
+                self.delivery.post(job)
+
+        return queue
 
     def forget(self, task: str) -> None:
         """The task was removed: drop its memory."""

@@ -9,6 +9,8 @@ Policy (README, "Being told"):
   and further failures stay quiet until it ends.
 - A final ``ok`` ends the streak. If the streak was alarmed, that is a ``recovery``; otherwise it is a
   ``success`` (which only users who asked for it in ``On`` hear about). A recovery is never also a success.
+- A ``missed`` row is a ``missed`` notice, once per row (a row that grows is published again under its run
+  id and stays quiet); it neither extends nor ends a streak and sends no ping (the monitor sees the silence).
 - Any other outcome (skipped, testing, killed by a shutdown, interrupted) neither extends nor ends a streak.
 - ``On`` filters the notices only; the streak is tracked regardless, so adding ``recovery`` later behaves.
 - Pings follow the healthchecks.io protocol: ``/start`` when a run starts, the bare URL on a final ok,
@@ -24,6 +26,7 @@ from .model import RunFact, StreakState
 
 FAILURE_OUTCOMES = frozenset({"failed", "timeout", "memory", "crashed", "env-failed"})
 OK_OUTCOME = "ok"
+MISSED_OUTCOME = "missed"
 
 
 @dataclass(frozen=True)
@@ -45,13 +48,14 @@ def decide_notices(fact: RunFact, *, settings: NotifySettings, state: StreakStat
         return Verdict(
             events=(NotifyEvent.FAILURE,) if notify else (),
             ping_suffix="/fail",
-            state=StreakState(alarmed=state.alarmed or reached),
+            state=state.but(alarmed=state.alarmed or reached),
         )
     if fact.outcome == OK_OUTCOME:
         event = NotifyEvent.RECOVERY if state.alarmed else NotifyEvent.SUCCESS
-        return Verdict(
-            events=(event,) if event in settings.on else (), ping_suffix="", state=StreakState(alarmed=False)
-        )
+        return Verdict(events=(event,) if event in settings.on else (), ping_suffix="", state=state.but(alarmed=False))
+    if fact.outcome == MISSED_OUTCOME:
+        fresh = fact.run_id != state.last_missed and NotifyEvent.MISSED in settings.on
+        return Verdict(events=(NotifyEvent.MISSED,) if fresh else (), state=state.but(last_missed=fact.run_id))
     return Verdict(state=state)
 
 

@@ -79,9 +79,14 @@ def send_apprise(url: str, notice: Notice, *, timeout_s: float = CHANNEL_TIMEOUT
         # Apprise's defaults are 4 s per socket operation (15 s for SMTP connects); one limit for all channels.
         plugin.socket_connect_timeout = timeout_s
         plugin.socket_read_timeout = timeout_s
-        kind = {NotifyEvent.FAILURE: apprise.NotifyType.FAILURE, NotifyEvent.TEST: apprise.NotifyType.INFO}.get(
-            notice.event, apprise.NotifyType.SUCCESS
-        )
+        warning = apprise.NotifyType.WARNING
+        kind = {
+            NotifyEvent.FAILURE: apprise.NotifyType.FAILURE,
+            NotifyEvent.TEST: apprise.NotifyType.INFO,
+            NotifyEvent.MISSED: warning,
+            NotifyEvent.SILENT: warning,
+            NotifyEvent.SLOW: warning,
+        }.get(notice.event, apprise.NotifyType.SUCCESS)
         if plugin.notify(body=notice.body, title=notice.title, notify_type=kind):
             return DeliveryResult(True, "delivered")
         return DeliveryResult(False, _safe(reasons.take() or "the channel refused the notice", url, mask))
