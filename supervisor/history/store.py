@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from ..errors import HistoryStoreError
 from ..model import Outcome, RunRecord, Trigger
+from .bins import OutcomeBin, read_outcome_bins
 from .connection import HistoryConnection
 from .rows import MESSAGE_CAP, record_to_json, run_matches
 from .rows import cap_message as _cap_message
@@ -57,6 +58,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "HistoryStore",
     "OutcomeBin",
+    "moves_schedule",
     "record_to_json",
     "run_matches",
 ]
@@ -66,19 +68,13 @@ INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 # Triggers whose runs move the schedule. Manual runs (run-now) never do.
 ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
 _ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
+# A ``missed`` row (trigger schedule) stands for slots that did not run: it never moves the schedule.
+_MOVES_SCHEDULE = "(trigger IN (?, ?) AND outcome IS NOT 'missed')"
 
 
-@dataclass(frozen=True)
-class OutcomeBin:
-    """How many runs of one task started in one time bin with one outcome (None: still open)."""
-
-    task: str
-    bin: int
-    outcome: str | None
-    count: int
-    first: datetime  # earliest start in the bin
-    last: datetime  # latest end in the bin
-    run_id: str  # one of them (the only one when count is 1)
+def moves_schedule(record: RunRecord) -> bool:
+    """Whether ``record`` is a schedule anchor (the rule of ``_MOVES_SCHEDULE``, for rows not yet written)."""
+    return record.trigger.value in ANCHOR_TRIGGERS and record.outcome is not Outcome.MISSED
 
 
 class HistoryStore:
@@ -240,9 +236,9 @@ class HistoryStore:
                     SELECT rowid FROM (
                         SELECT rowid, outcome,
                                ROW_NUMBER() OVER (PARTITION BY task {_NEWEST_FIRST}) AS newest_rank,
-                               ROW_NUMBER() OVER (PARTITION BY task, trigger IN (?, ?) {_NEWEST_FIRST})
+                               ROW_NUMBER() OVER (PARTITION BY task, {_MOVES_SCHEDULE} {_NEWEST_FIRST})
                                    AS anchor_rank,
-                               trigger IN (?, ?) AS moves_schedule
+                               {_MOVES_SCHEDULE} AS moves_schedule
                         FROM runs {where})
                     WHERE newest_rank > ? AND outcome IS NOT NULL
                           AND NOT (moves_schedule AND anchor_rank = 1))
@@ -255,13 +251,13 @@ class HistoryStore:
 
     def last_anchor(self, task: str) -> datetime | None:
         """When ``task``'s schedule last advanced: ``due`` (else ``started``) of its newest scheduled or
-        startup row, whatever its outcome (skipped and testing count). Manual runs never move the schedule.
-        None when the task has never had such a row."""
+        startup row, whatever its outcome (skipped and testing count) but ``missed``. Manual runs never move
+        the schedule. None when the task has never had such a row."""
         with self._db.reading(f"read the last scheduled run of task {task!r}") as conn:
             if conn is None:
                 return None
             row = conn.execute(
-                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND trigger IN (?, ?) {_NEWEST_FIRST} LIMIT 1",
+                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND {_MOVES_SCHEDULE} {_NEWEST_FIRST} LIMIT 1",
                 (task, *_ANCHOR_TRIGGERS),
             ).fetchone()
         if row is None:
@@ -361,34 +357,8 @@ class HistoryStore:
         """
         if not tasks:
             return []
-        marks = ", ".join("?" * len(tasks))
-        start = _encode_time(since)
         with self._db.reading("count recent runs") as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(
-                "SELECT task, CAST(MAX(julianday(started) - julianday(?), 0) * 86400 / ? AS INTEGER) AS bin, "
-                "outcome, COUNT(*), MIN(started), MAX(COALESCE(finished, ?)), MIN(run_id) FROM ("
-                f"  SELECT * FROM runs WHERE task IN ({marks}) AND started >= ?"
-                f"  UNION ALL SELECT * FROM runs WHERE task IN ({marks}) AND outcome IS NULL AND started < ?"
-                ") GROUP BY task, bin, outcome ORDER BY task, bin",
-                (start, bin_s, _encode_time(now), *tasks, start, *tasks, start),
-            ).fetchall()
-        try:
-            return [
-                OutcomeBin(
-                    task=str(task),
-                    bin=int(b),
-                    outcome=None if o is None else str(o),
-                    count=int(n),
-                    first=_decode_time(first),
-                    last=_decode_time(last),
-                    run_id=str(run_id),
-                )
-                for task, b, o, n, first, last, run_id in rows
-            ]
-        except (ValueError, TypeError) as exc:
-            raise HistoryStoreError(f"run history {self.path}: recent runs cannot be read: {exc}") from exc
+            return [] if conn is None else read_outcome_bins(conn, tasks, since, bin_s=bin_s, now=now, path=self.path)
 
     def totals(self) -> HistoryTotals:
         """Run totals per task that pruning never lowers (totals.py): the Prometheus counters' source."""
