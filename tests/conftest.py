@@ -77,6 +77,8 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_loop_gates.py": "loop",
     "test_loop_manual.py": "loop",
     "test_loop_missed.py": "loop",
+    "test_missed_shown.py": "unit",
+    "test_missed_slots.py": "unit",
     "test_loop_sched.py": "loop",
     "test_loop_states.py": "loop",
     "test_metrics.py": "unit",
