@@ -77,6 +77,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_loop_gates.py": "loop",
     "test_loop_manual.py": "loop",
     "test_loop_missed.py": "loop",
+    "test_missed_e2e.py": "e2e",
     "test_missed_shown.py": "unit",
     "test_missed_slots.py": "unit",
     "test_loop_sched.py": "loop",
