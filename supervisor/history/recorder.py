@@ -199,12 +199,6 @@ class RunLog:
         self.log = logger
         self.task_logs = task_logs
 
-    def grow_missed(self, record: RunRecord) -> None:
-        """A ``missed`` row's incident goes on: its grown ``slots`` and ``finished`` replace the stored ones."""
-        assert record.slots is not None and record.finished is not None
-        slots, finished = record.slots, record.finished
-        self._write(lambda: self.records.grow_missed(record.run_id, slots=slots, finished=finished))
-
     def __call__(self, fact: RunFinished) -> None:
         record = fact.record
         if record.duration_s is None or fact.summary == "":
