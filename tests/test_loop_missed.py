@@ -186,3 +186,23 @@ def test_a_gated_run_dropped_for_its_next_slot_is_one_missed_slot(tmp_path: Path
     assert "StartIfFreeMemoryMB" in (rows[0].message or "")
     h.records.close()
     h.task_logs.close()
+
+
+def test_a_task_broken_at_start_gets_the_outage_up_to_then_and_an_incident_after(restarted: Harness) -> None:
+    h = restarted
+    h.executor.init_outcome = Outcome.FAILED
+    h.sup.start()
+    h.settle()
+    assert h.state("t") == "error"
+    h.tick(60)
+    h.tick(60)
+    down, error = missed(h, "t")
+    # 10:01 .. 10:10 while down (no catch-up can run: all ten count); 10:11 and 10:12 while in error.
+    assert (down.reason, down.slots, down.finished) == (MissedReason.DOWN, 10, START + 10 * MIN)
+    assert (error.reason, error.slots, error.due, error.finished) == (
+        MissedReason.ERROR,
+        2,
+        START + 11 * MIN,
+        START + 12 * MIN,
+    )
+    assert h.executor.mains("t") == []
