@@ -206,3 +206,26 @@ def test_a_task_broken_at_start_gets_the_outage_up_to_then_and_an_incident_after
         START + 12 * MIN,
     )
     assert h.executor.mains("t") == []
+
+
+def test_a_missed_slot_neither_adds_to_nor_ends_a_failure_streak(tmp_path: Path) -> None:
+    probe = FakeProbe()
+    h = Harness(tmp_path / "home", gate_probe=probe)
+    h.sup.start()
+    h.write("t", every=1, extra="[Limits]\nStartIfFreeMemoryMB = 2048\n")
+    h.settle()
+    for _ in range(2):
+        h.executor.finish(h.executor.live_main("t"), Outcome.FAILED, message="boom")
+        h.settle()
+        h.tick(60)
+    assert h.task("t")["consecutive_failures"] == 2
+    h.executor.finish(h.executor.live_main("t"), Outcome.FAILED, message="boom")
+    h.settle()
+    probe.free_mb = 100  # the next due run is held by the gate until the slot after it comes
+    h.tick(60)
+    h.tick(60)
+    assert [r.reason for r in missed(h, "t")] == [MissedReason.GATE]
+    assert h.task("t")["consecutive_failures"] == 3, "the three failures count; the missed slot does not"
+    assert h.sup.history.failure_streak("t") == 3, "nor does it in the streak read back from the history"
+    h.records.close()
+    h.task_logs.close()
