@@ -93,3 +93,41 @@ def test_a_file_of_schema_5_is_migrated_by_the_writer_and_shown_complete_to_a_re
         assert db.totals().missed == {"a": {"queue": 2}}
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+
+
+def test_a_missed_row_never_moves_the_schedule_anchor_nor_is_the_anchor_pruned_for_it(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite3") as db:
+        ran = RunRecord.instant(
+            task="a",
+            trigger=Trigger.SCHEDULE,
+            at=T0 - timedelta(hours=1),
+            outcome=Outcome.OK,
+            message="",
+            log_path=None,
+        )
+        db.record_instant(ran)
+        db.record_instant(_missed("r-m", reason=MissedReason.DOWN, slots=3))  # newer, trigger schedule
+        assert db.last_anchor("a") == T0 - timedelta(hours=1)
+        db.prune(keep=1)
+        assert db.last_anchor("a") == T0 - timedelta(hours=1), "the anchor row survives a prune to one row"
+
+
+def test_the_write_behind_store_grows_a_missed_row_in_order_and_shows_it_before_it_is_written(tmp_path: Path) -> None:
+    import logging
+
+    from supervisor.history.writebehind import WriteBehindStore
+
+    db = WriteBehindStore.wrap(HistoryStore(tmp_path / "h.sqlite3"), logger=logging.getLogger("test.wb"))
+    try:
+        db.record_instant(_missed("r-g", reason=MissedReason.ERROR, slots=1))
+        db.grow_missed("r-g", slots=4, finished=T0 + timedelta(minutes=3))
+        queued = db.run("r-g")
+        assert queued is not None and (queued.slots, queued.finished) == (4, T0 + timedelta(minutes=3))
+        assert db.last_anchor("a") is None, "a queued missed row is no anchor either"
+        assert db.flush(timeout=10)
+        stored = db.history("a", outcomes=[Outcome.MISSED])
+        assert [(r.slots, r.finished) for r in stored] == [(4, T0 + timedelta(minutes=3))]
+    finally:
+        db.close()
+    with HistoryStore(tmp_path / "h.sqlite3", readonly=True) as reader:
+        assert reader.totals().missed == {"a": {"error": 4}}, "the metric's counter grew with the row"

@@ -15,7 +15,7 @@ from tests.support.loop_harness import START, FakeProbe, Harness
 from supervisor.config.schema import parse_task_config
 from supervisor.core.slots import GATE_POLL_S
 from supervisor.errors import ConfigError
-from supervisor.model import HomeConfig, Limits, Trigger
+from supervisor.model import HomeConfig, Limits, MissedReason, Outcome, Trigger
 from supervisor.scheduling.gates import HostProbe, closed_gate, parse_mem_available_mb
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,8 +83,9 @@ def test_the_next_slot_drops_the_waiting_run_and_queues_its_own(
     with caplog.at_level(logging.WARNING):
         h.tick(60)
     assert h.state("t") == "queued"
-    assert any("due run of" in m and "skipped: its start gate stayed closed" in m for m in caplog.messages)
-    assert h.rows("t") == [], "a logged skip: no row (there is no 'missed' outcome)"
+    assert any("missed because its start gate stayed closed" in m for m in caplog.messages)
+    (row,) = h.rows("t")
+    assert (row.outcome, row.reason, row.slots, row.due) == (Outcome.MISSED, MissedReason.GATE, 1, START)
     probe.free_mb = 4096
     h.tick(GATE_POLL_S)
     (run,) = h.executor.mains("t")

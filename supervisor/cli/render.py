@@ -11,7 +11,8 @@ Policies:
 * Tables fit the given width (80 when output is piped): the widest free-text column is cut first, with
   ``…``, down to a minimum; only a table that cannot fit even then is left wider.
 * Colour only when ``View.colour`` says so (a terminal, and ``NO_COLOR`` unset; see ``wants_colour``):
-  red for failures, yellow for runs that did not run to their end (skipped, timeout, killed, interrupted),
+  red for failures, yellow for runs that did not run to their end (skipped, timeout, killed, interrupted)
+  and for slots that never started (missed),
   green for ``ok``. Padding is computed on the plain text, so colour never breaks the alignment.
 * ``status`` prints the table, then every current error, then the "why" lines: by default only for tasks
   that are not plainly scheduled (never ran, disabled, waiting for a window or an env...), cut to the
@@ -40,6 +41,7 @@ OUTCOME_COLOURS = {
     "timeout": YELLOW,
     "killed": YELLOW,
     "interrupted": YELLOW,
+    "missed": YELLOW,
 }
 STATE_COLOURS = {ShownState.ERROR.value: RED, ShownState.ENV_FAILED.value: RED, ShownState.BACKING_OFF.value: YELLOW}
 GAP = "  "
@@ -167,9 +169,11 @@ STATUS_COLUMNS = (
 
 
 def plainly_scheduled(task: Mapping[str, Any]) -> bool:
-    """Scheduled (or running) as usual after an earlier run, with no error: its "why" says nothing new."""
+    """Scheduled (or running) as usual after an earlier run, with no error: its "why" says nothing new (it
+    does when that run is a ``missed`` one)."""
     shown = task.get("state") in (ShownState.SCHEDULED, ShownState.RUNNING)
-    return shown and not task.get("error") and task.get("last_run") is not None
+    last = task.get("last_run")
+    return shown and not task.get("error") and last is not None and last.get("outcome") != "missed"
 
 
 def supervisor_line(sup: Mapping[str, Any] | None, offline: Mapping[str, Any] | None, view: View, *, home: str) -> str:
@@ -243,7 +247,8 @@ HISTORY_COLUMNS = (
 
 
 def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
-    """The human ``history``: one row per run, newest first; MESSAGE is the message's last line."""
+    """The human ``history``: one row per run, newest first; MESSAGE is the message's last line. A ``missed``
+    row's OUTCOME says how many slots it stands for and why: ``missed x12 (down)``."""
     rows, colours = [], []
     for run in runs:
         message = (run.get("message") or "").strip().splitlines()
@@ -256,7 +261,7 @@ def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
                 run["run_id"],
                 trigger,
                 format_time(run["started"], view),
-                outcome,
+                f"{outcome} x{run.get('slots') or 1} ({run.get('reason')})" if outcome == "missed" else outcome,
                 duration(run.get("duration_s")),
                 f"{peak:.0f}" if peak else "-",
                 message[-1] if message else "",

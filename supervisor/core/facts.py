@@ -56,6 +56,12 @@ class RunFacts:
         self.history.instant(record)
         self._remember(record)
 
+    def grown(self, record: RunRecord) -> None:
+        """A ``missed`` row's incident grew (more slots): the history and the status follow; consumers hear
+        nothing new (one notice per incident, core/missing.py)."""
+        self.history.grow_missed(record)
+        self._remember(record)
+
     def env_failed(self, st: TaskState, error: str, *, at: datetime, log_path: Path | None) -> None:
         """A task whose env could not be built records one ``env-failed`` run (so its history says why)."""
         record = RunRecord.instant(

@@ -5,17 +5,16 @@ Policies:
 * A due run (schedule, startup or retry) whose gate is closed waits in the run queue (state ``queued``;
   ``why`` names the gate and the value it read) and starts on the first look that finds the gate open (the
   queue looks again every few seconds, slots.py). It takes no run slot while it waits.
-* When the task's next slot comes while its run still waits for a gate, the waiting run is dropped (a
-  logged skip) and the new due run queues in its place: a gate never piles runs up.
+* When the task's next slot comes while its run still waits for a gate (or for a run slot), the waiting run
+  is dropped as a ``missed`` row (reason ``gate``, or ``queue``) and the new due run queues in its place: a
+  gate never piles runs up.
 * A manual run ignores the gates, unless asked to respect them (``run-now --respect-gates``): then a closed
   gate refuses it, saying which gate and the value.
 """
 
 from __future__ import annotations
 
-import logging
-
-from ..model import Trigger
+from ..model import MissedReason, Trigger
 from ..scheduling.gates import Probe, closed_gate
 from .lifecycle import TaskState
 from .reporting import Reporter
@@ -42,13 +41,14 @@ class GateKeeper:
         return self.closed(st) if st is not None else None
 
     def slot_came(self, st: TaskState) -> None:
-        """The task's next slot came: drop its run that still waits for a start gate."""
+        """The task's next slot came: its due run still waiting for a start gate or a run slot gives way; that
+        slot is a ``missed`` row (reason ``gate`` or ``queue``, missing.py) and the new run queues in its place."""
         waiting = self._slots.get(st.name)
-        if waiting is None or waiting.gate is None:
-            return
-        why = f"its start gate stayed closed until the next slot ({waiting.gate})"
+        if waiting is None or waiting.run_id is not None or waiting.trigger is Trigger.RETRY:
+            return  # none, a start being retried after a back-off (its row is open), or a retry (runbook.py)
+        if waiting.gate is not None:
+            reason, why = MissedReason.GATE, f"its start gate stayed closed until the next slot ({waiting.gate})"
+        else:
+            reason, why = MissedReason.QUEUE, "no run slot was free before the next slot (MaxConcurrentRuns)"
         self._slots.drop(st, why)
-        # A "missed" outcome would close it as a row of its own here; until one exists it is a logged skip.
-        self._report.say(
-            st.name, logging.WARNING, f"task {st.name!r}: due run of {self._report.fmt(waiting.due)} skipped: {why}"
-        )
+        self._book.missed.dropped(st, waiting, reason, f"because {why}")

@@ -7,8 +7,8 @@ the run slots, the launcher, the facts and the lifecycle; all of it runs on the 
 Policies:
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
-* A due run while the previous one is still running (or still waiting for a run slot) is recorded as
-  ``skipped``; the next due time is the next slot. A Testing=True confirmation counts as a start.
+* A due run while the previous one is still running is recorded as ``skipped``; one still waiting for a run
+  slot or a gate gives way as a ``missed`` row (gating.py). A Testing=True confirmation counts as a start.
 * pause NAME moves a loaded task to ``paused`` (resume NAME back to ``scheduled``). A paused task's slots
   pass without a run (nothing is recorded: ``why`` says it is paused), so after resume
   it waits for its next slot instead of making up what it missed; its retries wait too.

@@ -5,8 +5,8 @@ history row is open gets that row closed.
 
 Policies:
 * A due run that finds every slot taken waits in the queue; it keeps its place and its due time, and the
-  task shows as ``queued``. A task has at most one queued run: a further due run while one waits is recorded
-  as skipped by the loop, like a due run while the task is running.
+  task shows as ``queued``. A task has at most one queued run: when its next slot comes while one waits, the
+  waiting one is dropped as a ``missed`` row (reason ``queue``, core/missing.py) and the new one queues.
 * A run whose start failed for a transient reason (too many open files, no memory or processes for a
   moment) goes back to the head of the queue with a not-before time: ``SPAWN_RETRY_FIRST_S`` doubling up to
   ``SPAWN_RETRY_MAX_S``. Its history row stays open meanwhile and the retry reuses its run id.

@@ -37,6 +37,7 @@ from .facts import RunFacts
 from .launch import Launcher, LaunchFailed
 from .lifecycle import Backoff, BackoffKind, Lifecycle, TaskState, is_gone, is_idle, is_loaded, is_parked
 from .loading import read_folder, scan_changes
+from .missing import MissedBook
 from .reporting import Reporter
 from .slots import RunSlots
 
@@ -73,6 +74,7 @@ class TaskBook:
         self.stopping = stopping
         self.max_inits = max_inits
         self.clock = launcher.clock
+        self.missed = MissedBook(history=history, facts=facts, report=report, clock=self.clock, paused=paused)
         self.tasks: dict[str, TaskState] = {}
         self.folders: dict[str, TaskFolder] = {}
         self.init_queue: dict[str, None] = {}  # tasks waiting for an initialize() slot, in arrival order
@@ -239,6 +241,7 @@ class TaskBook:
         return min(moments) if moments else None
 
     def run_backoffs(self) -> None:
+        self.missed.look(self.tasks, scanned=self.scanned_once)  # before due runs start: see missing.py
         mono = self.clock.monotonic()
         for st in list(self.tasks.values()):
             for kind, backoff in list(st.backoffs.items()):

@@ -96,6 +96,12 @@ class RunHistory:
         self._write(lambda: self.records.record_instant(record))
         self._count(record.task, record.outcome)
 
+    def grow_missed(self, record: RunRecord) -> None:
+        """A ``missed`` row's incident goes on: its grown ``slots`` and ``finished`` replace the stored ones."""
+        assert record.slots is not None and record.finished is not None
+        slots, finished = record.slots, record.finished
+        self._write(lambda: self.records.grow_missed(record.run_id, slots=slots, finished=finished))
+
     def __call__(self, fact: RunFinished) -> None:
         record = fact.record
         if record.run_id in self._open:
@@ -123,6 +129,12 @@ class RunHistory:
     # and read as empty: the loop goes on, as after a fresh start)
     def last_anchor(self, task: str) -> datetime | None:
         return self._read(lambda: self.records.last_anchor(task), None)
+
+    def last_missed(self, task: str) -> RunRecord | None:
+        """The task's newest ``missed`` row: slots up to its ``finished`` are accounted for already."""
+        return self._read(
+            lambda: next(iter(self.records.history(task, limit=1, outcomes=[Outcome.MISSED])), None), None
+        )
 
     def last_finished(self, task: str) -> RunRecord | None:
         return self._read(lambda: self.records.last_finished(task), None)

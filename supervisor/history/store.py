@@ -52,6 +52,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "HistoryStore",
     "OutcomeBin",
+    "moves_schedule",
     "record_to_json",
     "run_matches",
 ]
@@ -61,6 +62,13 @@ INTERRUPTED_MESSAGE = "supervisor stopped before the run finished"
 # Triggers whose runs move the schedule. Manual runs (run-now) never do.
 ANCHOR_TRIGGERS = (Trigger.SCHEDULE.value, Trigger.STARTUP.value)
 _ANCHOR_TRIGGERS = ANCHOR_TRIGGERS
+# A ``missed`` row (trigger schedule) stands for slots that did not run: it never moves the schedule.
+_MOVES_SCHEDULE = "(trigger IN (?, ?) AND outcome IS NOT 'missed')"
+
+
+def moves_schedule(record: RunRecord) -> bool:
+    """Whether ``record`` is a schedule anchor (the rule of ``_MOVES_SCHEDULE``, for rows not yet written)."""
+    return record.trigger.value in ANCHOR_TRIGGERS and record.outcome is not Outcome.MISSED
 
 
 class HistoryStore:
@@ -222,9 +230,9 @@ class HistoryStore:
                     SELECT rowid FROM (
                         SELECT rowid, outcome,
                                ROW_NUMBER() OVER (PARTITION BY task {_NEWEST_FIRST}) AS newest_rank,
-                               ROW_NUMBER() OVER (PARTITION BY task, trigger IN (?, ?) {_NEWEST_FIRST})
+                               ROW_NUMBER() OVER (PARTITION BY task, {_MOVES_SCHEDULE} {_NEWEST_FIRST})
                                    AS anchor_rank,
-                               trigger IN (?, ?) AS moves_schedule
+                               {_MOVES_SCHEDULE} AS moves_schedule
                         FROM runs {where})
                     WHERE newest_rank > ? AND outcome IS NOT NULL
                           AND NOT (moves_schedule AND anchor_rank = 1))
@@ -237,13 +245,13 @@ class HistoryStore:
 
     def last_anchor(self, task: str) -> datetime | None:
         """When ``task``'s schedule last advanced: ``due`` (else ``started``) of its newest scheduled or
-        startup row, whatever its outcome (skipped and testing count). Manual runs never move the schedule.
-        None when the task has never had such a row."""
+        startup row, whatever its outcome (skipped and testing count) but ``missed``. Manual runs never move
+        the schedule. None when the task has never had such a row."""
         with self._db.reading(f"read the last scheduled run of task {task!r}") as conn:
             if conn is None:
                 return None
             row = conn.execute(
-                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND trigger IN (?, ?) {_NEWEST_FIRST} LIMIT 1",
+                f"SELECT COALESCE(due, started) FROM runs WHERE task = ? AND {_MOVES_SCHEDULE} {_NEWEST_FIRST} LIMIT 1",
                 (task, *_ANCHOR_TRIGGERS),
             ).fetchone()
         if row is None:

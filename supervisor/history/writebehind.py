@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 from ..errors import HistoryStoreError
 from ..model import Outcome, RunRecord
-from .store import ANCHOR_TRIGGERS, HistoryStore, OutcomeBin, run_matches
+from .store import HistoryStore, OutcomeBin, moves_schedule, run_matches
 
 DEFAULT_CAPACITY = 10_000
 WRITER_BUSY_TIMEOUT_S = 0.5
@@ -179,6 +179,19 @@ class WriteBehindStore(HistoryStore):
             done,
         )
 
+    def grow_missed(self, run_id: str, *, slots: int, finished: datetime) -> None:
+        with self._cond:
+            base = self._overlay.get(run_id)
+        grown = None if base is None else replace(base, slots=slots, finished=finished)
+        self._enqueue(
+            _Op(
+                f"grow missed run {run_id!r} to {slots} slots",
+                lambda records: records.grow_missed(run_id, slots=slots, finished=finished),
+                run_id,
+            ),
+            grown,
+        )
+
     def prune(self, *, keep: int, task: str | None = None) -> int:
         """Queued like every write; returns 0 because the count is only known once it ran (it is logged
         by nobody: the start-up prune, whose count is shown, runs on the plain HistoryStore before wrapping)."""
@@ -297,7 +310,7 @@ class WriteBehindStore(HistoryStore):
 
     def last_anchor(self, task: str) -> datetime | None:
         stored = self._reader.last_anchor(task)
-        queued = [row.due or row.started for row in self._pending_rows(task) if row.trigger.value in ANCHOR_TRIGGERS]
+        queued = [row.due or row.started for row in self._pending_rows(task) if moves_schedule(row)]
         candidates = [t for t in (stored, *queued) if t is not None]
         return max(candidates) if candidates else None
 

@@ -10,12 +10,12 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Iterable, Mapping
 
 from ..history.store import record_to_json
-from ..model import CatchUp, PhaseChanged, RunRecord, ShownState, TaskPhase, TaskSpec, Window
+from ..model import CatchUp, Outcome, PhaseChanged, RunRecord, ShownState, TaskPhase, TaskSpec, Window
 from ..scheduling.retry import PendingRetry
 from ..scheduling.triggers import skipped_before, zone_for
 from ..scheduling.windows import in_window
 
-LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message")
+LAST_RUN_FIELDS = ("run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message", "reason", "slots")
 LOADED = frozenset({TaskPhase.SCHEDULED, TaskPhase.PAUSED})  # the phases in which due times advance
 
 
@@ -104,14 +104,14 @@ def status_json(
     """The live ``status --json`` document."""
     rows = []
     for view in sorted(views, key=lambda v: v.name.casefold()):
-        running = view.running
+        running, last = view.running, last_finished(view.name)
         rows.append(
             {
                 "name": view.name,
                 "enabled": bool(view.spec.enabled) if view.spec else True,
                 "state": display_state(view).value,
                 "next_run": view.next_due.isoformat() if view.phase in LOADED and view.next_due else None,
-                "last_run": last_run_json(last_finished(view.name)),
+                "last_run": last_run_json(last),
                 "error": view.error,
                 "running": {
                     "run_id": running.run_id,
@@ -120,7 +120,7 @@ def status_json(
                 }
                 if running
                 else None,
-                "why": explain(view, tz=tz),
+                "why": explain(view, tz=tz) + missed_why(last, tz),
                 "consecutive_failures": view.failures,
                 "schedule": view.schedule,
                 "paused": paused_json(view.paused_since),
@@ -131,6 +131,26 @@ def status_json(
         "supervisor": {"pid": supervisor.pid, "started": supervisor.started.isoformat(), "home": supervisor.home},
         "offline": None,  # a live answer (query/source.py fills it in for an offline one)
     }
+
+
+_MISSED_WHY = {
+    "down": "while the supervisor was down",
+    "error": "while the task could not run",
+    "env": "while its env could not be built",
+    "queue": "waiting for a free run slot (MaxConcurrentRuns)",
+    "gate": "waiting for a start gate to open",
+}
+
+
+def missed_why(last: RunRecord | None, tz: tzinfo) -> str:
+    """``; missed 12 slots from … to … while the supervisor was down`` when the newest row is a missed one
+    (why the task did not run lately), else nothing."""
+    if last is None or last.outcome is not Outcome.MISSED:
+        return ""
+    why = _MISSED_WHY.get(last.reason.value if last.reason else "", "")
+    if (last.slots or 1) == 1:
+        return f"; missed its slot of {_fmt(last.due, tz)} {why}".rstrip()
+    return f"; missed {last.slots} slots from {_fmt(last.due, tz)} to {_fmt(last.finished, tz)} {why}".rstrip()
 
 
 def paused_json(since: datetime | None) -> dict[str, Any] | None:

@@ -2,8 +2,9 @@
 
 Readable without colour: every mark carries a ``<title>`` (task, outcome word, start, duration) that
 browsers and screen readers show, failures are drawn with a different shape (a tall bar with an outline),
-and the legend names every outcome. Colours come from CSS classes (``o-ok``, ``o-failed``, ...), so the
-markup has no inline style and the page's Content-Security-Policy can forbid inline styles.
+missed slots as a hollow mark (an outline only), and the legend names every outcome. Colours come from CSS
+classes (``o-ok``, ``o-failed``, ...), so the markup has no inline style and the page's Content-Security-Policy
+can forbid inline styles.
 All text is escaped here; the result is safe to insert as markup.
 """
 
@@ -25,7 +26,8 @@ PLOT_W = 840
 SPARK_W = 100
 SPARK_H = 20
 GOOD = frozenset({Outcome.OK.value, Outcome.TESTING.value})
-NEUTRAL = frozenset({Outcome.SKIPPED.value, Outcome.KILLED.value})
+# Not failures: nothing of the task's own went wrong. A missed slot is drawn hollow (app.css, ``.o-missed``).
+NEUTRAL = frozenset({Outcome.SKIPPED.value, Outcome.KILLED.value, Outcome.MISSED.value})
 _KNOWN = frozenset({o.value for o in Outcome} | {"running"})
 
 
