@@ -116,12 +116,12 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 def _fill(folder: Path) -> Path:
     """Write until the file system says ENOSPC; return the filler file."""
     filler = folder / "filler"
-    with open(filler, "wb") as handle:
+    # Unbuffered: every write's ENOSPC is raised in the loop, never later by the close of a buffered file.
+    with open(filler, "wb", buffering=0) as handle:
         chunk = b"\0" * 65536
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
