@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 from tests.support.loop_harness import START, Harness
 
-from supervisor.model import Outcome, Trigger
+from supervisor.model import Outcome, RunMode, Trigger
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -271,3 +271,19 @@ def test_a_new_downstream_does_not_run_for_old_upstream_runs(tmp_path: Path) -> 
     finally:
         second.records.close()
         second.task_logs.close()
+
+
+def test_a_downstream_still_loading_keeps_the_start_until_it_is_loaded(h: Harness) -> None:
+    h.write("up", every=60)
+    h.settle()
+    h.executor.init_outcome = None  # d's initialize() stays in flight
+    write_after(h, "d", "up")
+    h.settle()
+    assert h.state("d") == "initializing"
+    up = finish_up(h, "up")
+    assert h.executor.mains("d") == []
+    (init,) = [r for r in h.executor.live.values() if r.task == "d" and r.mode is RunMode.INITIALIZE]
+    h.executor.finish(init.run_id)
+    h.settle()
+    (run,) = h.executor.mains("d")
+    assert dict(run.variables)["TASK_UPSTREAM_RUN_ID"] == up

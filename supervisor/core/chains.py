@@ -9,6 +9,8 @@ Policies:
 * Only final attempts count (``RunFinished.final``), of any trigger: scheduled, startup, a retry's last
   attempt, manual, and ``after`` itself (chains of chains). A run that could not run main() to its own end
   (skipped, testing, killed, interrupted) starts nothing.
+* A task still loading (its env building, initialize() running) keeps the start until it is loaded; one
+  that is disabled, broken or removed drops it.
 * Outside its window the start waits for the window's next opening, like an interval slot; a paused task's
   start is dropped (logged), like its due slots. A start that finds the task still running or queued is
   recorded ``skipped`` (trigger ``after``, with the upstream run id), like any overlapping due run.
@@ -33,7 +35,7 @@ from ..scheduling.chains import catch_up, find_cycles, upstream_problems
 from ..scheduling.triggers import zone_for
 from ..scheduling.windows import in_window
 from .facts import RunFacts
-from .lifecycle import TaskState, is_loaded, is_scheduled
+from .lifecycle import TaskState, is_loaded, is_loading, is_scheduled
 from .tasks import TaskBook
 
 CATCH_UP_LOOKBACK = 200  # the downstream's newest rows the restart rule looks through for ``after`` rows
@@ -63,12 +65,9 @@ class Chains:
             return
         for st in self.book.tasks.values():
             spec = st.spec
-            if (
-                spec is not None
-                and fact.task in spec.after
-                and is_loaded(st)
-                and spec.after_outcome.matches(fact.outcome)
-            ):
+            if spec is None or fact.task not in spec.after or not (is_loaded(st) or is_loading(st)):
+                continue  # a task still loading (env, initialize()) keeps the start until it is loaded
+            if spec.after_outcome.matches(fact.outcome):
                 self._add(st, Upstream(fact.task, fact.run_id, fact.outcome))
 
     def _add(self, st: TaskState, upstream: Upstream) -> None:
@@ -85,10 +84,10 @@ class Chains:
         self._check()
         for name in list(self.pending):
             st, waiting = self.book.tasks.get(name), self.pending[name]
-            if st is None or st.spec is None or not st.spec.after or not is_loaded(st):
+            if st is None or st.spec is None or not st.spec.after or not (is_loaded(st) or is_loading(st)):
                 del self.pending[name]  # unloaded or no longer an After task: its starts go with its schedule
                 continue
-            if waiting[0].due > now:
+            if not is_loaded(st) or waiting[0].due > now:
                 continue
             first = waiting.pop(0)
             if not waiting:
