@@ -429,6 +429,8 @@ class TaskBook:
                 if st.startup_pending
                 else self.report.fmt(st.next_due)
                 if st.next_due is not None
+                else "when an upstream run ends (After)"
+                if st.spec.after
                 else "none (done: no more runs)"
             )
             flags = " [Testing: main() will not run]" if st.spec.testing else ""
@@ -438,10 +440,10 @@ class TaskBook:
 
     def _reschedule(self, st: TaskState) -> None:
         """A config-only change of a loaded task: new schedule from the same anchor, no initialize()."""
-        assert st.trigger is not None
+        assert st.trigger is not None and st.spec is not None
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=self.clock.now())
         self.report.say(
             st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self.report.fmt(st.next_due)}"
         )
-        if st.next_due is None and st.retry is None and st.main_run is None:
+        if st.next_due is None and st.retry is None and st.main_run is None and not st.spec.after:
             self.report.say(st.name, logging.INFO, f"task {st.name!r}: no more runs (done)")
