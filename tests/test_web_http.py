@@ -157,6 +157,21 @@ def test_status_api_is_the_cli_status_document(home: Path) -> None:
     assert task["schedule"] and "5" in task["schedule"]
 
 
+def test_the_task_page_links_a_chain_both_ways(home: Path) -> None:
+    make_task(home, "backup")
+    (home / "Tasks" / "report").mkdir(parents=True)
+    (home / "Tasks" / "report" / "main.py").write_text("def main():\n    return 'ok'\n")
+    (home / "Tasks" / "report" / "config.ini").write_text("[Frequency]\nAfter = backup\n")
+    c, _ = logged_in(home)
+    up, down = c.get("/tasks/backup"), c.get("/tasks/report")
+    assert up.status_code == down.status_code == 200
+    assert re.search(r'Then runs</dt><dd class="chain-down"><a href="/tasks/report">report</a>', up.text), up.text
+    assert re.search(r'Runs after</dt><dd class="chain-up"><a href="/tasks/backup">backup</a>', down.text)
+    assert "after backup (ok)" in down.text
+    task = client(home).get("/api/status", headers=BEARER).json()["tasks"]
+    assert [(t["name"], t["after"], t["downstream"]) for t in task] == [("backup", [], ["report"]), ("report", ["backup"], [])]
+
+
 def test_history_api_filters_by_outcome_and_pages(home: Path) -> None:
     make_task(home, "a")
     ids = add_runs(home, "a", [Outcome.OK, Outcome.FAILED, Outcome.OK, Outcome.TIMEOUT, Outcome.OK, None])
