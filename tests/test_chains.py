@@ -24,7 +24,12 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 def test_after_is_a_schedule_kind_with_its_outcome():
     spec = parse("[Frequency]\nAfter = backup, export , backup\nAfterOutcome = FAILED\n").spec
-    assert (spec.after, spec.after_outcome, spec.every, spec.cron) == (("backup", "export"), AfterOutcome.FAILED, None, None)
+    assert (spec.after, spec.after_outcome, spec.every, spec.cron) == (
+        ("backup", "export"),
+        AfterOutcome.FAILED,
+        None,
+        None,
+    )
     assert parse("[Frequency]\nAfter = backup\n").spec.after_outcome is AfterOutcome.OK
 
 
@@ -39,7 +44,10 @@ def test_after_is_a_schedule_kind_with_its_outcome():
         ("[Frequency]\nAfter = demo\n", "[Frequency] After = 'demo': names the task itself: a cycle demo -> demo"),
         ("[Frequency]\nAfter = a,,b\n", "[Frequency] After = 'a,,b': empty task name"),
         ("[Frequency]\nAfter = ../x\n", "[Frequency] After = '../x': '../x' is not a task name"),
-        ("[Frequency]\nAfter = a\nAfterOutcome = maybe\n", "[Frequency] AfterOutcome = 'maybe': use one of ok, failed, any"),
+        (
+            "[Frequency]\nAfter = a\nAfterOutcome = maybe\n",
+            "[Frequency] AfterOutcome = 'maybe': use one of ok, failed, any",
+        ),
         (
             "[Frequency]\nEveryXMinutes = 5\nAfterOutcome = ok\n",
             "[Frequency] AfterOutcome = 'ok': needs [Frequency] After",
@@ -180,6 +188,8 @@ def test_validate_reports_cycles_as_errors_and_missing_upstreams_as_warnings(tmp
     assert problems == 2
     assert f"error: task 'a': {paths.task_config('a')}: [Frequency] After = 'b': a cycle a -> b -> a" in text
     assert "error: task 'b'" in text and "a cycle b -> a -> b" in text
-    assert "ok    c" in text and "warning: task 'c': [Frequency] After names 'ghost', which is not a task folder" in text
+    assert (
+        "ok    c" in text and "warning: task 'c': [Frequency] After names 'ghost', which is not a task folder" in text
+    )
     problems, report = validate_home(paths, only="a")
     assert problems == 1, "the cycle is found with --only too: every folder is read for it"

@@ -169,7 +169,10 @@ def test_the_task_page_links_a_chain_both_ways(home: Path) -> None:
     assert re.search(r'Runs after</dt><dd class="chain-up"><a href="/tasks/backup">backup</a>', down.text)
     assert "after backup (ok)" in down.text
     task = client(home).get("/api/status", headers=BEARER).json()["tasks"]
-    assert [(t["name"], t["after"], t["downstream"]) for t in task] == [("backup", [], ["report"]), ("report", ["backup"], [])]
+    assert [(t["name"], t["after"], t["downstream"]) for t in task] == [
+        ("backup", [], ["report"]),
+        ("report", ["backup"], []),
+    ]
 
 
 def test_history_api_filters_by_outcome_and_pages(home: Path) -> None:

@@ -141,6 +141,7 @@ class Chains:
         for name in sorted(freed - set(self._cycles)):
             st, folder = self.book.tasks.get(name), self.book.folders.get(name)
             if st is not None and folder is not None and st.phase is TaskPhase.ERROR:
+                # Its files did not change, so no rescan would load it again: the task book's own load path.
                 self.book.guarded(name, self.book._load, name, folder, code_changed=True)
         for name, ups in after.items():
             for warning in upstream_problems(name, ups, enabled=enabled):
