@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 import stat
 from pathlib import Path
 from urllib.parse import quote
@@ -23,7 +24,7 @@ from starlette.testclient import TestClient
 
 from supervisor.config.listen import parse_listen
 from supervisor.history.store import HistoryStore
-from supervisor.model import Outcome
+from supervisor.model import Outcome, Trigger
 from supervisor.paths import Paths
 from supervisor.web.app import WebConfig, create_app
 from supervisor.web.auth import load_or_create_token
@@ -168,6 +169,12 @@ def test_the_task_page_links_a_chain_both_ways(home: Path) -> None:
     assert re.search(r'Then runs</dt><dd class="chain-down"><a href="/tasks/report">report</a>', up.text), up.text
     assert re.search(r'Runs after</dt><dd class="chain-up"><a href="/tasks/backup">backup</a>', down.text)
     assert "after backup (ok)" in down.text
+    (up_run,) = add_runs(home, "backup", [Outcome.OK])
+    with HistoryStore(home / "logs" / "state" / "history.sqlite3") as records:
+        after = replace(records.run(up_run), run_id="20260101T000000-after0", task="report", upstream=up_run)
+        records.record_instant(replace(after, trigger=Trigger.AFTER))
+    page = c.get("/runs/20260101T000000-after0")
+    assert f'after (after <a href="/runs/{up_run}">run {up_run}</a>)' in page.text, page.text
     task = client(home).get("/api/status", headers=BEARER).json()["tasks"]
     assert [(t["name"], t["after"], t["downstream"]) for t in task] == [
         ("backup", [], ["report"]),
