@@ -203,3 +203,29 @@ def cli_history(home: Path, task: str) -> str:
     result = cli(home, "history", task, "--json")
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+CHAIN_MAIN = """\
+import json, os
+
+def main():
+    return json.dumps({k: v for k, v in os.environ.items() if k.startswith("TASK_UPSTREAM_")}, sort_keys=True)
+"""
+
+
+def test_a_chain_runs_on_workers_with_the_upstream_in_its_environment(
+    home: Path, redis: RedisServer, workers: list[Worker]
+) -> None:
+    write_task(home / "Tasks", "up", config="[Frequency]\nEveryXMinutes = 1440\n")
+    write_task(home / "Tasks", "down", main=CHAIN_MAIN, config="[Frequency]\nAfter = up\n")
+    with SupervisorProcess(rq_home(home, redis)) as sup:
+        (down,) = wait_for(
+            lambda: [r for r in sup.history("down") if r["outcome"]], timeout=90, what="the downstream run on RQ"
+        )
+        (up,) = sup.history("up")
+    assert (up["outcome"], down["outcome"], down["trigger"], down["upstream"]) == ("ok", "ok", "after", up["run_id"])
+    assert json.loads(down["message"]) == {
+        "TASK_UPSTREAM_OUTCOME": "ok",
+        "TASK_UPSTREAM_RUN_ID": up["run_id"],
+        "TASK_UPSTREAM_TASK": "up",
+    }

@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 import stat
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ from starlette.testclient import TestClient
 
 from supervisor.config.listen import parse_listen
 from supervisor.history.store import HistoryStore
-from supervisor.model import Outcome
+from supervisor.model import Outcome, Trigger
 from supervisor.paths import Paths
 from supervisor.web.app import WebConfig, create_app
 from supervisor.web.auth import load_or_create_token
@@ -156,6 +157,30 @@ def test_status_api_is_the_cli_status_document(home: Path) -> None:
     assert task["last_run"] == offline["tasks"][0]["last_run"]
     assert task["paused"] is None and task["schedule"] == offline["tasks"][0]["schedule"]
     assert task["schedule"] and "5" in task["schedule"]
+
+
+def test_the_task_page_links_a_chain_both_ways(home: Path) -> None:
+    make_task(home, "backup")
+    (home / "Tasks" / "report").mkdir(parents=True)
+    (home / "Tasks" / "report" / "main.py").write_text("def main():\n    return 'ok'\n")
+    (home / "Tasks" / "report" / "config.ini").write_text("[Frequency]\nAfter = backup\n")
+    c, _ = logged_in(home)
+    up, down = c.get("/tasks/backup"), c.get("/tasks/report")
+    assert up.status_code == down.status_code == 200
+    assert re.search(r'Then runs</dt><dd class="chain-down"><a href="/tasks/report">report</a>', up.text), up.text
+    assert re.search(r'Runs after</dt><dd class="chain-up"><a href="/tasks/backup">backup</a>', down.text)
+    assert "after backup (ok)" in down.text
+    (up_run,) = add_runs(home, "backup", [Outcome.OK])
+    with HistoryStore(home / "logs" / "state" / "history.sqlite3") as records:
+        after = replace(records.run(up_run), run_id="20260101T000000-after0", task="report", upstream=up_run)
+        records.record_instant(replace(after, trigger=Trigger.AFTER))
+    page = c.get("/runs/20260101T000000-after0")
+    assert f'after (after <a href="/runs/{up_run}">run {up_run}</a>)' in page.text, page.text
+    task = client(home).get("/api/status", headers=BEARER).json()["tasks"]
+    assert [(t["name"], t["after"], t["downstream"]) for t in task] == [
+        ("backup", [], ["report"]),
+        ("report", ["backup"], []),
+    ]
 
 
 def test_history_api_filters_by_outcome_and_pages(home: Path) -> None:

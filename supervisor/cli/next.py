@@ -2,7 +2,8 @@
 
 Reads only the task's config.ini (no supervisor, no history): the times are what the loop would do for a
 task that never ran, from now or from ``--from``, with the task's zone, window and jitter applied, because
-both go through ``triggers.trigger_for``. Times are shown in the task's zone with their UTC offset.
+both go through ``triggers.trigger_for``. An After task has none: it prints its upstreams ("after backup
+(ok)"). Times are shown in the task's zone with their UTC offset.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def cmd_next(args: argparse.Namespace, paths: Paths) -> int:
     start = now if args.start is None else parse_instant(args.start, tz=zone)
     times = next_times(spec, now=start, count=args.count, tz=machine)
     if args.json:
-        print(json.dumps({"task": spec.name, "next": [t.astimezone(zone).isoformat() for t in times]}))
+        shown = [t.astimezone(zone).isoformat() for t in times]
+        extra = {"after": list(spec.after), "after_outcome": spec.after_outcome.value} if spec.after else {}
+        print(json.dumps({"task": spec.name, "next": shown, **extra}))
         return 0
     for line in render(spec, times, reference=start, zone=zone, machine=machine):
         print(line)
@@ -64,7 +67,9 @@ def render(spec: TaskSpec, times: list[datetime], *, reference: datetime, zone: 
     """The human table: absolute time with offset, and how long from ``reference`` (like list-timers)."""
     lines = [f"{spec.name}: {trigger_for(spec, tz=machine).describe()}"]
     if not times:
-        lines.append("no more runs")
+        lines.append(
+            "no due times of its own: it runs when a run of an upstream ends" if spec.after else "no more runs"
+        )
         return lines
     rows = [("NEXT", "LEFT")] + [
         (f"{t.astimezone(zone):%a %Y-%m-%d %H:%M:%S %z}", relative(t - reference)) for t in times

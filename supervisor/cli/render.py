@@ -176,6 +176,13 @@ def plainly_scheduled(task: Mapping[str, Any]) -> bool:
     return shown and not task.get("error") and last is not None and last.get("outcome") != "missed"
 
 
+def next_shown(task: Mapping[str, Any], view: View) -> str:
+    """The NEXT column: the next due time; for an After task without one, its upstreams ("after backup")."""
+    if task.get("after") and not task.get("next_run"):
+        return "after " + ", ".join(task["after"])
+    return format_time(task.get("next_run"), view)
+
+
 def supervisor_line(sup: Mapping[str, Any] | None, offline: Mapping[str, Any] | None, view: View, *, home: str) -> str:
     """The first line of ``status``: running (live), running but not answering (offline), or not running."""
     if sup:
@@ -199,7 +206,7 @@ def render_status(status: Mapping[str, Any], view: View, *, home: str, why_all: 
             [
                 task["name"],
                 task["state"],
-                format_time(task.get("next_run"), view),
+                next_shown(task, view),
                 format_time(last.get("started"), view),
                 outcome,
                 duration(last.get("duration_s")),

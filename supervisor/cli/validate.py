@@ -5,7 +5,9 @@ for unknown keys and defaults used), main.py compiles and defines main(), requir
 and each requirement line is a valid requirement (packaging) or pip option (pip's rules), named
 by file and line number; a PEP 723 block in main.py is valid, is not next to a requirements.txt and its
 requires-python fits this Python; every [Notify] URL is one Apprise accepts; a .env readable by group/others
-is a warning. Nothing is imported, built, installed or sent.
+is a warning; a cycle of [Frequency] After is an error on each task of it, an After naming a missing or
+disabled task a warning (scheduling/chains.py, as the supervisor does). Nothing is imported, built,
+installed or sent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Iterable
 
 from ..config.schema import read_home_config, read_task_config
 from ..discovery.scan import check_task_source, scan_tasks
@@ -23,6 +26,7 @@ from ..errors import TaskAutomationError
 from ..execution.secrets import read_env_file
 from ..model import Limits, NotifySettings, RetryPolicy
 from ..paths import Paths
+from ..scheduling.chains import find_cycles, upstream_problems
 
 
 def check_requirements(path: Path, *, task: str) -> list[str]:
@@ -30,6 +34,29 @@ def check_requirements(path: Path, *, task: str) -> list[str]:
     if not path.exists() and not path.is_symlink():
         return []  # a missing requirements.txt means no packages (a dangling link is reported by reqcheck)
     return [f"task {task!r}: {problem}" for problem in check_file(path, environ=os.environ)]
+
+
+def chain_checks(paths: Paths, folders: Iterable[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """Task -> (errors, warnings) of [Frequency] After across every task folder (an unreadable config.ini
+    counts as a task without After; its own error is reported where it is read)."""
+    after: dict[str, tuple[str, ...]] = {}
+    enabled: dict[str, bool] = {}
+    for name in folders:
+        try:
+            spec = read_task_config(paths.task_config(name), task=name).spec
+        except TaskAutomationError:
+            enabled[name] = True
+            continue
+        enabled[name] = spec.enabled
+        if spec.after and spec.enabled:
+            after[name] = spec.after
+    cycles = find_cycles(after)
+    found: dict[str, tuple[list[str], list[str]]] = {}
+    for name, ups in after.items():
+        where = f"task {name!r}: {paths.task_config(name)}: [Frequency] After = {', '.join(ups)!r}"
+        errors = [f"{where}: a cycle {cycles[name]}"] if name in cycles else []
+        found[name] = (errors, upstream_problems(name, ups, enabled=enabled))
+    return found
 
 
 def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[str]]:
@@ -50,13 +77,13 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         report.append(f"error: {exc}")
         problems += 1
     folders = scan_tasks(paths.tasks) if paths.tasks.is_dir() else {}
+    chains = chain_checks(paths, [name for name, folder in folders.items() if not folder.missing])
     if only is not None:
         if only not in folders:
             return 1, [f"error: no task named {only!r} in {paths.tasks}"]
         folders = {only: folders[only]}
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
-        errors: list[str] = []
-        warnings_: list[str] = []
+        errors, warnings_ = (list(lines) for lines in chains.get(name, ([], [])))
         # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
         errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:

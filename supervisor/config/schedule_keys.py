@@ -1,5 +1,5 @@
-"""Validators for the scheduling keys ([Frequency] Cron, RunAt, TimeZone, JitterSeconds, SkipDates,
-SkipHolidays) and [Retry].
+"""Validators for the scheduling keys ([Frequency] Cron, RunAt, After, AfterOutcome, TimeZone, JitterSeconds,
+SkipDates, SkipHolidays) and [Retry].
 
 Each takes the raw text of one value and returns the parsed value, or raises InvalidValue whose message
 is the reason; ``config`` puts the task, file, section, key and value in front of it.
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import holidays
 from cronsim import CronSim, CronSimError
 
-from ..model import RETRYABLE_OUTCOMES, Calendar, Outcome, Window
+from ..model import RETRYABLE_OUTCOMES, AfterOutcome, Calendar, Outcome, Window
 from ..scheduling.calendar import split_code
 from .values import InvalidValue, non_negative_number, number
 
@@ -71,6 +71,27 @@ def run_at_times(text: str) -> tuple[datetime, ...]:
         except ValueError as exc:
             raise InvalidValue(f"{item!r} is not a real date-time ({exc})") from None
     return tuple(sorted(times))
+
+
+def after_tasks(text: str) -> tuple[str, ...]:
+    """Comma-separated task names (folder names under Tasks/); duplicates dropped, order kept."""
+    names: list[str] = []
+    for part in text.split(","):
+        name = part.strip()
+        if not name:
+            raise InvalidValue("empty task name (name one or more tasks, e.g. After = backup, export)")
+        if "/" in name or name.startswith("."):
+            raise InvalidValue(f"{name!r} is not a task name (a folder directly under Tasks/)")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def after_outcome(text: str) -> AfterOutcome:
+    try:
+        return AfterOutcome(text.strip().lower())
+    except ValueError:
+        raise InvalidValue(f"use one of {', '.join(o.value for o in AfterOutcome)}") from None
 
 
 def time_zone(text: str) -> str:

@@ -2,8 +2,10 @@
 
 Policy (the config keys and rules of README.md and docs/architecture.md):
 
-- A schedule is required: exactly one of ``[Frequency] EveryXMinutes``, ``Cron`` and ``RunAt`` (none or
-  two is an error naming them). Every other key has a documented default.
+- A schedule is required: exactly one of ``[Frequency] EveryXMinutes``, ``Cron``, ``RunAt`` and ``After``
+  (none or two is an error naming them). Every other key has a documented default. ``After`` naming the task
+  itself, or ``AfterOutcome`` without ``After``, is an error; a cycle across tasks is found by
+  scheduling/chains.py (it needs every task).
 - ``[Retry]`` keys missing from a task take the home's ``[Retry]`` defaults (taskautomation.ini), like
   ``[Limits]``; a task's own value wins.
 - A *present* but invalid value is a ConfigError; nothing is silently coerced.
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..model import (
+    AfterOutcome,
     Calendar,
     CatchUp,
     ConfigResult,
@@ -59,6 +62,8 @@ from .inifile import (
 )
 from .notify_keys import HEARTBEAT_KEYS, NOTIFY_KEYS, parse_heartbeat, parse_notify
 from .schedule_keys import (
+    after_outcome,
+    after_tasks,
     backoff,
     cron_expression,
     cron_meets_window,
@@ -70,7 +75,7 @@ from .schedule_keys import (
     time_zone,
 )
 
-_SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt")
+_SCHEDULE_KEYS = ("EveryXMinutes", "Cron", "RunAt", "After")
 _BACKOFF_KEYS = ("FailureBackoff", "FailureBackoffAfter")
 
 
@@ -81,6 +86,8 @@ _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
         "EveryXMinutes",
         "Cron",
         "RunAt",
+        "After",
+        "AfterOutcome",
         "AllowedFrom",
         "AllowedTo",
         "CatchUp",
@@ -200,13 +207,31 @@ def _schedule_key(sections: Mapping[str, Section], ctx: Context) -> str:
         raise ctx.fail(
             f"[Frequency] EveryXMinutes missing{where}: it is required (minutes between the starts "
             "of two runs, e.g. EveryXMinutes = 60) unless the task has Cron (e.g. Cron = "
-            "30 7 * * mon-fri) or RunAt (e.g. RunAt = 2026-12-24 18:00) instead"
+            "30 7 * * mon-fri), RunAt (e.g. RunAt = 2026-12-24 18:00) or After (e.g. After = backup) instead"
         )
     found = sections["frequency"]
     shown = ", ".join(f"{found.entries[k.lower()].key} = {found.entries[k.lower()].value!r}" for k in present)
     raise ctx.fail(
-        f"[Frequency] {' and '.join(present)} are both set ({shown}): use exactly one of EveryXMinutes, Cron and RunAt"
+        f"[Frequency] {' and '.join(present)} are both set ({shown}): "
+        "use exactly one of EveryXMinutes, Cron, RunAt and After"
     )
+
+
+def _parse_after(sections: Mapping[str, Section], ctx: Context) -> tuple[str, ...]:
+    """[Frequency] After: the upstream tasks; naming the task itself is the shortest cycle."""
+    after: tuple[str, ...] = lookup(sections, "Frequency", "After", after_tasks, (), ctx)
+    if ctx.task in after:
+        entry = sections["frequency"].entries["after"]
+        raise ctx.error("Frequency", "After", entry.value, f"names the task itself: a cycle {ctx.task} -> {ctx.task}")
+    return after
+
+
+def _parse_after_outcome(sections: Mapping[str, Section], after: tuple[str, ...], ctx: Context) -> AfterOutcome:
+    outcome = lookup(sections, "Frequency", "AfterOutcome", after_outcome, AfterOutcome.OK, ctx)
+    if not after and has_key(sections, "Frequency", "AfterOutcome"):
+        entry = sections["frequency"].entries["afteroutcome"]
+        raise ctx.error("Frequency", "AfterOutcome", entry.value, "needs [Frequency] After (the upstream tasks)")
+    return outcome
 
 
 def _missing_seed_warnings(sections: Mapping[str, Section], ctx: Context) -> list[str]:
@@ -249,6 +274,7 @@ def parse_task_config(
     cron = lookup(sections, "Frequency", "Cron", cron_expression, None, ctx) if kind == "Cron" else None
     no_times: tuple[datetime, ...] = ()
     run_at = lookup(sections, "Frequency", "RunAt", run_at_times, no_times, ctx) if kind == "RunAt" else no_times
+    after = _parse_after(sections, ctx) if kind == "After" else ()
     window = Window(
         start=lookup(sections, "Frequency", "AllowedFrom", values.clock, Window().start, ctx),
         end=lookup(sections, "Frequency", "AllowedTo", values.clock, Window().end, ctx),
@@ -279,6 +305,8 @@ def parse_task_config(
         retry=_parse_retry(sections, retry_defaults, ctx),
         failure_backoff=_parse_failure_backoff(sections, backoff_defaults, ctx),
         calendar=_parse_calendar(sections, ctx),
+        after=after,
+        after_outcome=_parse_after_outcome(sections, after, ctx),
     )
     warnings = unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
     return ConfigResult(spec=spec, warnings=tuple(warnings))

@@ -73,11 +73,10 @@ class Launcher:
         queued: QueuedRun | None = None,
         run_id: str | None = None,
     ) -> str | LaunchFailed:
-        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; its run id, or why not.
-        ``run_id``: the id already promised for this run (a manual run accepted while the task loaded)."""
+        """Start ``main()`` or ``initialize()`` of ``st``: its run id, or why not (``run_id``: one promised)."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         now = self.clock.now()
-        reused = queued.run_id if queued is not None else None
+        reused, upstream = (queued.run_id, queued.upstream) if queued is not None else (None, None)
         record = RunRecord(
             run_id=reused or run_id or new_run_id(now),
             task=st.name,
@@ -87,6 +86,7 @@ class Launcher:
             log_path=self.task_logs.path(st.name),
             attempt=queued.attempt if queued is not None else 1,
             retry_of=queued.retry_of if queued is not None else None,
+            upstream=upstream.run_id if upstream is not None else None,
         )
         if mode is RunMode.MAIN and reused is None:
             self.history.opened(record)  # before the spawn: survives a crash
@@ -103,6 +103,7 @@ class Launcher:
             limits=st.spec.limits,
             due=due,
             queue=st.spec.queue,
+            variables=upstream.variables() if upstream is not None else (),
         )
         try:
             self.executor.launch(request)

@@ -2,7 +2,7 @@
 and how a run's end is settled.
 
 ``RunBook`` works on the task book's states (tasks.py) through the parts the supervisor (loop.py) hands it:
-the run slots, the launcher, the facts and the lifecycle; all of it runs on the loop thread.
+the run slots, the launcher, the facts, the lifecycle and chains.py ([Frequency] After); all on the loop thread.
 
 Policies:
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
@@ -39,9 +39,10 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
-from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, new_run_id
+from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, Upstream, new_run_id
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
 from . import damping
+from .chains import Chains
 from .clocksteps import recompute_after_step
 from .facts import RunFacts
 from .gating import GateKeeper
@@ -79,12 +80,14 @@ class RunBook:
         self.clock = clock
         self.stopping = stopping
         self.promised = PromisedRuns()  # manual runs accepted while their task loaded (manual.py)
+        self.chains = Chains(book, facts)  # [Frequency] After: hears every finished run (after the history)
 
     # ------------------------------------------------------------------ phase: start_due
     def start_due(self) -> None:
         if self.promised:  # first: the user asked for these; a due run that finds one in flight is skipped
             self.start_promised()
         now = self.clock.now()
+        self.chains.start_due(now, self._start)
         for st in list(self.book.tasks.values()):
             if not is_loaded(st) or st.trigger is None:
                 continue
@@ -111,7 +114,7 @@ class RunBook:
 
     def next_due_in(self, now: datetime, longest: float) -> float:
         """Seconds until the earliest due run or retry, at most ``longest`` (0 for a startup run)."""
-        wait = longest
+        wait = self.chains.next_due_in(now, longest)
         for st in self.book.tasks.values():
             if not is_loaded(st):
                 continue
@@ -156,7 +159,7 @@ class RunBook:
         self.slots.add(st, queued)
         self.start_queued()
 
-    def _start(self, st: TaskState, trigger: Trigger, due: datetime | None) -> None:
+    def _start(self, st: TaskState, trigger: Trigger, due: datetime | None, upstream: Upstream | None = None) -> None:
         assert st.spec is not None
         waiting = self.slots.get(st.name)
         if waiting is not None and waiting.trigger is Trigger.RETRY:
@@ -174,7 +177,7 @@ class RunBook:
                 if st.main_run
                 else "the previous due run is still waiting for a run slot"
             )
-            self._instant(st, trigger, due, Outcome.SKIPPED, why)
+            self._instant(st, trigger, due, Outcome.SKIPPED, why, upstream=upstream)
             self.report.say(
                 st.name,
                 logging.WARNING,
@@ -182,7 +185,7 @@ class RunBook:
             )
             return
         if st.spec.testing:
-            self._instant(st, trigger, due, Outcome.TESTING, "Testing=True: main() not executed")
+            self._instant(st, trigger, due, Outcome.TESTING, "Testing=True: main() not executed", upstream=upstream)
             self.report.say(
                 st.name,
                 logging.INFO,
@@ -190,7 +193,7 @@ class RunBook:
                 f"main() not executed; next run {self.report.fmt(st.next_due)}",
             )
             return
-        self.slots.add(st, QueuedRun(task=st.name, trigger=trigger, due=due, since=self.clock.now()))
+        self.slots.add(st, QueuedRun(st.name, trigger, due, since=self.clock.now(), upstream=upstream))
         self.start_queued()
 
     def start_queued(self) -> None:
@@ -212,6 +215,7 @@ class RunBook:
         message: str,
         *,
         run_id: str | None = None,
+        upstream: Upstream | None = None,
     ) -> str:
         """A run that starts no process (skipped, testing): one complete history row at once."""
         record = RunRecord.instant(
@@ -223,8 +227,7 @@ class RunBook:
             message=message,
             log_path=self.report.task_logs.path(st.name),
         )
-        if run_id is not None:
-            record = replace(record, run_id=run_id)
+        record = replace(record, run_id=run_id or record.run_id, upstream=upstream.run_id if upstream else None)
         self.facts.instant(record)
         return record.run_id
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..clock import Clock
 from ..logsetup import TaskLogs
-from ..model import Outcome, RunRecord, RunStage, Trigger
+from ..model import Outcome, RunRecord, RunStage, Trigger, Upstream
 from .facts import RunFacts
 from .lifecycle import Lifecycle, TaskState
 
@@ -44,6 +44,7 @@ class QueuedRun:
     spawn_failures: int = 0  # transient spawn failures so far
     not_before: float = 0.0  # monotonic time before which it must not start
     gate: str | None = None  # the start gate that held it back at the last look (status's ``why``)
+    upstream: Upstream | None = None  # a run of [Frequency] After: the upstream run that started it
 
 
 class RunQueue:

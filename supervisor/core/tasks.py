@@ -8,13 +8,12 @@ uses: the lifecycle, the launcher, the run slots (a task that is unloaded leaves
 Policies:
 * Per-task error boundary (``guarded``): any exception while handling one task becomes that task's error in
   status and the logs; the loop goes on with every other task.
-* initialize() calls in flight are capped (``max_inits``); the rest wait in arrival order. The cap bounds the
-  processes a start with hundreds of tasks spawns at once; it does not slow the start down, which is
-  CPU-bound by then anyway.
+* initialize() calls in flight are capped (``max_inits``); the rest wait in arrival order: it bounds the
+  processes a start with hundreds of tasks spawns at once (such a start is CPU-bound anyway).
 * Problems are logged once per folder content (reporting.py). Envs nothing refers to are collected (envgc.py).
 * A paused task (pause NAME) is activated as ``paused``: loaded, its due runs do not start.
-* Transient failures are retried: an initialize() that could not spawn or start (2 s doubling to 60 s), an env build
-  that failed transiently (1 min doubling to 1 h). New folder content is a fresh start, not a retry.
+* Transient failures are retried: initialize() that could not start (2 s doubling to 60 s), an env build (1 min
+  doubling to 1 h). New folder content is a fresh start, not a retry.
 """
 
 from __future__ import annotations
@@ -307,10 +306,9 @@ class TaskBook:
     def broken_env(self, st: TaskState, key: str) -> bool:
         """True when env ``key`` can no longer start its interpreter; the task is then being healed.
 
-        Self-healing: an env whose base interpreter disappeared (a distro upgrade, a pyenv removal) is
-        rebuilt once, automatically; meanwhile its tasks are ``env-building`` with the reason as their error.
-        Tasks sharing the env join the one rebuild. A failed rebuild makes the task ``env-failed``; an env
-        still broken after its rebuild makes it ``error``; either waits for its files to change.
+        Self-healing: an env whose base interpreter disappeared (a distro upgrade) is rebuilt once; meanwhile
+        its tasks (all joining the one rebuild) are ``env-building``. A failed rebuild makes the task
+        ``env-failed``, an env still broken after it ``error``; either waits for its files to change.
         """
         reason = self.envs.broken_reason(key)
         if reason is None:
@@ -432,6 +430,8 @@ class TaskBook:
                 if st.startup_pending
                 else self.report.fmt(st.next_due)
                 if st.next_due is not None
+                else "when an upstream run ends (After)"
+                if st.spec.after
                 else "none (done: no more runs)"
             )
             flags = " [Testing: main() will not run]" if st.spec.testing else ""
@@ -441,10 +441,10 @@ class TaskBook:
 
     def _reschedule(self, st: TaskState) -> None:
         """A config-only change of a loaded task: new schedule from the same anchor, no initialize()."""
-        assert st.trigger is not None
+        assert st.trigger is not None and st.spec is not None
         st.next_due = st.trigger.next_due(anchor=st.anchor, now=self.clock.now())
         self.report.say(
             st.name, logging.INFO, f"task {st.name!r}: config reloaded; next run {self.report.fmt(st.next_due)}"
         )
-        if st.next_due is None and st.retry is None and st.main_run is None:
+        if st.next_due is None and st.retry is None and st.main_run is None and not st.spec.after:
             self.report.say(st.name, logging.INFO, f"task {st.name!r}: no more runs (done)")

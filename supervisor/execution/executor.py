@@ -74,6 +74,7 @@ class RunRequest:
     limits: Limits
     due: datetime | None = None  # the scheduled slot (None for a manual run): names the slot's job elsewhere
     queue: str = "default"  # [Global] Queue: where a remote executor sends the run
+    variables: tuple[tuple[str, str], ...] = ()  # more environment variables of the run (TASK_UPSTREAM_*)
 
 
 class Executor(Protocol):
@@ -181,6 +182,7 @@ class LocalExecutor:
             env_dir=request.env_dir,
             cookie=self.cookie_prefix + request.run_id,
         )
+        env.update(request.variables)
         group = self._contain(request.run_id, request.limits, env)
         spec = ProcessLaunch(
             task=request.task,

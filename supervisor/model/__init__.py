@@ -19,11 +19,13 @@ from .runs import (
     RunResult,
     RunStarted,
     Trigger,
+    Upstream,
     new_run_id,
 )
 from .tasks import (
     DEFAULT_RETRY_ON,
     RETRYABLE_OUTCOMES,
+    AfterOutcome,
     Calendar,
     CatchUp,
     ConfigResult,
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_RETRY_ON",
     "FAILURE_OUTCOMES",
     "RETRYABLE_OUTCOMES",
+    "AfterOutcome",
     "Calendar",
     "CatchUp",
     "ConfigResult",
@@ -65,6 +68,7 @@ __all__ = [
     "TaskPhase",
     "TaskSpec",
     "Trigger",
+    "Upstream",
     "Window",
     "new_run_id",
 ]

@@ -141,6 +141,23 @@ def new_run_id(now: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """The run of an upstream task that started a run of ``[Frequency] After`` (core/chains.py)."""
+
+    task: str
+    run_id: str
+    outcome: Outcome
+
+    def variables(self) -> tuple[tuple[str, str], ...]:
+        """The downstream run's TASK_UPSTREAM_* environment variables (README, How a run executes)."""
+        return (
+            ("TASK_UPSTREAM_TASK", self.task),
+            ("TASK_UPSTREAM_RUN_ID", self.run_id),
+            ("TASK_UPSTREAM_OUTCOME", self.outcome.value),
+        )
+
+
+@dataclass(frozen=True)
 class EnvStatus:
     """Where a task's environment stands, as the env manager reports it."""
 

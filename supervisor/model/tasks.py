@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from .notices import HeartbeatSettings, NotifySettings
-from .runs import Outcome
+from .runs import FAILURE_OUTCOMES, Outcome
 
 
 class CatchUp(str, enum.Enum):
@@ -20,6 +20,22 @@ class CatchUp(str, enum.Enum):
 
     ONCE = "once"
     SKIP = "skip"
+
+
+class AfterOutcome(str, enum.Enum):
+    """[Frequency] AfterOutcome: which final outcomes of an upstream run start an ``After`` task.
+
+    OK: ``ok``. FAILED: a failure (``FAILURE_OUTCOMES``). ANY: either. A run that did not run main() to an
+    end of its own (skipped, testing, killed, interrupted, missed) never starts one.
+    """
+
+    OK = "ok"
+    FAILED = "failed"
+    ANY = "any"
+
+    def matches(self, outcome: Outcome) -> bool:
+        ok, failed = outcome is Outcome.OK, outcome in FAILURE_OUTCOMES
+        return ok if self is AfterOutcome.OK else failed if self is AfterOutcome.FAILED else ok or failed
 
 
 @dataclass(frozen=True)
@@ -119,7 +135,7 @@ class FailureBackoff:
 class TaskSpec:
     """A task's parsed config.ini. Built only by config.parse_task_config.
 
-    Exactly one of ``every`` (EveryXMinutes), ``cron`` (Cron) and ``run_at`` (RunAt) is set; the
+    Exactly one of ``every`` (EveryXMinutes), ``cron`` (Cron), ``run_at`` (RunAt) and ``after`` (After) is set; the
     ``triggers`` module turns them into due times. ``run_at`` holds naive wall-clock times that are read
     in ``time_zone`` (None = the machine's zone), like the window and the cron expression.
     """
@@ -141,6 +157,8 @@ class TaskSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)
     calendar: Calendar = field(default_factory=Calendar)  # SkipDates / SkipHolidays
+    after: tuple[str, ...] = ()  # [Frequency] After: the upstream tasks whose final runs start this one
+    after_outcome: AfterOutcome = AfterOutcome.OK  # [Frequency] AfterOutcome
 
 
 @dataclass(frozen=True)

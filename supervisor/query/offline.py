@@ -25,7 +25,7 @@ from ..history.store import HistoryStore
 from ..paths import Paths
 from ..scheduling.triggers import trigger_for
 from ..scheduling.windows import local_zone
-from .status import offline_row, offline_status_json
+from .status import downstream_of, offline_row, offline_status_json
 
 # Rows per task read at first for the failure streak; a task whose streak is not settled by a final ``ok``
 # among them is read again with the full look-back (rare: a long run of failures).
@@ -50,6 +50,7 @@ class TaskConfigView:
     enabled: bool
     error: str | None
     schedule: str | None
+    after: tuple[str, ...] = ()  # [Frequency] After
 
 
 class OfflineStatus:
@@ -78,6 +79,7 @@ class OfflineStatus:
         last = records.last_finished_each(names)
         newest = records.newest_each(names, limit=STREAK_SLICE)
         rows = []
+        below = downstream_of({name: view.after for name, view in views.items()})
         for name in names:
             recent = newest[name]
             if len(recent) >= STREAK_SLICE and not streak_settled(recent):
@@ -92,6 +94,8 @@ class OfflineStatus:
                     failures=failure_streak(recent),
                     schedule=view.schedule,
                     paused_since=paused.get(name),
+                    after=view.after,
+                    downstream=below.get(name, []),
                 )
             )
         document = offline_status_json(rows)
@@ -113,7 +117,8 @@ class OfflineStatus:
                 home_config, _ = read_home_config(self.paths.home_config)
             try:
                 spec = read_task_config(self.paths.task_config(name), task=name, defaults=home_config.limits).spec
-                view = TaskConfigView(enabled=spec.enabled, error=None, schedule=trigger_for(spec, tz=zone).describe())
+                schedule = trigger_for(spec, tz=zone).describe()
+                view = TaskConfigView(enabled=spec.enabled, error=None, schedule=schedule, after=spec.after)
             except TaskAutomationError as exc:
                 view = TaskConfigView(enabled=True, error=str(exc), schedule=None)
             self._configs[name] = (key, view)

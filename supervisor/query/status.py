@@ -84,9 +84,11 @@ def display_state(view: TaskView) -> ShownState:
 
 
 def is_done(view: TaskView) -> bool:
-    """Loaded, with no next due time and nothing pending: after the last RunAt (or a cron that ended)."""
+    """Loaded, with no next due time and nothing pending: after the last RunAt (or a cron that ended). An
+    After task has no due time of its own and is never done: an upstream run starts it."""
     return (
         view.phase in LOADED
+        and not (view.spec is not None and view.spec.after)
         and view.next_due is None
         and not view.startup_pending
         and view.retry is None
@@ -103,6 +105,8 @@ def status_json(
 ) -> dict[str, Any]:
     """The live ``status --json`` document."""
     rows = []
+    views = list(views)
+    below = downstream_of({view.name: view.spec.after for view in views if view.spec is not None})
     for view in sorted(views, key=lambda v: v.name.casefold()):
         running, last = view.running, last_finished(view.name)
         rows.append(
@@ -124,6 +128,8 @@ def status_json(
                 "consecutive_failures": view.failures,
                 "schedule": view.schedule,
                 "paused": paused_json(view.paused_since),
+                "after": list(view.spec.after) if view.spec else [],
+                "downstream": below.get(view.name, []),
             }
         )
     return {
@@ -153,6 +159,15 @@ def missed_why(last: RunRecord | None, tz: tzinfo) -> str:
     return f"; missed {last.slots} slots from {_fmt(last.due, tz)} to {_fmt(last.finished, tz)} {why}".rstrip()
 
 
+def downstream_of(after: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Task -> the tasks whose [Frequency] After names it (sorted), from task -> its After list."""
+    below: dict[str, list[str]] = {}
+    for name, ups in sorted(after.items(), key=lambda kv: kv[0].casefold()):
+        for up in ups:
+            below.setdefault(up, []).append(name)
+    return below
+
+
 def paused_json(since: datetime | None) -> dict[str, Any] | None:
     return {"since": since.isoformat()} if since is not None else None
 
@@ -166,6 +181,8 @@ def offline_row(
     failures: int = 0,
     schedule: str | None = None,
     paused_since: datetime | None = None,
+    after: tuple[str, ...] = (),
+    downstream: list[str] | None = None,
 ) -> dict[str, Any]:
     """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
     return {
@@ -180,6 +197,8 @@ def offline_row(
         "consecutive_failures": failures,
         "schedule": schedule,
         "paused": paused_json(paused_since),
+        "after": list(after),
+        "downstream": downstream or [],
     }
 
 
@@ -217,6 +236,8 @@ def explain(view: TaskView, *, tz: tzinfo) -> str:
         return f"paused since {_fmt(view.paused_since, tz)}: due runs do not start (resume NAME to continue)"
     if phase in _WAITING_WHY:
         return _WAITING_WHY[phase]
+    if phase in LOADED and spec is not None and spec.after:
+        return _explain_after(view, spec, tz=tz)
     if is_done(view):
         if spec is not None and spec.cron is not None:
             return f"done: no slot of its cron expression lies inside its window {spec.window}"
@@ -270,6 +291,19 @@ def _explain_in_flight(view: TaskView, *, tz: tzinfo) -> str | None:
     if view.queued_since is not None:
         return f"due since {_fmt(view.queued_since, tz)}; waiting for a free run slot (MaxConcurrentRuns)"
     return None
+
+
+def _explain_after(view: TaskView, spec: TaskSpec, *, tz: tzinfo) -> str:
+    """Why an After task waits: it runs after its upstreams' final runs (and when its window allows)."""
+    each = " each (no join: it runs once after every one of them)" if len(spec.after) > 1 else ""
+    parts = [f"runs {view.schedule or 'after ' + ', '.join(spec.after)}{each}"]
+    if spec.testing:
+        parts.append("Testing=True: such runs are confirmed, main() is not executed")
+    if view.retry is not None:
+        parts.append(f"attempt {view.retry.attempt} (retry of run {view.retry.retry_of}) at {_fmt(view.retry.at, tz)}")
+    if spec.window != Window():
+        parts.append(f"a start outside its window {spec.window} waits for the window")
+    return "; ".join(parts)
 
 
 def _calendar_why(spec: TaskSpec, due: datetime, *, tz: tzinfo) -> list[str]:

@@ -190,6 +190,7 @@ class RQExecutor:
             "limits": limits_to_json(request.limits),
             "installer": self.installer,
             "output_cap_bytes": self.output_cap_bytes,
+            "variables": [list(pair) for pair in request.variables],
         }
 
     def safe_url(self) -> str:

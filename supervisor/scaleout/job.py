@@ -311,6 +311,7 @@ def _request(payload: dict[str, Any], *, folder: Path, paths: Paths, status: Env
         python=status.python,
         env_dir=status.python.parent.parent,
         limits=limits_from_json(payload["limits"]),
+        variables=tuple((str(k), str(v)) for k, v in payload.get("variables", ())),
     )
 
 

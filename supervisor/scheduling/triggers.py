@@ -1,9 +1,10 @@
 """One trigger per schedule kind: when is a task next due? Pure: time comes in as arguments.
 
 ``trigger_for(spec, tz=...)`` is the one place where a task's schedule becomes due times. It picks the
-kind (EveryXMinutes, Cron or RunAt), reads it in the task's own TimeZone (else the machine's zone ``tz``)
-and adds the task's JitterSeconds offset. The loop and the ``next`` command both go through it, so what
-``next`` prints is what the loop does.
+kind (EveryXMinutes, Cron, RunAt or After), reads it in the task's own TimeZone (else the machine's zone
+``tz``) and adds the task's JitterSeconds offset. An After task has no due times of its own (core/chains.py
+starts it when an upstream run ends); SkipDates, SkipHolidays, JitterSeconds and CatchUp do not apply to
+it. The loop and the ``next`` command both go through it, so what ``next`` prints is what the loop does.
 
 Policies (docs/cli.md, "DST and time zones"; README "Scheduling"):
 
@@ -77,6 +78,8 @@ def trigger_for(spec: TaskSpec, *, tz: tzinfo) -> Trigger:
     """The trigger for ``spec``: its kind, read in its TimeZone (else ``tz``), with its jitter applied."""
     zone = zone_for(spec, default=tz)
     base: Trigger
+    if spec.after:
+        return AfterTrigger(spec.after, spec.after_outcome.value, window=spec.window, tz=zone)
     if spec.cron is not None:
         base = CronTrigger(spec.cron, window=spec.window, catch_up=spec.catch_up, tz=zone)
     elif spec.run_at:
@@ -249,6 +252,23 @@ class RunAtTrigger:
     def describe(self) -> str:
         shown = ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in sorted(self.times))
         return f"once at {shown}{_window_words(self.window)}{_zone_words(self.tz)}"
+
+
+@dataclass(frozen=True)
+class AfterTrigger:
+    """[Frequency] After: no due times of its own (``next_due`` is None, which is not "done": an upstream
+    run's end makes it due, core/chains.py); the window still holds such a start back."""
+
+    upstream: tuple[str, ...]
+    outcome: str  # AfterOutcome's value
+    window: Window
+    tz: tzinfo
+
+    def next_due(self, *, anchor: datetime | None, now: datetime) -> datetime | None:
+        return None
+
+    def describe(self) -> str:
+        return f"after {', '.join(self.upstream)} ({self.outcome}){_window_words(self.window, 'starting')}"
 
 
 @dataclass(frozen=True)
