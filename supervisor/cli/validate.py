@@ -21,7 +21,7 @@ from ..envs.pep723 import check_task_block
 from ..envs.reqcheck import check_file
 from ..errors import TaskAutomationError
 from ..execution.secrets import read_env_file
-from ..model import Limits, NotifySettings, RetryPolicy
+from ..model import Limits, NotifySettings, Retention, RetryPolicy
 from ..paths import Paths
 
 
@@ -39,11 +39,15 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     defaults = Limits()
     notify_defaults = NotifySettings()
     retry_defaults = RetryPolicy()
+    retention_defaults = Retention()
     try:
         home_config, warnings = read_home_config(paths.home_config)
         defaults = home_config.limits
         notify_defaults = home_config.notify
         retry_defaults = home_config.retry
+        retention_defaults = home_config.retention
+        if retention_defaults.enabled:
+            report.append(f"home: Output/ retention default: {retention_defaults.describe()}")
         report.extend(f"warning: {w}" for w in warnings)
         report.extend(f"warning: {w}" for w in read_env_file(paths.home_secrets)[1])
     except TaskAutomationError as exc:
@@ -57,6 +61,7 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
         errors: list[str] = []
         warnings_: list[str] = []
+        notes: list[str] = []
         # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
         errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
         if not errors:
@@ -67,8 +72,11 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
                     defaults=defaults,
                     notify_defaults=notify_defaults,
                     retry_defaults=retry_defaults,
+                    retention_defaults=retention_defaults,
                 )
                 warnings_.extend(result.warnings)
+                if result.spec.retention.enabled:
+                    notes.append(f"Output/ retention: {result.spec.retention.describe()}")
             except TaskAutomationError as exc:
                 errors.append(str(exc))
             try:
@@ -85,6 +93,7 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
         report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
         report.extend(f"      error: {e}" for e in errors)
         report.extend(f"      warning: {w}" for w in warnings_)
+        report.extend(f"      {n}" for n in notes)
         problems += len(errors)
     if not folders:
         report.append(f"no task folders in {paths.tasks}")

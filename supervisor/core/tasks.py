@@ -132,6 +132,7 @@ class TaskBook:
             notify_defaults=self.config.notify,
             retry_defaults=self.config.retry,
             backoff_defaults=self.config.failure_backoff,
+            retention_defaults=self.config.retention,
         )
         if reading.problem is not None:
             self.set_broken(st, reading.problem, level=reading.level)

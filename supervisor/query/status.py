@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Iterable, Mapping
 
 from ..history.store import record_to_json
-from ..model import CatchUp, PhaseChanged, RunRecord, ShownState, TaskPhase, TaskSpec, Window
+from ..model import CatchUp, PhaseChanged, Retention, RunRecord, ShownState, TaskPhase, TaskSpec, Window
 from ..scheduling.retry import PendingRetry
 from ..scheduling.triggers import skipped_before, zone_for
 from ..scheduling.windows import in_window
@@ -124,6 +124,7 @@ def status_json(
                 "consecutive_failures": view.failures,
                 "schedule": view.schedule,
                 "paused": paused_json(view.paused_since),
+                "output_retention": retention_json(view.spec.retention if view.spec else None),
             }
         )
     return {
@@ -137,6 +138,13 @@ def paused_json(since: datetime | None) -> dict[str, Any] | None:
     return {"since": since.isoformat()} if since is not None else None
 
 
+def retention_json(retention: Retention | None) -> dict[str, Any] | None:
+    """The [Output] limits in force (the home's defaults applied), or None when Output/ is never pruned."""
+    if retention is None or not retention.enabled:
+        return None
+    return {"keep_days": retention.keep_days, "keep_files": retention.keep_files, "keep_mb": retention.keep_mb}
+
+
 def offline_row(
     name: str,
     *,
@@ -146,6 +154,7 @@ def offline_row(
     failures: int = 0,
     schedule: str | None = None,
     paused_since: datetime | None = None,
+    retention: Retention | None = None,
 ) -> dict[str, Any]:
     """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
     return {
@@ -160,6 +169,7 @@ def offline_row(
         "consecutive_failures": failures,
         "schedule": schedule,
         "paused": paused_json(paused_since),
+        "output_retention": retention_json(retention),
     }
 
 
