@@ -183,10 +183,9 @@ def build_supervisor(
 ) -> Supervisor:
     """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
     builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
-    notifications, then ``outputs``, the [Output] retention), the run-started listeners (the /start ping), and
-    the move listener that writes one DEBUG
-    line per lifecycle move to the supervisor log (a child logger: the file gets it, the console does not).
-    ``containment`` None = the cgroups this machine offers (detected)."""
+    notifications, then ``outputs``: [Output] retention), the run-started listeners (the /start ping), and the
+    move listener that writes one DEBUG line per lifecycle move to the supervisor log (a child logger: the
+    file gets it, the console does not). ``containment`` None = the cgroups this machine offers (detected)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
     executor = _executor(

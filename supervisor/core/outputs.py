@@ -52,6 +52,7 @@ class OutputRetention:
         self._every_s = every_s
         self._prune = prune
         self._lock = threading.Lock()  # ``_running`` is read by the pruning thread
+        self._idle = threading.Condition(self._lock)  # notified when a prune is done
         self._running: dict[str, set[str]] = {}  # task -> run ids in flight
         self._last: dict[str, float] = {}  # task -> monotonic time its last prune was asked for
         self._pending: set[str] = set()  # tasks queued or being pruned
@@ -105,8 +106,9 @@ class OutputRetention:
             except Exception:  # noqa: BLE001 - one task's prune must never end the thread for the others
                 self._log.exception("task %r: Output/ retention failed", task)
             finally:
-                with self._lock:
+                with self._idle:
                     self._pending.discard(task)
+                    self._idle.notify_all()
 
     def _prune_one(self, task: str, retention: Retention) -> None:
         now = self._clock.now().timestamp()
@@ -127,6 +129,11 @@ class OutputRetention:
             self._log.log(level, "task %r: %s", task, line)
         else:
             self._log.debug("task %r: %s", task, line)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no prune is queued or in progress (tests, and a caller that wants the result logged)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread after the prune in progress (queued ones are dropped: the next runs ask again)."""
