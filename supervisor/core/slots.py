@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Callable
 
 from ..clock import Clock
+from ..execution.params import RunParams
 from ..logsetup import TaskLogs
 from ..model import Outcome, RunRecord, RunStage, Trigger
 from .facts import RunFacts
@@ -44,6 +45,7 @@ class QueuedRun:
     spawn_failures: int = 0  # transient spawn failures so far
     not_before: float = 0.0  # monotonic time before which it must not start
     gate: str | None = None  # the start gate that held it back at the last look (status's ``why``)
+    params: RunParams = ()  # a manual run's --env, kept while its start is retried
 
 
 class RunQueue:

@@ -190,6 +190,7 @@ class RQExecutor:
             "limits": limits_to_json(request.limits),
             "installer": self.installer,
             "output_cap_bytes": self.output_cap_bytes,
+            "params": [list(pair) for pair in request.params],  # run-now --env: the worker's run gets them
         }
 
     def safe_url(self) -> str:

@@ -311,6 +311,7 @@ def _request(payload: dict[str, Any], *, folder: Path, paths: Paths, status: Env
         python=status.python,
         env_dir=status.python.parent.parent,
         limits=limits_from_json(payload["limits"]),
+        params=tuple((str(key), str(value)) for key, value in payload.get("params") or ()),
     )
 
 
