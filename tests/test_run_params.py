@@ -5,6 +5,7 @@ the executor's environment, and the human history table."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -282,3 +283,36 @@ def test_the_local_executor_puts_params_over_dotenv_and_masks_hidden_values(tmp_
     )
     assert later["SHARED"] == "from-dotenv" and "API_TOKEN" not in later, "the next run does not get them"
     assert later_masker.mask("tok-123456 postgres://secret-db") == "tok-123456 ***"
+
+
+def test_the_rq_job_carries_params_to_the_workers_run(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from supervisor.execution.executor import RunRequest
+    from supervisor.model import EnvStatus, Limits, RunMode, Trigger
+    from supervisor.paths import Paths
+    from supervisor.scaleout.executor import RQExecutor
+    from supervisor.scaleout.job import _request
+
+    params = (("API_TOKEN", "tok-123456"), ("REGION", "eu"))
+    request = RunRequest(
+        task="t",
+        run_id="r1",
+        mode=RunMode.MAIN,
+        trigger=Trigger.MANUAL,
+        task_dir=tmp_path,
+        output_dir=tmp_path / "Output",
+        env_key="k",
+        python=Path("/usr/bin/python3"),
+        env_dir=tmp_path,
+        limits=Limits(),
+        params=params,
+    )
+    fake = SimpleNamespace(installer="uv", output_cap_bytes=1024)
+    payload = RQExecutor._payload(fake, request, SimpleNamespace(digest="d"))  # type: ignore[arg-type]
+    payload = json.loads(json.dumps(payload))  # what RQ stores
+    status = EnvStatus(key="k", python=tmp_path / "env" / "bin" / "python", ready=True)
+    again = _request(payload, folder=tmp_path, paths=Paths(tmp_path), status=status)
+    assert again.params == params, "the worker's run gets the real values"
+    del payload["params"]  # a job queued by a supervisor from before parameters
+    assert _request(payload, folder=tmp_path, paths=Paths(tmp_path), status=status).params == ()
