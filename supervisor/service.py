@@ -19,6 +19,7 @@ from .clock import Clock, SystemClock
 from .config.schema import read_home_config
 from .core.lifecycle import MoveListener, move_log_line
 from .core.loop import Supervisor
+from .core.outputs import OutputRetention
 from .core.snapshot import StatusBoard, StatusReader
 from .discovery.watcher import TaskWatcher
 from .envs.builder import BackgroundEnvs
@@ -100,6 +101,8 @@ def _serve_with(
     fd_limit = raise_fd_limit()
     logger.info("%s", fd_limit.describe())
     notices = Notifier(origin=default_origin(paths.home), logger=logger, task_log=paths.task_log)
+    task_logs = TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes, backups=home_config.log_backups)
+    outputs = OutputRetention(paths.task_output, clock=SystemClock(), logger=logger, task_logs=task_logs)
     supervisor = build_supervisor(
         paths,
         home_config=home_config,
@@ -107,8 +110,9 @@ def _serve_with(
         envs=EnvManager(paths, installer=home_config.installer, logger=logging.getLogger("taskautomation.envs")),
         clock=SystemClock(),
         logger=logger,
-        task_logs=TaskLogs(paths.task_logs, max_bytes=home_config.log_max_bytes, backups=home_config.log_backups),
+        task_logs=task_logs,
         notices=notices,
+        outputs=outputs,
         secrets=SecretStore(paths.home_secrets, paths.task_secrets, warn=logger.warning),
         containment=Containment(paths.home, task_nofile=fd_limit.before if fd_limit.after != fd_limit.before else None),
         watcher_factory=lambda on_change: TaskWatcher(
@@ -141,6 +145,7 @@ def _serve_with(
         if heartbeat is not None:
             heartbeat.stop()
         notices.close(drain_s=2.0)  # queued notices get 2 s; a hanging receiver cannot hold the exit
+        outputs.close()
 
 
 def timed_tasks(board: StatusBoard) -> Callable[[], Mapping[str, NotifySettings]]:
@@ -201,13 +206,14 @@ def build_supervisor(
     secrets: SecretStore | None = None,
     containment: Containment | None = None,
     move_listeners: Sequence[MoveListener] = (),
+    outputs: OutputRetention | None = None,
     **options: Any,
 ) -> Supervisor:
     """The loop with its real collaborators: a local executor (with the tasks' secrets), background env
     builds, the run history and the run-finished consumers (history first, then the outcome log lines, then
-    notifications), the run-started listeners (the /start ping), and the move listener that writes one DEBUG
-    line per lifecycle move to the supervisor log (a child logger: the file gets it, the console does not).
-    ``containment`` None = the cgroups this machine offers (detected)."""
+    notifications, then ``outputs``: [Output] retention), the run-started listeners (the /start ping), and the
+    move listener that writes one DEBUG line per lifecycle move to the supervisor log (a child logger: the
+    file gets it, the console does not). ``containment`` None = the cgroups this machine offers (detected)."""
     inbox = Inbox()
     history = RunHistory(records, logger=logger, keep_runs=home_config.keep_runs)
     executor = _executor(
@@ -228,6 +234,9 @@ def build_supervisor(
         )
         consumers.append(notifications)
         listeners.append(notifications.run_started)
+    if outputs is not None:
+        consumers.append(outputs)
+        listeners.append(outputs.run_started)
     return Supervisor(
         paths,
         home_config=home_config,

@@ -11,9 +11,10 @@ import argparse
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .. import __version__
+from ..execution.params import ParamError, collect, parse_assignment
 from ..model import Outcome
 
 VERSION = f"taskautomation {__version__}"
@@ -84,6 +85,22 @@ def parse_since(text: str, *, now: datetime) -> datetime:
 
 def _since(text: str) -> datetime:
     return parse_since(text, now=datetime.now(timezone.utc))
+
+
+class _EnvAction(argparse.Action):
+    """``--env KEY=VALUE``, repeatable: each one checked as it comes (execution/params.py), so a bad one is a
+    usage error (exit 2) naming it."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, _: Any = None
+    ) -> None:
+        pairs = list(getattr(namespace, self.dest, None) or [])
+        try:
+            pairs.append(parse_assignment(str(values)))
+            collect(pairs)
+        except ParamError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        setattr(namespace, self.dest, pairs)
 
 
 def _positive(text: str) -> float:
@@ -159,6 +176,14 @@ def _run_now_options(p: argparse.ArgumentParser) -> None:
         "--respect-gates",
         action="store_true",
         help="refuse the run while a start gate ([Limits] StartIfFreeMemoryMB, StartIfLoadBelow) is closed",
+    )
+    p.add_argument(
+        "--env",
+        action=_EnvAction,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable for this run's environment only (repeatable); shown in its history row, masked when "
+        "KEY is in the task's .env or looks like a secret",
     )
 
 

@@ -199,6 +199,8 @@ def cmd_run_now(args: argparse.Namespace, paths: Paths) -> int:
         request: dict[str, Any] = {"name": args.name}
         if args.respect_gates:
             request["respect_gates"] = True
+        if args.env:
+            request["env"] = dict(args.env)  # checked by the parser; the supervisor checks them again
         reply = _live(paths, "run-now", request)
         if reply is None:
             raise NotRunningError(f"no supervisor is running on {paths.home}; start it with: taskautomation run")

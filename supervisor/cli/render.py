@@ -263,6 +263,8 @@ def render_history(runs: Sequence[Mapping[str, Any]], view: View) -> list[str]:
         peak = run.get("peak_rss_mb")
         attempt = run.get("attempt", 1)  # a retry shows its attempt number: "retry #2"
         trigger = run["trigger"] if attempt == 1 else f"{run['trigger']} #{attempt}"
+        if run.get("params"):  # run-now --env, as stored (secrets masked)
+            trigger += " " + " ".join(f"{key}={value}" for key, value in run["params"].items())
         rows.append(
             [
                 run["run_id"],

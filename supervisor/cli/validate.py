@@ -16,15 +16,15 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..config.schema import read_home_config, read_task_config
-from ..discovery.scan import check_task_source, scan_tasks
+from ..discovery.scan import TaskFolder, check_task_source, scan_tasks
 from ..envs.pep723 import check_task_block
 from ..envs.reqcheck import check_file
 from ..errors import TaskAutomationError
 from ..execution.secrets import read_env_file
-from ..model import Limits, NotifySettings, RetryPolicy
+from ..model import HomeConfig
 from ..paths import Paths
 from ..scheduling.chains import find_cycles, upstream_problems
 
@@ -63,14 +63,11 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
     """Return (number of problems, report lines). ``only`` restricts the check to one task."""
     report: list[str] = []
     problems = 0
-    defaults = Limits()
-    notify_defaults = NotifySettings()
-    retry_defaults = RetryPolicy()
+    home_config = HomeConfig()  # its defaults, when taskautomation.ini itself is broken
     try:
         home_config, warnings = read_home_config(paths.home_config)
-        defaults = home_config.limits
-        notify_defaults = home_config.notify
-        retry_defaults = home_config.retry
+        if home_config.retention.enabled:
+            report.append(f"home: Output/ retention default: {home_config.retention.describe()}")
         report.extend(f"warning: {w}" for w in warnings)
         report.extend(f"warning: {w}" for w in read_env_file(paths.home_secrets)[1])
     except TaskAutomationError as exc:
@@ -83,37 +80,56 @@ def validate_home(paths: Paths, *, only: str | None = None) -> tuple[int, list[s
             return 1, [f"error: no task named {only!r} in {paths.tasks}"]
         folders = {only: folders[only]}
     for name, folder in sorted(folders.items(), key=lambda kv: kv[0].casefold()):
-        errors, warnings_ = (list(lines) for lines in chains.get(name, ([], [])))
-        # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
-        errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
-        if not errors:
-            try:
-                result = read_task_config(
-                    paths.task_config(name),
-                    task=name,
-                    defaults=defaults,
-                    notify_defaults=notify_defaults,
-                    retry_defaults=retry_defaults,
-                )
-                warnings_.extend(result.warnings)
-            except TaskAutomationError as exc:
-                errors.append(str(exc))
-            try:
-                check_task_source(paths.task_main(name), task=name)
-            except TaskAutomationError as exc:
-                errors.append(str(exc))
-        errors.extend(check_requirements(paths.task_requirements(name), task=name))
-        errors.extend(
-            check_task_block(
-                folder.path, task=name, python_version=platform.python_version(), python=Path(sys.executable)
-            )
-        )
-        warnings_.extend(read_env_file(paths.task_secrets(name), task=name)[1])  # names files, never values
-        report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
-        report.extend(f"      error: {e}" for e in errors)
-        report.extend(f"      warning: {w}" for w in warnings_)
-        problems += len(errors)
+        problems += _check_task(paths, name, folder, home_config, report, chain=chains.get(name, ([], [])))
     if not folders:
         report.append(f"no task folders in {paths.tasks}")
     report.append(f"{len(folders)} task(s) checked, {problems} problem(s)")
     return problems, report
+
+
+def _check_task(
+    paths: Paths,
+    name: str,
+    folder: TaskFolder,
+    home_config: HomeConfig,
+    report: list[str],
+    *,
+    chain: tuple[Sequence[str], Sequence[str]],
+) -> int:
+    """Append one task's report lines (ok/FAIL, errors, warnings, the Output/ retention in force); return its
+    number of errors. ``chain``: its [Frequency] After errors (a cycle) and warnings (a missing upstream)."""
+    errors: list[str] = list(chain[0])
+    warnings: list[str] = list(chain[1])
+    notes: list[str] = []
+    # Present in any form counts: reading it then says what is wrong (a FIFO, a directory, too large).
+    errors.extend(f"task {name!r}: {folder.path / filename}: missing" for filename in folder.missing)
+    if not errors:
+        try:
+            result = read_task_config(
+                paths.task_config(name),
+                task=name,
+                defaults=home_config.limits,
+                notify_defaults=home_config.notify,
+                retry_defaults=home_config.retry,
+                backoff_defaults=home_config.failure_backoff,
+                retention_defaults=home_config.retention,
+            )
+            warnings.extend(result.warnings)
+            if result.spec.retention.enabled:
+                notes.append(f"Output/ retention: {result.spec.retention.describe()}")
+        except TaskAutomationError as exc:
+            errors.append(str(exc))
+        try:
+            check_task_source(paths.task_main(name), task=name)
+        except TaskAutomationError as exc:
+            errors.append(str(exc))
+    errors.extend(check_requirements(paths.task_requirements(name), task=name))
+    errors.extend(
+        check_task_block(folder.path, task=name, python_version=platform.python_version(), python=Path(sys.executable))
+    )
+    warnings.extend(read_env_file(paths.task_secrets(name), task=name)[1])  # names files, never values
+    report.append(f"{'FAIL' if errors else 'ok  '}  {name}")
+    report.extend(f"      error: {e}" for e in errors)
+    report.extend(f"      warning: {w}" for w in warnings)
+    report.extend(f"      {n}" for n in notes)
+    return len(errors)

@@ -45,6 +45,7 @@ from ..model import (
     HomeConfig,
     Limits,
     NotifySettings,
+    Retention,
     RetryPolicy,
     TaskSpec,
     Window,
@@ -108,6 +109,7 @@ _TASK_SCHEMA: dict[str, tuple[str, ...]] = {
     ),
     "Notify": NOTIFY_KEYS,
     "Retry": ("Attempts", "DelaySeconds", "Backoff", "MaxDelaySeconds", "On"),
+    "Output": ("KeepDays", "KeepFiles", "KeepMB"),
 }
 # Seed keys that warn when missing, with the default as the message shows it. EveryXMinutes is required.
 _TASK_SEED_DEFAULTS: dict[str, dict[str, str]] = {
@@ -131,6 +133,7 @@ _HOME_SCHEMA: dict[str, tuple[str, ...]] = {
     "Notify": NOTIFY_KEYS,
     "Retry": _TASK_SCHEMA["Retry"],
     "Global": _BACKOFF_KEYS,
+    "Output": _TASK_SCHEMA["Output"],
     "Web": ("Listen", "AllowedHosts", "MetricsToken"),
 }
 
@@ -187,6 +190,16 @@ def _parse_failure_backoff(sections: Mapping[str, Section], defaults: FailureBac
     return FailureBackoff(
         enabled=lookup(sections, "Global", "FailureBackoff", values.boolean, defaults.enabled, ctx),
         after=lookup(sections, "Global", "FailureBackoffAfter", values.integer(1), defaults.after, ctx),
+    )
+
+
+def _parse_retention(sections: Mapping[str, Section], defaults: Retention, ctx: Context) -> Retention:
+    """[Output] KeepDays / KeepFiles / KeepMB: each missing key takes the default (the home config's for a
+    task); 0 means "no such limit", so a task can switch a home-wide limit off."""
+    return Retention(
+        keep_days=lookup(sections, "Output", "KeepDays", values.optional_limit, defaults.keep_days, ctx),
+        keep_files=lookup(sections, "Output", "KeepFiles", values.keep_files, defaults.keep_files, ctx),
+        keep_mb=lookup(sections, "Output", "KeepMB", values.optional_limit, defaults.keep_mb, ctx),
     )
 
 
@@ -259,13 +272,15 @@ def parse_task_config(
     notify_defaults: NotifySettings = NotifySettings(),
     retry_defaults: RetryPolicy = RetryPolicy(),
     backoff_defaults: FailureBackoff = FailureBackoff(),
+    retention_defaults: Retention = Retention(),
 ) -> ConfigResult:
     """Parse a task's config.ini text. ``path`` is only used in messages.
 
     Raises ConfigError for a syntax error, a duplicate section/key, no or several schedule keys or any
     present but invalid value (the first one found, in schema order). Missing [Limits] keys take
     ``defaults``, missing [Notify] keys ``notify_defaults``, missing [Retry] keys ``retry_defaults``, missing
-    FailureBackoff keys ``backoff_defaults`` (all from the home config).
+    FailureBackoff keys ``backoff_defaults``, missing [Output] keys ``retention_defaults`` (all from the home
+    config).
     """
     ctx = Context(path, task)
     sections = parse_sections(text, ctx)
@@ -279,14 +294,7 @@ def parse_task_config(
         start=lookup(sections, "Frequency", "AllowedFrom", values.clock, Window().start, ctx),
         end=lookup(sections, "Frequency", "AllowedTo", values.clock, Window().end, ctx),
     )
-    if cron is not None and not cron_meets_window(cron, window):
-        entry = sections["frequency"].entries["cron"]
-        raise ctx.error(
-            "Frequency",
-            "Cron",
-            entry.value,
-            f"no slot lies inside the window AllowedFrom-AllowedTo ({window}): the task would never run",
-        )
+    _check_cron_window(cron, window, sections, ctx)
     spec = TaskSpec(
         name=task,
         every=every,
@@ -307,9 +315,21 @@ def parse_task_config(
         calendar=_parse_calendar(sections, ctx),
         after=after,
         after_outcome=_parse_after_outcome(sections, after, ctx),
+        retention=_parse_retention(sections, retention_defaults, ctx),
     )
     warnings = unknown_warnings(sections, _TASK_SCHEMA, ctx) + _missing_seed_warnings(sections, ctx)
     return ConfigResult(spec=spec, warnings=tuple(warnings))
+
+
+def _check_cron_window(cron: str | None, window: Window, sections: Mapping[str, Section], ctx: Context) -> None:
+    """A Cron whose every slot lies outside the window would never run: a config error, not a silent task."""
+    if cron is not None and not cron_meets_window(cron, window):
+        raise ctx.error(
+            "Frequency",
+            "Cron",
+            sections["frequency"].entries["cron"].value,
+            f"no slot lies inside the window AllowedFrom-AllowedTo ({window}): the task would never run",
+        )
 
 
 def read_task_config(
@@ -320,6 +340,7 @@ def read_task_config(
     notify_defaults: NotifySettings = NotifySettings(),
     retry_defaults: RetryPolicy = RetryPolicy(),
     backoff_defaults: FailureBackoff = FailureBackoff(),
+    retention_defaults: Retention = Retention(),
 ) -> ConfigResult:
     """Read and parse ``path``; unreadable or non-UTF-8 files are a ConfigError naming the cause."""
     return parse_task_config(
@@ -330,6 +351,7 @@ def read_task_config(
         notify_defaults=notify_defaults,
         retry_defaults=retry_defaults,
         backoff_defaults=backoff_defaults,
+        retention_defaults=retention_defaults,
     )
 
 
@@ -364,6 +386,7 @@ def parse_home_config(text: str, *, path: Path) -> tuple[HomeConfig, tuple[str, 
         heartbeat=_parse_heartbeat(sections, ctx),
         retry=_parse_retry(sections, base.retry, ctx),
         failure_backoff=_parse_failure_backoff(sections, base.failure_backoff, ctx),
+        retention=_parse_retention(sections, base.retention, ctx),
         web_listen=lookup(sections, "Web", "Listen", values.listen, base.web_listen, ctx),
         web_allowed_hosts=lookup(sections, "Web", "AllowedHosts", values.host_list, base.web_allowed_hosts, ctx),
         web_metrics_token=lookup(

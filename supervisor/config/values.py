@@ -86,6 +86,17 @@ def max_processes(text: str) -> int | None:
     return None if value == 0 else value
 
 
+def keep_files(text: str) -> int | None:
+    """[Output] KeepFiles: how many of the newest files Output/ keeps, a whole number; 0 means no such limit."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise InvalidValue("not a whole number (files kept in Output/; 0 = no limit)") from None
+    if value < 0:
+        raise InvalidValue("must be 0 or more (files kept in Output/; 0 = no limit)")
+    return value or None
+
+
 def every(text: str) -> timedelta:
     minutes = positive_number(text)
     if minutes > _MAX_EVERY / timedelta(minutes=1):

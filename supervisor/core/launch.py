@@ -19,9 +19,11 @@ from ..clock import Clock
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError
 from ..execution.executor import Executor, RunRequest, is_transient_start_failure
+from ..execution.params import RunParams, shown
+from ..execution.secrets import load_secrets
 from ..history.recorder import RunHistory
 from ..logsetup import TaskLogs
-from ..model import RunMode, RunRecord, RunStarted, Trigger, new_run_id
+from ..model import RunMode, RunRecord, RunStarted, Trigger, Upstream, new_run_id
 from ..paths import Paths
 from .facts import RunFacts
 from .lifecycle import InFlight, TaskState
@@ -72,11 +74,15 @@ class Launcher:
         due: datetime | None,
         queued: QueuedRun | None = None,
         run_id: str | None = None,
+        params: RunParams = (),
     ) -> str | LaunchFailed:
-        """Start ``main()`` or ``initialize()`` of ``st``: its run id, or why not (``run_id``: one promised)."""
+        """Start ``main()`` or ``initialize()`` of ``st`` in its current env; its run id, or why not.
+        ``run_id``: the id already promised for this run (a manual run accepted while the task loaded);
+        ``params``: a manual run's --env (its row shows them masked where they are secrets)."""
         assert st.spec is not None and st.env_key is not None and st.folder is not None
         now = self.clock.now()
         reused, upstream = (queued.run_id, queued.upstream) if queued is not None else (None, None)
+        params = queued.params if queued is not None else params
         record = RunRecord(
             run_id=reused or run_id or new_run_id(now),
             task=st.name,
@@ -87,26 +93,12 @@ class Launcher:
             attempt=queued.attempt if queued is not None else 1,
             retry_of=queued.retry_of if queued is not None else None,
             upstream=upstream.run_id if upstream is not None else None,
+            params=self._shown(st.name, params),
         )
         if mode is RunMode.MAIN and reused is None:
             self.history.opened(record)  # before the spawn: survives a crash
-        request = RunRequest(
-            task=st.name,
-            run_id=record.run_id,
-            mode=mode,
-            trigger=trigger,
-            task_dir=st.folder.path,
-            output_dir=self.paths.task_output(st.name),
-            env_key=st.env_key,
-            python=self.envs.python_for(st.env_key),
-            env_dir=self.envs.env_dir(st.env_key),
-            limits=st.spec.limits,
-            due=due,
-            queue=st.spec.queue,
-            variables=upstream.variables() if upstream is not None else (),
-        )
         try:
-            self.executor.launch(request)
+            self.executor.launch(self._request(st, record, mode, params, upstream))
         except Exception as exc:  # noqa: BLE001 - whatever stopped the start is this task's problem
             message = str(exc) if isinstance(exc, TaskAutomationError) else f"task {st.name!r}: {exc!r}"
             return LaunchFailed(message, is_transient_start_failure(exc), record)
@@ -116,6 +108,7 @@ class Launcher:
             env_key=st.env_key,
             record=record,
             spawn_failures=queued.spawn_failures if queued is not None else 0,
+            params=params,
         )
         if mode is RunMode.MAIN:
             st.main_run = record.run_id
@@ -123,3 +116,32 @@ class Launcher:
         else:
             st.init_run = record.run_id
         return record.run_id
+
+    def _request(
+        self, st: TaskState, record: RunRecord, mode: RunMode, params: RunParams, upstream: Upstream | None
+    ) -> RunRequest:
+        assert st.spec is not None and st.env_key is not None and st.folder is not None
+        return RunRequest(
+            task=st.name,
+            run_id=record.run_id,
+            mode=mode,
+            trigger=record.trigger,
+            task_dir=st.folder.path,
+            output_dir=self.paths.task_output(st.name),
+            env_key=st.env_key,
+            python=self.envs.python_for(st.env_key),
+            env_dir=self.envs.env_dir(st.env_key),
+            limits=st.spec.limits,
+            due=record.due,
+            queue=st.spec.queue,
+            params=params,
+            variables=upstream.variables() if upstream is not None else (),
+        )
+
+    def _shown(self, task: str, params: RunParams) -> RunParams:
+        """``params`` as the history shows them: masked where the key is in the task's .env files (read only
+        for a run that has parameters) or looks like a secret."""
+        if not params:
+            return ()
+        secrets = load_secrets(self.paths.home_secrets, self.paths.task_secrets(task), task=task)
+        return shown(params, secrets.values)

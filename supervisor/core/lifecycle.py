@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 from ..discovery.scan import TaskFolder
 from ..errors import TaskAutomationError
+from ..execution.params import RunParams
 from ..model import PhaseChanged, RunMode, RunRecord, RunStage, TaskPhase, TaskSpec
 from ..scheduling.retry import PendingRetry
 from ..scheduling.triggers import Trigger
@@ -143,6 +144,7 @@ class InFlight:
     env_key: str
     record: RunRecord
     spawn_failures: int = 0  # transient start failures of this run so far (its back-off grows with them)
+    params: RunParams = ()  # a manual run's --env (the real values; ``record.params`` shows them masked)
 
 
 class IllegalTransition(TaskAutomationError):

@@ -17,7 +17,7 @@ from ..config.schema import read_task_config
 from ..discovery.scan import TaskDiff, TaskFolder, check_task_source, diff_tasks, scan_tasks
 from ..envs.builder import EnvBuilder
 from ..errors import TaskAutomationError, TaskLoadError
-from ..model import FailureBackoff, Limits, NotifySettings, RetryPolicy, TaskSpec
+from ..model import FailureBackoff, Limits, NotifySettings, Retention, RetryPolicy, TaskSpec
 from ..paths import CONFIG_FILE, MAIN_FILE, REQUIREMENTS_FILE
 
 
@@ -40,6 +40,7 @@ def read_folder(
     notify_defaults: NotifySettings = NotifySettings(),
     retry_defaults: RetryPolicy = RetryPolicy(),
     backoff_defaults: FailureBackoff = FailureBackoff(),
+    retention_defaults: Retention = Retention(),
 ) -> FolderReading:
     name = folder.name
     if folder.missing:
@@ -56,6 +57,7 @@ def read_folder(
             notify_defaults=notify_defaults,
             retry_defaults=retry_defaults,
             backoff_defaults=backoff_defaults,
+            retention_defaults=retention_defaults,
         )
         if not result.spec.enabled:
             return FolderReading(spec=result.spec, warnings=result.warnings)

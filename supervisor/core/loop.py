@@ -195,8 +195,8 @@ class Supervisor:
     def request_rescan(self) -> None:
         self.rescan_wanted = True
 
-    def run_now(self, name: str, *, respect_gates: bool = False) -> RunNowAnswer:
-        return self.runs.run_now(name, respect_gates=respect_gates)
+    def run_now(self, name: str, **options: Any) -> RunNowAnswer:  # respect_gates, params: RunBook.run_now
+        return self.runs.run_now(name, **options)
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return self.runs.pause_command(command, args)
@@ -326,7 +326,7 @@ class Supervisor:
             return
         st = self.book.tasks.get(result.task)
         if result.mode is RunMode.MAIN:
-            self.runs.on_main_ended(st, flight.record, result, spawn_failures=flight.spawn_failures)
+            self.runs.on_main_ended(st, flight, result)
             if flight.env_key not in keys_in_use(self.book.tasks.values(), self.launcher.in_flight.values()):
                 self.book.gc_wanted = True  # the last run on a replaced env has ended: it can go now
         elif st is not None and st.init_run == result.run_id:

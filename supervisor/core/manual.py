@@ -19,10 +19,13 @@ Policy for ``run-now NAME`` (the CLI, the dashboard and its API all send the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
+from ..execution.params import RunParams
+from ..model import Outcome, RunRecord, Trigger
 from .lifecycle import TaskState, is_gone, is_loaded, is_loading
 
 # Why a run-now was refused, for the callers that map it (the dashboard: 404 for an unknown task, else 409).
@@ -33,6 +36,7 @@ QUEUED = "queued"
 STOPPING = "stopping"
 NOT_STARTED = "not-started"
 GATED = "gated"  # run-now --respect-gates while a start gate is closed
+BAD_REQUEST = "bad-request"  # a run parameter (--env) that cannot be used (execution/params.py)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Promised:
     task: str
     run_id: str
     since: datetime
+    params: RunParams = ()  # run-now --env: for this run only
 
 
 class PromisedRuns:
@@ -79,9 +84,9 @@ class PromisedRuns:
     def get(self, task: str) -> Promised | None:
         return self._runs.get(task)
 
-    def promise(self, task: str, *, run_id: str, now: datetime) -> Promised:
-        """The task's promised run: the one already made, else a new one with ``run_id``."""
-        return self._runs.setdefault(task, Promised(task=task, run_id=run_id, since=now))
+    def promise(self, task: str, *, run_id: str, now: datetime, params: RunParams = ()) -> Promised:
+        """The task's promised run: the one already made (its parameters stay), else a new one with ``run_id``."""
+        return self._runs.setdefault(task, Promised(task=task, run_id=run_id, since=now, params=params))
 
     def settle(
         self, tasks: Mapping[str, TaskState], *, busy: Callable[[TaskState], bool]
@@ -101,6 +106,15 @@ class PromisedRuns:
             elif not is_loading(st):
                 del self._runs[name]
                 yield promised, st, f"the task did not load ({st.phase.value}{': ' + st.error if st.error else ''})"
+
+    @staticmethod
+    def never_started(task: str, run_id: str, *, at: datetime, why: str, log_path: Path) -> RunRecord:
+        """The closed row of a promised run that can never start: outcome killed, ``never started: WHY``."""
+        message = f"never started: {why}"
+        record = RunRecord.instant(
+            task=task, trigger=Trigger.MANUAL, at=at, outcome=Outcome.KILLED, message=message, log_path=log_path
+        )
+        return replace(record, run_id=run_id)
 
     def drop_all(self) -> list[Promised]:
         """Every promise, removed (the supervisor stops)."""

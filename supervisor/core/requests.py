@@ -13,7 +13,8 @@ import logging
 import os
 from typing import Any, Mapping, Protocol
 
-from .manual import RunNowAnswer
+from ..execution.params import ParamError, RunParams, from_json
+from .manual import BAD_REQUEST, RunNowAnswer
 from .pausing import PAUSE_COMMANDS
 
 _LOG = logging.getLogger("taskautomation")
@@ -22,7 +23,7 @@ _LOG = logging.getLogger("taskautomation")
 class RequestTarget(Protocol):
     """What the loop offers to control requests."""
 
-    def run_now(self, name: str, *, respect_gates: bool = False) -> RunNowAnswer: ...
+    def run_now(self, name: str, *, respect_gates: bool = False, params: RunParams = ()) -> RunNowAnswer: ...
 
     def begin_shutdown(self, reason: str) -> None: ...
 
@@ -38,7 +39,13 @@ def answer(command: str, args: Mapping[str, Any], target: RequestTarget) -> Mapp
             # Accepted (``run_id``, and ``waiting_for`` when the task is still loading) or refused (``error``
             # and ``code``): core/manual.py has the policy, docs/cli.md the reply.
             # ``respect_gates``: a closed start gate refuses the run instead of being ignored (core/gating.py).
-            return target.run_now(str(args.get("name", "")), respect_gates=args.get("respect_gates") is True).reply()
+            # ``env``: {KEY: VALUE} for this run's environment only (execution/params.py checks it).
+            try:
+                params = from_json(args.get("env"))
+            except ParamError as exc:
+                return RunNowAnswer.refused(BAD_REQUEST, f"bad run parameter (env) {exc}").reply()
+            gates = args.get("respect_gates") is True
+            return target.run_now(str(args.get("name", "")), respect_gates=gates, params=params).reply()
         if command == "stop":
             target.begin_shutdown(f"stop requested ({args.get('by', 'control socket')})")
             return {"ok": True, "pid": os.getpid()}

@@ -9,26 +9,23 @@ Policies:
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
 * A due run while the previous one is still running is recorded as ``skipped``; one still waiting for a run
   slot or a gate gives way as a ``missed`` row (gating.py). A Testing=True confirmation counts as a start.
-* pause NAME moves a loaded task to ``paused`` (resume NAME back to ``scheduled``). A paused task's slots
-  pass without a run (nothing is recorded: ``why`` says it is paused), so after resume
-  it waits for its next slot instead of making up what it missed; its retries wait too.
+* pause NAME moves a loaded task to ``paused`` (resume NAME: ``scheduled``); its slots pass without a run or
+  a row, and after resume it waits for its next slot (its retries wait too).
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
   slots.py when every slot is taken (state ``queued``), or while a start gate is closed (gating.py). A
   manual run-now bypasses the cap and the gates (unless it asks to respect the gates).
 * A start that fails transiently (``TaskAutomationError.transient``, or a lack of processes, threads, memory
   or files, at the spawn or reported by the shim once it ran) puts the run back at the head of the queue
   after a back-off (2 s doubling to 60 s; state ``queued``, stage ``backing-off``), with its run id and open
-  history row; a manual run too. It is no outcome: nothing is recorded, counted in the failure streak or
-  notified. Only when it cannot be retried (the supervisor is stopping, the task was unloaded, another
-  attempt of it waits already) is its row closed as ``killed`` ("never started"). Any other failure to
-  start is a failed run.
+  history row; a manual run too. It is no outcome (not recorded, counted or notified); only when it cannot
+  be retried (stopping, unloaded, another attempt waits) is its row closed as ``killed`` ("never started").
+  Any other failure to start is a failed run.
 * [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
   ``retry.decide_retry`` picks the time of the next attempt; the attempt is published with ``final=False`` and
   the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
   next slot wins: a retry not due before it, or still waiting for a run slot when it comes, is dropped.
   Manual runs are not retried.
-* FailureBackoff (damping.py): after a final attempt, the next due time of a task that keeps failing is
-  held back; when it comes, the task runs like any due run.
+* FailureBackoff (damping.py): the next due time of a task that keeps failing is held back.
 """
 
 from __future__ import annotations
@@ -39,6 +36,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
+from ..execution.params import RunParams
 from ..model import Outcome, RunMode, RunRecord, RunResult, RunStage, TaskPhase, Trigger, Upstream, new_run_id
 from ..scheduling.retry import PendingRetry, decide_retry, slot_wins
 from . import damping
@@ -47,7 +45,7 @@ from .clocksteps import recompute_after_step
 from .facts import RunFacts
 from .gating import GateKeeper
 from .launch import Launcher, LaunchFailed
-from .lifecycle import Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
+from .lifecycle import InFlight, Lifecycle, TaskState, is_gone, is_loaded, is_loading, is_scheduled
 from .manual import GATED, NOT_LOADED, NOT_STARTED, QUEUED, RUNNING, STOPPING, UNKNOWN_TASK, PromisedRuns, RunNowAnswer
 from .pausing import PauseBook
 from .reporting import Reporter
@@ -232,16 +230,16 @@ class RunBook:
         return record.run_id
 
     # ------------------------------------------------------------------ manual runs
-    def run_now(self, name: str, *, respect_gates: bool = False) -> RunNowAnswer:
+    def run_now(self, name: str, *, respect_gates: bool = False, params: RunParams = ()) -> RunNowAnswer:
         """Start a manual run (does not move the schedule), or promise one to a loading task (manual.py);
-        with ``respect_gates`` a closed start gate refuses it (gating.py)."""
+        with ``respect_gates`` a closed start gate refuses it (gating.py); ``params``: --env, this run only."""
         st = self.book.tasks.get(name)
         if st is None or is_gone(st):
             return RunNowAnswer.refused(UNKNOWN_TASK, f"no task named {name!r} in {self.book.paths.tasks}")
         if self.stopping() is not None:
             return RunNowAnswer.refused(STOPPING, "the supervisor is shutting down")
         if is_loading(st):
-            promised = self.promised.promise(name, run_id=new_run_id(self.clock.now()), now=self.clock.now())
+            promised = self.promised.promise(name, run_id=new_run_id(now := self.clock.now()), now=now, params=params)
             return RunNowAnswer(True, promised.run_id, waiting_for=st.phase.value)
         if not is_loaded(st):
             why = f"{st.phase.value}{': ' + st.error if st.error else ''}"
@@ -253,9 +251,9 @@ class RunBook:
             return RunNowAnswer.refused(QUEUED, f"task {name!r} {why}")
         if respect_gates and (gate := self.gates.closed(st)) is not None:
             return RunNowAnswer.refused(GATED, f"task {name!r}: {gate} (without --respect-gates it starts anyway)")
-        return self._manual(st)
+        return self._manual(st, params=params)
 
-    def _manual(self, st: TaskState, run_id: str | None = None) -> RunNowAnswer:
+    def _manual(self, st: TaskState, run_id: str | None = None, params: RunParams = ()) -> RunNowAnswer:
         if st.spec is not None and st.spec.testing:
             # Testing means "never execute main()": a manual run is confirmed like a scheduled one.
             run_id = self._instant(
@@ -265,7 +263,7 @@ class RunBook:
                 st.name, logging.INFO, f"task {st.name!r}: [Testing] run confirmed (manual); main() not executed"
             )
             return RunNowAnswer(True, run_id)
-        launched = self._launch(st, trigger=Trigger.MANUAL, due=None, run_id=run_id)
+        launched = self._launch(st, trigger=Trigger.MANUAL, due=None, run_id=run_id, params=params)
         if launched is None:
             return RunNowAnswer.refused(NOT_STARTED, f"task {st.name!r}: the run could not start (see its log)")
         return RunNowAnswer(True, launched)
@@ -275,11 +273,11 @@ class RunBook:
         for promised, st, why in self.promised.settle(self.book.tasks, busy=self._busy):
             if why is None and st is not None and st.env_key is not None and self.book.broken_env(st, st.env_key):
                 if is_loading(st):  # its env is being rebuilt: the promise waits for it
-                    self.promised.promise(st.name, run_id=promised.run_id, now=promised.since)
+                    self.promised.promise(st.name, run_id=promised.run_id, now=promised.since, params=promised.params)
                     continue
                 why = f"its env broke ({st.error})"
             if why is None and st is not None:
-                self.book.guarded(st.name, self._manual, st, promised.run_id)
+                self.book.guarded(st.name, self._manual, st, promised.run_id, promised.params)
             else:
                 self._never_started(promised.task, promised.run_id, why or "")
 
@@ -294,20 +292,9 @@ class RunBook:
 
     def _never_started(self, task: str, run_id: str, why: str) -> None:
         """A promised run that can never start: one closed history row (outcome killed) says why."""
-        message = f"never started: {why}"
-        record = replace(
-            RunRecord.instant(
-                task=task,
-                trigger=Trigger.MANUAL,
-                at=self.clock.now(),
-                outcome=Outcome.KILLED,
-                message=message,
-                log_path=self.report.task_logs.path(task),
-            ),
-            run_id=run_id,
-        )
-        self.facts.instant(record)
-        self.report.say(task, logging.WARNING, f"task {task!r}: manual run {run_id} {message}")
+        log_path = self.report.task_logs.path(task)
+        self.facts.instant(PromisedRuns.never_started(task, run_id, at=self.clock.now(), why=why, log_path=log_path))
+        self.report.say(task, logging.WARNING, f"task {task!r}: manual run {run_id} never started: {why}")
 
     def pause_command(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """``pause`` / ``resume`` NAME (pausing.py): stored in the history; a loaded task moves between
@@ -333,6 +320,7 @@ class RunBook:
         due: datetime | None,
         queued: QueuedRun | None = None,
         run_id: str | None = None,
+        params: RunParams = (),
     ) -> str | None:
         """Start ``main()`` of ``st``; its run id (started, or retried after a back-off), or None if it could not
         start (see the module policies)."""
@@ -342,11 +330,13 @@ class RunBook:
             if queued is not None:
                 self.slots.close_unstarted(st, queued, "its env broke")
             return None  # its interpreter is gone: rebuilt first (a few stats, cheaper than a failed spawn)
-        started = self.launcher.start(st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued, run_id=run_id)
+        started = self.launcher.start(
+            st, mode=RunMode.MAIN, trigger=trigger, due=due, queued=queued, run_id=run_id, params=params
+        )
         if not isinstance(started, LaunchFailed):
             return started
         if started.transient:
-            if self._back_off_start(st, started.record, started.message, queued=queued):
+            if self._back_off_start(st, started.record, started.message, queued=queued, params=params):
                 return started.record.run_id
             self._close_unretried(st, started.record, started.message)
             return None
@@ -358,7 +348,14 @@ class RunBook:
         return None
 
     def _back_off_start(
-        self, st: TaskState, record: RunRecord, message: str, *, queued: QueuedRun | None, spawn_failures: int = 0
+        self,
+        st: TaskState,
+        record: RunRecord,
+        message: str,
+        *,
+        queued: QueuedRun | None,
+        spawn_failures: int = 0,
+        params: RunParams = (),
     ) -> bool:
         """Put a run whose start failed transiently back at the head of the queue after a back-off; False
         when it cannot be retried (stopping, unloaded, another attempt of the task waits already)."""
@@ -375,22 +372,25 @@ class RunBook:
                 attempt=record.attempt,
                 retry_of=record.retry_of,
                 spawn_failures=spawn_failures,
+                params=params,  # a manual run's --env stays with it
             )
             self.slots.add(st, queued)
         again = self.slots.back_off(st, queued, run_id=record.run_id)
         self.report.retrying(st.name, message, delay_s=again.not_before - self.clock.monotonic())
         return True
 
-    def on_main_ended(
-        self, st: TaskState | None, record: RunRecord, result: RunResult, *, spawn_failures: int = 0
-    ) -> None:
+    def on_main_ended(self, st: TaskState | None, flight: InFlight, result: RunResult) -> None:
+        record = flight.record
         if st is not None and st.main_run == result.run_id:
             st.main_run = None
         if result.start_failure is None:
             self.settle(st, record.finished_with(result), summary=result.summary, leftovers=result.leftovers)
         else:
             why = f"task {record.task!r}: run {record.run_id} could not start: {result.start_failure}"
-            if st is None or not self._back_off_start(st, record, why, queued=None, spawn_failures=spawn_failures):
+            retried = st is not None and self._back_off_start(
+                st, record, why, queued=None, spawn_failures=flight.spawn_failures, params=flight.params
+            )
+            if not retried:
                 self._close_unretried(st, record, why)
         self.start_queued()
 

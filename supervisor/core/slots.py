@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Callable
 
 from ..clock import Clock
+from ..execution.params import RunParams
 from ..logsetup import TaskLogs
 from ..model import Outcome, RunRecord, RunStage, Trigger, Upstream
 from .facts import RunFacts
@@ -45,6 +46,7 @@ class QueuedRun:
     not_before: float = 0.0  # monotonic time before which it must not start
     gate: str | None = None  # the start gate that held it back at the last look (status's ``why``)
     upstream: Upstream | None = None  # a run of [Frequency] After: the upstream run that started it
+    params: RunParams = ()  # a manual run's --env, kept while its start is retried
 
 
 class RunQueue:

@@ -1,17 +1,16 @@
 """The loop's book of tasks: the lifecycle moves that bring a task from its folder to ``scheduled``.
 
 ``TaskBook`` holds every ``TaskState`` and makes the moves of lifecycle.py that follow from a rescan of
-Tasks/ and from background results: an env built (or not), initialize() returned (or not), a task broken,
-unloaded or activated. It runs on the loop thread; the supervisor (loop.py) owns it and hands it the parts it
-uses: the lifecycle, the launcher, the run slots (a task that is unloaded leaves the queue) and the facts.
+Tasks/ and from background results (env built, initialize() returned, a task broken, unloaded, activated), on
+the loop thread, with the parts loop.py hands it: lifecycle, launcher, run slots, facts.
 
 Policies:
 * Per-task error boundary (``guarded``): any exception while handling one task becomes that task's error in
   status and the logs; the loop goes on with every other task.
 * initialize() calls in flight are capped (``max_inits``); the rest wait in arrival order: it bounds the
   processes a start with hundreds of tasks spawns at once (such a start is CPU-bound anyway).
-* Problems are logged once per folder content (reporting.py). Envs nothing refers to are collected (envgc.py).
-* A paused task (pause NAME) is activated as ``paused``: loaded, its due runs do not start.
+* Problems are logged once per folder content (reporting.py); unused envs are collected (envgc.py); a paused
+  task is activated as ``paused`` (loaded, its due runs do not start).
 * Transient failures are retried: initialize() that could not start (2 s doubling to 60 s), an env build (1 min
   doubling to 1 h). New folder content is a fresh start, not a retry.
 """
@@ -133,6 +132,7 @@ class TaskBook:
             notify_defaults=self.config.notify,
             retry_defaults=self.config.retry,
             backoff_defaults=self.config.failure_backoff,
+            retention_defaults=self.config.retention,
         )
         if reading.problem is not None:
             self.set_broken(st, reading.problem, level=reading.level)

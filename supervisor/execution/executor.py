@@ -45,6 +45,7 @@ from ..model import Limits, ProcessLaunch, RunMode, RunResult, Trigger
 from ._wire import resource_shortage
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
 from .outcome import ProcessReport, StopCause, StopRequest, decide_outcome
+from .params import RunParams, hidden_values
 from .pidcaps import refusal_detail
 from .runner import Runner, RunProcess, child_environment, sweep_cookie
 from .secrets import NO_MASKER, Masker, SecretStore
@@ -75,6 +76,7 @@ class RunRequest:
     due: datetime | None = None  # the scheduled slot (None for a manual run): names the slot's job elsewhere
     queue: str = "default"  # [Global] Queue: where a remote executor sends the run
     variables: tuple[tuple[str, str], ...] = ()  # more environment variables of the run (TASK_UPSTREAM_*)
+    params: RunParams = ()  # run-now --env: this run's own variables (execution/params.py), real values
 
 
 class Executor(Protocol):
@@ -162,9 +164,15 @@ class LocalExecutor:
     def launch(self, request: RunRequest) -> None:
         base: Mapping[str, str] = os.environ
         masker = NO_MASKER
+        secrets: Mapping[str, str] = {}
         if self.secrets is not None:
             values, masker = self.secrets.get(request.task)
-            base = {**os.environ, **values.values}  # TASK_* set by child_environment still win
+            secrets = values.values
+            base = {**os.environ, **secrets}  # TASK_* set by child_environment still win
+        if request.params:  # run-now --env wins over .env; a hidden value is masked in the output too
+            base = {**base, **dict(request.params)}
+            if hidden := hidden_values(request.params, secrets):
+                masker = Masker([*secrets.values(), *hidden])
         self._maskers[request.run_id] = masker
         try:
             self._spawn(request, base, masker)

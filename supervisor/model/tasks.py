@@ -95,6 +95,26 @@ class Limits:
     start_if_load_below: float | None = None
 
 
+@dataclass(frozen=True)
+class Retention:
+    """[Output] KeepDays / KeepFiles / KeepMB: how much of Tasks/NAME/Output/ the supervisor keeps
+    (``execution.retention`` plans, ``execution.pruning`` removes). None means no such limit; with none set
+    the supervisor never touches Output/."""
+
+    keep_days: float | None = None
+    keep_files: int | None = None
+    keep_mb: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep_days is not None or self.keep_files is not None or self.keep_mb is not None
+
+    def describe(self) -> str:
+        """``KeepDays 7, KeepMB 100`` or ``off``: the words of ``validate`` and the prune log line."""
+        limits = (("KeepDays", self.keep_days), ("KeepFiles", self.keep_files), ("KeepMB", self.keep_mb))
+        return ", ".join(f"{label} {value:g}" for label, value in limits if value is not None) or "off"
+
+
 # Outcomes a [Retry] policy retries unless its ``On`` says otherwise (docs/cli.md, "Retries").
 DEFAULT_RETRY_ON = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.CRASHED})
 
@@ -159,6 +179,7 @@ class TaskSpec:
     calendar: Calendar = field(default_factory=Calendar)  # SkipDates / SkipHolidays
     after: tuple[str, ...] = ()  # [Frequency] After: the upstream tasks whose final runs start this one
     after_outcome: AfterOutcome = AfterOutcome.OK  # [Frequency] AfterOutcome
+    retention: Retention = field(default_factory=Retention)  # [Output], home defaults applied
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,7 @@ class HomeConfig:
     [Notify]     defaults for every task's [Notify] keys; [Supervisor] HeartbeatUrl, HeartbeatSeconds
     [Retry]      defaults for every task's [Retry] keys
     [Global]     FailureBackoff, FailureBackoffAfter: defaults for every task
+    [Output]     KeepDays, KeepFiles, KeepMB: defaults for every task
     [Web]        Listen = HOST:PORT (run the dashboard as a supervised child) ; AllowedHosts = names ;
                  MetricsToken = a bearer token good for GET /metrics only (Prometheus' scrape secret)
     """
@@ -190,6 +212,7 @@ class HomeConfig:
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # defaults for every task's [Retry] keys
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # defaults for every task
+    retention: Retention = field(default_factory=Retention)  # [Output]: defaults for every task
     web_listen: str | None = None  # [Web] Listen: the supervisor runs the dashboard there (HOST:PORT)
     web_allowed_hosts: tuple[str, ...] = ()  # [Web] AllowedHosts: more names the dashboard answers to
     web_metrics_token: str | None = None  # [Web] MetricsToken: a second bearer token, good for /metrics only

@@ -22,6 +22,7 @@ from ..discovery.scan import task_names
 from ..errors import TaskAutomationError
 from ..history.recorder import STREAK_LOOKBACK, failure_streak, streak_settled
 from ..history.store import HistoryStore
+from ..model import Retention
 from ..paths import Paths
 from ..scheduling.triggers import trigger_for
 from ..scheduling.windows import local_zone
@@ -51,6 +52,7 @@ class TaskConfigView:
     error: str | None
     schedule: str | None
     after: tuple[str, ...] = ()  # [Frequency] After
+    retention: Retention | None = None  # [Output] in force (home defaults applied)
 
 
 class OfflineStatus:
@@ -96,6 +98,7 @@ class OfflineStatus:
                     paused_since=paused.get(name),
                     after=view.after,
                     downstream=below.get(name, []),
+                    retention=view.retention,
                 )
             )
         document = offline_status_json(rows)
@@ -116,9 +119,16 @@ class OfflineStatus:
             if home_config is None:
                 home_config, _ = read_home_config(self.paths.home_config)
             try:
-                spec = read_task_config(self.paths.task_config(name), task=name, defaults=home_config.limits).spec
+                spec = read_task_config(
+                    self.paths.task_config(name),
+                    task=name,
+                    defaults=home_config.limits,
+                    retention_defaults=home_config.retention,
+                ).spec
                 schedule = trigger_for(spec, tz=zone).describe()
-                view = TaskConfigView(enabled=spec.enabled, error=None, schedule=schedule, after=spec.after)
+                view = TaskConfigView(
+                    enabled=spec.enabled, error=None, schedule=schedule, after=spec.after, retention=spec.retention
+                )
             except TaskAutomationError as exc:
                 view = TaskConfigView(enabled=True, error=str(exc), schedule=None)
             self._configs[name] = (key, view)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable, Iterable, Mapping
 
 from ..history.store import record_to_json
-from ..model import CatchUp, Outcome, PhaseChanged, RunRecord, ShownState, TaskPhase, TaskSpec, Window
+from ..model import CatchUp, Outcome, PhaseChanged, Retention, RunRecord, ShownState, TaskPhase, TaskSpec, Window
 from ..scheduling.retry import PendingRetry
 from ..scheduling.triggers import skipped_before, zone_for
 from ..scheduling.windows import in_window
@@ -130,6 +130,7 @@ def status_json(
                 "paused": paused_json(view.paused_since),
                 "after": list(view.spec.after) if view.spec else [],
                 "downstream": below.get(view.name, []),
+                "output_retention": retention_json(view.spec.retention if view.spec else None),
             }
         )
     return {
@@ -172,6 +173,13 @@ def paused_json(since: datetime | None) -> dict[str, Any] | None:
     return {"since": since.isoformat()} if since is not None else None
 
 
+def retention_json(retention: Retention | None) -> dict[str, Any] | None:
+    """The [Output] limits in force (the home's defaults applied), or None when Output/ is never pruned."""
+    if retention is None or not retention.enabled:
+        return None
+    return {"keep_days": retention.keep_days, "keep_files": retention.keep_files, "keep_mb": retention.keep_mb}
+
+
 def offline_row(
     name: str,
     *,
@@ -183,6 +191,7 @@ def offline_row(
     paused_since: datetime | None = None,
     after: tuple[str, ...] = (),
     downstream: list[str] | None = None,
+    retention: Retention | None = None,
 ) -> dict[str, Any]:
     """One task of the offline ``status --json`` (no supervisor: read from config.ini and the history)."""
     return {
@@ -199,6 +208,7 @@ def offline_row(
         "paused": paused_json(paused_since),
         "after": list(after),
         "downstream": downstream or [],
+        "output_retention": retention_json(retention),
     }
 
 

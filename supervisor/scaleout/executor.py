@@ -191,6 +191,7 @@ class RQExecutor:
             "installer": self.installer,
             "output_cap_bytes": self.output_cap_bytes,
             "variables": [list(pair) for pair in request.variables],
+            "params": [list(pair) for pair in request.params],  # run-now --env: the worker's run gets them
         }
 
     def safe_url(self) -> str:

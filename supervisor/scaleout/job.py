@@ -312,6 +312,7 @@ def _request(payload: dict[str, Any], *, folder: Path, paths: Paths, status: Env
         env_dir=status.python.parent.parent,
         limits=limits_from_json(payload["limits"]),
         variables=tuple((str(k), str(v)) for k, v in payload.get("variables", ())),
+        params=tuple((str(key), str(value)) for key, value in payload.get("params") or ()),
     )
 
 

@@ -10,14 +10,22 @@ Policy for the HTTP answer:
 * 503 with ``Retry-After`` when the action needs a supervisor and gets none: none runs on the home (the
   dashboard never writes the history itself), or the one running is busy (it did not answer in time).
 * 502 when the supervisor refused for a reason it gave no code for (its error is passed on).
+* 400 for a run parameter that cannot be used (the ``env`` of a run: execution/params.py), checked here and
+  again by the supervisor (code ``bad-request``).
+
+A run's parameters come as a JSON body ``{"env": {"KEY": "VALUE"}}`` or, from the dashboard's run form, as
+the form field ``env`` with one ``KEY=VALUE`` per line.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs
 
 from ..errors import ControlError, NotRunningError, TaskAutomationError
+from ..execution.params import ParamError, RunParams, from_json, from_lines
 from ..paths import Paths
 from ..system.control import ask_supervisor
 
@@ -34,6 +42,7 @@ REFUSALS = {
     "stopping": 409,
     "not-started": 409,
     "gated": 409,
+    "bad-request": 400,
     "busy": 503,
 }
 
@@ -74,10 +83,27 @@ def control_asker(paths: Paths, *, timeout: float = CONTROL_TIMEOUT_S) -> Ask:
     return ask
 
 
-def act(action: str, name: str, *, ask: Ask, by: str) -> ActionResult:
-    """Carry out ``action`` (run, pause, resume) on task ``name`` (see the module's policy)."""
+def run_params(content_type: str, body: bytes) -> RunParams:
+    """The ``env`` of a run request's body (JSON, or the run form's field); ParamError when it is unusable."""
+    if content_type.startswith("application/json") and body.strip():
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise ParamError(f"the body is not JSON: {exc}") from None
+        return from_json(document.get("env") if isinstance(document, dict) else document)
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return from_lines("\n".join(parse_qs(body.decode("utf-8", "replace")).get("env", [])))
+    return ()
+
+
+def act(action: str, name: str, *, ask: Ask, by: str, params: RunParams = ()) -> ActionResult:
+    """Carry out ``action`` (run, pause, resume) on task ``name`` (see the module's policy); ``params``: the
+    run's ``env`` (run only)."""
+    args: dict[str, Any] = {"name": name, "by": by}
+    if params:
+        args["env"] = dict(params)
     try:
-        reply = ask(ACTIONS[action], {"name": name, "by": by})
+        reply = ask(ACTIONS[action], args)
     except NotRunningError as exc:
         return _refuse(503, f"{exc}; start it to {action} {name!r}", retry_after=RETRY_NOT_RUNNING_S)
     except ControlError as exc:

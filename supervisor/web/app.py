@@ -29,12 +29,13 @@ from starlette.templating import Jinja2Templates
 
 from .. import __version__
 from ..config.listen import Listen, allowed_hosts
+from ..execution.params import ParamError
 from ..model import Outcome
 from ..paths import Paths
 from ..query import timefmt
 from ..query.scrape import CONTENT_TYPE, Scraper, accepts_gzip
 from . import fmt, svg
-from .actions import ACTIONS, ActionResult, Ask, act, control_asker
+from .actions import ACTIONS, ActionResult, Ask, act, control_asker, run_params
 from .auth import COOKIE_NAME, SESSION_SECONDS, csrf_token, new_session, token_matches
 from .faults import Faults, blame, wants_json
 from .guard import Guard, csrf_ok
@@ -241,7 +242,13 @@ class Dashboard:
         if not await csrf_ok(request, self.config.token):
             return self._csrf_refused(request)
         by = f"web ({request.state.auth}, {request.client.host if request.client else '?'})"
-        result = await run_in_threadpool(lambda: act(action, name, ask=self.ask, by=by))
+        try:
+            params = (
+                run_params(request.headers.get("content-type", ""), await request.body()) if action == "run" else ()
+            )
+        except ParamError as exc:
+            return self.refuse(request, 400, f"bad run parameter (env) {exc}")
+        result = await run_in_threadpool(lambda: act(action, name, ask=self.ask, by=by, params=params))
         return self._action_response(request, result)
 
     def _action_response(self, request: Request, result: ActionResult) -> Response:
