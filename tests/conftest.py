@@ -64,6 +64,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_fds.py": "e2e",
     "test_history_facts.py": "unit",
     "test_history_columns.py": "unit",
+    "test_gates_e2e.py": "e2e",
     "test_hostile_folders.py": "e2e",
     "test_hot_reload.py": "e2e",
     "test_import_crontab.py": "e2e",
