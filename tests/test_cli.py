@@ -46,8 +46,11 @@ TASK_KEYS = {
     "consecutive_failures",
     "schedule",
     "paused",
+    "after",
+    "downstream",
+    "output_retention",
 }
-LAST_RUN_KEYS = {"run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message"}
+LAST_RUN_KEYS = {"run_id", "started", "finished", "outcome", "duration_s", "exit_code", "message", "reason", "slots"}
 RUN_KEYS = {
     "run_id",
     "task",
@@ -184,23 +187,28 @@ def test_run_missed_while_down_runs_once_or_is_skipped(home: Path) -> None:
     skipped = seed_run(home, "skipper", due=five_hours_ago)
     with SupervisorProcess(home) as sup:
         runs = wait_for(
-            lambda: (lambda h: h if len(h) == 2 and h[0]["outcome"] else None)(sup.history("catch up")),
+            lambda: (lambda h: h if len(h) == 3 and all(r["outcome"] for r in h) else None)(sup.history("catch up")),
             timeout=60,
             what="the catch-up run",
         )
-        catch_up = runs[0]
-        assert catch_up["trigger"] == "schedule" and catch_up["outcome"] == "ok"
-        assert runs[1]["run_id"] == seeded.run_id
-        # One run for five missed slots: the next one is a full interval after the catch-up's due time.
+        (catch_up,) = [r for r in runs if r["outcome"] == "ok" and r["run_id"] != seeded.run_id]
+        assert catch_up["trigger"] == "schedule"
+        # One run for five missed slots: the catch-up stands for the latest, one missed row for the other four.
+        (missed,) = [r for r in runs if r["outcome"] == "missed"]
+        assert (missed["reason"], missed["slots"]) == ("down", 4)
+        assert seeded.due is not None and when(missed["due"]) == seeded.due + timedelta(hours=1)
+        # The next run is a full interval after the catch-up's due time.
         assert when(wait_scheduled(sup, "catch up")["next_run"]) == when(catch_up["due"]) + timedelta(minutes=60)
-        assert len(sup.history("catch up")) == 2
+        assert len(sup.history("catch up")) == 3
 
         skipper = wait_scheduled(sup, "skipper")
         next_run = when(skipper["next_run"])
         assert next_run > datetime.now(timezone.utc)  # nothing due now: no immediate run
         assert (next_run - five_hours_ago) % timedelta(minutes=60) == timedelta(0)  # on the old grid
         assert next_run - five_hours_ago == timedelta(hours=6)  # the first slot not in the past
-        assert [r["run_id"] for r in sup.history("skipper")] == [skipped.run_id]
+        history = sup.history("skipper")
+        assert [r["run_id"] for r in history if r["outcome"] != "missed"] == [skipped.run_id]  # nothing ran
+        assert [(r["reason"], r["slots"]) for r in history if r["outcome"] == "missed"] == [("down", 5)]
     assert "started (" not in sup.task_log("skipper")
 
 
