@@ -287,3 +287,21 @@ def test_a_downstream_still_loading_keeps_the_start_until_it_is_loaded(h: Harnes
     h.settle()
     (run,) = h.executor.mains("d")
     assert dict(run.variables)["TASK_UPSTREAM_RUN_ID"] == up
+
+
+def test_a_retry_of_a_downstream_run_keeps_its_upstream_in_its_env_and_row(h: Harness) -> None:
+    h.write("backup", every=60)
+    write_after(h, "upload", "backup", "[Retry]\nAttempts = 1\nDelaySeconds = 10\n")
+    h.settle()
+    up = finish_up(h, "backup")
+    first = finish_up(h, "upload", Outcome.FAILED)
+    h.tick(11)
+    retry = h.executor.mains("upload")[-1]
+    assert retry.run_id != first and dict(retry.variables)["TASK_UPSTREAM_RUN_ID"] == up
+    h.executor.finish(retry.run_id)
+    h.settle()
+    rows = sorted(h.rows("upload"), key=lambda r: r.attempt)
+    assert [(r.trigger, r.attempt, r.upstream, r.outcome) for r in rows] == [
+        (Trigger.AFTER, 1, up, Outcome.FAILED),
+        (Trigger.RETRY, 2, up, Outcome.OK),
+    ]

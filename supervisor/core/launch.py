@@ -111,7 +111,7 @@ class Launcher:
             params=params,
         )
         if mode is RunMode.MAIN:
-            st.main_run = record.run_id
+            st.main_run, st.upstream = record.run_id, upstream
             self.facts.announce(RunStarted(task=st.name, run_id=record.run_id, trigger=trigger, spec=st.spec))
         else:
             st.init_run = record.run_id

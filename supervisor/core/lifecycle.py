@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 from ..discovery.scan import TaskFolder
 from ..errors import TaskAutomationError
 from ..execution.params import RunParams
-from ..model import PhaseChanged, RunMode, RunRecord, RunStage, TaskPhase, TaskSpec
+from ..model import PhaseChanged, RunMode, RunRecord, RunStage, TaskPhase, TaskSpec, Upstream
 from ..scheduling.retry import PendingRetry
 from ..scheduling.triggers import Trigger
 
@@ -172,6 +172,7 @@ class TaskState:
     next_due: datetime | None = None
     startup_pending: bool = False
     main_run: str | None = None
+    upstream: Upstream | None = None  # [Frequency] After: the upstream of its newest main() run (its retries keep it)
     init_run: str | None = None
     init_again: bool = False  # the folder changed while initialize() ran: run it once more after
     failures: int = 0  # consecutive failures (see model.RunFinished)

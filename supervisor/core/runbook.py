@@ -7,8 +7,8 @@ the run slots, the launcher, the facts, the lifecycle and chains.py ([Frequency]
 Policies:
 * Every due time comes from the task's ``Trigger``. The next due time is advanced and the run recorded as
   started *before* the spawn, so a crash cannot leave a task overdue and hot-looping.
-* A due run while the previous one is still running is recorded as ``skipped``; one still waiting for a run
-  slot or a gate gives way as a ``missed`` row (gating.py). A Testing=True confirmation counts as a start.
+* A due run while the previous one runs is ``skipped``; one still waiting for a run slot or a gate gives way
+  as a ``missed`` row (gating.py). A Testing=True confirmation counts as a start.
 * pause NAME moves a loaded task to ``paused`` (resume NAME: ``scheduled``); its slots pass without a run or
   a row, and after resume it waits for its next slot (its retries wait too).
 * Run slots (``[Supervisor] MaxConcurrentRuns``): a due run, a startup run and a retry wait in the FIFO of
@@ -20,12 +20,9 @@ Policies:
   history row; a manual run too. It is no outcome (not recorded, counted or notified); only when it cannot
   be retried (stopping, unloaded, another attempt waits) is its row closed as ``killed`` ("never started").
   Any other failure to start is a failed run.
-* [Retry]: when an attempt of a scheduled (or startup, or retry) run fails with a retried outcome, the pure
-  ``retry.decide_retry`` picks the time of the next attempt; the attempt is published with ``final=False`` and
-  the retry starts as its own run (trigger ``retry``) without touching the anchor or the next slot. The
-  next slot wins: a retry not due before it, or still waiting for a run slot when it comes, is dropped.
-  Manual runs are not retried.
-* FailureBackoff (damping.py): the next due time of a task that keeps failing is held back.
+* [Retry]: a failed attempt (not manual) with a retried outcome is published ``final=False``; ``decide_retry``
+  times the retry, its own run (trigger ``retry``, an After run's upstream kept), which never moves the anchor
+  or the next slot; that slot wins over a retry not started before it. FailureBackoff: damping.py.
 """
 
 from __future__ import annotations
@@ -153,6 +150,7 @@ class RunBook:
             since=now,
             attempt=pending.attempt,
             retry_of=pending.retry_of,
+            upstream=pending.upstream,
         )
         self.slots.add(st, queued)
         self.start_queued()
@@ -373,6 +371,7 @@ class RunBook:
                 retry_of=record.retry_of,
                 spawn_failures=spawn_failures,
                 params=params,  # a manual run's --env stays with it
+                upstream=st.upstream if record.upstream is not None else None,  # an After run keeps its upstream
             )
             self.slots.add(st, queued)
         again = self.slots.back_off(st, queued, run_id=record.run_id)
@@ -436,8 +435,9 @@ class RunBook:
                 )
             return True
         assert decision.retry_at is not None and decision.next_attempt is not None
+        upstream = st.upstream if record.upstream is not None else None  # an After run's retries keep it
         st.retry = PendingRetry(
-            at=decision.retry_at, attempt=decision.next_attempt, retry_of=record.retry_of or record.run_id
+            decision.retry_at, decision.next_attempt, retry_of=record.retry_of or record.run_id, upstream=upstream
         )
         self.machine.move(st, RunStage.RETRY_PENDING)
         self.report.say(

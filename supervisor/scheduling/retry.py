@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..model import Outcome, RetryPolicy
+from ..model import Outcome, RetryPolicy, Upstream
 
 # Far beyond any sensible MaxDelaySeconds, and small enough that "finished + delay" cannot overflow.
 _LONGEST_DELAY_S = 366 * 86400.0
@@ -33,6 +33,7 @@ class PendingRetry:
     at: datetime
     attempt: int  # the attempt number it will have (2, 3, ...)
     retry_of: str  # run id of the run's first attempt
+    upstream: Upstream | None = None  # a run of [Frequency] After: its retries keep its upstream
 
 
 @dataclass(frozen=True)
