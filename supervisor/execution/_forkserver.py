@@ -145,9 +145,10 @@ def serve(sock: _socket.socket) -> NoReturn:
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     children: set[int] = set()
     taking = True
+    fd = sock.fileno()
     while taking or children:
         try:
-            ready, _, _ = select.select([sock, wake_r] if taking else [wake_r], [], [], None if taking else 1.0)
+            ready, _, _ = select.select([fd, wake_r] if taking else [wake_r], [], [], None if taking else 1.0)
         except InterruptedError:
             ready = [wake_r]
         if wake_r in ready:
@@ -165,7 +166,7 @@ def serve(sock: _socket.socket) -> NoReturn:
                 break
             children.discard(pid)
             _send(sock, record(b"X", pid, status))
-        if sock in ready:
+        if fd in ready:
             taking = _take(sock, slot, children)
     os._exit(0)
 
