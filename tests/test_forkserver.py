@@ -9,13 +9,19 @@ be a child of a fork server (so a silent fallback to spawn cannot pass for a for
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import subprocess
+import sys
+import venv
 from pathlib import Path
 
 import psutil
 import pytest
 
+from supervisor.execution import _wire as wire
+from supervisor.execution.forkserver import ForkPool
 from tests.support.harness import SupervisorProcess, cookie_processes, run_cookie
 from tests.support.helpers import LAUNCHERS, use_launcher, wait_for, write_task
 
@@ -35,6 +41,11 @@ def _cmdline(pid):
 def _ppid(pid):
     with open("/proc/%d/stat" % pid) as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
+
+def initialize():
+    with open(os.path.join(os.environ["TASK_OUTPUT_DIR"], "init-launcher"), "w") as f:
+        f.write(_cmdline(_ppid(os.getppid())))
+
 
 def main():
     STATE.append(1)
@@ -75,7 +86,7 @@ def server_pids(sup: SupervisorProcess) -> list[int]:
 def test_run_contract_holds_under_both_launchers(home: Path, launcher: str) -> None:
     use_launcher(home, launcher)
     (home / ".env").write_text("PROBE_SECRET=hunter2-secret\n")
-    write_task(home / "Tasks", "probe", main=PROBE, config=EVERY_SECOND)
+    write_task(home / "Tasks", "probe", main=PROBE, config=EVERY_SECOND, initialize=None)
     write_task(home / "Tasks", "exits", main="import sys\ndef main():\n    sys.exit(3)\n", config=EVERY_SECOND)
     write_task(
         home / "Tasks",
@@ -115,6 +126,8 @@ def test_run_contract_holds_under_both_launchers(home: Path, launcher: str) -> N
         assert str(data["argv"][0]).endswith("_shim.py")  # type: ignore[index]
         assert (home / "Tasks" / "probe" / "Output" / f"atexit-{data['run_id']}").read_text() == "ran"
         assert ("_forkserver.py" in str(data["launcher"])) == (launcher == "fork"), data["launcher"]
+    init = (home / "Tasks" / "probe" / "Output" / "init-launcher").read_text()
+    assert ("_forkserver.py" in init) == (launcher == "fork"), "initialize() goes through the same launcher"
     assert first["random"] != second["random"]
     assert first["sid"] != second["sid"]
     assert "probe says" in task_log and "hunter2-secret" not in task_log
@@ -167,3 +180,72 @@ def test_server_is_found_by_the_sweep_after_a_supervisor_sigkill(home: Path) -> 
         log = again.wait_log("left behind by a previous supervisor")
         wait_for(lambda: not psutil.pid_exists(server[0]), timeout=10, what="the old server gone")
     assert "killed 1 process(es) left behind by a previous supervisor" in log
+
+
+def _run_once(pool: ForkPool, python: Path, home: Path) -> tuple[object, bytes]:
+    """One initialize() of task ``t`` through ``pool.popen`` as the runner calls it; (process, report)."""
+    report_r, report_w = os.pipe()
+    control_r, control_w = os.pipe()
+    out_r, out_w = os.pipe()
+    argv = wire.shim_argv(
+        python=str(python),
+        shim="unused",
+        mode="initialize",
+        task="t",
+        report_fd=report_w,
+        control_fd=control_r,
+        grace_s=1.0,
+        supervisor_pid=os.getpid(),
+    )
+    process = pool.popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=out_w,
+        stderr=subprocess.STDOUT,
+        pass_fds=(report_w, control_r),
+        cwd=str(home),
+        env=dict(os.environ),
+        start_new_session=True,
+        close_fds=True,
+    )
+    for fd in (report_w, control_r, out_w):
+        os.close(fd)
+    try:
+        assert process.wait(timeout=30) == 0
+        return process, os.read(report_r, 65536)
+    finally:
+        for fd in (report_r, control_w, out_r):
+            os.close(fd)
+
+
+def test_pool_retires_a_changed_env_an_idle_server_and_closes_clean(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    write_task(home / "Tasks", "t", main="def main():\n    pass\n", config=EVERY_SECOND)
+    env = tmp_path / "env"
+    venv.create(env, system_site_packages=False, with_pip=False, symlinks=True)
+    python = env / "bin" / "python"
+    pool = ForkPool(cookie_prefix="test-forkpool/", logger=logging.getLogger("test"), idle_s=3600.0)
+    servers = []
+    try:
+        for _ in range(2):
+            process, report = _run_once(pool, python, home)
+            assert b'"status":"ok"' in report and pool.forked >= 1 and pool.spawned == 0
+            servers.append(pool.server_pids())
+        assert servers[0] == servers[1] and len(servers[0]) == 1, "one server per env, reused"
+        old = psutil.Process(servers[0][0])
+        (env / "pyvenv.cfg").write_text((env / "pyvenv.cfg").read_text() + "\n")  # a changed env
+        os.utime(env / "pyvenv.cfg", ns=(1, 1))
+        _run_once(pool, python, home)
+        assert pool.server_pids() != servers[0], "a changed env must get a new server"
+        old.wait(timeout=10)  # the old server retired itself (it had no run in flight)
+        pool.idle_s = 0.0
+        idle = psutil.Process(pool.server_pids()[0])
+        pool.retire_idle()
+        assert pool.server_pids() == []
+        idle.wait(timeout=10)
+        _run_once(pool, python, home)  # a retired env gets a new server on its next run
+        last = psutil.Process(pool.server_pids()[0])
+    finally:
+        pool.close()
+    assert not last.is_running() or last.status() == psutil.STATUS_ZOMBIE
+    assert pool.server_pids() == [] and sys.executable  # nothing left behind
