@@ -249,3 +249,31 @@ def test_pool_retires_a_changed_env_an_idle_server_and_closes_clean(tmp_path: Pa
         pool.close()
     assert not last.is_running() or last.status() == psutil.STATUS_ZOMBIE
     assert pool.server_pids() == [] and sys.executable  # nothing left behind
+
+
+def test_a_run_in_flight_outlives_its_killed_server(home: Path) -> None:
+    use_launcher(home, "fork")
+    main = """
+        import os, time
+
+        def main():
+            out = os.environ["TASK_OUTPUT_DIR"]
+            open(os.path.join(out, "started"), "w").close()
+            while not os.path.exists(os.path.join(out, "go")):
+                time.sleep(0.02)
+            return "finished after its server died"
+    """
+    write_task(
+        home / "Tasks", "long", main=main, config="[Frequency]\nEveryXMinutes = 60\n[Global]\nRunOnStartup = True\n"
+    )
+    out = home / "Tasks" / "long" / "Output"
+    with SupervisorProcess(home) as sup:
+        wait_for(lambda: (out / "started").exists(), timeout=60, what="the run to start")
+        server = server_pids(sup)
+        assert len(server) == 1
+        os.kill(server[0], signal.SIGKILL)
+        wait_for(lambda: server_pids(sup) == [], timeout=10, what="the server reaped")
+        (out / "go").write_text("")
+        sup.wait_log("ok in", task="long")
+        run = sup.history("long")[0]
+    assert run["outcome"] == "ok" and run["message"] == "finished after its server died", run

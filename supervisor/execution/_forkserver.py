@@ -17,7 +17,10 @@ Protocol (one SOCK_SEQPACKET socketpair, so each message is one packet):
 
 The child does ``setsid``, moves the fds to 0, 1, 2, 3 (report) and 4 (control), closes every other fd,
 replaces ``os.environ``, chdirs, sets ``sys.argv`` and then runs the shim's main path exactly as a spawned shim
-does (it forks again into monitor + task). Its parent for the shim's checks and PDEATHSIG is this server.
+does (it forks again into monitor + task). Its parent for the shim's start check is this server; the monitor
+arms no PDEATHSIG (``_shim.FORKED``), so a server that dies does not take its runs in flight with it (they are
+re-parented; the supervisor's side reports their ends, forkserver.py), and the supervisor's death is noticed
+by CONTROL_FD's EOF, as a spawned monitor also notices it.
 
 Marking (the orphan sweep reads ``/proc/PID/environ``, i.e. the *exec* environment, which a fork inherits):
 the server is started with ``TASKAUTOMATION_RUN_COOKIE=<home prefix>`` followed by a blank of fixed length,
@@ -138,6 +141,8 @@ def child(sock: _socket.socket, fds: list[int], data: bytes, slot: tuple[int, in
 
 def serve(sock: _socket.socket) -> NoReturn:
     slot = _cookie_slot()
+    _shim.PRCTL = _shim._load_prctl()  # ~1 ms per run when each builds it; once here (a pointer to libc's)
+    _shim.FORKED = True
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)

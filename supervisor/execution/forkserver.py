@@ -66,6 +66,7 @@ class ForkedProcess:
         self.returncode: int | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
+        self.orphaned = False  # its server is gone: nobody will send its status
 
     def _exited(self, status: int) -> None:
         with self._lock:
@@ -85,7 +86,11 @@ class ForkedProcess:
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
             status = _zombie_status(self.pid)
-            if status is None:
+            if status is None and self.orphaned and not _exists(self.pid):
+                # Re-parented and reaped by someone else: the status is lost. Only a run whose monitor wrote
+                # no report reads it (as killed by SIGKILL); the monitor's report decides every other outcome.
+                self._exited(-signal.SIGKILL)
+            elif status is None:
                 zombie_since = None
             elif zombie_since is None:
                 zombie_since = time.monotonic()
@@ -169,8 +174,8 @@ class ForkServer:
         self._lost()
 
     def _lost(self) -> None:
-        """The server is gone: its children got PDEATHSIG (their monitors stop their trees). Their exit
-        statuses are lost with it; each is reported once its process is gone, as killed by SIGKILL."""
+        """The server is gone; its runs in flight go on (re-parented), and each one's ``wait`` reports its end
+        once its process is gone (``ForkedProcess.orphaned``)."""
         try:
             self.process.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
@@ -178,8 +183,7 @@ class ForkServer:
         with self.lock:
             orphans, self.children = list(self.children.values()), {}
         for child in orphans:
-            _wait_gone(child.pid, timeout=30.0)
-            child._exited(-signal.SIGKILL)
+            child.orphaned = True
 
     def retire(self) -> None:
         """No more requests; the server exits once its children are gone."""
@@ -357,18 +361,14 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _wait_gone(pid: int, *, timeout: float) -> None:
-    """Until ``pid`` has exited (a pidfd where there is one), at most ``timeout`` seconds."""
+def _exists(pid: int) -> bool:
     try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return
-    try:
-        import select
-
-        select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def fork_unavailable() -> str | None:
