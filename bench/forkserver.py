@@ -93,7 +93,7 @@ def runs_per_second(python: Path, home: Path, *, total: int, in_flight: int, pop
         while launched < total:
             done = len(bench.exited)
             if launched - done >= in_flight:
-                bench.wait(lambda: len(bench.exited) > done, timeout=60, what="a trivial run to end")
+                bench.wait(lambda done=done: len(bench.exited) > done, timeout=60, what="a trivial run to end")
                 continue
             bench.launch(bench.spec("trivial"))
             launched += 1

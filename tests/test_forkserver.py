@@ -228,7 +228,7 @@ def test_pool_retires_a_changed_env_an_idle_server_and_closes_clean(tmp_path: Pa
     servers = []
     try:
         for _ in range(2):
-            process, report = _run_once(pool, python, home)
+            _process, report = _run_once(pool, python, home)
             assert b'"status":"ok"' in report and pool.forked >= 1 and pool.spawned == 0
             servers.append(pool.server_pids())
         assert servers[0] == servers[1] and len(servers[0]) == 1, "one server per env, reused"
