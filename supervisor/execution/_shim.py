@@ -58,7 +58,8 @@ SIGSTOP = 19
 SIGCONT = 18
 # When the supervisor is gone nobody waits for a graceful exit; a short grace keeps "within seconds" true.
 ORPHAN_GRACE_S = 2.0
-PRCTL = None  # prctl built once by a fork server (_forkserver.py) for all the runs it forks; else per run
+# prctl built once by a fork server (_forkserver.py) for all the runs it forks; else built per run
+PRCTL: Callable[..., int] | None = None
 # Set by a fork server: the monitor's parent is the server, whose death must not stop the run, so the
 # supervisor's death is noticed by CONTROL_FD's EOF alone (the supervisor holds its only write end).
 FORKED = False
