@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: the repository's tests.support helpers and the package
@@ -128,7 +128,7 @@ class BenchRunner:
     monitor's PDEATHSIG is tied to the spawning thread.
     """
 
-    def __init__(self, home: Path, python: Path, *, grace_s: float = 10.0) -> None:
+    def __init__(self, home: Path, python: Path, *, grace_s: float = 10.0, popen: Any = None) -> None:
         self.home = home
         self.python = python
         self.grace_s = grace_s
@@ -137,7 +137,8 @@ class BenchRunner:
         self.lines: dict[str, list[str]] = {}
         self.exited: dict[str, tuple[int, ProcessReport]] = {}  # run id -> (ns of on_exit, report)
         self._changed = threading.Condition(self._lock)
-        self.runner = Runner(output_cap_bytes=1 << 20, on_output=self._on_output, on_exit=self._on_exit)
+        extra = {} if popen is None else {"popen": popen}  # a ForkPool's popen: runs forked by a server
+        self.runner = Runner(output_cap_bytes=1 << 20, on_output=self._on_output, on_exit=self._on_exit, **extra)
         self._seq = 0
 
     def _on_output(self, spec: ProcessLaunch, line: str) -> None:

@@ -32,7 +32,7 @@ from bench.common import Settings  # noqa: E402
 from bench.stats import Figure, machine_info, render_markdown, render_text  # noqa: E402
 
 # Cheapest first, so a quick look at launch and env figures does not wait for the long ones.
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout", "web")
+GROUPS = ("launch", "forkserver", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout", "web")
 # Too long for the default run (tens of minutes); run with --only.
 LONG_GROUPS = ("soak",)
 

@@ -28,6 +28,7 @@ from .errors import HistoryStoreError
 from .events import ControlRequest, Inbox
 from .execution.cgroups import Containment
 from .execution.executor import Executor, LocalExecutor
+from .execution.forkserver import fork_pool_for
 from .execution.secrets import SecretStore
 from .history.recorder import RunHistory, RunLog
 from .history.store import HistoryStore
@@ -278,6 +279,7 @@ def _executor(
         output_cap_bytes=home_config.output_cap_bytes,
         secrets=secrets,
         containment=containment,
+        fork_pool=fork_pool_for(home_config.launcher, cookie_prefix=paths.run_cookie_prefix, logger=logger),
     )
     if home_config.executor != "rq":
         return executor

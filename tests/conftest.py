@@ -62,6 +62,7 @@ TEST_FILE_LAYERS: dict[str, str] = {
     "test_envs.py": "e2e",
     "test_examples.py": "e2e",
     "test_fds.py": "e2e",
+    "test_forkserver.py": "e2e",
     "test_history_facts.py": "unit",
     "test_history_columns.py": "unit",
     "test_gates_e2e.py": "e2e",

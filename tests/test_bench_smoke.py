@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.timeout(60)
 
-GROUPS = ("launch", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout", "web")
+GROUPS = ("launch", "forkserver", "envs", "kill", "reload", "schedule", "idle", "notify", "scaleout", "web")
 
 
 @pytest.mark.parametrize("group", GROUPS)

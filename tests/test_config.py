@@ -334,12 +334,19 @@ def test_home_config_empty_is_all_defaults_without_warnings():
         ("Supervisor", "WatchDebounceSeconds", "nan", "not a finite number"),
         ("Supervisor", "MaxConcurrentRuns", "0", "must be at least 1"),
         ("Supervisor", "MaxConcurrentRuns", "many", "not a whole number"),
+        ("Supervisor", "Launcher", "vfork", "must be one of spawn, fork"),
     ],
 )
 def test_home_config_errors_name_file_section_key_and_value(section, key, value, reason):
     with pytest.raises(ConfigError) as caught:
         parse_home_config(f"[{section}]\n{key} = {value}\n", path=HOME_PATH)
     assert str(caught.value) == f"{HOME_PATH}: [{section}] {key} = {value!r}: {reason}"
+
+
+def test_home_config_launcher_default_and_values():
+    assert HomeConfig().launcher == "spawn"
+    assert parse_home_config("[Supervisor]\nLauncher = Fork\n", path=HOME_PATH)[0].launcher == "fork"
+    assert parse_home_config("[supervisor]\nlauncher = spawn\n", path=HOME_PATH)[0].launcher == "spawn"
 
 
 def test_home_config_max_concurrent_runs_default_and_value():

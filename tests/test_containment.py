@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 from tests.support.harness import SupervisorProcess, cli, cookie_processes, pids_alive, run_cookie
-from tests.support.helpers import wait_for, write_task
+from tests.support.helpers import LAUNCHERS, use_launcher, wait_for, write_task
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,7 +136,9 @@ def is_zombie_or_gone(pid: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- 1. timeout
-def test_timeout_kills_grandchildren_that_ignore_sigterm(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_timeout_kills_grandchildren_that_ignore_sigterm(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import os, signal, subprocess, time
 
@@ -164,7 +166,9 @@ def test_timeout_kills_grandchildren_that_ignore_sigterm(home: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ 2. escaped daemon
-def test_escaped_daemon_is_killed_when_main_returns(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_escaped_daemon_is_killed_when_main_returns(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = (
         SPAWN_DAEMON
         + """
@@ -211,7 +215,9 @@ def main():
 
 
 # ------------------------------------------------------------------------------------------- 3. memory
-def test_memory_hog_is_stopped_and_others_keep_running(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_memory_hog_is_stopped_and_others_keep_running(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import os, time
 
@@ -341,7 +347,9 @@ def test_sleeper_is_stopped_by_timeout_seconds(home: Path) -> None:
 
 
 # ------------------------------------------------------------------------- 5./6. the supervisor dies
-def test_sigkilled_supervisor_takes_its_runs_down_and_restarts_clean(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_sigkilled_supervisor_takes_its_runs_down_and_restarts_clean(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = (
         SPAWN_DAEMON
         + """
@@ -390,7 +398,9 @@ def main():
     assert "left behind by a previous supervisor" not in log  # nothing was left to clean
 
 
-def test_restart_after_crash_kills_only_its_own_leftovers(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_restart_after_crash_kills_only_its_own_leftovers(home: Path, tmp_path: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import os, subprocess, time
 
@@ -407,7 +417,8 @@ def test_restart_after_crash_kills_only_its_own_leftovers(home: Path, tmp_path: 
     try:
         task_pid, orphan = read_pids(wait_file(outdir(home, "victim") / "pids"))
         run_id = sup.task_status("victim")["running"]["run_id"]
-        monitor = next(c for c in psutil.Process(sup.proc.pid).children() if "_shim.py" in " ".join(c.cmdline()))
+        monitor = psutil.Process(task_pid).parent()  # the supervisor's child, or a fork server's
+        assert monitor is not None
         # A crash the monitor cannot clean up after: freeze the supervisor (so it notices nothing), SIGKILL
         # the monitor (main() follows through its PDEATHSIG), then SIGKILL the supervisor. The grandchild
         # is left running, re-parented to init, still carrying the run's cookie.
@@ -443,9 +454,11 @@ def test_restart_after_crash_kills_only_its_own_leftovers(home: Path, tmp_path: 
             proc.wait(timeout=10)
 
 
-def test_monitor_killed_from_outside_leaves_no_orphans(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_monitor_killed_from_outside_leaves_no_orphans(home: Path, launcher: str) -> None:
     """SIGKILL of a run's monitor (an admin's kill -9, the OOM killer): nothing could stop the tree, so the
     supervisor finds what is left of the run by its cookie; the run is recorded as crashed."""
+    use_launcher(home, launcher)
     main = (
         SPAWN_DAEMON
         + """
@@ -465,7 +478,8 @@ def main():
     with SupervisorProcess(home) as sup:
         assert sup.proc is not None
         pids = read_pids(wait_file(outdir(home, "headless") / "pids"))
-        monitor = next(c for c in psutil.Process(sup.proc.pid).children() if "_shim.py" in " ".join(c.cmdline()))
+        monitor = psutil.Process(pids[0]).parent()  # the supervisor's child, or a fork server's
+        assert monitor is not None
         monitor.kill()
         run = finished_run(sup, "headless")
         assert sup.task_status("headless")["last_run"]["outcome"] == "crashed"  # the supervisor carries on
@@ -483,7 +497,9 @@ def _window_not_now() -> str:
 
 
 # ------------------------------------------------------------------------------------- 7. stdout flood
-def test_stdout_flood_is_capped_and_supervisor_memory_stays_flat(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_stdout_flood_is_capped_and_supervisor_memory_stays_flat(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import sys
 
@@ -556,7 +572,9 @@ def test_zombie_factory_leaves_no_zombies(home: Path) -> None:
 
 # ------------------------------------------------------------------------------ 9./10. hostile tasks
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_task_killing_its_own_process_group(home: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_task_killing_its_own_process_group(home: Path, sig: signal.Signals, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = f"""
         import os, subprocess
 
@@ -582,7 +600,9 @@ def test_task_killing_its_own_process_group(home: Path, sig: signal.Signals) -> 
     assert {r["outcome"] for r in sup.history("steady")} == {"ok"}
 
 
-def test_task_closing_its_stdio_still_reports(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_task_closing_its_stdio_still_reports(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import os
 
@@ -604,7 +624,9 @@ def test_task_closing_its_stdio_still_reports(home: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- 11. exit codes
-def test_exit_codes_of_the_tasks_own_subprocesses_are_not_stolen(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_exit_codes_of_the_tasks_own_subprocesses_are_not_stolen(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import subprocess
 

@@ -44,6 +44,7 @@ def test_healthy_home_has_no_fail_and_json_schema(home: Path, capsys: pytest.Cap
         "uv",
         "inotify",
         "cgroups",
+        "launcher",
         "disk",
         "home writable",
         "private files",
@@ -227,3 +228,15 @@ def test_a_healthy_running_supervisor_passes(home: Path) -> None:
         assert running.proc is not None
         assert check.status is Status.PASS
         assert check.detail == f"running (pid {running.proc.pid}), 1 task(s)"
+
+
+def test_launcher_check_says_which_launcher_is_in_force() -> None:
+    from supervisor.cli.doctor import check_launcher
+    from supervisor.execution.forkserver import launcher_line
+
+    spawn = check_launcher("spawn", launcher_line("spawn"))
+    assert spawn.status is Status.PASS and spawn.detail.startswith("spawn")
+    fork = check_launcher("fork", launcher_line("fork"))
+    assert fork.status is Status.PASS and fork.detail.startswith("fork (per-env fork servers")
+    refused = check_launcher("fork", "launcher: spawn (Launcher = fork asked, but no fork() on this platform)")
+    assert refused.status is Status.WARN and "no fork()" in refused.detail and refused.fix

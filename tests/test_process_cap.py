@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from tests.support.caps import destroy, joined, outer_cap, own_v1_group, pids_peak
 from tests.support.harness import REPO, InProcessSupervisor, SupervisorProcess, cookie_processes, run_cookie
-from tests.support.helpers import wait_for, write_task
+from tests.support.helpers import LAUNCHERS, use_launcher, wait_for, write_task
 
 from supervisor.execution import _contain
 from supervisor.execution.cgroup_layout import Layout, parse_layout
@@ -117,7 +117,9 @@ def wait_finished(sup: SupervisorProcess, task: str, *, timeout: float = 60) -> 
 
 
 # ------------------------------------------------------------------------------------- cgroup v1, for real
-def test_fork_bomb_hits_max_processes_is_killed_and_a_canary_keeps_running(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_fork_bomb_hits_max_processes_is_killed_and_a_canary_keeps_running(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     write_task(home / "Tasks", "bomb", main=BOMB, config=config(limits="MaxProcesses = 64\nTimeoutSeconds = 600"))
     write_task(home / "Tasks", "canary", config=config(every="0.02"))  # every 1.2 s
     with outer_cap("pids", {"pids.max": "400"}) as cap:
@@ -163,7 +165,9 @@ def test_timeout_stop_wins_against_a_fork_and_exit_chain(home: Path, mechanism: 
     assert re.search(f"containment: pids: .*kill: {expected}", log), log
 
 
-def test_memory_limit_is_the_kernels_inside_an_outer_memory_cap(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_memory_limit_is_the_kernels_inside_an_outer_memory_cap(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     hog = """
         import os, time
 
@@ -387,7 +391,9 @@ def test_v2_freeze_and_cgroup_kill_signal_a_whole_group_at_once() -> None:
         destroy(group)
 
 
-def test_monitors_of_a_sigkilled_supervisor_remove_its_run_groups(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_monitors_of_a_sigkilled_supervisor_remove_its_run_groups(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import os, time
 
@@ -418,4 +424,5 @@ def test_monitors_of_a_sigkilled_supervisor_remove_its_run_groups(home: Path) ->
             )
         finally:
             sup.kill()
-    assert cookie_processes(run_cookie(home)) == []
+    # (with fork, the run's server exits just after its last child: waited for, not raced)
+    wait_for(lambda: cookie_processes(run_cookie(home)) == [], timeout=10, what="every process of the home gone")

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 from tests.support.harness import SupervisorProcess, script
-from tests.support.helpers import build_wheel, wait_for, write_task
+from tests.support.helpers import LAUNCHERS, build_wheel, use_launcher, wait_for, write_task
 
 pytestmark = pytest.mark.timeout(120)
 
 EVERY_SECOND = "[Frequency]\nEveryXMinutes = 0.02\n"  # 1.2 s
 
 
-def test_main_return_string_and_traceback_are_logged(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_main_return_string_and_traceback_are_logged(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     write_task(
         home / "Tasks",
         "good",
@@ -43,7 +45,9 @@ def test_main_return_string_and_traceback_are_logged(home: Path) -> None:
     assert "supervisor stopped" in sup.log()
 
 
-def test_run_environment_cwd_stdin_and_helper_imports(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_run_environment_cwd_stdin_and_helper_imports(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import json, os, sys
         import Tasks.probe.helper as helper
@@ -263,7 +267,9 @@ def test_names_with_spaces_and_non_ascii_letters(home: Path) -> None:
         sup.wait_log("returned: ünïcode ok", task="Mein Backup é")
 
 
-def test_segfault_is_logged_as_a_signal(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_segfault_is_logged_as_a_signal(home: Path, launcher: str) -> None:
+    use_launcher(home, launcher)
     write_task(
         home / "Tasks",
         "segv",
@@ -307,7 +313,9 @@ def test_second_supervisor_on_same_home_is_refused(home: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["terminate.py", "SIGTERM", "SIGINT"])
-def test_clean_stop_kills_running_children(home: Path, how: str) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_clean_stop_kills_running_children(home: Path, how: str, launcher: str) -> None:
+    use_launcher(home, launcher)
     main = """
         import os, signal, subprocess, time
         def main():
@@ -345,8 +353,10 @@ def test_clean_stop_kills_running_children(home: Path, how: str) -> None:
     assert runs[0]["outcome"] == "killed"
 
 
-def test_initialize_calls_are_capped_and_all_tasks_load(home: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_initialize_calls_are_capped_and_all_tasks_load(home: Path, launcher: str) -> None:
     """Hundreds of tasks must not spawn hundreds of initialize() processes at once."""
+    use_launcher(home, launcher)
     from tests.support.harness import InProcessSupervisor
 
     from supervisor.model import RunMode

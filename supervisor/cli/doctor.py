@@ -244,12 +244,21 @@ def check_supervisor(probe: SupervisorProbe, *, home: Path) -> Check:
     return Check("supervisor", Status.PASS, detail)
 
 
+def check_launcher(asked: str, line: str) -> Check:
+    """[Supervisor] Launcher and the one in force (a fork asked for where it cannot work is a WARN)."""
+    detail = line.removeprefix("launcher: ")
+    if asked == "fork" and not detail.startswith("fork"):
+        return Check("launcher", Status.WARN, detail, "runs are spawned; set Launcher = spawn to say so")
+    return Check("launcher", Status.PASS, detail)
+
+
 def run_checks(paths: Paths, *, probes: Probes = Probes()) -> list[Check]:
     """Every check, in report order. A home that does not exist fails the writable check and skips disk."""
     version, executable = probes.python()
     checks = [check_python(version, executable=executable), check_uv(probes.uv_version())]
     checks.append(check_inotify(probes.max_watches(), folders=probes.folders(paths.tasks)))
     checks.append(check_cgroups(probes.cgroups()))
+    checks.append(check_launcher(*probes.launcher(paths)))
     if paths.home.is_dir():
         checks.append(check_disk(probes.free_bytes(paths.home), home=paths.home))
         checks.append(check_home_writable(probes.home_write_error(paths.home), home=paths.home))

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..config.schema import read_home_config
 from ..envs.health import env_interpreter_problem
+from ..errors import TaskAutomationError
+from ..execution.forkserver import launcher_line
 from ..model import Limits
 from ..paths import Paths
 from ..system.systemd import home_kill_graces, installed_units, stop_timeout_for
@@ -250,6 +253,15 @@ def probe_supervisor(paths: Paths, *, timeout: float = 10.0) -> SupervisorProbe:
     return SupervisorProbe(running=True, status=reply.get("status") or {})
 
 
+def _launcher(paths: Paths) -> tuple[str, str]:
+    """([Supervisor] Launcher as configured, the line saying which launcher is in force)."""
+    try:
+        asked = read_home_config(paths.home_config)[0].launcher
+    except TaskAutomationError:
+        asked = "spawn"  # a broken taskautomation.ini is the supervisor check's to report
+    return asked, launcher_line(asked)
+
+
 @dataclass(frozen=True)
 class Probes:
     """How each measurement is taken; tests replace single fields to simulate a machine."""
@@ -279,3 +291,4 @@ class Probes:
     executable: Callable[[str], bool] = lambda path: os.access(path, os.X_OK)
     supervisor: Callable[[Paths], SupervisorProbe] = probe_supervisor
     exposed: Callable[[Paths], list[tuple[Path, int]]] = exposed_paths
+    launcher: Callable[[Paths], tuple[str, str]] = lambda paths: _launcher(paths)

@@ -27,6 +27,7 @@ _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0
 _MAX_PROCESSES = 4194304  # PID_MAX_LIMIT on 64-bit Linux: no cap can be larger
 _INSTALLERS = ("uv", "pip")
 _EXECUTORS = ("local", "rq")
+_LAUNCHERS = ("spawn", "fork")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 _MIN_METRICS_TOKEN = 16
@@ -218,6 +219,14 @@ def executor(text: str) -> str:
     value = text.strip().lower()
     if value not in _EXECUTORS:
         raise InvalidValue(f"must be one of {', '.join(_EXECUTORS)}")
+    return value
+
+
+def launcher(text: str) -> str:
+    """[Supervisor] Launcher: how a run's process is started (execution/forkserver.py)."""
+    value = text.strip().lower()
+    if value not in _LAUNCHERS:
+        raise InvalidValue(f"must be one of {', '.join(_LAUNCHERS)}")
     return value
 
 

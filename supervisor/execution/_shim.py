@@ -58,6 +58,11 @@ SIGSTOP = 19
 SIGCONT = 18
 # When the supervisor is gone nobody waits for a graceful exit; a short grace keeps "within seconds" true.
 ORPHAN_GRACE_S = 2.0
+# prctl built once by a fork server (_forkserver.py) for all the runs it forks; else built per run
+PRCTL: Callable[..., int] | None = None
+# Set by a fork server: the monitor's parent is the server, whose death must not stop the run, so the
+# supervisor's death is noticed by CONTROL_FD's EOF alone (the supervisor holds its only write end).
+FORKED = False
 
 
 def _load_prctl() -> Callable[..., int]:
@@ -373,9 +378,10 @@ def main() -> None:
     home = os.getcwd()
     monitor_pid = os.getpid()
     try:
-        prctl = _load_prctl()
+        prctl = PRCTL or _load_prctl()
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
+        if not FORKED:
+            prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0)
         if os.getppid() != supervisor_pid:
             # The supervisor died before PDEATHSIG was armed: nobody will ever read our report.
             os._exit(wire.EXIT_SUPERVISOR_GONE)

@@ -44,6 +44,7 @@ from ..logsetup import FILE_ONLY, TaskLogs
 from ..model import Limits, ProcessLaunch, RunMode, RunResult, Trigger
 from ._wire import resource_shortage
 from .cgroups import CONTAIN_VAR, Containment, RunGroup, containment_plan
+from .forkserver import ForkPool
 from .outcome import ProcessReport, StopCause, StopRequest, decide_outcome
 from .params import RunParams, hidden_values
 from .pidcaps import refusal_detail
@@ -145,8 +146,10 @@ class LocalExecutor:
         containment: Containment,
         runner_factory: Callable[..., Runner] = Runner,
         secrets: SecretStore | None = None,
+        fork_pool: ForkPool | None = None,  # [Supervisor] Launcher = fork: runs forked by per-env servers
     ) -> None:
         self.home = home
+        self.fork_pool = fork_pool
         self.containment = containment
         self.task_logs = task_logs
         self.log = logger
@@ -154,7 +157,10 @@ class LocalExecutor:
         self.post = post
         self.cookie_prefix = cookie_prefix
         self.runner = runner_factory(
-            output_cap_bytes=output_cap_bytes, on_output=self._on_output, on_exit=self._on_exit
+            output_cap_bytes=output_cap_bytes,
+            on_output=self._on_output,
+            on_exit=self._on_exit,
+            **({} if fork_pool is None else {"popen": fork_pool.popen}),
         )
         self.active: dict[str, _Active] = {}
         self.secrets = secrets
@@ -255,6 +261,8 @@ class LocalExecutor:
 
     def enforce(self) -> None:
         mono = self.clock.monotonic()
+        if self.fork_pool is not None:
+            self.fork_pool.retire_idle()
         for active in list(self.active.values()):
             limits = active.request.limits
             if active.stop is None and active.deadline is not None and mono >= active.deadline:
@@ -420,6 +428,8 @@ class LocalExecutor:
                 if active.group is not None:
                     self.containment.kill(active.group)
             self.runner.join(timeout=5.0)
+            if self.fork_pool is not None:  # after the runs: a server reports its children's exits
+                self.fork_pool.close()
             sweep_cookie(self.cookie_prefix)
         finally:
             self.containment.close()

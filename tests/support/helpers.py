@@ -95,3 +95,11 @@ def without_dac_override() -> list[str]:
     """An argv prefix that runs a command as root *without* the right to read any file (util-linux setpriv),
     so "unreadable file" tests mean something when the suite runs as root."""
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+LAUNCHERS = ("spawn", "fork")  # [Supervisor] Launcher values: the run-contract tests run under each
+
+
+def use_launcher(home: Path, launcher: str, *, extra: str = "") -> None:
+    """Write HOME/taskautomation.ini choosing ``launcher`` (plus ``extra`` lines of [Supervisor])."""
+    (home / "taskautomation.ini").write_text(f"[Supervisor]\nLauncher = {launcher}\n{extra}")
