@@ -344,7 +344,7 @@ def test_home_config_errors_name_file_section_key_and_value(section, key, value,
 
 
 def test_home_config_launcher_default_and_values():
-    assert HomeConfig().launcher == "spawn"
+    assert HomeConfig().launcher == "fork"  # where the platform cannot, the start-up falls back to spawn
     assert parse_home_config("[Supervisor]\nLauncher = Fork\n", path=HOME_PATH)[0].launcher == "fork"
     assert parse_home_config("[supervisor]\nlauncher = spawn\n", path=HOME_PATH)[0].launcher == "spawn"
 

@@ -275,5 +275,8 @@ def test_a_run_in_flight_outlives_its_killed_server(home: Path) -> None:
         wait_for(lambda: server_pids(sup) == [], timeout=10, what="the server reaped")
         (out / "go").write_text("")
         sup.wait_log("ok in", task="long")
-        run = sup.history("long")[0]
+        # The row is written behind the log line: wait for it rather than read it at once.
+        run = wait_for(
+            lambda: (lambda h: h[0] if h and h[0]["outcome"] else None)(sup.history("long")), timeout=30, what="the row"
+        )
     assert run["outcome"] == "ok" and run["message"] == "finished after its server died", run

@@ -26,7 +26,7 @@ from supervisor.history.store import HistoryStore
 from supervisor.paths import Paths
 from tests.support.caps import joined, outer_cap, own_v1_group
 from tests.support.harness import REPO, cookie_processes, run_cookie
-from tests.support.helpers import wait_for, write_task
+from tests.support.helpers import use_launcher, wait_for, write_task
 from tests.test_process_cap import BOMB, CappedSupervisor, finished, sleeper_inside, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
@@ -89,6 +89,9 @@ def home_groups(home: Path, cap: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------- the shim's fork(): EAGAIN
 def test_eagain_in_the_shims_fork_is_retried_as_queued_and_ends_ok_once_the_cap_is_lifted(home: Path) -> None:
+    # The wrapped interpreter is what puts the shim into the tight group: a spawned one (a fork server was
+    # started before the wrapper and would fork past it).
+    use_launcher(home, "spawn")
     write_task(home / "Tasks", "t", config=config(), initialize=GATED_INIT)
     with outer_cap("pids", {"pids.max": "400"}) as cap:
         tight = tight_group(cap)
@@ -115,6 +118,9 @@ def test_eagain_in_the_shims_fork_is_retried_as_queued_and_ends_ok_once_the_cap_
 
 
 def test_eagain_in_the_shims_fork_for_initialize_is_retried_and_the_task_loads(home: Path) -> None:
+    # The wrapped interpreter is what puts the shim into the tight group: a spawned one (a fork server was
+    # started before the wrapper and would fork past it).
+    use_launcher(home, "spawn")
     write_task(home / "Tasks", "first", config=config(), initialize=GATED_INIT)
     with outer_cap("pids", {"pids.max": "400"}) as cap:
         tight = tight_group(cap)

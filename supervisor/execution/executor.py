@@ -1,30 +1,25 @@
 """Where runs execute: the ``Executor`` seam and ``LocalExecutor``, which runs them as child processes here.
 
-The loop decides *when* a task runs and what it is allowed to use; an executor starts the process, enforces
-its limits, stops it on request, and reports how it ended by posting ``RunReported`` to the loop. The loop
-never learns where a run executes (a later executor may run it on another machine).
+The loop decides *when* a task runs and what it may use; an executor starts the process, enforces its limits,
+stops it on request, and posts ``RunReported`` to the loop, which never learns where a run executes.
 
 LocalExecutor's policies:
-* ``launch`` must be called from the supervisor's long-lived loop thread: the monitor's PDEATHSIG is tied to
-  the *thread* that forked it.
-* TimeoutSeconds is wall clock on the monotonic clock: SIGTERM to the whole tree, SIGKILL after
-  KillGraceSeconds (the monitor does both). MemoryMB is checked by sampling the tree's resident memory every
-  ``LIMIT_SAMPLE_S`` and is a SIGKILL at once: a grace period lets a fast leak grow by gigabytes. CPUSeconds
-  is sampled the same way and stops the run like a timeout.
-* If a monitor has not ended its run ``BACKSTOP_S`` after the grace of a stop, the executor kills the run's
-  session, its cgroup and every process carrying the run's cookie itself.
+* ``launch`` runs on the supervisor's long-lived loop thread (a spawned monitor's PDEATHSIG is tied to it).
+* TimeoutSeconds (monotonic wall clock): SIGTERM to the tree, SIGKILL after KillGraceSeconds (the monitor
+  does both). MemoryMB is a sample of the tree's RSS every ``LIMIT_SAMPLE_S`` and a SIGKILL at once (a grace
+  lets a fast leak grow by gigabytes); CPUSeconds is sampled too and stops the run like a timeout.
+* A run its monitor has not ended ``BACKSTOP_S`` after a stop's grace: the executor kills its session, cgroup
+  and every process with its cookie.
 * MaxProcesses and, where a cgroup enforces it, MemoryMB are the kernel's (cgroups.py): each sample reads the
   run's group; a fork refused at the cap is a SIGKILL at once with outcome ``killed`` (the message names the
   cap that refused: MaxProcesses, or an outer cgroup's pids.max with its path, pidcaps.py), an OOM kill in
   the group a SIGKILL at once with outcome ``memory``. Without a cgroup the sample counts processes + threads.
 * A start that fails for lack of processes, threads, memory or files (``is_transient_start_failure``) is
-  transient: at launch it raises a ``SpawnError`` with ``transient`` set; reported by the shim after the
-  spawn, its ``RunResult`` carries ``start_failure``. Either way the loop retries the start. A run's cgroup
-  is never given up for the RLIMIT_NPROC fallback because of such a shortage: the start is retried instead.
+  transient (a ``SpawnError`` at launch, ``RunResult.start_failure`` from the shim): the loop retries it,
+  and never gives up a run's cgroup for the RLIMIT_NPROC fallback because of it.
 * The first stop reason given is the one the outcome reports.
-* Secrets (``secrets``: the task's .env files) are added to the environment of every process, and every line
-  the run prints, its message and its summary are masked before they reach the task log or the history. The
-  masker is fixed at launch, so a run is masked with the secrets it was given.
+* Secrets (the task's .env files) are in every process's environment; every line the run prints, its message
+  and summary are masked before the task log or the history, with the secrets it was given at launch.
 """
 
 from __future__ import annotations

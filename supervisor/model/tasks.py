@@ -207,7 +207,7 @@ class HomeConfig:
     max_concurrent_runs: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     executor: str = "local"  # "local" (child processes here) or "rq" (RQ workers behind RedisUrl)
     redis_url: str | None = None
-    launcher: str = "spawn"  # "spawn" (a fresh interpreter per run) or "fork" (from a per-env fork server)
+    launcher: str = "fork"  # "spawn" (a fresh interpreter per run) or "fork" (from a per-env fork server)
     limits: Limits = field(default_factory=Limits)
     notify: NotifySettings = field(default_factory=NotifySettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
